@@ -1,0 +1,159 @@
+//! Wiring: builds every component from the [`Config`], restores published
+//! volumes, serves until the shutdown token fires, then drains.
+//!
+//! Shutdown (SIGTERM from a DaemonSet rolling update) stops accepting CSI
+//! calls, lets calls and refreshes in flight finish (bounded by
+//! `--shutdown-timeout`) and exits. Mounts stay where they are: pods keep
+//! their files while the driver is away, and the next driver re-adopts the
+//! volumes from the state directory.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::{self, Metrics};
+use crate::refresh::RefreshScheduler;
+use crate::vault::{HttpSettings, build_http};
+use crate::volume::{ManagerConfig, SpecDefaults, VolumeManager, state::StateStore};
+use crate::{csi, volume};
+
+/// Why the driver could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag value is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The Vault HTTP client could not be built (bad CA bundle).
+    #[error(transparent)]
+    Vault(#[from] crate::vault::Error),
+    /// The state directory is unusable.
+    #[error(transparent)]
+    Volume(#[from] volume::Error),
+    /// The CSI socket could not be served.
+    #[error(transparent)]
+    Csi(#[from] csi::Error),
+    /// The metrics listener could not be bound.
+    #[error("could not listen on --metrics-addr {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The bind error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the driver until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    if config.node_id.is_empty() {
+        return Err(Error::Config(
+            "--node-id (NODE_NAME) must not be empty".to_owned(),
+        ));
+    }
+    if config.volume_size_bytes < 64 * 1024 {
+        return Err(Error::Config(
+            "--volume-size-bytes must be at least 65536".to_owned(),
+        ));
+    }
+    let socket = csi::socket_path(&config.endpoint)?;
+    let ca_bundle_pem = match &config.vault_ca_cert {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read --vault-ca-cert {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let http = build_http(&HttpSettings {
+        ca_bundle_pem,
+        ..HttpSettings::default()
+    })?;
+    let mut allowed = config.allowed_vault_addrs.clone();
+    allowed.extend(config.vault_addr.iter().cloned());
+
+    let metrics = Arc::new(Metrics::new());
+    let store = StateStore::open(&config.state_dir)?;
+    let tracker = TaskTracker::new();
+    let (scheduler, scheduler_task) = RefreshScheduler::new();
+    let manager = Arc::new(VolumeManager::new(
+        ManagerConfig {
+            kubelet_dir: config.kubelet_dir.clone(),
+            spec_defaults: SpecDefaults {
+                vault_addr: config.vault_addr.clone(),
+                allowed_vault_addrs: allowed,
+                static_refresh_interval: config.static_secret_refresh_interval,
+            },
+            tmpfs_size_bytes: config.volume_size_bytes,
+            tmpfs_inodes: 1024,
+            publish_attempts: 3,
+            revoke_timeout: std::time::Duration::from_secs(5),
+        },
+        http,
+        store,
+        scheduler,
+        Arc::clone(&metrics),
+        tracker.clone(),
+    ));
+
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| Error::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let listener = csi::bind_socket(&socket)?;
+
+    let restored = manager.restore().await?;
+    tracing::info!(
+        endpoint = %config.endpoint,
+        driver = %config.driver_name,
+        node = %config.node_id,
+        volumes = restored,
+        "vault-csi-driver started"
+    );
+
+    tracker.spawn(scheduler_task.run(
+        Arc::clone(&manager),
+        shutdown.clone(),
+        tracker.clone(),
+        config.max_concurrent_refreshes,
+    ));
+    if let Some(listener) = metrics_listener {
+        let metrics = Arc::clone(&metrics);
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(error) = metrics::serve(listener, metrics, stop).await {
+                tracing::error!(%error, "The metrics listener stopped");
+            }
+        });
+    }
+
+    let (identity, node) = csi::services(
+        config.driver_name.clone(),
+        config.node_id.clone(),
+        Arc::clone(&manager),
+        Arc::clone(&metrics),
+    );
+    metrics.set_ready(true);
+    let served = csi::serve(listener, identity, node, shutdown.clone()).await;
+    metrics.set_ready(false);
+
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Work in flight did not finish within --shutdown-timeout; exiting anyway");
+    }
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!(
+        volumes = manager.volume_count(),
+        "vault-csi-driver stopped; mounted volumes stay in place"
+    );
+    served.map_err(Error::from)
+}

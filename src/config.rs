@@ -1,0 +1,99 @@
+//! Command-line flags (each also read from an environment variable). The
+//! doc comments are the `--help` text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use url::Url;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// vault-csi-driver: a Kubernetes CSI node plugin that logs in to Vault as
+/// each pod's own service account, renders handlebars templates into a
+/// tmpfs at the pod's volume path, and keeps the files fresh.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "vault-csi-driver", version, about, long_about = None)]
+pub struct Config {
+    /// CSI endpoint kubelet and the sidecars connect to. Only unix sockets;
+    /// the socket is created with mode 0600.
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    pub endpoint: String,
+
+    /// This node's name, reported in NodeGetInfo (set it from the downward
+    /// API's spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_id: String,
+
+    /// CSI driver name; must match the CSIDriver object.
+    #[arg(long, env = "DRIVER_NAME", default_value = "vault.csi.driver")]
+    pub driver_name: String,
+
+    /// Default Vault address for volumes that set no `vaultAddress`. Always
+    /// allowed.
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_addr: Option<Url>,
+
+    /// Further Vault addresses volumes may name in `vaultAddress`
+    /// (comma-separated). A pod's token is never sent anywhere else.
+    #[arg(long, env = "ALLOWED_VAULT_ADDRS", value_delimiter = ',')]
+    pub allowed_vault_addrs: Vec<Url>,
+
+    /// PEM bundle of CA certificates to trust for Vault's TLS certificate,
+    /// in addition to the system roots.
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_ca_cert: Option<PathBuf>,
+
+    /// Where per-volume state lives (tmpfs on the host, e.g. under /run).
+    /// Holds Vault tokens and lease ids, never rendered secrets.
+    #[arg(long, env = "STATE_DIR", default_value = "/run/vault-csi-driver")]
+    pub state_dir: PathBuf,
+
+    /// Kubelet's root directory; publish targets must lie under its pods/.
+    #[arg(long, env = "KUBELET_DIR", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
+
+    /// Address for /metrics, /healthz and /readyz (e.g. 0.0.0.0:9090).
+    /// Unset: no HTTP listener.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter (`info`, `debug`, or `vault_csi_driver=debug,info`).
+    /// Tokens and secret values are never logged at any level.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Default `staticSecretRefreshInterval`: how often KV secrets (which
+    /// have no lease) are re-read. Go duration syntax (30s, 5m, 1h).
+    #[arg(long, env = "STATIC_SECRET_REFRESH_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub static_secret_refresh_interval: Duration,
+
+    /// Size limit of each volume's tmpfs in bytes. Rendered files may use
+    /// at most half, so an update's old and new sets both fit.
+    #[arg(long, env = "VOLUME_SIZE_BYTES", default_value_t = 1024 * 1024)]
+    pub volume_size_bytes: u64,
+
+    /// Most refreshes running at once across all volumes.
+    #[arg(long, env = "MAX_CONCURRENT_REFRESHES", default_value_t = 64)]
+    pub max_concurrent_refreshes: usize,
+
+    /// How long SIGTERM waits for calls and refreshes in flight.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    crate::volume::parse_go_duration(value)
+}

@@ -1,0 +1,195 @@
+//! The CSI Node service: publish and unpublish (handed to the volume
+//! manager), node info and capabilities. Everything else is
+//! `UNIMPLEMENTED`. Each call is logged once, with the volume, the pod and
+//! the outcome, never with a token.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use super::redact::{RedactedContext, RedactedSecrets};
+use super::status;
+use crate::metrics::Metrics;
+use crate::proto::node_server::Node;
+use crate::proto::node_service_capability::rpc::Type as RpcType;
+use crate::proto::node_service_capability::{Rpc, Type as CapabilityType};
+use crate::proto::volume_capability::AccessType;
+use crate::proto::{
+    NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetCapabilitiesRequest,
+    NodeGetCapabilitiesResponse, NodeGetInfoRequest, NodeGetInfoResponse,
+    NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
+    NodePublishVolumeResponse, NodeServiceCapability, NodeStageVolumeRequest,
+    NodeStageVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse,
+    NodeUnstageVolumeRequest, NodeUnstageVolumeResponse,
+};
+use crate::volume::{PublishCapability, PublishOutcome, PublishRequest, VolumeManager};
+
+const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
+
+/// Serves the Node service for one node.
+#[derive(Debug)]
+pub struct NodeService {
+    node_id: String,
+    manager: Arc<VolumeManager>,
+    metrics: Arc<Metrics>,
+}
+
+impl NodeService {
+    /// A node service for `node_id`, backed by `manager`.
+    pub fn new(node_id: String, manager: Arc<VolumeManager>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            node_id,
+            manager,
+            metrics,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let pod_ns = r
+            .volume_context
+            .get(POD_NAMESPACE)
+            .cloned()
+            .unwrap_or_default();
+        let pod_name = r.volume_context.get(POD_NAME).cloned().unwrap_or_default();
+        tracing::debug!(
+            volume.id = %r.volume_id,
+            target = %r.target_path,
+            readonly = r.readonly,
+            volume_context = ?RedactedContext(&r.volume_context),
+            secrets = ?RedactedSecrets(&r.secrets),
+            "NodePublishVolume request"
+        );
+        let capability = r.volume_capability.as_ref().map(|c| match &c.access_type {
+            Some(AccessType::Block(_)) => PublishCapability::Block,
+            Some(AccessType::Mount(m)) => PublishCapability::Mount {
+                mount_group: m.volume_mount_group.clone(),
+            },
+            None => PublishCapability::Mount {
+                mount_group: String::new(),
+            },
+        });
+        let volume_id = r.volume_id.clone();
+        let result = self
+            .manager
+            .publish(PublishRequest {
+                volume_id: r.volume_id,
+                target_path: r.target_path,
+                capability,
+                readonly: r.readonly,
+                volume_context: r.volume_context,
+                secrets: r.secrets,
+            })
+            .await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(outcome) => {
+                let label = match outcome {
+                    PublishOutcome::Published => "published",
+                    PublishOutcome::Republished => "republished",
+                };
+                self.metrics.observe_publish(label, elapsed);
+                tracing::info!(volume.id = %volume_id, pod.namespace = %pod_ns, pod.name = %pod_name, outcome = label, elapsed_ms = millis(elapsed), "NodePublishVolume");
+                Ok(Response::new(NodePublishVolumeResponse {}))
+            }
+            Err(error) => {
+                let status = status::to_status(&error);
+                self.metrics.observe_publish("error", elapsed);
+                tracing::warn!(volume.id = %volume_id, pod.namespace = %pod_ns, pod.name = %pod_name, code = ?status.code(), error = %status.message(), elapsed_ms = millis(elapsed), "NodePublishVolume failed");
+                Err(status)
+            }
+        }
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let r = request.into_inner();
+        match self.manager.unpublish(&r.volume_id, &r.target_path).await {
+            Ok(()) => {
+                self.metrics.observe_unpublish("ok");
+                tracing::info!(volume.id = %r.volume_id, target = %r.target_path, outcome = "unpublished", "NodeUnpublishVolume");
+                Ok(Response::new(NodeUnpublishVolumeResponse {}))
+            }
+            Err(error) => {
+                let status = status::to_status(&error);
+                self.metrics.observe_unpublish("error");
+                tracing::warn!(volume.id = %r.volume_id, target = %r.target_path, code = ?status.code(), error = %status.message(), "NodeUnpublishVolume failed");
+                Err(status)
+            }
+        }
+    }
+
+    /// `VOLUME_MOUNT_GROUP`: kubelet hands the pod's fsGroup to the driver,
+    /// which sets file ownership itself (kubelet never chowns the volume).
+    async fn node_get_capabilities(
+        &self,
+        _: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        Ok(Response::new(NodeGetCapabilitiesResponse {
+            capabilities: vec![NodeServiceCapability {
+                r#type: Some(CapabilityType::Rpc(Rpc {
+                    r#type: RpcType::VolumeMountGroup.into(),
+                })),
+            }],
+        }))
+    }
+
+    /// The node id; no volume limit (0).
+    async fn node_get_info(
+        &self,
+        _: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.node_id.clone(),
+            max_volumes_per_node: 0,
+            accessible_topology: None,
+        }))
+    }
+
+    async fn node_stage_volume(
+        &self,
+        _: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "NodeStageVolume is not supported: this driver serves ephemeral inline volumes",
+        ))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        _: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "NodeUnstageVolume is not supported: this driver serves ephemeral inline volumes",
+        ))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        _: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        Err(Status::unimplemented("NodeGetVolumeStats is not supported"))
+    }
+
+    async fn node_expand_volume(
+        &self,
+        _: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        Err(Status::unimplemented("NodeExpandVolume is not supported"))
+    }
+}
+
+fn millis(elapsed: std::time::Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,233 @@
+//! Prometheus metrics and the HTTP listener that serves them with the
+//! health endpoints.
+//!
+//! Labels carry only operational names: results, kinds, Vault operations,
+//! and for per-volume gauges the pod namespace, pod name and volume id.
+//! Never a secret path's value, a token or secret data.
+
+mod server;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub use server::{bind, serve};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VaultLabels {
+    operation: &'static str,
+    status_class: &'static str,
+}
+
+/// Labels of the per-volume gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VolumeLabels {
+    /// The pod's namespace.
+    pub pod_namespace: String,
+    /// The pod's name.
+    pub pod_name: String,
+    /// The CSI volume id.
+    pub volume_id: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100µs .. ~26s
+    Histogram::new(exponential_buckets(0.000_1, 2.5, 14))
+}
+
+/// Every metric the driver exports, plus the readiness flag.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    publishes: Family<ResultLabels, Counter>,
+    unpublishes: Family<ResultLabels, Counter>,
+    publish_latency: Histogram,
+    refreshes: Family<RefreshLabels, Counter>,
+    vault_latency: HistogramFamily<VaultLabels>,
+    volumes: Gauge,
+    lease_expiry: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
+    next_refresh: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family under the `vault_csi_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vault_csi");
+        let publishes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "node_publish",
+            "NodePublishVolume calls by result",
+            publishes.clone(),
+        );
+        let unpublishes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "node_unpublish",
+            "NodeUnpublishVolume calls by result",
+            unpublishes.clone(),
+        );
+        let publish_latency = latency_histogram();
+        registry.register(
+            "node_publish_duration_seconds",
+            "Time to serve NodePublishVolume, Vault round trips included",
+            publish_latency.clone(),
+        );
+        let refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "refresh",
+            "Background refresh steps by kind (renew_lease, refetch, static, renew_token, login, render) and result",
+            refreshes.clone(),
+        );
+        let vault_latency: HistogramFamily<VaultLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "vault_request_duration_seconds",
+            "Vault API request latency by operation and HTTP status class",
+            vault_latency.clone(),
+        );
+        let volumes = Gauge::default();
+        registry.register("volumes", "Volumes currently managed", volumes.clone());
+        let lease_expiry = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "volume_lease_expiry_timestamp_seconds",
+            "Unix time at which the volume's soonest lease (or its Vault token) expires",
+            lease_expiry.clone(),
+        );
+        let next_refresh = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "volume_next_refresh_timestamp_seconds",
+            "Unix time of the volume's next scheduled refresh",
+            next_refresh.clone(),
+        );
+        Self {
+            registry,
+            publishes,
+            unpublishes,
+            publish_latency,
+            refreshes,
+            vault_latency,
+            volumes,
+            lease_expiry,
+            next_refresh,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts one NodePublishVolume and its latency.
+    pub fn observe_publish(&self, result: &'static str, elapsed: Duration) {
+        self.publishes.get_or_create(&ResultLabels { result }).inc();
+        self.publish_latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one NodeUnpublishVolume.
+    pub fn observe_unpublish(&self, result: &'static str) {
+        self.unpublishes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts one refresh step.
+    pub fn observe_refresh(&self, kind: &'static str, result: &'static str) {
+        self.refreshes
+            .get_or_create(&RefreshLabels { kind, result })
+            .inc();
+    }
+
+    /// Records one Vault API call.
+    pub fn observe_vault_request(
+        &self,
+        operation: &'static str,
+        status_class: &'static str,
+        elapsed: Duration,
+    ) {
+        self.vault_latency
+            .get_or_create(&VaultLabels {
+                operation,
+                status_class,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the number of managed volumes.
+    pub fn set_volumes(&self, count: usize) {
+        self.volumes.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Publishes a volume's soonest expiry and next refresh.
+    pub fn set_volume_schedule(
+        &self,
+        labels: &VolumeLabels,
+        expiry: Option<SystemTime>,
+        next: Option<SystemTime>,
+    ) {
+        let secs = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        match expiry {
+            Some(t) => {
+                self.lease_expiry.get_or_create(labels).set(secs(t));
+            }
+            None => {
+                self.lease_expiry.remove(labels);
+            }
+        }
+        match next {
+            Some(t) => {
+                self.next_refresh.get_or_create(labels).set(secs(t));
+            }
+            None => {
+                self.next_refresh.remove(labels);
+            }
+        }
+    }
+
+    /// Drops a volume's gauges when it is unpublished.
+    pub fn forget_volume(&self, labels: &VolumeLabels) {
+        self.lease_expiry.remove(labels);
+        self.next_refresh.remove(labels);
+    }
+
+    /// Marks the driver ready (state restored, socket serving) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

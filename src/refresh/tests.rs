@@ -1,0 +1,104 @@
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::*;
+
+/// Records every refresh and answers "again after `every`" a fixed number
+/// of times.
+struct Recorder {
+    calls: Mutex<Vec<(String, Instant)>>,
+    every: Duration,
+    rounds: usize,
+}
+
+impl Refresher for Recorder {
+    async fn refresh(&self, volume: VolumeId) -> Option<Instant> {
+        let mut calls = self.calls.lock().unwrap();
+        calls.push((volume.as_str().to_owned(), Instant::now()));
+        let seen = calls.iter().filter(|(v, _)| v == volume.as_str()).count();
+        (seen < self.rounds).then(|| Instant::now() + self.every)
+    }
+}
+
+fn id(s: &str) -> VolumeId {
+    VolumeId::parse(s).unwrap()
+}
+
+fn start(every: Duration, rounds: usize) -> (RefreshScheduler, Arc<Recorder>, CancellationToken) {
+    let (scheduler, task) = RefreshScheduler::new();
+    let recorder = Arc::new(Recorder {
+        calls: Mutex::new(Vec::new()),
+        every,
+        rounds,
+    });
+    let shutdown = CancellationToken::new();
+    tokio::spawn(task.run(
+        Arc::clone(&recorder),
+        shutdown.clone(),
+        TaskTracker::new(),
+        4,
+    ));
+    (scheduler, recorder, shutdown)
+}
+
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Deadlines fire in order, at their time, and each refresh's answer
+/// becomes the next deadline.
+#[tokio::test(start_paused = true)]
+async fn fires_at_deadlines_and_follows_the_refreshers_answer() {
+    let t0 = Instant::now();
+    let (scheduler, recorder, _stop) = start(Duration::from_secs(100), 3);
+    scheduler.schedule(id("b"), t0 + Duration::from_secs(20));
+    scheduler.schedule(id("a"), t0 + Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(1000)).await;
+    settle().await;
+    let calls = recorder.calls.lock().unwrap().clone();
+    let offsets: Vec<(String, u64)> = calls
+        .iter()
+        .map(|(v, at)| (v.clone(), (*at - t0).as_secs()))
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![
+            ("a".into(), 10),
+            ("b".into(), 20),
+            ("a".into(), 110),
+            ("b".into(), 120),
+            ("a".into(), 210),
+            ("b".into(), 220),
+        ]
+    );
+}
+
+/// Rescheduling replaces the old deadline and cancelling removes it.
+#[tokio::test(start_paused = true)]
+async fn reschedule_replaces_and_cancel_removes() {
+    let t0 = Instant::now();
+    let (scheduler, recorder, _stop) = start(Duration::from_secs(100), 1);
+    scheduler.schedule(id("a"), t0 + Duration::from_secs(50));
+    scheduler.schedule(id("a"), t0 + Duration::from_secs(5));
+    scheduler.schedule(id("gone"), t0 + Duration::from_secs(7));
+    scheduler.cancel(id("gone"));
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    settle().await;
+    let calls = recorder.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].0, "a");
+    assert_eq!((calls[0].1 - t0).as_secs(), 5);
+}
+
+/// Nothing runs while nothing is due: the task sleeps instead of polling.
+#[tokio::test(start_paused = true)]
+async fn idle_scheduler_does_nothing() {
+    let (scheduler, recorder, stop) = start(Duration::from_secs(3600), 10);
+    scheduler.schedule(id("a"), Instant::now() + Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_secs(3599)).await;
+    settle().await;
+    assert!(recorder.calls.lock().unwrap().is_empty());
+    stop.cancel();
+}

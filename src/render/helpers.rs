@@ -1,0 +1,167 @@
+//! Template helpers: `secret` (the only one that touches Vault data) and the
+//! few encoders people need in secret files.
+//!
+//! | helper | use | result |
+//! |---|---|---|
+//! | `secret` | `(secret "secret/data/app")`, `(secret "pki/issue/web" common_name="a.example")` | the whole Vault response: `data`, `lease_id`, `lease_duration`, `renewable`, `warnings` |
+//! | `base64Encode` | `{{base64Encode data.data.key}}` | standard base64 of the string |
+//! | `base64Decode` | `{{base64Decode data.data.blob}}` | the decoded text (must be UTF-8) |
+//! | `toJson` | `{{toJson data.data}}` | compact JSON |
+//! | `toJsonPretty` | `{{toJsonPretty data.data}}` | indented JSON |
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason,
+    ScopedJson,
+};
+use serde_json::Value;
+
+use super::SecretRequest;
+
+/// What the `secret` helper does during one render on this thread.
+pub(super) enum Scope {
+    /// First pass: note every request, answer `null`.
+    Collect(Vec<SecretRequest>),
+    /// Final pass: answer from the fetched responses; note any miss.
+    Resolve {
+        responses: HashMap<SecretRequest, Value>,
+        missing: Vec<SecretRequest>,
+    },
+}
+
+thread_local! {
+    /// Rendering is synchronous (no `.await` between setting and taking the
+    /// scope), so a thread-local is an exact per-render slot.
+    pub(super) static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
+}
+
+fn helper_error(message: impl Into<String>) -> RenderError {
+    RenderErrorReason::Other(message.into()).into()
+}
+
+fn one_param<'a>(h: &'a Helper<'_>, name: &str) -> Result<&'a Value, RenderError> {
+    if h.params().len() != 1 {
+        return Err(helper_error(format!(
+            "`{name}` takes exactly one argument, got {}",
+            h.params().len()
+        )));
+    }
+    Ok(h.param(0).map_or(&Value::Null, |p| p.value()))
+}
+
+fn one_string<'a>(h: &'a Helper<'_>, name: &str) -> Result<&'a str, RenderError> {
+    one_param(h, name)?
+        .as_str()
+        .ok_or_else(|| helper_error(format!("`{name}` takes a string argument")))
+}
+
+/// `(secret "path" key=value …)`.
+pub(super) struct SecretHelper;
+
+impl HelperDef for SecretHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let path = one_string(h, "secret")?;
+        let args: serde_json::Map<String, Value> = h
+            .hash()
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.value().clone()))
+            .collect();
+        let request = SecretRequest::new(path, &args).map_err(|e| helper_error(e.to_string()))?;
+        SCOPE.with_borrow_mut(|scope| match scope {
+            Some(Scope::Collect(seen)) => {
+                if !seen.contains(&request) {
+                    seen.push(request);
+                }
+                Ok(ScopedJson::Derived(Value::Null))
+            }
+            Some(Scope::Resolve { responses, missing }) => {
+                if let Some(value) = responses.get(&request) {
+                    Ok(ScopedJson::Derived(value.clone()))
+                } else {
+                    let reply =
+                        helper_error(format!("secret {:?} was not fetched", request.path()));
+                    missing.push(request);
+                    Err(reply)
+                }
+            }
+            None => Err(helper_error("`secret` used outside a volume render")),
+        })
+    }
+}
+
+/// `base64Encode`.
+pub(super) struct Base64Encode;
+
+impl HelperDef for Base64Encode {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let text = one_string(h, "base64Encode")?;
+        Ok(ScopedJson::Derived(Value::String(STANDARD.encode(text))))
+    }
+}
+
+/// `base64Decode`.
+pub(super) struct Base64Decode;
+
+impl HelperDef for Base64Decode {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let text = one_string(h, "base64Decode")?;
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|_| helper_error("`base64Decode` was given text that is not valid base64"))?;
+        let decoded = String::from_utf8(bytes)
+            .map_err(|_| helper_error("`base64Decode` produced bytes that are not UTF-8 text"))?;
+        Ok(ScopedJson::Derived(Value::String(decoded)))
+    }
+}
+
+/// `toJson` and `toJsonPretty`.
+pub(super) struct ToJson {
+    /// Indent the output.
+    pub(super) pretty: bool,
+}
+
+impl HelperDef for ToJson {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let name = if self.pretty {
+            "toJsonPretty"
+        } else {
+            "toJson"
+        };
+        let value = one_param(h, name)?;
+        let text = if self.pretty {
+            serde_json::to_string_pretty(value)
+        } else {
+            serde_json::to_string(value)
+        }
+        .map_err(|_| helper_error(format!("`{name}` could not encode its argument")))?;
+        Ok(ScopedJson::Derived(Value::String(text)))
+    }
+}

@@ -1,0 +1,298 @@
+//! Rendering: turns a volume's handlebars templates and the Vault responses
+//! they ask for into file contents.
+//!
+//! Templates call `(secret "<path>" [key=value …])`. The [`Renderer`] first
+//! *collects* those calls (a lenient pass whose `secret` answers `null`), the
+//! volume manager fetches all of them concurrently, and a *strict* pass then
+//! renders with the real responses. A call hidden behind data only known
+//! after a fetch shows up as [`Error::NeedsSecrets`] and is fetched in one
+//! more round. Rendering is strict (a missing field is an error, never an
+//! empty string) and never HTML-escapes: files hold the secret bytes exactly.
+
+mod helpers;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use handlebars::{Context, Handlebars, RenderContext, Renderable, Template};
+use serde_json::Value;
+
+use crate::secret::Secret;
+use crate::storage::RelativePath;
+use helpers::{SCOPE, Scope};
+
+/// Largest template source accepted, per file.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+/// Most distinct `secret` calls one volume may make.
+pub const MAX_SECRETS_PER_VOLUME: usize = 32;
+
+/// What went wrong turning templates into files. All of these are mistakes
+/// in the pod spec's templates, except `NeedsSecrets`, which is a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The template source does not parse; the message carries the line and
+    /// column.
+    #[error("template for {file} does not parse: {message}")]
+    Parse {
+        /// The file the template renders into.
+        file: RelativePath,
+        /// The parser's message, with position.
+        message: String,
+    },
+    /// The template is larger than [`MAX_TEMPLATE_BYTES`].
+    #[error("template for {file} is {bytes} bytes; the limit is {MAX_TEMPLATE_BYTES}")]
+    TooLarge {
+        /// The file the template renders into.
+        file: RelativePath,
+        /// Its size.
+        bytes: usize,
+    },
+    /// Rendering failed: a missing field (strict mode) or a helper called
+    /// wrongly. The message names the template line.
+    #[error("rendering {file} failed: {message}")]
+    Render {
+        /// The file being rendered.
+        file: RelativePath,
+        /// What went wrong, with position.
+        message: String,
+    },
+    /// A `secret` call is malformed (bad path or arguments).
+    #[error("invalid secret call: {0}")]
+    InvalidRequest(String),
+    /// The templates make more distinct `secret` calls than allowed.
+    #[error(
+        "the templates read {count} distinct secrets; at most {MAX_SECRETS_PER_VOLUME} are allowed per volume"
+    )]
+    TooManySecrets {
+        /// How many were found.
+        count: usize,
+    },
+    /// These secrets must be fetched before the render can finish.
+    #[error("{} secret(s) must be fetched first", .0.len())]
+    NeedsSecrets(Vec<SecretRequest>),
+}
+
+/// Rendered files: each template's path and its exact bytes.
+pub type RenderedFiles = Vec<(RelativePath, Secret<Vec<u8>>)>;
+
+/// One `secret` call: a Vault path, plus the arguments that make it a write
+/// (PUT) rather than a read (GET). Equal requests are fetched once per render.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct SecretRequest {
+    path: String,
+    /// Canonical JSON of the arguments (keys sorted), or `None` for a read.
+    body: Option<String>,
+}
+
+impl SecretRequest {
+    /// Validates the path (relative, no `..`, URL-safe characters) and
+    /// canonicalises the arguments.
+    pub fn new(path: &str, args: &serde_json::Map<String, Value>) -> Result<Self, Error> {
+        let path = path.trim_start_matches('/');
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.@=+:,~/".contains(c);
+        if path.is_empty()
+            || !path.chars().all(ok_char)
+            || path
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
+            return Err(Error::InvalidRequest(format!(
+                "{path:?} is not a Vault path: use letters, digits and `-_.@=+:,~` separated by single `/`"
+            )));
+        }
+        // serde_json's map is a BTreeMap here (no `preserve_order`), so the
+        // serialisation is canonical.
+        let body = if args.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(args).map_err(|e| Error::InvalidRequest(e.to_string()))?)
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            body,
+        })
+    }
+
+    /// The Vault path, without `/v1/`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The JSON body for a write, or `None` for a read.
+    pub fn body(&self) -> Option<&str> {
+        self.body.as_deref()
+    }
+}
+
+impl fmt::Debug for SecretRequest {
+    // Arguments can carry sensitive input (e.g. transit plaintext): only the
+    // path is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretRequest")
+            .field("path", &self.path)
+            .field("write", &self.body.is_some())
+            .finish()
+    }
+}
+
+/// A volume's templates, parsed once at publish.
+#[derive(Debug)]
+pub struct CompiledTemplates {
+    files: Vec<(RelativePath, Template)>,
+}
+
+impl CompiledTemplates {
+    /// The files these templates produce.
+    pub fn paths(&self) -> impl Iterator<Item = &RelativePath> {
+        self.files.iter().map(|(p, _)| p)
+    }
+}
+
+/// Renders templates. One per process: it holds only the helper registry.
+pub struct Renderer {
+    strict: Handlebars<'static>,
+    lenient: Handlebars<'static>,
+}
+
+impl fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Renderer")
+    }
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Renderer {
+    /// Builds the helper registries.
+    pub fn new() -> Self {
+        let build = |strict: bool| {
+            let mut registry = Handlebars::new();
+            registry.set_strict_mode(strict);
+            registry.register_escape_fn(handlebars::no_escape);
+            registry.register_helper("secret", Box::new(helpers::SecretHelper));
+            registry.register_helper("base64Encode", Box::new(helpers::Base64Encode));
+            registry.register_helper("base64Decode", Box::new(helpers::Base64Decode));
+            registry.register_helper("toJson", Box::new(helpers::ToJson { pretty: false }));
+            registry.register_helper("toJsonPretty", Box::new(helpers::ToJson { pretty: true }));
+            registry
+        };
+        Self {
+            strict: build(true),
+            lenient: build(false),
+        }
+    }
+
+    /// Parses every template, so syntax errors surface at publish with the
+    /// line that is wrong.
+    pub fn compile(&self, sources: &[(RelativePath, String)]) -> Result<CompiledTemplates, Error> {
+        let mut files = Vec::with_capacity(sources.len());
+        for (file, source) in sources {
+            if source.len() > MAX_TEMPLATE_BYTES {
+                return Err(Error::TooLarge {
+                    file: file.clone(),
+                    bytes: source.len(),
+                });
+            }
+            let template = Template::compile(source).map_err(|e| Error::Parse {
+                file: file.clone(),
+                message: match e.pos() {
+                    Some((line, column)) => format!("line {line}, column {column}: {}", e.reason()),
+                    None => e.reason().to_string(),
+                },
+            })?;
+            files.push((file.clone(), template));
+        }
+        Ok(CompiledTemplates { files })
+    }
+
+    /// The `secret` calls the templates make, in first-seen order.
+    pub fn requests(&self, templates: &CompiledTemplates) -> Result<Vec<SecretRequest>, Error> {
+        SCOPE.with_borrow_mut(|s| *s = Some(Scope::Collect(Vec::new())));
+        for (file, template) in &templates.files {
+            // Errors in the lenient pass are expected (helpers fed `null`);
+            // the strict pass reports the real ones.
+            let _ = render_one(&self.lenient, template, file);
+        }
+        let Some(Scope::Collect(found)) = SCOPE.with_borrow_mut(Option::take) else {
+            unreachable!("the collect scope was set above");
+        };
+        check_count(found.len())?;
+        Ok(found)
+    }
+
+    /// Renders every file with the given responses. Returns
+    /// [`Error::NeedsSecrets`] when a template asks for a secret not given.
+    pub fn render(
+        &self,
+        templates: &CompiledTemplates,
+        responses: HashMap<SecretRequest, Value>,
+    ) -> Result<RenderedFiles, Error> {
+        let fetched = responses.len();
+        SCOPE.with_borrow_mut(|s| {
+            *s = Some(Scope::Resolve {
+                responses,
+                missing: Vec::new(),
+            });
+        });
+        let mut out = Vec::with_capacity(templates.files.len());
+        let mut first_error = None;
+        for (file, template) in &templates.files {
+            match render_one(&self.strict, template, file) {
+                Ok(text) => out.push((file.clone(), Secret::new(text.into_bytes()))),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let Some(Scope::Resolve { mut missing, .. }) = SCOPE.with_borrow_mut(Option::take) else {
+            unreachable!("the resolve scope was set above");
+        };
+        if !missing.is_empty() {
+            missing.sort();
+            missing.dedup();
+            check_count(fetched + missing.len())?;
+            return Err(Error::NeedsSecrets(missing));
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+fn check_count(count: usize) -> Result<(), Error> {
+    if count > MAX_SECRETS_PER_VOLUME {
+        return Err(Error::TooManySecrets { count });
+    }
+    Ok(())
+}
+
+fn render_one(
+    registry: &Handlebars<'static>,
+    template: &Template,
+    file: &RelativePath,
+) -> Result<String, Error> {
+    let context = Context::null();
+    let mut rc = RenderContext::new(None);
+    template
+        .renders(registry, &context, &mut rc)
+        .map_err(|e| Error::Render {
+            file: file.clone(),
+            message: describe(&e),
+        })
+}
+
+fn describe(e: &handlebars::RenderError) -> String {
+    let reason = e.reason().to_string();
+    match (e.line_no, e.column_no) {
+        (Some(line), Some(col)) => format!("line {line}, column {col}: {reason}"),
+        _ => reason,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,448 @@
+//! The atomic writer: replaces a volume's whole file set in one `rename(2)`,
+//! the way Kubernetes updates Secret and ConfigMap volumes.
+//!
+//! ```text
+//! <root>/index.html -> ..data/index.html      (one link per top-level name)
+//! <root>/..data     -> ..2026_11_29_05_08_13.123456789.x7Kq   (swapped by rename)
+//! <root>/..2026_11_29_05_08_13.123456789.x7Kq/index.html
+//! ```
+//!
+//! Readers resolve `name -> ..data -> <timestamped dir>`. `..data` moves from
+//! a complete old tree to a complete new tree in one rename, so a reader
+//! never sees a missing, empty, partial or mixed set; a file opened before
+//! the swap keeps its inode after the old directory is deleted. A crash at
+//! any point leaves either the old set or the new one behind `..data`; the
+//! next write removes any orphaned timestamped directory.
+//!
+//! Not safe for concurrent use on one root: the volume manager serialises
+//! writes per volume.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, fchown, lchown};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+
+use super::{Error, RelativePath};
+use crate::secret::Secret;
+
+const DATA_LINK: &str = "..data";
+const DATA_LINK_TMP: &str = "..data_tmp";
+
+/// One file of a volume's payload: its bytes (never logged) and mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileContent {
+    /// The exact bytes to write.
+    pub bytes: Secret<Vec<u8>>,
+    /// Permission bits, applied exactly (the umask does not apply).
+    pub mode: u32,
+}
+
+/// The complete set of files a volume should hold, keyed by path.
+pub type Payload = BTreeMap<RelativePath, FileContent>;
+
+/// Ownership and limits applied to every write of one volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Group that owns the files and directories (the pod's fsGroup), if any.
+    pub gid: Option<u32>,
+    /// Mode of the directories the writer creates.
+    pub dir_mode: u32,
+    /// Largest total payload in bytes; larger payloads are refused before
+    /// anything is written, so the previous files stay.
+    pub max_bytes: u64,
+}
+
+/// What a write did, so callers can count real updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The payload equals what is on disk; nothing was replaced.
+    Unchanged,
+    /// A new file set was swapped in.
+    Replaced,
+}
+
+/// Writes payloads into one directory atomically. Holds only the root path.
+#[derive(Debug, Clone)]
+pub struct AtomicWriter {
+    root: PathBuf,
+}
+
+impl AtomicWriter {
+    /// A writer for the volume rooted at `root` (an existing directory).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The directory this writer manages.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Makes the directory hold exactly `payload`, atomically. Returns
+    /// [`WriteOutcome::Unchanged`] without touching anything when the bytes
+    /// and modes already match.
+    pub fn write(&self, payload: &Payload, options: WriteOptions) -> Result<WriteOutcome, Error> {
+        let total: u64 = payload
+            .values()
+            .map(|f| f.bytes.expose().len() as u64)
+            .sum();
+        if total > options.max_bytes {
+            return Err(Error::PayloadTooLarge {
+                bytes: total,
+                limit: options.max_bytes,
+            });
+        }
+        let old_dir = self.current_dir()?;
+        if let Some(old) = &old_dir {
+            if self.matches(old, payload)? {
+                self.link_top_level(payload)?;
+                return Ok(WriteOutcome::Unchanged);
+            }
+        }
+
+        let new_name = timestamped_name();
+        let new_dir = self.root.join(&new_name);
+        if let Err(error) = self.fill(&new_dir, payload, options) {
+            let _ = fs::remove_dir_all(&new_dir);
+            return Err(error);
+        }
+        let tmp_link = self.root.join(DATA_LINK_TMP);
+        remove_if_exists(&tmp_link)?;
+        std::os::unix::fs::symlink(&new_name, &tmp_link).map_err(|e| self.io("link", e))?;
+        fs::rename(&tmp_link, self.root.join(DATA_LINK)).map_err(|e| self.io("swap ..data", e))?;
+
+        self.link_top_level(payload)?;
+        self.remove_stale_links(payload)?;
+        self.remove_old_dirs(&new_name)?;
+        Ok(WriteOutcome::Replaced)
+    }
+
+    /// Reads the current bytes of one file, if the volume has it. Used to
+    /// rebuild a payload after a restart without re-fetching every secret.
+    pub fn read(&self, path: &RelativePath) -> Result<Option<Secret<Vec<u8>>>, Error> {
+        match fs::read(self.root.join(DATA_LINK).join(path.as_str())) {
+            Ok(bytes) => Ok(Some(Secret::new(bytes))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("read", e)),
+        }
+    }
+
+    fn current_dir(&self) -> Result<Option<PathBuf>, Error> {
+        match fs::read_link(self.root.join(DATA_LINK)) {
+            Ok(target) => Ok(Some(self.root.join(target))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("read ..data", e)),
+        }
+    }
+
+    /// True when `dir` holds exactly the payload's files with the same bytes
+    /// and modes.
+    fn matches(&self, dir: &Path, payload: &Payload) -> Result<bool, Error> {
+        let mut on_disk = BTreeSet::new();
+        collect_files(dir, dir, &mut on_disk).map_err(|e| self.io("walk", e))?;
+        if on_disk.len() != payload.len() || !payload.keys().all(|k| on_disk.contains(k.as_str())) {
+            return Ok(false);
+        }
+        for (path, content) in payload {
+            let file = dir.join(path.as_str());
+            let meta = fs::symlink_metadata(&file).map_err(|e| self.io("stat", e))?;
+            if meta.permissions().mode() & 0o7777 != content.mode {
+                return Ok(false);
+            }
+            let bytes = Secret::new(fs::read(&file).map_err(|e| self.io("read", e))?);
+            if bytes.expose() != content.bytes.expose() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn fill(&self, dir: &Path, payload: &Payload, options: WriteOptions) -> Result<(), Error> {
+        self.make_dir(dir, options)?;
+        for (path, content) in payload {
+            let file = dir.join(path.as_str());
+            if let Some(parent) = file.parent() {
+                let mut missing = Vec::new();
+                let mut cursor = parent;
+                while cursor != dir && !cursor.exists() {
+                    missing.push(cursor.to_path_buf());
+                    cursor = cursor.parent().unwrap_or(dir);
+                }
+                for d in missing.iter().rev() {
+                    self.make_dir(d, options)?;
+                }
+            }
+            let mut handle = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(content.mode)
+                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+                .open(&file)
+                .map_err(|e| self.io("create file", e))?;
+            handle
+                .write_all(content.bytes.expose())
+                .map_err(|e| self.io("write file", e))?;
+            handle
+                .set_permissions(fs::Permissions::from_mode(content.mode))
+                .map_err(|e| self.io("chmod", e))?;
+            if options.gid.is_some() {
+                fchown(&handle, Some(0), options.gid).map_err(|e| self.io("chown", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn make_dir(&self, dir: &Path, options: WriteOptions) -> Result<(), Error> {
+        fs::DirBuilder::new()
+            .mode(options.dir_mode)
+            .create(dir)
+            .map_err(|e| self.io("create directory", e))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(options.dir_mode))
+            .map_err(|e| self.io("chmod", e))?;
+        if options.gid.is_some() {
+            lchown(dir, Some(0), options.gid).map_err(|e| self.io("chown", e))?;
+        }
+        Ok(())
+    }
+
+    /// Creates `name -> ..data/name` for every top-level payload name that
+    /// lacks one. Runs after the swap, so a new link never dangles.
+    fn link_top_level(&self, payload: &Payload) -> Result<(), Error> {
+        let names: BTreeSet<&str> = payload.keys().map(RelativePath::first_element).collect();
+        for name in names {
+            let link = self.root.join(name);
+            let wanted = Path::new(DATA_LINK).join(name);
+            match fs::read_link(&link) {
+                Ok(target) if target == wanted => continue,
+                Ok(_) => remove_if_exists(&link)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => {
+                    // Something that is not a link sits where a link should be;
+                    // only the driver writes here, so replace it.
+                    remove_path(&link).map_err(|e| self.io("replace entry", e))?;
+                }
+            }
+            std::os::unix::fs::symlink(&wanted, &link).map_err(|e| self.io("link", e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes top-level links whose name left the payload. Runs after the
+    /// swap, so a removed name is never visible as a dangling link first.
+    fn remove_stale_links(&self, payload: &Payload) -> Result<(), Error> {
+        let names: BTreeSet<&str> = payload.keys().map(RelativePath::first_element).collect();
+        for entry in fs::read_dir(&self.root).map_err(|e| self.io("list", e))? {
+            let entry = entry.map_err(|e| self.io("list", e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with("..") || names.contains(name) {
+                continue;
+            }
+            remove_path(&entry.path()).map_err(|e| self.io("remove stale entry", e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every timestamped directory except `keep`, including ones a
+    /// crash left behind.
+    fn remove_old_dirs(&self, keep: &str) -> Result<(), Error> {
+        for entry in fs::read_dir(&self.root).map_err(|e| self.io("list", e))? {
+            let entry = entry.map_err(|e| self.io("list", e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with("..") && name != keep && name != DATA_LINK && name != DATA_LINK_TMP
+            {
+                remove_path(&entry.path()).map_err(|e| self.io("remove old data", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn io(&self, action: &'static str, source: io::Error) -> Error {
+        Error::Io {
+            action,
+            path: self.root.clone(),
+            source,
+        }
+    }
+}
+
+fn timestamped_name() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let suffix: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(6)
+        .map(char::from)
+        .collect();
+    format!(
+        "..{:04}_{:02}_{:02}_{:02}_{:02}_{:02}.{:09}.{suffix}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.nanosecond()
+    )
+}
+
+fn collect_files(base: &Path, dir: &Path, out: &mut BTreeSet<String>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        if kind.is_dir() {
+            collect_files(base, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(base) {
+            out.insert(rel.to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
+
+fn remove_path(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Io {
+            action: "remove",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(files: &[(&str, &str)]) -> Payload {
+        files
+            .iter()
+            .map(|(p, c)| {
+                (
+                    RelativePath::parse(p).unwrap(),
+                    FileContent {
+                        bytes: Secret::new(c.as_bytes().to_vec()),
+                        mode: 0o444,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    const OPTIONS: WriteOptions = WriteOptions {
+        gid: None,
+        dir_mode: 0o755,
+        max_bytes: 1 << 20,
+    };
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("atomic-{}", rand::rng().random::<u64>()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn writes_links_and_swaps_whole_sets() {
+        let root = scratch();
+        let writer = AtomicWriter::new(&root);
+        let first = payload(&[("a.txt", "one"), ("dir/b.txt", "two")]);
+        assert_eq!(
+            writer.write(&first, OPTIONS).unwrap(),
+            WriteOutcome::Replaced
+        );
+        assert_eq!(fs::read_to_string(root.join("a.txt")).unwrap(), "one");
+        assert_eq!(fs::read_to_string(root.join("dir/b.txt")).unwrap(), "two");
+        assert_eq!(
+            fs::read_link(root.join("a.txt")).unwrap(),
+            Path::new("..data/a.txt")
+        );
+
+        assert_eq!(
+            writer.write(&first, OPTIONS).unwrap(),
+            WriteOutcome::Unchanged
+        );
+
+        let second = payload(&[("a.txt", "uno"), ("c.txt", "tres")]);
+        assert_eq!(
+            writer.write(&second, OPTIONS).unwrap(),
+            WriteOutcome::Replaced
+        );
+        assert_eq!(fs::read_to_string(root.join("a.txt")).unwrap(), "uno");
+        assert!(
+            !root.join("dir").exists(),
+            "names that left the payload are removed"
+        );
+        let dirs: Vec<_> = fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("..") && n != DATA_LINK)
+            .collect();
+        assert_eq!(
+            dirs.len(),
+            1,
+            "old timestamped directories are removed: {dirs:?}"
+        );
+        assert_eq!(
+            fs::symlink_metadata(root.join("..data/a.txt"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o444
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn oversized_payload_keeps_the_previous_files() {
+        let root = scratch();
+        let writer = AtomicWriter::new(&root);
+        writer.write(&payload(&[("a", "old")]), OPTIONS).unwrap();
+        let small = WriteOptions {
+            max_bytes: 4,
+            ..OPTIONS
+        };
+        let err = writer
+            .write(&payload(&[("a", "much too long")]), small)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::PayloadTooLarge {
+                    bytes: 13,
+                    limit: 4
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "old");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn an_orphaned_directory_from_a_crash_is_cleaned_up() {
+        let root = scratch();
+        let writer = AtomicWriter::new(&root);
+        writer.write(&payload(&[("a", "1")]), OPTIONS).unwrap();
+        fs::create_dir(root.join("..2000_01_01_00_00_00.000000000.crash")).unwrap();
+        writer.write(&payload(&[("a", "2")]), OPTIONS).unwrap();
+        assert!(!root.join("..2000_01_01_00_00_00.000000000.crash").exists());
+        fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,153 @@
+//! Vault: the pod's identity (its service-account token), the login that
+//! turns it into a Vault token, and the HTTP calls made with that token.
+//!
+//! The driver holds no Vault credentials of its own. Every call is made with
+//! a token obtained by logging in *as the pod*, so Vault's policies for the
+//! pod's role decide what a volume can read.
+
+mod client;
+mod identity;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use client::{
+    HttpSettings, MAX_RESPONSE_BYTES, Renewal, VaultClient, build_http, error_message,
+};
+pub use identity::{IdentityError, ServiceAccountToken, TOKENS_KEY};
+
+use crate::secret::Secret;
+
+/// A Vault lease id (`database/creds/app/AbC…`). Lease ids are not secret:
+/// they name a lease but cannot be used to read it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct LeaseId(String);
+
+impl LeaseId {
+    /// Wraps a lease id from a Vault response.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as sent to `sys/leases/*`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A Vault token obtained by login or renewed by `renew-self`.
+#[derive(Debug, Clone)]
+pub struct AuthToken {
+    /// The client token (never logged).
+    pub token: Secret<String>,
+    /// Its time to live at `obtained_at`.
+    pub ttl: Duration,
+    /// Whether `renew-self` may extend it.
+    pub renewable: bool,
+    /// Vault's warnings (a capped renewal says so here).
+    pub warnings: Vec<String>,
+    /// When the answer arrived.
+    pub obtained_at: Instant,
+}
+
+/// One answer to a `secret` call: the raw body for templates (never logged)
+/// plus the lease facts the refresh policy needs.
+#[derive(Debug, Clone)]
+pub struct SecretResponse {
+    /// The lease, for dynamic secrets; `None` for KV and unleased PKI.
+    pub lease_id: Option<LeaseId>,
+    /// `lease_duration` (advisory for KV v1, 0 for KV v2).
+    pub lease_duration: Duration,
+    /// Whether `sys/leases/renew` may extend the lease.
+    pub renewable: bool,
+    /// A certificate's NotAfter in unix seconds (`data.expiration`), if any.
+    pub expiration: Option<u64>,
+    /// The whole JSON response body.
+    pub raw: Secret<Vec<u8>>,
+    /// When the answer arrived.
+    pub fetched_at: Instant,
+}
+
+/// What went wrong talking to Vault. Messages carry the operation and
+/// Vault's own (scrubbed) words; never a token or a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The driver's Vault settings are unusable (bad CA bundle, bad address).
+    #[error("Vault client configuration: {reason}")]
+    Config {
+        /// What to fix.
+        reason: String,
+    },
+    /// Vault could not be reached, or did not answer in time.
+    #[error(
+        "Vault at {address} is unreachable during {operation} ({reason}); check the address, the network path and Vault's TLS certificate (--vault-ca-cert)"
+    )]
+    Unreachable {
+        /// The API call being made.
+        operation: &'static str,
+        /// Vault's address.
+        address: String,
+        /// Connect, TLS or timeout detail.
+        reason: String,
+    },
+    /// Vault answered 429: a rate-limit or lease-count quota.
+    #[error("Vault rate-limited {operation} ({status}): {message}")]
+    RateLimited {
+        /// The API call being made.
+        operation: &'static str,
+        /// Always 429.
+        status: u16,
+        /// Vault's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+        /// Vault's message.
+        message: String,
+    },
+    /// Vault answered with an error status.
+    #[error("Vault refused {operation} with HTTP {status}: {message}")]
+    Status {
+        /// The API call being made.
+        operation: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// Vault's `errors`, joined and scrubbed.
+        message: String,
+    },
+    /// Vault answered 2xx with a body the driver cannot use.
+    #[error("Vault's answer to {operation} is unusable: {reason}")]
+    InvalidResponse {
+        /// The API call being made.
+        operation: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// True for failures that may pass on their own (network, 5xx, 429), so
+    /// a retry is worth it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::RateLimited { .. } => true,
+            Self::Status { status, .. } => *status >= 500 || *status == 412,
+            Self::Config { .. } | Self::InvalidResponse { .. } => false,
+        }
+    }
+
+    /// How long Vault asked us to wait, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status Vault answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::RateLimited { status, .. } | Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}

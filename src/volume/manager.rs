@@ -1,0 +1,658 @@
+//! [`VolumeManager`]: publish, unpublish and restore.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use super::Error;
+use super::guard::OperationGuards;
+use super::spec::{self, PodInfo, SpecDefaults, TargetPath, VolumeId, VolumeSpec};
+use super::state::{Phase, RECORD_VERSION, StateStore, VolumeRecord};
+use super::tracked::{self, VolumeState};
+use crate::metrics::{Metrics, VolumeLabels};
+use crate::refresh::RefreshScheduler;
+use crate::render::Renderer;
+use crate::storage::tmpfs::{self, TmpfsOptions};
+use crate::vault::{ServiceAccountToken, TOKENS_KEY, VaultClient};
+
+/// Node-wide settings of the volume manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// `--kubelet-dir`: targets must lie under its `pods/`.
+    pub kubelet_dir: PathBuf,
+    /// Defaults and the Vault allow-list applied to every volume.
+    pub spec_defaults: SpecDefaults,
+    /// Size limit of each volume's tmpfs.
+    pub tmpfs_size_bytes: u64,
+    /// Inode limit of each volume's tmpfs.
+    pub tmpfs_inodes: u64,
+    /// Attempts per Vault call during a publish (transient errors only).
+    pub publish_attempts: u32,
+    /// Time allowed to revoke a volume's token and leases on unpublish.
+    pub revoke_timeout: Duration,
+}
+
+impl ManagerConfig {
+    /// Largest payload per volume: under half the tmpfs, so the old and new
+    /// file sets both fit during an atomic swap.
+    pub fn max_payload_bytes(&self) -> u64 {
+        self.tmpfs_size_bytes / 2 - 4096
+    }
+}
+
+/// The volume capability of a publish request, reduced to what matters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishCapability {
+    /// A filesystem volume, with kubelet's fsGroup (if any) in `mount_group`.
+    Mount {
+        /// `volume_mount_group`: the pod's fsGroup when the driver
+        /// advertises `VOLUME_MOUNT_GROUP`.
+        mount_group: String,
+    },
+    /// A raw block volume (refused).
+    Block,
+}
+
+/// A NodePublishVolume request, without the fields this driver ignores.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// `volume_id`.
+    pub volume_id: String,
+    /// `target_path`.
+    pub target_path: String,
+    /// `volume_capability`, if sent.
+    pub capability: Option<PublishCapability>,
+    /// `readonly`.
+    pub readonly: bool,
+    /// `volume_context` (holds the tokens before Kubernetes 1.35).
+    pub volume_context: HashMap<String, String>,
+    /// `secrets` (holds the tokens with `serviceAccountTokenInSecrets`).
+    pub secrets: HashMap<String, String>,
+}
+
+/// What a successful publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// A new volume was mounted and rendered.
+    Published,
+    /// A republish of a managed volume: identity refreshed, volume checked.
+    Republished,
+}
+
+pub(super) struct Volume {
+    pub state: tokio::sync::Mutex<Option<VolumeState>>,
+}
+
+/// Owns every volume on the node. See the module docs for the rules.
+pub struct VolumeManager {
+    pub(super) config: ManagerConfig,
+    pub(super) http: reqwest::Client,
+    pub(super) renderer: Renderer,
+    pub(super) store: StateStore,
+    pub(super) scheduler: RefreshScheduler,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) volumes: Mutex<HashMap<VolumeId, Arc<Volume>>>,
+    pub(super) tracker: TaskTracker,
+    guards: OperationGuards,
+}
+
+impl std::fmt::Debug for VolumeManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeManager")
+            .field("volumes", &self.volume_count())
+            .finish_non_exhaustive()
+    }
+}
+
+struct NewVolume {
+    id: VolumeId,
+    target: TargetPath,
+    readonly: bool,
+    fs_group: Option<u32>,
+    fingerprint: String,
+    attributes: BTreeMap<String, String>,
+    spec: VolumeSpec,
+    pod: PodInfo,
+    identity: ServiceAccountToken,
+}
+
+impl VolumeManager {
+    /// A manager writing state to `store`, scheduling refreshes on
+    /// `scheduler` and running background work (revocations) on `tracker`.
+    pub fn new(
+        config: ManagerConfig,
+        http: reqwest::Client,
+        store: StateStore,
+        scheduler: RefreshScheduler,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self {
+            config,
+            http,
+            renderer: Renderer::new(),
+            store,
+            scheduler,
+            metrics,
+            volumes: Mutex::new(HashMap::new()),
+            tracker,
+            guards: OperationGuards::default(),
+        }
+    }
+
+    /// How many volumes are managed.
+    pub fn volume_count(&self) -> usize {
+        self.volumes.lock().expect("volume map poisoned").len()
+    }
+
+    pub(super) fn volume(&self, id: &VolumeId) -> Option<Arc<Volume>> {
+        self.volumes
+            .lock()
+            .expect("volume map poisoned")
+            .get(id)
+            .cloned()
+    }
+
+    /// NodePublishVolume.
+    pub async fn publish(&self, request: PublishRequest) -> Result<PublishOutcome, Error> {
+        if request.volume_id.is_empty() {
+            return Err(Error::MissingField { field: "volume_id" });
+        }
+        if request.target_path.is_empty() {
+            return Err(Error::MissingField {
+                field: "target_path",
+            });
+        }
+        let id = VolumeId::parse(&request.volume_id)?;
+        let target = TargetPath::parse(&request.target_path, &self.config.kubelet_dir)?;
+        let mount_group = match &request.capability {
+            None => {
+                return Err(Error::MissingField {
+                    field: "volume_capability",
+                });
+            }
+            Some(PublishCapability::Block) => return Err(Error::BlockVolume),
+            Some(PublishCapability::Mount { mount_group }) => mount_group.clone(),
+        };
+        let fs_group = if mount_group.is_empty() {
+            None
+        } else {
+            Some(
+                mount_group
+                    .parse::<u32>()
+                    .map_err(|_| Error::InvalidAttribute {
+                        key: "volume_capability.mount.volume_mount_group".to_owned(),
+                        reason: format!("{mount_group:?} is not a numeric group id"),
+                    })?,
+            )
+        };
+        let _guard = self.guards.begin(&id)?;
+        let fingerprint =
+            spec::fingerprint(&request.volume_context, request.readonly, &mount_group);
+        let (volume_spec, pod) =
+            spec::parse_attributes(&request.volume_context, &self.config.spec_defaults)?;
+        let identity = identity_from(&request, &volume_spec.audience)?;
+
+        if let Some(volume) = self.volume(&id) {
+            return self
+                .republish(&id, &volume, &target, &fingerprint, identity)
+                .await;
+        }
+        let attributes = request
+            .volume_context
+            .iter()
+            .filter(|(k, _)| k.as_str() != TOKENS_KEY)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.publish_new(NewVolume {
+            id,
+            target,
+            readonly: request.readonly,
+            fs_group,
+            fingerprint,
+            attributes,
+            spec: volume_spec,
+            pod,
+            identity,
+        })
+        .await?;
+        Ok(PublishOutcome::Published)
+    }
+
+    async fn republish(
+        &self,
+        id: &VolumeId,
+        volume: &Volume,
+        target: &TargetPath,
+        fingerprint: &str,
+        identity: ServiceAccountToken,
+    ) -> Result<PublishOutcome, Error> {
+        let mut guard = volume.state.lock().await;
+        let Some(state) = guard.as_mut() else {
+            return Err(Error::OperationPending {
+                volume_id: id.to_string(),
+            });
+        };
+        if &state.target != target {
+            return Err(Error::TargetMismatch {
+                volume_id: id.to_string(),
+                existing: state.target.as_path().display().to_string(),
+            });
+        }
+        if state.fingerprint != fingerprint {
+            return Err(Error::AlreadyExists {
+                volume_id: id.to_string(),
+            });
+        }
+        let newer = state
+            .identity
+            .as_ref()
+            .is_none_or(|old| identity.expires_at() >= old.expires_at());
+        if newer {
+            state.identity = Some(identity);
+        }
+        let mounted = tmpfs::is_tmpfs_mount(target.as_path())?;
+        let needs_attention = !mounted
+            || state.degraded
+            || state
+                .session
+                .as_ref()
+                .is_none_or(|s| s.needs_login(Instant::now()));
+        self.persist(id, state, Phase::Published)?;
+        if !mounted {
+            tracing::warn!(volume.id = %id, "The volume's tmpfs is gone; mounting and rendering it again");
+            self.remount(id, state).await?;
+        }
+        if needs_attention && state.spec.refresh {
+            self.scheduler.schedule(id.clone(), Instant::now());
+        }
+        Ok(PublishOutcome::Republished)
+    }
+
+    async fn publish_new(&self, new: NewVolume) -> Result<(), Error> {
+        let templates = self.renderer.compile(&new.spec.templates)?;
+        let client = VaultClient::new(
+            self.http.clone(),
+            new.spec.vault_addr.clone(),
+            new.spec.namespace.clone(),
+            Arc::clone(&self.metrics),
+        );
+        let labels = VolumeLabels {
+            pod_namespace: new.pod.namespace.clone(),
+            pod_name: new.pod.name.clone(),
+            volume_id: new.id.to_string(),
+        };
+        let session = self.login(&client, &new.spec, &new.identity, true).await?;
+        let mut state = VolumeState {
+            target: new.target,
+            readonly: new.readonly,
+            fs_group: new.fs_group,
+            fingerprint: new.fingerprint,
+            attributes: new.attributes,
+            spec: new.spec,
+            pod: new.pod,
+            labels,
+            templates,
+            client,
+            identity: Some(new.identity),
+            session: Some(session),
+            secrets: Vec::new(),
+            token_failures: 0,
+            token_retry_at: None,
+            degraded: false,
+        };
+        let id = new.id;
+        let files = match self
+            .fetch_and_render(&mut state, &HashSet::default(), true)
+            .await
+        {
+            Ok(files) => files,
+            Err(error) => {
+                self.revoke_in_background(&state);
+                return Err(error);
+            }
+        };
+        if let Err(error) = self.mount_and_write(&id, &mut state, files) {
+            self.rollback(&id, &state);
+            return Err(error);
+        }
+        if let Err(error) = self.persist(&id, &state, Phase::Published) {
+            self.rollback(&id, &state);
+            return Err(error);
+        }
+        let next = state.spec.refresh.then(|| state.next_due()).flatten();
+        self.publish_schedule_metrics(&state, next);
+        self.volumes.lock().expect("volume map poisoned").insert(
+            id.clone(),
+            Arc::new(Volume {
+                state: tokio::sync::Mutex::new(Some(state)),
+            }),
+        );
+        self.metrics.set_volumes(self.volume_count());
+        if let Some(at) = next {
+            self.scheduler.schedule(id, at);
+        }
+        Ok(())
+    }
+
+    /// Creates the tmpfs and writes the first file set; the record is
+    /// written first (phase `publishing`) so a crash here is cleaned up.
+    fn mount_and_write(
+        &self,
+        id: &VolumeId,
+        state: &mut VolumeState,
+        files: crate::render::RenderedFiles,
+    ) -> Result<(), Error> {
+        self.persist(id, state, Phase::Publishing)?;
+        let target = state.target.as_path();
+        if !tmpfs::is_tmpfs_mount(target)? {
+            tmpfs::mount_tmpfs(
+                target,
+                TmpfsOptions {
+                    size_bytes: self.config.tmpfs_size_bytes,
+                    inodes: self.config.tmpfs_inodes,
+                    mode: dir_mode(state.file_mode()),
+                    gid: state.fs_group,
+                },
+            )?;
+        }
+        self.write_files(id, state, files, true)?;
+        if state.readonly {
+            tmpfs::remount_read_only(target)?;
+        }
+        Ok(())
+    }
+
+    /// Re-creates a volume whose mount disappeared, from cached responses.
+    async fn remount(&self, id: &VolumeId, state: &mut VolumeState) -> Result<(), Error> {
+        let files = self
+            .fetch_and_render(state, &HashSet::default(), true)
+            .await?;
+        self.mount_and_write(id, state, files)?;
+        self.persist(id, state, Phase::Published)
+    }
+
+    /// Undoes a failed publish: no mount, no directory, no record, and the
+    /// Vault token revoked.
+    fn rollback(&self, id: &VolumeId, state: &VolumeState) {
+        if let Err(error) = tmpfs::unmount_and_remove(state.target.as_path()) {
+            tracing::error!(volume.id = %id, %error, "Could not undo a failed publish; unpublish will retry");
+        }
+        let _ = self.store.remove(id);
+        self.revoke_in_background(state);
+    }
+
+    /// NodeUnpublishVolume: unmount, remove the target, revoke the token and
+    /// leases, forget the state. Unknown volumes and missing targets are OK.
+    pub async fn unpublish(&self, volume_id: &str, target_path: &str) -> Result<(), Error> {
+        if volume_id.is_empty() {
+            return Err(Error::MissingField { field: "volume_id" });
+        }
+        if target_path.is_empty() {
+            return Err(Error::MissingField {
+                field: "target_path",
+            });
+        }
+        let id = VolumeId::parse(volume_id)?;
+        let target = TargetPath::parse(target_path, &self.config.kubelet_dir)?;
+        let _guard = self.guards.begin(&id)?;
+        let volume = self
+            .volumes
+            .lock()
+            .expect("volume map poisoned")
+            .remove(&id);
+        self.scheduler.cancel(id.clone());
+        if let Some(volume) = volume {
+            let state = volume.state.lock().await.take();
+            if let Some(state) = state {
+                tmpfs::unmount_and_remove(state.target.as_path())?;
+                if state.target != target {
+                    tmpfs::unmount_and_remove(target.as_path())?;
+                }
+                self.revoke(&state).await;
+                self.metrics.forget_volume(&state.labels);
+            }
+        } else {
+            tmpfs::unmount_and_remove(target.as_path())?;
+            if let Some(record) = self.store.load(&id) {
+                self.revoke_record(&record).await;
+            }
+        }
+        self.store.remove(&id)?;
+        self.metrics.set_volumes(self.volume_count());
+        Ok(())
+    }
+
+    /// Re-adopts the volumes recorded in the state directory after a
+    /// restart: finished publishes resume their schedules; unfinished ones
+    /// are undone. Returns how many volumes are managed.
+    pub async fn restore(&self) -> Result<usize, Error> {
+        for record in self.store.load_all()? {
+            let Ok(id) = VolumeId::parse(&record.volume_id) else {
+                continue;
+            };
+            let target = TargetPath::from_state(record.target_path.clone());
+            let mounted = tmpfs::is_tmpfs_mount(target.as_path()).unwrap_or(false);
+            if record.phase == Phase::Publishing || !mounted {
+                tracing::info!(volume.id = %id, "Cleaning up a volume left unfinished or unmounted by a previous run");
+                if let Err(error) = tmpfs::unmount_and_remove(target.as_path()) {
+                    tracing::warn!(volume.id = %id, %error, "Could not clean up the volume's target");
+                }
+                self.revoke_record(&record).await;
+                self.store.remove(&id)?;
+                continue;
+            }
+            match self.state_from_record(&record) {
+                Ok(state) => {
+                    let next = state.spec.refresh.then(|| state.next_due()).flatten();
+                    self.publish_schedule_metrics(&state, next);
+                    self.volumes.lock().expect("volume map poisoned").insert(
+                        id.clone(),
+                        Arc::new(Volume {
+                            state: tokio::sync::Mutex::new(Some(state)),
+                        }),
+                    );
+                    if let Some(at) = next {
+                        self.scheduler.schedule(id.clone(), at);
+                    }
+                    tracing::info!(volume.id = %id, "Resumed managing a published volume");
+                }
+                Err(error) => {
+                    // The files stay; kubelet's next republish re-adopts it.
+                    tracing::warn!(volume.id = %id, %error, "Could not resume a volume from its record; waiting for kubelet to republish it");
+                }
+            }
+        }
+        let count = self.volume_count();
+        self.metrics.set_volumes(count);
+        Ok(count)
+    }
+
+    fn state_from_record(&self, record: &VolumeRecord) -> Result<VolumeState, Error> {
+        let context: HashMap<String, String> = record.attributes.clone().into_iter().collect();
+        let (spec, pod) = spec::parse_attributes(&context, &self.config.spec_defaults)?;
+        let templates = self.renderer.compile(&spec.templates)?;
+        let client = VaultClient::new(
+            self.http.clone(),
+            spec.vault_addr.clone(),
+            spec.namespace.clone(),
+            Arc::clone(&self.metrics),
+        );
+        let labels = VolumeLabels {
+            pod_namespace: pod.namespace.clone(),
+            pod_name: pod.name.clone(),
+            volume_id: record.volume_id.clone(),
+        };
+        Ok(VolumeState {
+            target: TargetPath::from_state(record.target_path.clone()),
+            readonly: record.readonly,
+            fs_group: record.fs_group,
+            fingerprint: record.fingerprint.clone(),
+            attributes: record.attributes.clone(),
+            spec,
+            pod,
+            labels,
+            templates,
+            client,
+            identity: record.identity.as_ref().map(tracked::identity_from_stored),
+            session: record.token.as_ref().map(tracked::session_from_stored),
+            secrets: record
+                .secrets
+                .iter()
+                .map(tracked::tracked_from_stored)
+                .collect(),
+            token_failures: 0,
+            token_retry_at: None,
+            degraded: false,
+        })
+    }
+
+    /// Writes the volume's record.
+    pub(super) fn persist(
+        &self,
+        id: &VolumeId,
+        state: &VolumeState,
+        phase: Phase,
+    ) -> Result<(), Error> {
+        let (identity, token, secrets) = state.stored_parts();
+        self.store.save(&VolumeRecord {
+            version: RECORD_VERSION,
+            volume_id: id.to_string(),
+            target_path: state.target.as_path().to_path_buf(),
+            readonly: state.readonly,
+            fs_group: state.fs_group,
+            fingerprint: state.fingerprint.clone(),
+            attributes: state.attributes.clone(),
+            phase,
+            identity,
+            token,
+            secrets,
+        })
+    }
+
+    pub(super) fn publish_schedule_metrics(&self, state: &VolumeState, next: Option<Instant>) {
+        self.metrics.set_volume_schedule(
+            &state.labels,
+            state.soonest_expiry().map(tracked::instant_to_system),
+            next.map(tracked::instant_to_system),
+        );
+    }
+
+    async fn revoke_record(&self, record: &VolumeRecord) {
+        let Some(token) = &record.token else { return };
+        let context: HashMap<String, String> = record.attributes.clone().into_iter().collect();
+        let Ok((spec, _)) = spec::parse_attributes(&context, &self.config.spec_defaults) else {
+            return;
+        };
+        let client = VaultClient::new(
+            self.http.clone(),
+            spec.vault_addr,
+            spec.namespace,
+            Arc::clone(&self.metrics),
+        );
+        let session = tracked::session_from_stored(token);
+        let leases: Vec<_> = record
+            .secrets
+            .iter()
+            .filter_map(|s| s.lease_id.clone())
+            .collect();
+        let work = async {
+            for lease in &leases {
+                let _ = client.revoke_lease(&session.token, lease).await;
+            }
+            let _ = client.revoke_self(&session.token).await;
+        };
+        let _ = tokio::time::timeout(self.config.revoke_timeout, work).await;
+    }
+
+    /// Revokes the volume's leases and token, bounded by the revoke timeout.
+    /// Failures are logged: the token's TTL ends it anyway.
+    pub(super) async fn revoke(&self, state: &VolumeState) {
+        let Some(session) = &state.session else {
+            return;
+        };
+        if session.expires_at <= Instant::now() {
+            return;
+        }
+        let client = &state.client;
+        let work = async {
+            for lease in state.secrets.iter().filter_map(|t| t.lease_id.as_ref()) {
+                if let Err(error) = client.revoke_lease(&session.token, lease).await {
+                    // Most policies do not grant sys/leases/revoke; revoke-self
+                    // below revokes the token's leases anyway.
+                    tracing::debug!(lease.id = lease.as_str(), %error, "Lease revocation refused");
+                }
+            }
+            client.revoke_self(&session.token).await
+        };
+        match tokio::time::timeout(self.config.revoke_timeout, work).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(volume.pod = %state.pod.name, %error, "Could not revoke the volume's Vault token; it ends with its TTL");
+            }
+            Err(_) => {
+                tracing::warn!(volume.pod = %state.pod.name, "Revoking the volume's Vault token timed out; it ends with its TTL");
+            }
+        }
+    }
+
+    fn revoke_in_background(&self, state: &VolumeState) {
+        let Some(session) = &state.session else {
+            return;
+        };
+        let client = state.client.clone();
+        let token = session.token.clone();
+        let timeout = self.config.revoke_timeout;
+        self.tracker.spawn(async move {
+            let _ = tokio::time::timeout(timeout, client.revoke_self(&token)).await;
+        });
+    }
+}
+
+/// Directory mode matching a file mode: each class that may read may also
+/// traverse.
+pub(super) fn dir_mode(file_mode: u32) -> u32 {
+    let mut mode = file_mode & 0o777;
+    for (read, exec) in [(0o400, 0o100), (0o040, 0o010), (0o004, 0o001)] {
+        if mode & read != 0 {
+            mode |= exec;
+        }
+    }
+    mode | 0o100
+}
+
+/// The pod's service-account token: from `secrets` first (Kubernetes 1.35+
+/// with `serviceAccountTokenInSecrets`), then `volume_context`.
+fn identity_from(request: &PublishRequest, audience: &str) -> Result<ServiceAccountToken, Error> {
+    let json = request
+        .secrets
+        .get(TOKENS_KEY)
+        .or_else(|| request.volume_context.get(TOKENS_KEY))
+        .ok_or_else(|| crate::vault::IdentityError::MissingAudience {
+            audience: audience.to_owned(),
+            available: Vec::new(),
+        })?;
+    Ok(ServiceAccountToken::from_kubelet_json(
+        json,
+        audience,
+        SystemTime::now(),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dir_mode;
+
+    #[test]
+    fn directories_are_traversable_by_whoever_may_read() {
+        assert_eq!(dir_mode(0o444), 0o555);
+        assert_eq!(dir_mode(0o440), 0o550);
+        assert_eq!(dir_mode(0o400), 0o500);
+        assert_eq!(dir_mode(0o640), 0o750);
+        assert_eq!(dir_mode(0o000), 0o100);
+    }
+}

@@ -1,0 +1,153 @@
+//! The volume manager: turns publish and unpublish calls into mounted,
+//! rendered, refreshed volumes, and owns every volume's state.
+//!
+//! * **Idempotency**: a repeated publish of the same volume and target is a
+//!   republish (kubelet sends one about every minute with a rotated token
+//!   under `requiresRepublish`); it refreshes the identity and checks the
+//!   volume, and never re-mints secrets. A publish that differs in anything
+//!   but the token is `ALREADY_EXISTS`.
+//! * **One operation per volume**: a second CSI call for a volume while one
+//!   runs is refused with `ABORTED` (kubelet retries); refreshes and CSI
+//!   calls on one volume are serialised by the volume's lock.
+//! * **Rollback**: a publish that fails leaves nothing mounted, no files, no
+//!   state, and revokes whatever Vault token it obtained.
+//! * **Restart**: every change is persisted ([`state`]), so a restarted
+//!   driver re-adopts its volumes ([`VolumeManager::restore`]).
+
+mod guard;
+mod manager;
+mod refresh;
+mod spec;
+pub mod state;
+mod tracked;
+
+use std::path::PathBuf;
+
+pub use manager::{
+    ManagerConfig, PublishCapability, PublishOutcome, PublishRequest, VolumeManager,
+};
+pub use spec::{
+    MAX_FILES_PER_VOLUME, MAX_VOLUME_ID_BYTES, PodInfo, SpecDefaults, TargetPath, VolumeId,
+    VolumeSpec, normalise_addr, parse_attributes, parse_go_duration,
+};
+
+use crate::{render, storage, vault};
+
+/// Everything a publish, unpublish or refresh can fail with. Each message
+/// says what to fix; the gRPC code for each is chosen in `csi::status`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A required request field is empty.
+    #[error("{field} is required")]
+    MissingField {
+        /// The CSI request field.
+        field: &'static str,
+    },
+    /// The volume id is unusable.
+    #[error("invalid volume_id: {reason}")]
+    InvalidVolumeId {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The target path is outside kubelet's pods directory or not clean.
+    #[error("invalid target_path {path}: {reason}")]
+    InvalidTargetPath {
+        /// The path as sent (escaped).
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A block volume was requested; this driver only provides files.
+    #[error("block volumes are not supported: use a filesystem (mount) volume")]
+    BlockVolume,
+    /// The volume is not an inline ephemeral volume.
+    #[error(
+        "only inline ephemeral volumes are supported: declare the volume with `csi:` in the pod spec"
+    )]
+    NotEphemeral,
+    /// A volume attribute has a bad value.
+    #[error("volume attribute {key:?}: {reason}")]
+    InvalidAttribute {
+        /// The attribute.
+        key: String,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+    /// A volume attribute the driver does not know (likely a typo).
+    #[error(
+        "unknown volume attribute {key:?}; known: roleName, vaultAddress, vaultAuthMountPath, vaultNamespace, audience, fileMode, refresh, tokenFile, staticSecretRefreshInterval, template.<file>"
+    )]
+    UnknownAttribute {
+        /// The attribute.
+        key: String,
+    },
+    /// A required volume attribute is missing.
+    #[error("volume attribute {key:?} is required")]
+    MissingAttribute {
+        /// The attribute.
+        key: &'static str,
+    },
+    /// Kubelet passed no usable service-account token.
+    #[error(transparent)]
+    Identity(#[from] vault::IdentityError),
+    /// The templates are wrong.
+    #[error(transparent)]
+    Template(#[from] render::Error),
+    /// Logging in to Vault as the pod failed.
+    #[error("logging in to Vault at auth/{mount} with role {role:?} failed: {source}")]
+    Login {
+        /// The auth mount.
+        mount: String,
+        /// The role.
+        role: String,
+        /// What Vault said.
+        #[source]
+        source: vault::Error,
+    },
+    /// Reading or writing a secret failed.
+    #[error("fetching secret {path:?} failed: {source}")]
+    Fetch {
+        /// The secret path.
+        path: String,
+        /// What Vault said.
+        #[source]
+        source: vault::Error,
+    },
+    /// Placing files failed.
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    /// The state directory could not be written.
+    #[error("could not write the driver's state at {path}: {source}; check --state-dir")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another operation on the volume is in flight.
+    #[error("an operation on volume {volume_id} is already in progress; retry shortly")]
+    OperationPending {
+        /// The volume.
+        volume_id: String,
+    },
+    /// The volume is published with different attributes.
+    #[error(
+        "volume {volume_id} is already published with different attributes; delete the pod before changing its volume"
+    )]
+    AlreadyExists {
+        /// The volume.
+        volume_id: String,
+    },
+    /// The volume is published at another target path.
+    #[error("volume {volume_id} is already published at {existing}")]
+    TargetMismatch {
+        /// The volume.
+        volume_id: String,
+        /// Where it is.
+        existing: String,
+    },
+    /// The driver is shutting down.
+    #[error("the driver is shutting down; kubelet will retry")]
+    ShuttingDown,
+}

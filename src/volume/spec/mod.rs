@@ -1,0 +1,431 @@
+//! What a publish request asks for, validated: the volume id, the target
+//! path, and the pod's `volumeAttributes` turned into a [`VolumeSpec`].
+//!
+//! Every attribute is checked here, before anything touches Vault or the
+//! filesystem, and every refusal names the key and says what to write
+//! instead. Unknown keys are refused so a typo never silently does nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::{self, Write as _};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::Error;
+use crate::storage::{RelativePath, check_disjoint};
+use crate::vault::TOKENS_KEY;
+
+/// Longest volume id accepted. Kubelet's are `csi-` + 64 hex digits.
+pub const MAX_VOLUME_ID_BYTES: usize = 128;
+/// Most files (templates plus `tokenFile`) one volume may hold.
+pub const MAX_FILES_PER_VOLUME: usize = 64;
+/// Shortest `staticSecretRefreshInterval` accepted.
+pub const MIN_STATIC_INTERVAL: Duration = Duration::from_secs(1);
+
+const TEMPLATE_PREFIX: &str = "template.";
+const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
+const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
+const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
+const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
+const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
+
+/// The CSI volume id. Validated because it names the driver's state file.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VolumeId(String);
+
+impl VolumeId {
+    /// Accepts 1 to 128 bytes without `/`, NUL, or a leading `.`.
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let reason = if raw.is_empty() {
+            Some("it is empty")
+        } else if raw.len() > MAX_VOLUME_ID_BYTES {
+            Some("it is longer than 128 bytes")
+        } else if raw.contains('/') || raw.contains('\0') {
+            Some("it contains `/` or NUL")
+        } else if raw.starts_with('.') {
+            Some("it starts with `.`")
+        } else if raw.chars().any(char::is_control) {
+            Some("it contains control characters")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidVolumeId {
+                reason: reason.to_owned(),
+            }),
+            None => Ok(Self(raw.to_owned())),
+        }
+    }
+
+    /// The id as kubelet sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where kubelet wants the volume: an absolute path inside
+/// `<kubelet-dir>/pods/`, lexically clean. (Symlinks on the way are checked
+/// when the path is used; see [`crate::storage::tmpfs`].)
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TargetPath(PathBuf);
+
+impl TargetPath {
+    /// Checks `raw` lexically against the kubelet pods directory.
+    pub fn parse(raw: &str, kubelet_dir: &Path) -> Result<Self, Error> {
+        let invalid = |reason: &str| Error::InvalidTargetPath {
+            path: raw.escape_debug().to_string(),
+            reason: reason.to_owned(),
+        };
+        if raw.contains('\0') {
+            return Err(invalid("it contains NUL"));
+        }
+        let path = Path::new(raw);
+        if !path.is_absolute() {
+            return Err(invalid("it is not absolute"));
+        }
+        if path
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+            || raw.split('/').any(|e| e == "." || e == "..")
+        {
+            return Err(invalid("it contains `.` or `..`"));
+        }
+        let pods = kubelet_dir.join("pods");
+        let Ok(rest) = path.strip_prefix(&pods) else {
+            return Err(invalid(&format!(
+                "it is not under {} (set --kubelet-dir if kubelet uses another root)",
+                pods.display()
+            )));
+        };
+        if rest.components().count() < 2 {
+            return Err(invalid("it is not inside a pod's directory"));
+        }
+        Ok(Self(path.to_path_buf()))
+    }
+
+    /// The path.
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Wraps a path read back from the driver's own state.
+    pub(crate) fn from_state(path: PathBuf) -> Self {
+        Self(path)
+    }
+}
+
+/// The pod a volume belongs to, from kubelet's `podInfoOnMount` keys. Used
+/// for log lines and metric labels only; identity comes from the token.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Pod UID.
+    pub uid: String,
+    /// Service account name.
+    pub service_account: String,
+}
+
+/// Defaults and limits the driver applies to every volume.
+#[derive(Clone, Debug)]
+pub struct SpecDefaults {
+    /// `--vault-addr`: used when a volume names no `vaultAddress`.
+    pub vault_addr: Option<Url>,
+    /// Addresses a volume may name (always includes `--vault-addr`).
+    pub allowed_vault_addrs: Vec<Url>,
+    /// Default `staticSecretRefreshInterval`.
+    pub static_refresh_interval: Duration,
+}
+
+/// A volume's validated attributes.
+#[derive(Clone, Debug)]
+pub struct VolumeSpec {
+    /// `roleName`: the Vault role to log in as.
+    pub role: String,
+    /// The Vault server.
+    pub vault_addr: Url,
+    /// Auth mount path without `auth/` (`kubernetes`, `jwt`, …).
+    pub auth_mount: String,
+    /// `vaultNamespace`, sent as `X-Vault-Namespace`.
+    pub namespace: Option<String>,
+    /// Which service-account token to log in with.
+    pub audience: String,
+    /// `template.<path>` → source.
+    pub templates: Vec<(RelativePath, String)>,
+    /// `fileMode`, if set.
+    pub file_mode: Option<u32>,
+    /// `refresh`: false renders once and never again.
+    pub refresh: bool,
+    /// `tokenFile`: where to also write the volume's Vault token.
+    pub token_file: Option<RelativePath>,
+    /// `staticSecretRefreshInterval`.
+    pub static_interval: Duration,
+}
+
+/// Splits kubelet's `volume_context` into the pod info and the spec,
+/// refusing anything unknown or malformed.
+#[allow(clippy::too_many_lines)] // one arm per attribute reads best as one table
+pub fn parse_attributes<H: std::hash::BuildHasher>(
+    context: &HashMap<String, String, H>,
+    defaults: &SpecDefaults,
+) -> Result<(VolumeSpec, PodInfo), Error> {
+    let mut pod = PodInfo::default();
+    let mut role = None;
+    let mut vault_addr = None;
+    let mut auth_mount = "kubernetes".to_owned();
+    let mut namespace = None;
+    let mut audience = "vault".to_owned();
+    let mut templates = Vec::new();
+    let mut file_mode = None;
+    let mut refresh = true;
+    let mut token_file = None;
+    let mut static_interval = defaults.static_refresh_interval;
+
+    let mut keys: Vec<&String> = context.keys().collect();
+    keys.sort();
+    for key in keys {
+        let value = &context[key];
+        let bad = |reason: String| Error::InvalidAttribute {
+            key: key.clone(),
+            reason,
+        };
+        match key.as_str() {
+            POD_NAME => pod.name.clone_from(value),
+            POD_NAMESPACE => pod.namespace.clone_from(value),
+            POD_UID => pod.uid.clone_from(value),
+            SERVICE_ACCOUNT => pod.service_account.clone_from(value),
+            EPHEMERAL => {
+                if value != "true" {
+                    return Err(Error::NotEphemeral);
+                }
+            }
+            TOKENS_KEY => {}
+            k if k.starts_with(KUBELET_PREFIX) => {}
+            "roleName" => {
+                if value.trim().is_empty() {
+                    return Err(bad(
+                        "it is empty; name the Vault role to log in as".to_owned()
+                    ));
+                }
+                role = Some(value.clone());
+            }
+            "vaultAddress" => vault_addr = Some(parse_vault_addr(value, defaults).map_err(bad)?),
+            "vaultAuthMountPath" => auth_mount = parse_mount(value).map_err(bad)?,
+            "vaultNamespace" => {
+                if !value.is_empty() {
+                    if !value.chars().all(|c| c.is_ascii_graphic()) {
+                        return Err(bad("it must be printable ASCII without spaces".to_owned()));
+                    }
+                    namespace = Some(value.clone());
+                }
+            }
+            "audience" => audience.clone_from(value),
+            "fileMode" => file_mode = Some(parse_mode(value).map_err(bad)?),
+            "refresh" => {
+                refresh = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad("use \"true\" or \"false\"".to_owned())),
+                };
+            }
+            "tokenFile" => {
+                token_file = Some(RelativePath::parse(value).map_err(|e| bad(e.to_string()))?);
+            }
+            "staticSecretRefreshInterval" => {
+                let interval = parse_go_duration(value).map_err(bad)?;
+                if interval < MIN_STATIC_INTERVAL {
+                    return Err(bad("it must be at least 1s".to_owned()));
+                }
+                static_interval = interval;
+            }
+            k if k.starts_with(TEMPLATE_PREFIX) => {
+                let path = RelativePath::parse(&k[TEMPLATE_PREFIX.len()..])
+                    .map_err(|e| bad(e.to_string()))?;
+                templates.push((path, value.clone()));
+            }
+            _ => return Err(Error::UnknownAttribute { key: key.clone() }),
+        }
+    }
+
+    let role = role.ok_or(Error::MissingAttribute { key: "roleName" })?;
+    if templates.is_empty() {
+        return Err(Error::MissingAttribute {
+            key: "template.<file>",
+        });
+    }
+    let file_count = templates.len() + usize::from(token_file.is_some());
+    if file_count > MAX_FILES_PER_VOLUME {
+        return Err(Error::InvalidAttribute {
+            key: "template.*".to_owned(),
+            reason: format!(
+                "{file_count} files requested; at most {MAX_FILES_PER_VOLUME} per volume"
+            ),
+        });
+    }
+    check_disjoint(templates.iter().map(|(p, _)| p).chain(token_file.iter())).map_err(|e| {
+        Error::InvalidAttribute {
+            key: "template.*".to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
+    let Some(vault_addr) = vault_addr.or_else(|| defaults.vault_addr.clone()) else {
+        return Err(Error::MissingAttribute {
+            key: "vaultAddress",
+        });
+    };
+    Ok((
+        VolumeSpec {
+            role,
+            vault_addr,
+            auth_mount,
+            namespace,
+            audience,
+            templates,
+            file_mode,
+            refresh,
+            token_file,
+            static_interval,
+        },
+        pod,
+    ))
+}
+
+/// A digest of everything that defines a volume except the rotating token,
+/// so a republish can be told apart from a conflicting publish.
+pub fn fingerprint<H: std::hash::BuildHasher>(
+    context: &HashMap<String, String, H>,
+    readonly: bool,
+    mount_group: &str,
+) -> String {
+    let sorted: BTreeMap<&String, &String> = context
+        .iter()
+        .filter(|(k, _)| k.as_str() != TOKENS_KEY)
+        .collect();
+    let mut hasher = Sha256::new();
+    for (k, v) in sorted {
+        hasher.update((k.len() as u64).to_le_bytes());
+        hasher.update(k.as_bytes());
+        hasher.update((v.len() as u64).to_le_bytes());
+        hasher.update(v.as_bytes());
+    }
+    hasher.update([u8::from(readonly)]);
+    hasher.update(mount_group.as_bytes());
+    let digest = hasher.finalize();
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// Normalises a Vault address for comparison: scheme, host, port, path
+/// without a trailing `/`.
+pub fn normalise_addr(url: &Url) -> String {
+    let port = url.port_or_known_default().unwrap_or(0);
+    format!(
+        "{}://{}:{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        port,
+        url.path().trim_end_matches('/')
+    )
+}
+
+fn parse_vault_addr(value: &str, defaults: &SpecDefaults) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("it is not a URL ({e})"))?;
+    let wanted = normalise_addr(&url);
+    let allowed: Vec<String> = defaults
+        .allowed_vault_addrs
+        .iter()
+        .map(normalise_addr)
+        .collect();
+    if allowed.contains(&wanted) {
+        Ok(url)
+    } else {
+        Err(format!(
+            "{value} is not an allowed Vault address; the driver allows {allowed:?} (operators add more with --allowed-vault-addrs)"
+        ))
+    }
+}
+
+fn parse_mount(value: &str) -> Result<String, String> {
+    let trimmed = value.trim_matches('/');
+    let mount = trimmed.strip_prefix("auth/").unwrap_or(trimmed);
+    let ok = !mount.is_empty()
+        && mount
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+        && mount
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if ok {
+        Ok(mount.to_owned())
+    } else {
+        Err("use an auth mount path such as `kubernetes` or `auth/kubernetes`".to_owned())
+    }
+}
+
+fn parse_mode(value: &str) -> Result<u32, String> {
+    let digits = value.strip_prefix("0o").unwrap_or(value);
+    let mode =
+        u32::from_str_radix(digits, 8).map_err(|_| "use an octal mode such as 0440".to_owned())?;
+    if mode > 0o777 {
+        return Err("only permission bits (at most 0777) are allowed; setuid, setgid and sticky are refused".to_owned());
+    }
+    Ok(mode)
+}
+
+/// Parses a Go-style duration: `300ms`, `45s`, `5m`, `1h30m`, `1.5h`.
+pub fn parse_go_duration(value: &str) -> Result<Duration, String> {
+    let fail = || format!("{value:?} is not a duration such as 30s, 5m or 1h30m");
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return Err(fail());
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(fail)?;
+        if number_len == 0 {
+            return Err(fail());
+        }
+        let number: f64 = rest[..number_len].parse().map_err(|_| fail())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(fail()),
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    if !total.is_finite() || total > 1e9 {
+        return Err(fail());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+# vault-csi-driver container image.
+#
+# Build (BuildKit, the default builder since Docker 23):
+#   docker build -t vault-csi-driver:dev .
+# Then point deploy/ at it, e.g. from an overlay:
+#   kustomize edit set image ghcr.io/vault-csi-driver/vault-csi-driver=vault-csi-driver:dev
+
+# ---- build ------------------------------------------------------------------
+# Debian 12 (bookworm) to match the runtime image's glibc. No protoc is needed:
+# build.rs compiles proto/csi.proto with protox (pure Rust).
+FROM rust:1.95-bookworm AS builder
+WORKDIR /src
+# Only what the build reads. vault-double/ is a workspace member (and a
+# dev-dependency), so Cargo needs its manifest to load the workspace even
+# though the release binary does not link it. If Cargo.toml ever declares
+# explicit [[bench]]/[[test]]/[[example]] targets, or src/ include_str!s a
+# file outside these paths, copy those too: Cargo checks every declared
+# target's path when it loads the manifest.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto ./proto
+COPY src ./src
+COPY vault-double ./vault-double
+# The caches keep downloaded crates and incremental artifacts between builds;
+# the binary is copied out because the target/ cache is not part of the image.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin vault-csi-driver \
+ && install -D -m 0755 target/release/vault-csi-driver /out/vault-csi-driver
+
+# ---- runtime ----------------------------------------------------------------
+# distroless cc: glibc, libgcc and CA certificates (/etc/ssl/certs, which the
+# rustls native-roots verifier reads for Vault's TLS), and nothing else: no
+# shell, no package manager, no mount/umount binaries. None are needed; the
+# driver mounts and unmounts its tmpfs volumes itself with mount(2)/umount2(2).
+# distroless publishes no version tags, only :latest/:debug/:nonroot; pin by
+# digest (gcr.io/distroless/cc-debian12@sha256:...) for reproducible releases.
+# hadolint ignore=DL3007
+FROM gcr.io/distroless/cc-debian12:latest
+COPY --from=builder /out/vault-csi-driver /usr/local/bin/vault-csi-driver
+# Root is required: mount(2) needs CAP_SYS_ADMIN (the DaemonSet runs this
+# container privileged, which also permits Bidirectional mount propagation),
+# and the driver writes into kubelet's root-owned pod directories.
+# hadolint ignore=DL3002
+USER 0
+ENTRYPOINT ["/usr/local/bin/vault-csi-driver"]

@@ -1,0 +1,358 @@
+//! The test harness: a Vault double, the real driver serving a real unix
+//! socket, and a tonic client that sends exactly what kubelet sends.
+//!
+//! Mount tests need root (tmpfs). Outside CI a non-root run skips them; with
+//! `CI=true` a missing privilege fails the test instead of skipping it.
+#![allow(dead_code, clippy::missing_panics_doc)]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::UnixStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tower::service_fn;
+use vault_csi_driver::config::{Config, LogFormat};
+use vault_csi_driver::proto::identity_client::IdentityClient;
+use vault_csi_driver::proto::node_client::NodeClient;
+use vault_csi_driver::proto::volume_capability::access_mode::Mode;
+use vault_csi_driver::proto::volume_capability::{AccessMode, AccessType, MountVolume};
+use vault_csi_driver::proto::{
+    NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability,
+};
+use vault_double::{SaToken, VaultDouble};
+
+/// The walkthrough's `index.html` template, written for the driver.
+pub const INDEX_TEMPLATE: &str = r#"<html>
+<body>
+<p>Some secrets:</p>
+{{#with (secret "secret/data/myapp/config")}}
+<ul>
+<li><pre>username: {{data.data.username}}</pre></li>
+<li><pre>password: {{data.data.password}}</pre></li>
+</ul>
+{{/with}}
+</body>
+</html>
+"#;
+
+/// What the template renders for the walkthrough's data.
+pub fn expected_index(username: &str, password: &str) -> String {
+    format!(
+        "<html>\n<body>\n<p>Some secrets:</p>\n<ul>\n<li><pre>username: {username}</pre></li>\n<li><pre>password: {password}</pre></li>\n</ul>\n</body>\n</html>\n"
+    )
+}
+
+/// True when mount tests can run; panics under `CI=true` if they cannot.
+pub fn can_mount() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("mount tests need root and CI=true forbids skipping them");
+    }
+    if !root {
+        eprintln!("skipping: mount tests need root");
+    }
+    root
+}
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes.
+pub async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A scratch directory laid out like a node: `kubelet/pods`, `state`, the
+/// socket. Everything mounted below it is unmounted on drop.
+pub struct Node {
+    pub root: PathBuf,
+}
+
+impl Node {
+    pub fn new() -> Self {
+        let root = std::env::temp_dir().join(format!("vcd-{}", rand_suffix()));
+        std::fs::create_dir_all(root.join("kubelet/pods")).unwrap();
+        Self { root }
+    }
+
+    pub fn kubelet_dir(&self) -> PathBuf {
+        self.root.join("kubelet")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("csi/csi.sock")
+    }
+
+    /// Mount points currently under this node's root.
+    pub fn mounts(&self) -> Vec<String> {
+        mounts_under(&self.root)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for mount in mounts_under(&self.root).into_iter().rev() {
+            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Mount points whose path starts with `root`, from `/proc/self/mountinfo`.
+pub fn mounts_under(root: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = root.to_string_lossy().into_owned();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|p| p.starts_with(&prefix))
+        .collect()
+}
+
+/// The mount options of the mount at `path`, e.g. `ro,nosuid,nodev,noexec`.
+pub fn mount_options(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let target = path.to_string_lossy().into_owned();
+    info.lines().rev().find_map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        (fields.get(4) == Some(&target.as_str())).then(|| fields[5].to_owned())
+    })
+}
+
+pub fn rand_suffix() -> String {
+    let mut s = String::new();
+    for b in rand_bytes() {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn rand_bytes() -> [u8; 6] {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let digest = Sha256::digest(format!("{nanos}-{:?}", std::thread::current().id()));
+    let mut out = [0u8; 6];
+    out.copy_from_slice(&digest[..6]);
+    out
+}
+
+/// Driver flags for a node, talking to `vault`.
+pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
+    Config {
+        endpoint: format!("unix://{}", node.socket().display()),
+        node_id: "test-node".to_owned(),
+        driver_name: "vault.csi.driver".to_owned(),
+        vault_addr: Some(vault.addr().parse().unwrap()),
+        allowed_vault_addrs: Vec::new(),
+        vault_ca_cert: None,
+        state_dir: node.state_dir(),
+        kubelet_dir: node.kubelet_dir(),
+        metrics_addr: None,
+        log_format: LogFormat::Text,
+        log_level: "info".to_owned(),
+        static_secret_refresh_interval: Duration::from_secs(300),
+        volume_size_bytes: 1024 * 1024,
+        max_concurrent_refreshes: 64,
+        shutdown_timeout: Duration::from_secs(10),
+    }
+}
+
+/// The driver running in-process on a real socket.
+pub struct Driver {
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), vault_csi_driver::app::Error>>,
+    pub socket: PathBuf,
+}
+
+impl Driver {
+    pub async fn start(config: Config) -> Self {
+        let socket = PathBuf::from(config.endpoint.trim_start_matches("unix://"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(vault_csi_driver::app::run(config, shutdown.clone()));
+        wait_for("the CSI socket", Duration::from_secs(10), || {
+            socket.exists()
+        })
+        .await;
+        Self {
+            shutdown,
+            task,
+            socket,
+        }
+    }
+
+    pub async fn node(&self) -> NodeClient<Channel> {
+        NodeClient::new(channel(&self.socket).await)
+    }
+
+    pub async fn identity(&self) -> IdentityClient<Channel> {
+        IdentityClient::new(channel(&self.socket).await)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A tonic channel over the unix socket, as kubelet dials it.
+pub async fn channel(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(service_fn(move |_| {
+            let socket = socket.clone();
+            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
+        }))
+        .await
+        .unwrap()
+}
+
+/// A pod as kubelet sees it.
+#[derive(Clone, Debug)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub service_account: String,
+}
+
+impl Pod {
+    pub fn new(namespace: &str, name: &str, service_account: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            uid: format!("{}-{}", name, rand_suffix()),
+            service_account: service_account.to_owned(),
+        }
+    }
+
+    pub fn walkthrough() -> Self {
+        Self::new("default", "nginx", "vault-auth")
+    }
+
+    /// `csi-` + hex(sha256(podUID + volume name)), as kubelet makes it.
+    pub fn volume_id(&self, volume: &str) -> String {
+        let digest = Sha256::digest(format!("{}{}", self.uid, volume));
+        let mut id = String::from("csi-");
+        for b in digest {
+            let _ = write!(id, "{b:02x}");
+        }
+        id
+    }
+
+    /// `<kubelet>/pods/<uid>/volumes/kubernetes.io~csi/<vol>/mount`; the
+    /// parent is created (0750) with `vol_data.json`, as kubelet does.
+    pub fn target(&self, node: &Node, volume: &str) -> PathBuf {
+        let parent = node
+            .kubelet_dir()
+            .join("pods")
+            .join(&self.uid)
+            .join("volumes/kubernetes.io~csi")
+            .join(volume);
+        std::fs::create_dir_all(&parent).unwrap();
+        let _ = std::fs::write(parent.join("vol_data.json"), b"{}");
+        parent.join("mount")
+    }
+
+    /// A token for this pod's service account, as kubelet's TokenRequest
+    /// would mint it.
+    pub fn token(&self, vault: &VaultDouble, audience: &str, expires_in: Duration) -> String {
+        let mut claims = SaToken::new(&self.namespace, &self.service_account, [audience]);
+        claims.expires_in = expires_in;
+        claims.pod_name.clone_from(&self.name);
+        claims.pod_uid.clone_from(&self.uid);
+        vault.sign_sa_token(&claims)
+    }
+
+    /// `csi.storage.k8s.io/serviceAccount.tokens` JSON.
+    pub fn tokens_json(&self, vault: &VaultDouble, audiences: &[&str]) -> String {
+        let mut map = serde_json::Map::new();
+        for audience in audiences {
+            map.insert(
+                (*audience).to_owned(),
+                serde_json::json!({
+                    "token": self.token(vault, audience, Duration::from_secs(3600)),
+                    "expirationTimestamp": "2099-01-01T00:00:00Z",
+                }),
+            );
+        }
+        serde_json::Value::Object(map).to_string()
+    }
+
+    /// A NodePublishVolume request exactly as kubelet builds it for an
+    /// inline volume with `podInfoOnMount` and `tokenRequests`.
+    pub fn publish(
+        &self,
+        node: &Node,
+        vault: &VaultDouble,
+        volume: &str,
+        attributes: &[(&str, &str)],
+    ) -> NodePublishVolumeRequest {
+        let mut context: HashMap<String, String> = attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        context.insert("csi.storage.k8s.io/pod.name".into(), self.name.clone());
+        context.insert(
+            "csi.storage.k8s.io/pod.namespace".into(),
+            self.namespace.clone(),
+        );
+        context.insert("csi.storage.k8s.io/pod.uid".into(), self.uid.clone());
+        context.insert(
+            "csi.storage.k8s.io/serviceAccount.name".into(),
+            self.service_account.clone(),
+        );
+        context.insert("csi.storage.k8s.io/ephemeral".into(), "true".into());
+        context.insert(
+            "csi.storage.k8s.io/serviceAccount.tokens".into(),
+            self.tokens_json(vault, &["vault"]),
+        );
+        NodePublishVolumeRequest {
+            volume_id: self.volume_id(volume),
+            publish_context: HashMap::new(),
+            staging_target_path: String::new(),
+            target_path: self.target(node, volume).to_string_lossy().into_owned(),
+            volume_capability: Some(VolumeCapability {
+                access_type: Some(AccessType::Mount(MountVolume {
+                    fs_type: String::new(),
+                    mount_flags: Vec::new(),
+                    volume_mount_group: String::new(),
+                })),
+                access_mode: Some(AccessMode {
+                    mode: Mode::SingleNodeWriter.into(),
+                }),
+            }),
+            readonly: false,
+            secrets: HashMap::new(),
+            volume_context: context,
+        }
+    }
+
+    pub fn unpublish(&self, node: &Node, volume: &str) -> NodeUnpublishVolumeRequest {
+        NodeUnpublishVolumeRequest {
+            volume_id: self.volume_id(volume),
+            target_path: self.target(node, volume).to_string_lossy().into_owned(),
+        }
+    }
+}
+
+/// A Vault double seeded with the walkthrough.
+pub async fn walkthrough_vault() -> VaultDouble {
+    let vault = VaultDouble::start().await;
+    vault_double::seed_walkthrough(&vault);
+    vault
+}

@@ -1,0 +1,1577 @@
+//! The double's in-memory Vault: mounts, roles, policies, tokens, leases,
+//! and the synchronous request dispatcher that turns one HTTP request into
+//! one reply. Everything here runs under a single `std::sync::Mutex` that is
+//! never held across an `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value, json};
+
+use crate::policy::{PolicyStore, cap};
+use crate::wire::{
+    SYSTEM_MAX_TTL, base62, from_unix_secs, glob_match, go_duration, parse_duration_value, pem,
+    rfc3339_nano, secs_until, stable_uuid, unix_secs, uuid,
+};
+use crate::{DynamicRole, Fault, LeaseState, RecordedRequest, Role, TokenState, jwt};
+
+/// Body for a missing, expired or revoked token (Vault's multierror text).
+pub(crate) const INVALID_TOKEN: &str =
+    "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n";
+/// Body for a valid token that the policy does not allow.
+pub(crate) const POLICY_DENIED: &str = "1 error occurred:\n\t* permission denied\n\n";
+
+/// How many requests the log keeps before dropping the oldest.
+const LOG_CAP: usize = 200_000;
+/// Above this many tokens or leases, dead entries are garbage-collected.
+const GC_THRESHOLD: usize = 100_000;
+
+/// Shared between the server tasks and every `VaultDouble` clone.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    log: Mutex<VecDeque<RecordedRequest>>,
+}
+
+/// One parsed HTTP request, as the dispatcher sees it.
+pub(crate) struct Request {
+    /// Upper-case method as sent (`GET`, `PUT`, `LIST`, ...).
+    pub(crate) method: String,
+    /// Path without query, e.g. `/v1/secret/data/app`.
+    pub(crate) path: String,
+    /// Raw query string (no leading `?`).
+    pub(crate) query: String,
+    pub(crate) token: Option<String>,
+    pub(crate) namespace: Option<String>,
+    /// Parsed JSON body; `Err` holds the parse error of a non-empty body.
+    pub(crate) body: Result<Option<Value>, String>,
+}
+
+/// One reply: status, optional JSON body, optional `Retry-After`.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Option<Value>,
+    pub(crate) retry_after: Option<u64>,
+}
+
+impl Reply {
+    fn json(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            body: Some(body),
+            retry_after: None,
+        }
+    }
+
+    fn ok(body: Value) -> Self {
+        Self::json(200, body)
+    }
+
+    fn errors(status: u16, msgs: &[&str]) -> Self {
+        Self::json(status, json!({ "errors": msgs }))
+    }
+
+    fn error(status: u16, msg: &str) -> Self {
+        Self::errors(status, &[msg])
+    }
+
+    fn not_found_empty() -> Self {
+        Self::errors(404, &[])
+    }
+
+    fn no_content() -> Self {
+        Self {
+            status: 204,
+            body: None,
+            retry_after: None,
+        }
+    }
+
+    fn invalid_token() -> Self {
+        Self::error(403, INVALID_TOKEN)
+    }
+
+    fn policy_denied() -> Self {
+        Self::error(403, POLICY_DENIED)
+    }
+
+    fn no_handler(path: &str) -> Self {
+        Self::error(
+            404,
+            &format!("no handler for route {path:?}. route entry not found."),
+        )
+    }
+
+    fn unsupported_operation() -> Self {
+        Self::error(405, "unsupported operation")
+    }
+}
+
+/// The success envelope of `sdk/logical/translate_response.go`.
+fn envelope(
+    lease_id: &str,
+    renewable: bool,
+    lease_duration: u64,
+    data: Value,
+    warnings: &[String],
+    auth: Value,
+    mount_type: &str,
+) -> Value {
+    let mut env = Map::with_capacity(9);
+    env.insert("request_id".into(), Value::String(uuid()));
+    env.insert("lease_id".into(), Value::String(lease_id.to_owned()));
+    env.insert("renewable".into(), Value::Bool(renewable));
+    env.insert("lease_duration".into(), Value::from(lease_duration));
+    env.insert("data".into(), data);
+    env.insert("wrap_info".into(), Value::Null);
+    env.insert(
+        "warnings".into(),
+        if warnings.is_empty() {
+            Value::Null
+        } else {
+            json!(warnings)
+        },
+    );
+    env.insert("auth".into(), auth);
+    env.insert("mount_type".into(), Value::String(mount_type.to_owned()));
+    Value::Object(env)
+}
+
+/// A plain data response without lease.
+fn data_envelope(data: Value, mount_type: &str) -> Value {
+    envelope("", false, 0, data, &[], Value::Null, mount_type)
+}
+
+/// Vault's `HTTPSysInjector`: `sys/*` responses repeat `data`'s keys at the
+/// top level.
+fn sys_inject(mut body: Value) -> Value {
+    let data = body.get("data").and_then(Value::as_object).cloned();
+    if let (Some(data), Value::Object(top)) = (data, &mut body) {
+        for (k, v) in data {
+            top.entry(k).or_insert(v);
+        }
+    }
+    body
+}
+
+/// What a request wants to do, after PUT/POST and GET?list folding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Read,
+    Head,
+    List,
+    Write,
+    Delete,
+    Other,
+}
+
+impl Op {
+    fn of(method: &str, query: &str) -> Self {
+        match method {
+            "GET" if query_param(query, "list").is_some_and(|v| v == "true" || v == "1") => {
+                Op::List
+            }
+            "GET" => Op::Read,
+            "HEAD" => Op::Head,
+            "LIST" => Op::List,
+            "POST" | "PUT" => Op::Write,
+            "DELETE" => Op::Delete,
+            _ => Op::Other,
+        }
+    }
+
+    fn required(self) -> u16 {
+        match self {
+            Op::Read | Op::Head => cap::READ,
+            Op::List => cap::LIST,
+            Op::Write => cap::CREATE | cap::UPDATE,
+            Op::Delete => cap::DELETE,
+            Op::Other => cap::SUDO,
+        }
+    }
+}
+
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+fn str_field<'b>(body: &'b Value, key: &str) -> &'b str {
+    body.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// A secret engine mount.
+enum Mount {
+    Kv2(HashMap<String, Vec<Kv2Version>>),
+    Kv1(HashMap<String, Value>),
+    Dynamic(HashMap<String, DynamicRole>),
+    Pki(HashMap<String, PkiRole>),
+}
+
+impl Mount {
+    fn kind(&self) -> &'static str {
+        match self {
+            Mount::Kv2(_) => "kv-v2",
+            Mount::Kv1(_) => "kv-v1",
+            Mount::Dynamic(_) => "database",
+            Mount::Pki(_) => "pki",
+        }
+    }
+}
+
+struct Kv2Version {
+    data: Value,
+    created: SystemTime,
+}
+
+#[derive(Clone, Copy)]
+struct PkiRole {
+    ttl: u64,
+    max_ttl: u64,
+}
+
+/// A token plus what the double needs to renew and describe it.
+struct TokenEntry {
+    state: TokenState,
+    mount: String,
+    /// The role's `token_ttl` (the renewal default), seconds.
+    ttl: u64,
+    /// The effective max TTL, seconds.
+    max_ttl: u64,
+    creation_ttl: u64,
+    meta: Map<String, Value>,
+    entity_id: String,
+    last_renewal: Option<SystemTime>,
+}
+
+impl TokenEntry {
+    fn auth_json(&self, lease_duration: u64) -> Value {
+        json!({
+            "client_token": self.state.client_token,
+            "accessor": self.state.accessor,
+            "policies": self.state.policies,
+            "token_policies": self.state.policies,
+            "metadata": self.meta,
+            "lease_duration": lease_duration,
+            "renewable": true,
+            "entity_id": self.entity_id,
+            "token_type": "service",
+            "orphan": true,
+            "mfa_requirement": null,
+            "num_uses": 0,
+        })
+    }
+}
+
+/// A lease plus its renewal parameters.
+struct LeaseEntry {
+    state: LeaseState,
+    default_ttl: u64,
+    max_ttl: u64,
+    /// Secret mount and role that issued it (renewal re-reads the role,
+    /// as Vault's `LeaseExtend` does).
+    mount: String,
+    role: String,
+    /// Revoked because it ran out (renewal says `lease expired`), as
+    /// opposed to revoked explicitly or with its token (`lease not found`).
+    expired: bool,
+}
+
+enum LeaseCondition {
+    Live,
+    Gone,
+    Expired,
+}
+
+/// Everything mutable about the double.
+struct State {
+    fault: Option<Fault>,
+    rate_limited: usize,
+    retry_after: u64,
+    auth_mounts: HashMap<String, HashMap<String, Role>>,
+    policies: PolicyStore,
+    mounts: HashMap<String, Mount>,
+    tokens: HashMap<String, TokenEntry>,
+    accessors: HashMap<String, String>,
+    leases: HashMap<String, LeaseEntry>,
+    token_leases: HashMap<String, Vec<String>>,
+    cluster_id: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn clean_mount(mount: &str) -> String {
+    mount.trim_matches('/').to_owned()
+}
+
+fn duration_secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+/// Vault's `CalculateTTL` for the non-periodic case: returns the granted
+/// TTL (seconds) and the capping warning, or the renewal error.
+fn calculate_ttl(
+    increment: u64,
+    backend_ttl: u64,
+    max_ttl: u64,
+    start: SystemTime,
+    now: SystemTime,
+) -> Result<(u64, Option<String>), &'static str> {
+    let ttl = if increment > 0 {
+        increment
+    } else if backend_ttl > 0 {
+        backend_ttl
+    } else {
+        SYSTEM_MAX_TTL
+    };
+    let max_valid = unix_secs(start) + max_ttl;
+    let now_s = unix_secs(now);
+    if max_valid <= now_s {
+        return Err("past the max TTL, cannot renew");
+    }
+    let remaining = max_valid - now_s;
+    if ttl > remaining {
+        let warning = format!(
+            "TTL of \"{}\" exceeded the effective max_ttl of \"{}\"; TTL value is capped accordingly",
+            go_duration(ttl),
+            go_duration(remaining)
+        );
+        Ok((remaining, Some(warning)))
+    } else {
+        Ok((ttl, None))
+    }
+}
+
+/// The effective max TTL: zero means the system max, and nothing exceeds it.
+fn effective_max(max: u64) -> u64 {
+    if max == 0 {
+        SYSTEM_MAX_TTL
+    } else {
+        max.min(SYSTEM_MAX_TTL)
+    }
+}
+
+/// Expiry for a TTL granted at `now`. As in Vault, the TTL is computed on
+/// whole seconds but counted from the precise `now`, so the final
+/// expiry can lie up to a second past the (truncated) max; renewing in
+/// that window is what yields `past the max TTL, cannot renew`.
+fn expiry(now: SystemTime, ttl: u64) -> SystemTime {
+    now + Duration::from_secs(ttl)
+}
+
+fn parse_increment(body: &Value) -> Result<u64, Reply> {
+    match body.get("increment") {
+        None => Ok(0),
+        Some(v) => parse_duration_value(v).ok_or_else(|| {
+            Reply::error(
+                400,
+                &format!("error converting input {v} for field \"increment\": invalid duration"),
+            )
+        }),
+    }
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(State {
+                fault: None,
+                rate_limited: 0,
+                retry_after: 0,
+                auth_mounts: HashMap::new(),
+                policies: PolicyStore::with_default(),
+                mounts: HashMap::new(),
+                tokens: HashMap::new(),
+                accessors: HashMap::new(),
+                leases: HashMap::new(),
+                token_leases: HashMap::new(),
+                cluster_id: uuid(),
+            }),
+            log: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Answers one request and records it.
+    pub(crate) fn handle(&self, req: Request) -> Reply {
+        let now = SystemTime::now();
+        let reply = lock(&self.state).dispatch(&req, now);
+        tracing::debug!(
+            method = %req.method,
+            path = %req.path,
+            status = reply.status,
+            "vault-double request"
+        );
+        let record = RecordedRequest {
+            method: req.method,
+            path: req.path,
+            status: reply.status,
+            token: req.token,
+            namespace: req.namespace,
+            body: req.body.ok().flatten(),
+            at: now,
+        };
+        let mut log = lock(&self.log);
+        if log.len() >= LOG_CAP {
+            log.pop_front();
+        }
+        log.push_back(record);
+        reply
+    }
+
+    // ---- seeding ----
+
+    pub(crate) fn enable_auth(&self, mount: &str) {
+        lock(&self.state)
+            .auth_mounts
+            .entry(clean_mount(mount))
+            .or_default();
+    }
+
+    pub(crate) fn add_role(&self, mount: &str, role: Role) {
+        lock(&self.state)
+            .auth_mounts
+            .entry(clean_mount(mount))
+            .or_default()
+            .insert(role.name.clone(), role);
+    }
+
+    pub(crate) fn put_policy(&self, name: &str, rules: &[(&str, &[&str])]) {
+        let rules = rules
+            .iter()
+            .map(|(path, caps)| {
+                let bits = caps
+                    .iter()
+                    .fold(0, |acc, c| acc | crate::policy::capability_bits(c));
+                ((*path).trim_start_matches('/').to_owned(), bits)
+            })
+            .collect();
+        lock(&self.state).policies.put(name, rules);
+    }
+
+    pub(crate) fn enable_kv2(&self, mount: &str) {
+        let mut st = lock(&self.state);
+        st.ensure_mount(mount, || Mount::Kv2(HashMap::new()));
+    }
+
+    pub(crate) fn enable_kv1(&self, mount: &str) {
+        let mut st = lock(&self.state);
+        st.ensure_mount(mount, || Mount::Kv1(HashMap::new()));
+    }
+
+    pub(crate) fn kv2_put(&self, mount: &str, path: &str, data: Value) {
+        let mut st = lock(&self.state);
+        let Mount::Kv2(entries) = st.ensure_mount(mount, || Mount::Kv2(HashMap::new())) else {
+            unreachable!("ensure_mount checked the mount kind");
+        };
+        entries
+            .entry(path.trim_matches('/').to_owned())
+            .or_default()
+            .push(Kv2Version {
+                data,
+                created: SystemTime::now(),
+            });
+    }
+
+    pub(crate) fn kv1_put(&self, mount: &str, path: &str, data: Value) {
+        let mut st = lock(&self.state);
+        let Mount::Kv1(entries) = st.ensure_mount(mount, || Mount::Kv1(HashMap::new())) else {
+            unreachable!("ensure_mount checked the mount kind");
+        };
+        entries.insert(path.trim_matches('/').to_owned(), data);
+    }
+
+    pub(crate) fn add_dynamic_role(&self, mount: &str, role: &str, cfg: DynamicRole) {
+        let mut st = lock(&self.state);
+        let Mount::Dynamic(roles) = st.ensure_mount(mount, || Mount::Dynamic(HashMap::new()))
+        else {
+            unreachable!("ensure_mount checked the mount kind");
+        };
+        roles.insert(role.to_owned(), cfg);
+    }
+
+    pub(crate) fn add_pki_role(&self, mount: &str, role: &str, ttl: Duration, max_ttl: Duration) {
+        let mut st = lock(&self.state);
+        let Mount::Pki(roles) = st.ensure_mount(mount, || Mount::Pki(HashMap::new())) else {
+            unreachable!("ensure_mount checked the mount kind");
+        };
+        roles.insert(
+            role.to_owned(),
+            PkiRole {
+                ttl: duration_secs(ttl),
+                max_ttl: duration_secs(max_ttl),
+            },
+        );
+    }
+
+    // ---- faults ----
+
+    pub(crate) fn set_fault(&self, fault: Option<Fault>) {
+        lock(&self.state).fault = fault;
+    }
+
+    pub(crate) fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {
+        let mut st = lock(&self.state);
+        st.rate_limited = n;
+        st.retry_after = retry_after_secs;
+    }
+
+    // ---- observation ----
+
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.log).iter().cloned().collect()
+    }
+
+    pub(crate) fn count(&self, method: &str, path_prefix: &str) -> usize {
+        let write = |m: &str| m.eq_ignore_ascii_case("PUT") || m.eq_ignore_ascii_case("POST");
+        lock(&self.log)
+            .iter()
+            .filter(|r| {
+                (method.is_empty()
+                    || method == "*"
+                    || r.method.eq_ignore_ascii_case(method)
+                    || (write(method) && write(&r.method)))
+                    && r.path.starts_with(path_prefix)
+            })
+            .count()
+    }
+
+    pub(crate) fn lease(&self, lease_id: &str) -> Option<LeaseState> {
+        let mut st = lock(&self.state);
+        st.lease_condition(lease_id, SystemTime::now())?;
+        st.leases.get(lease_id).map(|l| l.state.clone())
+    }
+
+    pub(crate) fn leases(&self) -> Vec<LeaseState> {
+        let mut st = lock(&self.state);
+        let now = SystemTime::now();
+        let ids: Vec<String> = st.leases.keys().cloned().collect();
+        for id in &ids {
+            st.lease_condition(id, now);
+        }
+        let mut all: Vec<LeaseState> = st.leases.values().map(|l| l.state.clone()).collect();
+        all.sort_by(|a, b| {
+            a.issued_at
+                .cmp(&b.issued_at)
+                .then_with(|| a.lease_id.cmp(&b.lease_id))
+        });
+        all
+    }
+
+    pub(crate) fn token(&self, accessor_or_token: &str) -> Option<TokenState> {
+        let mut st = lock(&self.state);
+        let token = if st.tokens.contains_key(accessor_or_token) {
+            accessor_or_token.to_owned()
+        } else {
+            st.accessors.get(accessor_or_token)?.clone()
+        };
+        st.token_live(&token, SystemTime::now());
+        st.tokens.get(&token).map(|t| t.state.clone())
+    }
+
+    pub(crate) fn tokens(&self) -> Vec<TokenState> {
+        let mut st = lock(&self.state);
+        let now = SystemTime::now();
+        let ids: Vec<String> = st.tokens.keys().cloned().collect();
+        for id in &ids {
+            st.token_live(id, now);
+        }
+        let mut all: Vec<TokenState> = st.tokens.values().map(|t| t.state.clone()).collect();
+        all.sort_by(|a, b| {
+            a.issued_at
+                .cmp(&b.issued_at)
+                .then_with(|| a.client_token.cmp(&b.client_token))
+        });
+        all
+    }
+}
+
+impl State {
+    /// Returns mount `name`, creating it with `make` if absent.
+    ///
+    /// # Panics
+    /// If the mount exists with a different engine type (a seeding bug).
+    fn ensure_mount(&mut self, name: &str, make: impl FnOnce() -> Mount) -> &mut Mount {
+        let fresh = make();
+        let kind = fresh.kind();
+        let mount = self.mounts.entry(clean_mount(name)).or_insert(fresh);
+        assert_eq!(
+            mount.kind(),
+            kind,
+            "vault-double: mount {name:?} is already a {} mount",
+            mount.kind()
+        );
+        mount
+    }
+
+    fn dispatch(&mut self, req: &Request, now: SystemTime) -> Reply {
+        if let Some(fault) = &self.fault {
+            return Reply::error(fault.status, &fault.message);
+        }
+        let Some(path) = req.path.strip_prefix("/v1/") else {
+            return Reply::not_found_empty();
+        };
+        if self.rate_limited > 0 {
+            self.rate_limited -= 1;
+            let mut reply = Reply::error(
+                429,
+                &format!("request path {path:?}: rate limit quota exceeded"),
+            );
+            reply.retry_after = Some(self.retry_after);
+            return reply;
+        }
+        let body = match &req.body {
+            Ok(Some(v)) => v,
+            Ok(None) => &Value::Null,
+            Err(e) => return Reply::error(400, &format!("failed to parse JSON input: {e}")),
+        };
+        let op = Op::of(&req.method, &req.query);
+
+        // Unauthenticated endpoints.
+        match (path, op) {
+            ("sys/health", Op::Read | Op::Head) => return self.health(now),
+            ("sys/seal-status", Op::Read) => return self.seal_status(),
+            _ => {}
+        }
+        if let Some(mount) = path
+            .strip_prefix("auth/")
+            .and_then(|p| p.strip_suffix("/login"))
+            .filter(|m| *m != "token")
+        {
+            if !self.auth_mounts.contains_key(mount) {
+                return Reply::no_handler(path);
+            }
+            if op != Op::Write {
+                return Reply::unsupported_operation();
+            }
+            return self.login(mount, body, now);
+        }
+
+        // Everything else needs a live token.
+        let Some(token) = req
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty() && self.token_live(t, now))
+        else {
+            return Reply::invalid_token();
+        };
+        let token = token.to_owned();
+
+        match (path, op) {
+            ("auth/token/lookup-self", Op::Read | Op::Write) => {
+                return self.lookup_self(&token, now);
+            }
+            ("auth/token/renew-self", Op::Write) => return self.renew_self(&token, body, now),
+            ("auth/token/revoke-self", Op::Write) => {
+                self.revoke_token(&token);
+                return Reply::no_content();
+            }
+            _ => {}
+        }
+        for (prefix, renew) in [
+            ("sys/leases/renew", true),
+            ("sys/renew", true),
+            ("sys/leases/revoke", false),
+            ("sys/revoke", false),
+        ] {
+            let Some(rest) = path.strip_prefix(prefix) else {
+                continue;
+            };
+            let url_id = if rest.is_empty() {
+                ""
+            } else if let Some(id) = rest.strip_prefix('/') {
+                id
+            } else {
+                continue;
+            };
+            if op != Op::Write {
+                return Reply::unsupported_operation();
+            }
+            return if renew {
+                self.lease_renew(&token, url_id, body, now)
+            } else {
+                self.lease_revoke(&token, url_id, body, now)
+            };
+        }
+        if let Some(target) = path.strip_prefix("sys/internal/ui/mounts/") {
+            return self.ui_mount(target);
+        }
+
+        // Secret engines.
+        let Some((mount, rest)) = self.find_mount(path) else {
+            return Reply::no_handler(path);
+        };
+        let acl_path = if op == Op::List && !path.ends_with('/') {
+            format!("{path}/")
+        } else {
+            path.to_owned()
+        };
+        let policies = &self.tokens[&token].state.policies;
+        if self.policies.capabilities(policies, &acl_path) & op.required() == 0 {
+            return Reply::policy_denied();
+        }
+        let rest = rest.to_owned();
+        self.mount_request(&mount, &rest, op, &req.query, body, &token, now)
+    }
+
+    /// The longest mount that `path` lives under, and the remainder.
+    fn find_mount<'p>(&self, path: &'p str) -> Option<(String, &'p str)> {
+        self.mounts
+            .keys()
+            .filter_map(|m| {
+                if path == m {
+                    Some((m, ""))
+                } else {
+                    path.strip_prefix(m.as_str())
+                        .and_then(|r| r.strip_prefix('/'))
+                        .map(|r| (m, r))
+                }
+            })
+            .max_by_key(|(m, _)| m.len())
+            .map(|(m, r)| (m.clone(), r))
+    }
+
+    #[allow(clippy::too_many_arguments)] // One request's worth of context.
+    fn mount_request(
+        &mut self,
+        mount: &str,
+        rest: &str,
+        op: Op,
+        query: &str,
+        body: &Value,
+        token: &str,
+        now: SystemTime,
+    ) -> Reply {
+        let Some(m) = self.mounts.get_mut(mount) else {
+            return Reply::no_handler(rest);
+        };
+        match m {
+            Mount::Kv2(entries) => kv2_request(entries, rest, op, query, body, now),
+            Mount::Kv1(entries) => kv1_request(entries, rest, op, body),
+            Mount::Pki(roles) => {
+                let Some(role) = rest.strip_prefix("issue/") else {
+                    return Reply::error(404, "unsupported path");
+                };
+                if op != Op::Write {
+                    return Reply::unsupported_operation();
+                }
+                pki_issue(roles, role, body, now)
+            }
+            Mount::Dynamic(roles) => {
+                let Some(role) = rest.strip_prefix("creds/") else {
+                    return Reply::error(404, "unsupported path");
+                };
+                if op != Op::Read {
+                    return Reply::unsupported_operation();
+                }
+                let Some(cfg) = roles.get(role).copied() else {
+                    return Reply::error(400, &format!("unknown role: {role}"));
+                };
+                self.issue_creds(mount, role, &cfg, token, now)
+            }
+        }
+    }
+
+    // ---- tokens ----
+
+    /// Whether `token` is usable; an expired token is revoked (with its
+    /// leases) on the spot.
+    fn token_live(&mut self, token: &str, now: SystemTime) -> bool {
+        let Some(entry) = self.tokens.get(token) else {
+            return false;
+        };
+        if entry.state.revoked {
+            return false;
+        }
+        if now >= entry.state.expires_at {
+            self.revoke_token(token);
+            return false;
+        }
+        true
+    }
+
+    fn revoke_token(&mut self, token: &str) {
+        if let Some(entry) = self.tokens.get_mut(token) {
+            entry.state.revoked = true;
+        }
+        for id in self.token_leases.remove(token).unwrap_or_default() {
+            if let Some(lease) = self.leases.get_mut(&id) {
+                lease.state.revoked = true;
+            }
+        }
+    }
+
+    fn login(&mut self, mount: &str, body: &Value, now: SystemTime) -> Reply {
+        let role_name = str_field(body, "role");
+        if role_name.is_empty() {
+            return Reply::error(400, "missing role");
+        }
+        let jwt_str = str_field(body, "jwt");
+        if jwt_str.is_empty() {
+            return Reply::error(400, "missing jwt");
+        }
+        let Some(role) = self
+            .auth_mounts
+            .get(mount)
+            .and_then(|roles| roles.get(role_name))
+            .cloned()
+        else {
+            return Reply::error(400, &format!("invalid role name {role_name:?}"));
+        };
+        let sa = match jwt::verify(jwt_str) {
+            Ok(sa) => sa,
+            Err(msg) => return Reply::error(403, &msg),
+        };
+        if !role
+            .bound_service_account_names
+            .iter()
+            .any(|p| glob_match(p, &sa.name))
+        {
+            return Reply::error(403, "service account name not authorized");
+        }
+        if !role
+            .bound_service_account_namespaces
+            .iter()
+            .any(|p| p == "*" || *p == sa.namespace)
+        {
+            return Reply::error(403, "namespace not authorized");
+        }
+        if role
+            .audience
+            .as_deref()
+            .is_some_and(|aud| !aud.is_empty() && !sa.audience.iter().any(|a| a == aud))
+        {
+            return Reply::error(403, "permission denied");
+        }
+        self.issue_token(mount, &role, &sa, now)
+    }
+
+    /// Creates the token for a successful login and answers with its
+    /// `auth` block.
+    fn issue_token(
+        &mut self,
+        mount: &str,
+        role: &Role,
+        sa: &jwt::Verified,
+        now: SystemTime,
+    ) -> Reply {
+        let max_ttl = effective_max(duration_secs(role.token_max_ttl));
+        let wanted = match duration_secs(role.token_ttl) {
+            0 => SYSTEM_MAX_TTL,
+            t => t,
+        };
+        let mut warnings = Vec::new();
+        let ttl = if wanted > max_ttl {
+            warnings.push(format!(
+                "TTL of \"{}\" exceeded the effective max_ttl of \"{}\"; TTL value is capped accordingly",
+                go_duration(wanted),
+                go_duration(max_ttl)
+            ));
+            max_ttl
+        } else {
+            wanted
+        };
+        let mut policies: Vec<String> = role.policies.clone();
+        policies.push("default".to_owned());
+        policies.sort();
+        policies.dedup();
+        let max_at = from_unix_secs(unix_secs(now) + max_ttl);
+        let client_token = format!("hvs.{}", base62(24));
+        let accessor = base62(24);
+        let mut meta = Map::new();
+        meta.insert("role".into(), json!(role.name));
+        meta.insert("service_account_name".into(), json!(sa.name));
+        meta.insert("service_account_namespace".into(), json!(sa.namespace));
+        meta.insert("service_account_secret_name".into(), json!(""));
+        meta.insert("service_account_uid".into(), json!(sa.uid));
+        let entry = TokenEntry {
+            state: TokenState {
+                client_token: client_token.clone(),
+                accessor: accessor.clone(),
+                policies,
+                issued_at: now,
+                expires_at: expiry(now, ttl),
+                max_expires_at: max_at,
+                revoked: false,
+                renew_count: 0,
+                role: role.name.clone(),
+                service_account: sa.name.clone(),
+                namespace: sa.namespace.clone(),
+            },
+            mount: mount.to_owned(),
+            ttl: duration_secs(role.token_ttl),
+            max_ttl,
+            creation_ttl: ttl,
+            meta,
+            entity_id: stable_uuid(&format!("entity/{mount}/{}", sa.uid)),
+            last_renewal: None,
+        };
+        let auth = entry.auth_json(ttl);
+        self.accessors.insert(accessor, client_token.clone());
+        self.tokens.insert(client_token, entry);
+        self.maybe_gc(now);
+        Reply::ok(envelope(
+            "",
+            false,
+            0,
+            Value::Null,
+            &warnings,
+            auth,
+            "kubernetes",
+        ))
+    }
+
+    fn renew_self(&mut self, token: &str, body: &Value, now: SystemTime) -> Reply {
+        let increment = match parse_increment(body) {
+            Ok(i) => i,
+            Err(r) => return r,
+        };
+        let current = self.tokens.get(token).and_then(|e| {
+            self.auth_mounts
+                .get(&e.mount)
+                .and_then(|roles| roles.get(&e.state.role))
+                .map(|r| {
+                    (
+                        duration_secs(r.token_ttl),
+                        effective_max(duration_secs(r.token_max_ttl)),
+                    )
+                })
+        });
+        let Some(entry) = self.tokens.get_mut(token) else {
+            return Reply::invalid_token();
+        };
+        // Like `pathLoginRenew`, renewal re-reads the role's TTLs.
+        if let Some((ttl, max_ttl)) = current {
+            entry.ttl = ttl;
+            entry.max_ttl = max_ttl;
+            entry.state.max_expires_at = from_unix_secs(unix_secs(entry.state.issued_at) + max_ttl);
+        }
+        let (ttl, warning) = match calculate_ttl(
+            increment,
+            entry.ttl,
+            entry.max_ttl,
+            entry.state.issued_at,
+            now,
+        ) {
+            Ok(v) => v,
+            Err(msg) => return Reply::error(400, msg),
+        };
+        entry.state.expires_at = expiry(now, ttl);
+        entry.state.renew_count += 1;
+        entry.last_renewal = Some(now);
+        let warnings: Vec<String> = warning.into_iter().collect();
+        Reply::ok(envelope(
+            "",
+            false,
+            0,
+            Value::Null,
+            &warnings,
+            entry.auth_json(ttl),
+            "token",
+        ))
+    }
+
+    fn lookup_self(&self, token: &str, now: SystemTime) -> Reply {
+        let Some(e) = self.tokens.get(token) else {
+            return Reply::invalid_token();
+        };
+        let s = &e.state;
+        let mut data = json!({
+            "accessor": s.accessor,
+            "creation_time": unix_secs(s.issued_at),
+            "creation_ttl": e.creation_ttl,
+            "display_name": format!("{}-{}-{}", e.mount.replace('/', "-"), s.namespace, s.service_account),
+            "entity_id": e.entity_id,
+            "expire_time": rfc3339_nano(s.expires_at),
+            "explicit_max_ttl": 0,
+            "id": s.client_token,
+            "issue_time": rfc3339_nano(s.issued_at),
+            "meta": e.meta,
+            "num_uses": 0,
+            "orphan": true,
+            "path": format!("auth/{}/login", e.mount),
+            "policies": s.policies,
+            "renewable": true,
+            "ttl": secs_until(s.expires_at, now),
+            "type": "service",
+        });
+        if let (Some(at), Value::Object(map)) = (e.last_renewal, &mut data) {
+            map.insert("last_renewal".into(), json!(rfc3339_nano(at)));
+            map.insert("last_renewal_time".into(), json!(unix_secs(at)));
+        }
+        Reply::ok(data_envelope(data, "token"))
+    }
+
+    // ---- leases ----
+
+    /// Brings lease `id` up to date with the clock and its token, and says
+    /// whether it can still be used. `None` if it never existed.
+    fn lease_condition(&mut self, id: &str, now: SystemTime) -> Option<LeaseCondition> {
+        let lease = self.leases.get(id)?;
+        if lease.expired {
+            return Some(LeaseCondition::Expired);
+        }
+        if lease.state.revoked {
+            return Some(LeaseCondition::Gone);
+        }
+        let lease_exp = lease.state.expires_at;
+        let owner = lease.state.token.clone();
+        let token_dead_at = self.tokens.get(&owner).map(|t| {
+            if t.state.revoked {
+                SystemTime::UNIX_EPOCH
+            } else {
+                t.state.expires_at
+            }
+        });
+        // Whichever happened first wins: the token's end revokes the lease,
+        // the lease's own end expires it.
+        if token_dead_at.is_some_and(|dead_at| dead_at <= now && dead_at < lease_exp) {
+            self.revoke_token(&owner);
+            return Some(LeaseCondition::Gone);
+        }
+        if lease_exp <= now {
+            let lease = self.leases.get_mut(id)?;
+            lease.expired = true;
+            lease.state.revoked = true;
+            return Some(LeaseCondition::Expired);
+        }
+        Some(LeaseCondition::Live)
+    }
+
+    fn lease_id_from(url_id: &str, body: &Value) -> String {
+        match str_field(body, "lease_id") {
+            "" => url_id.to_owned(),
+            id => id.to_owned(),
+        }
+    }
+
+    fn may_manage_lease(&self, token: &str, lease_id: &str, acl_path: &str) -> bool {
+        self.leases
+            .get(lease_id)
+            .is_some_and(|l| l.state.token == token)
+            || self
+                .policies
+                .capabilities(&self.tokens[token].state.policies, acl_path)
+                & cap::UPDATE
+                != 0
+    }
+
+    fn lease_renew(&mut self, token: &str, url_id: &str, body: &Value, now: SystemTime) -> Reply {
+        let id = Self::lease_id_from(url_id, body);
+        if id.is_empty() {
+            return Reply::error(400, "lease_id must be specified");
+        }
+        let increment = match parse_increment(body) {
+            Ok(i) => i,
+            Err(r) => return r,
+        };
+        if !self.may_manage_lease(token, &id, "sys/leases/renew") {
+            return Reply::policy_denied();
+        }
+        match self.lease_condition(&id, now) {
+            None | Some(LeaseCondition::Gone) => return Reply::error(400, "lease not found"),
+            Some(LeaseCondition::Expired) => return Reply::error(400, "lease expired"),
+            Some(LeaseCondition::Live) => {}
+        }
+        let current = self
+            .leases
+            .get(&id)
+            .and_then(|l| match self.mounts.get(&l.mount) {
+                Some(Mount::Dynamic(roles)) => roles.get(&l.role).map(|r| {
+                    (
+                        duration_secs(r.default_ttl),
+                        effective_max(duration_secs(r.max_ttl)),
+                    )
+                }),
+                _ => None,
+            });
+        let Some(lease) = self.leases.get_mut(&id) else {
+            return Reply::error(400, "lease not found");
+        };
+        // Like `framework.LeaseExtend`, renewal re-reads the role's TTLs.
+        if let Some((ttl, max_ttl)) = current {
+            lease.default_ttl = ttl;
+            lease.max_ttl = max_ttl;
+            lease.state.max_expires_at = from_unix_secs(unix_secs(lease.state.issued_at) + max_ttl);
+        }
+        if !lease.state.renewable {
+            return Reply::error(400, "lease is not renewable");
+        }
+        let (ttl, warning) = match calculate_ttl(
+            increment,
+            lease.default_ttl,
+            lease.max_ttl,
+            lease.state.issued_at,
+            now,
+        ) {
+            Ok(v) => v,
+            Err(msg) => return Reply::error(400, msg),
+        };
+        lease.state.expires_at = expiry(now, ttl);
+        lease.state.renew_count += 1;
+        let warnings: Vec<String> = warning.into_iter().collect();
+        Reply::ok(sys_inject(envelope(
+            &id,
+            true,
+            ttl,
+            Value::Null,
+            &warnings,
+            Value::Null,
+            "system",
+        )))
+    }
+
+    fn lease_revoke(&mut self, token: &str, url_id: &str, body: &Value, now: SystemTime) -> Reply {
+        let id = Self::lease_id_from(url_id, body);
+        if id.is_empty() {
+            return Reply::error(400, "lease_id must be specified");
+        }
+        if !self.may_manage_lease(token, &id, "sys/leases/revoke") {
+            return Reply::policy_denied();
+        }
+        if matches!(self.lease_condition(&id, now), Some(LeaseCondition::Live)) {
+            if let Some(lease) = self.leases.get_mut(&id) {
+                lease.state.revoked = true;
+            }
+        }
+        Reply::no_content()
+    }
+
+    fn issue_creds(
+        &mut self,
+        mount: &str,
+        role: &str,
+        cfg: &DynamicRole,
+        token: &str,
+        now: SystemTime,
+    ) -> Reply {
+        let max_ttl = effective_max(duration_secs(cfg.max_ttl));
+        let wanted = match duration_secs(cfg.default_ttl) {
+            0 => SYSTEM_MAX_TTL,
+            t => t,
+        };
+        let mut warnings = Vec::new();
+        let ttl = if wanted > max_ttl {
+            warnings.push(format!(
+                "TTL of \"{}\" exceeded the effective max_ttl of \"{}\"; TTL value is capped accordingly",
+                go_duration(wanted),
+                go_duration(max_ttl)
+            ));
+            max_ttl
+        } else {
+            wanted
+        };
+        let display = self
+            .tokens
+            .get(token)
+            .map_or("token", |t| t.mount.as_str())
+            .replace('/', "-");
+        let role_part: String = role.chars().take(16).collect();
+        let data = json!({
+            "username": format!("v-{display}-{role_part}-{}-{}", base62(20), unix_secs(now)),
+            "password": format!("A1a-{}", base62(20)),
+        });
+        let path = format!("{mount}/creds/{role}");
+        let lease_id = format!("{path}/{}", base62(24));
+        let max_at = from_unix_secs(unix_secs(now) + max_ttl);
+        self.leases.insert(
+            lease_id.clone(),
+            LeaseEntry {
+                state: LeaseState {
+                    lease_id: lease_id.clone(),
+                    path,
+                    issued_at: now,
+                    expires_at: expiry(now, ttl),
+                    max_expires_at: max_at,
+                    renewable: cfg.renewable,
+                    revoked: false,
+                    renew_count: 0,
+                    data: data.clone(),
+                    token: token.to_owned(),
+                },
+                default_ttl: duration_secs(cfg.default_ttl),
+                max_ttl,
+                mount: mount.to_owned(),
+                role: role.to_owned(),
+                expired: false,
+            },
+        );
+        self.token_leases
+            .entry(token.to_owned())
+            .or_default()
+            .push(lease_id.clone());
+        self.maybe_gc(now);
+        Reply::ok(envelope(
+            &lease_id,
+            cfg.renewable,
+            ttl,
+            data,
+            &warnings,
+            Value::Null,
+            "database",
+        ))
+    }
+
+    /// Drops dead tokens and leases once the tables grow large, so long
+    /// benchmarks stay bounded.
+    fn maybe_gc(&mut self, now: SystemTime) {
+        if self.leases.len() > GC_THRESHOLD && self.leases.len() % 1024 == 0 {
+            let ids: Vec<String> = self.leases.keys().cloned().collect();
+            for id in &ids {
+                if !matches!(self.lease_condition(id, now), Some(LeaseCondition::Live)) {
+                    self.leases.remove(id);
+                }
+            }
+        }
+        if self.tokens.len() > GC_THRESHOLD && self.tokens.len() % 1024 == 0 {
+            let ids: Vec<String> = self.tokens.keys().cloned().collect();
+            for id in &ids {
+                if self.token_live(id, now) {
+                    continue;
+                }
+                if let Some(t) = self.tokens.remove(id) {
+                    self.accessors.remove(&t.state.accessor);
+                }
+            }
+        }
+    }
+
+    // ---- sys ----
+
+    fn health(&self, now: SystemTime) -> Reply {
+        Reply::ok(json!({
+            "initialized": true,
+            "sealed": false,
+            "standby": false,
+            "performance_standby": false,
+            "replication_performance_mode": "disabled",
+            "replication_dr_mode": "disabled",
+            "server_time_utc": unix_secs(now),
+            "version": crate::VERSION,
+            "cluster_name": "vault-double",
+            "cluster_id": self.cluster_id,
+        }))
+    }
+
+    fn seal_status(&self) -> Reply {
+        Reply::ok(json!({
+            "type": "shamir",
+            "initialized": true,
+            "sealed": false,
+            "t": 1,
+            "n": 1,
+            "progress": 0,
+            "nonce": "",
+            "version": crate::VERSION,
+            "build_date": "2024-01-01T00:00:00Z",
+            "migration": false,
+            "cluster_name": "vault-double",
+            "cluster_id": self.cluster_id,
+            "recovery_seal": false,
+            "storage_type": "inmem",
+        }))
+    }
+
+    fn ui_mount(&self, target: &str) -> Reply {
+        let Some((name, _)) = self.find_mount(target) else {
+            return Reply::not_found_empty();
+        };
+        let (kind, options) = match &self.mounts[&name] {
+            Mount::Kv2(_) => ("kv", json!({"version": "2"})),
+            Mount::Kv1(_) => ("kv", json!({"version": "1"})),
+            Mount::Dynamic(_) => ("database", Value::Null),
+            Mount::Pki(_) => ("pki", Value::Null),
+        };
+        let data = json!({
+            "accessor": format!("{kind}_{}", &stable_uuid(&name)[..8]),
+            "config": {"default_lease_ttl": 0, "force_no_cache": false, "max_lease_ttl": 0},
+            "description": "",
+            "external_entropy_access": false,
+            "local": false,
+            "options": options,
+            "path": format!("{name}/"),
+            "seal_wrap": false,
+            "type": kind,
+            "uuid": stable_uuid(&format!("mount/{name}")),
+        });
+        Reply::ok(sys_inject(data_envelope(data, "system")))
+    }
+}
+
+// ---- KV v2 ----
+
+fn kv2_metadata(version: &Kv2Version, number: usize) -> Value {
+    json!({
+        "created_time": rfc3339_nano(version.created),
+        "custom_metadata": null,
+        "deletion_time": "",
+        "destroyed": false,
+        "version": number,
+    })
+}
+
+fn list_keys<'k>(keys: impl Iterator<Item = &'k String>, prefix: &str) -> Reply {
+    let prefix = prefix.trim_matches('/');
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let mut out: Vec<String> = keys
+        .filter_map(|k| k.strip_prefix(prefix.as_str()))
+        .map(|rest| match rest.find('/') {
+            Some(i) => rest[..=i].to_owned(),
+            None => rest.to_owned(),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Reply::not_found_empty();
+    }
+    Reply::ok(data_envelope(json!({ "keys": out }), "kv"))
+}
+
+fn kv2_request(
+    entries: &mut HashMap<String, Vec<Kv2Version>>,
+    rest: &str,
+    op: Op,
+    query: &str,
+    body: &Value,
+    now: SystemTime,
+) -> Reply {
+    if let Some(key) = rest.strip_prefix("data/").map(|k| k.trim_matches('/')) {
+        if key.is_empty() {
+            return Reply::error(404, "unsupported path");
+        }
+        return match op {
+            Op::Read => {
+                let Some(versions) = entries.get(key) else {
+                    return Reply::not_found_empty();
+                };
+                let wanted = match query_param(query, "version").map(str::parse::<usize>) {
+                    None | Some(Ok(0)) => versions.len(),
+                    Some(Ok(n)) => n,
+                    Some(Err(_)) => {
+                        return Reply::error(400, "error converting input for field \"version\"");
+                    }
+                };
+                let Some(version) = wanted.checked_sub(1).and_then(|i| versions.get(i)) else {
+                    return Reply::not_found_empty();
+                };
+                Reply::ok(data_envelope(
+                    json!({"data": version.data, "metadata": kv2_metadata(version, wanted)}),
+                    "kv",
+                ))
+            }
+            Op::Write => {
+                let Some(data) = body.get("data").filter(|d| d.is_object()) else {
+                    return Reply::error(400, "no data provided");
+                };
+                let versions = entries.entry(key.to_owned()).or_default();
+                versions.push(Kv2Version {
+                    data: data.clone(),
+                    created: now,
+                });
+                let n = versions.len();
+                Reply::ok(data_envelope(kv2_metadata(&versions[n - 1], n), "kv"))
+            }
+            _ => Reply::unsupported_operation(),
+        };
+    }
+    if let Some(key) = rest
+        .strip_prefix("metadata")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+        .map(|k| k.trim_matches('/'))
+    {
+        return match op {
+            Op::List => list_keys(entries.keys(), key),
+            Op::Read => {
+                let Some(versions) = entries.get(key).filter(|v| !v.is_empty()) else {
+                    return Reply::not_found_empty();
+                };
+                let history: Map<String, Value> = versions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        (
+                            (i + 1).to_string(),
+                            json!({"created_time": rfc3339_nano(v.created), "deletion_time": "", "destroyed": false}),
+                        )
+                    })
+                    .collect();
+                Reply::ok(data_envelope(
+                    json!({
+                        "cas_required": false,
+                        "created_time": rfc3339_nano(versions[0].created),
+                        "current_version": versions.len(),
+                        "custom_metadata": null,
+                        "delete_version_after": "0s",
+                        "max_versions": 0,
+                        "oldest_version": 0,
+                        "updated_time": rfc3339_nano(versions[versions.len() - 1].created),
+                        "versions": history,
+                    }),
+                    "kv",
+                ))
+            }
+            _ => Reply::unsupported_operation(),
+        };
+    }
+    Reply::error(404, "unsupported path")
+}
+
+// ---- KV v1 ----
+
+fn kv1_request(entries: &mut HashMap<String, Value>, rest: &str, op: Op, body: &Value) -> Reply {
+    let key = rest.trim_matches('/');
+    match op {
+        Op::List => list_keys(entries.keys(), key),
+        Op::Read => {
+            let Some(data) = entries.get(key) else {
+                return Reply::not_found_empty();
+            };
+            let ttl = data
+                .get("ttl")
+                .or_else(|| data.get("lease"))
+                .and_then(parse_duration_value)
+                .unwrap_or(SYSTEM_MAX_TTL);
+            Reply::ok(envelope(
+                "",
+                false,
+                ttl,
+                data.clone(),
+                &[],
+                Value::Null,
+                "kv",
+            ))
+        }
+        Op::Write => {
+            if key.is_empty() || !body.is_object() {
+                return Reply::error(400, "missing data fields");
+            }
+            entries.insert(key.to_owned(), body.clone());
+            Reply::no_content()
+        }
+        Op::Delete => {
+            entries.remove(key);
+            Reply::no_content()
+        }
+        Op::Head | Op::Other => Reply::unsupported_operation(),
+    }
+}
+
+// ---- PKI ----
+
+fn pki_issue(roles: &HashMap<String, PkiRole>, role: &str, body: &Value, now: SystemTime) -> Reply {
+    let Some(cfg) = roles.get(role).copied() else {
+        return Reply::error(400, &format!("unknown role: {role}"));
+    };
+    let common_name = str_field(body, "common_name");
+    if common_name.is_empty() {
+        return Reply::error(
+            400,
+            "the common_name field is required, or must be provided in a CSR with \"use_csr_common_name\" set to true, unless \"require_cn\" is set to false",
+        );
+    }
+    let max_ttl = effective_max(cfg.max_ttl);
+    let requested = match body.get("ttl").map(parse_duration_value) {
+        None | Some(Some(0)) => None,
+        Some(Some(t)) => Some(t),
+        Some(None) => {
+            return Reply::error(
+                400,
+                "error converting input for field \"ttl\": invalid duration",
+            );
+        }
+    };
+    if let Some(t) = requested.filter(|t| *t > max_ttl) {
+        return Reply::error(
+            400,
+            &format!(
+                "ttl {:?} is longer than the role's max_ttl {:?}",
+                go_duration(t),
+                go_duration(max_ttl)
+            ),
+        );
+    }
+    let ttl = requested.unwrap_or(match cfg.ttl {
+        0 => max_ttl,
+        t => t.min(max_ttl),
+    });
+    let not_after = unix_secs(now) + ttl;
+    let serial: Vec<String> = uuid()
+        .replace('-', "")
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let serial = serial.join(":");
+    let ca = pem(
+        "CERTIFICATE",
+        b"vault-double fake issuing CA\nCN=vault-double Root CA\n",
+    );
+    let cert = pem(
+        "CERTIFICATE",
+        format!(
+            "vault-double fake certificate\nCN={common_name}\nserial={serial}\nnot_after={not_after}\n"
+        )
+        .as_bytes(),
+    );
+    let key = pem(
+        "RSA PRIVATE KEY",
+        format!(
+            "vault-double fake private key for {common_name} {}\n",
+            base62(32)
+        )
+        .as_bytes(),
+    );
+    let data = json!({
+        "certificate": cert,
+        "issuing_ca": ca,
+        "ca_chain": [ca],
+        "private_key": key,
+        "private_key_type": "rsa",
+        "serial_number": serial,
+        "expiration": not_after,
+    });
+    Reply::ok(envelope("", false, 0, data, &[], Value::Null, "pki"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calculate_ttl_caps_and_errors() {
+        let start = from_unix_secs(1_000_000);
+        let now = from_unix_secs(1_000_000 + 590);
+        let (ttl, warning) = calculate_ttl(3600, 60, 1200, start, now).unwrap();
+        assert_eq!(ttl, 610);
+        assert_eq!(
+            warning.unwrap(),
+            "TTL of \"1h\" exceeded the effective max_ttl of \"10m10s\"; TTL value is capped accordingly"
+        );
+        assert_eq!(calculate_ttl(0, 60, 1200, start, now).unwrap(), (60, None));
+        assert_eq!(
+            calculate_ttl(0, 60, 590, start, now).unwrap_err(),
+            "past the max TTL, cannot renew"
+        );
+    }
+
+    #[test]
+    fn list_keys_folds_directories() {
+        let keys = ["a/b".to_owned(), "a/c/d".to_owned(), "x".to_owned()];
+        let reply = list_keys(keys.iter(), "a");
+        assert_eq!(reply.body.unwrap()["data"]["keys"], json!(["b", "c/"]));
+        assert_eq!(
+            list_keys(keys.iter(), "").body.unwrap()["data"]["keys"],
+            json!(["a/", "x"])
+        );
+        assert_eq!(list_keys(keys.iter(), "zzz").status, 404);
+    }
+}

@@ -90,6 +90,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             tmpfs_inodes: 1024,
             publish_attempts: 3,
             revoke_timeout: std::time::Duration::from_secs(5),
+            plain_directories: config.insecure_plain_directories,
         },
         http,
         store,
@@ -108,6 +109,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     };
     let listener = csi::bind_socket(&socket)?;
 
+    if config.insecure_plain_directories {
+        tracing::warn!(
+            "--insecure-plain-directories: volumes are plain directories on disk, not tmpfs; for demos only"
+        );
+    }
     let restored = manager.restore().await?;
     tracing::info!(
         endpoint = %config.endpoint,

@@ -89,6 +89,12 @@ pub struct Config {
     #[arg(long, env = "MAX_CONCURRENT_REFRESHES", default_value_t = 64)]
     pub max_concurrent_refreshes: usize,
 
+    /// Write volumes as plain directories instead of tmpfs mounts, so the
+    /// driver can run unprivileged for demos and development. Files then
+    /// land on disk and `readOnly` is not enforced: never use in a cluster.
+    #[arg(long, env = "INSECURE_PLAIN_DIRECTORIES", hide_short_help = true)]
+    pub insecure_plain_directories: bool,
+
     /// How long SIGTERM waits for calls and refreshes in flight.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -545,7 +545,7 @@ async fn nginx_serves_the_rendered_page() {
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\npid {root}/nginx.pid;\nerror_log {root}/nginx-error.log;\nevents {{}}\nhttp {{\n access_log off;\n server {{\n  listen 127.0.0.1:{port};\n  root {target};\n }}\n}}\n",
+            "daemon off;\nmaster_process off;\npid {root}/nginx.pid;\nerror_log {root}/nginx-error.log;\nevents {{}}\nhttp {{\n access_log off;\n server {{\n  listen 127.0.0.1:{port};\n  root {target};\n }}\n}}\n",
             root = node.root.display(),
             target = target.display()
         ),
@@ -556,6 +556,9 @@ async fn nginx_serves_the_rendered_page() {
         .arg(&conf)
         .arg("-e")
         .arg(node.root.join("nginx-error.log"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();

@@ -172,8 +172,7 @@ impl VaultClient {
                 &[jwt],
             )
             .await?;
-        let parsed: Envelope = parse("login", envelope.expose())?;
-        auth_token(parsed, "login")
+        AuthToken::from_body("login", &envelope)
     }
 
     /// Reads (no arguments) or writes (arguments) one `secret` request.
@@ -200,25 +199,7 @@ impl VaultClient {
                 &[token],
             )
             .await?;
-        let parsed: Envelope = parse(operation, raw.expose())?;
-        let Some(data) = parsed.data.as_ref().filter(|d| !d.is_null()) else {
-            return Err(Error::InvalidResponse {
-                operation,
-                reason: format!(
-                    "the response for {:?} has no `data`; is it a path that returns a secret?",
-                    request.path()
-                ),
-            });
-        };
-        let expiration = data.get("expiration").and_then(Value::as_u64);
-        Ok(SecretResponse {
-            lease_id: parsed.lease_id.filter(|l| !l.is_empty()).map(LeaseId::new),
-            lease_duration: Duration::from_secs(parsed.lease_duration.unwrap_or(0)),
-            renewable: parsed.renewable.unwrap_or(false),
-            expiration,
-            raw,
-            fetched_at: Instant::now(),
-        })
+        SecretResponse::from_body(operation, request.path(), raw)
     }
 
     /// `PUT /v1/sys/leases/renew`.
@@ -282,8 +263,7 @@ impl VaultClient {
                 &[token],
             )
             .await?;
-        let parsed: Envelope = parse("renew_self", raw.expose())?;
-        auth_token(parsed, "renew_self")
+        AuthToken::from_body("renew_self", &raw)
     }
 
     /// `POST /v1/auth/token/revoke-self`: revokes the token and every lease
@@ -478,24 +458,57 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-fn auth_token(parsed: Envelope, operation: &'static str) -> Result<AuthToken, Error> {
-    let auth = parsed.auth.ok_or_else(|| Error::InvalidResponse {
-        operation,
-        reason: "the response has no `auth` block".to_owned(),
-    })?;
-    if auth.client_token.is_empty() {
-        return Err(Error::InvalidResponse {
-            operation,
-            reason: "the response's `auth.client_token` is empty".to_owned(),
-        });
+impl SecretResponse {
+    /// Parses a secret read or write response body. Public so the fuzz
+    /// targets can reach it; the body is kept (never logged) for templates.
+    pub fn from_body(
+        operation: &'static str,
+        path: &str,
+        raw: Secret<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        let parsed: Envelope = parse(operation, raw.expose())?;
+        let Some(data) = parsed.data.as_ref().filter(|d| !d.is_null()) else {
+            return Err(Error::InvalidResponse {
+                operation,
+                reason: format!(
+                    "the response for {path:?} has no `data`; is it a path that returns a secret?"
+                ),
+            });
+        };
+        let expiration = data.get("expiration").and_then(Value::as_u64);
+        Ok(Self {
+            lease_id: parsed.lease_id.filter(|l| !l.is_empty()).map(LeaseId::new),
+            lease_duration: Duration::from_secs(parsed.lease_duration.unwrap_or(0)),
+            renewable: parsed.renewable.unwrap_or(false),
+            expiration,
+            raw,
+            fetched_at: Instant::now(),
+        })
     }
-    Ok(AuthToken {
-        token: Secret::new(auth.client_token),
-        ttl: Duration::from_secs(auth.lease_duration),
-        renewable: auth.renewable,
-        warnings: parsed.warnings.unwrap_or_default(),
-        obtained_at: Instant::now(),
-    })
+}
+
+impl AuthToken {
+    /// Parses a login or `renew-self` response body.
+    pub fn from_body(operation: &'static str, body: &Secret<Vec<u8>>) -> Result<Self, Error> {
+        let parsed: Envelope = parse(operation, body.expose())?;
+        let auth = parsed.auth.ok_or_else(|| Error::InvalidResponse {
+            operation,
+            reason: "the response has no `auth` block".to_owned(),
+        })?;
+        if auth.client_token.is_empty() {
+            return Err(Error::InvalidResponse {
+                operation,
+                reason: "the response's `auth.client_token` is empty".to_owned(),
+            });
+        }
+        Ok(Self {
+            token: Secret::new(auth.client_token),
+            ttl: Duration::from_secs(auth.lease_duration),
+            renewable: auth.renewable,
+            warnings: parsed.warnings.unwrap_or_default(),
+            obtained_at: Instant::now(),
+        })
+    }
 }
 
 /// Vault's `{"errors":[…]}` joined, scrubbed of credentials and anything

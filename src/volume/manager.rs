@@ -34,6 +34,10 @@ pub struct ManagerConfig {
     pub publish_attempts: u32,
     /// Time allowed to revoke a volume's token and leases on unpublish.
     pub revoke_timeout: Duration,
+    /// Write volumes as plain directories instead of tmpfs mounts: for
+    /// unprivileged demos only (files land on disk, `readOnly` is not
+    /// enforced). Never set in production.
+    pub plain_directories: bool,
 }
 
 impl ManagerConfig {
@@ -255,7 +259,7 @@ impl VolumeManager {
         if newer {
             state.identity = Some(identity);
         }
-        let mounted = tmpfs::is_tmpfs_mount(target.as_path())?;
+        let mounted = self.is_volume_root(target.as_path())?;
         let needs_attention = !mounted
             || state.degraded
             || state
@@ -349,7 +353,13 @@ impl VolumeManager {
     ) -> Result<(), Error> {
         self.persist(id, state, Phase::Publishing)?;
         let target = state.target.as_path();
-        if !tmpfs::is_tmpfs_mount(target)? {
+        if self.config.plain_directories {
+            std::fs::create_dir_all(target).map_err(|source| crate::storage::Error::Io {
+                action: "create the target directory",
+                path: target.to_path_buf(),
+                source,
+            })?;
+        } else if !tmpfs::is_tmpfs_mount(target)? {
             tmpfs::mount_tmpfs(
                 target,
                 TmpfsOptions {
@@ -361,7 +371,7 @@ impl VolumeManager {
             )?;
         }
         self.write_files(id, state, files, true)?;
-        if state.readonly {
+        if state.readonly && !self.config.plain_directories {
             tmpfs::remount_read_only(target)?;
         }
         Ok(())
@@ -379,7 +389,7 @@ impl VolumeManager {
     /// Undoes a failed publish: no mount, no directory, no record, and the
     /// Vault token revoked.
     fn rollback(&self, id: &VolumeId, state: &VolumeState) {
-        if let Err(error) = tmpfs::unmount_and_remove(state.target.as_path()) {
+        if let Err(error) = self.remove_volume_root(state.target.as_path()) {
             tracing::error!(volume.id = %id, %error, "Could not undo a failed publish; unpublish will retry");
         }
         let _ = self.store.remove(id);
@@ -409,15 +419,15 @@ impl VolumeManager {
         if let Some(volume) = volume {
             let state = volume.state.lock().await.take();
             if let Some(state) = state {
-                tmpfs::unmount_and_remove(state.target.as_path())?;
+                self.remove_volume_root(state.target.as_path())?;
                 if state.target != target {
-                    tmpfs::unmount_and_remove(target.as_path())?;
+                    self.remove_volume_root(target.as_path())?;
                 }
                 self.revoke(&state).await;
                 self.metrics.forget_volume(&state.labels);
             }
         } else {
-            tmpfs::unmount_and_remove(target.as_path())?;
+            self.remove_volume_root(target.as_path())?;
             if let Some(record) = self.store.load(&id) {
                 self.revoke_record(&record).await;
             }
@@ -436,10 +446,10 @@ impl VolumeManager {
                 continue;
             };
             let target = TargetPath::from_state(record.target_path.clone());
-            let mounted = tmpfs::is_tmpfs_mount(target.as_path()).unwrap_or(false);
+            let mounted = self.is_volume_root(target.as_path()).unwrap_or(false);
             if record.phase == Phase::Publishing || !mounted {
                 tracing::info!(volume.id = %id, "Cleaning up a volume left unfinished or unmounted by a previous run");
-                if let Err(error) = tmpfs::unmount_and_remove(target.as_path()) {
+                if let Err(error) = self.remove_volume_root(target.as_path()) {
                     tracing::warn!(volume.id = %id, %error, "Could not clean up the volume's target");
                 }
                 self.revoke_record(&record).await;
@@ -509,6 +519,33 @@ impl VolumeManager {
             token_retry_at: None,
             degraded: false,
         })
+    }
+
+    /// True when `path` holds a volume of this driver: a tmpfs mount, or in
+    /// plain-directory mode a directory with the atomic writer's `..data`.
+    pub(super) fn is_volume_root(&self, path: &std::path::Path) -> Result<bool, Error> {
+        if self.config.plain_directories {
+            return Ok(path.join("..data").symlink_metadata().is_ok());
+        }
+        Ok(tmpfs::is_tmpfs_mount(path)?)
+    }
+
+    /// Unmounts and removes a volume's target (plain mode: deletes the
+    /// directory tree, which only ever holds the driver's files).
+    fn remove_volume_root(&self, path: &std::path::Path) -> Result<(), Error> {
+        if self.config.plain_directories {
+            return match std::fs::remove_dir_all(path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(crate::storage::Error::Io {
+                    action: "remove the target directory",
+                    path: path.to_path_buf(),
+                    source,
+                }
+                .into()),
+            };
+        }
+        Ok(tmpfs::unmount_and_remove(path)?)
     }
 
     /// Writes the volume's record.

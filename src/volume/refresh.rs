@@ -225,7 +225,7 @@ impl VolumeManager {
             dir_mode: dir_mode(mode),
             max_bytes: self.config.max_payload_bytes(),
         };
-        let outcome = if state.readonly && !first {
+        let outcome = if state.readonly && !first && !self.config.plain_directories {
             let view = WritableView::open(
                 state.target.as_path(),
                 &self.store.dir().join("rw").join(id.as_str()),

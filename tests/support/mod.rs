@@ -167,6 +167,7 @@ pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
         static_secret_refresh_interval: Duration::from_secs(300),
         volume_size_bytes: 1024 * 1024,
         max_concurrent_refreshes: 64,
+        insecure_plain_directories: false,
         shutdown_timeout: Duration::from_secs(10),
     }
 }

@@ -357,3 +357,39 @@ pub async fn walkthrough_vault() -> VaultDouble {
     vault_double::seed_walkthrough(&vault);
     vault
 }
+
+/// The walkthrough plus a `database` dynamic-secrets role `app` and a PKI
+/// role `web`, all readable by role `example`, whose tokens live `token_ttl`
+/// (max `token_max`).
+pub async fn dynamic_vault(
+    creds: vault_double::DynamicRole,
+    token_ttl: Duration,
+    token_max: Duration,
+) -> VaultDouble {
+    let vault = walkthrough_vault().await;
+    vault.put_policy(
+        "myapp-kv-ro",
+        &[
+            ("secret/data/myapp/*", &["read"]),
+            ("database/creds/*", &["read"]),
+            ("pki/issue/*", &["create", "update"]),
+        ],
+    );
+    vault.add_dynamic_role("database", "app", creds);
+    vault.add_pki_role(
+        "pki",
+        "web",
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    );
+    vault.add_role(
+        "kubernetes",
+        vault_double::Role::new("example", ["vault-auth"], ["default"], ["myapp-kv-ro"])
+            .with_audience("vault")
+            .with_ttl(token_ttl, token_max),
+    );
+    vault
+}
+
+/// Template for the dynamic database credentials: `user=<u> pass=<p>`.
+pub const CREDS_TEMPLATE: &str = r#"{{#with (secret "database/creds/app")}}user={{data.username}} pass={{data.password}}{{/with}}"#;

@@ -39,7 +39,8 @@
 //! * [`storage`]: tmpfs mounts and the [`storage::AtomicWriter`].
 //! * [`refresh`]: the [`refresh::RefreshScheduler`] and [`refresh::policy`].
 //! * [`metrics`]: Prometheus metrics, `/healthz`, `/readyz`.
-//! * [`app`]: wiring and graceful shutdown; [`config`]: flags.
+//! * [`app`]: wiring and graceful shutdown; [`config`]: flags;
+//!   [`telemetry`]: log set-up.
 //!
 //! Secrets never reach logs, errors or metrics: secret-bearing values are
 //! [`secret::Secret`]s (`Debug` prints `***`, zeroed on drop), requests are
@@ -55,5 +56,6 @@ pub mod refresh;
 pub mod render;
 pub mod secret;
 pub mod storage;
+pub mod telemetry;
 pub mod vault;
 pub mod volume;

@@ -5,14 +5,13 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
-use vault_csi_driver::app;
 use vault_csi_driver::config::{Config, LogFormat};
+use vault_csi_driver::{app, telemetry};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let filter =
-        EnvFilter::try_new(&config.log_level).context("--log-level is not a valid filter")?;
+        telemetry::filter(&config.log_level).context("--log-level is not a valid filter")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

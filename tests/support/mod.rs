@@ -393,3 +393,93 @@ pub async fn dynamic_vault(
 
 /// Template for the dynamic database credentials: `user=<u> pass=<p>`.
 pub const CREDS_TEMPLATE: &str = r#"{{#with (secret "database/creds/app")}}user={{data.username}} pass={{data.password}}{{/with}}"#;
+
+/// The driver binary running as its own process (for kill -9, SIGTERM and
+/// log-capture tests).
+pub struct DriverProcess {
+    pub child: std::process::Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl DriverProcess {
+    /// Starts the binary with flags equivalent to [`driver_config`], extra
+    /// `args`, and stdout/stderr captured to `log_name` under the node root.
+    pub async fn spawn(node: &Node, vault: &VaultDouble, log_name: &str, args: &[&str]) -> Self {
+        let log = node.root.join(log_name);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let err = out.try_clone().unwrap();
+        let socket = node.socket();
+        let _ = std::fs::remove_file(&socket);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vault-csi-driver"))
+            .arg(format!("--endpoint=unix://{}", socket.display()))
+            .arg("--node-id=test-node")
+            .arg(format!("--vault-addr={}", vault.addr()))
+            .arg(format!("--state-dir={}", node.state_dir().display()))
+            .arg(format!("--kubelet-dir={}", node.kubelet_dir().display()))
+            .args(args)
+            .env_remove("VAULT_ADDR")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let probe = socket.clone();
+        wait_for("the driver's socket", Duration::from_secs(10), || {
+            probe.exists()
+        })
+        .await;
+        Self { child, socket, log }
+    }
+
+    pub async fn node(&self) -> NodeClient<Channel> {
+        NodeClient::new(channel(&self.socket).await)
+    }
+
+    /// SIGKILL: no cleanup at all.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the driver did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for DriverProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

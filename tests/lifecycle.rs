@@ -1,0 +1,385 @@
+//! The driver as a process: kill -9 and restart, SIGTERM drain, metrics
+//! during a publish/refresh/unpublish cycle, and secret hygiene in logs and
+//! metrics at the most verbose level.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use support::{
+    CREDS_TEMPLATE, DriverProcess, INDEX_TEMPLATE, Node, Pod, can_mount, dynamic_vault,
+    expected_index, free_port, wait_for,
+};
+use vault_double::DynamicRole;
+
+const ROLE: (&str, &str) = ("roleName", "example");
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn test_vault_creds() -> DynamicRole {
+    DynamicRole::new(Duration::from_secs(3), Duration::from_secs(600))
+}
+
+/// `kill -9` and a restart: every published volume is found again and
+/// refreshed on schedule without kubelet republishing; the mount and files
+/// survive; a republish after the restart is a normal republish.
+#[tokio::test]
+async fn kill_9_and_restart_resumes_every_volume() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = dynamic_vault(
+        test_vault_creds(),
+        Duration::from_secs(3600),
+        Duration::from_secs(7200),
+    )
+    .await;
+    let driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
+    let pod = Pod::walkthrough();
+    let kv = [
+        ROLE,
+        ("template.index.html", INDEX_TEMPLATE),
+        ("staticSecretRefreshInterval", "1s"),
+    ];
+    let dynamic = [ROLE, ("template.creds", CREDS_TEMPLATE)];
+    let kv_request = pod.publish(&node, &vault, "kv", &kv);
+    let kv_target = PathBuf::from(&kv_request.target_path);
+    let db_request = pod.publish(&node, &vault, "db", &dynamic);
+    let db_target = PathBuf::from(&db_request.target_path);
+    let mut client = driver.node().await;
+    client.node_publish_volume(kv_request).await.unwrap();
+    client.node_publish_volume(db_request).await.unwrap();
+    let creds = read(&db_target.join("creds"));
+    let lease_id = vault.leases()[0].lease_id.clone();
+    drop(client);
+
+    driver.kill9();
+    assert_eq!(
+        read(&kv_target.join("index.html")),
+        expected_index("appuser", "suP3rsec(et!"),
+        "files survive the crash"
+    );
+    let state_dir = node.state_dir();
+    let meta = std::fs::metadata(&state_dir).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o700
+    );
+    for entry in std::fs::read_dir(state_dir.join("volumes")).unwrap() {
+        let path = entry.unwrap().path();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        let text = read(&path);
+        assert!(
+            !text.contains("suP3rsec"),
+            "state never holds rendered secrets"
+        );
+        assert!(
+            !text.contains(
+                creds
+                    .trim_start_matches("user=")
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("x")
+            ),
+            "nor dynamic credentials"
+        );
+    }
+
+    let renewals_before = vault.lease(&lease_id).unwrap().renew_count;
+    vault.kv2_put(
+        "secret",
+        "myapp/config",
+        serde_json::json!({"username": "appuser", "password": "after-restart"}),
+    );
+    let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[]).await;
+    wait_for(
+        "the KV change without a republish",
+        Duration::from_secs(10),
+        || read(&kv_target.join("index.html")) == expected_index("appuser", "after-restart"),
+    )
+    .await;
+    wait_for("lease renewals to resume", Duration::from_secs(10), || {
+        vault
+            .lease(&lease_id)
+            .is_some_and(|l| l.renew_count > renewals_before)
+    })
+    .await;
+    assert_eq!(
+        vault.count("POST", "/v1/auth/kubernetes/login"),
+        2,
+        "the persisted Vault tokens were reused"
+    );
+
+    let mut client = driver.node().await;
+    client
+        .node_publish_volume(pod.publish(&node, &vault, "kv", &kv))
+        .await
+        .unwrap();
+    client
+        .node_unpublish_volume(pod.unpublish(&node, "kv"))
+        .await
+        .unwrap();
+    client
+        .node_unpublish_volume(pod.unpublish(&node, "db"))
+        .await
+        .unwrap();
+    assert!(vault.lease(&lease_id).unwrap().revoked);
+    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+    assert!(
+        std::fs::read_dir(node.state_dir().join("volumes"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let _ = driver.terminate().await;
+}
+
+/// SIGTERM with volumes published: a clean exit, the mounts and files stay
+/// for the pods, and the next driver carries on.
+#[tokio::test]
+async fn sigterm_drains_and_leaves_volumes_in_place() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = dynamic_vault(
+        test_vault_creds(),
+        Duration::from_secs(3600),
+        Duration::from_secs(7200),
+    )
+    .await;
+    let driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
+    let pod = Pod::walkthrough();
+    let request = pod.publish(
+        &node,
+        &vault,
+        "v",
+        &[
+            ROLE,
+            ("template.index.html", INDEX_TEMPLATE),
+            ("staticSecretRefreshInterval", "1s"),
+        ],
+    );
+    let target = PathBuf::from(&request.target_path);
+    driver
+        .node()
+        .await
+        .node_publish_volume(request)
+        .await
+        .unwrap();
+    let status = driver.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        !node.socket().exists(),
+        "the socket is removed on a clean exit"
+    );
+    assert_eq!(node.mounts().len(), 1, "the volume stays mounted");
+    assert_eq!(
+        read(&target.join("index.html")),
+        expected_index("appuser", "suP3rsec(et!")
+    );
+    assert_eq!(
+        vault.count("POST", "/v1/auth/token/revoke-self"),
+        0,
+        "shutdown revokes nothing"
+    );
+
+    vault.kv2_put(
+        "secret",
+        "myapp/config",
+        serde_json::json!({"username": "appuser", "password": "next-driver"}),
+    );
+    let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[]).await;
+    wait_for(
+        "the restarted driver to refresh",
+        Duration::from_secs(10),
+        || read(&target.join("index.html")) == expected_index("appuser", "next-driver"),
+    )
+    .await;
+    driver
+        .node()
+        .await
+        .node_unpublish_volume(pod.unpublish(&node, "v"))
+        .await
+        .unwrap();
+    assert!(driver.terminate().await.success());
+}
+
+async fn scrape(port: u16, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The metrics endpoint shows every family with correct values during a
+/// publish/refresh/unpublish cycle, and no secret, token or JWT, while the
+/// driver logs at the most verbose level without leaking one either.
+#[tokio::test]
+async fn metrics_and_logs_show_the_cycle_and_never_a_secret() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = dynamic_vault(
+        test_vault_creds(),
+        Duration::from_secs(4),
+        Duration::from_secs(600),
+    )
+    .await;
+    let port = free_port();
+    let driver = DriverProcess::spawn(
+        &node,
+        &vault,
+        "driver.log",
+        &[
+            &format!("--metrics-addr=127.0.0.1:{port}"),
+            "--log-level=trace",
+            "--log-format=json",
+        ],
+    )
+    .await;
+    assert_eq!(scrape(port, "/healthz").await.0, 200);
+    wait_for("readiness", Duration::from_secs(5), || true).await;
+    assert_eq!(scrape(port, "/readyz").await, (200, "ready".to_owned()));
+
+    let pod = Pod::walkthrough();
+    let attrs = [
+        ROLE,
+        ("template.index.html", INDEX_TEMPLATE),
+        ("template.creds", CREDS_TEMPLATE),
+        ("tokenFile", "token"),
+    ];
+    let request = pod.publish(&node, &vault, "v", &attrs);
+    let jwt_json = request.volume_context["csi.storage.k8s.io/serviceAccount.tokens"].clone();
+    let jwt: serde_json::Value = serde_json::from_str(&jwt_json).unwrap();
+    let jwt = jwt["vault"]["token"].as_str().unwrap().to_owned();
+    let target = PathBuf::from(&request.target_path);
+    let mut client = driver.node().await;
+    client.node_publish_volume(request).await.unwrap();
+    let volume_id = pod.volume_id("v");
+
+    wait_for("a lease renewal", Duration::from_secs(10), || {
+        vault.count("PUT", "/v1/sys/leases/renew") >= 1
+    })
+    .await;
+    let (_, text) = scrape(port, "/metrics").await;
+    assert_eq!(
+        metric(&text, "vault_csi_node_publish_total{result=\"published\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "vault_csi_volumes "), Some(1.0));
+    assert!(metric(&text, "vault_csi_node_publish_duration_seconds_count").unwrap() >= 1.0);
+    assert!(
+        metric(
+            &text,
+            "vault_csi_refresh_total{kind=\"renew_lease\",result=\"ok\"}"
+        )
+        .unwrap()
+            >= 1.0,
+        "{text}"
+    );
+    assert!(text.contains("vault_csi_vault_request_duration_seconds_count{operation=\"login\",status_class=\"2xx\"} 1"), "{text}");
+    assert!(text.contains("operation=\"read\""));
+    let labels =
+        format!("{{pod_namespace=\"default\",pod_name=\"nginx\",volume_id=\"{volume_id}\"}}");
+    let now = SystemTimeSecs::now();
+    let expiry = metric(
+        &text,
+        &format!("vault_csi_volume_lease_expiry_timestamp_seconds{labels}"),
+    )
+    .expect("expiry gauge");
+    let next = metric(
+        &text,
+        &format!("vault_csi_volume_next_refresh_timestamp_seconds{labels}"),
+    )
+    .expect("next refresh gauge");
+    assert!(
+        expiry > now && expiry < now + 10.0,
+        "the soonest expiry is the 4s lease: {expiry} vs {now}"
+    );
+    assert!(
+        next > now - 1.0 && next <= expiry,
+        "the next refresh comes before the expiry: {next} vs {expiry}"
+    );
+
+    let token = read(&target.join("token"));
+    let creds = read(&target.join("creds"));
+    let password = creds.split(" pass=").nth(1).unwrap().to_owned();
+    client
+        .node_unpublish_volume(pod.unpublish(&node, "v"))
+        .await
+        .unwrap();
+    let (_, after) = scrape(port, "/metrics").await;
+    assert_eq!(metric(&after, "vault_csi_volumes "), Some(0.0));
+    assert_eq!(
+        metric(&after, "vault_csi_node_unpublish_total{result=\"ok\"}"),
+        Some(1.0)
+    );
+    assert!(
+        !after.contains(&volume_id),
+        "per-volume series are removed on unpublish"
+    );
+
+    let status = driver.terminate().await;
+    assert!(status.success());
+    let logs = std::fs::read_to_string(node.root.join("driver.log")).unwrap();
+    assert!(
+        logs.contains("NodePublishVolume") && logs.contains(&volume_id),
+        "one line per call with the volume id"
+    );
+    assert!(
+        logs.contains("\"level\":\"TRACE\"") || logs.contains("\"level\":\"DEBUG\""),
+        "verbose logging was on"
+    );
+    for (what, secret) in [
+        ("service-account JWT", jwt.as_str()),
+        ("Vault token", token.as_str()),
+        ("KV password", "suP3rsec(et!"),
+        ("dynamic password", password.as_str()),
+    ] {
+        assert!(secret.len() > 8, "{what} is a real value");
+        let leaks: Vec<String> = logs
+            .lines()
+            .filter(|l| l.contains(secret))
+            .map(|l| l.replace(secret, "<SECRET>").chars().take(400).collect())
+            .collect();
+        assert!(
+            leaks.is_empty(),
+            "the {what} leaked into the logs: {leaks:#?}"
+        );
+        assert!(
+            !text.contains(secret) && !after.contains(secret),
+            "the {what} leaked into the metrics"
+        );
+    }
+    assert!(!logs.contains("eyJ"), "nothing JWT-shaped is logged");
+    assert!(!logs.contains("hvs."), "nothing token-shaped is logged");
+}
+
+struct SystemTimeSecs;
+
+impl SystemTimeSecs {
+    fn now() -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    }
+}

@@ -69,7 +69,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     };
     let http = build_http(&HttpSettings {
         ca_bundle_pem,
-        ..HttpSettings::default()
+        connect_timeout: config
+            .vault_request_timeout
+            .min(std::time::Duration::from_secs(5)),
+        request_timeout: config.vault_request_timeout,
     })?;
     let mut allowed = config.allowed_vault_addrs.clone();
     allowed.extend(config.vault_addr.iter().cloned());

@@ -89,6 +89,11 @@ pub struct Config {
     #[arg(long, env = "MAX_CONCURRENT_REFRESHES", default_value_t = 64)]
     pub max_concurrent_refreshes: usize,
 
+    /// Time allowed for one Vault request, body included. Connecting is
+    /// allowed at most 5 seconds of it.
+    #[arg(long, env = "VAULT_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub vault_request_timeout: Duration,
+
     /// Write volumes as plain directories instead of tmpfs mounts, so the
     /// driver can run unprivileged for demos and development. Files then
     /// land on disk and `readOnly` is not enforced: never use in a cluster.

@@ -31,7 +31,6 @@ pub fn code(error: &Error) -> Code {
         Error::OperationPending { .. } => Code::Aborted,
         Error::AlreadyExists { .. } => Code::AlreadyExists,
         Error::TargetMismatch { .. } => Code::FailedPrecondition,
-        Error::ShuttingDown => Code::Unavailable,
     }
 }
 

@@ -50,8 +50,8 @@ pub struct VolumeLabels {
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
-    // 100µs .. ~26s
-    Histogram::new(exponential_buckets(0.000_1, 2.5, 14))
+    // 100 µs .. ~93 s: kubelet allows a publish two minutes.
+    Histogram::new(exponential_buckets(0.000_1, 2.5, 16))
 }
 
 /// Every metric the driver exports, plus the readiness flag.
@@ -100,7 +100,7 @@ impl Metrics {
         let refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
             "refresh",
-            "Background refresh steps by kind (renew_lease, refetch, static, renew_token, login, render) and result",
+            "Background refresh steps by kind (renew_lease, refetch, static, renew_token, login) and result",
             refreshes.clone(),
         );
         let vault_latency: HistogramFamily<VaultLabels> =

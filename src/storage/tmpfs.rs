@@ -39,6 +39,50 @@ pub struct TmpfsOptions {
     pub gid: Option<u32>,
 }
 
+/// Checks, before anything else happens, that every path element between
+/// `base` (kubelet's `pods/` directory) and `target` is a real directory (no
+/// symlink, no regular file), that the parent exists (kubelet creates it),
+/// and that `target` itself is absent or a directory, never a symlink.
+pub fn check_target(base: &Path, target: &Path) -> Result<(), Error> {
+    let unsafe_target = |reason: String| Error::UnsafeTarget {
+        path: target.to_path_buf(),
+        reason,
+    };
+    let rest = target
+        .strip_prefix(base)
+        .map_err(|_| unsafe_target(format!("it is not under {}", base.display())))?;
+    let mut cursor = base.to_path_buf();
+    let parts: Vec<_> = rest.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        cursor.push(part);
+        let last = i + 1 == parts.len();
+        match fs::symlink_metadata(&cursor) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(unsafe_target(format!(
+                    "{} is a symlink, which is never followed",
+                    cursor.display()
+                )));
+            }
+            Ok(meta) if !meta.is_dir() => {
+                return Err(unsafe_target(format!(
+                    "{} is not a directory",
+                    cursor.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && last => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(unsafe_target(format!(
+                    "{} does not exist; kubelet creates the target's parent before publishing",
+                    cursor.display()
+                )));
+            }
+            Err(source) => return Err(io_err("inspect", &cursor, source)),
+        }
+    }
+    Ok(())
+}
+
 /// Creates `target` (kubelet only creates its parent), refusing anything that
 /// is not a plain directory on the way, and mounts a fresh tmpfs on it.
 pub fn mount_tmpfs(target: &Path, options: TmpfsOptions) -> Result<(), Error> {

@@ -517,7 +517,7 @@ impl AuthToken {
 pub fn error_message(body: &[u8], credentials: &[&Secret<String>]) -> String {
     let joined = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(parsed) if !parsed.errors.is_empty() => parsed.errors.join("; "),
-        Ok(_) => String::new(),
+        Ok(_) => "(no message)".to_owned(),
         Err(_) => "(the error body is not Vault's JSON)".to_owned(),
     };
     let mut text = joined;

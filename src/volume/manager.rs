@@ -195,6 +195,7 @@ impl VolumeManager {
             )
         };
         let _guard = self.guards.begin(&id)?;
+        tmpfs::check_target(&self.config.kubelet_dir.join("pods"), target.as_path())?;
         let fingerprint =
             spec::fingerprint(&request.volume_context, request.readonly, &mount_group);
         let (volume_spec, pod) =
@@ -279,6 +280,9 @@ impl VolumeManager {
 
     async fn publish_new(&self, new: NewVolume) -> Result<(), Error> {
         let templates = self.renderer.compile(&new.spec.templates)?;
+        // Collecting the `secret` calls checks their paths and count before
+        // the pod's token is sent anywhere.
+        self.renderer.requests(&templates)?;
         let client = VaultClient::new(
             self.http.clone(),
             new.spec.vault_addr.clone(),

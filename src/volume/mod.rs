@@ -147,7 +147,4 @@ pub enum Error {
         /// Where it is.
         existing: String,
     },
-    /// The driver is shutting down.
-    #[error("the driver is shutting down; kubelet will retry")]
-    ShuttingDown,
 }

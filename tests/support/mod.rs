@@ -168,6 +168,7 @@ pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
         volume_size_bytes: 1024 * 1024,
         max_concurrent_refreshes: 64,
         insecure_plain_directories: false,
+        vault_request_timeout: Duration::from_secs(30),
         shutdown_timeout: Duration::from_secs(10),
     }
 }

@@ -1,4 +1,4 @@
-//! Hostile input and faults: every refusal is INVALID_ARGUMENT (or the
+//! Hostile input and faults: every refusal is `INVALID_ARGUMENT` (or the
 //! documented code) with nothing written anywhere and, where it matters,
 //! nothing sent to Vault; a misbehaving Vault gives a clear status; crashes
 //! and races leave no half-published volume, leaked mount or state file.
@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -229,9 +230,14 @@ async fn hostile_ids_templates_and_attributes_are_refused() {
     }
 
     let big = "x".repeat(vault_csi_driver::render::MAX_TEMPLATE_BYTES + 1);
-    let many_secrets: String = (0..=vault_csi_driver::render::MAX_SECRETS_PER_VOLUME)
-        .map(|i| format!("{{{{#with (secret \"secret/data/myapp/s{i}\")}}}}{{{{/with}}}}"))
-        .collect();
+    let many_secrets: String =
+        (0..=vault_csi_driver::render::MAX_SECRETS_PER_VOLUME).fold(String::new(), |mut acc, i| {
+            let _ = write!(
+                acc,
+                "{{{{#with (secret \"secret/data/myapp/s{i}\")}}}}{{{{/with}}}}"
+            );
+            acc
+        });
     let template_rows = [
         ("template too large", big.as_str(), "limit"),
         ("parse error", "line one\n{{#with x}}\nunclosed", "line 3"),
@@ -444,7 +450,7 @@ fn http_response(status: &str, body: &[u8]) -> Vec<u8> {
 }
 
 /// A Vault that sends garbage, huge bodies, no `data`, or never answers:
-/// each is a clear UNAVAILABLE, bounded in time, with nothing mounted.
+/// each is a clear `UNAVAILABLE`, bounded in time, with nothing mounted.
 #[tokio::test]
 async fn misbehaving_vaults_give_clear_statuses() {
     if !can_mount() {
@@ -650,7 +656,7 @@ async fn tls_vault(vault: &VaultDouble) -> (String, String) {
     (format!("https://127.0.0.1:{}", addr.port()), cert_pem)
 }
 
-/// TLS with an unknown CA is refused (UNAVAILABLE, the token never sent);
+/// TLS with an unknown CA is refused (`UNAVAILABLE`, the token never sent);
 /// with `--vault-ca-cert` it works.
 #[tokio::test]
 async fn tls_with_an_unknown_ca_is_refused_unless_configured() {
@@ -703,7 +709,7 @@ async fn tls_with_an_unknown_ca_is_refused_unless_configured() {
 }
 
 /// 200 concurrent publishes and unpublishes of different and of the same
-/// volumes: only OK or ABORTED, no deadlock, and afterwards no leaked mount
+/// volumes: only OK or `ABORTED`, no deadlock, and afterwards no leaked mount
 /// or state file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_publishes_and_unpublishes_leak_nothing() {
@@ -794,7 +800,10 @@ async fn kill_9_mid_publish_leaves_nothing_half_published() {
     let mut published = 0;
     for pod in &pods {
         let target = pod.target(&node, "v");
-        let mounted = node.mounts().iter().any(|m| PathBuf::from(m) == target);
+        let mounted = node
+            .mounts()
+            .iter()
+            .any(|m| std::path::Path::new(m) == target);
         let record = node
             .state_dir()
             .join("volumes")

@@ -83,7 +83,7 @@ async fn walkthrough_publishes_renders_and_unpublishes() {
 }
 
 /// A pod whose service account is not bound to the role gets
-/// PERMISSION_DENIED and nothing is mounted or written.
+/// `PERMISSION_DENIED` and nothing is mounted or written.
 #[tokio::test]
 async fn unbound_service_account_is_denied_and_nothing_is_mounted() {
     if !can_mount() {
@@ -147,7 +147,7 @@ async fn unbound_service_account_is_denied_and_nothing_is_mounted() {
 
 /// A republish (kubelet every minute under `requiresRepublish`) with a
 /// rotated token is OK and re-mints nothing; a publish that differs in
-/// anything else is ALREADY_EXISTS.
+/// anything else is `ALREADY_EXISTS`.
 #[tokio::test]
 async fn republish_refreshes_the_token_and_conflicts_are_already_exists() {
     if !can_mount() {
@@ -287,7 +287,7 @@ async fn readonly_volume_with_fs_group() {
     driver.stop().await;
 }
 
-/// Bad input is INVALID_ARGUMENT with a message that says what to fix, and
+/// Bad input is `INVALID_ARGUMENT` with a message that says what to fix, and
 /// nothing is mounted.
 #[tokio::test]
 async fn invalid_requests_name_what_to_fix() {
@@ -378,8 +378,11 @@ async fn invalid_requests_name_what_to_fix() {
     );
 
     let mut block = pod.publish(&node, &vault, "v", &[ROLE, template]);
-    block.volume_capability.as_mut().unwrap().access_type =
-        Some(vault_csi_driver::proto::volume_capability::AccessType::Block(Default::default()));
+    block.volume_capability.as_mut().unwrap().access_type = Some(
+        vault_csi_driver::proto::volume_capability::AccessType::Block(
+            vault_csi_driver::proto::volume_capability::BlockVolume::default(),
+        ),
+    );
     assert_eq!(
         client.node_publish_volume(block).await.unwrap_err().code(),
         Code::InvalidArgument
@@ -396,7 +399,7 @@ async fn invalid_requests_name_what_to_fix() {
     driver.stop().await;
 }
 
-/// Vault down at publish: UNAVAILABLE (kubelet retries), nothing mounted.
+/// Vault down at publish: `UNAVAILABLE` (kubelet retries), nothing mounted.
 #[tokio::test]
 async fn vault_down_is_unavailable_and_leaves_nothing() {
     if !can_mount() {
@@ -431,7 +434,7 @@ async fn vault_down_is_unavailable_and_leaves_nothing() {
     driver.stop().await;
 }
 
-/// Identity and node info, capabilities, and UNIMPLEMENTED for the rest.
+/// Identity and node info, capabilities, and `UNIMPLEMENTED` for the rest.
 #[tokio::test]
 async fn identity_and_node_info() {
     let node = Node::new();
@@ -470,10 +473,7 @@ async fn identity_and_node_info() {
     let types: Vec<_> = caps
         .capabilities
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(CapType::Rpc(rpc)) => Some(rpc.r#type),
-            None => None,
-        })
+        .filter_map(|c| c.r#type.as_ref().map(|CapType::Rpc(rpc)| rpc.r#type))
         .collect();
     assert_eq!(types, vec![i32::from(RpcType::VolumeMountGroup)]);
     let status = client

@@ -184,8 +184,9 @@ impl StateStore {
                 .mode(0o600)
                 .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
                 .open(&tmp)?;
+            // No fsync: the directory is tmpfs (it does not outlive a reboot
+            // anyway), and rename alone is atomic against a process crash.
             file.write_all(&bytes)?;
-            file.sync_data()?;
             fs::rename(&tmp, &path)
         })();
         bytes.zeroize();

@@ -54,9 +54,7 @@ fn one_param<'a>(h: &'a Helper<'_>, name: &str) -> Result<&'a Value, RenderError
 }
 
 fn one_string<'a>(h: &'a Helper<'_>, name: &str) -> Result<&'a str, RenderError> {
-    one_param(h, name)?
-        .as_str()
-        .ok_or_else(|| helper_error(format!("`{name}` takes a string argument")))
+    as_text(name, one_param(h, name)?)
 }
 
 /// `(secret "path" key=value …)`.
@@ -99,10 +97,20 @@ impl HelperDef for SecretHelper {
     }
 }
 
-/// `base64Encode`.
-pub(super) struct Base64Encode;
+/// A helper of one argument: `base64Encode`, `base64Decode`, `toJson`,
+/// `toJsonPretty`.
+pub(super) struct Unary {
+    /// The name templates call it by (for error messages).
+    pub(super) name: &'static str,
+    /// What it computes.
+    pub(super) apply: UnaryFn,
+}
 
-impl HelperDef for Base64Encode {
+/// The computation of a [`Unary`] helper: its name (for messages) and
+/// argument to its result.
+pub(super) type UnaryFn = fn(&'static str, &Value) -> Result<Value, RenderError>;
+
+impl HelperDef for Unary {
     fn call_inner<'reg: 'rc, 'rc>(
         &self,
         h: &Helper<'rc>,
@@ -110,58 +118,42 @@ impl HelperDef for Base64Encode {
         _: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
-        let text = one_string(h, "base64Encode")?;
-        Ok(ScopedJson::Derived(Value::String(STANDARD.encode(text))))
+        let value = one_param(h, self.name)?;
+        (self.apply)(self.name, value).map(ScopedJson::Derived)
     }
 }
 
-/// `base64Decode`.
-pub(super) struct Base64Decode;
-
-impl HelperDef for Base64Decode {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        let text = one_string(h, "base64Decode")?;
-        let bytes = STANDARD
-            .decode(text.trim())
-            .map_err(|_| helper_error("`base64Decode` was given text that is not valid base64"))?;
-        let decoded = String::from_utf8(bytes)
-            .map_err(|_| helper_error("`base64Decode` produced bytes that are not UTF-8 text"))?;
-        Ok(ScopedJson::Derived(Value::String(decoded)))
-    }
+fn as_text<'a>(name: &str, value: &'a Value) -> Result<&'a str, RenderError> {
+    value
+        .as_str()
+        .ok_or_else(|| helper_error(format!("`{name}` takes a string argument")))
 }
 
-/// `toJson` and `toJsonPretty`.
-pub(super) struct ToJson {
-    /// Indent the output.
-    pub(super) pretty: bool,
+/// `base64Encode`: standard base64 of a string.
+pub(super) fn base64_encode(name: &'static str, value: &Value) -> Result<Value, RenderError> {
+    Ok(Value::String(STANDARD.encode(as_text(name, value)?)))
 }
 
-impl HelperDef for ToJson {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        let name = if self.pretty {
-            "toJsonPretty"
-        } else {
-            "toJson"
-        };
-        let value = one_param(h, name)?;
-        let text = if self.pretty {
-            serde_json::to_string_pretty(value)
-        } else {
-            serde_json::to_string(value)
-        }
-        .map_err(|_| helper_error(format!("`{name}` could not encode its argument")))?;
-        Ok(ScopedJson::Derived(Value::String(text)))
-    }
+/// `base64Decode`: the text a base64 string encodes (must be UTF-8).
+pub(super) fn base64_decode(name: &'static str, value: &Value) -> Result<Value, RenderError> {
+    let bytes = STANDARD
+        .decode(as_text(name, value)?.trim())
+        .map_err(|_| helper_error(format!("`{name}` was given text that is not valid base64")))?;
+    String::from_utf8(bytes)
+        .map(Value::String)
+        .map_err(|_| helper_error(format!("`{name}` produced bytes that are not UTF-8 text")))
+}
+
+/// `toJson`: compact JSON.
+pub(super) fn to_json(name: &'static str, value: &Value) -> Result<Value, RenderError> {
+    serde_json::to_string(value)
+        .map(Value::String)
+        .map_err(|_| helper_error(format!("`{name}` could not encode its argument")))
+}
+
+/// `toJsonPretty`: indented JSON.
+pub(super) fn to_json_pretty(name: &'static str, value: &Value) -> Result<Value, RenderError> {
+    serde_json::to_string_pretty(value)
+        .map(Value::String)
+        .map_err(|_| helper_error(format!("`{name}` could not encode its argument")))
 }

@@ -174,10 +174,14 @@ impl Renderer {
             registry.set_strict_mode(strict);
             registry.register_escape_fn(handlebars::no_escape);
             registry.register_helper("secret", Box::new(helpers::SecretHelper));
-            registry.register_helper("base64Encode", Box::new(helpers::Base64Encode));
-            registry.register_helper("base64Decode", Box::new(helpers::Base64Decode));
-            registry.register_helper("toJson", Box::new(helpers::ToJson { pretty: false }));
-            registry.register_helper("toJsonPretty", Box::new(helpers::ToJson { pretty: true }));
+            for (name, apply) in [
+                ("base64Encode", helpers::base64_encode as helpers::UnaryFn),
+                ("base64Decode", helpers::base64_decode),
+                ("toJson", helpers::to_json),
+                ("toJsonPretty", helpers::to_json_pretty),
+            ] {
+                registry.register_helper(name, Box::new(helpers::Unary { name, apply }));
+            }
             registry
         };
         Self {

@@ -134,17 +134,7 @@ pub fn remount_read_only(target: &Path) -> Result<(), Error> {
 /// True when `path` is the root of a tmpfs mount (a volume this driver
 /// mounted). A missing path is not a mount.
 pub fn is_tmpfs_mount(path: &Path) -> Result<bool, Error> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => return Err(io_err("inspect", path, source)),
-    };
-    if !meta.is_dir() {
-        return Ok(false);
-    }
-    let parent = path.parent().unwrap_or(path);
-    let parent_meta = fs::metadata(parent).map_err(|e| io_err("inspect", parent, e))?;
-    if meta.dev() == parent_meta.dev() {
+    if !is_mount_point(path)? {
         return Ok(false);
     }
     let fs_info = statfs(path).map_err(|errno| Error::Mount {

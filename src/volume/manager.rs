@@ -282,7 +282,7 @@ impl VolumeManager {
         let templates = self.renderer.compile(&new.spec.templates)?;
         // Collecting the `secret` calls checks their paths and count before
         // the pod's token is sent anywhere.
-        self.renderer.requests(&templates)?;
+        let wanted = self.renderer.requests(&templates)?;
         let client = VaultClient::new(
             self.http.clone(),
             new.spec.vault_addr.clone(),
@@ -315,7 +315,7 @@ impl VolumeManager {
         };
         let id = new.id;
         let files = match self
-            .fetch_and_render(&mut state, &HashSet::default(), true)
+            .fetch_and_render(&mut state, &HashSet::default(), true, Some(wanted))
             .await
         {
             Ok(files) => files,
@@ -384,7 +384,7 @@ impl VolumeManager {
     /// Re-creates a volume whose mount disappeared, from cached responses.
     async fn remount(&self, id: &VolumeId, state: &mut VolumeState) -> Result<(), Error> {
         let files = self
-            .fetch_and_render(state, &HashSet::default(), true)
+            .fetch_and_render(state, &HashSet::default(), true, None)
             .await?;
         self.mount_and_write(id, state, files)?;
         self.persist(id, state, Phase::Published)

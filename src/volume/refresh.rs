@@ -81,18 +81,20 @@ impl VolumeManager {
     }
 
     /// Fetches what the templates need (everything not cached, plus
-    /// `refetch`), concurrently, and renders. Fetch failures during a
+    /// `refetch`), concurrently, and renders (`collected`: the templates'
+    /// `secret` calls, when the caller already has them). Fetch failures during a
     /// refresh keep the previous answer when there is one.
     pub(super) async fn fetch_and_render(
         &self,
         state: &mut VolumeState,
         refetch: &HashSet<SecretRequest>,
         publishing: bool,
+        collected: Option<Vec<SecretRequest>>,
     ) -> Result<Files, Error> {
-        let mut wanted: Vec<SecretRequest> = if state.secrets.is_empty() {
-            self.renderer.requests(&state.templates)?
-        } else {
-            state.secrets.iter().map(|t| t.request.clone()).collect()
+        let mut wanted: Vec<SecretRequest> = match collected {
+            Some(requests) => requests,
+            None if state.secrets.is_empty() => self.renderer.requests(&state.templates)?,
+            None => state.secrets.iter().map(|t| t.request.clone()).collect(),
         };
         let attempts = if publishing {
             self.config.publish_attempts
@@ -452,7 +454,7 @@ impl VolumeManager {
                     .any(|t| &t.request == r && t.lease_id.is_none())
             });
             let kind = if kind_static { "static" } else { "refetch" };
-            match self.fetch_and_render(state, &refetch, false).await {
+            match self.fetch_and_render(state, &refetch, false, None).await {
                 Ok(files) => match self.write_files(id, state, files, false) {
                     Ok(written) => {
                         self.metrics.observe_refresh(kind, "ok");

@@ -211,17 +211,32 @@ impl Driver {
     }
 }
 
-/// A tonic channel over the unix socket, as kubelet dials it.
+/// A tonic channel over the unix socket, as kubelet dials it. The socket
+/// file appears at `bind`, a moment before `listen`: connecting is retried
+/// for a few seconds, as kubelet's dialer does.
 pub async fn channel(socket: &Path) -> Channel {
-    let socket = socket.to_path_buf();
-    Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(service_fn(move |_| {
-            let socket = socket.clone();
-            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
-        }))
-        .await
-        .unwrap()
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = socket.to_path_buf();
+        let attempt = Endpoint::try_from("http://[::]:50051")
+            .unwrap()
+            .connect_with_connector(service_fn(move |_| {
+                let path = path.clone();
+                async move { UnixStream::connect(path).await.map(TokioIo::new) }
+            }))
+            .await;
+        match attempt {
+            Ok(channel) => return channel,
+            Err(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cannot connect to {}: {error}",
+                    socket.display()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 }
 
 /// A pod as kubelet sees it.

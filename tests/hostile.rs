@@ -895,3 +895,81 @@ async fn kill_9_mid_refresh_leaves_the_old_or_the_new_set() {
         .unwrap();
     assert!(node.mounts().is_empty());
 }
+
+/// The pod fills its (writable) tmpfs: refreshes fail cleanly with the
+/// previous files intact, and succeed again once space is freed.
+#[tokio::test]
+async fn a_full_tmpfs_keeps_the_previous_files() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let pod = Pod::walkthrough();
+    let attrs = [
+        ROLE,
+        ("template.index.html", INDEX_TEMPLATE),
+        ("staticSecretRefreshInterval", "1s"),
+    ];
+    let request = pod.publish(&node, &vault, "v", &attrs);
+    let target = PathBuf::from(&request.target_path);
+    driver
+        .node()
+        .await
+        .node_publish_volume(request)
+        .await
+        .unwrap();
+
+    // The "pod" fills the volume until the kernel says no.
+    let filler = target.join("filler");
+    let chunk = vec![0u8; 64 * 1024];
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let error = loop {
+            if let Err(e) = file.write_all(&chunk) {
+                break e;
+            }
+        };
+        assert_eq!(error.raw_os_error(), Some(nix::libc::ENOSPC));
+    }
+    vault.kv2_put(
+        "secret",
+        "myapp/config",
+        serde_json::json!({"username": "appuser", "password": "while-full"}),
+    );
+    let reads = vault.count("GET", "/v1/secret/data/myapp/config");
+    wait_for(
+        "refreshes against the full volume",
+        Duration::from_secs(10),
+        || vault.count("GET", "/v1/secret/data/myapp/config") >= reads + 2,
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(target.join("index.html")).unwrap(),
+        expected_index("appuser", "suP3rsec(et!")
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("..") && n != "..data")
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "failed writes leave no partial directories: {leftovers:?}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(
+        "the refresh to land once space is free",
+        Duration::from_secs(70),
+        || {
+            std::fs::read_to_string(target.join("index.html"))
+                .is_ok_and(|t| t == expected_index("appuser", "while-full"))
+        },
+    )
+    .await;
+    driver.stop().await;
+}

@@ -511,6 +511,35 @@ impl AuthToken {
     }
 }
 
+/// Replaces every token-shaped run (a JWT `eyJ…`, a Vault token `hvs.…`,
+/// `hvb.…`, `hvr.…`, or a legacy `s.` token of 24+ characters) wherever it
+/// starts, together with the token characters that follow it, by `***`.
+fn scrub_token_shaped(text: &str) -> String {
+    const MARKERS: [&str; 4] = ["eyJ", "hvs.", "hvb.", "hvr."];
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || "._-+/=".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let legacy = rest.starts_with("s.")
+            && out.chars().last().is_none_or(|c| !is_token_char(c))
+            && rest.chars().take_while(|c| is_token_char(*c)).count() >= 24;
+        if legacy || MARKERS.iter().any(|m| rest.starts_with(m)) {
+            let len: usize = rest
+                .chars()
+                .take_while(|c| is_token_char(*c))
+                .map(char::len_utf8)
+                .sum();
+            out.push_str("***");
+            rest = &rest[len..];
+        } else {
+            let c = rest.chars().next().expect("rest is not empty");
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
 /// Vault's `{"errors":[…]}` joined, scrubbed of credentials and anything
 /// JWT- or token-shaped, and shortened. A hostile or broken server could echo
 /// a token back; it must not reach a log or a kubelet event.
@@ -527,23 +556,7 @@ pub fn error_message(body: &[u8], credentials: &[&Secret<String>]) -> String {
             text = text.replace(c.as_str(), "***");
         }
     }
-    let scrubbed: Vec<String> = text
-        .split(' ')
-        .map(|word| {
-            let w = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-            let token_like = w.starts_with("eyJ")
-                || w.starts_with("hvs.")
-                || w.starts_with("hvb.")
-                || w.starts_with("s.") && w.len() > 20;
-            if token_like {
-                "***".to_owned()
-            } else {
-                word.to_owned()
-            }
-        })
-        .collect();
-    let mut text = scrubbed
-        .join(" ")
+    let mut text = scrub_token_shaped(&text)
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");

@@ -163,7 +163,10 @@ impl AtomicWriter {
     }
 
     fn fill(&self, dir: &Path, payload: &Payload, options: WriteOptions) -> Result<(), Error> {
-        self.make_dir(dir, options)?;
+        // Directories stay owner-writable while they are filled and get
+        // their final mode afterwards, deepest first, so an unprivileged
+        // writer (plain-directory demos) can fill read-only trees too.
+        let mut created = vec![self.make_dir(dir, options)?];
         for (path, content) in payload {
             let file = dir.join(path.as_str());
             if let Some(parent) = file.parent() {
@@ -173,8 +176,8 @@ impl AtomicWriter {
                     missing.push(cursor.to_path_buf());
                     cursor = cursor.parent().unwrap_or(dir);
                 }
-                for d in missing.iter().rev() {
-                    self.make_dir(d, options)?;
+                for d in missing.into_iter().rev() {
+                    created.push(self.make_dir(&d, options)?);
                 }
             }
             let mut handle = OpenOptions::new()
@@ -191,23 +194,28 @@ impl AtomicWriter {
                 .set_permissions(fs::Permissions::from_mode(content.mode))
                 .map_err(|e| self.io("chmod", e))?;
             if options.gid.is_some() {
-                fchown(&handle, Some(0), options.gid).map_err(|e| self.io("chown", e))?;
+                fchown(&handle, None, options.gid).map_err(|e| self.io("chown", e))?;
             }
+        }
+        for d in created.iter().rev() {
+            fs::set_permissions(d, fs::Permissions::from_mode(options.dir_mode))
+                .map_err(|e| self.io("chmod", e))?;
         }
         Ok(())
     }
 
-    fn make_dir(&self, dir: &Path, options: WriteOptions) -> Result<(), Error> {
+    /// Creates one directory, owner-writable until [`Self::fill`] finishes.
+    fn make_dir(&self, dir: &Path, options: WriteOptions) -> Result<PathBuf, Error> {
         fs::DirBuilder::new()
-            .mode(options.dir_mode)
+            .mode(options.dir_mode | 0o700)
             .create(dir)
             .map_err(|e| self.io("create directory", e))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(options.dir_mode))
+        fs::set_permissions(dir, fs::Permissions::from_mode(options.dir_mode | 0o700))
             .map_err(|e| self.io("chmod", e))?;
         if options.gid.is_some() {
-            lchown(dir, Some(0), options.gid).map_err(|e| self.io("chown", e))?;
+            lchown(dir, None, options.gid).map_err(|e| self.io("chown", e))?;
         }
-        Ok(())
+        Ok(dir.to_path_buf())
     }
 
     /// Creates `name -> ..data/name` for every top-level payload name that
@@ -308,9 +316,33 @@ fn collect_files(base: &Path, dir: &Path, out: &mut BTreeSet<String>) -> io::Res
 fn remove_path(path: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     if meta.is_dir() {
-        fs::remove_dir_all(path)
+        remove_tree(path)
     } else {
         fs::remove_file(path)
+    }
+}
+
+/// Removes a directory tree the writer made, first giving its owner write
+/// access to read-only directories (needed when not running as root).
+/// Symlinks are removed, never followed.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    fn open_up(dir: &Path) -> io::Result<()> {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                open_up(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            open_up(path)?;
+            fs::remove_dir_all(path)
+        }
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
     }
 }
 

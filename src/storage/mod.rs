@@ -11,7 +11,7 @@ pub mod tmpfs;
 
 use std::path::PathBuf;
 
-pub use atomic::{AtomicWriter, FileContent, Payload, WriteOptions, WriteOutcome};
+pub use atomic::{AtomicWriter, FileContent, Payload, WriteOptions, WriteOutcome, remove_tree};
 pub use path::{MAX_ELEMENT_BYTES, MAX_PATH_BYTES, RelativePath, check_disjoint};
 
 /// Everything that can go wrong while placing files on the node.

@@ -538,7 +538,7 @@ impl VolumeManager {
     /// directory tree, which only ever holds the driver's files).
     fn remove_volume_root(&self, path: &std::path::Path) -> Result<(), Error> {
         if self.config.plain_directories {
-            return match std::fs::remove_dir_all(path) {
+            return match crate::storage::remove_tree(path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(source) => Err(crate::storage::Error::Io {

@@ -119,7 +119,18 @@ impl HelperDef for Unary {
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
         let value = one_param(h, self.name)?;
-        (self.apply)(self.name, value).map(ScopedJson::Derived)
+        let result = (self.apply)(self.name, value)?;
+        if result
+            .as_str()
+            .is_some_and(|s| s.len() > super::MAX_RENDERED_BYTES)
+        {
+            return Err(helper_error(format!(
+                "`{}` would produce more than {} bytes",
+                self.name,
+                super::MAX_RENDERED_BYTES
+            )));
+        }
+        Ok(ScopedJson::Derived(result))
     }
 }
 

@@ -25,6 +25,16 @@ use helpers::{SCOPE, Scope};
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 /// Most distinct `secret` calls one volume may make.
 pub const MAX_SECRETS_PER_VOLUME: usize = 32;
+/// Deepest nesting of blocks (`{{#if}}`, `{{#each}}`, …) accepted. The
+/// template engine recurses per level; a bound keeps a hostile template
+/// from overflowing the stack.
+pub const MAX_BLOCK_DEPTH: usize = 32;
+/// Deepest nesting of subexpressions (`(helper (helper …))`) accepted.
+pub const MAX_SUBEXPRESSION_DEPTH: usize = 8;
+/// Largest output of one file, or of one helper call, while rendering.
+/// Rendering stops as soon as it is exceeded, so a template cannot make the
+/// driver build gigabytes (nested `toJson` doubles its input each level).
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
 
 /// What went wrong turning templates into files. All of these are mistakes
 /// in the pod spec's templates, except `NeedsSecrets`, which is a request.
@@ -201,6 +211,10 @@ impl Renderer {
                     bytes: source.len(),
                 });
             }
+            check_structure(source).map_err(|message| Error::Parse {
+                file: file.clone(),
+                message,
+            })?;
             let template = Template::compile(source).map_err(|e| Error::Parse {
                 file: file.clone(),
                 message: match e.pos() {
@@ -282,12 +296,80 @@ fn render_one(
 ) -> Result<String, Error> {
     let context = Context::null();
     let mut rc = RenderContext::new(None);
+    let mut out = CappedOutput(String::new());
     template
-        .renders(registry, &context, &mut rc)
+        .render(registry, &context, &mut rc, &mut out)
         .map_err(|e| Error::Render {
             file: file.clone(),
             message: describe(&e),
-        })
+        })?;
+    Ok(out.0)
+}
+
+/// Render output that refuses to grow past [`MAX_RENDERED_BYTES`].
+struct CappedOutput(String);
+
+impl handlebars::Output for CappedOutput {
+    fn write(&mut self, segment: &str) -> std::io::Result<()> {
+        if self.0.len() + segment.len() > MAX_RENDERED_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the file would be larger than {MAX_RENDERED_BYTES} bytes"
+            )));
+        }
+        self.0.push_str(segment);
+        Ok(())
+    }
+}
+
+/// Refuses what the template engine cannot handle safely before it parses:
+/// partials and decorators (`{{> x}}`, `{{#*inline}}` can recurse without
+/// end), blocks nested deeper than [`MAX_BLOCK_DEPTH`] and subexpressions
+/// deeper than [`MAX_SUBEXPRESSION_DEPTH`]. Deliberately conservative: text
+/// inside raw blocks counts too.
+fn check_structure(source: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        let tag = rest[open + 2..].trim_start_matches(['{', '~']).trim_start();
+        if let Some(comment) = tag.strip_prefix("!--") {
+            rest = comment.find("--}}").map_or("", |end| &comment[end + 4..]);
+            continue;
+        }
+        let end = tag.find("}}").unwrap_or(tag.len());
+        let inner = &tag[..end];
+        rest = &tag[end..];
+        let after_hash = inner.strip_prefix('#').map(str::trim_start);
+        if inner.starts_with(['>', '*']) || after_hash.is_some_and(|t| t.starts_with(['>', '*'])) {
+            return Err("partials and decorators ({{> …}}, {{#* …}}) are not supported".to_owned());
+        }
+        if after_hash.is_some() || (inner.starts_with('^') && inner.len() > 1) {
+            depth += 1;
+            if depth > MAX_BLOCK_DEPTH {
+                return Err(format!(
+                    "blocks are nested more than {MAX_BLOCK_DEPTH} deep"
+                ));
+            }
+        } else if inner.starts_with('/') {
+            depth = depth.saturating_sub(1);
+        }
+        let (mut parens, mut deepest) = (0usize, 0usize);
+        for c in inner.chars() {
+            match c {
+                '(' => {
+                    parens += 1;
+                    deepest = deepest.max(parens);
+                }
+                ')' => parens = parens.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if deepest > MAX_SUBEXPRESSION_DEPTH {
+            return Err(format!(
+                "subexpressions are nested more than {MAX_SUBEXPRESSION_DEPTH} deep"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn describe(e: &handlebars::RenderError) -> String {

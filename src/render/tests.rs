@@ -162,3 +162,75 @@ fn parse_errors_point_at_the_line_and_limits_hold() {
     let t = compile(&r, &[("f", &many)]);
     assert!(matches!(r.requests(&t), Err(Error::TooManySecrets { .. })));
 }
+
+/// Found by the `template_render` fuzz target: each of these used to
+/// overflow the stack or grow without bound, taking the whole driver down.
+#[test]
+fn hostile_templates_are_refused_before_they_can_hurt() {
+    let r = Renderer::new();
+    let compile = |text: &str| r.compile(&[(RelativePath::parse("f").unwrap(), text.to_owned())]);
+    for (what, text, expect) in [
+        (
+            "recursive inline partial",
+            r#"{{#*inline "a"}}{{> a}}{{/inline}}{{> a}}"#.to_owned(),
+            "partials",
+        ),
+        ("partial", "{{> other}}".to_owned(), "partials"),
+        (
+            "partial block",
+            "{{#> layout}}x{{/layout}}".to_owned(),
+            "partials",
+        ),
+        ("decorator", "{{* deco}}".to_owned(), "partials"),
+        (
+            "deep blocks",
+            "{{#if 1}}".repeat(MAX_BLOCK_DEPTH + 1) + &"{{/if}}".repeat(MAX_BLOCK_DEPTH + 1),
+            "nested",
+        ),
+        (
+            "deep subexpressions",
+            format!(
+                "{{{{toJson {}\"a\"{}}}}}",
+                "(toJson ".repeat(9),
+                ")".repeat(9)
+            ),
+            "nested",
+        ),
+    ] {
+        let err = compile(&text).expect_err(what);
+        assert!(err.to_string().contains(expect), "{what}: {err}");
+    }
+    // Within the limits, the same constructs compile.
+    assert!(
+        compile(&("{{#if 1}}".repeat(MAX_BLOCK_DEPTH) + &"{{/if}}".repeat(MAX_BLOCK_DEPTH)))
+            .is_ok()
+    );
+    assert!(compile("{{!-- {{> not a partial, a comment }} --}}ok").is_ok());
+
+    // Eight nested toJson calls stay small enough; a growing output is cut off.
+    let nested = format!(
+        "{{{{toJson {}\"a\"{}}}}}",
+        "(toJson ".repeat(7),
+        ")".repeat(7)
+    );
+    let t = compile(&nested).unwrap();
+    assert!(r.render(&t, HashMap::new()).is_ok());
+    let huge: Vec<String> = (0..80)
+        .map(|i| format!("{i}{}", "x".repeat(16 * 1024)))
+        .collect();
+    let responses = HashMap::from([(req("kv/x"), serde_json::json!({"data": huge}))]);
+    for (what, text) in [
+        (
+            "one helper call",
+            r#"{{#with (secret "kv/x")}}{{toJsonPretty data}}{{/with}}"#,
+        ),
+        (
+            "many small writes",
+            r#"{{#with (secret "kv/x")}}{{#each data}}{{this}}{{/each}}{{/with}}"#,
+        ),
+    ] {
+        let t = compile(text).unwrap();
+        let err = r.render(&t, responses.clone()).unwrap_err();
+        assert!(err.to_string().contains("1048576 bytes"), "{what}: {err}");
+    }
+}

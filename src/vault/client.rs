@@ -224,7 +224,7 @@ impl VaultClient {
             .await?;
         let parsed: Envelope = parse("renew_lease", raw.expose())?;
         Ok(Renewal {
-            ttl: Duration::from_secs(parsed.lease_duration.unwrap_or(0)),
+            ttl: super::ttl_from_secs(parsed.lease_duration.unwrap_or(0)),
             warnings: parsed.warnings.unwrap_or_default(),
         })
     }
@@ -478,7 +478,7 @@ impl SecretResponse {
         let expiration = data.get("expiration").and_then(Value::as_u64);
         Ok(Self {
             lease_id: parsed.lease_id.filter(|l| !l.is_empty()).map(LeaseId::new),
-            lease_duration: Duration::from_secs(parsed.lease_duration.unwrap_or(0)),
+            lease_duration: super::ttl_from_secs(parsed.lease_duration.unwrap_or(0)),
             renewable: parsed.renewable.unwrap_or(false),
             expiration,
             raw,
@@ -503,7 +503,7 @@ impl AuthToken {
         }
         Ok(Self {
             token: Secret::new(auth.client_token),
-            ttl: Duration::from_secs(auth.lease_duration),
+            ttl: super::ttl_from_secs(auth.lease_duration),
             renewable: auth.renewable,
             warnings: parsed.warnings.unwrap_or_default(),
             obtained_at: Instant::now(),
@@ -574,6 +574,18 @@ pub fn error_message(body: &[u8], credentials: &[&Secret<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hostile Vault's huge TTLs are clamped instead of overflowing
+    /// deadline arithmetic.
+    #[test]
+    fn absurd_ttls_are_clamped() {
+        let body = br#"{"lease_id":"x/1","lease_duration":18446744073709551615,"renewable":true,"data":{"a":1},"auth":{"client_token":"t","lease_duration":18446744073709551615,"renewable":true}}"#;
+        let secret = SecretResponse::from_body("read", "x", Secret::new(body.to_vec())).unwrap();
+        assert_eq!(secret.lease_duration, crate::vault::MAX_TTL);
+        let _ = tokio::time::Instant::now() + secret.lease_duration;
+        let auth = AuthToken::from_body("login", &Secret::new(body.to_vec())).unwrap();
+        assert_eq!(auth.ttl, crate::vault::MAX_TTL);
+    }
 
     #[test]
     fn error_messages_are_scrubbed_of_credentials() {

@@ -133,8 +133,7 @@ impl ServiceAccountToken {
                 claimed,
             });
         }
-        let expires_at =
-            SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp.unwrap_or(u64::MAX / 4));
+        let expires_at = unix_time(claims.exp.unwrap_or(u64::MAX));
         if let Ok(ago) = now.duration_since(expires_at) {
             return Err(IdentityError::Expired {
                 audience: audience.to_owned(),
@@ -163,6 +162,14 @@ impl ServiceAccountToken {
     pub fn is_valid_at(&self, now: SystemTime) -> bool {
         now < self.expires_at
     }
+}
+
+/// Unix seconds as a `SystemTime`; absurdly distant times (which would
+/// overflow) become the far future rather than a panic.
+fn unix_time(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs.min(1 << 40)))
+        .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 34))
 }
 
 fn decode_claims(jwt: &str) -> Option<Claims> {
@@ -204,6 +211,16 @@ mod tests {
         assert_eq!(token.jwt().expose(), &t);
         assert!(token.is_valid_at(now()));
         assert!(!format!("{token:?}").contains(&t));
+    }
+
+    /// Found by the `service_account_tokens` fuzz target: an `exp` past
+    /// what `SystemTime` can hold used to panic.
+    #[test]
+    fn absurd_expiry_is_the_far_future_not_a_panic() {
+        let t = jwt(&serde_json::json!({"aud": "vault", "exp": 9_223_372_036_854_775_808_u64}));
+        let token =
+            ServiceAccountToken::from_kubelet_json(&tokens("vault", &t), "vault", now()).unwrap();
+        assert!(token.is_valid_at(now()));
     }
 
     #[test]

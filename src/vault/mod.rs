@@ -19,6 +19,16 @@ pub use identity::{IdentityError, ServiceAccountToken, TOKENS_KEY};
 
 use crate::secret::Secret;
 
+/// Longest time to live the driver believes (ten years). A hostile or
+/// broken Vault can send any number; clamping keeps every deadline
+/// computation in range.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A TTL in seconds from a Vault response, clamped to [`MAX_TTL`].
+pub fn ttl_from_secs(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(MAX_TTL)
+}
+
 /// A Vault lease id (`database/creds/app/AbC…`). Lease ids are not secret:
 /// they name a lease but cannot be used to read it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

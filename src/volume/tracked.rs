@@ -284,9 +284,9 @@ pub(super) fn identity_from_stored(stored: &StoredIdentity) -> ServiceAccountTok
 }
 
 fn unix_to_remaining(unix_secs: u64) -> Duration {
-    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs);
-    at.duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(unix_secs));
+    at.and_then(|at| at.duration_since(SystemTime::now()).ok())
+        .map_or(Duration::ZERO, |d| d.min(crate::vault::MAX_TTL))
 }
 
 fn system_to_ms(t: SystemTime) -> u64 {
@@ -295,7 +295,9 @@ fn system_to_ms(t: SystemTime) -> u64 {
 }
 
 fn ms_to_system(ms: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Converts a monotonic deadline to wall-clock unix milliseconds.
@@ -318,7 +320,7 @@ fn ms_to_instant(ms: u64) -> Instant {
     let (now_i, now_s) = (Instant::now(), SystemTime::now());
     let at = ms_to_system(ms);
     match at.duration_since(now_s) {
-        Ok(ahead) => now_i + ahead,
+        Ok(ahead) => now_i + ahead.min(crate::vault::MAX_TTL),
         Err(behind) => now_i.checked_sub(behind.duration()).unwrap_or(now_i),
     }
 }

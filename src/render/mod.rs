@@ -29,6 +29,9 @@ pub const MAX_SECRETS_PER_VOLUME: usize = 32;
 /// template engine recurses per level; a bound keeps a hostile template
 /// from overflowing the stack.
 pub const MAX_BLOCK_DEPTH: usize = 32;
+/// Most `{{…}}` tags in one template. The template parser's cost grows with
+/// tags × length, so this bounds compile time (about 50 ms at the limits).
+pub const MAX_TAGS_PER_TEMPLATE: usize = 1024;
 /// Deepest nesting of subexpressions (`(helper (helper …))`) accepted.
 pub const MAX_SUBEXPRESSION_DEPTH: usize = 8;
 /// Largest output of one file, or of one helper call, while rendering.
@@ -328,8 +331,15 @@ impl handlebars::Output for CappedOutput {
 /// inside raw blocks counts too.
 fn check_structure(source: &str) -> Result<(), String> {
     let mut depth = 0usize;
+    let mut tags = 0usize;
     let mut rest = source;
     while let Some(open) = rest.find("{{") {
+        tags += 1;
+        if tags > MAX_TAGS_PER_TEMPLATE {
+            return Err(format!(
+                "more than {MAX_TAGS_PER_TEMPLATE} {{{{…}}}} tags in one template"
+            ));
+        }
         let tag = rest[open + 2..].trim_start_matches(['{', '~']).trim_start();
         if let Some(comment) = tag.strip_prefix("!--") {
             rest = comment.find("--}}").map_or("", |end| &comment[end + 4..]);

@@ -188,6 +188,11 @@ fn hostile_templates_are_refused_before_they_can_hurt() {
             "nested",
         ),
         (
+            "too many tags",
+            "{{x}}".repeat(MAX_TAGS_PER_TEMPLATE + 1),
+            "tags",
+        ),
+        (
             "deep subexpressions",
             format!(
                 "{{{{toJson {}\"a\"{}}}}}",

@@ -1,0 +1,70 @@
+//! `template_render`: template text from a pod spec → `Renderer::compile`,
+//! then `requests()` (the lenient pass that collects `secret` calls) and
+//! `render()` with no secrets fetched.
+//!
+//! Runs on a thread with a 2 MiB stack, the size of the tokio worker threads
+//! the driver compiles and renders on, so a template that nests deeply
+//! enough to overflow the driver's stack overflows here too.
+//!
+//! Never panics. If the lenient pass found a `secret` call, the strict
+//! render without any secret must fail (never render a file without the
+//! data it asked for); a successful render yields exactly the one file.
+#![no_main]
+
+use std::collections::HashMap;
+
+use libfuzzer_sys::fuzz_target;
+use vault_csi_driver::render::{Error, Renderer};
+use vault_csi_driver::storage::RelativePath;
+
+/// Tokio's default worker-thread stack.
+const STACK_BYTES: usize = 2 * 1024 * 1024;
+
+fn run(text: String) {
+    let renderer = Renderer::new();
+    let file = RelativePath::parse("f").unwrap();
+    let Ok(templates) = renderer.compile(&[(file.clone(), text)]) else {
+        return;
+    };
+    let requests = renderer.requests(&templates);
+    let rendered = renderer.render(&templates, HashMap::new());
+    if let Ok(requests) = &requests
+        && !requests.is_empty()
+    {
+        assert!(
+            rendered.is_err(),
+            "rendered without the {} secret(s) the templates read",
+            requests.len()
+        );
+    }
+    match rendered {
+        Ok(files) => {
+            assert_eq!(
+                files.len(),
+                1,
+                "one template rendered into {} files",
+                files.len()
+            );
+            assert_eq!(files[0].0, file);
+        }
+        Err(Error::NeedsSecrets(missing)) => assert!(!missing.is_empty()),
+        Err(_) => {}
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let text = text.to_owned();
+    let worker = std::thread::Builder::new()
+        .name("render".to_owned())
+        .stack_size(STACK_BYTES)
+        .spawn(move || run(text))
+        .expect("spawn the render thread");
+    if worker.join().is_err() {
+        // The panic message and stack were printed by the thread; make
+        // libFuzzer record the input.
+        std::process::abort();
+    }
+});

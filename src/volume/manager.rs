@@ -332,6 +332,14 @@ impl VolumeManager {
             self.rollback(&id, &state);
             return Err(error);
         }
+        self.adopt(id, state);
+        self.metrics.set_volumes(self.volume_count());
+        Ok(())
+    }
+
+    /// Starts managing a volume: its metrics, its place in the map and, if
+    /// it refreshes, its first deadline.
+    fn adopt(&self, id: VolumeId, state: VolumeState) {
         let next = state.spec.refresh.then(|| state.next_due()).flatten();
         self.publish_schedule_metrics(&state, next);
         self.volumes.lock().expect("volume map poisoned").insert(
@@ -340,11 +348,9 @@ impl VolumeManager {
                 state: tokio::sync::Mutex::new(Some(state)),
             }),
         );
-        self.metrics.set_volumes(self.volume_count());
         if let Some(at) = next {
             self.scheduler.schedule(id, at);
         }
-        Ok(())
     }
 
     /// Creates the tmpfs and writes the first file set; the record is
@@ -462,18 +468,8 @@ impl VolumeManager {
             }
             match self.state_from_record(&record) {
                 Ok(state) => {
-                    let next = state.spec.refresh.then(|| state.next_due()).flatten();
-                    self.publish_schedule_metrics(&state, next);
-                    self.volumes.lock().expect("volume map poisoned").insert(
-                        id.clone(),
-                        Arc::new(Volume {
-                            state: tokio::sync::Mutex::new(Some(state)),
-                        }),
-                    );
-                    if let Some(at) = next {
-                        self.scheduler.schedule(id.clone(), at);
-                    }
                     tracing::info!(volume.id = %id, "Resumed managing a published volume");
+                    self.adopt(id, state);
                 }
                 Err(error) => {
                     // The files stay; kubelet's next republish re-adopts it.

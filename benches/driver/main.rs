@@ -293,6 +293,8 @@ fn step(what: &str) {
 async fn run(sizes: Sizes, quick: bool, only: &str) -> Results {
     let wanted = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
     let started = Instant::now();
+    let busy_before = procs::machine_busy_seconds();
+    let own_before = procs::own_seconds();
     let scratch = Scratch::new();
     let mut results = Results {
         quick,
@@ -335,6 +337,16 @@ async fn run(sizes: Sizes, quick: bool, only: &str) -> Results {
         results.leftover_mounts
     ));
     results.elapsed = started.elapsed();
+    let others =
+        (procs::machine_busy_seconds() - busy_before) - (procs::own_seconds() - own_before);
+    results.machine.insert(
+        2,
+        format!(
+            "Other processes used {:.2} CPUs on average during the run (machine busy time minus \
+this benchmark's own processes); the higher this is, the noisier the figures",
+            (others / results.elapsed.as_secs_f64()).max(0.0)
+        ),
+    );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     results.machine.insert(

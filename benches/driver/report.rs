@@ -541,7 +541,7 @@ kernel's mount work are what set this rate.",
             md,
             "- **Memory** ({}): {} per volume beyond the {} baseline and {} in total at {} volumes, \
 against ≤ 16 KiB per volume and < 64 MiB total; unpublishing does not shrink RSS, but a second \
-round of as many volumes {} ({}), so {}.",
+round of as many volumes {} {}, so {}.",
             verdict(ok),
             bytes(per),
             bytes(first.1 as f64),

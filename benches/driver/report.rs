@@ -94,7 +94,11 @@ Everything above the notes marker at the end is rewritten by each run.\n",
         "```sh\n\
 cargo build --release --workspace --bins   # target/release/vault-csi-driver and target/release/vault-double\n\
 cargo bench --bench driver                 # as root (every volume is a tmpfs mount); writes BENCHMARKS.md\n\
-```\n"
+```\n\n\
+`VCD_BENCH_QUICK=1` runs reduced sizes, `VCD_BENCH_ONLY=latency,memory` (of \
+`capacity,latency,throughput,memory,refresh`) runs some phases, and `VCD_BENCH_DRIVER=<path>` measures \
+another driver build; none of them touch this file. The run takes 6–8 minutes on 2 cores, most of it \
+the 60 s idle window, the 90 s refresh window and 4 × 1,050 serial publishes.\n"
     );
     let _ = writeln!(
         md,

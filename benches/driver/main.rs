@@ -340,18 +340,12 @@ async fn run(sizes: Sizes, quick: bool, only: &str) -> Results {
     let others =
         (procs::machine_busy_seconds() - busy_before) - (procs::own_seconds() - own_before);
     results.machine.insert(
-        2,
+        1,
         format!(
             "Other processes used {:.2} CPUs on average during the run (machine busy time minus \
 this benchmark's own processes); the higher this is, the noisier the figures",
             (others / results.elapsed.as_secs_f64()).max(0.0)
         ),
-    );
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    results.machine.insert(
-        2,
-        format!("Load average when the run ended: {}", load.join(" ")),
     );
     results
 }

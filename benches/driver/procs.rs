@@ -504,11 +504,8 @@ pub fn machine() -> Vec<String> {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_else(|| "unknown".to_owned());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let mut lines = vec![
         format!("CPU: {model}, `nproc` = {}", run("nproc", &[]).trim()),
-        format!("Load average when the run started: {}", load.join(" ")),
         format!("Kernel: {}", run("uname", &["-sr"]).trim()),
         format!("Rust: {}", run("rustc", &["--version"]).trim()),
         "`free -h`:".to_owned(),

@@ -97,8 +97,9 @@ cargo bench --bench driver                 # as root (every volume is a tmpfs mo
 ```\n\n\
 `VCD_BENCH_QUICK=1` runs reduced sizes, `VCD_BENCH_ONLY=latency,memory` (of \
 `capacity,latency,throughput,memory,refresh`) runs some phases, and `VCD_BENCH_DRIVER=<path>` measures \
-another driver build; none of them touch this file. The run takes 6–8 minutes on 2 cores, most of it \
-the 60 s idle window, the 90 s refresh window and 4 × 1,050 serial publishes.\n"
+another driver build; none of them touch this file. A run takes about 4 minutes on an idle 2-core \
+machine (up to 7 when other processes compete), most of it the 60 s idle window, the 90 s refresh \
+window and 4 × 1,050 serial publishes.\n"
     );
     let _ = writeln!(
         md,
@@ -595,7 +596,7 @@ each volume costs about {:.0} Vault requests an hour at a {} TTL.",
         count(f.volumes as f64),
         secs(f.publish_span),
         f.max_lease_renews_per_sec,
-        f.max_publishes_per_sec,
+        count(f.max_publishes_per_sec as f64),
         f.leases_lapsed,
         f.tokens_lapsed,
         f.per_hour.iter().map(|(_, v)| v).sum::<f64>(),

@@ -412,6 +412,73 @@ async fn oversized_output_fails_cleanly_and_keeps_previous_files() {
     driver.stop().await;
 }
 
+/// A template that nests loops over Vault data asks for a billion
+/// iterations with no output; the render budget stops it with a status that
+/// names the limit, nothing is left behind, and the driver keeps serving
+/// other pods (rendering runs off the gRPC workers).
+#[tokio::test]
+async fn loops_over_large_vault_data_are_cut_off() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    let items: Vec<u32> = (0..1000).collect();
+    vault.kv2_put(
+        "secret",
+        "myapp/list",
+        serde_json::json!({ "items": items }),
+    );
+    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let hostile = Pod::new("default", "loops", "vault-auth");
+    let template = r#"{{#with (secret "secret/data/myapp/list")}}{{#each data.data.items}}{{#each ../data.data.items}}{{#each ../../data.data.items}}{{/each}}{{/each}}{{/each}}{{/with}}"#;
+    let request = hostile.publish(&node, &vault, "loops", &[ROLE, ("template.x", template)]);
+    let mut client = driver.node().await;
+    let publish = tokio::spawn(async move { client.node_publish_volume(request).await });
+
+    // Meanwhile an ordinary pod is served.
+    let pod = Pod::walkthrough();
+    let request = pod.publish(
+        &node,
+        &vault,
+        "ok",
+        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
+    );
+    let target = PathBuf::from(&request.target_path);
+    driver
+        .node()
+        .await
+        .node_publish_volume(request)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(target.join("index.html")).unwrap(),
+        expected_index("appuser", "suP3rsec(et!")
+    );
+
+    let status = tokio::time::timeout(Duration::from_secs(60), publish)
+        .await
+        .expect("the render budget stops the loops")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(
+        status.message().contains("iterations"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        node.mounts().len(),
+        1,
+        "only the ordinary pod's volume is mounted"
+    );
+    assert_eq!(
+        state_files(&node),
+        1,
+        "only the ordinary pod's volume has state"
+    );
+}
+
 /// A raw HTTP server that answers every request with `response` (or never
 /// answers, when `None`).
 async fn raw_server(response: Option<Vec<u8>>) -> String {

@@ -153,12 +153,13 @@ Vault sees the login (gRPC, request validation, template parsing, the HTTP send)
 and the time after the last read reaches Vault (its answer, rendering, the tmpfs mount, the file writes, \
 the state record, the gRPC answer). *Driver CPU* is the driver process's CPU time (all threads, \
 `schedstat`) across each publish; the template columns time the driver's own `Renderer` on the same \
-template in the benchmark process (parse at publish, the pass that collects the `secret` calls, the \
-final render):\n"
+template in the benchmark process (the first compile of a template — parsing plus the pass that \
+collects the `secret` calls —, the compile of a template another volume already uses, which is a \
+cache lookup, and the final render):\n"
     );
     let _ = writeln!(
         md,
-        "| Secrets per volume | Before Vault sees the login: publish / floor | Login → last read: publish / floor | Last read → answer: publish / floor | Driver's own (before + after − floor) | Driver CPU per publish p50 / p99 | Of which templates: parse / collect / render |"
+        "| Secrets per volume | Before Vault sees the login: publish / floor | Login → last read: publish / floor | Last read → answer: publish / floor | Driver's own (before + after − floor) | Driver CPU per publish p50 / p99 | Of which templates: compile (first time) / compile (cached) / render |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     for row in &r.latency {
@@ -480,8 +481,9 @@ fn meaning(md: &mut String, r: &Results) {
         "- **Publish latency** ({}): publish is {} the concurrent-requests floor for 1, 3 and 10 \
 secrets (target ≤ 1.2×), so the driver adds {} of its own (median; target: well under a \
 millisecond): {} before the login reaches Vault and {} after the last read does, and the driver \
-burns {} of CPU per publish, so this is {} (template parsing alone, on the critical path before the \
-login, takes {}).",
+burns {} of CPU per publish, so this is {} (compiling a template not seen before, on the critical \
+path before the login, takes {}; the benchmark's volumes share their template, so it is compiled \
+once).",
         verdict(latency_ok),
         ratios.join(" / "),
         owns.join(" / "),

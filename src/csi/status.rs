@@ -29,6 +29,7 @@ pub fn code(error: &Error) -> Code {
         Error::Storage(e) => storage_code(e),
         Error::State { .. } => Code::Internal,
         Error::OperationPending { .. } => Code::Aborted,
+        Error::ShuttingDown => Code::Unavailable,
         Error::AlreadyExists { .. } => Code::AlreadyExists,
         Error::TargetMismatch { .. } => Code::FailedPrecondition,
     }

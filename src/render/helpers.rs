@@ -20,7 +20,7 @@ use handlebars::{
 };
 use serde_json::Value;
 
-use super::SecretRequest;
+use super::{SecretRequest, budget};
 
 /// What the `secret` helper does during one render on this thread.
 pub(super) enum Scope {
@@ -68,6 +68,8 @@ impl HelperDef for SecretHelper {
         _: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
+        // Each call copies a whole response (up to the body limit).
+        budget::check_time()?;
         let path = one_string(h, "secret")?;
         let args: serde_json::Map<String, Value> = h
             .hash()
@@ -118,6 +120,7 @@ impl HelperDef for Unary {
         _: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
+        budget::check_time()?;
         let value = one_param(h, self.name)?;
         let result = (self.apply)(self.name, value)?;
         if result

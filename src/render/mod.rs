@@ -9,16 +9,20 @@
 //! more round. Rendering is strict (a missing field is an error, never an
 //! empty string) and never HTML-escapes: files hold the secret bytes exactly.
 
+mod budget;
+mod each;
 mod helpers;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use handlebars::{Context, Handlebars, RenderContext, Renderable, Template};
 use serde_json::Value;
 
 use crate::secret::Secret;
 use crate::storage::RelativePath;
+pub use budget::{MAX_LOOP_ITERATIONS, MAX_RENDER_TIME};
 use helpers::{SCOPE, Scope};
 
 /// Largest template source accepted, per file.
@@ -148,10 +152,12 @@ impl fmt::Debug for SecretRequest {
     }
 }
 
-/// A volume's templates, parsed once at publish.
+/// A volume's templates, parsed once, with the `secret` calls they make.
+/// Volumes with the same templates share one (see [`Renderer::compile`]).
 #[derive(Debug)]
 pub struct CompiledTemplates {
     files: Vec<(RelativePath, Template)>,
+    requests: Vec<SecretRequest>,
 }
 
 impl CompiledTemplates {
@@ -159,12 +165,74 @@ impl CompiledTemplates {
     pub fn paths(&self) -> impl Iterator<Item = &RelativePath> {
         self.files.iter().map(|(p, _)| p)
     }
+
+    /// The `secret` calls the templates make without any data, in
+    /// first-seen order: what a publish fetches before the first render
+    /// (calls that depend on fetched data show up as
+    /// [`Error::NeedsSecrets`] while rendering).
+    pub fn requests(&self) -> &[SecretRequest] {
+        &self.requests
+    }
 }
 
-/// Renders templates. One per process: it holds only the helper registry.
+/// Template sources, as a volume spec lists them: the cache key.
+type Sources = Vec<(RelativePath, String)>;
+
+/// Compiled templates by their sources. Entries are weak — templates live
+/// as long as a volume uses them, and dead entries are swept as the map
+/// grows — except the most recently compiled few, which are kept so a pod
+/// replaced by an identical one (a rollout, a restarted job) does not pay
+/// for the compile again.
+#[derive(Default)]
+struct TemplateCache {
+    entries: HashMap<Sources, Weak<CompiledTemplates>>,
+    /// Sweep dead entries when the map reaches this size.
+    sweep_at: usize,
+    /// Recently compiled templates kept alive, with their source sizes.
+    recent: std::collections::VecDeque<(usize, Arc<CompiledTemplates>)>,
+}
+
+impl TemplateCache {
+    const MIN_SWEEP: usize = 64;
+    /// Most template sets kept alive without a volume using them.
+    const RECENT_SETS: usize = 32;
+    /// Most template source bytes kept alive without a volume using them.
+    const RECENT_BYTES: usize = 256 * 1024;
+
+    fn get(&self, sources: &[(RelativePath, String)]) -> Option<Arc<CompiledTemplates>> {
+        self.entries.get(sources).and_then(Weak::upgrade)
+    }
+
+    fn insert(&mut self, sources: &[(RelativePath, String)], templates: &Arc<CompiledTemplates>) {
+        if self.entries.len() >= self.sweep_at {
+            self.entries.retain(|_, t| t.strong_count() > 0);
+            self.sweep_at = (self.entries.len() * 2).max(Self::MIN_SWEEP);
+        }
+        self.entries
+            .insert(sources.to_vec(), Arc::downgrade(templates));
+        let bytes = sources
+            .iter()
+            .map(|(p, s)| p.as_str().len() + s.len())
+            .sum();
+        if bytes <= Self::RECENT_BYTES {
+            self.recent.push_back((bytes, Arc::clone(templates)));
+            let mut total: usize = self.recent.iter().map(|(b, _)| b).sum();
+            while self.recent.len() > Self::RECENT_SETS || total > Self::RECENT_BYTES {
+                let Some((evicted, _)) = self.recent.pop_front() else {
+                    break;
+                };
+                total -= evicted;
+            }
+        }
+    }
+}
+
+/// Renders templates. One per process: it holds the helper registries and
+/// the cache of compiled templates.
 pub struct Renderer {
     strict: Handlebars<'static>,
     lenient: Handlebars<'static>,
+    cache: Mutex<TemplateCache>,
 }
 
 impl fmt::Debug for Renderer {
@@ -187,6 +255,7 @@ impl Renderer {
             registry.set_strict_mode(strict);
             registry.register_escape_fn(handlebars::no_escape);
             registry.register_helper("secret", Box::new(helpers::SecretHelper));
+            registry.register_helper("each", Box::new(each::BoundedEach));
             for (name, apply) in [
                 ("base64Encode", helpers::base64_encode as helpers::UnaryFn),
                 ("base64Decode", helpers::base64_decode),
@@ -200,12 +269,35 @@ impl Renderer {
         Self {
             strict: build(true),
             lenient: build(false),
+            cache: Mutex::default(),
         }
     }
 
-    /// Parses every template, so syntax errors surface at publish with the
-    /// line that is wrong.
-    pub fn compile(&self, sources: &[(RelativePath, String)]) -> Result<CompiledTemplates, Error> {
+    /// Templates compiled earlier for the same sources, if a volume still
+    /// uses them: the cheap path of [`Renderer::compile`], for callers that
+    /// would otherwise move the compile off the async runtime.
+    pub fn cached(&self, sources: &[(RelativePath, String)]) -> Option<Arc<CompiledTemplates>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sources)
+    }
+
+    /// Parses every template and collects the `secret` calls they make, so
+    /// syntax errors (with the line that is wrong), bad secret paths and too
+    /// many secrets surface at publish, before a token is sent anywhere.
+    /// Volumes with identical templates (the replicas of a deployment) get
+    /// the same shared result.
+    ///
+    /// A cache miss costs up to tens of milliseconds for the largest
+    /// templates accepted: call it off the async runtime.
+    pub fn compile(
+        &self,
+        sources: &[(RelativePath, String)],
+    ) -> Result<Arc<CompiledTemplates>, Error> {
+        if let Some(templates) = self.cached(sources) {
+            return Ok(templates);
+        }
         let mut files = Vec::with_capacity(sources.len());
         for (file, source) in sources {
             if source.len() > MAX_TEMPLATE_BYTES {
@@ -227,13 +319,20 @@ impl Renderer {
             })?;
             files.push((file.clone(), template));
         }
-        Ok(CompiledTemplates { files })
+        let requests = self.collect(&files)?;
+        let templates = Arc::new(CompiledTemplates { files, requests });
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sources, &templates);
+        Ok(templates)
     }
 
     /// The `secret` calls the templates make, in first-seen order.
-    pub fn requests(&self, templates: &CompiledTemplates) -> Result<Vec<SecretRequest>, Error> {
+    fn collect(&self, files: &[(RelativePath, Template)]) -> Result<Vec<SecretRequest>, Error> {
+        let _metered = budget::Metered::start();
         SCOPE.with_borrow_mut(|s| *s = Some(Scope::Collect(Vec::new())));
-        for (file, template) in &templates.files {
+        for (file, template) in files {
             // Errors in the lenient pass are expected (helpers fed `null`);
             // the strict pass reports the real ones.
             let _ = render_one(&self.lenient, template, file);
@@ -247,12 +346,17 @@ impl Renderer {
 
     /// Renders every file with the given responses. Returns
     /// [`Error::NeedsSecrets`] when a template asks for a secret not given.
+    ///
+    /// Runs under the render budget ([`MAX_LOOP_ITERATIONS`],
+    /// [`MAX_RENDER_TIME`]); a hostile template can still spend up to the
+    /// time limit, so call it off the async runtime.
     pub fn render(
         &self,
         templates: &CompiledTemplates,
         responses: HashMap<SecretRequest, Value>,
     ) -> Result<RenderedFiles, Error> {
         let fetched = responses.len();
+        let _metered = budget::Metered::start();
         SCOPE.with_borrow_mut(|s| {
             *s = Some(Scope::Resolve {
                 responses,

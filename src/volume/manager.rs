@@ -95,7 +95,7 @@ pub(super) struct Volume {
 pub struct VolumeManager {
     pub(super) config: ManagerConfig,
     pub(super) http: reqwest::Client,
-    pub(super) renderer: Renderer,
+    pub(super) renderer: Arc<Renderer>,
     pub(super) store: StateStore,
     pub(super) scheduler: RefreshScheduler,
     pub(super) metrics: Arc<Metrics>,
@@ -138,7 +138,7 @@ impl VolumeManager {
         Self {
             config,
             http,
-            renderer: Renderer::new(),
+            renderer: Arc::new(Renderer::new()),
             store,
             scheduler,
             metrics,
@@ -279,10 +279,10 @@ impl VolumeManager {
     }
 
     async fn publish_new(&self, new: NewVolume) -> Result<(), Error> {
-        let templates = self.renderer.compile(&new.spec.templates)?;
-        // Collecting the `secret` calls checks their paths and count before
-        // the pod's token is sent anywhere.
-        let wanted = self.renderer.requests(&templates)?;
+        // Compiling collects the `secret` calls and checks their paths and
+        // count before the pod's token is sent anywhere.
+        let templates = self.compile(&new.spec.templates).await?;
+        let wanted = templates.requests().to_vec();
         let client = VaultClient::new(
             self.http.clone(),
             new.spec.vault_addr.clone(),

@@ -139,6 +139,10 @@ pub enum Error {
         /// The volume.
         volume_id: String,
     },
+    /// The runtime is shutting down and dropped work handed to its blocking
+    /// pool; kubelet retries against the next driver.
+    #[error("the driver is shutting down; kubelet will retry the call")]
+    ShuttingDown,
     /// The volume is published at another target path.
     #[error("volume {volume_id} is already published at {existing}")]
     TargetMismatch {
@@ -147,4 +151,17 @@ pub enum Error {
         /// Where it is.
         existing: String,
     },
+}
+
+/// Runs CPU-heavy or blocking work (compiling and rendering templates) on
+/// tokio's blocking pool, so one hostile template never stalls the workers
+/// that serve kubelet's calls. A panic in `work` is a bug and propagates.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Ok(value),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Error::ShuttingDown),
+    }
 }

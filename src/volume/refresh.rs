@@ -3,22 +3,25 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::Error;
 use super::manager::{Volume, VolumeManager, dir_mode};
 use super::spec::{VolumeId, VolumeSpec};
 use super::state::Phase;
 use super::tracked::{Action, Session, Tracked, VolumeState};
+use super::{Error, off_runtime};
 use crate::refresh::{Refresher, policy};
-use crate::render::{self, SecretRequest};
+use crate::render::{self, CompiledTemplates, SecretRequest};
 use crate::secret::Secret;
 use crate::storage::tmpfs::WritableView;
-use crate::storage::{AtomicWriter, FileContent, Payload, WriteOptions, WriteOutcome};
+use crate::storage::{
+    AtomicWriter, FileContent, Payload, RelativePath, WriteOptions, WriteOutcome,
+};
 use crate::vault::{self, ServiceAccountToken, VaultClient};
 
 type Files = render::RenderedFiles;
@@ -80,6 +83,20 @@ impl VolumeManager {
         Ok(Session::from_login(auth, policy::draw()))
     }
 
+    /// Compiles a volume's templates: from the cache when another volume
+    /// uses the same ones, else on the blocking pool.
+    pub(super) async fn compile(
+        &self,
+        sources: &[(RelativePath, String)],
+    ) -> Result<Arc<CompiledTemplates>, Error> {
+        if let Some(templates) = self.renderer.cached(sources) {
+            return Ok(templates);
+        }
+        let renderer = Arc::clone(&self.renderer);
+        let sources = sources.to_vec();
+        Ok(off_runtime(move || renderer.compile(&sources)).await??)
+    }
+
     /// Fetches what the templates need (everything not cached, plus
     /// `refetch`), concurrently, and renders (`collected`: the templates'
     /// `secret` calls, when the caller already has them). Fetch failures during a
@@ -93,7 +110,7 @@ impl VolumeManager {
     ) -> Result<Files, Error> {
         let mut wanted: Vec<SecretRequest> = match collected {
             Some(requests) => requests,
-            None if state.secrets.is_empty() => self.renderer.requests(&state.templates)?,
+            None if state.secrets.is_empty() => state.templates.requests().to_vec(),
             None => state.secrets.iter().map(|t| t.request.clone()).collect(),
         };
         let attempts = if publishing {
@@ -182,7 +199,8 @@ impl VolumeManager {
                     Some((t.request.clone(), value))
                 })
                 .collect();
-            match self.renderer.render(&state.templates, responses) {
+            let (renderer, templates) = (Arc::clone(&self.renderer), Arc::clone(&state.templates));
+            match off_runtime(move || renderer.render(&templates, responses)).await? {
                 Ok(files) => {
                     // Forget secrets the templates no longer ask for.
                     state.secrets.retain(|t| wanted.contains(&t.request));

@@ -2,6 +2,7 @@
 //! Vault token and secrets: what is due when, and what to do about it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -160,7 +161,7 @@ pub(super) struct VolumeState {
     pub spec: VolumeSpec,
     pub pod: PodInfo,
     pub labels: VolumeLabels,
-    pub templates: CompiledTemplates,
+    pub templates: Arc<CompiledTemplates>,
     pub client: VaultClient,
     pub identity: Option<ServiceAccountToken>,
     pub session: Option<Session>,

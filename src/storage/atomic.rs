@@ -117,8 +117,7 @@ impl AtomicWriter {
         fs::rename(&tmp_link, self.root.join(DATA_LINK)).map_err(|e| self.io("swap ..data", e))?;
 
         self.link_top_level(payload)?;
-        self.remove_stale_links(payload)?;
-        self.remove_old_dirs(&new_name)?;
+        self.tidy(payload, &new_name)?;
         Ok(WriteOutcome::Replaced)
     }
 
@@ -240,32 +239,23 @@ impl AtomicWriter {
         Ok(())
     }
 
-    /// Removes top-level links whose name left the payload. Runs after the
-    /// swap, so a removed name is never visible as a dangling link first.
-    fn remove_stale_links(&self, payload: &Payload) -> Result<(), Error> {
+    /// Removes, in one pass over the root, top-level links whose name left
+    /// the payload and every timestamped directory except `keep` (including
+    /// ones a crash left behind). Runs after the swap, so a removed name is
+    /// never visible as a dangling link first.
+    fn tidy(&self, payload: &Payload, keep: &str) -> Result<(), Error> {
         let names: BTreeSet<&str> = payload.keys().map(RelativePath::first_element).collect();
         for entry in fs::read_dir(&self.root).map_err(|e| self.io("list", e))? {
             let entry = entry.map_err(|e| self.io("list", e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with("..") || names.contains(name) {
-                continue;
-            }
-            remove_path(&entry.path()).map_err(|e| self.io("remove stale entry", e))?;
-        }
-        Ok(())
-    }
-
-    /// Removes every timestamped directory except `keep`, including ones a
-    /// crash left behind.
-    fn remove_old_dirs(&self, keep: &str) -> Result<(), Error> {
-        for entry in fs::read_dir(&self.root).map_err(|e| self.io("list", e))? {
-            let entry = entry.map_err(|e| self.io("list", e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with("..") && name != keep && name != DATA_LINK && name != DATA_LINK_TMP
-            {
-                remove_path(&entry.path()).map_err(|e| self.io("remove old data", e))?;
+            let stale = if name.starts_with("..") {
+                name != keep && name != DATA_LINK && name != DATA_LINK_TMP
+            } else {
+                !names.contains(name)
+            };
+            if stale {
+                remove_path(&entry.path()).map_err(|e| self.io("remove stale entry", e))?;
             }
         }
         Ok(())

@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::Error;
 use super::guard::OperationGuards;
 use super::spec::{self, PodInfo, SpecDefaults, TargetPath, VolumeId, VolumeSpec};
 use super::state::{Phase, RECORD_VERSION, StateStore, VolumeRecord};
 use super::tracked::{self, VolumeState};
+use super::{Error, off_runtime};
 use crate::metrics::{Metrics, VolumeLabels};
 use crate::refresh::RefreshScheduler;
 use crate::render::Renderer;
@@ -294,7 +294,6 @@ impl VolumeManager {
             pod_name: new.pod.name.clone(),
             volume_id: new.id.to_string(),
         };
-        let session = self.login(&client, &new.spec, &new.identity, true).await?;
         let mut state = VolumeState {
             target: new.target,
             readonly: new.readonly,
@@ -307,28 +306,45 @@ impl VolumeManager {
             templates,
             client,
             identity: Some(new.identity),
-            session: Some(session),
+            session: None,
             secrets: Vec::new(),
             token_failures: 0,
             token_retry_at: None,
             degraded: false,
         };
         let id = new.id;
-        let files = match self
-            .fetch_and_render(&mut state, &HashSet::default(), true, Some(wanted))
-            .await
-        {
-            Ok(files) => files,
-            Err(error) => {
-                self.revoke_in_background(&state);
+        // The record (phase `publishing`, so a crash from here on is undone
+        // at start-up) and the mount do not depend on Vault: they run on
+        // the blocking pool while the login and reads are in flight.
+        let record = record(&id, &state, Phase::Publishing);
+        let (store, mount) = (self.store.clone(), self.mount_plan(&state));
+        let prepare = off_runtime(move || {
+            store.save(&record)?;
+            mount.apply()
+        });
+        let fetch = async {
+            let identity = state.identity.as_ref().expect("set above");
+            let session = self
+                .login(&state.client, &state.spec, identity, true)
+                .await?;
+            state.session = Some(session);
+            self.fetch_and_render(&mut state, &HashSet::default(), true, Some(wanted))
+                .await
+        };
+        let (prepared, fetched) = tokio::join!(prepare, fetch);
+        let files = match (prepared.and_then(|mounted| mounted), fetched) {
+            (Ok(()), Ok(files)) => files,
+            // Vault's answer explains more to the pod's author than a
+            // failure of the node, so it wins when both fail.
+            (_, Err(error)) | (Err(error), Ok(_)) => {
+                self.rollback(&id, &state);
                 return Err(error);
             }
         };
-        if let Err(error) = self.mount_and_write(&id, &mut state, files) {
-            self.rollback(&id, &state);
-            return Err(error);
-        }
-        if let Err(error) = self.persist(&id, &state, Phase::Published) {
+        let written = self
+            .write_first(&id, &state, files)
+            .and_then(|()| self.persist(&id, &state, Phase::Published));
+        if let Err(error) = written {
             self.rollback(&id, &state);
             return Err(error);
         }
@@ -362,27 +378,34 @@ impl VolumeManager {
         files: crate::render::RenderedFiles,
     ) -> Result<(), Error> {
         self.persist(id, state, Phase::Publishing)?;
-        let target = state.target.as_path();
-        if self.config.plain_directories {
-            std::fs::create_dir_all(target).map_err(|source| crate::storage::Error::Io {
-                action: "create the target directory",
-                path: target.to_path_buf(),
-                source,
-            })?;
-        } else if !tmpfs::is_tmpfs_mount(target)? {
-            tmpfs::mount_tmpfs(
-                target,
-                TmpfsOptions {
-                    size_bytes: self.config.tmpfs_size_bytes,
-                    inodes: self.config.tmpfs_inodes,
-                    mode: dir_mode(state.file_mode()),
-                    gid: state.fs_group,
-                },
-            )?;
+        self.mount_plan(state).apply()?;
+        self.write_first(id, state, files)
+    }
+
+    /// How this volume's target is made ready for its first write.
+    fn mount_plan(&self, state: &VolumeState) -> MountPlan {
+        MountPlan {
+            target: state.target.as_path().to_path_buf(),
+            tmpfs: (!self.config.plain_directories).then(|| TmpfsOptions {
+                size_bytes: self.config.tmpfs_size_bytes,
+                inodes: self.config.tmpfs_inodes,
+                mode: dir_mode(state.file_mode()),
+                gid: state.fs_group,
+            }),
         }
+    }
+
+    /// Writes the first file set into a prepared target and, for a
+    /// read-only volume, seals the mount.
+    fn write_first(
+        &self,
+        id: &VolumeId,
+        state: &VolumeState,
+        files: crate::render::RenderedFiles,
+    ) -> Result<(), Error> {
         self.write_files(id, state, files, true)?;
         if state.readonly && !self.config.plain_directories {
-            tmpfs::remount_read_only(target)?;
+            tmpfs::remount_read_only(state.target.as_path())?;
         }
         Ok(())
     }
@@ -555,20 +578,7 @@ impl VolumeManager {
         state: &VolumeState,
         phase: Phase,
     ) -> Result<(), Error> {
-        let (identity, token, secrets) = state.stored_parts();
-        self.store.save(&VolumeRecord {
-            version: RECORD_VERSION,
-            volume_id: id.to_string(),
-            target_path: state.target.as_path().to_path_buf(),
-            readonly: state.readonly,
-            fs_group: state.fs_group,
-            fingerprint: state.fingerprint.clone(),
-            attributes: state.attributes.clone(),
-            phase,
-            identity,
-            token,
-            secrets,
-        })
+        self.store.save(&record(id, state, phase))
     }
 
     pub(super) fn publish_schedule_metrics(&self, state: &VolumeState, next: Option<Instant>) {
@@ -678,6 +688,54 @@ fn identity_from(request: &PublishRequest, audience: &str) -> Result<ServiceAcco
         audience,
         SystemTime::now(),
     )?)
+}
+
+/// The record of a volume as it stands.
+fn record(id: &VolumeId, state: &VolumeState, phase: Phase) -> VolumeRecord {
+    let (identity, token, secrets) = state.stored_parts();
+    VolumeRecord {
+        version: RECORD_VERSION,
+        volume_id: id.to_string(),
+        target_path: state.target.as_path().to_path_buf(),
+        readonly: state.readonly,
+        fs_group: state.fs_group,
+        fingerprint: state.fingerprint.clone(),
+        attributes: state.attributes.clone(),
+        phase,
+        identity,
+        token,
+        secrets,
+    }
+}
+
+/// What a publish does to the target before the first write: create it and
+/// mount the volume's tmpfs on it (with `--insecure-plain-directories`, only
+/// create it). Owned, so it can run on the blocking pool while Vault
+/// answers.
+struct MountPlan {
+    target: PathBuf,
+    tmpfs: Option<TmpfsOptions>,
+}
+
+impl MountPlan {
+    fn apply(&self) -> Result<(), Error> {
+        let Some(options) = self.tmpfs else {
+            return std::fs::create_dir_all(&self.target).map_err(|source| {
+                crate::storage::Error::Io {
+                    action: "create the target directory",
+                    path: self.target.clone(),
+                    source,
+                }
+                .into()
+            });
+        };
+        // A tmpfs already there is this volume's, left by a crash or kept
+        // by a remount: reuse it.
+        if !tmpfs::is_tmpfs_mount(&self.target)? {
+            tmpfs::mount_tmpfs(&self.target, options)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

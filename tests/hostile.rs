@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::{
-    CREDS_TEMPLATE, Driver, DriverProcess, INDEX_TEMPLATE, Node, Pod, can_mount, driver_config,
-    dynamic_vault, expected_index, wait_for, walkthrough_vault,
+    CREDS_TEMPLATE, Driver, DriverProcess, INDEX_TEMPLATE, Node, Pod, assert_walkthrough_page,
+    can_mount, driver_config, dynamic_vault, expected_index, publish_ok, wait_for,
+    walkthrough_vault,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -372,13 +373,7 @@ async fn oversized_output_fails_cleanly_and_keeps_previous_files() {
         ("staticSecretRefreshInterval", "1s"),
     ];
     let request = pod.publish(&node, &vault, "v", &attrs);
-    let target = PathBuf::from(&request.target_path);
-    driver
-        .node()
-        .await
-        .node_publish_volume(request)
-        .await
-        .unwrap();
+    let target = publish_ok(driver.node().await, request).await;
 
     vault.kv2_put(
         "secret",
@@ -392,10 +387,7 @@ async fn oversized_output_fails_cleanly_and_keeps_previous_files() {
         || vault.count("GET", "/v1/secret/data/myapp/config") >= reads + 2,
     )
     .await;
-    assert_eq!(
-        std::fs::read_to_string(target.join("index.html")).unwrap(),
-        expected_index("appuser", "suP3rsec(et!")
-    );
+    assert_walkthrough_page(&target);
 
     let other = Pod::new("default", "big", "vault-auth");
     let request = other.publish(&node, &vault, "v", &attrs);
@@ -444,17 +436,8 @@ async fn loops_over_large_vault_data_are_cut_off() {
         "ok",
         &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
     );
-    let target = PathBuf::from(&request.target_path);
-    driver
-        .node()
-        .await
-        .node_publish_volume(request)
-        .await
-        .unwrap();
-    assert_eq!(
-        std::fs::read_to_string(target.join("index.html")).unwrap(),
-        expected_index("appuser", "suP3rsec(et!")
-    );
+    let target = publish_ok(driver.node().await, request).await;
+    assert_walkthrough_page(&target);
 
     let status = tokio::time::timeout(Duration::from_secs(60), publish)
         .await
@@ -761,17 +744,8 @@ async fn tls_with_an_unknown_ca_is_refused_unless_configured() {
     config.vault_ca_cert = Some(ca);
     let driver = Driver::start(config).await;
     let request = pod.publish(&node, &vault, "v", &attrs);
-    let target = PathBuf::from(&request.target_path);
-    driver
-        .node()
-        .await
-        .node_publish_volume(request)
-        .await
-        .unwrap();
-    assert_eq!(
-        std::fs::read_to_string(target.join("index.html")).unwrap(),
-        expected_index("appuser", "suP3rsec(et!")
-    );
+    let target = publish_ok(driver.node().await, request).await;
+    assert_walkthrough_page(&target);
     driver.stop().await;
 }
 
@@ -882,10 +856,7 @@ async fn kill_9_mid_publish_leaves_nothing_half_published() {
                 text.contains("\"phase\":\"published\""),
                 "a mounted volume is fully published"
             );
-            assert_eq!(
-                std::fs::read_to_string(target.join("index.html")).unwrap(),
-                expected_index("appuser", "suP3rsec(et!")
-            );
+            assert_walkthrough_page(&target);
             assert_eq!(
                 std::fs::read_to_string(target.join("b/copy")).unwrap(),
                 expected_index("appuser", "suP3rsec(et!")
@@ -980,13 +951,7 @@ async fn a_full_tmpfs_keeps_the_previous_files() {
         ("staticSecretRefreshInterval", "1s"),
     ];
     let request = pod.publish(&node, &vault, "v", &attrs);
-    let target = PathBuf::from(&request.target_path);
-    driver
-        .node()
-        .await
-        .node_publish_volume(request)
-        .await
-        .unwrap();
+    let target = publish_ok(driver.node().await, request).await;
 
     // The "pod" fills the volume until the kernel says no.
     let filler = target.join("filler");
@@ -1013,10 +978,7 @@ async fn a_full_tmpfs_keeps_the_previous_files() {
         || vault.count("GET", "/v1/secret/data/myapp/config") >= reads + 2,
     )
     .await;
-    assert_eq!(
-        std::fs::read_to_string(target.join("index.html")).unwrap(),
-        expected_index("appuser", "suP3rsec(et!")
-    );
+    assert_walkthrough_page(&target);
     let leftovers: Vec<_> = std::fs::read_dir(&target)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::{
     CREDS_TEMPLATE, DriverProcess, INDEX_TEMPLATE, Node, Pod, can_mount, dynamic_vault,
-    expected_index, free_port, wait_for,
+    expected_index, free_port, publish_ok, wait_for,
 };
 use vault_double::DynamicRole;
 
@@ -167,13 +167,7 @@ async fn sigterm_drains_and_leaves_volumes_in_place() {
             ("staticSecretRefreshInterval", "1s"),
         ],
     );
-    let target = PathBuf::from(&request.target_path);
-    driver
-        .node()
-        .await
-        .node_publish_volume(request)
-        .await
-        .unwrap();
+    let target = publish_ok(driver.node().await, request).await;
     let status = driver.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     assert!(

@@ -8,7 +8,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use support::{
-    Driver, INDEX_TEMPLATE, Node, Pod, can_mount, driver_config, expected_index, walkthrough_vault,
+    Driver, INDEX_TEMPLATE, Node, Pod, assert_walkthrough_page, can_mount, driver_config,
+    expected_index, walkthrough_vault,
 };
 use tonic::Code;
 use vault_csi_driver::proto::node_service_capability::Type as CapType;
@@ -228,10 +229,7 @@ async fn tokens_in_the_secrets_field_are_used() {
         .insert("csi.storage.k8s.io/serviceAccount.tokens".into(), tokens);
     let target = std::path::PathBuf::from(&request.target_path);
     client.node_publish_volume(request).await.unwrap();
-    assert_eq!(
-        std::fs::read_to_string(target.join("index.html")).unwrap(),
-        expected_index("appuser", "suP3rsec(et!")
-    );
+    assert_walkthrough_page(&target);
     client
         .node_unpublish_volume(pod.unpublish(&node, "v"))
         .await

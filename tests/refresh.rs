@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use support::{
     CREDS_TEMPLATE, Driver, INDEX_TEMPLATE, Node, Pod, can_mount, driver_config, dynamic_vault,
-    expected_index, wait_for, walkthrough_vault,
+    expected_index, publish_ok, wait_for, walkthrough_vault,
 };
 use vault_double::{DynamicRole, Fault, VaultDouble};
 
@@ -37,13 +37,7 @@ async fn publish(
 ) -> (Pod, PathBuf) {
     let pod = Pod::walkthrough();
     let request = pod.publish(node, vault, "v", attrs);
-    let target = PathBuf::from(&request.target_path);
-    driver
-        .node()
-        .await
-        .node_publish_volume(request)
-        .await
-        .unwrap();
+    let target = publish_ok(driver.node().await, request).await;
     (pod, target)
 }
 

@@ -47,6 +47,27 @@ pub fn expected_index(username: &str, password: &str) -> String {
     )
 }
 
+/// Publishes as kubelet does, expects success and returns the target path.
+pub async fn publish_ok(
+    mut node: NodeClient<Channel>,
+    request: vault_csi_driver::proto::NodePublishVolumeRequest,
+) -> PathBuf {
+    let target = PathBuf::from(&request.target_path);
+    node.node_publish_volume(request)
+        .await
+        .unwrap_or_else(|status| panic!("publish failed: {status:?}"));
+    target
+}
+
+/// Asserts that the volume at `target` holds the walkthrough's page with
+/// the credentials [`walkthrough_vault`] seeds.
+pub fn assert_walkthrough_page(target: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(target.join("index.html")).unwrap(),
+        expected_index("appuser", "suP3rsec(et!")
+    );
+}
+
 /// True when mount tests can run; panics under `CI=true` if they cannot.
 pub fn can_mount() -> bool {
     let root = nix::unistd::geteuid().is_root();

@@ -87,6 +87,17 @@ pub fn run(args: &[String]) {
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let (command, file) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        if command == "latency" {
+            let ms: Vec<u64> = file
+                .split_whitespace()
+                .map(|v| v.parse().expect("latency in milliseconds"))
+                .collect();
+            let ms = |i: usize| Duration::from_millis(ms.get(i).copied().unwrap_or(0));
+            vault.set_latency(ms(0), ms(1));
+            writeln!(out, "OK").expect("stdout");
+            out.flush().expect("stdout");
+            continue;
+        }
         let text = match command {
             "requests" => requests(&vault),
             "leases" => leases(&vault),

@@ -273,6 +273,23 @@ impl DoubleHost {
         self.child.id()
     }
 
+    /// Makes the double's answers wait (see `VaultDouble::set_latency`).
+    pub fn set_latency(&mut self, login: Duration, other: Duration) {
+        writeln!(
+            self.stdin,
+            "latency {} {}",
+            login.as_millis(),
+            other.as_millis()
+        )
+        .expect("write to the double host");
+        self.stdin.flush().expect("flush the double host pipe");
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("read the double host's answer");
+        assert!(line.starts_with("OK"), "double host answered {line:?}");
+    }
+
     /// Asks for a dump (`requests`, `leases` or `tokens`), returns its lines.
     pub fn dump(&mut self, what: &str, scratch: &Path) -> Vec<String> {
         let file = scratch.join(format!("double-{what}.tsv"));

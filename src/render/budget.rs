@@ -25,10 +25,36 @@ pub const MAX_LOOP_ITERATIONS: u32 = 100_000;
 /// microseconds; this only stops work the iteration budget cannot see.
 pub const MAX_RENDER_TIME: Duration = Duration::from_secs(2);
 
+/// The work one render may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// Loop iterations, all loops and files together.
+    pub(super) iterations: u32,
+    /// Wall-clock time.
+    pub(super) time: Duration,
+}
+
+impl Limits {
+    /// What any render may do (the documented limits).
+    pub(super) const FULL: Self = Self {
+        iterations: MAX_LOOP_ITERATIONS,
+        time: MAX_RENDER_TIME,
+    };
+    /// What a render may do on an async worker thread before it is moved
+    /// to the blocking pool: far more than typical templates need (tens of
+    /// microseconds), far less than would stall other calls.
+    pub(super) const INLINE: Self = Self {
+        iterations: 1_000,
+        time: Duration::from_millis(1),
+    };
+}
+
 #[derive(Clone, Copy)]
 struct Budget {
+    limits: Limits,
     iterations_left: u32,
     deadline: Instant,
+    exhausted: bool,
 }
 
 thread_local! {
@@ -42,12 +68,20 @@ pub(super) struct Metered(());
 
 impl Metered {
     /// Starts a fresh budget on this thread.
-    pub(super) fn start() -> Self {
+    pub(super) fn start(limits: Limits) -> Self {
         BUDGET.set(Some(Budget {
-            iterations_left: MAX_LOOP_ITERATIONS,
-            deadline: Instant::now() + MAX_RENDER_TIME,
+            limits,
+            iterations_left: limits.iterations,
+            deadline: Instant::now() + limits.time,
+            exhausted: false,
         }));
         Self(())
+    }
+
+    /// Whether the render ran out of budget (and failed for that reason).
+    #[allow(clippy::unused_self)] // a method on the guard: only meaningful while it lives
+    pub(super) fn exhausted(&self) -> bool {
+        BUDGET.get().is_some_and(|b| b.exhausted)
     }
 }
 
@@ -63,9 +97,12 @@ pub(super) fn charge_iteration() -> Result<(), RenderError> {
         return Err(unmetered());
     };
     if budget.iterations_left == 0 {
+        budget.exhausted = true;
+        BUDGET.set(Some(budget));
         return Err(RenderErrorReason::Other(format!(
-            "the templates' loops ran more than {MAX_LOOP_ITERATIONS} iterations in total; \
-             iterate over smaller data or nest fewer loops"
+            "the templates' loops ran more than {} iterations in total; \
+             iterate over smaller data or nest fewer loops",
+            budget.limits.iterations
         ))
         .into());
     }
@@ -76,14 +113,16 @@ pub(super) fn charge_iteration() -> Result<(), RenderError> {
 
 /// Checks the clock; helpers that copy or encode data call this.
 pub(super) fn check_time() -> Result<(), RenderError> {
-    let Some(budget) = BUDGET.get() else {
+    let Some(mut budget) = BUDGET.get() else {
         return Err(unmetered());
     };
     if Instant::now() > budget.deadline {
+        budget.exhausted = true;
+        BUDGET.set(Some(budget));
         return Err(RenderErrorReason::Other(format!(
-            "rendering took longer than {}s; simplify the templates (fewer nested loops or \
+            "rendering took longer than {:?}; simplify the templates (fewer nested loops or \
              helper calls over large values)",
-            MAX_RENDER_TIME.as_secs()
+            budget.limits.time
         ))
         .into());
     }

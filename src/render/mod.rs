@@ -330,7 +330,7 @@ impl Renderer {
 
     /// The `secret` calls the templates make, in first-seen order.
     fn collect(&self, files: &[(RelativePath, Template)]) -> Result<Vec<SecretRequest>, Error> {
-        let _metered = budget::Metered::start();
+        let _metered = budget::Metered::start(budget::Limits::FULL);
         SCOPE.with_borrow_mut(|s| *s = Some(Scope::Collect(Vec::new())));
         for (file, template) in files {
             // Errors in the lenient pass are expected (helpers fed `null`);
@@ -349,14 +349,47 @@ impl Renderer {
     ///
     /// Runs under the render budget ([`MAX_LOOP_ITERATIONS`],
     /// [`MAX_RENDER_TIME`]); a hostile template can still spend up to the
-    /// time limit, so call it off the async runtime.
+    /// time limit, so call it off the async runtime (or try
+    /// [`Renderer::render_inline`] first).
     pub fn render(
         &self,
         templates: &CompiledTemplates,
         responses: HashMap<SecretRequest, Value>,
     ) -> Result<RenderedFiles, Error> {
+        self.render_within(templates, responses, budget::Limits::FULL)
+            .0
+    }
+
+    /// Renders under a budget small enough for an async worker thread
+    /// (a millisecond, a thousand loop iterations). Typical templates
+    /// finish well within it, which saves the hand-off to the blocking
+    /// pool; a render that runs out gives the responses back, to be
+    /// rendered with [`Renderer::render`] off the runtime.
+    pub fn render_inline(
+        &self,
+        templates: &CompiledTemplates,
+        responses: HashMap<SecretRequest, Value>,
+    ) -> InlineRender {
+        match self.render_within(templates, responses, budget::Limits::INLINE) {
+            (_, responses, true) => InlineRender::TooLong(responses),
+            (result, _, false) => InlineRender::Done(result),
+        }
+    }
+
+    /// Renders under `limits`. Also gives the responses back, and whether
+    /// the limits ran out.
+    fn render_within(
+        &self,
+        templates: &CompiledTemplates,
+        responses: HashMap<SecretRequest, Value>,
+        limits: budget::Limits,
+    ) -> (
+        Result<RenderedFiles, Error>,
+        HashMap<SecretRequest, Value>,
+        bool,
+    ) {
         let fetched = responses.len();
-        let _metered = budget::Metered::start();
+        let metered = budget::Metered::start(limits);
         SCOPE.with_borrow_mut(|s| {
             *s = Some(Scope::Resolve {
                 responses,
@@ -373,20 +406,36 @@ impl Renderer {
                 }
             }
         }
-        let Some(Scope::Resolve { mut missing, .. }) = SCOPE.with_borrow_mut(Option::take) else {
+        let Some(Scope::Resolve {
+            responses,
+            mut missing,
+        }) = SCOPE.with_borrow_mut(Option::take)
+        else {
             unreachable!("the resolve scope was set above");
         };
-        if !missing.is_empty() {
+        let exhausted = metered.exhausted();
+        let result = if missing.is_empty() {
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(out),
+            }
+        } else {
             missing.sort();
             missing.dedup();
-            check_count(fetched + missing.len())?;
-            return Err(Error::NeedsSecrets(missing));
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+            check_count(fetched + missing.len()).and(Err(Error::NeedsSecrets(missing)))
+        };
+        (result, responses, exhausted)
     }
+}
+
+/// The outcome of [`Renderer::render_inline`].
+#[derive(Debug)]
+pub enum InlineRender {
+    /// The render finished within the inline budget (successfully or not).
+    Done(Result<RenderedFiles, Error>),
+    /// It ran out of the inline budget: render these responses with
+    /// [`Renderer::render`] off the runtime.
+    TooLong(HashMap<SecretRequest, Value>),
 }
 
 fn check_count(count: usize) -> Result<(), Error> {

@@ -294,7 +294,7 @@ fn each_behaves_like_the_engines_own() {
     let responses = HashMap::from([(req("kv/d"), json!({ "data": data }))]);
     for row in rows {
         let expected = builtin.render_template(row, &data).expect(row);
-        let metered = budget::Metered::start();
+        let metered = budget::Metered::start(budget::Limits::FULL);
         assert_eq!(
             ours.render_template(row, &data).expect(row),
             expected,
@@ -437,4 +437,35 @@ fn identical_templates_compile_once_and_are_shared() {
         r.cached(&set("a")).is_none(),
         "the kept templates are bounded in bytes too"
     );
+}
+
+/// Small renders finish inline; a render past the inline budget hands its
+/// responses back, and the full budget then renders them.
+#[test]
+fn inline_renders_hand_long_work_back() {
+    let r = Renderer::new();
+    let t = compile(&r, &[("index.html", WALKTHROUGH)]);
+    let responses = HashMap::from([(
+        req("secret/data/myapp/config"),
+        kv2(&json!({"username": "appuser", "password": "p"})),
+    )]);
+    let InlineRender::Done(Ok(out)) = r.render_inline(&t, responses) else {
+        panic!("the walkthrough renders inline");
+    };
+    assert_eq!(text(&out, 0), "username: appuser\npassword: p");
+
+    let t = compile(
+        &r,
+        &[(
+            "f",
+            r#"{{#with (secret "kv/x")}}{{#each data}}{{#each ../data}}.{{/each}}{{/each}}{{/with}}"#,
+        )],
+    );
+    let items: Vec<u32> = (0..300).collect();
+    let responses = HashMap::from([(req("kv/x"), json!({ "data": items }))]);
+    let InlineRender::TooLong(responses) = r.render_inline(&t, responses) else {
+        panic!("90000 iterations exceed the inline budget");
+    };
+    assert_eq!(responses.len(), 1, "the responses come back whole");
+    assert_eq!(text(&r.render(&t, responses).unwrap(), 0).len(), 300 * 300);
 }

@@ -16,7 +16,7 @@ use super::state::Phase;
 use super::tracked::{Action, Session, Tracked, VolumeState};
 use super::{Error, off_runtime};
 use crate::refresh::{Refresher, policy};
-use crate::render::{self, CompiledTemplates, SecretRequest};
+use crate::render::{self, CompiledTemplates, InlineRender, SecretRequest};
 use crate::secret::Secret;
 use crate::storage::tmpfs::WritableView;
 use crate::storage::{
@@ -199,8 +199,17 @@ impl VolumeManager {
                     Some((t.request.clone(), value))
                 })
                 .collect();
-            let (renderer, templates) = (Arc::clone(&self.renderer), Arc::clone(&state.templates));
-            match off_runtime(move || renderer.render(&templates, responses)).await? {
+            // Typical templates render in microseconds: inline, within a
+            // small budget. Longer renders move to the blocking pool.
+            let rendered = match self.renderer.render_inline(&state.templates, responses) {
+                InlineRender::Done(result) => result,
+                InlineRender::TooLong(responses) => {
+                    let renderer = Arc::clone(&self.renderer);
+                    let templates = Arc::clone(&state.templates);
+                    off_runtime(move || renderer.render(&templates, responses)).await?
+                }
+            };
+            match rendered {
                 Ok(files) => {
                     // Forget secrets the templates no longer ask for.
                     state.secrets.retain(|t| wanted.contains(&t.request));

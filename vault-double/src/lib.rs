@@ -546,6 +546,15 @@ impl VaultDouble {
         self.inner.shared.set_fault(fault);
     }
 
+    /// Makes answers wait, like a real Vault across a network: `login` for
+    /// `auth/<mount>/login` (where a real Vault first asks the Kubernetes
+    /// API to review the token), `other` for every other request. Zero, the
+    /// default, answers at once; the timer rounds up to whole milliseconds.
+    /// The request log still stamps the moment a request arrives.
+    pub fn set_latency(&self, login: Duration, other: Duration) {
+        self.inner.shared.set_latency(login, other);
+    }
+
     /// The next `n` requests get 429 `request path "<p>": rate limit quota
     /// exceeded` with `Retry-After: <retry_after_secs>`.
     pub fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {

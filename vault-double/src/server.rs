@@ -203,6 +203,7 @@ async fn respond(shared: &Shared, req: HttpRequest<Incoming>) -> Response<Full<B
             .map_err(|e| e.to_string())
     };
     let head = method == "HEAD";
+    let delay = shared.latency_for(&path);
     let reply = shared.handle(Request {
         method,
         path,
@@ -211,6 +212,9 @@ async fn respond(shared: &Shared, req: HttpRequest<Incoming>) -> Response<Full<B
         namespace,
         body,
     });
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let body = reply
         .body
         .filter(|_| !head)

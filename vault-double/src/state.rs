@@ -289,6 +289,8 @@ enum LeaseCondition {
 /// Everything mutable about the double.
 struct State {
     fault: Option<Fault>,
+    /// Added to every answer: (logins, everything else).
+    latency: (Duration, Duration),
     rate_limited: usize,
     retry_after: u64,
     auth_mounts: HashMap<String, HashMap<String, Role>>,
@@ -381,6 +383,7 @@ impl Shared {
         Self {
             state: Mutex::new(State {
                 fault: None,
+                latency: (Duration::ZERO, Duration::ZERO),
                 rate_limited: 0,
                 retry_after: 0,
                 auth_mounts: HashMap::new(),
@@ -512,6 +515,20 @@ impl Shared {
 
     pub(crate) fn set_fault(&self, fault: Option<Fault>) {
         lock(&self.state).fault = fault;
+    }
+
+    pub(crate) fn set_latency(&self, login: Duration, other: Duration) {
+        lock(&self.state).latency = (login, other);
+    }
+
+    /// How long the answer to a request for `path` waits.
+    pub(crate) fn latency_for(&self, path: &str) -> Duration {
+        let (login, other) = lock(&self.state).latency;
+        if path.starts_with("/v1/auth/") && path.ends_with("/login") {
+            login
+        } else {
+            other
+        }
     }
 
     pub(crate) fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {

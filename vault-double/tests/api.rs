@@ -1095,3 +1095,31 @@ async fn concurrent_callers() {
     }
     assert_eq!(env.vault.count("GET", "/v1/secret/data/"), 16 * 25);
 }
+
+/// Latency makes logins and other requests wait (at least) as long as set,
+/// and the answers stay the same.
+#[tokio::test]
+async fn latency_delays_answers() {
+    let env = Env::new().await;
+    env.vault
+        .set_latency(Duration::from_millis(60), Duration::from_millis(25));
+    let started = tokio::time::Instant::now();
+    let token = env.login().await;
+    let login = started.elapsed();
+    let started = tokio::time::Instant::now();
+    let r = env
+        .call("GET", "secret/data/myapp/config", Some(&token), None)
+        .await;
+    let read = started.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["data"]["data"]["username"], "appuser");
+    assert!(
+        login >= Duration::from_millis(60),
+        "login answered after {login:?}"
+    );
+    assert!(
+        read >= Duration::from_millis(25),
+        "read answered after {read:?}"
+    );
+    assert!(read < login, "reads wait for the shorter latency");
+}

@@ -597,7 +597,7 @@ async fn latency_row(rig: &mut Rig<'_>, sizes: &Sizes, k: usize, prefix: &str) -
     let mut cpu = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
         let request = pod.publish(&kubelet_dir, &template);
-        let cpu_before = procs::sched_seconds(rig.driver_pid);
+        let cpu_before = procs::ThreadCpu::read(rig.driver_pid);
         let sent = refresh::ns(SystemTime::now());
         let started = Instant::now();
         rig.client
@@ -606,7 +606,7 @@ async fn latency_row(rig: &mut Rig<'_>, sizes: &Sizes, k: usize, prefix: &str) -
             .unwrap_or_else(|status| panic!("publish failed: {status:?}"));
         let published = started.elapsed();
         let answered = refresh::ns(SystemTime::now());
-        let cpu_used = procs::sched_seconds(rig.driver_pid) - cpu_before;
+        let cpu_used = procs::ThreadCpu::read(rig.driver_pid).since(&cpu_before);
         if i == 0 {
             let rendered = std::fs::read_to_string(pod.target(&kubelet_dir).join("secrets.txt"))
                 .expect("the published volume holds secrets.txt");
@@ -779,11 +779,11 @@ async fn throughput(scratch: &Scratch, sizes: &Sizes, results: &mut Results) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     t.rss = procs::rss_bytes(driver.pid());
     let stat_before = procs::cpu_seconds(driver.pid());
-    let sched_before = procs::sched_seconds(driver.pid());
+    let sched_before = procs::ThreadCpu::read(driver.pid());
     let idle_from = SystemTime::now();
     tokio::time::sleep(sizes.idle).await;
     t.idle_cpu_stat = procs::cpu_seconds(driver.pid()) - stat_before;
-    t.idle_cpu_sched = procs::sched_seconds(driver.pid()) - sched_before;
+    t.idle_cpu_sched = procs::ThreadCpu::read(driver.pid()).since(&sched_before);
     let idle_to = SystemTime::now();
     t.idle_requests = host
         .dump("requests", &scratch.root)

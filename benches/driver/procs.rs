@@ -437,18 +437,47 @@ pub fn cpu_split(pid: u32) -> (f64, f64) {
     )
 }
 
-/// CPU time of `pid` (all threads) in seconds at nanosecond resolution,
-/// from `/proc/<pid>/task/*/schedstat`.
+/// Per-thread CPU time (`schedstat`) of a process, to subtract readings
+/// thread by thread: a thread that exits between two readings (the blocking
+/// pool retires idle threads after 10 s) must not make the total go down.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadCpu(std::collections::HashMap<u32, u64>);
+
+impl ThreadCpu {
+    /// Reads every thread's CPU nanoseconds now.
+    pub fn read(pid: u32) -> Self {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Self::default();
+        };
+        Self(
+            tasks
+                .filter_map(Result::ok)
+                .filter_map(|t| {
+                    let tid = t.file_name().to_str()?.parse::<u32>().ok()?;
+                    let text = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+                    Some((tid, text.split_whitespace().next()?.parse::<u64>().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    /// CPU seconds the threads alive now used since `earlier` (threads
+    /// started since then count whole; threads gone since then are left out,
+    /// with what they used after `earlier`).
+    pub fn since(&self, earlier: &Self) -> f64 {
+        let nanos: u64 = self
+            .0
+            .iter()
+            .map(|(tid, now)| now.saturating_sub(earlier.0.get(tid).copied().unwrap_or(0)))
+            .sum();
+        nanos as f64 / 1e9
+    }
+}
+
+/// CPU seconds a process's live threads used (`schedstat`), for deltas
+/// over a short window in which no thread exits.
 pub fn sched_seconds(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
-    };
-    let nanos: u64 = tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    nanos as f64 / 1e9
+    ThreadCpu::read(pid).since(&ThreadCpu::default())
 }
 
 /// CPU seconds all CPUs spent busy (user, nice, system, irq, softirq,

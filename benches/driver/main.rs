@@ -405,20 +405,33 @@ struct Rig<'a> {
     scratch: &'a Path,
 }
 
+impl<'a> Rig<'a> {
+    /// Connects to `driver` (serving `node`) as kubelet, and to `host`'s
+    /// double as the floor client.
+    async fn new(
+        driver: &Driver,
+        host: &'a mut DoubleHost,
+        node: &procs::NodeDirs,
+        scratch: &'a Path,
+    ) -> Self {
+        Self {
+            driver_pid: driver.pid(),
+            client: NodeClient::new(kubelet::channel(&driver.socket).await),
+            floor: Floor::new(&host.addr),
+            host,
+            kubelet_dir: node.kubelet.clone(),
+            scratch,
+        }
+    }
+}
+
 /// Publish latency for 1, 3 and 10 secrets, interleaved with the same
 /// requests sent directly, one caller at a time.
 async fn latency(scratch: &Scratch, sizes: &Sizes, results: &mut Results) {
     let mut host = DoubleHost::spawn(seed(2, DAY, 32 * DAY, HOUR));
     let node = scratch.node("latency");
     let driver = Driver::spawn(&node, &host.addr).await;
-    let mut rig = Rig {
-        driver_pid: driver.pid(),
-        client: NodeClient::new(kubelet::channel(&driver.socket).await),
-        floor: Floor::new(&host.addr),
-        host: &mut host,
-        kubelet_dir: node.kubelet.clone(),
-        scratch: &scratch.root,
-    };
+    let mut rig = Rig::new(&driver, &mut host, &node, &scratch.root).await;
 
     // The gRPC round trip alone.
     let mut rtt = Vec::new();
@@ -472,14 +485,7 @@ template compile first/cached, render {} / {} / {}",
     };
     std::fs::create_dir_all(&disk_node.state).expect("create the on-disk state directory");
     let driver = Driver::spawn(&disk_node, &host.addr).await;
-    let mut rig = Rig {
-        driver_pid: driver.pid(),
-        client: NodeClient::new(kubelet::channel(&driver.socket).await),
-        floor: Floor::new(&host.addr),
-        host: &mut host,
-        kubelet_dir: disk_node.kubelet.clone(),
-        scratch: &scratch.root,
-    };
+    let mut rig = Rig::new(&driver, &mut host, &disk_node, &scratch.root).await;
     let mut row = latency_row(&mut rig, sizes, 1, "latdisk").await;
     "1 (state dir on ext4)".clone_into(&mut row.label);
     step(&format!(
@@ -499,14 +505,7 @@ template compile first/cached, render {} / {} / {}",
     host.set_latency(REMOTE_LOGIN, REMOTE_READ);
     let remote = scratch.node("latency-remote");
     let driver = Driver::spawn(&remote, &host.addr).await;
-    let mut rig = Rig {
-        driver_pid: driver.pid(),
-        client: NodeClient::new(kubelet::channel(&driver.socket).await),
-        floor: Floor::new(&host.addr),
-        host: &mut host,
-        kubelet_dir: remote.kubelet.clone(),
-        scratch: &scratch.root,
-    };
+    let mut rig = Rig::new(&driver, &mut host, &remote, &scratch.root).await;
     let remote_sizes = Sizes {
         latency_iterations: (sizes.latency_iterations / 4).max(1),
         latency_warmup: (sizes.latency_warmup / 2).max(1),

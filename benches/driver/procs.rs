@@ -275,31 +275,28 @@ impl DoubleHost {
 
     /// Makes the double's answers wait (see `VaultDouble::set_latency`).
     pub fn set_latency(&mut self, login: Duration, other: Duration) {
-        writeln!(
-            self.stdin,
+        self.command(&format!(
             "latency {} {}",
             login.as_millis(),
             other.as_millis()
-        )
-        .expect("write to the double host");
+        ));
+    }
+
+    /// Sends one command line and waits for its `OK`.
+    fn command(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write to the double host");
         self.stdin.flush().expect("flush the double host pipe");
-        let mut line = String::new();
+        let mut answer = String::new();
         self.stdout
-            .read_line(&mut line)
+            .read_line(&mut answer)
             .expect("read the double host's answer");
-        assert!(line.starts_with("OK"), "double host answered {line:?}");
+        assert!(answer.starts_with("OK"), "double host answered {answer:?}");
     }
 
     /// Asks for a dump (`requests`, `leases` or `tokens`), returns its lines.
     pub fn dump(&mut self, what: &str, scratch: &Path) -> Vec<String> {
         let file = scratch.join(format!("double-{what}.tsv"));
-        writeln!(self.stdin, "{what} {}", file.display()).expect("write to the double host");
-        self.stdin.flush().expect("flush the double host pipe");
-        let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .expect("read the double host's answer");
-        assert!(line.starts_with("OK"), "double host answered {line:?}");
+        self.command(&format!("{what} {}", file.display()));
         let text = std::fs::read_to_string(&file).expect("read the dump");
         let _ = std::fs::remove_file(&file);
         text.lines().map(str::to_owned).collect()

@@ -323,6 +323,26 @@ fn each_behaves_like_the_engines_own() {
     assert!(err.to_string().contains("nope"), "{err}");
 }
 
+/// Two loops over the same `n` Vault entries, writing one byte per inner
+/// iteration, and the response they read.
+fn square_loop(
+    r: &Renderer,
+    n: u32,
+) -> (
+    Arc<CompiledTemplates>,
+    HashMap<SecretRequest, serde_json::Value>,
+) {
+    let t = compile(
+        r,
+        &[(
+            "f",
+            r#"{{#with (secret "kv/x")}}{{#each data}}{{#each ../data}}.{{/each}}{{/each}}{{/with}}"#,
+        )],
+    );
+    let items: Vec<u32> = (0..n).collect();
+    (t, HashMap::from([(req("kv/x"), json!({ "data": items }))]))
+}
+
 /// Loops nested over Vault data can ask for billions of iterations with no
 /// output at all; the iteration budget stops them.
 #[test]
@@ -348,15 +368,7 @@ fn nested_loops_over_large_data_stop_at_the_iteration_budget() {
 
     // Within the budget the same loops render.
     let r = Renderer::new();
-    let t = compile(
-        &r,
-        &[(
-            "f",
-            r#"{{#with (secret "kv/x")}}{{#each data}}{{#each ../data}}.{{/each}}{{/each}}{{/with}}"#,
-        )],
-    );
-    let items: Vec<u32> = (0..300).collect();
-    let responses = HashMap::from([(req("kv/x"), json!({ "data": items }))]);
+    let (t, responses) = square_loop(&r, 300);
     assert_eq!(text(&r.render(&t, responses).unwrap(), 0).len(), 300 * 300);
 }
 
@@ -454,15 +466,7 @@ fn inline_renders_hand_long_work_back() {
     };
     assert_eq!(text(&out, 0), "username: appuser\npassword: p");
 
-    let t = compile(
-        &r,
-        &[(
-            "f",
-            r#"{{#with (secret "kv/x")}}{{#each data}}{{#each ../data}}.{{/each}}{{/each}}{{/with}}"#,
-        )],
-    );
-    let items: Vec<u32> = (0..300).collect();
-    let responses = HashMap::from([(req("kv/x"), json!({ "data": items }))]);
+    let (t, responses) = square_loop(&r, 300);
     let InlineRender::TooLong(responses) = r.render_inline(&t, responses) else {
         panic!("90000 iterations exceed the inline budget");
     };

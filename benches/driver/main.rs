@@ -225,8 +225,11 @@ pub struct Results {
     pub capacity: Vec<Capacity>,
     /// CPU the standalone double was pinned to.
     pub capacity_pinned: Option<usize>,
-    /// gRPC round trip (NodeGetCapabilities).
+    /// gRPC round trip (NodeGetCapabilities), back to back.
     pub grpc_rtt: Summary,
+    /// The same after the driver sat idle for [`IDLE_GAP`] (as it does
+    /// while a slow Vault answers).
+    pub grpc_rtt_after_gap: Summary,
     /// Creating and mounting a tmpfs from the benchmark itself.
     pub mount_cost: Summary,
     /// Unmounting and removing it.
@@ -446,6 +449,18 @@ async fn latency(scratch: &Scratch, sizes: &Sizes, results: &mut Results) {
         }
     }
     results.grpc_rtt = stats::summarize(&rtt);
+    // And after a pause as long as the remote rows' Vault calls.
+    let mut rtt = Vec::new();
+    for _ in 0..(sizes.latency_iterations / 4).max(1) {
+        tokio::time::sleep(IDLE_GAP).await;
+        let t = Instant::now();
+        rig.client
+            .node_get_capabilities(NodeGetCapabilitiesRequest {})
+            .await
+            .expect("NodeGetCapabilities");
+        rtt.push(t.elapsed());
+    }
+    results.grpc_rtt_after_gap = stats::summarize(&rtt);
     (results.mount_cost, results.umount_cost) = mount_cost(&node.kubelet, sizes.latency_iterations);
 
     for k in [1, 3, 10] {
@@ -534,6 +549,9 @@ template compile first/cached, render {} / {} / {}",
         driver.stop().await,
     ));
 }
+
+/// The pause before each "after a gap" gRPC round trip.
+const IDLE_GAP: Duration = Duration::from_millis(7);
 
 /// The remote rows' login latency: a real Vault's Kubernetes login first
 /// asks the API server to review the token.

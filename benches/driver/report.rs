@@ -189,11 +189,15 @@ cache lookup, and the final render):\n"
     }
     let _ = writeln!(
         md,
-        "\nFor scale: a gRPC round trip over the socket (NodeGetCapabilities) takes {} p50 / {} p99; \
-creating the target directory and mounting a tmpfs on it from the benchmark process itself takes \
-{} p50 / {} p99 (unmounting and removing it, which unpublish does: {} / {}).\n",
+        "\nFor scale: a gRPC round trip over the socket (NodeGetCapabilities) takes {} p50 / {} p99 \
+back to back, and {} p50 / {} p99 when each call follows a {} ms pause (as calls do while a slow \
+Vault answers); creating the target directory and mounting a tmpfs on it from the benchmark \
+process itself takes {} p50 / {} p99 (unmounting and removing it, which unpublish does: {} / {}).\n",
         ms(r.grpc_rtt.p50),
         ms(r.grpc_rtt.p99),
+        ms(r.grpc_rtt_after_gap.p50),
+        ms(r.grpc_rtt_after_gap.p99),
+        crate::IDLE_GAP.as_millis(),
         ms(r.mount_cost.p50),
         ms(r.mount_cost.p99),
         ms(r.umount_cost.p50),
@@ -547,9 +551,10 @@ attainable goal"
 a network (rows `{}`), publish is {} the concurrent floor for {} secrets and the driver adds {} of \
 its own. The tmpfs mount and the first state record are made while Vault answers, yet the driver's \
 own time is larger than on loopback, and so is its CPU per one-secret publish (×{:.1}) for the same \
-requests, files and record, while the floor client's own time before the login grows ×{:.1}. Keeping \
-both CPUs busy with a niced spinner does not remove it, so it is not only idle CPUs waking slowly; \
-where the extra CPU goes while requests wait is not yet known.",
+requests, files and record, while the floor client's own time before the login grows ×{:.1}: on \
+this virtual machine every hop between threads costs more after a pause, and an empty gRPC call \
+takes {} after a {} ms pause against {} back to back (see \"For scale\"), so most of the extra is \
+waking the idle threads of the kubelet-side client and of the driver, not work the driver adds.",
             verdict(met),
             remote
                 .iter()
@@ -565,6 +570,9 @@ where the extra CPU goes while requests wait is not yet known.",
             owns.join(" / "),
             slowdown(&|l| l.publish_cpu.p50.as_secs_f64()),
             slowdown(&|l| l.floor_split[0].as_secs_f64()),
+            ms(r.grpc_rtt_after_gap.p50),
+            crate::IDLE_GAP.as_millis(),
+            ms(r.grpc_rtt.p50),
         );
     }
     if let Some(disk) = r.latency.iter().find(|l| l.label.contains("ext4")) {

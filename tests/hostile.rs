@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use support::{
     CREDS_TEMPLATE, Driver, DriverProcess, INDEX_TEMPLATE, Node, Pod, assert_walkthrough_page,
-    can_mount, driver_config, dynamic_vault, expected_index, publish_ok, wait_for,
-    walkthrough_vault,
+    can_mount, driver_config, dynamic_vault, expected_index, publish_ok, publish_walkthrough,
+    wait_for, walkthrough_vault,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -366,14 +366,12 @@ async fn oversized_output_fails_cleanly_and_keeps_previous_files() {
     let mut config = driver_config(&node, &vault);
     config.volume_size_bytes = 64 * 1024;
     let driver = Driver::start(config).await;
-    let pod = Pod::walkthrough();
     let attrs = [
         ROLE,
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
     ];
-    let request = pod.publish(&node, &vault, "v", &attrs);
-    let target = publish_ok(driver.node().await, request).await;
+    let (_, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
 
     vault.kv2_put(
         "secret",
@@ -944,14 +942,12 @@ async fn a_full_tmpfs_keeps_the_previous_files() {
     let node = Node::new();
     let vault = walkthrough_vault().await;
     let driver = Driver::start(driver_config(&node, &vault)).await;
-    let pod = Pod::walkthrough();
     let attrs = [
         ROLE,
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
     ];
-    let request = pod.publish(&node, &vault, "v", &attrs);
-    let target = publish_ok(driver.node().await, request).await;
+    let (_, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
 
     // The "pod" fills the volume until the kernel says no.
     let filler = target.join("filler");

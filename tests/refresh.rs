@@ -5,14 +5,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use support::{
-    CREDS_TEMPLATE, Driver, INDEX_TEMPLATE, Node, Pod, can_mount, driver_config, dynamic_vault,
-    expected_index, publish_ok, wait_for, walkthrough_vault,
+    CREDS_TEMPLATE, Driver, INDEX_TEMPLATE, Node, can_mount, driver_config, dynamic_vault,
+    expected_index, publish_walkthrough, wait_for, walkthrough_vault,
 };
 use vault_double::{DynamicRole, Fault, VaultDouble};
 
@@ -29,18 +29,6 @@ fn user_of(content: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn publish(
-    node: &Node,
-    vault: &VaultDouble,
-    driver: &Driver,
-    attrs: &[(&str, &str)],
-) -> (Pod, PathBuf) {
-    let pod = Pod::walkthrough();
-    let request = pod.publish(node, vault, "v", attrs);
-    let target = publish_ok(driver.node().await, request).await;
-    (pod, target)
-}
-
 /// A renewable lease is renewed through `sys/leases/renew` and the
 /// credentials stay the same (no re-issue, no re-render).
 #[tokio::test]
@@ -52,7 +40,7 @@ async fn renewable_leases_are_renewed_not_reissued() {
     let creds = DynamicRole::new(Duration::from_secs(3), Duration::from_secs(120));
     let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
     let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (pod, target) = publish(
+    let (pod, target) = publish_walkthrough(
         &node,
         &vault,
         &driver,
@@ -144,7 +132,7 @@ async fn capped_leases_are_replaced_before_they_end() {
     let creds = DynamicRole::new(Duration::from_secs(2), Duration::from_secs(4));
     let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
     let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (_pod, target) = publish(
+    let (_pod, target) = publish_walkthrough(
         &node,
         &vault,
         &driver,
@@ -183,7 +171,7 @@ async fn non_renewable_leases_are_replaced_before_they_end() {
     };
     let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
     let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (_pod, target) = publish(
+    let (_pod, target) = publish_walkthrough(
         &node,
         &vault,
         &driver,
@@ -220,7 +208,7 @@ async fn kv_changes_are_picked_up_and_unchanged_reads_rewrite_nothing() {
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
     ];
-    let (_pod, target) = publish(&node, &vault, &driver, &attrs).await;
+    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
     let data_dir = std::fs::read_link(target.join("..data")).unwrap();
     let reads = vault.count("GET", "/v1/secret/data/myapp/config");
     wait_for("two more reads", Duration::from_secs(10), || {
@@ -262,7 +250,7 @@ async fn an_outage_keeps_the_last_good_files_and_refresh_resumes() {
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
     ];
-    let (pod, target) = publish(&node, &vault, &driver, &attrs).await;
+    let (pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
     let good = expected_index("appuser", "suP3rsec(et!");
 
     vault.set_fault(Some(Fault::sealed()));
@@ -327,7 +315,7 @@ async fn the_vault_token_never_lapses() {
         ("staticSecretRefreshInterval", "1s"),
         ("tokenFile", "token"),
     ];
-    let (_pod, target) = publish(&node, &vault, &driver, &attrs).await;
+    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
     assert_eq!(
         read(&target.join("token")),
         vault.tokens()[0].client_token,
@@ -382,7 +370,7 @@ async fn readers_never_see_a_partial_file() {
         ("template.creds", CREDS_TEMPLATE),
         ("template.dir/copy", CREDS_TEMPLATE),
     ];
-    let (_pod, target) = publish(&node, &vault, &driver, &attrs).await;
+    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let stop = Arc::clone(&stop);
@@ -436,7 +424,7 @@ async fn refresh_false_renders_once() {
         ("staticSecretRefreshInterval", "1s"),
         ("refresh", "false"),
     ];
-    let (_pod, target) = publish(&node, &vault, &driver, &attrs).await;
+    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
     vault.kv2_put(
         "secret",
         "myapp/config",
@@ -465,7 +453,7 @@ async fn certificates_are_reissued_before_not_after() {
     let driver = Driver::start(driver_config(&node, &vault)).await;
     let template = r#"{{#with (secret "pki/issue/web" common_name="web.example" ttl="3s")}}{{data.serial_number}} {{data.expiration}}{{/with}}"#;
     let (_pod, target) =
-        publish(&node, &vault, &driver, &[ROLE, ("template.cert", template)]).await;
+        publish_walkthrough(&node, &vault, &driver, &[ROLE, ("template.cert", template)]).await;
     let end = tokio::time::Instant::now() + Duration::from_secs(7);
     let mut serials = std::collections::HashSet::new();
     while tokio::time::Instant::now() < end {

@@ -59,6 +59,20 @@ pub async fn publish_ok(
     target
 }
 
+/// Publishes a volume named `v` for the walkthrough's pod with
+/// `attributes` and expects success: the pod and the target path.
+pub async fn publish_walkthrough(
+    node: &Node,
+    vault: &VaultDouble,
+    driver: &Driver,
+    attributes: &[(&str, &str)],
+) -> (Pod, PathBuf) {
+    let pod = Pod::walkthrough();
+    let request = pod.publish(node, vault, "v", attributes);
+    let target = publish_ok(driver.node().await, request).await;
+    (pod, target)
+}
+
 /// Asserts that the volume at `target` holds the walkthrough's page with
 /// the credentials [`walkthrough_vault`] seeds.
 pub fn assert_walkthrough_page(target: &Path) {

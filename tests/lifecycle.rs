@@ -221,6 +221,27 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The one publish's steps were each recorded once and add up to no more
+/// than the whole call.
+fn assert_publish_steps(text: &str) {
+    let mut steps_total = 0.0;
+    for step in ["checks", "vault", "mount", "write", "record"] {
+        let series =
+            format!("vault_csi_node_publish_step_duration_seconds_count{{step=\"{step}\"}}");
+        assert_eq!(metric(text, &series), Some(1.0), "{series} in {text}");
+        steps_total += metric(
+            text,
+            &format!("vault_csi_node_publish_step_duration_seconds_sum{{step=\"{step}\"}}"),
+        )
+        .unwrap();
+    }
+    let publish_total = metric(text, "vault_csi_node_publish_duration_seconds_sum").unwrap();
+    assert!(
+        steps_total > 0.0 && steps_total <= publish_total,
+        "steps {steps_total} s vs the whole publish {publish_total} s"
+    );
+}
+
 /// The metrics endpoint shows every family with correct values during a
 /// publish/refresh/unpublish cycle, and no secret, token or JWT, while the
 /// driver logs at the most verbose level without leaking one either.
@@ -280,6 +301,7 @@ async fn metrics_and_logs_show_the_cycle_and_never_a_secret() {
     );
     assert_eq!(metric(&text, "vault_csi_volumes "), Some(1.0));
     assert!(metric(&text, "vault_csi_node_publish_duration_seconds_count").unwrap() >= 1.0);
+    assert_publish_steps(&text);
     assert!(
         metric(
             &text,

@@ -164,6 +164,88 @@ pub struct Latency {
     /// The driver's `Renderer` on this row's template, in this process:
     /// the first compile, a cached compile, the render.
     pub template: [Duration; 3],
+    /// Means over the measured publishes: over the socket (this process),
+    /// inside the driver's handler, and per step (the driver's metrics).
+    pub inside: Inside,
+}
+
+/// Where a publish's time goes, as means: the call over the socket as the
+/// benchmark saw it, the driver's handler (`vault_csi_node_publish_duration_seconds`)
+/// and each step of it (`vault_csi_node_publish_step_duration_seconds`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inside {
+    /// NodePublishVolume over the socket.
+    pub call: Duration,
+    /// The driver's handler.
+    pub handler: Duration,
+    /// checks, vault, mount, write, record.
+    pub steps: [Duration; 5],
+}
+
+/// The step labels of `vault_csi_node_publish_step_duration_seconds`, in
+/// publish order.
+pub const STEPS: [&str; 5] = ["checks", "vault", "mount", "write", "record"];
+
+/// Sums and counts of the driver's publish histograms: the handler, then
+/// each of [`STEPS`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Timings {
+    handler: (f64, f64),
+    steps: [(f64, f64); 5],
+}
+
+impl Timings {
+    async fn scrape(port: u16) -> Self {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("scrape the driver's metrics")
+            .text()
+            .await
+            .expect("the driver's metrics");
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(series)?
+                        .strip_prefix(' ')?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        };
+        let histogram = |name: &str, labels: &str| {
+            (
+                value(&format!("{name}_sum{labels}")),
+                value(&format!("{name}_count{labels}")),
+            )
+        };
+        Self {
+            handler: histogram("vault_csi_node_publish_duration_seconds", ""),
+            steps: STEPS.map(|step| {
+                histogram(
+                    "vault_csi_node_publish_step_duration_seconds",
+                    &format!("{{step=\"{step}\"}}"),
+                )
+            }),
+        }
+    }
+
+    /// Mean durations between two scrapes.
+    fn means_since(&self, before: &Self) -> (Duration, [Duration; 5]) {
+        let mean = |after: (f64, f64), before: (f64, f64)| {
+            let count = after.1 - before.1;
+            Duration::from_secs_f64(if count > 0.0 {
+                (after.0 - before.0) / count
+            } else {
+                0.0
+            })
+        };
+        let mut steps = [Duration::ZERO; 5];
+        for (i, step) in steps.iter_mut().enumerate() {
+            *step = mean(self.steps[i], before.steps[i]);
+        }
+        (mean(self.handler, before.handler), steps)
+    }
 }
 
 /// Throughput and idle results.
@@ -401,6 +483,7 @@ fn seed(threads: usize, token_ttl: Duration, token_max: Duration, lease: Duratio
 /// the double (for its request log) and where the node lives.
 struct Rig<'a> {
     driver_pid: u32,
+    metrics_port: u16,
     client: NodeClient<tonic::transport::Channel>,
     floor: Floor,
     host: &'a mut DoubleHost,
@@ -419,6 +502,7 @@ impl<'a> Rig<'a> {
     ) -> Self {
         Self {
             driver_pid: driver.pid(),
+            metrics_port: driver.metrics_port,
             client: NodeClient::new(kubelet::channel(&driver.socket).await),
             floor: Floor::new(&host.addr),
             host,
@@ -612,7 +696,11 @@ async fn latency_row(rig: &mut Rig<'_>, sizes: &Sizes, k: usize, prefix: &str) -
     let (mut publish, mut sequential, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
     let (mut publish_windows, mut floor_windows) = (Vec::new(), Vec::new());
     let mut cpu = Vec::new();
+    let mut timings = Timings::default();
     for (i, pod) in pods.iter().enumerate() {
+        if i == sizes.latency_warmup {
+            timings = Timings::scrape(rig.metrics_port).await;
+        }
         let request = pod.publish(&kubelet_dir, &template);
         let cpu_before = procs::ThreadCpu::read(rig.driver_pid);
         let sent = refresh::ns(SystemTime::now());
@@ -649,6 +737,10 @@ async fn latency_row(rig: &mut Rig<'_>, sizes: &Sizes, k: usize, prefix: &str) -
             floor_windows.push((floor_sent, floor_answered));
         }
     }
+    let (handler, steps) = Timings::scrape(rig.metrics_port)
+        .await
+        .means_since(&timings);
+    let call = publish.iter().sum::<Duration>() / u32::try_from(publish.len().max(1)).unwrap_or(1);
     let log = rig.host.dump("requests", rig.scratch);
     Latency {
         label: k.to_string(),
@@ -660,6 +752,11 @@ async fn latency_row(rig: &mut Rig<'_>, sizes: &Sizes, k: usize, prefix: &str) -
         floor_split: split_windows(&log, &floor_windows),
         publish_cpu: stats::summarize(&cpu),
         template: template_cost(&template, k, sizes.latency_iterations),
+        inside: Inside {
+            call,
+            handler,
+            steps,
+        },
     }
 }
 

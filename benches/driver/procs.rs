@@ -130,6 +130,8 @@ pub struct Driver {
     child: Child,
     /// Its socket.
     pub socket: PathBuf,
+    /// The port of its metrics listener on 127.0.0.1.
+    pub metrics_port: u16,
     log: PathBuf,
 }
 
@@ -140,13 +142,14 @@ impl Driver {
         let out = std::fs::File::create(&node.log).expect("create the driver log");
         let err = out.try_clone().expect("clone the log handle");
         let _ = std::fs::remove_file(&node.socket);
+        let metrics_port = free_port();
         let child = Command::new(driver_binary())
             .arg(format!("--endpoint=unix://{}", node.socket.display()))
             .arg("--node-id=bench-node")
             .arg(format!("--vault-addr={vault_addr}"))
             .arg(format!("--state-dir={}", node.state.display()))
             .arg(format!("--kubelet-dir={}", node.kubelet.display()))
-            .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()))
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             .arg("--log-level=warn")
             .arg("--static-secret-refresh-interval=1h")
             .env_remove("VAULT_ADDR")
@@ -166,6 +169,7 @@ impl Driver {
         Self {
             child,
             socket: node.socket.clone(),
+            metrics_port,
             log: node.log.clone(),
         }
     }

@@ -31,6 +31,11 @@ struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VaultLabels {
     operation: &'static str,
     status_class: &'static str,
@@ -54,6 +59,44 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_1, 2.5, 16))
 }
 
+fn step_histogram() -> Histogram {
+    // 10 µs .. ~90 s: the steps of a publish range from microseconds (a
+    // state record on tmpfs) to a slow Vault's seconds.
+    Histogram::new(exponential_buckets(0.000_01, 2.5, 18))
+}
+
+/// The steps of a new volume's NodePublishVolume, in order, for
+/// `vault_csi_node_publish_step_duration_seconds`: where a slow publish
+/// spends its time (the node, Vault, or the volume's files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishStep {
+    /// From the call's start until the login is sent: request, target and
+    /// token checks, template compile (or cache lookup).
+    Checks,
+    /// The login, every read and the render.
+    Vault,
+    /// Waiting, after Vault answered, for the tmpfs and the first state
+    /// record, which are made while Vault answers (usually zero).
+    Mount,
+    /// Writing the files (and sealing a read-only volume).
+    Write,
+    /// Writing the volume's `published` state record.
+    Record,
+}
+
+impl PublishStep {
+    /// The `step` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Checks => "checks",
+            Self::Vault => "vault",
+            Self::Mount => "mount",
+            Self::Write => "write",
+            Self::Record => "record",
+        }
+    }
+}
+
 /// Every metric the driver exports, plus the readiness flag.
 #[derive(Debug)]
 pub struct Metrics {
@@ -61,6 +104,7 @@ pub struct Metrics {
     publishes: Family<ResultLabels, Counter>,
     unpublishes: Family<ResultLabels, Counter>,
     publish_latency: Histogram,
+    publish_steps: HistogramFamily<StepLabels>,
     refreshes: Family<RefreshLabels, Counter>,
     vault_latency: HistogramFamily<VaultLabels>,
     volumes: Gauge,
@@ -97,6 +141,13 @@ impl Metrics {
             "Time to serve NodePublishVolume, Vault round trips included",
             publish_latency.clone(),
         );
+        let publish_steps: HistogramFamily<StepLabels> =
+            Family::new_with_constructor(step_histogram);
+        registry.register(
+            "node_publish_step_duration_seconds",
+            "Time each step of a new volume's NodePublishVolume took: checks (request, target, token, templates), vault (login, reads, render), mount (waiting for the tmpfs after Vault answered), write (files), record (state)",
+            publish_steps.clone(),
+        );
         let refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
             "refresh",
@@ -129,6 +180,7 @@ impl Metrics {
             publishes,
             unpublishes,
             publish_latency,
+            publish_steps,
             refreshes,
             vault_latency,
             volumes,
@@ -142,6 +194,15 @@ impl Metrics {
     pub fn observe_publish(&self, result: &'static str, elapsed: Duration) {
         self.publishes.get_or_create(&ResultLabels { result }).inc();
         self.publish_latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records the steps of one successful new publish.
+    pub fn observe_publish_steps(&self, steps: &[(PublishStep, Duration)]) {
+        for (step, elapsed) in steps {
+            self.publish_steps
+                .get_or_create(&StepLabels { step: step.label() })
+                .observe(elapsed.as_secs_f64());
+        }
     }
 
     /// Counts one NodeUnpublishVolume.

@@ -13,7 +13,7 @@ use super::spec::{self, PodInfo, SpecDefaults, TargetPath, VolumeId, VolumeSpec}
 use super::state::{Phase, RECORD_VERSION, StateStore, VolumeRecord};
 use super::tracked::{self, VolumeState};
 use super::{Error, off_runtime};
-use crate::metrics::{Metrics, VolumeLabels};
+use crate::metrics::{Metrics, PublishStep, VolumeLabels};
 use crate::refresh::RefreshScheduler;
 use crate::render::Renderer;
 use crate::storage::tmpfs::{self, TmpfsOptions};
@@ -122,6 +122,7 @@ struct NewVolume {
     spec: VolumeSpec,
     pod: PodInfo,
     identity: ServiceAccountToken,
+    started: Instant,
 }
 
 impl VolumeManager {
@@ -163,6 +164,7 @@ impl VolumeManager {
 
     /// NodePublishVolume.
     pub async fn publish(&self, request: PublishRequest) -> Result<PublishOutcome, Error> {
+        let started = Instant::now();
         if request.volume_id.is_empty() {
             return Err(Error::MissingField { field: "volume_id" });
         }
@@ -223,6 +225,7 @@ impl VolumeManager {
             spec: volume_spec,
             pod,
             identity,
+            started,
         })
         .await?;
         Ok(PublishOutcome::Published)
@@ -312,7 +315,7 @@ impl VolumeManager {
             token_retry_at: None,
             degraded: false,
         };
-        let id = new.id;
+        let (id, mut steps) = (new.id, StepClock::new(new.started));
         // The record (phase `publishing`, so a crash from here on is undone
         // at start-up) and the mount do not depend on Vault: they run on
         // the blocking pool while the login and reads are in flight.
@@ -322,16 +325,25 @@ impl VolumeManager {
             store.save(&record)?;
             mount.apply()
         });
+        steps.lap(PublishStep::Checks);
+        let mut answered = None;
         let fetch = async {
             let identity = state.identity.as_ref().expect("set above");
             let session = self
                 .login(&state.client, &state.spec, identity, true)
                 .await?;
             state.session = Some(session);
-            self.fetch_and_render(&mut state, &HashSet::default(), true, Some(wanted))
-                .await
+            let files = self
+                .fetch_and_render(&mut state, &HashSet::default(), true, Some(wanted))
+                .await;
+            answered = Some(Instant::now());
+            files
         };
         let (prepared, fetched) = tokio::join!(prepare, fetch);
+        if let Some(at) = answered {
+            steps.lap_at(PublishStep::Vault, at);
+        }
+        steps.lap(PublishStep::Mount);
         let files = match (prepared.and_then(|mounted| mounted), fetched) {
             (Ok(()), Ok(files)) => files,
             // Vault's answer explains more to the pod's author than a
@@ -341,13 +353,16 @@ impl VolumeManager {
                 return Err(error);
             }
         };
-        let written = self
-            .write_first(&id, &state, files)
-            .and_then(|()| self.persist(&id, &state, Phase::Published));
+        let written = self.write_first(&id, &state, files).and_then(|()| {
+            steps.lap(PublishStep::Write);
+            self.persist(&id, &state, Phase::Published)
+        });
         if let Err(error) = written {
             self.rollback(&id, &state);
             return Err(error);
         }
+        steps.lap(PublishStep::Record);
+        self.metrics.observe_publish_steps(&steps.laps);
         self.adopt(id, state);
         self.metrics.set_volumes(self.volume_count());
         Ok(())
@@ -705,6 +720,35 @@ fn record(id: &VolumeId, state: &VolumeState, phase: Phase) -> VolumeRecord {
         identity,
         token,
         secrets,
+    }
+}
+
+/// Times the steps of one new publish, for
+/// `vault_csi_node_publish_step_duration_seconds`. Recorded only when the
+/// publish succeeds, so the figures describe complete publishes.
+struct StepClock {
+    last: Instant,
+    laps: Vec<(PublishStep, Duration)>,
+}
+
+impl StepClock {
+    fn new(started: Instant) -> Self {
+        Self {
+            last: started,
+            laps: Vec::with_capacity(5),
+        }
+    }
+
+    /// Ends `step` now.
+    fn lap(&mut self, step: PublishStep) {
+        self.lap_at(step, Instant::now());
+    }
+
+    /// Ends `step` at `at` (the next step starts there).
+    fn lap_at(&mut self, step: PublishStep, at: Instant) {
+        self.laps
+            .push((step, at.saturating_duration_since(self.last)));
+        self.last = self.last.max(at);
     }
 }
 

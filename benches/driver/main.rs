@@ -180,6 +180,11 @@ pub struct Inside {
     pub handler: Duration,
     /// checks, vault, mount, write, record.
     pub steps: [Duration; 5],
+    /// The driver's own HTTP client: one login, one read
+    /// (`vault_csi_vault_request_duration_seconds`).
+    pub requests: [Duration; 2],
+    /// The floor client's login and reads one after another.
+    pub floor_sequential: Duration,
 }
 
 /// The step labels of `vault_csi_node_publish_step_duration_seconds`, in
@@ -192,6 +197,7 @@ pub const STEPS: [&str; 5] = ["checks", "vault", "mount", "write", "record"];
 struct Timings {
     handler: (f64, f64),
     steps: [(f64, f64); 5],
+    requests: [(f64, f64); 2],
 }
 
 impl Timings {
@@ -227,11 +233,18 @@ impl Timings {
                     &format!("{{step=\"{step}\"}}"),
                 )
             }),
+            requests: ["login", "read"].map(|operation| {
+                histogram(
+                    "vault_csi_vault_request_duration_seconds",
+                    &format!("{{operation=\"{operation}\",status_class=\"2xx\"}}"),
+                )
+            }),
         }
     }
 
-    /// Mean durations between two scrapes.
-    fn means_since(&self, before: &Self) -> (Duration, [Duration; 5]) {
+    /// Mean durations between two scrapes: the handler, each step, each
+    /// kind of Vault request.
+    fn means_since(&self, before: &Self) -> (Duration, [Duration; 5], [Duration; 2]) {
         let mean = |after: (f64, f64), before: (f64, f64)| {
             let count = after.1 - before.1;
             Duration::from_secs_f64(if count > 0.0 {
@@ -240,11 +253,11 @@ impl Timings {
                 0.0
             })
         };
-        let mut steps = [Duration::ZERO; 5];
-        for (i, step) in steps.iter_mut().enumerate() {
-            *step = mean(self.steps[i], before.steps[i]);
-        }
-        (mean(self.handler, before.handler), steps)
+        (
+            mean(self.handler, before.handler),
+            std::array::from_fn(|i| mean(self.steps[i], before.steps[i])),
+            std::array::from_fn(|i| mean(self.requests[i], before.requests[i])),
+        )
     }
 }
 
@@ -737,10 +750,9 @@ async fn latency_row(rig: &mut Rig<'_>, sizes: &Sizes, k: usize, prefix: &str) -
             floor_windows.push((floor_sent, floor_answered));
         }
     }
-    let (handler, steps) = Timings::scrape(rig.metrics_port)
+    let (handler, steps, requests) = Timings::scrape(rig.metrics_port)
         .await
         .means_since(&timings);
-    let call = publish.iter().sum::<Duration>() / u32::try_from(publish.len().max(1)).unwrap_or(1);
     let log = rig.host.dump("requests", rig.scratch);
     Latency {
         label: k.to_string(),
@@ -753,9 +765,11 @@ async fn latency_row(rig: &mut Rig<'_>, sizes: &Sizes, k: usize, prefix: &str) -
         publish_cpu: stats::summarize(&cpu),
         template: template_cost(&template, k, sizes.latency_iterations),
         inside: Inside {
-            call,
+            call: stats::mean(&publish),
             handler,
             steps,
+            requests,
+            floor_sequential: stats::mean(&sequential),
         },
     }
 }

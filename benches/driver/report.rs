@@ -196,19 +196,20 @@ answer through both processes' HTTP/2 stacks and the wake-ups of their idle thre
 from the handler's start to the login (request, target-path and token checks, the template cache), \
 *Vault* covers the login, the reads and the render, *mount* is the wait, after Vault answered, for the \
 tmpfs and first state record made meanwhile, *files* the atomic write, *record* the `published` state \
-record:\n"
+record. The last column sets the driver's own HTTP client (`vault_csi_vault_request_duration_seconds`: \
+one login, one read) beside the floor client's login and reads one after another:\n"
     );
     let _ = writeln!(
         md,
-        "| Secrets per volume | Call (mean) | Around the handler | Handler | Checks | Vault | Mount | Files | Record | Driver's steps outside Vault (checks + mount + files + record) |"
+        "| Secrets per volume | Call (mean) | Around the handler | Handler | Checks | Vault | Mount | Files | Record | Driver's steps outside Vault (checks + mount + files + record) | Driver's login / read vs floor's login and reads in sequence |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &r.latency {
         let i = row.inside;
         let own: std::time::Duration = i.steps[0] + i.steps[2] + i.steps[3] + i.steps[4];
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} vs {} |",
             row.label,
             ms(i.call),
             ms(i.call.saturating_sub(i.handler)),
@@ -219,6 +220,9 @@ record:\n"
             ms(i.steps[3]),
             ms(i.steps[4]),
             ms(own),
+            ms(i.requests[0]),
+            ms(i.requests[1]),
+            ms(i.floor_sequential),
         );
     }
     let _ = writeln!(

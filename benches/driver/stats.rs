@@ -68,3 +68,8 @@ pub fn count(n: f64) -> String {
     }
     out
 }
+
+/// The arithmetic mean (zero for no samples).
+pub fn mean(samples: &[Duration]) -> Duration {
+    samples.iter().sum::<Duration>() / u32::try_from(samples.len().max(1)).unwrap_or(u32::MAX)
+}

@@ -2,26 +2,21 @@
 //! and unpublish requests built exactly as kubelet builds them, tonic
 //! channels over the driver's unix socket, and a pool of concurrent callers.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use sha2::{Digest, Sha256};
-use tokio::net::UnixStream;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
-use tower::service_fn;
+use tonic::transport::Channel;
 use vault_csi_driver::proto::node_client::NodeClient;
-use vault_csi_driver::proto::volume_capability::access_mode::Mode;
-use vault_csi_driver::proto::volume_capability::{AccessMode, AccessType, MountVolume};
-use vault_csi_driver::proto::{
-    NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability,
-};
+use vault_csi_driver::proto::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
+
+// Shared with the tests and the quickstart; not every item is used here.
+#[allow(dead_code)]
+#[path = "../../tests/support/kubelet_wire.rs"]
+mod wire;
 
 /// Namespace, service account and audience of every benchmark pod (the
 /// walkthrough's role `example` binds them).
@@ -85,92 +80,37 @@ const VOLUME: &str = "secrets";
 impl Pod {
     /// The publish target, `<kubelet>/pods/<uid>/volumes/kubernetes.io~csi/secrets/mount`.
     pub fn target(&self, kubelet_dir: &Path) -> PathBuf {
-        self.parent(kubelet_dir).join("mount")
-    }
-
-    fn parent(&self, kubelet_dir: &Path) -> PathBuf {
-        kubelet_dir
-            .join("pods")
-            .join(&self.uid)
-            .join("volumes/kubernetes.io~csi")
-            .join(VOLUME)
-    }
-
-    /// `csi-` + hex(sha256(podUID + volume name)), as kubelet makes it.
-    pub fn volume_id(&self) -> String {
-        let digest = Sha256::digest(format!("{}{VOLUME}", self.uid));
-        let mut id = String::from("csi-");
-        for b in digest {
-            let _ = write!(id, "{b:02x}");
-        }
-        id
+        wire::target_path(kubelet_dir, &self.uid, VOLUME)
     }
 
     /// What kubelet does before NodePublishVolume: the volume directory
     /// (0750) with `vol_data.json`; `mount` itself is the driver's to create.
     pub fn prepare(&self, kubelet_dir: &Path) {
-        use std::os::unix::fs::DirBuilderExt as _;
-        let parent = self.parent(kubelet_dir);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&parent)
+        wire::prepare_target(kubelet_dir, &self.uid, VOLUME)
             .expect("create the pod's volume directory");
-        std::fs::write(parent.join("vol_data.json"), b"{}").expect("write vol_data.json");
     }
 
     /// NodePublishVolume exactly as kubelet sends it for an inline volume
     /// with `podInfoOnMount` and `tokenRequests: [{audience: vault}]`.
     pub fn publish(&self, kubelet_dir: &Path, template: &str) -> NodePublishVolumeRequest {
-        let tokens = serde_json::json!({
-            AUDIENCE: {"token": self.jwt, "expirationTimestamp": "2099-01-01T00:00:00Z"},
-        });
-        let context: HashMap<String, String> = [
-            ("roleName", ROLE.to_owned()),
-            ("template.secrets.txt", template.to_owned()),
-            ("csi.storage.k8s.io/pod.name", self.name.clone()),
-            ("csi.storage.k8s.io/pod.namespace", NAMESPACE.to_owned()),
-            ("csi.storage.k8s.io/pod.uid", self.uid.clone()),
-            (
-                "csi.storage.k8s.io/serviceAccount.name",
-                SERVICE_ACCOUNT.to_owned(),
-            ),
-            ("csi.storage.k8s.io/ephemeral", "true".to_owned()),
-            (
-                "csi.storage.k8s.io/serviceAccount.tokens",
-                tokens.to_string(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        NodePublishVolumeRequest {
-            volume_id: self.volume_id(),
-            publish_context: HashMap::new(),
-            staging_target_path: String::new(),
-            target_path: self.target(kubelet_dir).to_string_lossy().into_owned(),
-            volume_capability: Some(VolumeCapability {
-                access_type: Some(AccessType::Mount(MountVolume {
-                    fs_type: String::new(),
-                    mount_flags: Vec::new(),
-                    volume_mount_group: String::new(),
-                })),
-                access_mode: Some(AccessMode {
-                    mode: Mode::SingleNodeWriter.into(),
-                }),
-            }),
-            readonly: false,
-            secrets: HashMap::new(),
-            volume_context: context,
-        }
+        let pod = wire::PodInfo {
+            namespace: NAMESPACE,
+            name: &self.name,
+            uid: &self.uid,
+            service_account: SERVICE_ACCOUNT,
+        };
+        wire::publish_request(
+            pod,
+            VOLUME,
+            &self.target(kubelet_dir),
+            wire::tokens_json(&[(AUDIENCE, &self.jwt, "2099-01-01T00:00:00Z")]),
+            &[("roleName", ROLE), ("template.secrets.txt", template)],
+        )
     }
 
     /// NodeUnpublishVolume for the pod's volume.
     pub fn unpublish(&self, kubelet_dir: &Path) -> NodeUnpublishVolumeRequest {
-        NodeUnpublishVolumeRequest {
-            volume_id: self.volume_id(),
-            target_path: self.target(kubelet_dir).to_string_lossy().into_owned(),
-        }
+        wire::unpublish_request(&self.uid, VOLUME, &self.target(kubelet_dir))
     }
 }
 
@@ -211,13 +151,7 @@ pub fn pods(prefix: &str, count: usize, kubelet_dir: &Path) -> Vec<Pod> {
 
 /// A tonic channel over the unix socket, as kubelet dials it.
 pub async fn channel(socket: &Path) -> Channel {
-    let socket = socket.to_path_buf();
-    Endpoint::try_from("http://[::]:50051")
-        .expect("static URI")
-        .connect_with_connector(service_fn(move |_| {
-            let socket = socket.clone();
-            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
-        }))
+    wire::dial(socket)
         .await
         .expect("connect to the driver's socket")
 }

@@ -3,23 +3,17 @@
 //! built exactly as kubelet builds them for an inline CSI volume with
 //! `podInfoOnMount` and `tokenRequests`, sent over the driver's socket.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper_util::rt::TokioIo;
-use sha2::{Digest, Sha256};
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
-use tower::service_fn;
+use tonic::transport::Channel;
 use vault_csi_driver::proto::node_client::NodeClient;
-use vault_csi_driver::proto::volume_capability::access_mode::Mode;
-use vault_csi_driver::proto::volume_capability::{AccessMode, AccessType, MountVolume};
-use vault_csi_driver::proto::{
-    NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability,
-};
+use vault_csi_driver::proto::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
+
+// Shared with the tests and the benchmark; not every item is used here.
+#[allow(dead_code)]
+#[path = "../../tests/support/kubelet_wire.rs"]
+mod wire;
 
 /// The volume's name in the pod spec.
 pub const VOLUME_NAME: &str = "secrets";
@@ -47,36 +41,16 @@ impl Pod {
         }
     }
 
-    /// `csi-` + hex(sha256(podUID + volume name)), as kubelet makes it.
-    pub fn volume_id(&self) -> String {
-        let digest = Sha256::digest(format!("{}{VOLUME_NAME}", self.uid));
-        let mut id = String::from("csi-");
-        for b in digest {
-            let _ = write!(id, "{b:02x}");
-        }
-        id
-    }
-
-    /// `<kubelet>/pods/<uid>/volumes/kubernetes.io~csi/<vol>/mount`.
-    pub fn target(&self, kubelet_dir: &Path) -> PathBuf {
-        kubelet_dir
-            .join("pods")
-            .join(&self.uid)
-            .join("volumes/kubernetes.io~csi")
-            .join(VOLUME_NAME)
-            .join("mount")
-    }
-
     /// Creates the target's parent (with `vol_data.json`), as kubelet does
-    /// before it calls the driver.
+    /// before it calls the driver, and returns
+    /// `<kubelet>/pods/<uid>/volumes/kubernetes.io~csi/<vol>/mount`.
     pub fn prepare_target(&self, kubelet_dir: &Path) -> anyhow::Result<PathBuf> {
-        let target = self.target(kubelet_dir);
-        let parent = target.parent().context("the target has a parent")?;
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-        std::fs::write(parent.join("vol_data.json"), b"{}")
-            .with_context(|| format!("cannot write {}", parent.display()))?;
-        Ok(target)
+        wire::prepare_target(kubelet_dir, &self.uid, VOLUME_NAME).with_context(|| {
+            format!(
+                "cannot create the pod's volume directory under {}",
+                kubelet_dir.display()
+            )
+        })
     }
 
     /// NodePublishVolume for this pod's volume with the pod's own
@@ -87,21 +61,6 @@ impl Pod {
         token: &str,
         attributes: &[(&str, &str)],
     ) -> anyhow::Result<NodePublishVolumeRequest> {
-        let mut context: HashMap<String, String> = attributes
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        context.insert("csi.storage.k8s.io/pod.name".into(), self.name.clone());
-        context.insert(
-            "csi.storage.k8s.io/pod.namespace".into(),
-            self.namespace.clone(),
-        );
-        context.insert("csi.storage.k8s.io/pod.uid".into(), self.uid.clone());
-        context.insert(
-            "csi.storage.k8s.io/serviceAccount.name".into(),
-            self.service_account.clone(),
-        );
-        context.insert("csi.storage.k8s.io/ephemeral".into(), "true".into());
         let expires = time::OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .context("zero nanoseconds are valid")?
@@ -109,52 +68,32 @@ impl Pod {
         let expires = expires
             .format(&time::format_description::well_known::Rfc3339)
             .context("cannot format the token expiry")?;
-        context.insert(
-            "csi.storage.k8s.io/serviceAccount.tokens".into(),
-            serde_json::json!({"vault": {"token": token, "expirationTimestamp": expires}})
-                .to_string(),
-        );
-        Ok(NodePublishVolumeRequest {
-            volume_id: self.volume_id(),
-            publish_context: HashMap::new(),
-            staging_target_path: String::new(),
-            target_path: target.to_string_lossy().into_owned(),
-            volume_capability: Some(VolumeCapability {
-                access_type: Some(AccessType::Mount(MountVolume {
-                    fs_type: String::new(),
-                    mount_flags: Vec::new(),
-                    volume_mount_group: String::new(),
-                })),
-                access_mode: Some(AccessMode {
-                    mode: Mode::SingleNodeWriter.into(),
-                }),
-            }),
-            readonly: false,
-            secrets: HashMap::new(),
-            volume_context: context,
-        })
+        let pod = wire::PodInfo {
+            namespace: &self.namespace,
+            name: &self.name,
+            uid: &self.uid,
+            service_account: &self.service_account,
+        };
+        Ok(wire::publish_request(
+            pod,
+            VOLUME_NAME,
+            target,
+            wire::tokens_json(&[("vault", token, &expires)]),
+            attributes,
+        ))
     }
 
     /// NodeUnpublishVolume for this pod's volume.
     pub fn unpublish(&self, target: &Path) -> NodeUnpublishVolumeRequest {
-        NodeUnpublishVolumeRequest {
-            volume_id: self.volume_id(),
-            target_path: target.to_string_lossy().into_owned(),
-        }
+        wire::unpublish_request(&self.uid, VOLUME_NAME, target)
     }
 }
 
 /// A CSI Node client over the driver's unix socket, as kubelet dials it.
 pub async fn connect(socket: &Path) -> anyhow::Result<NodeClient<Channel>> {
-    let socket = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://[::]:50051")?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector(service_fn(move |_| {
-            let socket = socket.clone();
-            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
-        }))
+    let channel = wire::dial(socket)
         .await
-        .context("cannot connect to the driver's socket")?;
+        .with_context(|| format!("cannot connect to the driver's socket {}", socket.display()))?;
     Ok(NodeClient::new(channel))
 }
 

@@ -5,25 +5,19 @@
 //! `CI=true` a missing privilege fails the test instead of skipping it.
 #![allow(dead_code, clippy::missing_panics_doc)]
 
-use std::collections::HashMap;
+pub mod kubelet_wire;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
-use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
-use tower::service_fn;
+use tonic::transport::Channel;
 use vault_csi_driver::config::{Config, LogFormat};
 use vault_csi_driver::proto::identity_client::IdentityClient;
 use vault_csi_driver::proto::node_client::NodeClient;
-use vault_csi_driver::proto::volume_capability::access_mode::Mode;
-use vault_csi_driver::proto::volume_capability::{AccessMode, AccessType, MountVolume};
-use vault_csi_driver::proto::{
-    NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability,
-};
+use vault_csi_driver::proto::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
 use vault_double::{SaToken, VaultDouble};
 
 /// The walkthrough's `index.html` template, written for the driver.
@@ -252,15 +246,7 @@ impl Driver {
 pub async fn channel(socket: &Path) -> Channel {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let path = socket.to_path_buf();
-        let attempt = Endpoint::try_from("http://[::]:50051")
-            .unwrap()
-            .connect_with_connector(service_fn(move |_| {
-                let path = path.clone();
-                async move { UnixStream::connect(path).await.map(TokioIo::new) }
-            }))
-            .await;
-        match attempt {
+        match kubelet_wire::dial(socket).await {
             Ok(channel) => return channel,
             Err(error) => {
                 assert!(
@@ -299,26 +285,14 @@ impl Pod {
 
     /// `csi-` + hex(sha256(podUID + volume name)), as kubelet makes it.
     pub fn volume_id(&self, volume: &str) -> String {
-        let digest = Sha256::digest(format!("{}{}", self.uid, volume));
-        let mut id = String::from("csi-");
-        for b in digest {
-            let _ = write!(id, "{b:02x}");
-        }
-        id
+        kubelet_wire::volume_id(&self.uid, volume)
     }
 
     /// `<kubelet>/pods/<uid>/volumes/kubernetes.io~csi/<vol>/mount`; the
     /// parent is created (0750) with `vol_data.json`, as kubelet does.
     pub fn target(&self, node: &Node, volume: &str) -> PathBuf {
-        let parent = node
-            .kubelet_dir()
-            .join("pods")
-            .join(&self.uid)
-            .join("volumes/kubernetes.io~csi")
-            .join(volume);
-        std::fs::create_dir_all(&parent).unwrap();
-        let _ = std::fs::write(parent.join("vol_data.json"), b"{}");
-        parent.join("mount")
+        kubelet_wire::prepare_target(&node.kubelet_dir(), &self.uid, volume)
+            .expect("create the target's parent")
     }
 
     /// A token for this pod's service account, as kubelet's `TokenRequest`
@@ -333,17 +307,16 @@ impl Pod {
 
     /// `csi.storage.k8s.io/serviceAccount.tokens` JSON.
     pub fn tokens_json(&self, vault: &VaultDouble, audiences: &[&str]) -> String {
-        let mut map = serde_json::Map::new();
-        for audience in audiences {
-            map.insert(
-                (*audience).to_owned(),
-                serde_json::json!({
-                    "token": self.token(vault, audience, Duration::from_secs(3600)),
-                    "expirationTimestamp": "2099-01-01T00:00:00Z",
-                }),
-            );
-        }
-        serde_json::Value::Object(map).to_string()
+        let tokens: Vec<String> = audiences
+            .iter()
+            .map(|audience| self.token(vault, audience, Duration::from_secs(3600)))
+            .collect();
+        let entries: Vec<(&str, &str, &str)> = audiences
+            .iter()
+            .zip(&tokens)
+            .map(|(audience, token)| (*audience, token.as_str(), "2099-01-01T00:00:00Z"))
+            .collect();
+        kubelet_wire::tokens_json(&entries)
     }
 
     /// A NodePublishVolume request exactly as kubelet builds it for an
@@ -355,50 +328,26 @@ impl Pod {
         volume: &str,
         attributes: &[(&str, &str)],
     ) -> NodePublishVolumeRequest {
-        let mut context: HashMap<String, String> = attributes
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        context.insert("csi.storage.k8s.io/pod.name".into(), self.name.clone());
-        context.insert(
-            "csi.storage.k8s.io/pod.namespace".into(),
-            self.namespace.clone(),
-        );
-        context.insert("csi.storage.k8s.io/pod.uid".into(), self.uid.clone());
-        context.insert(
-            "csi.storage.k8s.io/serviceAccount.name".into(),
-            self.service_account.clone(),
-        );
-        context.insert("csi.storage.k8s.io/ephemeral".into(), "true".into());
-        context.insert(
-            "csi.storage.k8s.io/serviceAccount.tokens".into(),
+        kubelet_wire::publish_request(
+            self.info(),
+            volume,
+            &self.target(node, volume),
             self.tokens_json(vault, &["vault"]),
-        );
-        NodePublishVolumeRequest {
-            volume_id: self.volume_id(volume),
-            publish_context: HashMap::new(),
-            staging_target_path: String::new(),
-            target_path: self.target(node, volume).to_string_lossy().into_owned(),
-            volume_capability: Some(VolumeCapability {
-                access_type: Some(AccessType::Mount(MountVolume {
-                    fs_type: String::new(),
-                    mount_flags: Vec::new(),
-                    volume_mount_group: String::new(),
-                })),
-                access_mode: Some(AccessMode {
-                    mode: Mode::SingleNodeWriter.into(),
-                }),
-            }),
-            readonly: false,
-            secrets: HashMap::new(),
-            volume_context: context,
-        }
+            attributes,
+        )
     }
 
     pub fn unpublish(&self, node: &Node, volume: &str) -> NodeUnpublishVolumeRequest {
-        NodeUnpublishVolumeRequest {
-            volume_id: self.volume_id(volume),
-            target_path: self.target(node, volume).to_string_lossy().into_owned(),
+        kubelet_wire::unpublish_request(&self.uid, volume, &self.target(node, volume))
+    }
+
+    /// The fields kubelet passes with `podInfoOnMount`.
+    pub fn info(&self) -> kubelet_wire::PodInfo<'_> {
+        kubelet_wire::PodInfo {
+            namespace: &self.namespace,
+            name: &self.name,
+            uid: &self.uid,
+            service_account: &self.service_account,
         }
     }
 }

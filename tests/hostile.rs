@@ -932,8 +932,10 @@ async fn kill_9_mid_refresh_leaves_the_old_or_the_new_set() {
     assert!(node.mounts().is_empty());
 }
 
-/// The pod fills its (writable) tmpfs: refreshes fail cleanly with the
-/// previous files intact, and succeed again once space is freed.
+/// The volume's tmpfs fills up: refreshes fail cleanly with the previous
+/// files intact, and succeed again once space is freed. The pod's view is
+/// read-only, so the test fills the tmpfs through a writable bind mount of
+/// its own, as the driver writes updates.
 #[tokio::test]
 async fn a_full_tmpfs_keeps_the_previous_files() {
     if !can_mount() {
@@ -949,8 +951,14 @@ async fn a_full_tmpfs_keeps_the_previous_files() {
     ];
     let (_, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
 
-    // The "pod" fills the volume until the kernel says no.
-    let filler = target.join("filler");
+    let view = target.with_file_name("writable-view");
+    std::fs::create_dir_all(&view).unwrap();
+    let bind = nix::mount::MsFlags::MS_BIND;
+    nix::mount::mount(Some(&target), &view, None::<&str>, bind, None::<&str>).unwrap();
+    let writable = nix::mount::MsFlags::MS_REMOUNT | bind;
+    nix::mount::mount(None::<&str>, &view, None::<&str>, writable, None::<&str>).unwrap();
+    // Fill the volume until the kernel says no.
+    let filler = view.join("filler");
     let chunk = vec![0u8; 64 * 1024];
     {
         use std::io::Write as _;
@@ -987,6 +995,7 @@ async fn a_full_tmpfs_keeps_the_previous_files() {
     );
 
     std::fs::remove_file(&filler).unwrap();
+    nix::mount::umount2(&view, nix::mount::MntFlags::MNT_DETACH).unwrap();
     wait_for(
         "the refresh to land once space is free",
         Duration::from_secs(70),

@@ -285,6 +285,47 @@ async fn readonly_volume_with_fs_group() {
     driver.stop().await;
 }
 
+/// Without `readOnly` the pod's view is read-only all the same (as with
+/// Kubernetes' Secret volumes): a pod that could write into its volume
+/// could plant a `..data` link for the driver to follow on the next update.
+#[tokio::test]
+async fn writable_requests_still_give_the_pod_a_read_only_view() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let (pod, target) = support::publish_walkthrough(
+        &node,
+        &vault,
+        &driver,
+        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
+    )
+    .await;
+    let options = support::mount_options(&target).unwrap();
+    assert!(
+        options.split(',').any(|o| o == "ro"),
+        "mount options {options}"
+    );
+    for attempt in [
+        std::fs::write(target.join("new"), b"x"),
+        std::fs::remove_file(target.join("..data")),
+        std::os::unix::fs::symlink("/etc", target.join("..planted")),
+    ] {
+        assert_eq!(attempt.unwrap_err().raw_os_error(), Some(nix::libc::EROFS));
+    }
+    support::assert_walkthrough_page(&target);
+    driver
+        .node()
+        .await
+        .node_unpublish_volume(pod.unpublish(&node, "v"))
+        .await
+        .unwrap();
+    assert!(node.mounts().is_empty());
+    driver.stop().await;
+}
+
 /// Bad input is `INVALID_ARGUMENT` with a message that says what to fix, and
 /// nothing is mounted.
 #[tokio::test]

@@ -123,17 +123,46 @@ impl AtomicWriter {
 
     /// Reads the current bytes of one file, if the volume has it. Used to
     /// rebuild a payload after a restart without re-fetching every secret.
+    /// Only a file of the current set is read, and never through a
+    /// symlink: whatever sits in the volume cannot make the driver read a
+    /// file elsewhere on the node.
     pub fn read(&self, path: &RelativePath) -> Result<Option<Secret<Vec<u8>>>, Error> {
-        match fs::read(self.root.join(DATA_LINK).join(path.as_str())) {
-            Ok(bytes) => Ok(Some(Secret::new(bytes))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io("read", e)),
-        }
+        let Some(dir) = self.current_dir()? else {
+            return Ok(None);
+        };
+        let file = dir.join(path.as_str());
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+            .open(&file);
+        let mut handle = match opened {
+            Ok(handle) => handle,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("read", e)),
+        };
+        let mut bytes = Vec::new();
+        let result = io::Read::read_to_end(&mut handle, &mut bytes);
+        // Wrapped before the error check, so a partial read is zeroized too.
+        let bytes = Secret::new(bytes);
+        result.map_err(|e| self.io("read", e))?;
+        Ok(Some(bytes))
     }
 
+    /// The timestamped directory `..data` points to. A `..data` this writer
+    /// did not make (pointing anywhere but to a sibling `..<timestamp>`) is
+    /// ignored, so it is never followed and the next write replaces it.
     fn current_dir(&self) -> Result<Option<PathBuf>, Error> {
         match fs::read_link(self.root.join(DATA_LINK)) {
-            Ok(target) => Ok(Some(self.root.join(target))),
+            Ok(target) => {
+                let name = target.to_str().filter(|n| {
+                    n.starts_with("..")
+                        && !n.contains('/')
+                        && *n != ".."
+                        && *n != DATA_LINK
+                        && *n != DATA_LINK_TMP
+                });
+                Ok(name.map(|n| self.root.join(n)))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io("read ..data", e)),
         }
@@ -312,9 +341,11 @@ fn remove_path(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Removes a directory tree the writer made, first giving its owner write
-/// access to read-only directories (needed when not running as root).
-/// Symlinks are removed, never followed.
+/// Removes a directory tree the writer made. Symlinks are removed, never
+/// followed (`remove_dir_all` walks by file descriptor). Without root, the
+/// owner first gets write access to read-only directories; as root that is
+/// not needed, and is skipped, because `chmod` by path would follow a
+/// symlink swapped in meanwhile.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     fn open_up(dir: &Path) -> io::Result<()> {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
@@ -328,7 +359,9 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => {
-            open_up(path)?;
+            if !nix::unistd::geteuid().is_root() {
+                open_up(path)?;
+            }
             fs::remove_dir_all(path)
         }
         Ok(_) => fs::remove_file(path),
@@ -377,6 +410,66 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("atomic-{}", rand::rng().random::<u64>()));
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// What a pod with write access could plant never makes the writer
+    /// read, change or delete anything outside the volume: a `..data`
+    /// pointing elsewhere is ignored (not read through, then replaced), and
+    /// a planted directory holding a symlink to an outside file is removed
+    /// without the file losing its mode or content.
+    #[test]
+    fn planted_links_are_never_followed() {
+        use std::os::unix::fs::symlink;
+        let root = scratch();
+        let outside = scratch();
+        fs::write(outside.join("a.txt"), "someone else's secret").unwrap();
+        fs::set_permissions(outside.join("a.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+        let writer = AtomicWriter::new(&root);
+        writer
+            .write(&payload(&[("a.txt", "mine")]), OPTIONS)
+            .unwrap();
+
+        fs::remove_file(root.join(DATA_LINK)).unwrap();
+        symlink(&outside, root.join(DATA_LINK)).unwrap();
+        assert!(
+            writer
+                .read(&RelativePath::parse("a.txt").unwrap())
+                .unwrap()
+                .is_none(),
+            "read through a planted ..data"
+        );
+        fs::create_dir(root.join("..planted")).unwrap();
+        symlink(outside.join("a.txt"), root.join("..planted/link")).unwrap();
+        symlink(&outside, root.join("..planted/dir")).unwrap();
+
+        writer
+            .write(&payload(&[("a.txt", "mine again")]), OPTIONS)
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("a.txt")).unwrap(),
+            "mine again"
+        );
+        assert!(
+            !root.join("..planted").exists(),
+            "the planted directory stays"
+        );
+        let meta = fs::metadata(outside.join("a.txt")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::read_to_string(outside.join("a.txt")).unwrap(),
+            "someone else's secret"
+        );
+        let link = fs::read_link(root.join(DATA_LINK)).unwrap();
+        assert!(link.to_str().unwrap().starts_with("..2"), "{link:?}");
+        assert_eq!(
+            writer
+                .read(&RelativePath::parse("a.txt").unwrap())
+                .unwrap()
+                .map(|b| b.expose().clone()),
+            Some(b"mine again".to_vec())
+        );
+        fs::remove_dir_all(&root).unwrap();
+        fs::remove_dir_all(&outside).unwrap();
     }
 
     #[test]

@@ -410,8 +410,12 @@ impl VolumeManager {
         }
     }
 
-    /// Writes the first file set into a prepared target and, for a
-    /// read-only volume, seals the mount.
+    /// Writes the first file set into a prepared target and seals the
+    /// pod's view read-only, whatever the volume's `readOnly` says: as
+    /// Kubernetes does for Secret volumes since CVE-2017-1002102, a pod that
+    /// could write into its volume could plant symlinks for the driver, as
+    /// root, to follow on the next update (`..data` pointing into another
+    /// pod's volume, say). Updates go through a private writable view.
     fn write_first(
         &self,
         id: &VolumeId,
@@ -419,7 +423,7 @@ impl VolumeManager {
         files: crate::render::RenderedFiles,
     ) -> Result<(), Error> {
         self.write_files(id, state, files, true)?;
-        if state.readonly && !self.config.plain_directories {
+        if !self.config.plain_directories {
             tmpfs::remount_read_only(state.target.as_path())?;
         }
         Ok(())

@@ -225,9 +225,9 @@ impl VolumeManager {
         .into())
     }
 
-    /// Writes a rendered file set (plus the token file) atomically. For a
-    /// read-only volume after its first write, the write goes through a
-    /// private writable view of the same tmpfs.
+    /// Writes a rendered file set (plus the token file) atomically. After
+    /// the first write the pod's view is read-only, so later writes go
+    /// through a private writable view of the same tmpfs.
     pub(super) fn write_files(
         &self,
         id: &VolumeId,
@@ -254,7 +254,7 @@ impl VolumeManager {
             dir_mode: dir_mode(mode),
             max_bytes: self.config.max_payload_bytes(),
         };
-        let outcome = if state.readonly && !first && !self.config.plain_directories {
+        let outcome = if !first && !self.config.plain_directories {
             let view = WritableView::open(
                 state.target.as_path(),
                 &self.store.dir().join("rw").join(id.as_str()),

@@ -197,12 +197,7 @@ async fn sigterm_drains_and_leaves_volumes_in_place() {
         || read(&target.join("index.html")) == expected_index("appuser", "next-driver"),
     )
     .await;
-    driver
-        .node()
-        .await
-        .node_unpublish_volume(pod.unpublish(&node, "v"))
-        .await
-        .unwrap();
+    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
     assert!(driver.terminate().await.success());
 }
 

@@ -77,12 +77,7 @@ async fn renewable_leases_are_renewed_not_reissued() {
         lease_id.as_str()
     );
 
-    driver
-        .node()
-        .await
-        .node_unpublish_volume(pod.unpublish(&node, "v"))
-        .await
-        .unwrap();
+    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
     assert!(
         vault.lease(&lease_id).unwrap().revoked,
         "unpublish revokes the lease"

@@ -53,6 +53,16 @@ pub async fn publish_ok(
     target
 }
 
+/// Unpublishes as kubelet does and expects success.
+pub async fn unpublish_ok(
+    mut node: NodeClient<Channel>,
+    request: vault_csi_driver::proto::NodeUnpublishVolumeRequest,
+) {
+    node.node_unpublish_volume(request)
+        .await
+        .unwrap_or_else(|status| panic!("unpublish failed: {status:?}"));
+}
+
 /// Publishes a volume named `v` for the walkthrough's pod with
 /// `attributes` and expects success: the pod and the target path.
 pub async fn publish_walkthrough(

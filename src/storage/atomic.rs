@@ -123,6 +123,24 @@ impl AtomicWriter {
 
     /// Reads the current bytes of one file, if the volume has it. Used to
     /// rebuild a payload after a restart without re-fetching every secret.
+    /// True when the directory already holds exactly `payload` (bytes,
+    /// modes) with every top-level link in place, so a write would change
+    /// nothing. Only reads, so it works through a read-only mount: the
+    /// volume manager asks before it opens a writable view.
+    pub fn is_current(&self, payload: &Payload) -> Result<bool, Error> {
+        let Some(dir) = self.current_dir()? else {
+            return Ok(false);
+        };
+        if !self.matches(&dir, payload)? {
+            return Ok(false);
+        }
+        let names: BTreeSet<&str> = payload.keys().map(RelativePath::first_element).collect();
+        Ok(names.into_iter().all(|name| {
+            fs::read_link(self.root.join(name))
+                .is_ok_and(|target| target == Path::new(DATA_LINK).join(name))
+        }))
+    }
+
     /// Only a file of the current set is read, and never through a
     /// symlink: whatever sits in the volume cannot make the driver read a
     /// file elsewhere on the node.
@@ -410,6 +428,38 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("atomic-{}", rand::rng().random::<u64>()));
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn is_current_only_for_the_same_bytes_modes_and_links() {
+        let root = scratch();
+        let writer = AtomicWriter::new(&root);
+        let set = payload(&[("a.txt", "one"), ("dir/b.txt", "two")]);
+        assert!(!writer.is_current(&set).unwrap(), "an empty root");
+        writer.write(&set, OPTIONS).unwrap();
+        assert!(writer.is_current(&set).unwrap());
+        assert!(
+            !writer
+                .is_current(&payload(&[("a.txt", "uno"), ("dir/b.txt", "two")]))
+                .unwrap()
+        );
+        assert!(!writer.is_current(&payload(&[("a.txt", "one")])).unwrap());
+        let mut other_mode = set.clone();
+        for file in other_mode.values_mut() {
+            file.mode = 0o440;
+        }
+        assert!(!writer.is_current(&other_mode).unwrap());
+        fs::remove_file(root.join("dir")).unwrap();
+        assert!(
+            !writer.is_current(&set).unwrap(),
+            "a missing top-level link"
+        );
+        writer.write(&set, OPTIONS).unwrap();
+        assert!(
+            writer.is_current(&set).unwrap(),
+            "the write put the link back"
+        );
+        fs::remove_dir_all(&root).unwrap();
     }
 
     /// What a pod with write access could plant never makes the writer

@@ -227,7 +227,9 @@ impl VolumeManager {
 
     /// Writes a rendered file set (plus the token file) atomically. After
     /// the first write the pod's view is read-only, so later writes go
-    /// through a private writable view of the same tmpfs.
+    /// through a private writable view of the same tmpfs, opened only when
+    /// the files change (a refresh that renders the same bytes mounts
+    /// nothing).
     pub(super) fn write_files(
         &self,
         id: &VolumeId,
@@ -255,6 +257,9 @@ impl VolumeManager {
             max_bytes: self.config.max_payload_bytes(),
         };
         let outcome = if !first && !self.config.plain_directories {
+            if AtomicWriter::new(state.target.as_path()).is_current(&payload)? {
+                return Ok(WriteOutcome::Unchanged);
+            }
             let view = WritableView::open(
                 state.target.as_path(),
                 &self.store.dir().join("rw").join(id.as_str()),

@@ -134,8 +134,7 @@ impl AtomicWriter {
         if !self.matches(&dir, payload)? {
             return Ok(false);
         }
-        let names: BTreeSet<&str> = payload.keys().map(RelativePath::first_element).collect();
-        Ok(names.into_iter().all(|name| {
+        Ok(top_level_names(payload).into_iter().all(|name| {
             fs::read_link(self.root.join(name))
                 .is_ok_and(|target| target == Path::new(DATA_LINK).join(name))
         }))
@@ -172,13 +171,7 @@ impl AtomicWriter {
     fn current_dir(&self) -> Result<Option<PathBuf>, Error> {
         match fs::read_link(self.root.join(DATA_LINK)) {
             Ok(target) => {
-                let name = target.to_str().filter(|n| {
-                    n.starts_with("..")
-                        && !n.contains('/')
-                        && *n != ".."
-                        && *n != DATA_LINK
-                        && *n != DATA_LINK_TMP
-                });
+                let name = target.to_str().filter(|n| is_set_dir_name(n));
                 Ok(name.map(|n| self.root.join(n)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -281,8 +274,7 @@ impl AtomicWriter {
     /// Creates `name -> ..data/name` for every top-level payload name that
     /// lacks one. Runs after the swap, so a new link never dangles.
     fn link_top_level(&self, payload: &Payload) -> Result<(), Error> {
-        let names: BTreeSet<&str> = payload.keys().map(RelativePath::first_element).collect();
-        for name in names {
+        for name in top_level_names(payload) {
             let link = self.root.join(name);
             let wanted = Path::new(DATA_LINK).join(name);
             match fs::read_link(&link) {
@@ -305,13 +297,13 @@ impl AtomicWriter {
     /// ones a crash left behind). Runs after the swap, so a removed name is
     /// never visible as a dangling link first.
     fn tidy(&self, payload: &Payload, keep: &str) -> Result<(), Error> {
-        let names: BTreeSet<&str> = payload.keys().map(RelativePath::first_element).collect();
+        let names = top_level_names(payload);
         for entry in fs::read_dir(&self.root).map_err(|e| self.io("list", e))? {
             let entry = entry.map_err(|e| self.io("list", e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let stale = if name.starts_with("..") {
-                name != keep && name != DATA_LINK && name != DATA_LINK_TMP
+                is_set_dir_name(name) && name != keep
             } else {
                 !names.contains(name)
             };
@@ -329,6 +321,22 @@ impl AtomicWriter {
             source,
         }
     }
+}
+
+/// The names the payload puts at the root: one link each.
+fn top_level_names(payload: &Payload) -> BTreeSet<&str> {
+    payload.keys().map(RelativePath::first_element).collect()
+}
+
+/// True for the name of a file set's timestamped directory (`..` and the
+/// two links excepted): what `..data` may point to, and what a write
+/// removes when it is not the new set.
+fn is_set_dir_name(name: &str) -> bool {
+    name.starts_with("..")
+        && name != ".."
+        && !name.contains('/')
+        && name != DATA_LINK
+        && name != DATA_LINK_TMP
 }
 
 /// The process's umask, read once (the driver never changes it): a mode it

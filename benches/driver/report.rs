@@ -488,6 +488,19 @@ the CPU time the double itself used, so it is its capacity on one core whatever 
     md
 }
 
+/// For latency rows: each row's publish ÷ concurrent floor and the
+/// driver's own time (medians), and whether every ratio meets the 1.2×
+/// target.
+fn against_floor(rows: &[&crate::Latency]) -> (Vec<String>, Vec<String>, bool) {
+    let ratio = |l: &crate::Latency| crate::ratio(l.publish.p50, l.concurrent.p50);
+    let ratios = rows.iter().map(|l| format!("{:.2}×", ratio(l))).collect();
+    let owns = rows
+        .iter()
+        .map(|l| micros(l.publish.p50.as_secs_f64() - l.concurrent.p50.as_secs_f64()))
+        .collect();
+    (ratios, owns, rows.iter().all(|l| ratio(l) <= 1.2))
+}
+
 /// One sentence per figure against the goals.
 #[allow(clippy::too_many_lines)]
 fn meaning(md: &mut String, r: &Results) {
@@ -497,17 +510,7 @@ fn meaning(md: &mut String, r: &Results) {
         .iter()
         .filter(|l| !l.label.contains('('))
         .collect();
-    let ratios: Vec<String> = kv
-        .iter()
-        .map(|l| format!("{:.2}×", crate::ratio(l.publish.p50, l.concurrent.p50)))
-        .collect();
-    let owns: Vec<String> = kv
-        .iter()
-        .map(|l| micros(l.publish.p50.as_secs_f64() - l.concurrent.p50.as_secs_f64()))
-        .collect();
-    let latency_ok = kv
-        .iter()
-        .all(|l| crate::ratio(l.publish.p50, l.concurrent.p50) <= 1.2);
+    let (ratios, owns, latency_ok) = against_floor(&kv);
     let join = |f: &dyn Fn(&crate::Latency) -> String| {
         kv.iter().map(|l| f(l)).collect::<Vec<_>>().join(" / ")
     };
@@ -567,17 +570,7 @@ attainable goal"
         .filter(|l| l.label.contains("ms login"))
         .collect();
     if !remote.is_empty() {
-        let ratios: Vec<String> = remote
-            .iter()
-            .map(|l| format!("{:.2}×", crate::ratio(l.publish.p50, l.concurrent.p50)))
-            .collect();
-        let owns: Vec<String> = remote
-            .iter()
-            .map(|l| micros(l.publish.p50.as_secs_f64() - l.concurrent.p50.as_secs_f64()))
-            .collect();
-        let met = remote
-            .iter()
-            .all(|l| crate::ratio(l.publish.p50, l.concurrent.p50) <= 1.2);
+        let (ratios, owns, met) = against_floor(&remote);
         let first = remote[0];
         let loopback = kv.iter().find(|l| l.secrets == first.secrets);
         let slowdown = |f: &dyn Fn(&crate::Latency) -> f64| {

@@ -44,7 +44,7 @@ pub fn expected_index(username: &str, password: &str) -> String {
 /// Publishes as kubelet does, expects success and returns the target path.
 pub async fn publish_ok(
     mut node: NodeClient<Channel>,
-    request: vault_csi_driver::proto::NodePublishVolumeRequest,
+    request: NodePublishVolumeRequest,
 ) -> PathBuf {
     let target = PathBuf::from(&request.target_path);
     node.node_publish_volume(request)
@@ -56,7 +56,7 @@ pub async fn publish_ok(
 /// Unpublishes as kubelet does and expects success.
 pub async fn unpublish_ok(
     mut node: NodeClient<Channel>,
-    request: vault_csi_driver::proto::NodeUnpublishVolumeRequest,
+    request: NodeUnpublishVolumeRequest,
 ) {
     node.node_unpublish_volume(request)
         .await

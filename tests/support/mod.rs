@@ -54,10 +54,7 @@ pub async fn publish_ok(
 }
 
 /// Unpublishes as kubelet does and expects success.
-pub async fn unpublish_ok(
-    mut node: NodeClient<Channel>,
-    request: NodeUnpublishVolumeRequest,
-) {
+pub async fn unpublish_ok(mut node: NodeClient<Channel>, request: NodeUnpublishVolumeRequest) {
     node.node_unpublish_volume(request)
         .await
         .unwrap_or_else(|status| panic!("unpublish failed: {status:?}"));

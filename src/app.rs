@@ -45,6 +45,37 @@ pub enum Error {
     },
 }
 
+/// The memory budget for volumes: the flag, else what the cgroup's memory
+/// limit leaves after the driver's reserve. Logged once, as it decides how
+/// many volumes the node can hold.
+fn memory_budget(flag: Option<u64>) -> Option<u64> {
+    let limit = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|text| {
+            volume::memory::cgroup_memory_limit(&text, std::path::Path::new("/sys/fs/cgroup"))
+        });
+    let budget = flag.or_else(|| limit.map(volume::memory::budget_from_limit));
+    match (flag, limit, budget) {
+        (Some(_), _, Some(budget)) => {
+            tracing::info!(
+                budget,
+                "Memory budget for volumes set by --memory-budget-bytes"
+            );
+        }
+        (None, Some(limit), Some(budget)) => {
+            tracing::info!(
+                limit,
+                budget,
+                "Memory budget for volumes: the cgroup memory limit less the driver's reserve"
+            );
+        }
+        _ => tracing::warn!(
+            "No cgroup memory limit found and --memory-budget-bytes unset: volumes are not limited by memory"
+        ),
+    }
+    budget
+}
+
 /// Runs the driver until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     if config.node_id.is_empty() {
@@ -77,6 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let mut allowed = config.allowed_vault_addrs.clone();
     allowed.extend(config.vault_addr.iter().cloned());
 
+    let memory_budget_bytes = memory_budget(config.memory_budget_bytes);
     let metrics = Arc::new(Metrics::new());
     let store = StateStore::open(&config.state_dir)?;
     let tracker = TaskTracker::new();
@@ -94,6 +126,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             publish_attempts: 3,
             revoke_timeout: std::time::Duration::from_secs(5),
             plain_directories: config.insecure_plain_directories,
+            memory_budget_bytes,
         },
         http,
         store,

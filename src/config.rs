@@ -85,6 +85,14 @@ pub struct Config {
     #[arg(long, env = "VOLUME_SIZE_BYTES", default_value_t = 1024 * 1024)]
     pub volume_size_bytes: u64,
 
+    /// The node's memory budget for volumes, in bytes: their tmpfs pages
+    /// (twice, for updates) and the Vault answers kept for them. A publish
+    /// or refresh past it is refused with `RESOURCE_EXHAUSTED`. Unset: the
+    /// driver's cgroup memory limit minus 48 MiB; no limit found and no
+    /// flag: unlimited.
+    #[arg(long, env = "MEMORY_BUDGET_BYTES")]
+    pub memory_budget_bytes: Option<u64>,
+
     /// Most refreshes running at once across all volumes.
     #[arg(long, env = "MAX_CONCURRENT_REFRESHES", default_value_t = 64)]
     pub max_concurrent_refreshes: usize,

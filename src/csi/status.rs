@@ -27,6 +27,7 @@ pub fn code(error: &Error) -> Code {
         Error::Login { source, .. } => vault_code(source, Code::InvalidArgument),
         Error::Fetch { source, .. } => vault_code(source, Code::FailedPrecondition),
         Error::Storage(e) => storage_code(e),
+        Error::MemoryBudget(_) => Code::ResourceExhausted,
         Error::State { .. } => Code::Internal,
         Error::OperationPending { .. } => Code::Aborted,
         Error::ShuttingDown => Code::Unavailable,

@@ -108,6 +108,8 @@ pub struct Metrics {
     refreshes: Family<RefreshLabels, Counter>,
     vault_latency: HistogramFamily<VaultLabels>,
     volumes: Gauge,
+    memory_budget: Gauge,
+    memory_used: Gauge,
     lease_expiry: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
     next_refresh: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
     ready: AtomicBool,
@@ -163,6 +165,18 @@ impl Metrics {
         );
         let volumes = Gauge::default();
         registry.register("volumes", "Volumes currently managed", volumes.clone());
+        let memory_budget = Gauge::default();
+        registry.register(
+            "memory_budget_bytes",
+            "The node's memory budget for volumes (their tmpfs pages, twice for updates, and kept Vault answers); 0 when unlimited",
+            memory_budget.clone(),
+        );
+        let memory_used = Gauge::default();
+        registry.register(
+            "memory_budget_used_bytes",
+            "Memory budget held by all volumes",
+            memory_used.clone(),
+        );
         let lease_expiry = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "volume_lease_expiry_timestamp_seconds",
@@ -184,6 +198,8 @@ impl Metrics {
             refreshes,
             vault_latency,
             volumes,
+            memory_budget,
+            memory_used,
             lease_expiry,
             next_refresh,
             ready: AtomicBool::new(false),
@@ -232,6 +248,15 @@ impl Metrics {
                 status_class,
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the number of managed volumes.
+    /// Sets the memory budget (`None`: unlimited, exported as 0) and gives
+    /// the gauge the budget keeps current with its use.
+    pub fn memory_budget(&self, budget: Option<u64>) -> Gauge {
+        self.memory_budget
+            .set(budget.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)));
+        self.memory_used.clone()
     }
 
     /// Sets the number of managed volumes.

@@ -140,42 +140,44 @@ impl AtomicWriter {
         }))
     }
 
-    /// Only a file of the current set is read, and never through a
-    /// symlink: whatever sits in the volume cannot make the driver read a
-    /// file elsewhere on the node.
-    pub fn read(&self, path: &RelativePath) -> Result<Option<Secret<Vec<u8>>>, Error> {
+    /// Only a regular file of the current set is read, of at most `limit`
+    /// bytes, and never through a symlink at any depth: whatever sits in the
+    /// volume cannot make the driver read a file elsewhere on the node.
+    pub fn read(&self, path: &RelativePath, limit: u64) -> Result<Option<Secret<Vec<u8>>>, Error> {
         let Some(dir) = self.current_dir()? else {
             return Ok(None);
         };
-        let file = dir.join(path.as_str());
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-            .open(&file);
-        let mut handle = match opened {
-            Ok(handle) => handle,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io("read", e)),
-        };
-        let mut bytes = Vec::new();
-        let result = io::Read::read_to_end(&mut handle, &mut bytes);
-        // Wrapped before the error check, so a partial read is zeroized too.
-        let bytes = Secret::new(bytes);
-        result.map_err(|e| self.io("read", e))?;
-        Ok(Some(bytes))
+        match read_beneath(&dir, path.as_str(), limit) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("read", e)),
+        }
     }
 
-    /// The timestamped directory `..data` points to. A `..data` this writer
-    /// did not make (pointing anywhere but to a sibling `..<timestamp>`) is
-    /// ignored, so it is never followed and the next write replaces it.
+    /// The timestamped directory `..data` points to. Only what this writer
+    /// makes is accepted: `..data` a symlink to a sibling with a set
+    /// directory's name that is itself a real directory (checked with
+    /// `lstat`, so a link there is not followed). Anything else is ignored,
+    /// never followed, and replaced by the next write.
     fn current_dir(&self) -> Result<Option<PathBuf>, Error> {
-        match fs::read_link(self.root.join(DATA_LINK)) {
-            Ok(target) => {
-                let name = target.to_str().filter(|n| is_set_dir_name(n));
-                Ok(name.map(|n| self.root.join(n)))
+        let target = match fs::read_link(self.root.join(DATA_LINK)) {
+            Ok(target) => target,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // Not a symlink (EINVAL), or unreadable: not the writer's.
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => {
+                return Ok(None);
             }
+            Err(e) => return Err(self.io("read ..data", e)),
+        };
+        let Some(name) = target.to_str().filter(|n| is_set_dir_name(n)) else {
+            return Ok(None);
+        };
+        let dir = self.root.join(name);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => Ok(Some(dir)),
+            Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io("read ..data", e)),
+            Err(e) => Err(self.io("inspect the current set", e)),
         }
     }
 
@@ -190,10 +192,18 @@ impl AtomicWriter {
         for (path, content) in payload {
             let file = dir.join(path.as_str());
             let meta = fs::symlink_metadata(&file).map_err(|e| self.io("stat", e))?;
-            if meta.permissions().mode() & 0o7777 != content.mode {
+            if !meta.is_file()
+                || meta.permissions().mode() & 0o7777 != content.mode
+                || meta.len() != content.bytes.expose().len() as u64
+            {
                 return Ok(false);
             }
-            let bytes = Secret::new(fs::read(&file).map_err(|e| self.io("read", e))?);
+            let limit = meta.len();
+            // Replaced, grown or unreadable meanwhile: a write will replace
+            // it (and report a real failure).
+            let Ok(bytes) = read_beneath(dir, path.as_str(), limit) else {
+                return Ok(false);
+            };
             if bytes.expose() != content.bytes.expose() {
                 return Ok(false);
             }
@@ -321,6 +331,52 @@ impl AtomicWriter {
             source,
         }
     }
+}
+
+/// Reads the regular file `rel` below `dir`, opening every element with
+/// `O_NOFOLLOW` relative to its parent's descriptor (so no symlink is
+/// followed at any depth, on any kernel), and refusing files over `limit`
+/// bytes (`EFBIG`) or that are not regular files (`EINVAL`).
+fn read_beneath(dir: &Path, rel: &str, limit: u64) -> io::Result<Secret<Vec<u8>>> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let nofollow = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut current = fs::File::from(openat(
+        rustix::fs::CWD,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | nofollow,
+        Mode::empty(),
+    )?);
+    let mut elements = rel.split('/').peekable();
+    while let Some(element) = elements.next() {
+        let flags = if elements.peek().is_some() {
+            OFlags::RDONLY | OFlags::DIRECTORY | nofollow
+        } else {
+            OFlags::RDONLY | OFlags::NONBLOCK | nofollow
+        };
+        current = fs::File::from(openat(&current, element, flags, Mode::empty())?);
+    }
+    let meta = current.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::from_raw_os_error(
+            nix::errno::Errno::EINVAL as i32,
+        ));
+    }
+    if meta.len() > limit {
+        return Err(io::Error::from_raw_os_error(
+            nix::errno::Errno::EFBIG as i32,
+        ));
+    }
+    let mut bytes = Vec::new();
+    let result = io::Read::read_to_end(&mut io::Read::take(current, limit + 1), &mut bytes);
+    // Wrapped before the error check, so a partial read is zeroized too.
+    let bytes = Secret::new(bytes);
+    result?;
+    if bytes.expose().len() as u64 > limit {
+        return Err(io::Error::from_raw_os_error(
+            nix::errno::Errno::EFBIG as i32,
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The names the payload puts at the root: one link each.
@@ -551,7 +607,7 @@ mod tests {
         symlink(&outside, root.join(DATA_LINK)).unwrap();
         assert!(
             writer
-                .read(&RelativePath::parse("a.txt").unwrap())
+                .read(&RelativePath::parse("a.txt").unwrap(), 1 << 20)
                 .unwrap()
                 .is_none(),
             "read through a planted ..data"
@@ -581,7 +637,7 @@ mod tests {
         assert!(link.to_str().unwrap().starts_with("..2"), "{link:?}");
         assert_eq!(
             writer
-                .read(&RelativePath::parse("a.txt").unwrap())
+                .read(&RelativePath::parse("a.txt").unwrap(), 1 << 20)
                 .unwrap()
                 .map(|b| b.expose().clone()),
             Some(b"mine again".to_vec())

@@ -6,6 +6,21 @@
 //! driver restart untouched. The target is opened with `O_PATH|O_NOFOLLOW`
 //! and the mount is made through `/proc/self/fd/N`, so a symlink swapped in
 //! after validation can never redirect the mount elsewhere.
+//!
+//! ## Read-only across mount namespaces
+//!
+//! On a node the driver runs in its own mount namespace and kubelet's
+//! `pods/` directory is shared with the host (`mountPropagation:
+//! Bidirectional`): a mount the driver makes under it propagates to the host
+//! as a *copy*, with the flags it had when it was attached, and that copy is
+//! what kubelet binds into the pod. A later read-only remount changes only
+//! the driver's own copy (remounts do not propagate). So a volume is never
+//! attached writable and then sealed: its tmpfs is mounted in the driver's
+//! [private mount directory](private_mount_dir), filled, made read-only
+//! there, and only then bind-mounted onto the target ([`StagedTmpfs`]). Every
+//! copy of the target (the driver's, the host's, the pod's) is read-only
+//! from its first instant. Later writes go through a [`WritableView`], a
+//! bind of the same tmpfs in the private directory, which never propagates.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -83,51 +98,154 @@ pub fn check_target(base: &Path, target: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Creates `target` (kubelet only creates its parent), refusing anything that
-/// is not a plain directory on the way, and mounts a fresh tmpfs on it.
-pub fn mount_tmpfs(target: &Path, options: TmpfsOptions) -> Result<(), Error> {
+/// Creates `target` if needed (kubelet only creates its parent), refusing
+/// anything that is not a plain directory on the way.
+pub fn create_target(target: &Path) -> Result<(), Error> {
     match fs::DirBuilder::new().mode(0o750).create(target) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(source) => return Err(io_err("create the target directory", target, source)),
     }
-    let dir = open_dir_nofollow(target)?;
-    let data = format!(
-        "size={},nr_inodes={},mode={:o},uid=0,gid={}",
-        options.size_bytes,
-        options.inodes,
-        options.mode,
-        options.gid.unwrap_or(0)
-    );
-    mount(
-        Some("tmpfs"),
-        &fd_path(&dir),
-        Some("tmpfs"),
-        SAFE_FLAGS,
-        Some(data.as_str()),
-    )
-    .map_err(|errno| Error::Mount {
-        action: "mount tmpfs on",
-        path: target.to_path_buf(),
-        errno,
-    })
+    open_dir_nofollow(target).map(drop)
 }
 
-/// Makes the pod's view of `target` read-only. The tmpfs itself stays
-/// writable through other mounts of it, which is how refreshes still land.
-pub fn remount_read_only(target: &Path) -> Result<(), Error> {
-    let dir = open_dir_nofollow(target)?;
+/// Makes `dir` (created `0700` if missing) a mount point of its own with
+/// private propagation, so that mounts the driver makes below it (staged
+/// volumes, writable views) are never copied into any other mount namespace,
+/// whatever the propagation of the file system it lives on, and clears what
+/// an earlier run left below it. Call it once at start-up.
+pub fn private_mount_dir(dir: &Path) -> Result<(), Error> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+        .map_err(|source| io_err("create the private mount directory", dir, source))?;
+    let dir = fs::canonicalize(dir).map_err(|source| io_err("resolve", dir, source))?;
+    let mount_err = |action, errno| Error::Mount {
+        action,
+        path: dir.clone(),
+        errno,
+    };
+    if !is_listed_mount_point(&dir)? {
+        mount(
+            Some(&dir),
+            &dir,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| mount_err("bind onto itself", e))?;
+    }
     mount(
         None::<&str>,
-        &fd_path(&dir),
+        &dir,
         None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | SAFE_FLAGS,
+        MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|errno| Error::Mount {
-        action: "remount read-only",
-        path: target.to_path_buf(),
-        errno,
+    .map_err(|e| mount_err("make private", e))?;
+    // Staged volumes and views an earlier run in this namespace left behind
+    // (a crash mid-publish): nothing refers to them any more.
+    let entries = fs::read_dir(&dir).map_err(|source| io_err("list", &dir, source))?;
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            release_scratch(&entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// A volume's new tmpfs while its first files are written: mounted in the
+/// driver's [private mount directory](private_mount_dir), where no pod and no
+/// other mount namespace can see it. [`StagedTmpfs::attach`] seals it
+/// read-only and only then binds it onto the target. Dropping it unattached
+/// unmounts it (a failed publish leaves nothing behind).
+#[derive(Debug)]
+pub struct StagedTmpfs {
+    path: PathBuf,
+}
+
+impl StagedTmpfs {
+    /// Mounts a fresh tmpfs at `staging` (a path inside the private mount
+    /// directory; created if missing, a leftover mount there is detached).
+    pub fn mount(staging: &Path, options: TmpfsOptions) -> Result<Self, Error> {
+        prepare_scratch(staging)?;
+        let data = format!(
+            "size={},nr_inodes={},mode={:o},uid=0,gid={}",
+            options.size_bytes,
+            options.inodes,
+            options.mode,
+            options.gid.unwrap_or(0)
+        );
+        mount(
+            Some("tmpfs"),
+            staging,
+            Some("tmpfs"),
+            SAFE_FLAGS,
+            Some(data.as_str()),
+        )
+        .map_err(|errno| Error::Mount {
+            action: "mount tmpfs on",
+            path: staging.to_path_buf(),
+            errno,
+        })?;
+        Ok(Self {
+            path: staging.to_path_buf(),
+        })
+    }
+
+    /// Where to write the first files.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes the staged mount read-only, then binds it onto `target` (opened
+    /// `O_PATH|O_NOFOLLOW`, so a swapped-in symlink is never followed). The
+    /// bind inherits the read-only flag, and so does every copy propagated
+    /// from it. The staging mount is then removed.
+    pub fn attach(self, target: &Path) -> Result<(), Error> {
+        mount(
+            None::<&str>,
+            &self.path,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | SAFE_FLAGS,
+            None::<&str>,
+        )
+        .map_err(|errno| Error::Mount {
+            action: "seal read-only",
+            path: self.path.clone(),
+            errno,
+        })?;
+        let dir = open_dir_nofollow(target)?;
+        mount(
+            Some(&self.path),
+            &fd_path(&dir),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|errno| Error::Mount {
+            action: "attach the sealed volume at",
+            path: target.to_path_buf(),
+            errno,
+        })?;
+        Ok(())
+        // Dropping `self` removes the staging mount; the target keeps the
+        // tmpfs.
+    }
+}
+
+impl Drop for StagedTmpfs {
+    fn drop(&mut self) {
+        release_scratch(&self.path);
+    }
+}
+
+/// Bytes the file system at `path` has in use (0 when it cannot be read):
+/// for a volume's tmpfs, the pages its files take.
+pub fn bytes_used(path: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(path).map_or(0, |stats| {
+        (stats.blocks() - stats.blocks_free()) * stats.fragment_size()
     })
 }
 
@@ -216,22 +334,7 @@ pub struct WritableView {
 impl WritableView {
     /// Bind-mounts `target` at `scratch` and makes that one mount writable.
     pub fn open(target: &Path, scratch: &Path) -> Result<Self, Error> {
-        match fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(scratch)
-        {
-            Ok(()) => {}
-            Err(source) => return Err(io_err("create the scratch directory", scratch, source)),
-        }
-        // A leftover from a crash would otherwise stack a second bind.
-        while is_mount_point(scratch)? {
-            umount2(scratch, MntFlags::MNT_DETACH).map_err(|errno| Error::Mount {
-                action: "detach stale view",
-                path: scratch.to_path_buf(),
-                errno,
-            })?;
-        }
+        prepare_scratch(scratch)?;
         let source = open_dir_nofollow(target)?;
         let mount_err = |action, errno| Error::Mount {
             action,
@@ -268,11 +371,73 @@ impl WritableView {
 
 impl Drop for WritableView {
     fn drop(&mut self) {
-        if let Err(errno) = umount2(&self.path, MntFlags::MNT_DETACH) {
-            tracing::warn!(path = %self.path.display(), %errno, "Could not unmount a writable view");
-        }
-        let _ = fs::remove_dir(&self.path);
+        release_scratch(&self.path);
     }
+}
+
+/// Creates a scratch mount point in the private mount directory, detaching
+/// whatever a crash left mounted there (it would otherwise stack).
+fn prepare_scratch(scratch: &Path) -> Result<(), Error> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(scratch)
+        .map_err(|source| io_err("create the scratch directory", scratch, source))?;
+    while is_mount_point(scratch)? {
+        umount2(scratch, MntFlags::MNT_DETACH).map_err(|errno| Error::Mount {
+            action: "detach a stale mount at",
+            path: scratch.to_path_buf(),
+            errno,
+        })?;
+    }
+    Ok(())
+}
+
+/// Unmounts a scratch mount point and removes it; failures are logged (the
+/// next use of the same scratch path detaches a leftover).
+fn release_scratch(scratch: &Path) {
+    if let Err(errno) = umount2(scratch, MntFlags::MNT_DETACH) {
+        tracing::warn!(path = %scratch.display(), %errno, "Could not unmount a private scratch mount");
+    }
+    let _ = fs::remove_dir(scratch);
+}
+
+/// True when `path` (canonical) is listed as a mount point in this
+/// namespace's `/proc/self/mountinfo`. Unlike [`is_mount_point`] this also
+/// sees a directory bind-mounted onto itself.
+fn is_listed_mount_point(path: &Path) -> Result<bool, Error> {
+    let table = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|source| io_err("read", Path::new("/proc/self/mountinfo"), source))?;
+    Ok(table.lines().any(|line| {
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|point| Path::new(&unescape_mountinfo(point)) == path)
+    }))
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn open_dir_nofollow(path: &Path) -> Result<File, Error> {

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::guard::OperationGuards;
+use super::memory::MemoryBudget;
 use super::spec::{self, PodInfo, SpecDefaults, TargetPath, VolumeId, VolumeSpec};
 use super::state::{Phase, RECORD_VERSION, StateStore, VolumeRecord};
 use super::tracked::{self, VolumeState};
@@ -38,6 +39,8 @@ pub struct ManagerConfig {
     /// unprivileged demos only (files land on disk, `readOnly` is not
     /// enforced). Never set in production.
     pub plain_directories: bool,
+    /// The node's memory budget for volumes in bytes (`None`: unlimited).
+    pub memory_budget_bytes: Option<u64>,
 }
 
 impl ManagerConfig {
@@ -101,6 +104,8 @@ pub struct VolumeManager {
     pub(super) metrics: Arc<Metrics>,
     pub(super) volumes: Mutex<HashMap<VolumeId, Arc<Volume>>>,
     pub(super) tracker: TaskTracker,
+    /// The node's memory budget for volumes.
+    pub(super) memory: Arc<MemoryBudget>,
     guards: OperationGuards,
 }
 
@@ -136,7 +141,12 @@ impl VolumeManager {
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
     ) -> Self {
+        let memory = MemoryBudget::with_gauge(
+            config.memory_budget_bytes,
+            metrics.memory_budget(config.memory_budget_bytes),
+        );
         Self {
+            memory,
             config,
             http,
             renderer: Arc::new(Renderer::new()),
@@ -314,13 +324,14 @@ impl VolumeManager {
             token_failures: 0,
             token_retry_at: None,
             degraded: false,
+            memory: self.memory.charge(),
         };
         let (id, mut steps) = (new.id, StepClock::new(new.started));
         // The record (phase `publishing`, so a crash from here on is undone
         // at start-up) and the mount do not depend on Vault: they run on
         // the blocking pool while the login and reads are in flight.
         let record = record(&id, &state, Phase::Publishing);
-        let (store, mount) = (self.store.clone(), self.mount_plan(&state));
+        let (store, mount) = (self.store.clone(), self.mount_plan(&id, &state));
         let prepare = off_runtime(move || {
             store.save(&record)?;
             mount.apply()
@@ -344,8 +355,8 @@ impl VolumeManager {
             steps.lap_at(PublishStep::Vault, at);
         }
         steps.lap(PublishStep::Mount);
-        let files = match (prepared.and_then(|mounted| mounted), fetched) {
-            (Ok(()), Ok(files)) => files,
+        let (prepared, files) = match (prepared.and_then(|prepared| prepared), fetched) {
+            (Ok(prepared), Ok(files)) => (prepared, files),
             // Vault's answer explains more to the pod's author than a
             // failure of the node, so it wins when both fail.
             (_, Err(error)) | (Err(error), Ok(_)) => {
@@ -353,10 +364,12 @@ impl VolumeManager {
                 return Err(error);
             }
         };
-        let written = self.write_first(&id, &state, files).and_then(|()| {
-            steps.lap(PublishStep::Write);
-            self.persist(&id, &state, Phase::Published)
-        });
+        let written = self
+            .write_first(&id, &state, prepared, files)
+            .and_then(|()| {
+                steps.lap(PublishStep::Write);
+                self.persist(&id, &state, Phase::Published)
+            });
         if let Err(error) = written {
             self.rollback(&id, &state);
             return Err(error);
@@ -393,14 +406,15 @@ impl VolumeManager {
         files: crate::render::RenderedFiles,
     ) -> Result<(), Error> {
         self.persist(id, state, Phase::Publishing)?;
-        self.mount_plan(state).apply()?;
-        self.write_first(id, state, files)
+        let prepared = self.mount_plan(id, state).apply()?;
+        self.write_first(id, state, prepared, files)
     }
 
     /// How this volume's target is made ready for its first write.
-    fn mount_plan(&self, state: &VolumeState) -> MountPlan {
+    fn mount_plan(&self, id: &VolumeId, state: &VolumeState) -> MountPlan {
         MountPlan {
             target: state.target.as_path().to_path_buf(),
+            staging: self.scratch_path("stage", id),
             tmpfs: (!self.config.plain_directories).then(|| TmpfsOptions {
                 size_bytes: self.config.tmpfs_size_bytes,
                 inodes: self.config.tmpfs_inodes,
@@ -410,23 +424,42 @@ impl VolumeManager {
         }
     }
 
-    /// Writes the first file set into a prepared target and seals the
-    /// pod's view read-only, whatever the volume's `readOnly` says: as
-    /// Kubernetes does for Secret volumes since CVE-2017-1002102, a pod that
-    /// could write into its volume could plant symlinks for the driver, as
-    /// root, to follow on the next update (`..data` pointing into another
-    /// pod's volume, say). Updates go through a private writable view.
+    /// Writes the first file set into a prepared target. A new tmpfs is
+    /// filled while staged, then sealed read-only and attached: the pod's
+    /// view is read-only in every mount namespace from its first instant,
+    /// whatever the volume's `readOnly` says, because a pod that could write
+    /// into its volume could plant links for the driver, as root, to follow
+    /// on the next update (`..data` pointing into another pod's volume, say).
+    /// Updates go through a private writable view.
     fn write_first(
         &self,
         id: &VolumeId,
         state: &VolumeState,
+        prepared: PreparedTarget,
         files: crate::render::RenderedFiles,
     ) -> Result<(), Error> {
-        self.write_files(id, state, files, true)?;
-        if !self.config.plain_directories {
-            tmpfs::remount_read_only(state.target.as_path())?;
+        match prepared {
+            PreparedTarget::Plain => {
+                self.write_files(id, state, files, Some(state.target.as_path()))?;
+            }
+            PreparedTarget::Staged(staged) => {
+                self.write_files(id, state, files, Some(staged.path()))?;
+                staged.attach(state.target.as_path())?;
+            }
+            PreparedTarget::Mounted => {
+                self.write_files(id, state, files, None)?;
+            }
         }
         Ok(())
+    }
+
+    /// A scratch mount point in the driver's private mount directory
+    /// (`<state-dir>/mounts`, never propagated), one per volume and use.
+    pub(super) fn scratch_path(&self, use_: &str, id: &VolumeId) -> PathBuf {
+        self.store
+            .dir()
+            .join(PRIVATE_MOUNTS)
+            .join(format!("{use_}-{id}"))
     }
 
     /// Re-creates a volume whose mount disappeared, from cached responses.
@@ -493,11 +526,25 @@ impl VolumeManager {
     /// restart: finished publishes resume their schedules; unfinished ones
     /// are undone. Returns how many volumes are managed.
     pub async fn restore(&self) -> Result<usize, Error> {
+        if !self.config.plain_directories {
+            tmpfs::private_mount_dir(&self.store.dir().join(PRIVATE_MOUNTS))?;
+        }
         for record in self.store.load_all()? {
             let Ok(id) = VolumeId::parse(&record.volume_id) else {
                 continue;
             };
-            let target = TargetPath::from_state(record.target_path.clone());
+            // The record is the driver's own, but nothing it names is
+            // touched unless it passes the checks a publish applies: a
+            // target outside kubelet's pods directory, or reached through a
+            // symlink, is never unmounted, removed or written.
+            let target = match self.checked_target(&record) {
+                Ok(target) => target,
+                Err(error) => {
+                    tracing::error!(volume.id = %id, %error, "Ignoring a state record whose target path fails the publish checks; nothing it names is touched");
+                    self.store.remove(&id)?;
+                    continue;
+                }
+            };
             let mounted = self.is_volume_root(target.as_path()).unwrap_or(false);
             if record.phase == Phase::Publishing || !mounted {
                 tracing::info!(volume.id = %id, "Cleaning up a volume left unfinished or unmounted by a previous run");
@@ -508,8 +555,13 @@ impl VolumeManager {
                 self.store.remove(&id)?;
                 continue;
             }
-            match self.state_from_record(&record) {
+            match self.state_from_record(&record, target) {
                 Ok(state) => {
+                    // What the files already take counts, whatever the
+                    // budget says: they exist.
+                    state
+                        .memory
+                        .force(2 * tmpfs::bytes_used(state.target.as_path()));
                     tracing::info!(volume.id = %id, "Resumed managing a published volume");
                     self.adopt(id, state);
                 }
@@ -524,7 +576,25 @@ impl VolumeManager {
         Ok(count)
     }
 
-    fn state_from_record(&self, record: &VolumeRecord) -> Result<VolumeState, Error> {
+    /// The record's target path, checked as a publish checks kubelet's.
+    fn checked_target(&self, record: &VolumeRecord) -> Result<TargetPath, Error> {
+        let raw = record
+            .target_path
+            .to_str()
+            .ok_or_else(|| Error::InvalidTargetPath {
+                path: record.target_path.display().to_string(),
+                reason: "it is not UTF-8".to_owned(),
+            })?;
+        let target = TargetPath::parse(raw, &self.config.kubelet_dir)?;
+        tmpfs::check_target(&self.config.kubelet_dir.join("pods"), target.as_path())?;
+        Ok(target)
+    }
+
+    fn state_from_record(
+        &self,
+        record: &VolumeRecord,
+        target: TargetPath,
+    ) -> Result<VolumeState, Error> {
         let context: HashMap<String, String> = record.attributes.clone().into_iter().collect();
         let (spec, pod) = spec::parse_attributes(&context, &self.config.spec_defaults)?;
         let templates = self.renderer.compile(&spec.templates)?;
@@ -540,7 +610,7 @@ impl VolumeManager {
             volume_id: record.volume_id.clone(),
         };
         Ok(VolumeState {
-            target: TargetPath::from_state(record.target_path.clone()),
+            target,
             readonly: record.readonly,
             fs_group: record.fs_group,
             fingerprint: record.fingerprint.clone(),
@@ -560,6 +630,7 @@ impl VolumeManager {
             token_failures: 0,
             token_retry_at: None,
             degraded: false,
+            memory: self.memory.charge(),
         })
     }
 
@@ -756,33 +827,50 @@ impl StepClock {
     }
 }
 
+/// The directory below the state directory that holds the driver's private
+/// mounts (staged volumes, writable views).
+const PRIVATE_MOUNTS: &str = "mounts";
+
 /// What a publish does to the target before the first write: create it and
-/// mount the volume's tmpfs on it (with `--insecure-plain-directories`, only
-/// create it). Owned, so it can run on the blocking pool while Vault
+/// stage the volume's tmpfs privately (with `--insecure-plain-directories`,
+/// only create it). Owned, so it can run on the blocking pool while Vault
 /// answers.
 struct MountPlan {
     target: PathBuf,
+    staging: PathBuf,
     tmpfs: Option<TmpfsOptions>,
 }
 
+/// A target made ready for its first write.
+enum PreparedTarget {
+    /// Plain-directory mode: write at the target itself.
+    Plain,
+    /// A new tmpfs, staged privately: fill it, then attach it sealed.
+    Staged(tmpfs::StagedTmpfs),
+    /// The target already holds a tmpfs, left by an earlier run: write
+    /// through a writable view, so a container already using it sees the
+    /// files.
+    Mounted,
+}
+
 impl MountPlan {
-    fn apply(&self) -> Result<(), Error> {
+    fn apply(&self) -> Result<PreparedTarget, Error> {
         let Some(options) = self.tmpfs else {
-            return std::fs::create_dir_all(&self.target).map_err(|source| {
-                crate::storage::Error::Io {
-                    action: "create the target directory",
-                    path: self.target.clone(),
-                    source,
-                }
-                .into()
-            });
+            std::fs::create_dir_all(&self.target).map_err(|source| crate::storage::Error::Io {
+                action: "create the target directory",
+                path: self.target.clone(),
+                source,
+            })?;
+            return Ok(PreparedTarget::Plain);
         };
-        // A tmpfs already there is this volume's, left by a crash or kept
-        // by a remount: reuse it.
-        if !tmpfs::is_tmpfs_mount(&self.target)? {
-            tmpfs::mount_tmpfs(&self.target, options)?;
+        if tmpfs::is_tmpfs_mount(&self.target)? {
+            return Ok(PreparedTarget::Mounted);
         }
-        Ok(())
+        tmpfs::create_target(&self.target)?;
+        Ok(PreparedTarget::Staged(tmpfs::StagedTmpfs::mount(
+            &self.staging,
+            options,
+        )?))
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod guard;
 mod manager;
+pub mod memory;
 mod refresh;
 mod spec;
 pub mod state;
@@ -116,6 +117,10 @@ pub enum Error {
     /// Placing files failed.
     #[error(transparent)]
     Storage(#[from] storage::Error),
+    /// The node's memory budget for volumes cannot hold this volume's
+    /// files; its previous files (if any) stay.
+    #[error(transparent)]
+    MemoryBudget(#[from] memory::Exhausted),
     /// The state directory could not be written.
     #[error("could not write the driver's state at {path}: {source}; check --state-dir")]
     State {

@@ -14,7 +14,7 @@ use super::manager::{Volume, VolumeManager, dir_mode};
 use super::spec::{VolumeId, VolumeSpec};
 use super::state::Phase;
 use super::tracked::{Action, Session, Tracked, VolumeState};
-use super::{Error, off_runtime};
+use super::{Error, memory, off_runtime};
 use crate::refresh::{Refresher, policy};
 use crate::render::{self, CompiledTemplates, InlineRender, SecretRequest};
 use crate::secret::Secret;
@@ -235,7 +235,7 @@ impl VolumeManager {
         id: &VolumeId,
         state: &VolumeState,
         files: Files,
-        first: bool,
+        root: Option<&std::path::Path>,
     ) -> Result<WriteOutcome, Error> {
         let mode = state.file_mode();
         let mut payload: Payload = files
@@ -256,31 +256,61 @@ impl VolumeManager {
             dir_mode: dir_mode(mode),
             max_bytes: self.config.max_payload_bytes(),
         };
-        let outcome = if !first && !self.config.plain_directories {
-            if AtomicWriter::new(state.target.as_path()).is_current(&payload)? {
-                return Ok(WriteOutcome::Unchanged);
+        // The files' pages and the kept answers must fit the node's memory
+        // budget; a refused write keeps the previous files.
+        let kept: u64 = state
+            .secrets
+            .iter()
+            .filter_map(|s| s.response.as_ref())
+            .map(|r| r.raw.expose().len() as u64)
+            .sum();
+        let held = state.memory.resize(memory::volume_cost(&payload, kept))?;
+        let written = self.write_payload(id, state, &payload, options, root);
+        if written.is_err() {
+            state.memory.restore(held);
+        }
+        written
+    }
+
+    /// Writes `payload` at `root` (a staged tmpfs, or a plain directory), or
+    /// into the volume's sealed target through a writable view when the
+    /// files changed.
+    fn write_payload(
+        &self,
+        id: &VolumeId,
+        state: &VolumeState,
+        payload: &Payload,
+        options: WriteOptions,
+        root: Option<&std::path::Path>,
+    ) -> Result<WriteOutcome, Error> {
+        let outcome = match root {
+            Some(root) => AtomicWriter::new(root).write(payload, options)?,
+            None if self.config.plain_directories => {
+                AtomicWriter::new(state.target.as_path()).write(payload, options)?
             }
-            let view = WritableView::open(
-                state.target.as_path(),
-                &self.store.dir().join("rw").join(id.as_str()),
-            )?;
-            AtomicWriter::new(view.path()).write(&payload, options)?
-        } else {
-            AtomicWriter::new(state.target.as_path()).write(&payload, options)?
+            None => {
+                if AtomicWriter::new(state.target.as_path()).is_current(payload)? {
+                    return Ok(WriteOutcome::Unchanged);
+                }
+                let view =
+                    WritableView::open(state.target.as_path(), &self.scratch_path("view", id))?;
+                AtomicWriter::new(view.path()).write(payload, options)?
+            }
         };
         Ok(outcome)
     }
 
     /// Reads the current template outputs back from the volume, for a
     /// token-only rewrite after a restart emptied the response cache.
-    fn files_on_disk(state: &VolumeState) -> Option<Files> {
+    fn files_on_disk(&self, state: &VolumeState) -> Option<Files> {
         let writer = AtomicWriter::new(state.target.as_path());
+        let limit = self.config.max_payload_bytes();
         state
             .templates
             .paths()
             .map(|p| {
                 writer
-                    .read(p)
+                    .read(p, limit)
                     .ok()
                     .flatten()
                     .map(|bytes| (p.clone(), bytes))
@@ -487,7 +517,7 @@ impl VolumeManager {
             });
             let kind = if kind_static { "static" } else { "refetch" };
             match self.fetch_and_render(state, &refetch, false, None).await {
-                Ok(files) => match self.write_files(id, state, files, false) {
+                Ok(files) => match self.write_files(id, state, files, None) {
                     Ok(written) => {
                         self.metrics.observe_refresh(kind, "ok");
                         outcome = Some(written);
@@ -519,8 +549,8 @@ impl VolumeManager {
                 }
             }
         } else if session_ok && rewrite_token {
-            if let Some(files) = Self::files_on_disk(state) {
-                match self.write_files(id, state, files, false) {
+            if let Some(files) = self.files_on_disk(state) {
+                match self.write_files(id, state, files, None) {
                     Ok(written) => outcome = Some(written),
                     Err(error) => {
                         tracing::error!(volume.id = %id, %error, "Writing the token file failed");

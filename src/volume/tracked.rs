@@ -172,6 +172,8 @@ pub(super) struct VolumeState {
     pub token_retry_at: Option<Instant>,
     /// The last refresh left something failed.
     pub degraded: bool,
+    /// The volume's share of the node's memory budget.
+    pub memory: super::memory::Charge,
 }
 
 impl VolumeState {

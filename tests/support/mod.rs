@@ -133,9 +133,41 @@ impl Node {
         self.root.join("csi/csi.sock")
     }
 
-    /// Mount points currently under this node's root.
+    /// Mount points currently under this node's root, except the
+    /// driver's private mount directory itself (`<state>/mounts`, made once
+    /// at start-up); staged volumes and writable views below it count.
     pub fn mounts(&self) -> Vec<String> {
+        let private = self.state_dir().join("mounts");
         mounts_under(&self.root)
+            .into_iter()
+            .filter(|m| Path::new(m) != private)
+            .collect()
+    }
+
+    /// Makes kubelet's `pods/` directory a shared mount in this (the
+    /// host's) mount namespace, as it is on a node, so a driver in its own
+    /// namespace ([`DriverProcess::spawn_in_own_namespace`]) reaches it the
+    /// way `mountPropagation: Bidirectional` does: what the driver mounts
+    /// below it propagates here as a copy, and only that copy is what
+    /// kubelet binds into pods.
+    pub fn share_pods_dir(&self) {
+        let pods = self.kubelet_dir().join("pods");
+        nix::mount::mount(
+            Some(&pods),
+            &pods,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind kubelet's pods directory onto itself");
+        nix::mount::mount(
+            None::<&str>,
+            &pods,
+            None::<&str>,
+            nix::mount::MsFlags::MS_SHARED | nix::mount::MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .expect("make kubelet's pods directory shared");
     }
 }
 
@@ -145,6 +177,62 @@ impl Drop for Node {
             let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A memory cgroup with a limit, made for one test (cgroup v1's memory
+/// controller, or a v2 child with `memory.max`); removed on drop.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    pub fn new(limit_bytes: u64) -> Self {
+        let name = format!("vcd-test-{}", rand_suffix());
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        let v2 = Path::new("/sys/fs/cgroup");
+        let (dir, file, v2) = if v1.join("memory.limit_in_bytes").exists() {
+            (v1.join(&name), "memory.limit_in_bytes", false)
+        } else if v2.join("cgroup.controllers").exists() {
+            (v2.join(&name), "memory.max", true)
+        } else {
+            panic!("no memory cgroup controller (v1 or v2) is mounted under /sys/fs/cgroup");
+        };
+        std::fs::create_dir(&dir).expect("create a memory cgroup");
+        std::fs::write(dir.join(file), limit_bytes.to_string()).expect("set its limit");
+        Self { dir, v2 }
+    }
+
+    pub fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
+    /// How many times the kernel's OOM killer acted in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let (file, key) = if self.v2 {
+            ("memory.events", "oom_kill ")
+        } else {
+            ("memory.oom_control", "oom_kill ")
+        };
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Processes must be gone first; charged tmpfs pages move to the
+        // parent.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -160,7 +248,13 @@ pub fn mounts_under(root: &Path) -> Vec<String> {
 
 /// The mount options of the mount at `path`, e.g. `ro,nosuid,nodev,noexec`.
 pub fn mount_options(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mount_options_in("/proc/self/mountinfo", path)
+}
+
+/// The mount options of the mount at `path` in the mount table `mountinfo`
+/// (another process's `/proc/<pid>/mountinfo`).
+pub fn mount_options_in(mountinfo: &str, path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string(mountinfo).ok()?;
     let target = path.to_string_lossy().into_owned();
     info.lines().rev().find_map(|l| {
         let fields: Vec<&str> = l.split(' ').collect();
@@ -203,6 +297,7 @@ pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
         log_level: "info".to_owned(),
         static_secret_refresh_interval: Duration::from_secs(300),
         volume_size_bytes: 1024 * 1024,
+        memory_budget_bytes: None,
         max_concurrent_refreshes: 64,
         insecure_plain_directories: false,
         vault_request_timeout: Duration::from_secs(30),
@@ -414,6 +509,54 @@ impl DriverProcess {
     /// Starts the binary with flags equivalent to [`driver_config`], extra
     /// `args`, and stdout/stderr captured to `log_name` under the node root.
     pub async fn spawn(node: &Node, vault: &VaultDouble, log_name: &str, args: &[&str]) -> Self {
+        Self::spawn_with(node, vault, log_name, args, false).await
+    }
+
+    /// Like [`DriverProcess::spawn`], but in a mount namespace of its own
+    /// that keeps the propagation of every mount (`unshare -m
+    /// --propagation unchanged`): the DaemonSet's topology, once
+    /// [`Node::share_pods_dir`] has made `pods/` shared. The child's pid is
+    /// the driver's (unshare execs it).
+    pub async fn spawn_in_own_namespace(
+        node: &Node,
+        vault: &VaultDouble,
+        log_name: &str,
+        args: &[&str],
+    ) -> Self {
+        Self::spawn_with(node, vault, log_name, args, true).await
+    }
+
+    /// Like [`DriverProcess::spawn_in_own_namespace`], inside `cgroup` from
+    /// its first instruction (it joins before exec), so its memory limit
+    /// applies to everything the driver allocates and writes to tmpfs.
+    pub async fn spawn_in_cgroup(
+        node: &Node,
+        vault: &VaultDouble,
+        log_name: &str,
+        args: &[&str],
+        cgroup: &MemoryCgroup,
+    ) -> Self {
+        Self::spawn_full(node, vault, log_name, args, true, Some(cgroup)).await
+    }
+
+    async fn spawn_with(
+        node: &Node,
+        vault: &VaultDouble,
+        log_name: &str,
+        args: &[&str],
+        own_namespace: bool,
+    ) -> Self {
+        Self::spawn_full(node, vault, log_name, args, own_namespace, None).await
+    }
+
+    async fn spawn_full(
+        node: &Node,
+        vault: &VaultDouble,
+        log_name: &str,
+        args: &[&str],
+        own_namespace: bool,
+        cgroup: Option<&MemoryCgroup>,
+    ) -> Self {
         let log = node.root.join(log_name);
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -423,7 +566,22 @@ impl DriverProcess {
         let err = out.try_clone().unwrap();
         let socket = node.socket();
         let _ = std::fs::remove_file(&socket);
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vault-csi-driver"))
+        let binary = env!("CARGO_BIN_EXE_vault-csi-driver");
+        let mut command = std::process::Command::new("sh");
+        command.arg("-c");
+        match cgroup {
+            Some(cgroup) => command.arg(format!(
+                "echo $$ > '{}' && exec \"$@\"",
+                cgroup.procs().display()
+            )),
+            None => command.arg("exec \"$@\""),
+        };
+        command.arg("driver");
+        if own_namespace {
+            command.args(["unshare", "--mount", "--propagation", "unchanged", "--"]);
+        }
+        command.arg(binary);
+        let child = command
             .arg(format!("--endpoint=unix://{}", socket.display()))
             .arg("--node-id=test-node")
             .arg(format!("--vault-addr={}", vault.addr()))
@@ -446,6 +604,11 @@ impl DriverProcess {
 
     pub async fn node(&self) -> NodeClient<Channel> {
         NodeClient::new(channel(&self.socket).await)
+    }
+
+    /// The mount options of `path` as the driver's mount namespace sees it.
+    pub fn mount_options(&self, path: &Path) -> Option<String> {
+        mount_options_in(&format!("/proc/{}/mountinfo", self.child.id()), path)
     }
 
     /// SIGKILL: no cleanup at all.

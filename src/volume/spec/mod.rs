@@ -116,11 +116,6 @@ impl TargetPath {
     pub fn as_path(&self) -> &Path {
         &self.0
     }
-
-    /// Wraps a path read back from the driver's own state.
-    pub(crate) fn from_state(path: PathBuf) -> Self {
-        Self(path)
-    }
 }
 
 /// The pod a volume belongs to, from kubelet's `podInfoOnMount` keys. Used

@@ -88,6 +88,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             "--volume-size-bytes must be at least 65536".to_owned(),
         ));
     }
+    if config.metrics_max_connections == 0 {
+        return Err(Error::Config(
+            "--metrics-max-connections must be at least 1".to_owned(),
+        ));
+    }
+    for (flag, value) in [
+        ("--metrics-header-timeout", config.metrics_header_timeout),
+        ("--metrics-request-timeout", config.metrics_request_timeout),
+        ("--metrics-idle-timeout", config.metrics_idle_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(Error::Config(format!("{flag} must be more than 0s")));
+        }
+    }
+    let metrics_limits = metrics::ListenerLimits {
+        max_connections: config.metrics_max_connections,
+        header_timeout: config.metrics_header_timeout,
+        request_timeout: config.metrics_request_timeout,
+        idle_timeout: config.metrics_idle_timeout,
+    };
     let socket = csi::socket_path(&config.endpoint)?;
     let ca_bundle_pem = match &config.vault_ca_cert {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
@@ -109,7 +129,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     allowed.extend(config.vault_addr.iter().cloned());
 
     let memory_budget_bytes = memory_budget(config.memory_budget_bytes);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_per_volume(config.metrics_per_volume));
     let store = StateStore::open(&config.state_dir)?;
     let tracker = TaskTracker::new();
     let (scheduler, scheduler_task) = RefreshScheduler::new();
@@ -168,11 +188,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     if let Some(listener) = metrics_listener {
         let metrics = Arc::clone(&metrics);
         let stop = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(error) = metrics::serve(listener, metrics, stop).await {
-                tracing::error!(%error, "The metrics listener stopped");
-            }
-        });
+        tracker.spawn(metrics::serve(listener, metrics, metrics_limits, stop));
     }
 
     let (identity, node) = csi::services(

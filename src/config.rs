@@ -66,6 +66,36 @@ pub struct Config {
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Most connections the metrics listener keeps open at once. When all
+    /// are taken, the oldest one not answering a request is closed to make
+    /// room; if every one is answering, the new connection is closed.
+    #[arg(long, env = "METRICS_MAX_CONNECTIONS", default_value_t = 64)]
+    pub metrics_max_connections: usize,
+
+    /// Time a metrics connection has, from being accepted, to send its
+    /// complete request head before it is closed.
+    #[arg(long, env = "METRICS_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub metrics_header_timeout: Duration,
+
+    /// Time the metrics listener allows from a request head until the
+    /// response is handed over.
+    #[arg(long, env = "METRICS_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub metrics_request_timeout: Duration,
+
+    /// Time a kept-alive metrics connection has after a response to take
+    /// it and send its next request head before it is closed.
+    #[arg(long, env = "METRICS_IDLE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub metrics_idle_timeout: Duration,
+
+    /// Export the per-volume gauges
+    /// (`vault_csi_volume_lease_expiry_timestamp_seconds`,
+    /// `vault_csi_volume_next_refresh_timestamp_seconds`), labelled with
+    /// each volume's pod namespace, pod name and volume id. Off by default:
+    /// they list every Vault-using pod on the node and when its credentials
+    /// expire to whoever can reach the listener.
+    #[arg(long, env = "METRICS_PER_VOLUME")]
+    pub metrics_per_volume: bool,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -40,4 +41,26 @@ fn main() -> anyhow::Result<()> {
             .await
             .context("vault-csi-driver failed")
     })
+}
+
+/// Raises the soft limit on open files to the hard limit. Container
+/// runtimes start processes with a soft limit of 1024, and this one process
+/// holds the sockets of every pod's Vault calls, the CSI socket and the
+/// metrics listener for the whole node; the hard limit is what the node
+/// allows it. Failing to raise it is logged, not fatal.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "Raised the open-file limit"),
+            Err(error) => {
+                tracing::warn!(%error, soft, hard, "Could not raise the open-file limit");
+            }
+        },
+        Ok((soft, _)) => tracing::info!(
+            limit = soft,
+            "The open-file limit is already the hard limit"
+        ),
+        Err(error) => tracing::warn!(%error, "Could not read the open-file limit"),
+    }
 }

@@ -259,6 +259,7 @@ async fn metrics_and_logs_show_the_cycle_and_never_a_secret() {
         "driver.log",
         &[
             &format!("--metrics-addr=127.0.0.1:{port}"),
+            "--metrics-per-volume",
             "--log-level=trace",
             "--log-format=json",
         ],

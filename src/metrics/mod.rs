@@ -4,6 +4,10 @@
 //! Labels carry only operational names: results, kinds, Vault operations,
 //! and for per-volume gauges the pod namespace, pod name and volume id.
 //! Never a secret path's value, a token or secret data.
+//!
+//! The per-volume gauges are off unless `--metrics-per-volume` is set:
+//! they tell whoever can reach the listener which pods on the node use
+//! Vault and when their credentials expire.
 
 mod server;
 
@@ -17,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-pub use server::{bind, serve};
+pub use server::{ListenerLimits, bind, serve};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -33,6 +37,11 @@ struct RefreshLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
     step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,9 +119,17 @@ pub struct Metrics {
     volumes: Gauge,
     memory_budget: Gauge,
     memory_used: Gauge,
+    listener_drops: Family<ReasonLabels, Counter>,
+    /// The per-volume gauges, when `--metrics-per-volume` is on.
+    per_volume: Option<PerVolume>,
+    ready: AtomicBool,
+}
+
+/// The gauges labelled with a pod's namespace, name and volume id.
+#[derive(Debug)]
+struct PerVolume {
     lease_expiry: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
     next_refresh: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
-    ready: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -122,8 +139,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every family under the `vault_csi_` prefix.
+    /// Registers every family under the `vault_csi_` prefix, without the
+    /// per-volume gauges (the `--metrics-per-volume` default).
     pub fn new() -> Self {
+        Self::with_per_volume(false)
+    }
+
+    /// Registers every family under the `vault_csi_` prefix; with
+    /// `per_volume`, also the gauges that name each volume's pod.
+    pub fn with_per_volume(per_volume: bool) -> Self {
         let mut registry = Registry::with_prefix("vault_csi");
         let publishes = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -177,18 +201,30 @@ impl Metrics {
             "Memory budget held by all volumes",
             memory_used.clone(),
         );
-        let lease_expiry = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
+        let listener_drops = Family::<ReasonLabels, Counter>::default();
         registry.register(
-            "volume_lease_expiry_timestamp_seconds",
-            "Unix time at which the volume's soonest lease (or its Vault token) expires",
-            lease_expiry.clone(),
+            "metrics_listener_dropped_connections",
+            "Connections the metrics listener closed to stay within its limits, by reason (evicted, refused, timeout)",
+            listener_drops.clone(),
         );
-        let next_refresh = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "volume_next_refresh_timestamp_seconds",
-            "Unix time of the volume's next scheduled refresh",
-            next_refresh.clone(),
-        );
+        let per_volume = per_volume.then(|| {
+            let lease_expiry = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
+            registry.register(
+                "volume_lease_expiry_timestamp_seconds",
+                "Unix time at which the volume's soonest lease (or its Vault token) expires",
+                lease_expiry.clone(),
+            );
+            let next_refresh = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
+            registry.register(
+                "volume_next_refresh_timestamp_seconds",
+                "Unix time of the volume's next scheduled refresh",
+                next_refresh.clone(),
+            );
+            PerVolume {
+                lease_expiry,
+                next_refresh,
+            }
+        });
         Self {
             registry,
             publishes,
@@ -200,8 +236,8 @@ impl Metrics {
             volumes,
             memory_budget,
             memory_used,
-            lease_expiry,
-            next_refresh,
+            listener_drops,
+            per_volume,
             ready: AtomicBool::new(false),
         }
     }
@@ -264,39 +300,57 @@ impl Metrics {
         self.volumes.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// Publishes a volume's soonest expiry and next refresh.
+    /// Counts one connection the metrics listener closed to stay within
+    /// its limits.
+    pub fn observe_listener_drop(&self, reason: &'static str) {
+        self.listener_drops
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Publishes a volume's soonest expiry and next refresh (when the
+    /// per-volume gauges are on).
     pub fn set_volume_schedule(
         &self,
         labels: &VolumeLabels,
         expiry: Option<SystemTime>,
         next: Option<SystemTime>,
     ) {
+        let Some(PerVolume {
+            lease_expiry,
+            next_refresh,
+        }) = &self.per_volume
+        else {
+            return;
+        };
         let secs = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
         };
         match expiry {
             Some(t) => {
-                self.lease_expiry.get_or_create(labels).set(secs(t));
+                lease_expiry.get_or_create(labels).set(secs(t));
             }
             None => {
-                self.lease_expiry.remove(labels);
+                lease_expiry.remove(labels);
             }
         }
         match next {
             Some(t) => {
-                self.next_refresh.get_or_create(labels).set(secs(t));
+                next_refresh.get_or_create(labels).set(secs(t));
             }
             None => {
-                self.next_refresh.remove(labels);
+                next_refresh.remove(labels);
             }
         }
     }
 
     /// Drops a volume's gauges when it is unpublished.
     pub fn forget_volume(&self, labels: &VolumeLabels) {
-        self.lease_expiry.remove(labels);
-        self.next_refresh.remove(labels);
+        if let Some(per_volume) = &self.per_volume {
+            per_volume.lease_expiry.remove(labels);
+            per_volume.next_refresh.remove(labels);
+        }
     }
 
     /// Marks the driver ready (state restored, socket serving) or not.

@@ -36,6 +36,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # driver mounts and unmounts its tmpfs volumes itself with mount(2)/umount2(2).
 # distroless publishes no version tags, only :latest/:debug/:nonroot; pin by
 # digest (gcr.io/distroless/cc-debian12@sha256:...) for reproducible releases.
+# tests/node_in_a_box.rs builds a test image with the same content without a
+# registry (the binary at the same path, its shared libraries, CA
+# certificates, USER 0, the same ENTRYPOINT): keep the two in step.
 # hadolint ignore=DL3007
 FROM gcr.io/distroless/cc-debian12:latest
 COPY --from=builder /out/vault-csi-driver /usr/local/bin/vault-csi-driver

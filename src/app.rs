@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::refresh::RefreshScheduler;
+use crate::storage::selinux;
 use crate::vault::{HttpSettings, build_http};
 use crate::volume::{ManagerConfig, SpecDefaults, VolumeManager, state::StateStore};
 use crate::{csi, volume};
@@ -129,6 +130,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     allowed.extend(config.vault_addr.iter().cloned());
 
     let memory_budget_bytes = memory_budget(config.memory_budget_bytes);
+    let selinux_context = selinux::Setting::parse(&config.selinux_context)
+        .map_err(Error::Config)?
+        .resolve();
     let metrics = Arc::new(Metrics::with_per_volume(config.metrics_per_volume));
     let store = StateStore::open(&config.state_dir)?;
     let tracker = TaskTracker::new();
@@ -147,6 +151,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             revoke_timeout: std::time::Duration::from_secs(5),
             plain_directories: config.insecure_plain_directories,
             memory_budget_bytes,
+            selinux_context,
         },
         http,
         store,

@@ -123,6 +123,14 @@ pub struct Config {
     #[arg(long, env = "MEMORY_BUDGET_BYTES")]
     pub memory_budget_bytes: Option<u64>,
 
+    /// SELinux label of every volume's tmpfs (`context=` mount option), so
+    /// that SELinux-enforcing nodes need no relabel of the read-only volume:
+    /// `auto` (label with `container_file_t` where the kernel has SELinux
+    /// enabled), `none`, or a label such as
+    /// `system_u:object_r:container_file_t:s0`.
+    #[arg(long, env = "SELINUX_CONTEXT", default_value = "auto")]
+    pub selinux_context: String,
+
     /// Most refreshes running at once across all volumes.
     #[arg(long, env = "MAX_CONCURRENT_REFRESHES", default_value_t = 64)]
     pub max_concurrent_refreshes: usize,

@@ -73,9 +73,11 @@ impl Node for NodeService {
             Some(AccessType::Block(_)) => PublishCapability::Block,
             Some(AccessType::Mount(m)) => PublishCapability::Mount {
                 mount_group: m.volume_mount_group.clone(),
+                mount_flags: m.mount_flags.clone(),
             },
             None => PublishCapability::Mount {
                 mount_group: String::new(),
+                mount_flags: Vec::new(),
             },
         });
         let volume_id = r.volume_id.clone();

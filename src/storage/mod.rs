@@ -7,6 +7,7 @@
 
 mod atomic;
 mod path;
+pub mod selinux;
 pub mod tmpfs;
 
 use std::path::PathBuf;

@@ -41,8 +41,8 @@ const SAFE_FLAGS: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
-/// Size and ownership of a volume's tmpfs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Size, ownership and label of a volume's tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TmpfsOptions {
     /// Hard size limit of the filesystem, in bytes.
     pub size_bytes: u64,
@@ -52,6 +52,8 @@ pub struct TmpfsOptions {
     pub mode: u32,
     /// Group owning the root directory (the pod's fsGroup), if any.
     pub gid: Option<u32>,
+    /// The SELinux label of every file (`context=`), if any.
+    pub selinux_context: Option<super::selinux::Context>,
 }
 
 /// Checks, before anything else happens, that every path element between
@@ -168,7 +170,13 @@ pub struct StagedTmpfs {
 impl StagedTmpfs {
     /// Mounts a fresh tmpfs at `staging` (a path inside the private mount
     /// directory; created if missing, a leftover mount there is detached).
-    pub fn mount(staging: &Path, options: TmpfsOptions) -> Result<Self, Error> {
+    ///
+    /// A kernel that refuses the SELinux `context=` option (SELinux not
+    /// enabled, or a policy without the label) gets the mount without it:
+    /// silently for `--selinux-context=auto` (logged once), with a warning
+    /// for a label asked for explicitly. The volume still works wherever no
+    /// relabel is asked for (a host without SELinux, or `readOnly: true`).
+    pub fn mount(staging: &Path, options: &TmpfsOptions) -> Result<Self, Error> {
         prepare_scratch(staging)?;
         let data = format!(
             "size={},nr_inodes={},mode={:o},uid=0,gid={}",
@@ -177,14 +185,38 @@ impl StagedTmpfs {
             options.mode,
             options.gid.unwrap_or(0)
         );
-        mount(
-            Some("tmpfs"),
-            staging,
-            Some("tmpfs"),
-            SAFE_FLAGS,
-            Some(data.as_str()),
-        )
-        .map_err(|errno| Error::Mount {
+        let attempt = |data: &str| {
+            mount(
+                Some("tmpfs"),
+                staging,
+                Some("tmpfs"),
+                SAFE_FLAGS,
+                Some(data),
+            )
+        };
+        let mounted = match &options.selinux_context {
+            Some(context) if context.worth_trying() => {
+                let label = &context.label;
+                match attempt(&format!("{data},context=\"{label}\"")) {
+                    Err(Errno::EINVAL) => {
+                        if context.required {
+                            tracing::warn!(
+                                %label,
+                                "The kernel refused the SELinux context= mount option; mounting the volume without a label. On an SELinux-enforcing node a volume without readOnly: true then fails to start its container: check --selinux-context or the volume's mount flags"
+                            );
+                        } else if context.refused() {
+                            tracing::info!(
+                                "SELinux is not enabled on this node (the kernel refused a context= mount option): volumes are not labelled"
+                            );
+                        }
+                        attempt(&data)
+                    }
+                    other => other,
+                }
+            }
+            _ => attempt(&data),
+        };
+        mounted.map_err(|errno| Error::Mount {
             action: "mount tmpfs on",
             path: staging.to_path_buf(),
             errno,

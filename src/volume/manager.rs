@@ -17,6 +17,7 @@ use super::{Error, off_runtime};
 use crate::metrics::{Metrics, PublishStep, VolumeLabels};
 use crate::refresh::RefreshScheduler;
 use crate::render::Renderer;
+use crate::storage::selinux;
 use crate::storage::tmpfs::{self, TmpfsOptions};
 use crate::vault::{ServiceAccountToken, TOKENS_KEY, VaultClient};
 
@@ -41,6 +42,9 @@ pub struct ManagerConfig {
     pub plain_directories: bool,
     /// The node's memory budget for volumes in bytes (`None`: unlimited).
     pub memory_budget_bytes: Option<u64>,
+    /// The SELinux context every volume's tmpfs gets (`--selinux-context`,
+    /// resolved), unless a request's `mount_flags` name one.
+    pub selinux_context: Option<selinux::Context>,
 }
 
 impl ManagerConfig {
@@ -59,6 +63,9 @@ pub enum PublishCapability {
         /// `volume_mount_group`: the pod's fsGroup when the driver
         /// advertises `VOLUME_MOUNT_GROUP`.
         mount_group: String,
+        /// `mount_flags`: empty for inline volumes today; only an SELinux
+        /// `context=` is accepted.
+        mount_flags: Vec<String>,
     },
     /// A raw block volume (refused).
     Block,
@@ -122,6 +129,7 @@ struct NewVolume {
     target: TargetPath,
     readonly: bool,
     fs_group: Option<u32>,
+    selinux_context: Option<selinux::Context>,
     fingerprint: String,
     attributes: BTreeMap<String, String>,
     spec: VolumeSpec,
@@ -185,14 +193,17 @@ impl VolumeManager {
         }
         let id = VolumeId::parse(&request.volume_id)?;
         let target = TargetPath::parse(&request.target_path, &self.config.kubelet_dir)?;
-        let mount_group = match &request.capability {
+        let (mount_group, mount_flags) = match &request.capability {
             None => {
                 return Err(Error::MissingField {
                     field: "volume_capability",
                 });
             }
             Some(PublishCapability::Block) => return Err(Error::BlockVolume),
-            Some(PublishCapability::Mount { mount_group }) => mount_group.clone(),
+            Some(PublishCapability::Mount {
+                mount_group,
+                mount_flags,
+            }) => (mount_group.clone(), mount_flags.clone()),
         };
         let fs_group = if mount_group.is_empty() {
             None
@@ -206,10 +217,24 @@ impl VolumeManager {
                     })?,
             )
         };
+        let selinux_context = selinux::context_from_mount_flags(&mount_flags)
+            .map_err(|reason| Error::InvalidAttribute {
+                key: "volume_capability.mount.mount_flags".to_owned(),
+                reason,
+            })?
+            .map(selinux::Context::required)
+            .or_else(|| self.config.selinux_context.clone());
         let _guard = self.guards.begin(&id)?;
         tmpfs::check_target(&self.config.kubelet_dir.join("pods"), target.as_path())?;
+        // Mount flags join the fingerprint only when sent, so volumes
+        // published before they were read keep theirs.
+        let mount_options = if mount_flags.is_empty() {
+            mount_group
+        } else {
+            format!("{mount_group}\0{}", mount_flags.join("\0"))
+        };
         let fingerprint =
-            spec::fingerprint(&request.volume_context, request.readonly, &mount_group);
+            spec::fingerprint(&request.volume_context, request.readonly, &mount_options);
         let (volume_spec, pod) =
             spec::parse_attributes(&request.volume_context, &self.config.spec_defaults)?;
         let identity = identity_from(&request, &volume_spec.audience)?;
@@ -230,6 +255,7 @@ impl VolumeManager {
             target,
             readonly: request.readonly,
             fs_group,
+            selinux_context,
             fingerprint,
             attributes,
             spec: volume_spec,
@@ -311,6 +337,7 @@ impl VolumeManager {
             target: new.target,
             readonly: new.readonly,
             fs_group: new.fs_group,
+            selinux_context: new.selinux_context,
             fingerprint: new.fingerprint,
             attributes: new.attributes,
             spec: new.spec,
@@ -420,6 +447,7 @@ impl VolumeManager {
                 inodes: self.config.tmpfs_inodes,
                 mode: dir_mode(state.file_mode()),
                 gid: state.fs_group,
+                selinux_context: state.selinux_context.clone(),
             }),
         }
     }
@@ -613,6 +641,11 @@ impl VolumeManager {
             target,
             readonly: record.readonly,
             fs_group: record.fs_group,
+            selinux_context: record
+                .selinux_context
+                .clone()
+                .map(selinux::Context::required)
+                .or_else(|| self.config.selinux_context.clone()),
             fingerprint: record.fingerprint.clone(),
             attributes: record.attributes.clone(),
             spec,
@@ -789,6 +822,13 @@ fn record(id: &VolumeId, state: &VolumeState, phase: Phase) -> VolumeRecord {
         target_path: state.target.as_path().to_path_buf(),
         readonly: state.readonly,
         fs_group: state.fs_group,
+        // Only a label the request asked for is the volume's own; the
+        // node's default is applied again from the flags after a restart.
+        selinux_context: state
+            .selinux_context
+            .as_ref()
+            .filter(|c| c.required)
+            .map(|c| c.label.clone()),
         fingerprint: state.fingerprint.clone(),
         attributes: state.attributes.clone(),
         phase,
@@ -855,7 +895,7 @@ enum PreparedTarget {
 
 impl MountPlan {
     fn apply(&self) -> Result<PreparedTarget, Error> {
-        let Some(options) = self.tmpfs else {
+        let Some(options) = &self.tmpfs else {
             std::fs::create_dir_all(&self.target).map_err(|source| crate::storage::Error::Io {
                 action: "create the target directory",
                 path: self.target.clone(),

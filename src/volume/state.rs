@@ -102,6 +102,10 @@ pub struct VolumeRecord {
     pub readonly: bool,
     /// The pod's fsGroup, if kubelet passed one.
     pub fs_group: Option<u32>,
+    /// The SELinux label the volume's tmpfs was mounted with, if any
+    /// (absent in records of earlier releases: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selinux_context: Option<crate::storage::selinux::Label>,
     /// The publish fingerprint (see `spec::fingerprint`).
     pub fingerprint: String,
     /// The volume attributes without kubelet's token attribute.

@@ -156,6 +156,8 @@ pub(super) struct VolumeState {
     pub target: TargetPath,
     pub readonly: bool,
     pub fs_group: Option<u32>,
+    /// The SELinux label of the volume's tmpfs, if any.
+    pub selinux_context: Option<crate::storage::selinux::Context>,
     pub fingerprint: String,
     pub attributes: BTreeMap<String, String>,
     pub spec: VolumeSpec,

@@ -303,6 +303,7 @@ pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
         static_secret_refresh_interval: Duration::from_secs(300),
         volume_size_bytes: 1024 * 1024,
         memory_budget_bytes: None,
+        selinux_context: "auto".to_owned(),
         max_concurrent_refreshes: 64,
         insecure_plain_directories: false,
         vault_request_timeout: Duration::from_secs(30),

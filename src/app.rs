@@ -214,6 +214,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         tracing::warn!("Work in flight did not finish within --shutdown-timeout; exiting anyway");
     }
     let _ = std::fs::remove_file(&socket);
+    manager.release_private_mounts();
     tracing::info!(
         volumes = manager.volume_count(),
         "vault-csi-driver stopped; mounted volumes stay in place"

@@ -157,6 +157,19 @@ pub fn private_mount_dir(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Undoes [`private_mount_dir`] when the driver stops: detaches the
+/// directory's own bind and anything still below it. Volumes are not below
+/// it (they live at their targets), so they stay.
+pub fn release_private_mount_dir(dir: &Path) {
+    if let Ok(dir) = fs::canonicalize(dir) {
+        if is_listed_mount_point(&dir).unwrap_or(false) {
+            if let Err(errno) = umount2(&dir, MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %dir.display(), %errno, "Could not unmount the private mount directory");
+            }
+        }
+    }
+}
+
 /// A volume's new tmpfs while its first files are written: mounted in the
 /// driver's [private mount directory](private_mount_dir), where no pod and no
 /// other mount namespace can see it. [`StagedTmpfs::attach`] seals it

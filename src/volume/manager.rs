@@ -604,6 +604,14 @@ impl VolumeManager {
         Ok(count)
     }
 
+    /// Releases what the driver mounted for itself (its private mount
+    /// directory) when it stops; volumes stay mounted for their pods.
+    pub fn release_private_mounts(&self) {
+        if !self.config.plain_directories {
+            tmpfs::release_private_mount_dir(&self.store.dir().join(PRIVATE_MOUNTS));
+        }
+    }
+
     /// The record's target path, checked as a publish checks kubelet's.
     fn checked_target(&self, record: &VolumeRecord) -> Result<TargetPath, Error> {
         let raw = record

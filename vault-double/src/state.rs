@@ -293,6 +293,10 @@ struct State {
     latency: (Duration, Duration),
     rate_limited: usize,
     retry_after: u64,
+    /// Latency by path prefix (after `/v1/`), longest prefix first wins.
+    path_latency: Vec<(String, Duration)>,
+    /// Path prefixes (after `/v1/`) answered 429, with their `Retry-After`.
+    path_limits: Vec<(String, Option<u64>)>,
     auth_mounts: HashMap<String, HashMap<String, Role>>,
     policies: PolicyStore,
     mounts: HashMap<String, Mount>,
@@ -386,6 +390,8 @@ impl Shared {
                 latency: (Duration::ZERO, Duration::ZERO),
                 rate_limited: 0,
                 retry_after: 0,
+                path_latency: Vec::new(),
+                path_limits: Vec::new(),
                 auth_mounts: HashMap::new(),
                 policies: PolicyStore::with_default(),
                 mounts: HashMap::new(),
@@ -523,11 +529,32 @@ impl Shared {
 
     /// How long the answer to a request for `path` waits.
     pub(crate) fn latency_for(&self, path: &str) -> Duration {
-        let (login, other) = lock(&self.state).latency;
+        let st = lock(&self.state);
+        let tail = path.strip_prefix("/v1/").unwrap_or(path);
+        if let Some((_, latency)) = longest_prefix(&st.path_latency, tail) {
+            return *latency;
+        }
+        let (login, other) = st.latency;
         if path.starts_with("/v1/auth/") && path.ends_with("/login") {
             login
         } else {
             other
+        }
+    }
+
+    pub(crate) fn set_path_latency(&self, prefix: &str, latency: Option<Duration>) {
+        let mut st = lock(&self.state);
+        st.path_latency.retain(|(p, _)| p != prefix);
+        if let Some(latency) = latency {
+            st.path_latency.push((prefix.to_owned(), latency));
+        }
+    }
+
+    pub(crate) fn rate_limit_path(&self, prefix: &str, retry_after_secs: Option<Option<u64>>) {
+        let mut st = lock(&self.state);
+        st.path_limits.retain(|(p, _)| p != prefix);
+        if let Some(retry_after) = retry_after_secs {
+            st.path_limits.push((prefix.to_owned(), retry_after));
         }
     }
 
@@ -639,6 +666,14 @@ impl State {
                 &format!("request path {path:?}: rate limit quota exceeded"),
             );
             reply.retry_after = Some(self.retry_after);
+            return reply;
+        }
+        if let Some((_, retry_after)) = longest_prefix(&self.path_limits, path) {
+            let mut reply = Reply::error(
+                429,
+                &format!("request path {path:?}: rate limit quota exceeded"),
+            );
+            reply.retry_after = *retry_after;
             return reply;
         }
         let body = match &req.body {
@@ -1591,4 +1626,12 @@ mod tests {
         );
         assert_eq!(list_keys(keys.iter(), "zzz").status, 404);
     }
+}
+
+/// The entry of `table` whose prefix is the longest one `path` starts with.
+fn longest_prefix<'a, T>(table: &'a [(String, T)], path: &str) -> Option<&'a (String, T)> {
+    table
+        .iter()
+        .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .max_by_key(|(prefix, _)| prefix.len())
 }

@@ -133,7 +133,7 @@ pub struct FairnessConfig {
 
     /// Floor for `staticSecretRefreshInterval`: a volume asking for less is
     /// re-read this often instead (logged, and counted in
-    /// vault_csi_refresh_interval_clamped_total).
+    /// `vault_csi_refresh_interval_clamped_total`).
     #[arg(long, env = "MIN_REFRESH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub min_refresh_interval: Duration,
 

@@ -153,6 +153,27 @@ impl VolumeManager {
         Ok(Session::from_login(auth, policy::draw()))
     }
 
+    /// The volume's static re-read interval, raised to
+    /// `--min-refresh-interval`; a publish says so when it is.
+    fn static_interval(&self, state: &VolumeState, publishing: bool) -> Duration {
+        let (interval, clamped) = policy::clamp_interval(
+            state.spec.static_interval,
+            self.scheduler.fairness().min_interval,
+        );
+        if clamped && publishing {
+            self.metrics
+                .observe_interval_clamped(&state.labels.pod_namespace);
+            tracing::info!(
+                volume.id = %state.labels.volume_id,
+                pod.namespace = %state.pod.namespace,
+                asked_secs = state.spec.static_interval.as_secs_f64(),
+                used_secs = interval.as_secs_f64(),
+                "staticSecretRefreshInterval is below --min-refresh-interval; static secrets are re-read at the floor instead"
+            );
+        }
+        interval
+    }
+
     /// Compiles a volume's templates: from the cache when another volume
     /// uses the same ones, else on the blocking pool.
     pub(super) async fn compile(
@@ -188,21 +209,7 @@ impl VolumeManager {
         } else {
             1
         };
-        let (static_interval, clamped) = policy::clamp_interval(
-            state.spec.static_interval,
-            self.scheduler.fairness().min_interval,
-        );
-        if clamped && publishing {
-            self.metrics
-                .observe_interval_clamped(&state.labels.pod_namespace);
-            tracing::info!(
-                volume.id = %state.labels.volume_id,
-                pod.namespace = %state.pod.namespace,
-                asked_secs = state.spec.static_interval.as_secs_f64(),
-                used_secs = static_interval.as_secs_f64(),
-                "staticSecretRefreshInterval is below --min-refresh-interval; static secrets are re-read at the floor instead"
-            );
-        }
+        let static_interval = self.static_interval(state, publishing);
         for _round in 0..=render::MAX_SECRETS_PER_VOLUME {
             let to_fetch: Vec<SecretRequest> = wanted
                 .iter()
@@ -229,19 +236,9 @@ impl VolumeManager {
             };
             let client = &state.client;
             let namespace = state.pod.namespace.as_str();
-            let secrets = &state.secrets;
             let results = join_all(to_fetch.iter().map(|request| {
                 let token = &token;
-                let expires = refetch
-                    .contains(request)
-                    .then(|| {
-                        secrets
-                            .iter()
-                            .find(|t| &t.request == request)
-                            .map(|t| t.expires_at.is_some())
-                    })
-                    .flatten();
-                let priority = policy::fetch_priority(publishing, expires);
+                let priority = fetch_priority(state, refetch, request, publishing);
                 async move {
                     let result = self
                         .with_retry(attempts, || {
@@ -776,6 +773,28 @@ impl VolumeManager {
         self.publish_schedule_metrics(state, next);
         next
     }
+}
+
+/// How much fetching `request` matters (see [`policy::fetch_priority`]):
+/// replacing a lease or certificate is urgent, re-reading a static secret
+/// cosmetic.
+fn fetch_priority(
+    state: &VolumeState,
+    refetch: &HashSet<SecretRequest>,
+    request: &SecretRequest,
+    publishing: bool,
+) -> Priority {
+    let expires = refetch
+        .contains(request)
+        .then(|| {
+            state
+                .secrets
+                .iter()
+                .find(|t| &t.request == request)
+                .map(|t| t.expires_at.is_some())
+        })
+        .flatten();
+    policy::fetch_priority(publishing, expires)
 }
 
 impl Refresher for VolumeManager {

@@ -571,14 +571,12 @@ impl VaultDouble {
     /// [`clear_rate_limit_path`](Self::clear_rate_limit_path): a
     /// rate-limit quota on one path that the client is over.
     pub fn rate_limit_path(&self, prefix: &str, retry_after_secs: Option<u64>) {
-        self.inner
-            .shared
-            .rate_limit_path(prefix, Some(retry_after_secs));
+        self.inner.shared.rate_limit_path(prefix, retry_after_secs);
     }
 
     /// Ends [`rate_limit_path`](Self::rate_limit_path) for `prefix`.
     pub fn clear_rate_limit_path(&self, prefix: &str) {
-        self.inner.shared.rate_limit_path(prefix, None);
+        self.inner.shared.clear_rate_limit_path(prefix);
     }
 
     /// The next `n` requests get 429 `request path "<p>": rate limit quota

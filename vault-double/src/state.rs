@@ -550,12 +550,17 @@ impl Shared {
         }
     }
 
-    pub(crate) fn rate_limit_path(&self, prefix: &str, retry_after_secs: Option<Option<u64>>) {
+    /// Answers 429 (with `retry_after_secs` as `Retry-After`, if set) for
+    /// every path under `prefix`, replacing an earlier limit on it.
+    pub(crate) fn rate_limit_path(&self, prefix: &str, retry_after_secs: Option<u64>) {
         let mut st = lock(&self.state);
         st.path_limits.retain(|(p, _)| p != prefix);
-        if let Some(retry_after) = retry_after_secs {
-            st.path_limits.push((prefix.to_owned(), retry_after));
-        }
+        st.path_limits.push((prefix.to_owned(), retry_after_secs));
+    }
+
+    /// Ends [`Self::rate_limit_path`] for `prefix`.
+    pub(crate) fn clear_rate_limit_path(&self, prefix: &str) {
+        lock(&self.state).path_limits.retain(|(p, _)| p != prefix);
     }
 
     pub(crate) fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {
@@ -1594,6 +1599,14 @@ fn pki_issue(roles: &HashMap<String, PkiRole>, role: &str, body: &Value, now: Sy
     Reply::ok(envelope("", false, 0, data, &[], Value::Null, "pki"))
 }
 
+/// The entry of `table` whose prefix is the longest one `path` starts with.
+fn longest_prefix<'a, T>(table: &'a [(String, T)], path: &str) -> Option<&'a (String, T)> {
+    table
+        .iter()
+        .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .max_by_key(|(prefix, _)| prefix.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1626,12 +1639,4 @@ mod tests {
         );
         assert_eq!(list_keys(keys.iter(), "zzz").status, 404);
     }
-}
-
-/// The entry of `table` whose prefix is the longest one `path` starts with.
-fn longest_prefix<'a, T>(table: &'a [(String, T)], path: &str) -> Option<&'a (String, T)> {
-    table
-        .iter()
-        .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
-        .max_by_key(|(prefix, _)| prefix.len())
 }

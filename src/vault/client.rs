@@ -420,19 +420,18 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 /// Vault: `Sun, 06 Nov 1994 08:49:37 GMT`), capped at 5 minutes.
 fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            let format = time::macros::format_description!(
-                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-            );
-            let at = time::PrimitiveDateTime::parse(value, format)
-                .ok()?
-                .assume_utc();
-            std::time::SystemTime::from(at)
-                .duration_since(now)
-                .unwrap_or_default()
-        }
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let format = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let at = time::PrimitiveDateTime::parse(value, format)
+            .ok()?
+            .assume_utc();
+        std::time::SystemTime::from(at)
+            .duration_since(now)
+            .unwrap_or_default()
     };
     Some(wait.min(RETRY_AFTER_CAP))
 }

@@ -777,7 +777,7 @@ impl VolumeManager {
 
 /// How much fetching `request` matters (see [`policy::fetch_priority`]):
 /// replacing a lease or certificate is urgent, re-reading a static secret
-/// cosmetic.
+/// whose value the volume has is cosmetic.
 fn fetch_priority(
     state: &VolumeState,
     refetch: &HashSet<SecretRequest>,
@@ -791,7 +791,13 @@ fn fetch_priority(
                 .secrets
                 .iter()
                 .find(|t| &t.request == request)
-                .map(|t| t.expires_at.is_some())
+                // A static secret with no value yet (after a restart) is
+                // needed for the render: not cosmetic.
+                .and_then(|t| match (t.expires_at, &t.response) {
+                    (Some(_), _) => Some(true),
+                    (None, Some(_)) => Some(false),
+                    (None, None) => None,
+                })
         })
         .flatten();
     policy::fetch_priority(publishing, expires)

@@ -426,6 +426,9 @@ fn driver_config(scratch: &Scratch, vault_addr: &str, plain: bool) -> anyhow::Re
     config.max_concurrent_refreshes = 64;
     config.insecure_plain_directories = plain;
     config.shutdown_timeout = Duration::from_secs(10);
+    // The walkthrough's page changes every couple of seconds; a cluster
+    // keeps the 30 s floor.
+    config.fairness.min_refresh_interval = Duration::from_secs(1);
     Ok(config)
 }
 

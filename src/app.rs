@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
-use crate::refresh::RefreshScheduler;
+use crate::refresh::{Fairness, RefreshScheduler};
 use crate::storage::selinux;
 use crate::vault::{HttpSettings, build_http};
 use crate::volume::{ManagerConfig, SpecDefaults, VolumeManager, state::StateStore};
@@ -136,7 +136,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let metrics = Arc::new(Metrics::with_per_volume(config.metrics_per_volume));
     let store = StateStore::open(&config.state_dir)?;
     let tracker = TaskTracker::new();
-    let (scheduler, scheduler_task) = RefreshScheduler::new();
+    let (scheduler, scheduler_task) = RefreshScheduler::with_fairness(Fairness::from_config(
+        &config.fairness,
+        config.vault_request_timeout,
+    ));
     let manager = Arc::new(VolumeManager::new(
         ManagerConfig {
             kubelet_dir: config.kubelet_dir.clone(),

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use url::Url;
 
 /// Log line format.
@@ -149,8 +149,97 @@ pub struct Config {
     /// How long SIGTERM waits for calls and refreshes in flight.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Fairness between tenants: refresh deadlines and slots, the floor
+    /// for re-read intervals, per-namespace Vault budgets.
+    #[command(flatten)]
+    pub fairness: FairnessConfig,
+}
+
+/// Flags that keep one tenant (pod namespace) from starving the others'
+/// refreshes or spending the node's Vault rate-limit quota, which Vault
+/// counts per client address: one node is one client.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct FairnessConfig {
+    /// Longest time one refresh of one volume may take (renewals, re-reads,
+    /// render, write). After it the refresh gives up, the previous files
+    /// stay, and the volume is retried with backoff before anything expires.
+    #[arg(long, env = "REFRESH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub refresh_timeout: Duration,
+
+    /// Most refreshes of one pod namespace running at once, out of
+    /// --max-concurrent-refreshes: one tenant's slow secrets engine cannot
+    /// hold every slot.
+    #[arg(
+        long,
+        env = "MAX_CONCURRENT_REFRESHES_PER_NAMESPACE",
+        default_value_t = 8
+    )]
+    pub max_concurrent_refreshes_per_namespace: usize,
+
+    /// Floor for `staticSecretRefreshInterval`: a volume asking for less is
+    /// re-read this often instead (logged, and counted in
+    /// `vault_csi_refresh_interval_clamped_total`).
+    #[arg(long, env = "MIN_REFRESH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub min_refresh_interval: Duration,
+
+    /// Vault requests a second each pod namespace may send (sustained).
+    /// Requests over budget wait, at most --vault-request-timeout; renewals
+    /// never wait. 0 turns the budget off.
+    #[arg(long, env = "NAMESPACE_VAULT_RATE", default_value_t = 10.0)]
+    pub namespace_vault_rate: f64,
+
+    /// Vault requests a pod namespace may send at once after a quiet spell.
+    #[arg(long, env = "NAMESPACE_VAULT_BURST", default_value_t = 50)]
+    pub namespace_vault_burst: u32,
+}
+
+impl Default for FairnessConfig {
+    /// The flags' defaults.
+    fn default() -> Self {
+        Self {
+            refresh_timeout: Duration::from_secs(60),
+            max_concurrent_refreshes_per_namespace: 8,
+            min_refresh_interval: Duration::from_secs(30),
+            namespace_vault_rate: 10.0,
+            namespace_vault_burst: 50,
+        }
+    }
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
     crate::volume::parse_go_duration(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `FairnessConfig::default()` (used where a `Config` is built in code)
+    /// matches the flags' defaults, and the new flags parse.
+    #[test]
+    fn fairness_defaults_match_the_flags() {
+        let parsed = Config::try_parse_from(["vault-csi-driver", "--node-id=n"]).unwrap();
+        assert_eq!(parsed.fairness, FairnessConfig::default());
+        let parsed = Config::try_parse_from([
+            "vault-csi-driver",
+            "--node-id=n",
+            "--refresh-timeout=15s",
+            "--max-concurrent-refreshes-per-namespace=2",
+            "--min-refresh-interval=1m",
+            "--namespace-vault-rate=2.5",
+            "--namespace-vault-burst=5",
+        ])
+        .unwrap();
+        assert_eq!(
+            parsed.fairness,
+            FairnessConfig {
+                refresh_timeout: Duration::from_secs(15),
+                max_concurrent_refreshes_per_namespace: 2,
+                min_refresh_interval: Duration::from_secs(60),
+                namespace_vault_rate: 2.5,
+                namespace_vault_burst: 5,
+            }
+        );
+    }
 }

@@ -56,6 +56,7 @@ fn vault_code(error: &vault::Error, not_found: Code) -> Code {
     match error {
         vault::Error::Unreachable { .. }
         | vault::Error::RateLimited { .. }
+        | vault::Error::Held { .. }
         | vault::Error::InvalidResponse { .. } => Code::Unavailable,
         vault::Error::Config { .. } => Code::InvalidArgument,
         vault::Error::Status { status, .. } => match *status {

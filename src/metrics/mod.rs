@@ -61,6 +61,17 @@ pub struct VolumeLabels {
     pub volume_id: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    pod_namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    pod_namespace: String,
+    outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -123,6 +134,11 @@ pub struct Metrics {
     /// The per-volume gauges, when `--metrics-per-volume` is on.
     per_volume: Option<PerVolume>,
     ready: AtomicBool,
+    namespace_budget: Family<BudgetLabels, Counter>,
+    cosmetic_deferred: Counter,
+    vault_pushbacks: Counter,
+    interval_clamped: Family<NamespaceLabels, Counter>,
+    refresh_timeouts: Family<NamespaceLabels, Counter>,
 }
 
 /// The gauges labelled with a pod's namespace, name and volume id.
@@ -225,6 +241,36 @@ impl Metrics {
                 next_refresh,
             }
         });
+        let namespace_budget = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "namespace_budget_held",
+            "Vault requests the pod namespace's request budget held back: delayed (sent after a wait) or refused (would have waited longer than allowed)",
+            namespace_budget.clone(),
+        );
+        let cosmetic_deferred = Counter::default();
+        registry.register(
+            "cosmetic_deferred",
+            "Re-reads of static secrets put off node-wide because Vault answered 429 or 503",
+            cosmetic_deferred.clone(),
+        );
+        let vault_pushbacks = Counter::default();
+        registry.register(
+            "vault_pushback",
+            "Times a 429 or 503 from Vault started or extended the node-wide pause of cosmetic work",
+            vault_pushbacks.clone(),
+        );
+        let interval_clamped = Family::<NamespaceLabels, Counter>::default();
+        registry.register(
+            "refresh_interval_clamped",
+            "Volumes published with a staticSecretRefreshInterval below --min-refresh-interval (raised to it)",
+            interval_clamped.clone(),
+        );
+        let refresh_timeouts = Family::<NamespaceLabels, Counter>::default();
+        registry.register(
+            "refresh_timeout",
+            "Volume refreshes that ran out of --refresh-timeout and were retried with backoff",
+            refresh_timeouts.clone(),
+        );
         Self {
             registry,
             publishes,
@@ -239,6 +285,11 @@ impl Metrics {
             listener_drops,
             per_volume,
             ready: AtomicBool::new(false),
+            namespace_budget,
+            cosmetic_deferred,
+            vault_pushbacks,
+            interval_clamped,
+            refresh_timeouts,
         }
     }
 
@@ -369,5 +420,44 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts one Vault request of `namespace` its budget held back
+    /// (`outcome`: `delayed` or `refused`).
+    pub fn observe_namespace_budget(&self, namespace: &str, outcome: &'static str) {
+        self.namespace_budget
+            .get_or_create(&BudgetLabels {
+                pod_namespace: namespace.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Counts `count` static re-reads put off while Vault pushes back.
+    pub fn observe_cosmetic_deferred(&self, count: u64) {
+        self.cosmetic_deferred.inc_by(count);
+    }
+
+    /// Counts one 429 or 503 that paused cosmetic work.
+    pub fn observe_vault_pushback(&self) {
+        self.vault_pushbacks.inc();
+    }
+
+    /// Counts one volume whose static interval was raised to the floor.
+    pub fn observe_interval_clamped(&self, namespace: &str) {
+        self.interval_clamped
+            .get_or_create(&NamespaceLabels {
+                pod_namespace: namespace.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one refresh that ran out of time.
+    pub fn observe_refresh_timeout(&self, namespace: &str) {
+        self.refresh_timeouts
+            .get_or_create(&NamespaceLabels {
+                pod_namespace: namespace.to_owned(),
+            })
+            .inc();
     }
 }

@@ -4,21 +4,30 @@
 //! `tokio::time::Instant`) and sleeps until the earliest deadline; nothing
 //! polls, so 1,000 volumes with hour-long leases cost nothing between
 //! deadlines. When a volume is due it is handed to a [`Refresher`] (the
-//! volume manager) on a tracked task, at most `max_concurrent` at a time;
-//! the refresher answers with the volume's next deadline. *When* things are
-//! due is decided by the pure functions in [`policy`].
+//! volume manager) on a tracked task, at most `max_concurrent` at a time
+//! and at most [`Fairness::per_namespace`] of one pod namespace, so one
+//! tenant's slow or numerous volumes cannot take every slot; the refresher
+//! answers with the volume's next deadline. *When* things are due is
+//! decided by the pure functions in [`policy`].
+//!
+//! The [`Fairness`] settings travel with the scheduler handle to the
+//! refresher: the per-refresh deadline, the floor for re-read intervals and
+//! the node's Vault request [`Governor`].
 
 pub mod policy;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::FairnessConfig;
+use crate::vault::{BudgetSettings, Governor};
 use crate::volume::VolumeId;
 
 /// Something that can refresh one volume and say when it is next due.
@@ -26,6 +35,52 @@ pub trait Refresher: Send + Sync + 'static {
     /// Refreshes `volume`; returns its next deadline, or `None` when it needs
     /// no more refreshes (unpublished, or `refresh: "false"`).
     fn refresh(&self, volume: VolumeId) -> impl Future<Output = Option<Instant>> + Send;
+
+    /// The tenant (pod namespace) `volume` belongs to, whose refreshes share
+    /// [`Fairness::per_namespace`] slots. `None`: not capped.
+    fn namespace(&self, volume: &VolumeId) -> impl Future<Output = Option<String>> + Send {
+        let _ = volume;
+        std::future::ready(None)
+    }
+}
+
+/// What keeps one tenant from starving the others' refreshes or spending
+/// the node's Vault budget.
+#[derive(Debug)]
+pub struct Fairness {
+    /// Longest time one refresh of one volume may take; after it the
+    /// refresh gives up, keeps the files and is retried with backoff.
+    pub refresh_timeout: Duration,
+    /// Most refreshes of one pod namespace running at once.
+    pub per_namespace: usize,
+    /// Floor for static re-read intervals (`staticSecretRefreshInterval`).
+    pub min_interval: Duration,
+    /// Per-namespace Vault request budgets and Vault's pushback.
+    pub governor: Governor,
+}
+
+impl Fairness {
+    /// The settings the flags ask for. Budget waits are bounded by the Vault
+    /// request timeout: waiting longer than a request may take is refused.
+    /// A refresh is allowed at least a second.
+    pub fn from_config(config: &FairnessConfig, request_timeout: Duration) -> Self {
+        Self {
+            refresh_timeout: config.refresh_timeout.max(Duration::from_secs(1)),
+            per_namespace: config.max_concurrent_refreshes_per_namespace,
+            min_interval: config.min_refresh_interval,
+            governor: Governor::new(BudgetSettings {
+                rate: config.namespace_vault_rate,
+                burst: config.namespace_vault_burst,
+                max_wait: request_timeout,
+            }),
+        }
+    }
+}
+
+impl Default for Fairness {
+    fn default() -> Self {
+        Self::from_config(&FairnessConfig::default(), Duration::from_secs(30))
+    }
 }
 
 enum Command {
@@ -39,6 +94,7 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct RefreshScheduler {
     tx: mpsc::UnboundedSender<Command>,
+    fairness: Arc<Fairness>,
 }
 
 impl std::fmt::Debug for Command {
@@ -52,13 +108,32 @@ impl std::fmt::Debug for Command {
 pub struct SchedulerTask {
     rx: mpsc::UnboundedReceiver<Command>,
     tx: mpsc::UnboundedSender<Command>,
+    fairness: Arc<Fairness>,
 }
 
 impl RefreshScheduler {
-    /// Creates the handle and the task that serves it.
+    /// Creates the handle and the task that serves it, with the default
+    /// [`Fairness`].
     pub fn new() -> (Self, SchedulerTask) {
+        Self::with_fairness(Fairness::default())
+    }
+
+    /// Creates the handle and the task that serves it.
+    pub fn with_fairness(fairness: Fairness) -> (Self, SchedulerTask) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx: tx.clone() }, SchedulerTask { rx, tx })
+        let fairness = Arc::new(fairness);
+        (
+            Self {
+                tx: tx.clone(),
+                fairness: Arc::clone(&fairness),
+            },
+            SchedulerTask { rx, tx, fairness },
+        )
+    }
+
+    /// The fairness settings refreshes run under.
+    pub fn fairness(&self) -> &Fairness {
+        &self.fairness
     }
 
     /// Makes `volume` due at `at`, replacing any earlier deadline. A volume
@@ -132,7 +207,12 @@ impl SchedulerTask {
         tracker: TaskTracker,
         max_concurrent: usize,
     ) {
-        let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
+        let max_concurrent = max_concurrent.max(1);
+        let permits = Arc::new(Semaphore::new(max_concurrent));
+        let slots = Arc::new(NamespaceSlots::new(policy::namespace_slots(
+            max_concurrent,
+            self.fairness.per_namespace,
+        )));
         let mut queue = Queue::default();
         let mut cancelled: HashSet<VolumeId> = HashSet::new();
         loop {
@@ -171,23 +251,73 @@ impl SchedulerTask {
                     for volume in queue.pop_due(Instant::now()) {
                         let refresher = Arc::clone(&refresher);
                         let permits = Arc::clone(&permits);
+                        let slots = Arc::clone(&slots);
                         let tx = self.tx.clone();
                         let stop = shutdown.clone();
                         tracker.spawn(async move {
-                            let next = tokio::select! {
+                            let acquire = async {
+                                // The namespace's slot first: a tenant's
+                                // queued refreshes wait on their own slots,
+                                // never on the node's.
+                                let slot = match refresher.namespace(&volume).await {
+                                    Some(namespace) => Some(slots.acquire(namespace).await),
+                                    None => None,
+                                };
+                                let permit = Arc::clone(&permits)
+                                    .acquire_owned()
+                                    .await
+                                    .expect("the refresh semaphore is never closed");
+                                (slot, permit)
+                            };
+                            let held = tokio::select! {
                                 biased;
                                 () = stop.cancelled() => return,
-                                permit = permits.acquire_owned() => {
-                                    let _permit = permit;
-                                    refresher.refresh(volume.clone()).await
-                                }
+                                held = acquire => held,
                             };
+                            let next = refresher.refresh(volume.clone()).await;
+                            drop(held);
                             let _ = tx.send(Command::Done(volume, next));
                         });
                     }
                 }
             }
         }
+    }
+}
+
+/// One semaphore of [`Fairness::per_namespace`] permits per pod namespace.
+struct NamespaceSlots {
+    per_namespace: usize,
+    by_namespace: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// Semaphores nobody holds or waits for are forgotten once there are this
+/// many namespaces.
+const PRUNE_ABOVE: usize = 256;
+
+impl NamespaceSlots {
+    fn new(per_namespace: usize) -> Self {
+        Self {
+            per_namespace,
+            by_namespace: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn acquire(&self, namespace: String) -> OwnedSemaphorePermit {
+        let semaphore = {
+            let mut map = self.by_namespace.lock().expect("slot map poisoned");
+            if map.len() > PRUNE_ABOVE {
+                map.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            Arc::clone(
+                map.entry(namespace)
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_namespace))),
+            )
+        };
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("namespace semaphores are never closed")
     }
 }
 

@@ -102,3 +102,69 @@ async fn idle_scheduler_does_nothing() {
     assert!(recorder.calls.lock().unwrap().is_empty());
     stop.cancel();
 }
+
+/// Refreshes of namespace `slow` never finish; others finish at once.
+struct Tenants {
+    done: Mutex<Vec<String>>,
+}
+
+impl Refresher for Tenants {
+    async fn refresh(&self, volume: VolumeId) -> Option<Instant> {
+        if volume.as_str().starts_with("slow") {
+            std::future::pending::<()>().await;
+        }
+        self.done.lock().unwrap().push(volume.as_str().to_owned());
+        None
+    }
+
+    async fn namespace(&self, volume: &VolumeId) -> Option<String> {
+        volume.as_str().split('-').next().map(str::to_owned)
+    }
+}
+
+fn start_tenants(per_namespace: usize) -> (RefreshScheduler, Arc<Tenants>) {
+    let (scheduler, task) = RefreshScheduler::with_fairness(Fairness {
+        per_namespace,
+        ..Fairness::default()
+    });
+    let tenants = Arc::new(Tenants {
+        done: Mutex::new(Vec::new()),
+    });
+    tokio::spawn(task.run(
+        Arc::clone(&tenants),
+        CancellationToken::new(),
+        TaskTracker::new(),
+        4,
+    ));
+    (scheduler, tenants)
+}
+
+/// One namespace whose refreshes hang takes at most its share of the
+/// slots: another namespace's refresh still runs.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_namespace_leaves_slots_for_others() {
+    let (scheduler, tenants) = start_tenants(2);
+    let t0 = Instant::now();
+    for i in 0..6 {
+        scheduler.schedule(id(&format!("slow-{i}")), t0 + Duration::from_secs(1));
+    }
+    scheduler.schedule(id("fast-a"), t0 + Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    settle().await;
+    assert_eq!(*tenants.done.lock().unwrap(), vec!["fast-a".to_owned()]);
+}
+
+/// The same load without a per-namespace cap starves the other namespace:
+/// what the cap is for.
+#[tokio::test(start_paused = true)]
+async fn without_a_cap_a_hanging_namespace_takes_every_slot() {
+    let (scheduler, tenants) = start_tenants(64);
+    let t0 = Instant::now();
+    for i in 0..6 {
+        scheduler.schedule(id(&format!("slow-{i}")), t0 + Duration::from_secs(1));
+    }
+    scheduler.schedule(id("fast-a"), t0 + Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    settle().await;
+    assert!(tenants.done.lock().unwrap().is_empty());
+}

@@ -346,8 +346,7 @@ impl VaultClient {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         let mut body = Secret::new(Vec::new());
         while let Some(chunk) = response
             .chunk()
@@ -411,6 +410,30 @@ impl VaultClient {
             reason: format!("{kind}: {detail}"),
         }
     }
+}
+
+/// Longest `Retry-After` believed: a hostile or broken server must not put
+/// work off for days.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+
+/// `Retry-After` as whole seconds (current Vault) or an HTTP date (older
+/// Vault: `Sun, 06 Nov 1994 08:49:37 GMT`), capped at 5 minutes.
+fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let format = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let at = time::PrimitiveDateTime::parse(value, format)
+            .ok()?
+            .assume_utc();
+        std::time::SystemTime::from(at)
+            .duration_since(now)
+            .unwrap_or_default()
+    };
+    Some(wait.min(RETRY_AFTER_CAP))
 }
 
 fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -585,6 +608,30 @@ mod tests {
         let _ = tokio::time::Instant::now() + secret.lease_duration;
         let auth = AuthToken::from_body("login", &Secret::new(body.to_vec())).unwrap();
         assert_eq!(auth.ttl, crate::vault::MAX_TTL);
+    }
+
+    /// `Retry-After` in seconds or as an HTTP date, capped.
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        // (header, wait)
+        let table = [
+            ("7", Some(Duration::from_secs(7))),
+            (" 0 ", Some(Duration::ZERO)),
+            ("86400", Some(RETRY_AFTER_CAP)),
+            // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT.
+            (
+                "Sun, 06 Nov 1994 08:50:07 GMT",
+                Some(Duration::from_secs(30)),
+            ),
+            ("Sun, 06 Nov 1994 08:49:00 GMT", Some(Duration::ZERO)),
+            ("Mon, 07 Nov 1994 08:49:37 GMT", Some(RETRY_AFTER_CAP)),
+            ("soon", None),
+            ("-3", None),
+        ];
+        for (header, wait) in table {
+            assert_eq!(parse_retry_after(header, now), wait, "{header:?}");
+        }
     }
 
     #[test]

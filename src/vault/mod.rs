@@ -5,6 +5,7 @@
 //! a token obtained by logging in *as the pod*, so Vault's policies for the
 //! pod's role decide what a volume can read.
 
+mod budget;
 mod client;
 mod identity;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use budget::{BudgetSettings, Governor, Priority};
 pub use client::{
     HttpSettings, MAX_RESPONSE_BYTES, Renewal, VaultClient, build_http, error_message,
 };
@@ -124,6 +126,18 @@ pub enum Error {
         /// Vault's `errors`, joined and scrubbed.
         message: String,
     },
+    /// The driver held a request back instead of sending it: the pod
+    /// namespace is over its request budget, or Vault pushed back and the
+    /// request was cosmetic. It is tried again later.
+    #[error("{operation} was held back for {}s: {reason}", retry_after.as_secs_f64().ceil())]
+    Held {
+        /// The API call that was not sent.
+        operation: &'static str,
+        /// Why, and which flags set the budget.
+        reason: &'static str,
+        /// When it may be tried again.
+        retry_after: Duration,
+    },
     /// Vault answered 2xx with a body the driver cannot use.
     #[error("Vault's answer to {operation} is unusable: {reason}")]
     InvalidResponse {
@@ -139,7 +153,7 @@ impl Error {
     /// a retry is worth it.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::RateLimited { .. } => true,
+            Self::Unreachable { .. } | Self::RateLimited { .. } | Self::Held { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 412,
             Self::Config { .. } | Self::InvalidResponse { .. } => false,
         }
@@ -149,6 +163,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::Held { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::join_all;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -22,7 +23,7 @@ use crate::storage::tmpfs::WritableView;
 use crate::storage::{
     AtomicWriter, FileContent, Payload, RelativePath, WriteOptions, WriteOutcome,
 };
-use crate::vault::{self, ServiceAccountToken, VaultClient};
+use crate::vault::{self, Priority, ServiceAccountToken, VaultClient};
 
 type Files = render::RenderedFiles;
 
@@ -56,6 +57,54 @@ impl VolumeManager {
         }
     }
 
+    /// Sends one Vault request under the node's fairness rules: it waits
+    /// for `namespace`'s request budget (urgent requests never wait), a
+    /// cosmetic one is held back while Vault pushes back, and a 429 or 503
+    /// answer pauses cosmetic work node-wide.
+    pub(super) async fn governed<T, F, Fut>(
+        &self,
+        namespace: Option<&str>,
+        priority: Priority,
+        operation: &'static str,
+        call: F,
+    ) -> Result<T, vault::Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, vault::Error>>,
+    {
+        let governor = &self.scheduler.fairness().governor;
+        if let Some(namespace) = namespace {
+            match governor.admit(namespace, priority, operation).await {
+                Ok(waited) => {
+                    if !waited.is_zero() {
+                        self.metrics.observe_namespace_budget(namespace, "delayed");
+                    }
+                }
+                Err(error) => {
+                    if governor.paused_until().is_some() && priority == Priority::Cosmetic {
+                        self.metrics.observe_cosmetic_deferred(1);
+                    } else {
+                        self.metrics.observe_namespace_budget(namespace, "refused");
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let result = call().await;
+        if let Err(error) = &result {
+            if let Some(pause) = governor.observe(error) {
+                self.metrics.observe_vault_pushback();
+                tracing::warn!(
+                    vault.operation = operation,
+                    http.status = error.status(),
+                    pause_secs = pause.as_secs_f64(),
+                    "Vault pushed back; re-reads of static secrets pause node-wide while renewals go on"
+                );
+            }
+        }
+        result
+    }
+
     /// Logs in as the pod. During a publish, transient failures are retried
     /// a few times.
     pub(super) async fn login(
@@ -65,14 +114,35 @@ impl VolumeManager {
         identity: &ServiceAccountToken,
         publishing: bool,
     ) -> Result<Session, Error> {
+        self.login_as(client, spec, identity, publishing, None)
+            .await
+    }
+
+    /// [`Self::login`], counted against `namespace`'s budget when given (a
+    /// refresh's login replaces a token that is running out: urgent).
+    async fn login_as(
+        &self,
+        client: &VaultClient,
+        spec: &VolumeSpec,
+        identity: &ServiceAccountToken,
+        publishing: bool,
+        namespace: Option<&str>,
+    ) -> Result<Session, Error> {
         let attempts = if publishing {
             self.config.publish_attempts
         } else {
             1
         };
+        let priority = if publishing {
+            Priority::Normal
+        } else {
+            Priority::Urgent
+        };
         let auth = self
             .with_retry(attempts, || {
-                client.login(&spec.auth_mount, &spec.role, identity.jwt())
+                self.governed(namespace, priority, "login", || {
+                    client.login(&spec.auth_mount, &spec.role, identity.jwt())
+                })
             })
             .await
             .map_err(|source| Error::Login {
@@ -81,6 +151,27 @@ impl VolumeManager {
                 source,
             })?;
         Ok(Session::from_login(auth, policy::draw()))
+    }
+
+    /// The volume's static re-read interval, raised to
+    /// `--min-refresh-interval`; a publish says so when it is.
+    fn static_interval(&self, state: &VolumeState, publishing: bool) -> Duration {
+        let (interval, clamped) = policy::clamp_interval(
+            state.spec.static_interval,
+            self.scheduler.fairness().min_interval,
+        );
+        if clamped && publishing {
+            self.metrics
+                .observe_interval_clamped(&state.labels.pod_namespace);
+            tracing::info!(
+                volume.id = %state.labels.volume_id,
+                pod.namespace = %state.pod.namespace,
+                asked_secs = state.spec.static_interval.as_secs_f64(),
+                used_secs = interval.as_secs_f64(),
+                "staticSecretRefreshInterval is below --min-refresh-interval; static secrets are re-read at the floor instead"
+            );
+        }
+        interval
     }
 
     /// Compiles a volume's templates: from the cache when another volume
@@ -118,6 +209,7 @@ impl VolumeManager {
         } else {
             1
         };
+        let static_interval = self.static_interval(state, publishing);
         for _round in 0..=render::MAX_SECRETS_PER_VOLUME {
             let to_fetch: Vec<SecretRequest> = wanted
                 .iter()
@@ -143,11 +235,17 @@ impl VolumeManager {
                 }
             };
             let client = &state.client;
+            let namespace = state.pod.namespace.as_str();
             let results = join_all(to_fetch.iter().map(|request| {
                 let token = &token;
+                let priority = fetch_priority(state, refetch, request, publishing);
                 async move {
                     let result = self
-                        .with_retry(attempts, || client.fetch(token, request))
+                        .with_retry(attempts, || {
+                            self.governed(Some(namespace), priority, "read", || {
+                                client.fetch(token, request)
+                            })
+                        })
                         .await;
                     (request.clone(), result)
                 }
@@ -162,13 +260,21 @@ impl VolumeManager {
                         let tracked = Tracked::from_response(
                             request,
                             response,
-                            state.spec.static_interval,
+                            static_interval,
                             policy::draw(),
                         );
                         match existing {
                             Some(i) => state.secrets[i] = tracked,
                             None => state.secrets.push(tracked),
                         }
+                    }
+                    Err(vault::Error::Held { retry_after, .. })
+                        if !publishing
+                            && existing.is_some_and(|i| state.secrets[i].response.is_some()) =>
+                    {
+                        // Held back, not failed: the previous value stays.
+                        let i = existing.expect("checked above");
+                        state.secrets[i].deferred(now, retry_after, policy::draw());
                     }
                     Err(source) => {
                         let retry_after = source.retry_after();
@@ -331,11 +437,16 @@ impl VolumeManager {
             if session.due > now {
                 return Ok(false);
             }
-            match state
-                .client
-                .renew_self(&session.token, session.requested_ttl)
-                .await
-            {
+            let client = &state.client;
+            let renewal = self
+                .governed(
+                    Some(state.pod.namespace.as_str()),
+                    Priority::Urgent,
+                    "renew_self",
+                    || client.renew_self(&session.token, session.requested_ttl),
+                )
+                .await;
+            match renewal {
                 Ok(auth) => {
                     session.renewed(&auth, policy::draw());
                     self.metrics.observe_refresh("renew_token", "ok");
@@ -384,7 +495,13 @@ impl VolumeManager {
             }));
         };
         match self
-            .login(&state.client, &state.spec, &identity, false)
+            .login_as(
+                &state.client,
+                &state.spec,
+                &identity,
+                false,
+                Some(state.pod.namespace.as_str()),
+            )
             .await
         {
             Ok(session) => {
@@ -413,9 +530,11 @@ impl VolumeManager {
         }
     }
 
-    /// Renews every due renewable lease in place; leases that cannot be
-    /// renewed (or are not renewable) go into `refetch`. Returns how many
-    /// were renewed and whether any failed transiently.
+    /// Renews every due renewable lease in place, up to
+    /// [`policy::RENEWALS_IN_FLIGHT`] at once so one slow answer does not
+    /// hold up the others; leases that cannot be renewed (or are not
+    /// renewable) go into `refetch`. Returns how many were renewed and
+    /// whether any failed transiently.
     async fn renew_due_leases(
         &self,
         id: &VolumeId,
@@ -427,25 +546,37 @@ impl VolumeManager {
             return (0, false);
         };
         let (mut renewed, mut degraded) = (0, false);
-        let forced = refetch.clone();
-        for tracked in state
-            .secrets
-            .iter_mut()
-            .filter(|t| t.due <= now && !forced.contains(&t.request))
-        {
-            let (Action::Renew, Some(lease)) = (tracked.action, tracked.lease_id.clone()) else {
-                refetch.insert(tracked.request.clone());
+        let mut due = Vec::new();
+        for (i, tracked) in state.secrets.iter().enumerate() {
+            if tracked.due > now || refetch.contains(&tracked.request) {
                 continue;
-            };
-            match state
-                .client
-                .renew_lease(&token, &lease, tracked.increment)
-                .await
-            {
+            }
+            match (tracked.action, &tracked.lease_id) {
+                (Action::Renew, Some(lease)) => due.push((i, lease.clone(), tracked.increment)),
+                _ => {
+                    refetch.insert(tracked.request.clone());
+                }
+            }
+        }
+        let (client, namespace, token) = (&state.client, state.pod.namespace.as_str(), &token);
+        let results: Vec<_> =
+            futures::stream::iter(due.into_iter().map(|(i, lease, increment)| async move {
+                let result = self
+                    .governed(Some(namespace), Priority::Urgent, "renew_lease", || {
+                        client.renew_lease(token, &lease, increment)
+                    })
+                    .await;
+                (i, lease, result, Instant::now())
+            }))
+            .buffer_unordered(policy::RENEWALS_IN_FLIGHT)
+            .collect()
+            .await;
+        for (i, lease, result, at) in results {
+            let tracked = &mut state.secrets[i];
+            match result {
                 Ok(renewal) => {
                     renewed += 1;
                     self.metrics.observe_refresh("renew_lease", "ok");
-                    let at = Instant::now();
                     tracked.expires_at = Some(at + renewal.ttl);
                     tracked.failures = 0;
                     if policy::renewal_capped(tracked.increment, renewal.ttl) {
@@ -504,6 +635,9 @@ impl VolumeManager {
             let (count, failed) = self.renew_due_leases(id, state, now, &mut refetch).await;
             renewed = count;
             degraded |= failed;
+        }
+        if session_ok {
+            self.defer_cosmetic(id, state, now, &mut refetch);
         }
         let cache_complete = state.secrets.iter().all(|t| t.response.is_some());
         let rewrite_token = token_changed && state.spec.token_file.is_some();
@@ -590,7 +724,118 @@ impl VolumeManager {
     }
 }
 
+impl VolumeManager {
+    /// While Vault pushes back, static re-reads (which replace nothing that
+    /// expires) wait node-wide until the pause ends; what expires still
+    /// goes out.
+    fn defer_cosmetic(
+        &self,
+        id: &VolumeId,
+        state: &mut VolumeState,
+        now: Instant,
+        refetch: &mut HashSet<SecretRequest>,
+    ) {
+        let Some(until) = self.scheduler.fairness().governor.paused_until() else {
+            return;
+        };
+        let mut deferred = 0;
+        for tracked in state
+            .secrets
+            .iter_mut()
+            .filter(|t| t.expires_at.is_none() && t.response.is_some())
+        {
+            if !refetch.remove(&tracked.request) {
+                continue;
+            }
+            tracked.deferred(now, until.saturating_duration_since(now), policy::draw());
+            deferred += 1;
+        }
+        if deferred > 0 {
+            self.metrics.observe_cosmetic_deferred(deferred);
+            tracing::info!(
+                volume.id = %id,
+                pod.namespace = %state.pod.namespace,
+                deferred,
+                pause_secs = until.saturating_duration_since(now).as_secs_f64(),
+                "Vault pushed back; re-reading static secrets waits for the pause to end"
+            );
+        }
+    }
+
+    /// A refresh that ran out of `--refresh-timeout`: whatever was due is
+    /// retried with backoff (never past its expiry), the files stay as they
+    /// are.
+    fn refresh_timed_out(
+        &self,
+        id: &VolumeId,
+        state: &mut VolumeState,
+        limit: Duration,
+    ) -> Option<Instant> {
+        let now = Instant::now();
+        self.metrics.observe_refresh("timeout", "error");
+        self.metrics
+            .observe_refresh_timeout(&state.labels.pod_namespace);
+        for tracked in state.secrets.iter_mut().filter(|t| t.due <= now) {
+            tracked.failed(now, None, policy::draw());
+        }
+        let token_due = state.session.as_ref().is_none_or(|s| s.due <= now);
+        if token_due && state.token_retry_at.is_none_or(|at| at <= now) {
+            let delay = policy::backoff_delay(state.token_failures, policy::draw(), None);
+            state.token_failures = state.token_failures.saturating_add(1);
+            let remaining = state
+                .session
+                .as_ref()
+                .map(|s| s.expires_at.saturating_duration_since(now));
+            state.token_retry_at = Some(now + policy::before_expiry(delay, remaining));
+        }
+        state.degraded = true;
+        tracing::warn!(
+            volume.id = %id,
+            pod.namespace = %state.pod.namespace,
+            pod.name = %state.pod.name,
+            timeout_secs = limit.as_secs_f64(),
+            "Refreshing the volume took longer than --refresh-timeout; the previous files stay and it is retried with backoff"
+        );
+        if let Err(error) = self.persist(id, state, Phase::Published) {
+            tracing::error!(volume.id = %id, %error, "Could not persist the volume's state");
+        }
+        let next = state.next_due();
+        self.publish_schedule_metrics(state, next);
+        next
+    }
+}
+
+/// How much fetching `request` matters (see [`policy::fetch_priority`]):
+/// replacing a lease or certificate is urgent, re-reading a static secret
+/// whose value the volume has is cosmetic.
+fn fetch_priority(
+    state: &VolumeState,
+    refetch: &HashSet<SecretRequest>,
+    request: &SecretRequest,
+    publishing: bool,
+) -> Priority {
+    let expires = refetch
+        .contains(request)
+        .then(|| {
+            state
+                .secrets
+                .iter()
+                .find(|t| &t.request == request)
+                // A static secret with no value yet (after a restart) is
+                // needed for the render: not cosmetic.
+                .and_then(|t| match (t.expires_at, &t.response) {
+                    (Some(_), _) => Some(true),
+                    (None, Some(_)) => Some(false),
+                    (None, None) => None,
+                })
+        })
+        .flatten();
+    policy::fetch_priority(publishing, expires)
+}
+
 impl Refresher for VolumeManager {
+    /// One refresh, bounded by `--refresh-timeout` so no volume holds a
+    /// refresh slot (or its namespace's) for longer.
     async fn refresh(&self, volume: VolumeId) -> Option<Instant> {
         let entry: std::sync::Arc<Volume> = self.volume(&volume)?;
         let mut guard = entry.state.lock().await;
@@ -598,6 +843,16 @@ impl Refresher for VolumeManager {
         if !state.spec.refresh {
             return None;
         }
-        self.refresh_state(&volume, state).await
+        let limit = self.scheduler.fairness().refresh_timeout;
+        match tokio::time::timeout(limit, self.refresh_state(&volume, state)).await {
+            Ok(next) => next,
+            Err(_elapsed) => self.refresh_timed_out(&volume, state, limit),
+        }
+    }
+
+    async fn namespace(&self, volume: &VolumeId) -> Option<String> {
+        let entry = self.volume(volume)?;
+        let guard = entry.state.lock().await;
+        guard.as_ref().map(|s| s.pod.namespace.clone())
     }
 }

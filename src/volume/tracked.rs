@@ -142,6 +142,16 @@ impl Tracked {
         }
     }
 
+    /// Puts off a re-read the node held back (Vault pushed back, or the
+    /// namespace's budget is spent): due again after `wait`, spread by up to
+    /// a fifth so deferred volumes do not return together, never past the
+    /// end of what it protects. Not a failure: the backoff is not raised.
+    pub fn deferred(&mut self, now: Instant, wait: Duration, u: f64) {
+        let remaining = self.expires_at.map(|e| e.saturating_duration_since(now));
+        let spread = wait.mul_f64(1.0 + 0.2 * u);
+        self.due = now + policy::before_expiry(spread.max(policy::MIN_DELAY), remaining);
+    }
+
     /// Schedules a retry after a failure, never past the lease's end.
     pub fn failed(&mut self, now: Instant, retry_after: Option<Duration>, u: f64) {
         let delay = policy::backoff_delay(self.failures, u, retry_after);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use vault_csi_driver::config::{Config, LogFormat};
+use vault_csi_driver::config::{Config, FairnessConfig, LogFormat};
 use vault_csi_driver::proto::identity_client::IdentityClient;
 use vault_csi_driver::proto::node_client::NodeClient;
 use vault_csi_driver::proto::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
@@ -308,6 +308,11 @@ pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
         insecure_plain_directories: false,
         vault_request_timeout: Duration::from_secs(30),
         shutdown_timeout: Duration::from_secs(10),
+        // Tests of refresh mechanics use intervals of a second or two.
+        fairness: FairnessConfig {
+            min_refresh_interval: Duration::ZERO,
+            ..FairnessConfig::default()
+        },
     }
 }
 
@@ -593,6 +598,7 @@ impl DriverProcess {
             .arg(format!("--vault-addr={}", vault.addr()))
             .arg(format!("--state-dir={}", node.state_dir().display()))
             .arg(format!("--kubelet-dir={}", node.kubelet_dir().display()))
+            .arg("--min-refresh-interval=0s")
             .args(args)
             .env_remove("VAULT_ADDR")
             .stdin(std::process::Stdio::null())

@@ -7,7 +7,8 @@
 //! issues real-expiring tokens, and serves KV v2, KV v1, a leased dynamic
 //! secret and PKI issuing, with Vault's exact response envelope,
 //! `{"errors":[…]}` bodies, status codes and lease TTL math
-//! (`CalculateTTL`). Faults (a fixed error status, 429 rate limiting) and
+//! (`CalculateTTL`). Faults (a fixed error status, 429 rate limiting of
+//! the next requests or of a path), latency (overall or of a path) and
 //! outages (`shutdown`/`restart`) can be injected, and every request is
 //! recorded for assertions.
 //!
@@ -553,6 +554,29 @@ impl VaultDouble {
     /// The request log still stamps the moment a request arrives.
     pub fn set_latency(&self, login: Duration, other: Duration) {
         self.inner.shared.set_latency(login, other);
+    }
+
+    /// Makes answers for paths under `prefix` (after `/v1/`, e.g.
+    /// `slow/` or `database/creds/`) wait `latency`, whatever
+    /// [`set_latency`](Self::set_latency) says: one slow secrets engine.
+    /// The longest matching prefix wins; `None` removes the prefix.
+    pub fn set_path_latency(&self, prefix: &str, latency: Option<Duration>) {
+        self.inner.shared.set_path_latency(prefix, latency);
+    }
+
+    /// Every request for a path under `prefix` (after `/v1/`) gets 429
+    /// `request path "<p>": rate limit quota exceeded`, with
+    /// `Retry-After: <secs>` when `retry_after_secs` is set (Vault sends it
+    /// only with `enable_rate_limit_response_headers`), until
+    /// [`clear_rate_limit_path`](Self::clear_rate_limit_path): a
+    /// rate-limit quota on one path that the client is over.
+    pub fn rate_limit_path(&self, prefix: &str, retry_after_secs: Option<u64>) {
+        self.inner.shared.rate_limit_path(prefix, retry_after_secs);
+    }
+
+    /// Ends [`rate_limit_path`](Self::rate_limit_path) for `prefix`.
+    pub fn clear_rate_limit_path(&self, prefix: &str) {
+        self.inner.shared.clear_rate_limit_path(prefix);
     }
 
     /// The next `n` requests get 429 `request path "<p>": rate limit quota

@@ -293,6 +293,10 @@ struct State {
     latency: (Duration, Duration),
     rate_limited: usize,
     retry_after: u64,
+    /// Latency by path prefix (after `/v1/`), longest prefix first wins.
+    path_latency: Vec<(String, Duration)>,
+    /// Path prefixes (after `/v1/`) answered 429, with their `Retry-After`.
+    path_limits: Vec<(String, Option<u64>)>,
     auth_mounts: HashMap<String, HashMap<String, Role>>,
     policies: PolicyStore,
     mounts: HashMap<String, Mount>,
@@ -386,6 +390,8 @@ impl Shared {
                 latency: (Duration::ZERO, Duration::ZERO),
                 rate_limited: 0,
                 retry_after: 0,
+                path_latency: Vec::new(),
+                path_limits: Vec::new(),
                 auth_mounts: HashMap::new(),
                 policies: PolicyStore::with_default(),
                 mounts: HashMap::new(),
@@ -523,12 +529,38 @@ impl Shared {
 
     /// How long the answer to a request for `path` waits.
     pub(crate) fn latency_for(&self, path: &str) -> Duration {
-        let (login, other) = lock(&self.state).latency;
+        let st = lock(&self.state);
+        let tail = path.strip_prefix("/v1/").unwrap_or(path);
+        if let Some((_, latency)) = longest_prefix(&st.path_latency, tail) {
+            return *latency;
+        }
+        let (login, other) = st.latency;
         if path.starts_with("/v1/auth/") && path.ends_with("/login") {
             login
         } else {
             other
         }
+    }
+
+    pub(crate) fn set_path_latency(&self, prefix: &str, latency: Option<Duration>) {
+        let mut st = lock(&self.state);
+        st.path_latency.retain(|(p, _)| p != prefix);
+        if let Some(latency) = latency {
+            st.path_latency.push((prefix.to_owned(), latency));
+        }
+    }
+
+    /// Answers 429 (with `retry_after_secs` as `Retry-After`, if set) for
+    /// every path under `prefix`, replacing an earlier limit on it.
+    pub(crate) fn rate_limit_path(&self, prefix: &str, retry_after_secs: Option<u64>) {
+        let mut st = lock(&self.state);
+        st.path_limits.retain(|(p, _)| p != prefix);
+        st.path_limits.push((prefix.to_owned(), retry_after_secs));
+    }
+
+    /// Ends [`Self::rate_limit_path`] for `prefix`.
+    pub(crate) fn clear_rate_limit_path(&self, prefix: &str) {
+        lock(&self.state).path_limits.retain(|(p, _)| p != prefix);
     }
 
     pub(crate) fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {
@@ -639,6 +671,14 @@ impl State {
                 &format!("request path {path:?}: rate limit quota exceeded"),
             );
             reply.retry_after = Some(self.retry_after);
+            return reply;
+        }
+        if let Some((_, retry_after)) = longest_prefix(&self.path_limits, path) {
+            let mut reply = Reply::error(
+                429,
+                &format!("request path {path:?}: rate limit quota exceeded"),
+            );
+            reply.retry_after = *retry_after;
             return reply;
         }
         let body = match &req.body {
@@ -1557,6 +1597,14 @@ fn pki_issue(roles: &HashMap<String, PkiRole>, role: &str, body: &Value, now: Sy
         "expiration": not_after,
     });
     Reply::ok(envelope("", false, 0, data, &[], Value::Null, "pki"))
+}
+
+/// The entry of `table` whose prefix is the longest one `path` starts with.
+fn longest_prefix<'a, T>(table: &'a [(String, T)], path: &str) -> Option<&'a (String, T)> {
+    table
+        .iter()
+        .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .max_by_key(|(prefix, _)| prefix.len())
 }
 
 #[cfg(test)]

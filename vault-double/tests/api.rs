@@ -1123,3 +1123,63 @@ async fn latency_delays_answers() {
     );
     assert!(read < login, "reads wait for the shorter latency");
 }
+
+/// Latency can be set for one path prefix (one slow engine) and 429 for
+/// another (a quota on one path) while the rest answers at once.
+#[tokio::test]
+async fn per_path_latency_and_rate_limits() {
+    let env = Env::new().await;
+    let token = env.login().await;
+    env.vault.kv2_put("secret", "myapp/slow", json!({"a": 1}));
+    env.vault
+        .set_path_latency("secret/data/myapp/slow", Some(Duration::from_millis(300)));
+    let started = tokio::time::Instant::now();
+    let r = env
+        .call("GET", "secret/data/myapp/slow", Some(&token), None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let started = tokio::time::Instant::now();
+    let r = env
+        .call("GET", "secret/data/myapp/config", Some(&token), None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() < Duration::from_millis(300));
+    env.vault.set_path_latency("secret/data/myapp/slow", None);
+    let started = tokio::time::Instant::now();
+    env.call("GET", "secret/data/myapp/slow", Some(&token), None)
+        .await;
+    assert!(started.elapsed() < Duration::from_millis(300));
+
+    env.vault.rate_limit_path("secret/", Some(9));
+    for _ in 0..3 {
+        let r = env
+            .call("GET", "secret/data/myapp/config", Some(&token), None)
+            .await;
+        assert_eq!(r.status, 429);
+        assert_eq!(r.retry_after.as_deref(), Some("9"));
+    }
+    let r = env
+        .call(
+            "PUT",
+            "auth/token/renew-self",
+            Some(&token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "other paths are not limited");
+    env.vault.rate_limit_path("secret/", None);
+    let r = env
+        .call("GET", "secret/data/myapp/config", Some(&token), None)
+        .await;
+    assert_eq!(
+        (r.status, r.retry_after),
+        (429, None),
+        "no Retry-After header"
+    );
+    env.vault.clear_rate_limit_path("secret/");
+    let r = env
+        .call("GET", "secret/data/myapp/config", Some(&token), None)
+        .await;
+    assert_eq!(r.status, 200);
+}

@@ -646,6 +646,78 @@ mod tests {
         fs::remove_dir_all(&outside).unwrap();
     }
 
+    /// The attack reproduced against the writer: `..data -> ..evil ->
+    /// <elsewhere>` (a set directory's name, but a symlink) was followed by
+    /// `read`, and a link inside the set redirected a nested read. Neither
+    /// is followed now, and reads are bounded.
+    #[test]
+    fn a_set_name_that_is_a_link_and_links_inside_the_set_are_not_followed() {
+        use std::os::unix::fs::symlink;
+        let root = scratch();
+        let outside = scratch();
+        fs::create_dir(outside.join("dir")).unwrap();
+        fs::write(outside.join("a.txt"), "someone else's secret").unwrap();
+        fs::write(outside.join("dir/b.txt"), "another").unwrap();
+        let writer = AtomicWriter::new(&root);
+        writer
+            .write(
+                &payload(&[("a.txt", "mine"), ("dir/b.txt", "mine too")]),
+                OPTIONS,
+            )
+            .unwrap();
+        let read = |p: &str, limit| {
+            writer
+                .read(&RelativePath::parse(p).unwrap(), limit)
+                .map(|b| b.map(|b| String::from_utf8(b.expose().clone()).unwrap()))
+        };
+        assert_eq!(read("a.txt", 100).unwrap().as_deref(), Some("mine"));
+        assert!(
+            read("a.txt", 3).is_err(),
+            "a file over the limit is refused"
+        );
+
+        // `..data` -> `..evil`, a symlink named like a set directory.
+        symlink(&outside, root.join("..evil")).unwrap();
+        fs::remove_file(root.join(DATA_LINK)).unwrap();
+        symlink("..evil", root.join(DATA_LINK)).unwrap();
+        assert_eq!(read("a.txt", 100).unwrap(), None);
+
+        // A link inside the real set, at a directory and at a file.
+        writer
+            .write(
+                &payload(&[("a.txt", "mine"), ("dir/b.txt", "mine too")]),
+                OPTIONS,
+            )
+            .unwrap();
+        let set = writer.current_dir().unwrap().unwrap();
+        fs::remove_dir_all(set.join("dir")).unwrap();
+        symlink(outside.join("dir"), set.join("dir")).unwrap();
+        fs::remove_file(set.join("a.txt")).unwrap();
+        symlink(outside.join("a.txt"), set.join("a.txt")).unwrap();
+        for path in ["a.txt", "dir/b.txt"] {
+            let error = read(path, 100).unwrap_err();
+            assert!(
+                matches!(error, Error::Io { ref source, .. } if source.raw_os_error() == Some(nix::libc::ELOOP) || source.raw_os_error() == Some(nix::libc::ENOTDIR)),
+                "{path}: {error}"
+            );
+        }
+        // And the comparison never reads through them either: the links
+        // make the set differ, so a write replaces it.
+        let set_payload = payload(&[("a.txt", "mine"), ("dir/b.txt", "mine too")]);
+        assert!(!writer.is_current(&set_payload).unwrap());
+        assert_eq!(
+            writer.write(&set_payload, OPTIONS).unwrap(),
+            WriteOutcome::Replaced
+        );
+        assert_eq!(read("dir/b.txt", 100).unwrap().as_deref(), Some("mine too"));
+        assert_eq!(
+            fs::read_to_string(outside.join("a.txt")).unwrap(),
+            "someone else's secret"
+        );
+        fs::remove_dir_all(&root).unwrap();
+        fs::remove_dir_all(&outside).unwrap();
+    }
+
     #[test]
     fn writes_links_and_swaps_whole_sets() {
         let root = scratch();

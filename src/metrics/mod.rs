@@ -123,6 +123,7 @@ pub struct Metrics {
     /// The per-volume gauges, when `--metrics-per-volume` is on.
     per_volume: Option<PerVolume>,
     ready: AtomicBool,
+    app_signals: Family<ResultLabels, Counter>,
 }
 
 /// The gauges labelled with a pod's namespace, name and volume id.
@@ -225,6 +226,12 @@ impl Metrics {
                 next_refresh,
             }
         });
+        let app_signals = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "app_signals",
+            "Signals to apps after their volume's files changed, by result: sent (per process), no_process (no process of the pod had the name, or the driver cannot see the pod's processes), failed",
+            app_signals.clone(),
+        );
         Self {
             registry,
             publishes,
@@ -239,6 +246,7 @@ impl Metrics {
             listener_drops,
             per_volume,
             ready: AtomicBool::new(false),
+            app_signals,
         }
     }
 
@@ -369,5 +377,14 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl Metrics {
+    /// Counts one app signal outcome: `sent`, `no_process` or `failed`.
+    pub fn observe_app_signal(&self, result: &'static str) {
+        self.app_signals
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 }

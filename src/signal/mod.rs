@@ -82,7 +82,7 @@ pub enum Error {
 /// or restart, never one that cannot be handled (`SIGKILL`, `SIGSTOP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
-    /// `SIGHUP`: reload (nginx, HAProxy, many daemons).
+    /// `SIGHUP`: reload (nginx, `haproxy`, many daemons).
     Hup,
     /// `SIGINT`.
     Int,

@@ -6,7 +6,7 @@
 //!
 //! The pod is the one kubelet chose the target path for
 //! (`<kubelet-dir>/pods/<uid>/…`), never one a pod spec names, and a
-//! process belongs to it only when its cgroup says so ([`cgroup`]). Each
+//! process belongs to it only when its cgroup says so (`cgroup.rs`). Each
 //! process is pinned with a pidfd and checked again before the signal, so
 //! a reused pid never receives it. Seeing other pods' processes needs the
 //! host's PID namespace (`hostPID`, the `app-signals` overlay); without it

@@ -356,6 +356,97 @@ async fn cgroupfs_pods_under_cgroup_v1_get_sigusr1_once_per_change() {
     signals_reach_only_the_pods_process(Layout::CgroupfsV1, "usr1", "USR1").await;
 }
 
+/// The driver without the host's PID namespace (the base install, without
+/// the `app-signals` overlay): it is PID 1 of its own namespace and sees no
+/// pod's process. A change signals nothing, and the driver says why, in
+/// its log and in `no_process`.
+#[tokio::test]
+async fn without_the_host_pid_namespace_the_driver_says_it_cannot_signal() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    let pod = Pod::walkthrough();
+    let mut fixture = Fixture::new();
+    let app = fixture.app("nginx", "HUP", Some((&pod, Layout::CgroupfsV1)));
+
+    // `unshare --pid --fork --mount-proc`: the driver is PID 1 of a new PID
+    // namespace with its own /proc, as in a pod without hostPID. Its mounts
+    // stay in its own mount namespace; the test watches Vault and the log.
+    let port = free_port();
+    let log = node.root.join("driver.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut driver = Command::new("unshare")
+        .args(["--pid", "--kill-child", "--mount-proc", "--"])
+        .arg(env!("CARGO_BIN_EXE_vault-csi-driver"))
+        .arg(format!("--endpoint=unix://{}", node.socket().display()))
+        .arg("--node-id=test-node")
+        .arg(format!("--vault-addr={}", vault.addr()))
+        .arg(format!("--state-dir={}", node.state_dir().display()))
+        .arg(format!("--kubelet-dir={}", node.kubelet_dir().display()))
+        .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+        .arg("--log-format=json")
+        .env_remove("VAULT_ADDR")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let socket = node.socket();
+    wait_for("the driver's socket", WAIT, || socket.exists()).await;
+    let node_client =
+        vault_csi_driver::proto::node_client::NodeClient::new(support::channel(&socket).await);
+
+    let attributes = [
+        ("roleName", "example"),
+        ("template.index.html", INDEX_TEMPLATE),
+        ("staticSecretRefreshInterval", "1s"),
+        ("signal", "SIGHUP"),
+        ("signalProcess", "nginx"),
+    ];
+    publish_ok(
+        node_client.clone(),
+        pod.publish(&node, &vault, "v", &attributes),
+    )
+    .await;
+    vault.kv2_put(
+        "secret",
+        "myapp/config",
+        serde_json::json!({"username": "appuser", "password": "rotated"}),
+    );
+    let said = "it does not run in the host's PID namespace";
+    wait_for("the driver to say it cannot signal", WAIT, || {
+        read(&log).contains(said)
+    })
+    .await;
+    refreshes(&vault, 2).await;
+    assert_eq!(
+        app_signals(port).await,
+        [0, 1, 0],
+        "one change, nobody seen"
+    );
+    assert_eq!(fixture.apps[app].signals(), 0);
+    let line: serde_json::Value = read(&log)
+        .lines()
+        .find(|l| l.contains(said))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap();
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["pod.name"], "nginx", "{line}");
+    assert!(
+        line["message"]
+            .as_str()
+            .unwrap()
+            .contains("install the app-signals overlay (hostPID: true)"),
+        "{line}"
+    );
+
+    support::unpublish_ok(node_client, pod.unpublish(&node, "v")).await;
+    let _ = driver.kill();
+    let _ = driver.wait();
+}
+
 /// A bad `signal`, or one without `signalProcess`, is refused before
 /// anything is mounted.
 #[tokio::test]

@@ -4,6 +4,7 @@
 # Renders with `kubectl kustomize`:
 #   deploy/                     the base install (kubectl apply -k deploy/)
 #   deploy/overlays/k8s-1.35    base + CSIDriver.spec.serviceAccountTokenInSecrets
+#   deploy/overlays/app-signals base + hostPID (volumes may signal their app)
 #   deploy/examples             the nginx walkthrough's objects
 # and validates every document in STRICT mode (unknown fields are errors; so is
 # a kind the schemas do not know) against each supported Kubernetes minor
@@ -47,6 +48,7 @@ trap 'rm -rf "$workdir"' EXIT
 
 kubectl kustomize deploy/ >"$workdir/base.yaml"
 kubectl kustomize deploy/overlays/k8s-1.35 >"$workdir/overlay-k8s-1.35.yaml"
+kubectl kustomize deploy/overlays/app-signals >"$workdir/overlay-app-signals.yaml"
 kubectl kustomize deploy/examples >"$workdir/examples.yaml"
 
 python3 - "$MIN_SUPPORTED" "$OVERLAY_MIN" "$workdir" <<'PY'
@@ -88,6 +90,7 @@ def by_kind(docs, kind):
 
 base = load("base.yaml")
 overlay = load("overlay-k8s-1.35.yaml")
+app_signals = load("overlay-app-signals.yaml")
 examples = load("examples.yaml")
 
 problems = []
@@ -113,6 +116,11 @@ overlay_drivers = by_kind(overlay, "CSIDriver")
 check(len(overlay_drivers) == 1
       and overlay_drivers[0]["spec"].get("serviceAccountTokenInSecrets") is True,
       "k8s-1.35 overlay must set CSIDriver.spec.serviceAccountTokenInSecrets: true")
+for name, docs, host_pid in (("base", base, None), ("app-signals overlay", app_signals, True)):
+    daemonsets = by_kind(docs, "DaemonSet")
+    check(len(daemonsets) == 1
+          and daemonsets[0]["spec"]["template"]["spec"].get("hostPID") is host_pid,
+          f"{name} must render one DaemonSet with hostPID {host_pid}")
 for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
     check(not by_kind(base, kind), f"base must grant no Kubernetes API access (found a {kind})")
 for p in problems:
@@ -154,6 +162,7 @@ def validate(label, docs, vers):
 
 validate("deploy/", base, versions)
 validate("deploy/overlays/k8s-1.35", overlay, overlay_versions)
+validate("deploy/overlays/app-signals", app_signals, versions)
 validate("deploy/examples", examples, versions)
 
 failed += len(problems)

@@ -38,6 +38,8 @@
 //! * [`render`]: the [`render::Renderer`] and its helpers.
 //! * [`storage`]: tmpfs mounts and the [`storage::AtomicWriter`].
 //! * [`refresh`]: the [`refresh::RefreshScheduler`] and [`refresh::policy`].
+//! * [`signal`]: the signal a volume asks for after its files changed,
+//!   sent to its pod's processes ([`signal::AppSignal`]).
 //! * [`metrics`]: Prometheus metrics, `/healthz`, `/readyz`.
 //! * [`app`]: wiring and graceful shutdown; [`config`]: flags;
 //!   [`telemetry`]: log set-up.
@@ -55,6 +57,7 @@ pub mod proto;
 pub mod refresh;
 pub mod render;
 pub mod secret;
+pub mod signal;
 pub mod storage;
 pub mod telemetry;
 pub mod vault;

@@ -139,6 +139,7 @@ pub struct Metrics {
     vault_pushbacks: Counter,
     interval_clamped: Family<NamespaceLabels, Counter>,
     refresh_timeouts: Family<NamespaceLabels, Counter>,
+    app_signals: Family<ResultLabels, Counter>,
 }
 
 /// The gauges labelled with a pod's namespace, name and volume id.
@@ -271,6 +272,12 @@ impl Metrics {
             "Volume refreshes that ran out of --refresh-timeout and were retried with backoff",
             refresh_timeouts.clone(),
         );
+        let app_signals = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "app_signals",
+            "Signals to apps after their volume's files changed, by result: sent (per process), no_process (no process of the pod had the name, or the driver cannot see the pod's processes), failed",
+            app_signals.clone(),
+        );
         Self {
             registry,
             publishes,
@@ -290,6 +297,7 @@ impl Metrics {
             vault_pushbacks,
             interval_clamped,
             refresh_timeouts,
+            app_signals,
         }
     }
 
@@ -458,6 +466,15 @@ impl Metrics {
             .get_or_create(&NamespaceLabels {
                 pod_namespace: namespace.to_owned(),
             })
+            .inc();
+    }
+}
+
+impl Metrics {
+    /// Counts one app signal outcome: `sent`, `no_process` or `failed`.
+    pub fn observe_app_signal(&self, result: &'static str) {
+        self.app_signals
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 }

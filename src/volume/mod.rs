@@ -76,7 +76,7 @@ pub enum Error {
     },
     /// A volume attribute the driver does not know (likely a typo).
     #[error(
-        "unknown volume attribute {key:?}; known: roleName, vaultAddress, vaultAuthMountPath, vaultNamespace, audience, fileMode, refresh, tokenFile, staticSecretRefreshInterval, template.<file>"
+        "unknown volume attribute {key:?}; known: roleName, vaultAddress, vaultAuthMountPath, vaultNamespace, audience, fileMode, refresh, tokenFile, staticSecretRefreshInterval, signal, signalProcess, template.<file>"
     )]
     UnknownAttribute {
         /// The attribute.

@@ -19,6 +19,7 @@ use super::{Error, memory, off_runtime};
 use crate::refresh::{Refresher, policy};
 use crate::render::{self, CompiledTemplates, InlineRender, SecretRequest};
 use crate::secret::Secret;
+use crate::signal::PodRef;
 use crate::storage::tmpfs::WritableView;
 use crate::storage::{
     AtomicWriter, FileContent, Payload, RelativePath, WriteOptions, WriteOutcome,
@@ -699,6 +700,14 @@ impl VolumeManager {
                     t.due = retry;
                 }
             }
+        }
+        if let (Some(WriteOutcome::Replaced), Some(app)) = (outcome, &state.spec.signal) {
+            let pod = PodRef::new(
+                state.target.pod_uid(),
+                &state.pod.namespace,
+                &state.pod.name,
+            );
+            app.after_change(&self.tracker, &self.metrics, pod);
         }
         state.degraded = degraded;
         if let Err(error) = self.persist(id, state, Phase::Published) {

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::Error;
+use crate::signal::{AppSignal, Signal};
 use crate::storage::{RelativePath, check_disjoint};
 use crate::vault::TOKENS_KEY;
 
@@ -76,7 +77,11 @@ impl fmt::Display for VolumeId {
 /// `<kubelet-dir>/pods/`, lexically clean. (Symlinks on the way are checked
 /// when the path is used; see [`crate::storage::tmpfs`].)
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct TargetPath(PathBuf);
+pub struct TargetPath {
+    path: PathBuf,
+    /// The directory under `pods/`: the pod's UID, as kubelet chose it.
+    pod_uid: String,
+}
 
 impl TargetPath {
     /// Checks `raw` lexically against the kubelet pods directory.
@@ -109,12 +114,27 @@ impl TargetPath {
         if rest.components().count() < 2 {
             return Err(invalid("it is not inside a pod's directory"));
         }
-        Ok(Self(path.to_path_buf()))
+        let pod_uid = match rest.components().next() {
+            Some(Component::Normal(uid)) => uid.to_string_lossy().into_owned(),
+            _ => return Err(invalid("it is not inside a pod's directory")),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            pod_uid,
+        })
     }
 
     /// The path.
     pub fn as_path(&self) -> &Path {
-        &self.0
+        &self.path
+    }
+
+    /// The UID of the pod the volume belongs to: the directory kubelet made
+    /// under `pods/`, which no pod spec can choose (unlike the
+    /// `csi.storage.k8s.io/pod.uid` attribute, this is what kubelet mounts
+    /// into the pod).
+    pub fn pod_uid(&self) -> &str {
+        &self.pod_uid
     }
 }
 
@@ -166,6 +186,9 @@ pub struct VolumeSpec {
     pub token_file: Option<RelativePath>,
     /// `staticSecretRefreshInterval`.
     pub static_interval: Duration,
+    /// `signal` and `signalProcess`: what to tell the pod's app after each
+    /// refresh that changed the files.
+    pub signal: Option<AppSignal>,
 }
 
 /// Splits kubelet's `volume_context` into the pod info and the spec,
@@ -186,6 +209,8 @@ pub fn parse_attributes<H: std::hash::BuildHasher>(
     let mut refresh = true;
     let mut token_file = None;
     let mut static_interval = defaults.static_refresh_interval;
+    let mut signal = None;
+    let mut signal_process = None;
 
     let mut keys: Vec<&String> = context.keys().collect();
     keys.sort();
@@ -244,6 +269,10 @@ pub fn parse_attributes<H: std::hash::BuildHasher>(
                 }
                 static_interval = interval;
             }
+            "signal" => {
+                signal = Some(Signal::parse(value).map_err(|e| bad(e.to_string()))?);
+            }
+            "signalProcess" => signal_process = Some(value.as_str()),
             k if k.starts_with(TEMPLATE_PREFIX) => {
                 let path = RelativePath::parse(&k[TEMPLATE_PREFIX.len()..])
                     .map_err(|e| bad(e.to_string()))?;
@@ -254,6 +283,30 @@ pub fn parse_attributes<H: std::hash::BuildHasher>(
     }
 
     let role = role.ok_or(Error::MissingAttribute { key: "roleName" })?;
+    let signal = match (signal, signal_process) {
+        (Some(signal), Some(process)) => {
+            Some(
+                AppSignal::new(signal, process).map_err(|e| Error::InvalidAttribute {
+                    key: "signalProcess".to_owned(),
+                    reason: e.to_string(),
+                })?,
+            )
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(Error::InvalidAttribute {
+                key: "signal".to_owned(),
+                reason: "it needs signalProcess: the name of the process to signal, such as nginx"
+                    .to_owned(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(Error::InvalidAttribute {
+                key: "signalProcess".to_owned(),
+                reason: "it needs signal: the signal to send, such as SIGHUP".to_owned(),
+            });
+        }
+    };
     if templates.is_empty() {
         return Err(Error::MissingAttribute {
             key: "template.<file>",
@@ -291,6 +344,7 @@ pub fn parse_attributes<H: std::hash::BuildHasher>(
             refresh,
             token_file,
             static_interval,
+            signal,
         },
         pod,
     ))

@@ -57,6 +57,8 @@ fn parses_every_option() {
             ("refresh", "false"),
             ("tokenFile", "token"),
             ("staticSecretRefreshInterval", "1m30s"),
+            ("signal", "HUP"),
+            ("signalProcess", "nginx"),
             ("csi.storage.k8s.io/some.future.key", "x"),
         ]),
         &defaults(),
@@ -70,6 +72,9 @@ fn parses_every_option() {
     assert!(!spec.refresh);
     assert_eq!(spec.token_file.unwrap().as_str(), "token");
     assert_eq!(spec.static_interval, Duration::from_secs(90));
+    let signal = spec.signal.unwrap();
+    assert_eq!(signal.signal.name(), "SIGHUP");
+    assert_eq!(signal.process, "nginx");
 }
 
 #[test]
@@ -93,6 +98,23 @@ fn refuses_bad_attributes_naming_the_key() {
         (&[("template...data", "x")], "reserved"),
         (&[("tokenFile", "index.html")], "twice"),
         (&[("csi.storage.k8s.io/ephemeral", "false")], "ephemeral"),
+        (
+            &[("signal", "SIGKILL"), ("signalProcess", "nginx")],
+            "SIGHUP",
+        ),
+        (&[("signal", "9"), ("signalProcess", "nginx")], "signal"),
+        (&[("signal", "SIGHUP")], "needs signalProcess"),
+        (&[("signalProcess", "nginx")], "needs signal"),
+        (&[("signal", "SIGHUP"), ("signalProcess", "")], "empty"),
+        (
+            &[("signal", "SIGHUP"), ("signalProcess", "/usr/sbin/nginx")],
+            "`/`",
+        ),
+        (
+            &[("signal", "SIGTERM"), ("signalProcess", "pause")],
+            "sandbox",
+        ),
+        (&[("signals", "SIGHUP")], "signals"),
     ];
     for (extra, expected) in cases {
         let err = parse_attributes(&context(extra), &defaults()).unwrap_err();
@@ -127,7 +149,7 @@ fn volume_ids_and_target_paths_are_checked() {
     }
     let kubelet = Path::new("/var/lib/kubelet");
     let good = "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/vol/mount";
-    assert!(TargetPath::parse(good, kubelet).is_ok());
+    assert_eq!(TargetPath::parse(good, kubelet).unwrap().pod_uid(), "uid");
     for bad in [
         "relative/pods/x/mount",
         "/var/lib/kubelet/pods/uid/../../../etc/mount",

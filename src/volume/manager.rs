@@ -508,7 +508,7 @@ impl VolumeManager {
                 self.store.remove(&id)?;
                 continue;
             }
-            match self.state_from_record(&record) {
+            match self.state_from_record(&record).await {
                 Ok(state) => {
                     tracing::info!(volume.id = %id, "Resumed managing a published volume");
                     self.adopt(id, state);
@@ -524,10 +524,10 @@ impl VolumeManager {
         Ok(count)
     }
 
-    fn state_from_record(&self, record: &VolumeRecord) -> Result<VolumeState, Error> {
+    async fn state_from_record(&self, record: &VolumeRecord) -> Result<VolumeState, Error> {
         let context: HashMap<String, String> = record.attributes.clone().into_iter().collect();
         let (spec, pod) = spec::parse_attributes(&context, &self.config.spec_defaults)?;
-        let templates = self.renderer.compile(&spec.templates)?;
+        let templates = self.compile(&spec.templates).await?;
         let client = VaultClient::new(
             self.http.clone(),
             spec.vault_addr.clone(),

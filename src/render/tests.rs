@@ -813,3 +813,45 @@ async fn the_pool_answers_at_the_deadline_and_when_full() {
     assert_eq!(queued.await.unwrap().unwrap(), 1);
     assert_eq!(p.run("rendering", limit, || 3).await.unwrap(), 3);
 }
+
+/// Every `template_render` fuzz seed compiles or is refused, and renders
+/// or fails, on a 2 MiB stack (a quarter of a render thread's): the seeds
+/// include every spelling of the partials that used to overflow the stack.
+#[test]
+fn fuzz_seeds_never_crash() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/template_render");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        seen += 1;
+        let name = path.display().to_string();
+        let partial = text.contains('>') || text.contains('*');
+        let outcome = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let r = Renderer::new();
+                match compile_one(&r, &text) {
+                    Ok(t) => {
+                        let _ = r.render(&t, HashMap::new());
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap_or_else(|_| panic!("{name} crashed the renderer"));
+        if name.contains("partial") || name.contains("decorator") {
+            let refused = outcome.expect_err(&name);
+            assert!(
+                partial
+                    && (refused.contains("not supported") || refused.contains("does not parse")),
+                "{name}: {refused}"
+            );
+        }
+    }
+    assert!(seen >= 10, "the seeds are where the fuzz README says");
+}

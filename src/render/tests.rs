@@ -708,15 +708,30 @@ fn large_values_passed_to_builtins_stop_at_the_work_budget() {
 #[test]
 fn plain_expressions_stop_at_the_output_cap_and_the_clock() {
     let r = Renderer::new();
-    let text = format!(
+    let arrays = format!(
         r#"{{{{#with (secret "kv/x")}}}}{}{{{{/with}}}}"#,
         "{{data.data.a}}".repeat(1000)
     );
-    let t = compile_one(&r, &text).unwrap();
+    let t = compile_one(&r, &arrays).unwrap();
     let err = r.render(&t, big_array()).unwrap_err().to_string();
     assert!(
         err.contains(&format!("{MAX_RENDERED_BYTES} bytes")),
         "{err}"
+    );
+    // An object prints as `[object]`: reaching it a thousand times is cheap,
+    // because lookups into Vault data borrow it instead of copying it.
+    let objects = format!(
+        r#"{{{{#with (secret "kv/x")}}}}{}{{{{/with}}}}"#,
+        "{{data.data}}".repeat(1000)
+    );
+    let t = compile_one(&r, &objects).unwrap();
+    let started = tokio::time::Instant::now();
+    let out = r.render(&t, big_array()).unwrap();
+    assert_eq!(text(&out, 0), "[object]".repeat(1000));
+    assert!(
+        started.elapsed() < MAX_RENDER_TIME,
+        "{:?}",
+        started.elapsed()
     );
 
     let t = compile_one(&r, "{{#with (secret \"kv/x\")}}{{data.data.s}}{{/with}}").unwrap();
@@ -854,4 +869,41 @@ fn fuzz_seeds_never_crash() {
         }
     }
     assert!(seen >= 10, "the seeds are where the fuzz README says");
+}
+
+/// Nesting as deep as the largest template allows, in every form the
+/// parser recurses on (subexpressions, array and object literals, blocks,
+/// `{{else if}}` chains), is refused without overflowing the stack: on a
+/// render thread, and on a 2 MiB one.
+#[tokio::test]
+async fn the_deepest_nesting_is_refused_without_overflowing() {
+    let half = |open: &str, close: &str, fixed: usize| {
+        let n = (MAX_TEMPLATE_BYTES - fixed) / (open.len() + close.len());
+        (open.repeat(n), close.repeat(n))
+    };
+    let (o, c) = half("(a ", ")", 16);
+    let subexpressions = format!("{{{{x {o}1{c}}}}}");
+    let (o, c) = half("[", "]", 16);
+    let arrays = format!("{{{{x {o}{c}}}}}");
+    let (o, c) = half("{\"a\":", "}", 16);
+    let objects = format!("{{{{x {o}1{c}}}}}");
+    let blocks =
+        "{{#a}}".repeat(MAX_TAGS_PER_TEMPLATE / 2) + &"{{/a}}".repeat(MAX_TAGS_PER_TEMPLATE / 2);
+    let chain = "{{#if 0}}{{else if 0}}".repeat(MAX_TAGS_PER_TEMPLATE / 3)
+        + &"{{/if}}".repeat(MAX_TAGS_PER_TEMPLATE / 3);
+    let unclosed = format!("{{{{x {}", "(a ".repeat((MAX_TEMPLATE_BYTES - 8) / 3));
+    let r = Arc::new(Renderer::new());
+    for text in [subexpressions, arrays, objects, blocks, chain, unclosed] {
+        assert!(text.len() <= MAX_TEMPLATE_BYTES);
+        let sources = vec![(RelativePath::parse("f").unwrap(), text.clone())];
+        let err = r.compile_off_thread(&sources).await.unwrap_err();
+        assert!(matches!(err, Error::Parse { .. }), "{}: {err}", &text[..40]);
+        let small = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || Renderer::new().compile(&sources).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("no overflow on 2 MiB");
+        assert!(small.is_err());
+    }
 }

@@ -463,16 +463,23 @@ impl Renderer {
     /// [`MAX_RENDER_TIME`] (an [`Error::TimedOut`] at the deadline if the
     /// render is still running; it stops on its own soon after): what the
     /// driver calls, so a render never runs on the threads that answer
-    /// kubelet.
+    /// kubelet. The responses are Vault's bodies, parsed there too (a body
+    /// that is not JSON counts as not fetched).
     pub async fn render_off_thread(
         self: &Arc<Self>,
         templates: Arc<CompiledTemplates>,
-        responses: HashMap<SecretRequest, Value>,
+        responses: Vec<(SecretRequest, Secret<Vec<u8>>)>,
     ) -> Result<RenderedFiles, Error> {
         let renderer = Arc::clone(self);
         self.pool
             .run("rendering", MAX_RENDER_TIME, move || {
-                renderer.render(&templates, responses)
+                let parsed = responses
+                    .into_iter()
+                    .filter_map(|(request, raw)| {
+                        Some((request, serde_json::from_slice(raw.expose()).ok()?))
+                    })
+                    .collect();
+                renderer.render(&templates, parsed)
             })
             .await?
     }

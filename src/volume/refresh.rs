@@ -1,13 +1,12 @@
 //! The per-volume work: logging in, fetching and rendering, writing files,
 //! and the scheduled refresh that renews, re-fetches and re-renders.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Error;
@@ -185,17 +184,14 @@ impl VolumeManager {
             if let Some(error) = first_error {
                 return Err(error);
             }
-            let responses: HashMap<SecretRequest, Value> = state
+            let responses: Vec<(SecretRequest, Secret<Vec<u8>>)> = state
                 .secrets
                 .iter()
                 .filter(|t| wanted.contains(&t.request))
-                .filter_map(|t| {
-                    let response = t.response.as_ref()?;
-                    let value = serde_json::from_slice(response.raw.expose()).ok()?;
-                    Some((t.request.clone(), value))
-                })
+                .filter_map(|t| Some((t.request.clone(), t.response.as_ref()?.raw.clone())))
                 .collect();
-            // On the render threads, never on the async workers.
+            // Parsed and rendered on the render threads, never on the async
+            // workers.
             let rendered = self
                 .renderer
                 .render_off_thread(Arc::clone(&state.templates), responses)

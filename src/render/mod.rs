@@ -12,6 +12,7 @@
 mod budget;
 mod builtins;
 mod each;
+mod guard;
 mod helpers;
 mod pool;
 mod tree;
@@ -513,6 +514,7 @@ impl Renderer {
                 message,
             };
             count_tags(source).map_err(refuse)?;
+            guard::check_nesting(source).map_err(refuse)?;
             let template = Template::compile(source).map_err(|e| {
                 refuse(match e.pos() {
                     Some((line, column)) => format!("line {line}, column {column}: {}", e.reason()),
@@ -670,8 +672,9 @@ impl handlebars::Output for CappedOutput {
 /// [`MAX_TAGS_PER_TEMPLATE`] tags: the parser's cost grows with tags ×
 /// length. Every tag starts with `{{`, so counting every `{{` (in text,
 /// comments and raw blocks too) over-counts and can never be fooled by
-/// spelling. Everything else is checked on the parsed template
-/// ([`tree::check`]); the parser itself bounds its own recursion.
+/// spelling. Subexpression nesting is checked next ([`guard`]), because
+/// the engine's conversion of a parse recurses per level; everything else
+/// is checked on the parsed template ([`tree::check`]).
 fn count_tags(source: &str) -> Result<(), String> {
     let tags = source.matches("{{").count();
     if tags > MAX_TAGS_PER_TEMPLATE {

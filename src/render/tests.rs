@@ -907,3 +907,43 @@ async fn the_deepest_nesting_is_refused_without_overflowing() {
         assert!(small.is_err());
     }
 }
+
+/// Subexpressions nested a few hundred deep used to parse and then
+/// overflow the stack while the engine converted the parse; every depth,
+/// however spelled (strings holding parentheses, `~`, whitespace), is
+/// refused on a 2 MiB stack with the line and column.
+#[test]
+fn deep_subexpressions_are_refused_before_the_engine_converts_them() {
+    let worker = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(|| {
+            let r = Renderer::new();
+            for n in [9, 50, 200, 330, 400, 650, 1000, 2000, 2700, 4000, 6000] {
+                for (open, close) in [
+                    ("(a ", ")"),
+                    ("( a \")\" ", " )"),
+                    ("(a x=')}}' ", ")"),
+                    ("(\n a\t", "\n)"),
+                ] {
+                    let text = format!("x\n{{{{~ y {}1{} ~}}}}", open.repeat(n), close.repeat(n));
+                    if text.len() > MAX_TEMPLATE_BYTES {
+                        continue;
+                    }
+                    let err = compile_one(&r, &text).unwrap_err().to_string();
+                    assert!(
+                        err.contains("nested more than") || err.contains("stack limit"),
+                        "{n} {open:?}: {err}"
+                    );
+                }
+            }
+            let err = compile_one(&r, "{{x (a (a (a (a (a (a (a (a (a 1)))))))))}}")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("line 1, column 29: subexpressions are nested more than 8"),
+                "{err}"
+            );
+        })
+        .unwrap();
+    worker.join().expect("no overflow");
+}

@@ -2,9 +2,12 @@
 //! (parse, then the lenient pass that collects `secret` calls), then
 //! `render()` with no secrets fetched.
 //!
-//! Runs on a thread with a 2 MiB stack, the size of the tokio worker threads
-//! the driver compiles and renders on, so a template that nests deeply
-//! enough to overflow the driver's stack overflows here too.
+//! Runs on a thread with a 2 MiB stack, a quarter of the driver's render
+//! threads (8 MiB), so a template that nests deep enough to come near the
+//! driver's stack overflows here first. The seeds spell partials,
+//! decorators and inline partials with `~`, whitespace, triple braces, raw
+//! blocks and escapes: the renderer must refuse every one it would render
+//! (a recursive pair used to overflow the stack).
 //!
 //! Never panics. If the lenient pass found a `secret` call, the strict
 //! render without any secret must fail (never render a file without the
@@ -17,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use vault_csi_driver::render::{Error, Renderer};
 use vault_csi_driver::storage::RelativePath;
 
-/// Tokio's default worker-thread stack.
+/// A quarter of the driver's render-thread stack.
 const STACK_BYTES: usize = 2 * 1024 * 1024;
 
 fn run(text: String) {

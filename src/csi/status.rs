@@ -42,7 +42,11 @@ fn template_code(error: &render::Error) -> Code {
         | render::Error::TooLarge { .. }
         | render::Error::Render { .. }
         | render::Error::InvalidRequest(_)
-        | render::Error::TooManySecrets { .. } => Code::InvalidArgument,
+        | render::Error::TooManySecrets { .. }
+        | render::Error::DataTooLarge
+        | render::Error::TimedOut { .. } => Code::InvalidArgument,
+        // The node is overloaded with renders: kubelet retries.
+        render::Error::Busy => Code::ResourceExhausted,
         // Only reachable if the fetch loop gives up, which it does not.
         render::Error::NeedsSecrets(_) => Code::Internal,
     }

@@ -1,28 +1,45 @@
 //! The work one render may do.
 //!
 //! A template's size and structure are bounded when it is compiled, but a
-//! loop's cost depends on the data: `{{#each}}` nested three deep over a
-//! Vault array of a thousand entries runs a billion iterations, with no
-//! output for the size caps to stop. Every render therefore runs under a
-//! budget of loop iterations ([`MAX_LOOP_ITERATIONS`], deterministic, so a
-//! template that fits never fails on a slower node) and a wall-clock
-//! backstop ([`MAX_RENDER_TIME`]) for work that is not a loop iteration
-//! (a tag that compares or copies a large value, repeated in a loop body).
-//! Helpers charge the budget; exhausting it fails the render with a message
-//! naming the limit.
+//! render's cost depends on the data: `{{#each}}` nested three deep over a
+//! Vault array of a thousand entries runs a billion iterations, and a tag
+//! whose parameters name a large value touches all of it, every time it is
+//! rendered. Every render (the collect pass and the final one) therefore
+//! runs under a budget, deterministic so a template that fits never fails
+//! on a slower node:
+//!
+//! - [`MAX_LOOP_ITERATIONS`] loop iterations, summed over every loop;
+//! - [`MAX_RENDER_WORK`] units of work: every helper call (the driver's own
+//!   and its metered replacements of the engine's built-ins) costs one unit
+//!   plus the size of its evaluated parameters ([`weight`]), and every loop
+//!   iteration that copies an entry costs the entry's size;
+//!
+//! and a wall-clock backstop, [`MAX_RENDER_TIME`], checked by every helper
+//! call, every loop iteration and every write of output. Exhausting any of
+//! them fails the render with a message naming the limit.
 
 use std::cell::Cell;
 use std::time::Duration;
 
-use handlebars::{RenderError, RenderErrorReason};
+use handlebars::{Helper, RenderError, RenderErrorReason};
+use serde_json::Value;
 use tokio::time::Instant;
 
 /// Most `{{#each}}` iterations, summed over every loop and every file, in
 /// one render of a volume. Real templates iterate over tens of keys.
 pub const MAX_LOOP_ITERATIONS: u32 = 100_000;
 
+/// Most units of work one render of a volume may do: one per helper call
+/// plus the size of the values it is given, one per JSON value and per 16
+/// bytes of text (see [`weight`]). Real templates use a few hundred; a
+/// template that passes a 100,000-element array to a helper on every line
+/// runs out after a few dozen lines.
+pub const MAX_RENDER_WORK: u64 = 4_000_000;
+
 /// Longest one render of a volume may take. Real templates render in
-/// microseconds; this only stops work the iteration budget cannot see.
+/// microseconds; this only stops work the other budgets cannot see. The
+/// caller gets its answer at this deadline even if the render is still
+/// running.
 pub const MAX_RENDER_TIME: Duration = Duration::from_secs(2);
 
 /// The work one render may do.
@@ -30,6 +47,8 @@ pub const MAX_RENDER_TIME: Duration = Duration::from_secs(2);
 pub(super) struct Limits {
     /// Loop iterations, all loops and files together.
     pub(super) iterations: u32,
+    /// Work units, all helper calls and files together.
+    pub(super) work: u64,
     /// Wall-clock time.
     pub(super) time: Duration,
 }
@@ -38,14 +57,8 @@ impl Limits {
     /// What any render may do (the documented limits).
     pub(super) const FULL: Self = Self {
         iterations: MAX_LOOP_ITERATIONS,
+        work: MAX_RENDER_WORK,
         time: MAX_RENDER_TIME,
-    };
-    /// What a render may do on an async worker thread before it is moved
-    /// to the blocking pool: far more than typical templates need (tens of
-    /// microseconds), far less than would stall other calls.
-    pub(super) const INLINE: Self = Self {
-        iterations: 1_000,
-        time: Duration::from_millis(1),
     };
 }
 
@@ -53,8 +66,8 @@ impl Limits {
 struct Budget {
     limits: Limits,
     iterations_left: u32,
+    work_left: u64,
     deadline: Instant,
-    exhausted: bool,
 }
 
 thread_local! {
@@ -72,16 +85,10 @@ impl Metered {
         BUDGET.set(Some(Budget {
             limits,
             iterations_left: limits.iterations,
+            work_left: limits.work,
             deadline: Instant::now() + limits.time,
-            exhausted: false,
         }));
         Self(())
-    }
-
-    /// Whether the render ran out of budget (and failed for that reason).
-    #[allow(clippy::unused_self)] // a method on the guard: only meaningful while it lives
-    pub(super) fn exhausted(&self) -> bool {
-        BUDGET.get().is_some_and(|b| b.exhausted)
     }
 }
 
@@ -91,14 +98,17 @@ impl Drop for Metered {
     }
 }
 
-/// Charges one loop iteration, and checks the clock.
-pub(super) fn charge_iteration() -> Result<(), RenderError> {
-    let Some(mut budget) = BUDGET.get() else {
-        return Err(unmetered());
-    };
+fn current() -> Result<Budget, RenderError> {
+    BUDGET.get().ok_or_else(|| {
+        RenderErrorReason::Other("a template helper ran outside a volume render".to_owned()).into()
+    })
+}
+
+/// Charges one loop iteration that copies `copied` (the entry, when the
+/// loop runs over a value rather than a path), and checks the clock.
+pub(super) fn charge_iteration(copied: Option<&Value>) -> Result<(), RenderError> {
+    let mut budget = current()?;
     if budget.iterations_left == 0 {
-        budget.exhausted = true;
-        BUDGET.set(Some(budget));
         return Err(RenderErrorReason::Other(format!(
             "the templates' loops ran more than {} iterations in total; \
              iterate over smaller data or nest fewer loops",
@@ -108,27 +118,104 @@ pub(super) fn charge_iteration() -> Result<(), RenderError> {
     }
     budget.iterations_left -= 1;
     BUDGET.set(Some(budget));
+    match copied {
+        Some(value) => charge(1, [value]),
+        None => check_time(),
+    }
+}
+
+/// Charges a helper call: one unit plus the size of its parameters and
+/// hash values, and checks the clock. Every helper calls this first.
+pub(super) fn charge_call(h: &Helper<'_>) -> Result<(), RenderError> {
+    charge(
+        1,
+        h.params()
+            .iter()
+            .map(handlebars::PathAndJson::value)
+            .chain(h.hash().values().map(handlebars::PathAndJson::value)),
+    )
+}
+
+/// Charges `base` units plus the weight of `values`, and checks the clock.
+pub(super) fn charge<'a>(
+    base: u64,
+    values: impl IntoIterator<Item = &'a Value>,
+) -> Result<(), RenderError> {
+    let mut budget = current()?;
+    let mut cost = base;
+    for value in values {
+        // Counting stops at what is left: the count itself is bounded by
+        // the budget.
+        cost = cost.saturating_add(weight(value, budget.work_left.saturating_add(1)));
+        if cost > budget.work_left {
+            break;
+        }
+    }
+    if cost > budget.work_left {
+        budget.work_left = 0;
+        BUDGET.set(Some(budget));
+        return Err(RenderErrorReason::Other(format!(
+            "the templates did more than {} units of work (helper calls and the Vault data \
+             given to them); pass smaller values to helpers, or fewer times",
+            budget.limits.work
+        ))
+        .into());
+    }
+    budget.work_left -= cost;
+    BUDGET.set(Some(budget));
     check_time()
 }
 
-/// Checks the clock; helpers that copy or encode data call this.
+/// Checks the clock; helpers, loops and the output writer call this.
 pub(super) fn check_time() -> Result<(), RenderError> {
-    let Some(mut budget) = BUDGET.get() else {
-        return Err(unmetered());
-    };
+    let budget = current()?;
     if Instant::now() > budget.deadline {
-        budget.exhausted = true;
-        BUDGET.set(Some(budget));
-        return Err(RenderErrorReason::Other(format!(
-            "rendering took longer than {:?}; simplify the templates (fewer nested loops or \
-             helper calls over large values)",
-            budget.limits.time
-        ))
-        .into());
+        return Err(time_exceeded(budget.limits.time).into());
     }
     Ok(())
 }
 
-fn unmetered() -> RenderError {
-    RenderErrorReason::Other("a template helper ran outside a volume render".to_owned()).into()
+/// The error a render past its time limit fails with.
+pub(super) fn time_exceeded(limit: Duration) -> RenderErrorReason {
+    RenderErrorReason::Other(format!(
+        "rendering took longer than {limit:?}; simplify the templates (fewer nested loops or \
+         helper calls over large values)"
+    ))
+}
+
+/// The size of a JSON value for the budget: one per value (scalars,
+/// arrays, objects, and each object key) plus one per 16 bytes of text,
+/// counted up to `cap` (so counting costs at most `cap` steps).
+pub(super) fn weight(value: &Value, cap: u64) -> u64 {
+    let text = |s: &str| 1 + (s.len() as u64) / 16;
+    let mut total = 0u64;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        total += match v {
+            Value::String(s) => text(s),
+            Value::Array(items) => {
+                // Each entry weighs at least one.
+                if total + items.len() as u64 >= cap {
+                    return cap;
+                }
+                stack.extend(items);
+                1
+            }
+            Value::Object(map) => {
+                if total + map.len() as u64 >= cap {
+                    return cap;
+                }
+                for (k, item) in map {
+                    total += text(k);
+                    stack.push(item);
+                }
+                1
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => 1,
+        };
+        if total >= cap {
+            return total;
+        }
+    }
+    total
 }

@@ -5,8 +5,9 @@
 //! keeps handlebars' semantics — `this`, `@index`, `@key`, `@first`,
 //! `@last`, block parameters `as |value key|`, `{{else}}` for an empty or
 //! missing collection, strict-mode errors — and charges
-//! [`budget::charge_iteration`] before every iteration, so nested loops
-//! over large Vault data stop at [`budget::MAX_LOOP_ITERATIONS`].
+//! [`budget::charge_iteration`] before every iteration (with the size of
+//! the entry when it is copied), so nested loops over large Vault data stop
+//! at [`budget::MAX_LOOP_ITERATIONS`] or [`budget::MAX_RENDER_WORK`].
 
 use handlebars::{
     BlockContext, BlockParams, Context, Handlebars, Helper, HelperDef, HelperResult, Output,
@@ -28,6 +29,7 @@ impl HelperDef for BoundedEach {
         rc: &mut RenderContext<'reg, 'rc>,
         out: &mut dyn Output,
     ) -> HelperResult {
+        budget::charge_call(h)?;
         let param = h
             .param(0)
             .ok_or(RenderErrorReason::ParamNotFoundForIndex("each", 0))?;
@@ -93,7 +95,8 @@ fn iterate<'reg: 'rc, 'rc>(
 ) -> HelperResult {
     let last = entries.len().saturating_sub(1);
     for (i, (key, value)) in entries.into_iter().enumerate() {
-        budget::charge_iteration()?;
+        // Over a value (not a path), each entry is copied into the block.
+        budget::charge_iteration((!by_path).then_some(value))?;
         if let Some(block) = rc.block_mut() {
             block.set_local_var("first", Value::Bool(i == 0));
             block.set_local_var("last", Value::Bool(i == last));

@@ -26,9 +26,11 @@ use super::{SecretRequest, budget};
 pub(super) enum Scope {
     /// First pass: note every request, answer `null`.
     Collect(Vec<SecretRequest>),
-    /// Final pass: answer from the fetched responses; note any miss.
+    /// Final pass: answer from the fetched responses, which are in the
+    /// render's context under `keys` (so every lookup into them is a
+    /// reference, never a copy); note any miss.
     Resolve {
-        responses: HashMap<SecretRequest, Value>,
+        keys: HashMap<SecretRequest, String>,
         missing: Vec<SecretRequest>,
     },
 }
@@ -65,18 +67,23 @@ impl HelperDef for SecretHelper {
         &self,
         h: &Helper<'rc>,
         _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
+        ctx: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
-        // Each call copies a whole response (up to the body limit).
-        budget::check_time()?;
+        budget::charge_call(h)?;
         let path = one_string(h, "secret")?;
+        // A path that is not a literal in the template came from data
+        // (possibly a secret): it is never echoed in errors or logs.
+        let from_data = h
+            .param(0)
+            .is_some_and(|p| p.try_get_constant_value().is_none());
         let args: serde_json::Map<String, Value> = h
             .hash()
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.value().clone()))
             .collect();
-        let request = SecretRequest::new(path, &args).map_err(|e| helper_error(e.to_string()))?;
+        let request = SecretRequest::build(path, &args, from_data)
+            .map_err(|e| helper_error(e.to_string()))?;
         SCOPE.with_borrow_mut(|scope| match scope {
             Some(Scope::Collect(seen)) => {
                 if !seen.contains(&request) {
@@ -84,12 +91,13 @@ impl HelperDef for SecretHelper {
                 }
                 Ok(ScopedJson::Derived(Value::Null))
             }
-            Some(Scope::Resolve { responses, missing }) => {
-                if let Some(value) = responses.get(&request) {
-                    Ok(ScopedJson::Derived(value.clone()))
+            Some(Scope::Resolve { keys, missing }) => {
+                if let Some(key) = keys.get(&request) {
+                    let value = ctx.data().get(key).unwrap_or(&Value::Null);
+                    Ok(ScopedJson::Context(value, vec![key.clone()]))
                 } else {
                     let reply =
-                        helper_error(format!("secret {:?} was not fetched", request.path()));
+                        helper_error(format!("secret {:?} was not fetched", request.shown_path()));
                     missing.push(request);
                     Err(reply)
                 }
@@ -120,7 +128,7 @@ impl HelperDef for Unary {
         _: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
-        budget::check_time()?;
+        budget::charge_call(h)?;
         let value = one_param(h, self.name)?;
         let result = (self.apply)(self.name, value)?;
         if result
@@ -133,6 +141,8 @@ impl HelperDef for Unary {
                 super::MAX_RENDERED_BYTES
             )));
         }
+        // Building the result cost about its size again.
+        budget::charge(0, [&result])?;
         Ok(ScopedJson::Derived(result))
     }
 }

@@ -10,20 +10,27 @@
 //! empty string) and never HTML-escapes: files hold the secret bytes exactly.
 
 mod budget;
+mod builtins;
 mod each;
+mod guard;
 mod helpers;
+mod pool;
+mod tree;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use handlebars::{Context, Handlebars, RenderContext, Renderable, Template};
 use serde_json::Value;
 
 use crate::secret::Secret;
 use crate::storage::RelativePath;
-pub use budget::{MAX_LOOP_ITERATIONS, MAX_RENDER_TIME};
+pub use budget::{MAX_LOOP_ITERATIONS, MAX_RENDER_TIME, MAX_RENDER_WORK};
 use helpers::{SCOPE, Scope};
+pub use pool::{MAX_QUEUE_WAIT, RENDER_QUEUE, RENDER_THREADS};
 
 /// Largest template source accepted, per file.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
@@ -38,6 +45,16 @@ pub const MAX_BLOCK_DEPTH: usize = 32;
 pub const MAX_TAGS_PER_TEMPLATE: usize = 1024;
 /// Deepest nesting of subexpressions (`(helper (helper …))`) accepted.
 pub const MAX_SUBEXPRESSION_DEPTH: usize = 8;
+/// Most parameters and hash values in one tag. The template engine
+/// evaluates all of them before the helper runs.
+pub const MAX_PARAMS_PER_TAG: usize = 8;
+/// Most Vault data one render of a volume may see, all responses together,
+/// in the units of [`MAX_RENDER_WORK`] (one per JSON value, one per 16
+/// bytes of text): about a million values, or 16 MiB of text.
+pub const MAX_RENDER_DATA: u64 = 1_000_000;
+/// Longest a compile (parse, checks and the pass that collects `secret`
+/// calls) may keep its caller waiting.
+pub const MAX_COMPILE_TIME: Duration = Duration::from_secs(5);
 /// Largest output of one file, or of one helper call, while rendering.
 /// Rendering stops as soon as it is exceeded, so a template cannot make the
 /// driver build gigabytes (nested `toJson` doubles its input each level).
@@ -87,24 +104,96 @@ pub enum Error {
     /// These secrets must be fetched before the render can finish.
     #[error("{} secret(s) must be fetched first", .0.len())]
     NeedsSecrets(Vec<SecretRequest>),
+    /// The Vault responses a volume reads are larger, together, than
+    /// [`MAX_RENDER_DATA`].
+    #[error(
+        "the secrets the templates read weigh more than {MAX_RENDER_DATA} units (one per JSON \
+         value, one per 16 bytes of text); read smaller secrets or fewer of them"
+    )]
+    DataTooLarge,
+    /// The render (or compile) did not finish within its time limit; the
+    /// caller was answered at the deadline and the work stops on its own.
+    #[error(
+        "{what} took longer than {limit:?}; simplify the templates (fewer nested loops or \
+         helper calls over large values)"
+    )]
+    TimedOut {
+        /// `rendering` or `compiling the templates`.
+        what: &'static str,
+        /// The limit that was reached.
+        limit: Duration,
+    },
+    /// Every render thread is busy and the queue is full, or the work
+    /// waited longer than [`MAX_QUEUE_WAIT`] for a thread: the node is
+    /// overloaded with renders. Retrying later helps.
+    #[error(
+        "the driver is busy rendering other volumes' templates ({RENDER_THREADS} threads, \
+         {RENDER_QUEUE} queued); retry later"
+    )]
+    Busy,
 }
 
 /// Rendered files: each template's path and its exact bytes.
 pub type RenderedFiles = Vec<(RelativePath, Secret<Vec<u8>>)>;
 
 /// One `secret` call: a Vault path, plus the arguments that make it a write
-/// (PUT) rather than a read (GET). Equal requests are fetched once per render.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+/// (PUT) rather than a read (GET). Equal requests are fetched once per render
+/// (equality, hashing and order are by path and arguments only).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct SecretRequest {
     path: String,
     /// Canonical JSON of the arguments (keys sorted), or `None` for a read.
     body: Option<String>,
+    /// The path was not a literal in the template but came from data
+    /// (`(secret data.data.path)`): it may be a secret, so errors and logs
+    /// show [`SecretRequest::PATH_FROM_DATA`] instead.
+    #[serde(default)]
+    from_data: bool,
+}
+
+impl PartialEq for SecretRequest {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.path, &self.body) == (&other.path, &other.body)
+    }
+}
+
+impl Eq for SecretRequest {}
+
+impl Hash for SecretRequest {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (&self.path, &self.body).hash(state);
+    }
+}
+
+impl PartialOrd for SecretRequest {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SecretRequest {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.path, &self.body).cmp(&(&other.path, &other.body))
+    }
 }
 
 impl SecretRequest {
+    /// What errors and logs show for a path that came from data.
+    pub const PATH_FROM_DATA: &'static str = "<path from secret data>";
+
     /// Validates the path (relative, no `..`, URL-safe characters) and
     /// canonicalises the arguments.
     pub fn new(path: &str, args: &serde_json::Map<String, Value>) -> Result<Self, Error> {
+        Self::build(path, args, false)
+    }
+
+    /// [`SecretRequest::new`], for a path that came from data when
+    /// `from_data` (its errors then never echo it).
+    pub(crate) fn build(
+        path: &str,
+        args: &serde_json::Map<String, Value>,
+        from_data: bool,
+    ) -> Result<Self, Error> {
         let path = path.trim_start_matches('/');
         let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.@=+:,~/".contains(c);
         if path.is_empty()
@@ -113,8 +202,13 @@ impl SecretRequest {
                 .split('/')
                 .any(|seg| seg.is_empty() || seg == "." || seg == "..")
         {
+            let shown = if from_data {
+                Self::PATH_FROM_DATA.to_owned()
+            } else {
+                format!("{path:?}")
+            };
             return Err(Error::InvalidRequest(format!(
-                "{path:?} is not a Vault path: use letters, digits and `-_.@=+:,~` separated by single `/`"
+                "{shown} is not a Vault path: use letters, digits and `-_.@=+:,~` separated by single `/`"
             )));
         }
         // serde_json's map is a BTreeMap here (no `preserve_order`), so the
@@ -127,12 +221,31 @@ impl SecretRequest {
         Ok(Self {
             path: path.to_owned(),
             body,
+            from_data,
         })
     }
 
-    /// The Vault path, without `/v1/`.
+    /// The Vault path, without `/v1/`. Only for the request itself: errors
+    /// and logs use [`SecretRequest::shown_path`].
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The path as errors and logs may show it: the path, or
+    /// [`SecretRequest::PATH_FROM_DATA`] when it came from data.
+    pub fn shown_path(&self) -> &str {
+        if self.from_data {
+            Self::PATH_FROM_DATA
+        } else {
+            &self.path
+        }
+    }
+
+    /// Whether the path came from data rather than the template's text:
+    /// then nothing derived from it (Vault's message about it included) may
+    /// be shown.
+    pub fn path_from_data(&self) -> bool {
+        self.from_data
     }
 
     /// The JSON body for a write, or `None` for a read.
@@ -146,9 +259,55 @@ impl fmt::Debug for SecretRequest {
     // path is shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretRequest")
-            .field("path", &self.path)
+            .field("path", &self.shown_path())
             .field("write", &self.body.is_some())
-            .finish()
+            .finish_non_exhaustive()
+    }
+}
+
+/// Vault's error about `request`, as errors and logs may show it: when the
+/// path came from data, every word Vault or the HTTP client said is
+/// withheld (Vault's messages, a "no handler for route" for instance, and
+/// connection errors can quote the path); the operation and status stay.
+pub fn withhold_for(request: &SecretRequest, error: crate::vault::Error) -> crate::vault::Error {
+    use crate::vault::Error as E;
+    if !request.from_data {
+        return error;
+    }
+    let withheld = || "(withheld: the path came from secret data)".to_owned();
+    match error {
+        E::Config { .. } => E::Config { reason: withheld() },
+        E::Unreachable {
+            operation, address, ..
+        } => E::Unreachable {
+            operation,
+            address,
+            reason: withheld(),
+        },
+        E::RateLimited {
+            operation,
+            status,
+            retry_after,
+            ..
+        } => E::RateLimited {
+            operation,
+            status,
+            retry_after,
+            message: withheld(),
+        },
+        E::Status {
+            operation, status, ..
+        } => E::Status {
+            operation,
+            status,
+            message: withheld(),
+        },
+        E::InvalidResponse { operation, .. } => E::InvalidResponse {
+            operation,
+            reason: withheld(),
+        },
+        // The driver's own words, naming no path.
+        held @ E::Held { .. } => held,
     }
 }
 
@@ -227,12 +386,13 @@ impl TemplateCache {
     }
 }
 
-/// Renders templates. One per process: it holds the helper registries and
-/// the cache of compiled templates.
+/// Renders templates. One per process: it holds the helper registries, the
+/// cache of compiled templates and the render threads.
 pub struct Renderer {
     strict: Handlebars<'static>,
     lenient: Handlebars<'static>,
     cache: Mutex<TemplateCache>,
+    pool: pool::Pool,
 }
 
 impl fmt::Debug for Renderer {
@@ -248,12 +408,13 @@ impl Default for Renderer {
 }
 
 impl Renderer {
-    /// Builds the helper registries.
+    /// Builds the helper registries and starts the render threads.
     pub fn new() -> Self {
         let build = |strict: bool| {
             let mut registry = Handlebars::new();
             registry.set_strict_mode(strict);
             registry.register_escape_fn(handlebars::no_escape);
+            builtins::register(&mut registry);
             registry.register_helper("secret", Box::new(helpers::SecretHelper));
             registry.register_helper("each", Box::new(each::BoundedEach));
             for (name, apply) in [
@@ -270,12 +431,12 @@ impl Renderer {
             strict: build(true),
             lenient: build(false),
             cache: Mutex::default(),
+            pool: pool::Pool::new(),
         }
     }
 
     /// Templates compiled earlier for the same sources, if a volume still
-    /// uses them: the cheap path of [`Renderer::compile`], for callers that
-    /// would otherwise move the compile off the async runtime.
+    /// uses them: the cheap path of [`Renderer::compile`].
     pub fn cached(&self, sources: &[(RelativePath, String)]) -> Option<Arc<CompiledTemplates>> {
         self.cache
             .lock()
@@ -283,14 +444,58 @@ impl Renderer {
             .get(sources)
     }
 
+    /// [`Renderer::compile`] on the render threads (unless the templates
+    /// are cached), answered within [`MAX_COMPILE_TIME`]: what the driver
+    /// calls, so a compile never runs on the threads that answer kubelet.
+    pub async fn compile_off_thread(
+        self: &Arc<Self>,
+        sources: &[(RelativePath, String)],
+    ) -> Result<Arc<CompiledTemplates>, Error> {
+        if let Some(templates) = self.cached(sources) {
+            return Ok(templates);
+        }
+        let (renderer, sources) = (Arc::clone(self), sources.to_vec());
+        self.pool
+            .run("compiling the templates", MAX_COMPILE_TIME, move || {
+                renderer.compile(&sources)
+            })
+            .await?
+    }
+
+    /// [`Renderer::render`] on the render threads, answered within
+    /// [`MAX_RENDER_TIME`] (an [`Error::TimedOut`] at the deadline if the
+    /// render is still running; it stops on its own soon after): what the
+    /// driver calls, so a render never runs on the threads that answer
+    /// kubelet. The responses are Vault's bodies, parsed there too (a body
+    /// that is not JSON counts as not fetched).
+    pub async fn render_off_thread(
+        self: &Arc<Self>,
+        templates: Arc<CompiledTemplates>,
+        responses: Vec<(SecretRequest, Secret<Vec<u8>>)>,
+    ) -> Result<RenderedFiles, Error> {
+        let renderer = Arc::clone(self);
+        self.pool
+            .run("rendering", MAX_RENDER_TIME, move || {
+                let parsed = responses
+                    .into_iter()
+                    .filter_map(|(request, raw)| {
+                        Some((request, serde_json::from_slice(raw.expose()).ok()?))
+                    })
+                    .collect();
+                renderer.render(&templates, parsed)
+            })
+            .await?
+    }
+
     /// Parses every template and collects the `secret` calls they make, so
-    /// syntax errors (with the line that is wrong), bad secret paths and too
-    /// many secrets surface at publish, before a token is sent anywhere.
-    /// Volumes with identical templates (the replicas of a deployment) get
-    /// the same shared result.
+    /// syntax errors (with the line that is wrong), unsupported constructs,
+    /// bad secret paths and too many secrets surface at publish, before a
+    /// token is sent anywhere. Volumes with identical templates (the
+    /// replicas of a deployment) get the same shared result.
     ///
     /// A cache miss costs up to tens of milliseconds for the largest
-    /// templates accepted: call it off the async runtime.
+    /// templates accepted, and runs on the calling thread: the driver uses
+    /// [`Renderer::compile_off_thread`].
     pub fn compile(
         &self,
         sources: &[(RelativePath, String)],
@@ -306,17 +511,19 @@ impl Renderer {
                     bytes: source.len(),
                 });
             }
-            check_structure(source).map_err(|message| Error::Parse {
+            let refuse = |message| Error::Parse {
                 file: file.clone(),
                 message,
-            })?;
-            let template = Template::compile(source).map_err(|e| Error::Parse {
-                file: file.clone(),
-                message: match e.pos() {
+            };
+            count_tags(source).map_err(refuse)?;
+            guard::check_nesting(source).map_err(refuse)?;
+            let template = Template::compile(source).map_err(|e| {
+                refuse(match e.pos() {
                     Some((line, column)) => format!("line {line}, column {column}: {}", e.reason()),
                     None => e.reason().to_string(),
-                },
+                })
             })?;
+            tree::check(&template).map_err(refuse)?;
             files.push((file.clone(), template));
         }
         let requests = self.collect(&files)?;
@@ -332,10 +539,11 @@ impl Renderer {
     fn collect(&self, files: &[(RelativePath, Template)]) -> Result<Vec<SecretRequest>, Error> {
         let _metered = budget::Metered::start(budget::Limits::FULL);
         SCOPE.with_borrow_mut(|s| *s = Some(Scope::Collect(Vec::new())));
+        let context = Context::null();
         for (file, template) in files {
             // Errors in the lenient pass are expected (helpers fed `null`);
             // the strict pass reports the real ones.
-            let _ = render_one(&self.lenient, template, file);
+            let _ = render_one(&self.lenient, template, &context, file);
         }
         let Some(Scope::Collect(found)) = SCOPE.with_borrow_mut(Option::take) else {
             unreachable!("the collect scope was set above");
@@ -344,77 +552,70 @@ impl Renderer {
         Ok(found)
     }
 
-    /// Renders every file with the given responses. Returns
-    /// [`Error::NeedsSecrets`] when a template asks for a secret not given.
+    /// Renders every file with the given responses, on the calling thread.
+    /// Returns [`Error::NeedsSecrets`] when a template asks for a secret not
+    /// given.
     ///
     /// Runs under the render budget ([`MAX_LOOP_ITERATIONS`],
-    /// [`MAX_RENDER_TIME`]); a hostile template can still spend up to the
-    /// time limit, so call it off the async runtime (or try
-    /// [`Renderer::render_inline`] first).
+    /// [`MAX_RENDER_WORK`], [`MAX_RENDER_TIME`]) and refuses more than
+    /// [`MAX_RENDER_DATA`] of responses. A hostile template can still
+    /// spend up to the time limit: the driver uses
+    /// [`Renderer::render_off_thread`].
     pub fn render(
         &self,
         templates: &CompiledTemplates,
         responses: HashMap<SecretRequest, Value>,
     ) -> Result<RenderedFiles, Error> {
-        self.render_within(templates, responses, budget::Limits::FULL)
-            .0
+        self.render_under(templates, responses, budget::Limits::FULL)
     }
 
-    /// Renders under a budget small enough for an async worker thread
-    /// (a millisecond, a thousand loop iterations). Typical templates
-    /// finish well within it, which saves the hand-off to the blocking
-    /// pool; a render that runs out gives the responses back, to be
-    /// rendered with [`Renderer::render`] off the runtime.
-    pub fn render_inline(
-        &self,
-        templates: &CompiledTemplates,
-        responses: HashMap<SecretRequest, Value>,
-    ) -> InlineRender {
-        match self.render_within(templates, responses, budget::Limits::INLINE) {
-            (_, responses, true) => InlineRender::TooLong(responses),
-            (result, _, false) => InlineRender::Done(result),
-        }
-    }
-
-    /// Renders under `limits`. Also gives the responses back, and whether
-    /// the limits ran out.
-    fn render_within(
+    /// [`Renderer::render`] under `limits`.
+    fn render_under(
         &self,
         templates: &CompiledTemplates,
         responses: HashMap<SecretRequest, Value>,
         limits: budget::Limits,
-    ) -> (
-        Result<RenderedFiles, Error>,
-        HashMap<SecretRequest, Value>,
-        bool,
-    ) {
+    ) -> Result<RenderedFiles, Error> {
+        let mut left = MAX_RENDER_DATA.saturating_add(1);
+        for value in responses.values() {
+            left = left.saturating_sub(budget::weight(value, left));
+            if left == 0 {
+                return Err(Error::DataTooLarge);
+            }
+        }
         let fetched = responses.len();
-        let metered = budget::Metered::start(limits);
+        // The responses live in the context, under keys no template path
+        // can spell (`]` ends a `[…]` segment), so that everything the
+        // templates reach in them is borrowed, never copied.
+        let mut keys = HashMap::with_capacity(fetched);
+        let mut data = serde_json::Map::new();
+        for (i, (request, value)) in responses.into_iter().enumerate() {
+            let key = format!("]{i}");
+            data.insert(key.clone(), value);
+            keys.insert(request, key);
+        }
+        let context = Context::from(Value::Object(data));
+        let _metered = budget::Metered::start(limits);
         SCOPE.with_borrow_mut(|s| {
             *s = Some(Scope::Resolve {
-                responses,
+                keys,
                 missing: Vec::new(),
             });
         });
         let mut out = Vec::with_capacity(templates.files.len());
         let mut first_error = None;
         for (file, template) in &templates.files {
-            match render_one(&self.strict, template, file) {
+            match render_one(&self.strict, template, &context, file) {
                 Ok(text) => out.push((file.clone(), Secret::new(text.into_bytes()))),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
-        let Some(Scope::Resolve {
-            responses,
-            mut missing,
-        }) = SCOPE.with_borrow_mut(Option::take)
-        else {
+        let Some(Scope::Resolve { mut missing, .. }) = SCOPE.with_borrow_mut(Option::take) else {
             unreachable!("the resolve scope was set above");
         };
-        let exhausted = metered.exhausted();
-        let result = if missing.is_empty() {
+        if missing.is_empty() {
             match first_error {
                 Some(e) => Err(e),
                 None => Ok(out),
@@ -423,19 +624,8 @@ impl Renderer {
             missing.sort();
             missing.dedup();
             check_count(fetched + missing.len()).and(Err(Error::NeedsSecrets(missing)))
-        };
-        (result, responses, exhausted)
+        }
     }
-}
-
-/// The outcome of [`Renderer::render_inline`].
-#[derive(Debug)]
-pub enum InlineRender {
-    /// The render finished within the inline budget (successfully or not).
-    Done(Result<RenderedFiles, Error>),
-    /// It ran out of the inline budget: render these responses with
-    /// [`Renderer::render`] off the runtime.
-    TooLong(HashMap<SecretRequest, Value>),
 }
 
 fn check_count(count: usize) -> Result<(), Error> {
@@ -448,13 +638,13 @@ fn check_count(count: usize) -> Result<(), Error> {
 fn render_one(
     registry: &Handlebars<'static>,
     template: &Template,
+    context: &Context,
     file: &RelativePath,
 ) -> Result<String, Error> {
-    let context = Context::null();
     let mut rc = RenderContext::new(None);
     let mut out = CappedOutput(String::new());
     template
-        .render(registry, &context, &mut rc, &mut out)
+        .render(registry, context, &mut rc, &mut out)
         .map_err(|e| Error::Render {
             file: file.clone(),
             message: describe(&e),
@@ -462,7 +652,9 @@ fn render_one(
     Ok(out.0)
 }
 
-/// Render output that refuses to grow past [`MAX_RENDERED_BYTES`].
+/// Render output that refuses to grow past [`MAX_RENDERED_BYTES`], and
+/// stops the render at its time limit (plain `{{…}}` expressions call no
+/// helper, but every one writes here).
 struct CappedOutput(String);
 
 impl handlebars::Output for CappedOutput {
@@ -472,65 +664,25 @@ impl handlebars::Output for CappedOutput {
                 "the file would be larger than {MAX_RENDERED_BYTES} bytes"
             )));
         }
+        budget::check_time().map_err(|e| std::io::Error::other(e.reason().to_string()))?;
         self.0.push_str(segment);
         Ok(())
     }
 }
 
-/// Refuses what the template engine cannot handle safely before it parses:
-/// partials and decorators (`{{> x}}`, `{{#*inline}}` can recurse without
-/// end), blocks nested deeper than [`MAX_BLOCK_DEPTH`] and subexpressions
-/// deeper than [`MAX_SUBEXPRESSION_DEPTH`]. Deliberately conservative: text
-/// inside raw blocks counts too.
-fn check_structure(source: &str) -> Result<(), String> {
-    let mut depth = 0usize;
-    let mut tags = 0usize;
-    let mut rest = source;
-    while let Some(open) = rest.find("{{") {
-        tags += 1;
-        if tags > MAX_TAGS_PER_TEMPLATE {
-            return Err(format!(
-                "more than {MAX_TAGS_PER_TEMPLATE} {{{{…}}}} tags in one template"
-            ));
-        }
-        let tag = rest[open + 2..].trim_start_matches(['{', '~']).trim_start();
-        if let Some(comment) = tag.strip_prefix("!--") {
-            rest = comment.find("--}}").map_or("", |end| &comment[end + 4..]);
-            continue;
-        }
-        let end = tag.find("}}").unwrap_or(tag.len());
-        let inner = &tag[..end];
-        rest = &tag[end..];
-        let after_hash = inner.strip_prefix('#').map(str::trim_start);
-        if inner.starts_with(['>', '*']) || after_hash.is_some_and(|t| t.starts_with(['>', '*'])) {
-            return Err("partials and decorators ({{> …}}, {{#* …}}) are not supported".to_owned());
-        }
-        if after_hash.is_some() || (inner.starts_with('^') && inner.len() > 1) {
-            depth += 1;
-            if depth > MAX_BLOCK_DEPTH {
-                return Err(format!(
-                    "blocks are nested more than {MAX_BLOCK_DEPTH} deep"
-                ));
-            }
-        } else if inner.starts_with('/') {
-            depth = depth.saturating_sub(1);
-        }
-        let (mut parens, mut deepest) = (0usize, 0usize);
-        for c in inner.chars() {
-            match c {
-                '(' => {
-                    parens += 1;
-                    deepest = deepest.max(parens);
-                }
-                ')' => parens = parens.saturating_sub(1),
-                _ => {}
-            }
-        }
-        if deepest > MAX_SUBEXPRESSION_DEPTH {
-            return Err(format!(
-                "subexpressions are nested more than {MAX_SUBEXPRESSION_DEPTH} deep"
-            ));
-        }
+/// Refuses, before parsing, a template with more than
+/// [`MAX_TAGS_PER_TEMPLATE`] tags: the parser's cost grows with tags ×
+/// length. Every tag starts with `{{`, so counting every `{{` (in text,
+/// comments and raw blocks too) over-counts and can never be fooled by
+/// spelling. Subexpression nesting is checked next ([`guard`]), because
+/// the engine's conversion of a parse recurses per level; everything else
+/// is checked on the parsed template ([`tree::check`]).
+fn count_tags(source: &str) -> Result<(), String> {
+    let tags = source.matches("{{").count();
+    if tags > MAX_TAGS_PER_TEMPLATE {
+        return Err(format!(
+            "{tags} {{{{…}}}} tags in one template; at most {MAX_TAGS_PER_TEMPLATE} are allowed"
+        ));
     }
     Ok(())
 }

@@ -373,9 +373,9 @@ fn nested_loops_over_large_data_stop_at_the_iteration_budget() {
 }
 
 /// Work the iteration budget does not count (encoding a large value on
-/// every iteration, with no output) stops at the time limit.
+/// every iteration, with no output) stops at the work budget.
 #[test]
-fn heavy_loop_bodies_stop_at_the_time_limit() {
+fn heavy_loop_bodies_stop_at_the_work_budget() {
     let r = Arc::new(Renderer::new());
     let t = compile(
         &r,
@@ -392,7 +392,11 @@ fn heavy_loop_bodies_stop_at_the_time_limit() {
     let err = finishes_within(MAX_RENDER_TIME * 10, move || {
         r.render(&t, responses).unwrap_err()
     });
-    assert!(err.to_string().contains("took longer than"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("more than {MAX_RENDER_WORK} units of work")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -451,25 +455,495 @@ fn identical_templates_compile_once_and_are_shared() {
     );
 }
 
-/// Small renders finish inline; a render past the inline budget hands its
-/// responses back, and the full budget then renders them.
-#[test]
-fn inline_renders_hand_long_work_back() {
-    let r = Renderer::new();
-    let t = compile(&r, &[("index.html", WALKTHROUGH)]);
-    let responses = HashMap::from([(
-        req("secret/data/myapp/config"),
-        kv2(&json!({"username": "appuser", "password": "p"})),
-    )]);
-    let InlineRender::Done(Ok(out)) = r.render_inline(&t, responses) else {
-        panic!("the walkthrough renders inline");
-    };
-    assert_eq!(text(&out, 0), "username: appuser\npassword: p");
+fn compile_one(r: &Renderer, text: &str) -> Result<Arc<CompiledTemplates>, Error> {
+    r.compile(&[(RelativePath::parse("f").unwrap(), text.to_owned())])
+}
 
-    let (t, responses) = square_loop(&r, 300);
-    let InlineRender::TooLong(responses) = r.render_inline(&t, responses) else {
-        panic!("90000 iterations exceed the inline budget");
+/// Partials, partial blocks, decorators and inline partials are refused on
+/// the parsed template, however the tag is spelled (`~`, whitespace,
+/// triple braces), with the line, column and construct; two inline
+/// partials that include each other used to overflow the stack.
+#[test]
+fn partials_and_decorators_are_refused_however_spelled() {
+    let r = Renderer::new();
+    for (text, construct, at) in [
+        ("{{> p}}", "a partial", "line 1, column 1"),
+        ("x\n  {{~> p}}", "a partial", "line 2, column 3"),
+        ("{{ ~>p}}", "a partial", "line 1, column 1"),
+        ("{{~ > p ~}}", "a partial", "line 1, column 1"),
+        ("{{#> p}}x{{/p}}", "a partial block", "line 1, column 1"),
+        (
+            "{{ ~ #> p}}x{{ ~ /p}}",
+            "a partial block",
+            "line 1, column 1",
+        ),
+        ("{{* d}}", "a decorator", "line 1, column 1"),
+        ("{{~ * d}}", "a decorator", "line 1, column 1"),
+        (
+            r#"{{#*inline "p"}}{{> p}}{{/inline}}"#,
+            "an inline partial",
+            "line 1, column 1",
+        ),
+        (
+            "{{ ~ #*inline \"a\"}}{{ ~>b}}{{/inline}}\n{{ ~ #*inline \"b\"}}{{ ~>a}}{{/inline}}{{ ~>a}}",
+            "an inline partial",
+            "line 1, column 1",
+        ),
+        (
+            "{{#if 1}}\n{{else}}\n  {{> p}}{{/if}}",
+            "a partial",
+            "line 3, column 3",
+        ),
+        (
+            "{{#each x}}{{#with y}}ok{{/with}}{{#> p}}{{/p}}{{/each}}",
+            "a partial block",
+            "line 1, column 34",
+        ),
+    ] {
+        let err = compile_one(&r, text).expect_err(text).to_string();
+        assert!(err.contains(construct), "{text}: {err}");
+        assert!(err.contains(at), "{text}: {err}");
+        assert!(err.contains("not supported"), "{text}: {err}");
+    }
+    // Inside a raw block, the same text is text.
+    let t = compile_one(&r, "{{{{raw}}}}{{> p}}{{#*inline \"q\"}}{{{{/raw}}}}").unwrap();
+    assert_eq!(
+        text(&r.render(&t, HashMap::new()).unwrap(), 0),
+        "{{> p}}{{#*inline \"q\"}}"
+    );
+    // So is an escaped tag, and a comment.
+    let t = compile_one(&r, "\\{{> p}} {{!-- {{> p}} --}}{{! {{> q}}").unwrap();
+    assert_eq!(text(&r.render(&t, HashMap::new()).unwrap(), 0), "{{> p}} ");
+}
+
+/// Tags with more parameters than allowed are refused at compile (all are
+/// evaluated before the helper runs); the limits hold inside
+/// subexpressions, blocks and `{{else}}` branches too.
+#[test]
+fn parameter_and_nesting_limits_hold_on_the_parsed_tree() {
+    let r = Renderer::new();
+    let params = |n: usize| vec!["x"; n].join(" ");
+    assert!(compile_one(&r, &format!("{{{{#if {}}}}}{{{{/if}}}}", params(8))).is_ok());
+    for text in [
+        format!("{{{{#if {}}}}}{{{{/if}}}}", params(18)),
+        format!("{{{{#if {}}}}}{{{{/if}}}}", params(9)),
+        format!("{{{{toJson (lookup {} a=1)}}}}", params(8)),
+        format!(
+            "{{{{#if 1}}}}{{{{else}}}}\n{{{{ lookup {} }}}}{{{{/if}}}}",
+            params(9)
+        ),
+    ] {
+        let err = compile_one(&r, &text).expect_err(&text).to_string();
+        assert!(
+            err.contains(&format!("at most {MAX_PARAMS_PER_TAG} are allowed")),
+            "{text}: {err}"
+        );
+        assert!(err.contains("line "), "{text}: {err}");
+    }
+    // Blocks nested through `{{else}}` branches count.
+    let chain =
+        "{{#if 0}}{{else}}".repeat(MAX_BLOCK_DEPTH + 1) + &"{{/if}}".repeat(MAX_BLOCK_DEPTH + 1);
+    let err = compile_one(&r, &chain).unwrap_err().to_string();
+    assert!(err.contains("nested more than"), "{err}");
+}
+
+/// The metered built-ins behave exactly like the engine's own, by path
+/// (data in the context) and by value (data from `secret`).
+#[test]
+fn builtins_behave_like_the_engines_own() {
+    let data = json!({
+        "t": true, "f": false, "zero": 0, "one": 1, "neg": -3, "big": 18_446_744_073_709_551_615_u64,
+        "half": 0.5, "s": "abc", "n": "12", "empty": "", "list": ["a", "b"], "none": [],
+        "map": {"k": "v", "n": {"x": 1}}, "nul": null,
+    });
+    let rows = [
+        "{{#if t}}y{{else}}n{{/if}}{{#if f}}y{{else}}n{{/if}}{{#if zero}}y{{else}}n{{/if}}",
+        "{{#if zero includeZero=true}}y{{else}}n{{/if}}{{#if none}}y{{else}}n{{/if}}{{#if map}}y{{/if}}",
+        "{{#unless f}}u{{/unless}}{{#unless t}}u{{else}}e{{/unless}}{{#unless empty}}E{{/unless}}",
+        "{{#if f}}a{{else if one}}b{{else}}c{{/if}}",
+        "{{#with map}}{{k}}{{n.x}}{{/with}}{{#with map as |m|}}{{m.k}}{{/with}}",
+        "{{#with nul}}x{{else}}no{{/with}}{{#with map.n}}{{x}}{{../s}}{{/with}}",
+        "{{#each list}}{{#with ../map}}{{@index}}{{k}}{{/with}}{{/each}}",
+        "{{lookup list 1}}{{lookup map \"k\"}}{{#with (lookup map \"n\")}}{{x}}{{/with}}",
+        "{{eq one 1}}{{ne s \"abc\"}}{{gt big half}}{{gte one 1}}{{lt neg zero}}{{lte n 12}}",
+        "{{gt s \"abd\"}}{{lt n one}}{{eq list list}}{{gt half 0}}{{lt big 1.5}}{{gt t f}}",
+        "{{#eq s \"abc\"}}same{{else}}diff{{/eq}}{{#gt one 2}}g{{else}}l{{/gt}}",
+        "{{not t}}{{not empty}}{{and t one s}}{{or f zero empty}}{{and}}{{or}}",
+        "{{#and t f}}y{{else}}n{{/and}}{{#not f}}N{{/not}}",
+        "{{len list}}{{len map}}{{len s}}{{len one}}{{len (lookup map \"n\")}}",
+        "{{log s}}{{log s level=\"warn\"}}[logged nothing]",
+        "{{{{raw}}}}{{if}}{{{{/raw}}}}",
+    ];
+    let builtin = {
+        let mut h = Handlebars::new();
+        h.set_strict_mode(true);
+        h.register_escape_fn(handlebars::no_escape);
+        h
     };
-    assert_eq!(responses.len(), 1, "the responses come back whole");
-    assert_eq!(text(&r.render(&t, responses).unwrap(), 0).len(), 300 * 300);
+    let ours = {
+        let mut h = Handlebars::new();
+        h.set_strict_mode(true);
+        h.register_escape_fn(handlebars::no_escape);
+        builtins::register(&mut h);
+        h
+    };
+    let r = Renderer::new();
+    let responses = HashMap::from([(req("kv/d"), json!({ "data": data }))]);
+    for row in rows {
+        let expected = builtin.render_template(row, &data);
+        let metered = budget::Metered::start(budget::Limits::FULL);
+        let got = ours.render_template(row, &data);
+        drop(metered);
+        match (&expected, &got) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "by path: {row}"),
+            (Err(a), Err(b)) => assert_eq!(a.reason().to_string(), b.reason().to_string(), "{row}"),
+            _ => panic!("{row}: engine {expected:?}, ours {got:?}"),
+        }
+        let Ok(expected) = expected else { continue };
+        let by_value = format!(
+            r#"{{{{#with (secret "kv/d")}}}}{{{{#with data}}}}{row}{{{{/with}}}}{{{{/with}}}}"#
+        );
+        let t = compile(&r, &[("f", &by_value)]);
+        assert_eq!(
+            text(&r.render(&t, responses.clone()).expect(row), 0),
+            expected,
+            "by value: {row}"
+        );
+    }
+    // Errors agree too: missing parameters, strict misses, bad log levels.
+    for row in [
+        "{{#if}}x{{/if}}",
+        "{{#with}}x{{/with}}",
+        "{{lookup list}}",
+        "{{lookup list 5}}",
+        "{{lookup map \"nope\"}}",
+        "{{#with nope}}x{{/with}}",
+        "{{eq one}}",
+        "{{eq nope 1}}",
+        "{{not}}",
+        "{{len}}",
+        "{{log s level=\"loud\"}}",
+    ] {
+        let expected = builtin.render_template(row, &data).expect_err(row);
+        let metered = budget::Metered::start(budget::Limits::FULL);
+        let got = ours.render_template(row, &data).expect_err(row);
+        drop(metered);
+        assert_eq!(
+            expected.reason().to_string(),
+            got.reason().to_string(),
+            "{row}"
+        );
+    }
+}
+
+/// A 100,000-element Vault array.
+fn big_array() -> HashMap<SecretRequest, serde_json::Value> {
+    let items: Vec<u32> = (0..100_000).collect();
+    HashMap::from([(req("kv/x"), kv2(&json!({ "a": items, "s": "x" })))])
+}
+
+/// Tags that hand a large value to a built-in helper, or print it, over and
+/// over (the 60 KB templates that used to take 13 s each) stop at a budget
+/// well within the time limit, with a message naming the limit.
+#[test]
+fn large_values_passed_to_builtins_stop_at_the_work_budget() {
+    let r = Arc::new(Renderer::new());
+    let a8 = ["data.data.a"; MAX_PARAMS_PER_TAG].join(" ");
+    // As many tags as fit in the largest template (0: once).
+    let wrap = |body: &str, n: usize| {
+        let n = if n == 0 {
+            (MAX_TEMPLATE_BYTES - 64) / body.len()
+        } else {
+            n
+        };
+        format!(
+            r#"{{{{#with (secret "kv/x")}}}}{}{{{{/with}}}}"#,
+            body.repeat(n.min(MAX_TAGS_PER_TEMPLATE / 3))
+        )
+    };
+    let cases = [
+        wrap(&format!("{{{{#if {a8}}}}}{{{{/if}}}}"), 0),
+        wrap(&format!("{{{{#unless {a8}}}}}{{{{/unless}}}}"), 0),
+        wrap(&format!("{{{{#with {a8}}}}}{{{{/with}}}}"), 0),
+        wrap(r#"{{#if (lookup data.data "a")}}{{/if}}"#, 0),
+        wrap(&format!("{{{{#if (eq {a8})}}}}{{{{/if}}}}"), 0),
+        wrap("{{len data.data.a}}", 0),
+        wrap(&format!("{{{{toJson (and {a8})}}}}"), 0),
+        // Nested in a loop: every iteration passes the array again.
+        wrap(
+            "{{#each data.data.a}}{{#if ../data.data.a}}{{/if}}{{/each}}",
+            1,
+        ),
+        wrap(
+            "{{#each data.data.a as |x|}}{{lookup ../data.data.a x}}{{/each}}",
+            1,
+        ),
+    ];
+    for text in cases {
+        assert!(text.len() <= MAX_TEMPLATE_BYTES, "{}", text.len());
+        let t = compile_one(&r, &text).unwrap();
+        let (r2, responses) = (Arc::clone(&r), big_array());
+        let started = tokio::time::Instant::now();
+        let err = finishes_within(MAX_RENDER_TIME * 5, move || {
+            r2.render(&t, responses).unwrap_err()
+        });
+        let took = started.elapsed();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("more than {MAX_RENDER_WORK} units of work"))
+                || message.contains(&format!("more than {MAX_LOOP_ITERATIONS} iterations")),
+            "{}: {message}",
+            &text[..120.min(text.len())]
+        );
+        assert!(
+            took < MAX_RENDER_TIME,
+            "{}: stopped after {took:?}",
+            &text[..120.min(text.len())]
+        );
+    }
+}
+
+/// Plain expressions call no helper: printing a large value over and over
+/// is cut off by the output cap, and the output writer checks the clock.
+#[test]
+fn plain_expressions_stop_at_the_output_cap_and_the_clock() {
+    let r = Renderer::new();
+    let arrays = format!(
+        r#"{{{{#with (secret "kv/x")}}}}{}{{{{/with}}}}"#,
+        "{{data.data.a}}".repeat(1000)
+    );
+    let t = compile_one(&r, &arrays).unwrap();
+    let err = r.render(&t, big_array()).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("{MAX_RENDERED_BYTES} bytes")),
+        "{err}"
+    );
+    // An object prints as `[object]`: reaching it a thousand times is cheap,
+    // because lookups into Vault data borrow it instead of copying it.
+    let objects = format!(
+        r#"{{{{#with (secret "kv/x")}}}}{}{{{{/with}}}}"#,
+        "{{data.data}}".repeat(1000)
+    );
+    let t = compile_one(&r, &objects).unwrap();
+    let started = tokio::time::Instant::now();
+    let out = r.render(&t, big_array()).unwrap();
+    assert_eq!(text(&out, 0), "[object]".repeat(1000));
+    assert!(
+        started.elapsed() < MAX_RENDER_TIME,
+        "{:?}",
+        started.elapsed()
+    );
+
+    let t = compile_one(&r, "{{#with (secret \"kv/x\")}}{{data.data.s}}{{/with}}").unwrap();
+    let expired = budget::Limits {
+        time: std::time::Duration::ZERO,
+        ..budget::Limits::FULL
+    };
+    let err = r
+        .render_under(&t, big_array(), expired)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("took longer than"), "{err}");
+}
+
+/// A render sees at most `MAX_RENDER_DATA` of Vault data.
+#[test]
+fn too_much_vault_data_is_refused() {
+    let r = Renderer::new();
+    let t = compile_one(&r, "{{#with (secret \"kv/x\")}}{{data.data.s}}{{/with}}").unwrap();
+    let items: Vec<u32> = (0..u32::try_from(MAX_RENDER_DATA).unwrap()).collect();
+    let responses = HashMap::from([(req("kv/x"), kv2(&json!({ "a": items, "s": "x" })))]);
+    let err = r.render(&t, responses).unwrap_err();
+    assert!(matches!(err, Error::DataTooLarge), "{err}");
+    assert!(
+        err.to_string().contains(&MAX_RENDER_DATA.to_string()),
+        "{err}"
+    );
+}
+
+/// A `secret` path built from data is never echoed: not when it is
+/// invalid, not when it was not fetched, not in a request's debug form.
+#[test]
+fn paths_from_secret_data_are_never_shown() {
+    let r = Renderer::new();
+    let password = "hunter2-SECRET/..//x";
+    let t = compile_one(
+        &r,
+        r#"{{#with (secret "kv/a")}}{{#with (secret data.data.password)}}{{data}}{{/with}}{{/with}}"#,
+    )
+    .unwrap();
+    let responses = HashMap::from([(req("kv/a"), kv2(&json!({ "password": password })))]);
+    let err = r.render(&t, responses).unwrap_err().to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains(SecretRequest::PATH_FROM_DATA), "{err}");
+
+    // A valid path from data is requested, and shown redacted.
+    let responses = HashMap::from([(req("kv/a"), kv2(&json!({ "password": "kv/hunter2" })))]);
+    let Err(Error::NeedsSecrets(more)) = r.render(&t, responses) else {
+        panic!("the path from data is requested");
+    };
+    assert_eq!(more[0].path(), "kv/hunter2");
+    assert!(more[0].path_from_data());
+    assert_eq!(more[0].shown_path(), SecretRequest::PATH_FROM_DATA);
+    assert!(!format!("{:?}", more[0]).contains("hunter2"));
+    let withheld = withhold_for(
+        &more[0],
+        crate::vault::Error::Status {
+            operation: "read",
+            status: 404,
+            message: "no handler for route \"kv/hunter2\"".to_owned(),
+        },
+    )
+    .to_string();
+    assert!(!withheld.contains("hunter2"), "{withheld}");
+    assert!(withheld.contains("404"), "{withheld}");
+    // A literal path is shown as written.
+    assert_eq!(req("kv/a").shown_path(), "kv/a");
+}
+
+/// The pool answers at the deadline even if the work goes on, refuses
+/// work when full, and propagates panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_answers_at_the_deadline_and_when_full() {
+    let p = Arc::new(pool::Pool::sized(1, 1));
+    let started = tokio::time::Instant::now();
+    let limit = std::time::Duration::from_millis(200);
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let long = p.run("rendering", limit, move || {
+        let _ = wait.lock().unwrap().recv();
+    });
+    let err = long.await.unwrap_err();
+    assert!(matches!(err, Error::TimedOut { .. }), "{err}");
+    assert!(err.to_string().contains("200ms"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // The thread is still busy and one job fills the queue: the next is
+    // refused at once.
+    let p2 = Arc::clone(&p);
+    let queued = tokio::spawn(async move { p2.run("rendering", limit, || 1).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let err = p.run("rendering", limit, || 2).await.unwrap_err();
+    assert!(matches!(err, Error::Busy), "{err}");
+    release.send(()).unwrap();
+    assert_eq!(queued.await.unwrap().unwrap(), 1);
+    assert_eq!(p.run("rendering", limit, || 3).await.unwrap(), 3);
+}
+
+/// Every `template_render` fuzz seed compiles or is refused, and renders
+/// or fails, on a 2 MiB stack (a quarter of a render thread's): the seeds
+/// include every spelling of the partials that used to overflow the stack.
+#[test]
+fn fuzz_seeds_never_crash() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/template_render");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        seen += 1;
+        let name = path.display().to_string();
+        let partial = text.contains('>') || text.contains('*');
+        let outcome = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let r = Renderer::new();
+                match compile_one(&r, &text) {
+                    Ok(t) => {
+                        let _ = r.render(&t, HashMap::new());
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap_or_else(|_| panic!("{name} crashed the renderer"));
+        if name.contains("partial") || name.contains("decorator") {
+            let refused = outcome.expect_err(&name);
+            assert!(
+                partial
+                    && (refused.contains("not supported") || refused.contains("does not parse")),
+                "{name}: {refused}"
+            );
+        }
+    }
+    assert!(seen >= 10, "the seeds are where the fuzz README says");
+}
+
+/// Nesting as deep as the largest template allows, in every form the
+/// parser recurses on (subexpressions, array and object literals, blocks,
+/// `{{else if}}` chains), is refused without overflowing the stack: on a
+/// render thread, and on a 2 MiB one.
+#[tokio::test]
+async fn the_deepest_nesting_is_refused_without_overflowing() {
+    let half = |open: &str, close: &str, fixed: usize| {
+        let n = (MAX_TEMPLATE_BYTES - fixed) / (open.len() + close.len());
+        (open.repeat(n), close.repeat(n))
+    };
+    let (o, c) = half("(a ", ")", 16);
+    let subexpressions = format!("{{{{x {o}1{c}}}}}");
+    let (o, c) = half("[", "]", 16);
+    let arrays = format!("{{{{x {o}{c}}}}}");
+    let (o, c) = half("{\"a\":", "}", 16);
+    let objects = format!("{{{{x {o}1{c}}}}}");
+    let blocks =
+        "{{#a}}".repeat(MAX_TAGS_PER_TEMPLATE / 2) + &"{{/a}}".repeat(MAX_TAGS_PER_TEMPLATE / 2);
+    let chain = "{{#if 0}}{{else if 0}}".repeat(MAX_TAGS_PER_TEMPLATE / 3)
+        + &"{{/if}}".repeat(MAX_TAGS_PER_TEMPLATE / 3);
+    let unclosed = format!("{{{{x {}", "(a ".repeat((MAX_TEMPLATE_BYTES - 8) / 3));
+    let r = Arc::new(Renderer::new());
+    for text in [subexpressions, arrays, objects, blocks, chain, unclosed] {
+        assert!(text.len() <= MAX_TEMPLATE_BYTES);
+        let sources = vec![(RelativePath::parse("f").unwrap(), text.clone())];
+        let err = r.compile_off_thread(&sources).await.unwrap_err();
+        assert!(matches!(err, Error::Parse { .. }), "{}: {err}", &text[..40]);
+        let small = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || Renderer::new().compile(&sources).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("no overflow on 2 MiB");
+        assert!(small.is_err());
+    }
+}
+
+/// Subexpressions nested a few hundred deep used to parse and then
+/// overflow the stack while the engine converted the parse; every depth,
+/// however spelled (strings holding parentheses, `~`, whitespace), is
+/// refused on a 2 MiB stack with the line and column.
+#[test]
+fn deep_subexpressions_are_refused_before_the_engine_converts_them() {
+    let worker = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(|| {
+            let r = Renderer::new();
+            for n in [9, 50, 200, 330, 400, 650, 1000, 2000, 2700, 4000, 6000] {
+                for (open, close) in [
+                    ("(a ", ")"),
+                    ("( a \")\" ", " )"),
+                    ("(a x=')}}' ", ")"),
+                    ("(\n a\t", "\n)"),
+                ] {
+                    let text = format!("x\n{{{{~ y {}1{} ~}}}}", open.repeat(n), close.repeat(n));
+                    if text.len() > MAX_TEMPLATE_BYTES {
+                        continue;
+                    }
+                    let err = compile_one(&r, &text).unwrap_err().to_string();
+                    assert!(
+                        err.contains("nested more than") || err.contains("stack limit"),
+                        "{n} {open:?}: {err}"
+                    );
+                }
+            }
+            let err = compile_one(&r, "{{x (a (a (a (a (a (a (a (a (a 1)))))))))}}")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("line 1, column 29: subexpressions are nested more than 8"),
+                "{err}"
+            );
+        })
+        .unwrap();
+    worker.join().expect("no overflow");
 }

@@ -583,7 +583,7 @@ impl VolumeManager {
                 self.store.remove(&id)?;
                 continue;
             }
-            match self.state_from_record(&record, target) {
+            match self.state_from_record(&record, target).await {
                 Ok(state) => {
                     // What the files already take counts, whatever the
                     // budget says: they exist.
@@ -626,14 +626,14 @@ impl VolumeManager {
         Ok(target)
     }
 
-    fn state_from_record(
+    async fn state_from_record(
         &self,
         record: &VolumeRecord,
         target: TargetPath,
     ) -> Result<VolumeState, Error> {
         let context: HashMap<String, String> = record.attributes.clone().into_iter().collect();
         let (spec, pod) = spec::parse_attributes(&context, &self.config.spec_defaults)?;
-        let templates = self.renderer.compile(&spec.templates)?;
+        let templates = self.compile(&spec.templates).await?;
         let client = VaultClient::new(
             self.http.clone(),
             spec.vault_addr.clone(),

@@ -1,23 +1,23 @@
 //! The per-volume work: logging in, fetching and rendering, writing files,
 //! and the scheduled refresh that renews, re-fetches and re-renders.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::join_all;
-use serde_json::Value;
 use tokio::time::Instant;
 
+use super::Error;
 use super::manager::{Volume, VolumeManager, dir_mode};
+use super::memory;
 use super::spec::{VolumeId, VolumeSpec};
 use super::state::Phase;
 use super::tracked::{Action, Session, Tracked, VolumeState};
-use super::{Error, memory, off_runtime};
 use crate::refresh::{Refresher, policy};
-use crate::render::{self, CompiledTemplates, InlineRender, SecretRequest};
+use crate::render::{self, CompiledTemplates, SecretRequest};
 use crate::secret::Secret;
 use crate::signal::PodRef;
 use crate::storage::tmpfs::WritableView;
@@ -176,17 +176,12 @@ impl VolumeManager {
     }
 
     /// Compiles a volume's templates: from the cache when another volume
-    /// uses the same ones, else on the blocking pool.
+    /// uses the same ones, else on the render threads.
     pub(super) async fn compile(
         &self,
         sources: &[(RelativePath, String)],
     ) -> Result<Arc<CompiledTemplates>, Error> {
-        if let Some(templates) = self.renderer.cached(sources) {
-            return Ok(templates);
-        }
-        let renderer = Arc::clone(&self.renderer);
-        let sources = sources.to_vec();
-        Ok(off_runtime(move || renderer.compile(&sources)).await??)
+        Ok(self.renderer.compile_off_thread(sources).await?)
     }
 
     /// Fetches what the templates need (everything not cached, plus
@@ -282,13 +277,14 @@ impl VolumeManager {
                         if let Some(i) = existing {
                             state.secrets[i].failed(now, retry_after, policy::draw());
                             if state.secrets[i].response.is_some() && !publishing {
-                                tracing::warn!(volume.id = %state.labels.volume_id, vault.path = request.path(), error = %source, "Re-fetching a secret failed; keeping the previous value");
+                                let error = render::withhold_for(&request, source);
+                                tracing::warn!(volume.id = %state.labels.volume_id, vault.path = request.shown_path(), %error, "Re-fetching a secret failed; keeping the previous value");
                                 continue;
                             }
                         }
                         first_error.get_or_insert(Error::Fetch {
-                            path: request.path().to_owned(),
-                            source,
+                            path: request.shown_path().to_owned(),
+                            source: render::withhold_for(&request, source),
                         });
                     }
                 }
@@ -296,26 +292,18 @@ impl VolumeManager {
             if let Some(error) = first_error {
                 return Err(error);
             }
-            let responses: HashMap<SecretRequest, Value> = state
+            let responses: Vec<(SecretRequest, Secret<Vec<u8>>)> = state
                 .secrets
                 .iter()
                 .filter(|t| wanted.contains(&t.request))
-                .filter_map(|t| {
-                    let response = t.response.as_ref()?;
-                    let value = serde_json::from_slice(response.raw.expose()).ok()?;
-                    Some((t.request.clone(), value))
-                })
+                .filter_map(|t| Some((t.request.clone(), t.response.as_ref()?.raw.clone())))
                 .collect();
-            // Typical templates render in microseconds: inline, within a
-            // small budget. Longer renders move to the blocking pool.
-            let rendered = match self.renderer.render_inline(&state.templates, responses) {
-                InlineRender::Done(result) => result,
-                InlineRender::TooLong(responses) => {
-                    let renderer = Arc::clone(&self.renderer);
-                    let templates = Arc::clone(&state.templates);
-                    off_runtime(move || renderer.render(&templates, responses)).await?
-                }
-            };
+            // Parsed and rendered on the render threads, never on the async
+            // workers.
+            let rendered = self
+                .renderer
+                .render_off_thread(Arc::clone(&state.templates), responses)
+                .await;
             match rendered {
                 Ok(files) => {
                     // Forget secrets the templates no longer ask for.

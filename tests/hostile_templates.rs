@@ -1,0 +1,259 @@
+//! Hostile templates against the real driver: a template cannot crash it
+//! (recursive partials, however spelled), stall other pods' publishes
+//! (heavy renders run on the render threads, under budgets), or leak a
+//! secret used as a Vault path (errors and logs show a placeholder).
+
+mod support;
+
+use std::time::Duration;
+
+use support::{
+    DriverProcess, INDEX_TEMPLATE, Node, Pod, assert_walkthrough_page, can_mount, publish_ok,
+    walkthrough_vault,
+};
+use tonic::Code;
+use vault_csi_driver::render::{
+    MAX_PARAMS_PER_TAG, MAX_TAGS_PER_TEMPLATE, MAX_TEMPLATE_BYTES, SecretRequest,
+};
+
+const ROLE: (&str, &str) = ("roleName", "example");
+
+/// The publish of `template` fails with `code`; returns the message.
+async fn publish_fails(
+    driver: &DriverProcess,
+    request: vault_csi_driver::proto::NodePublishVolumeRequest,
+    code: Code,
+    what: &str,
+) -> String {
+    let status = driver
+        .node()
+        .await
+        .node_publish_volume(request)
+        .await
+        .expect_err(what);
+    assert_eq!(status.code(), code, "{what}: {}", status.message());
+    status.message().to_owned()
+}
+
+fn driver_alive(driver: &mut DriverProcess) {
+    assert!(
+        driver.child.try_wait().unwrap().is_none(),
+        "the driver exited:\n{}",
+        driver.logs()
+    );
+}
+
+/// Two inline partials that include each other used to overflow the stack
+/// of the driver (an abort, so kubelet's retries crash-looped it). Every
+/// spelling is refused with `INVALID_ARGUMENT` naming the construct and
+/// where it is, before Vault is contacted, and the driver serves the next
+/// pod.
+#[tokio::test]
+async fn recursive_partials_are_refused_and_the_driver_keeps_serving() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    let mut driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
+    let hostile = Pod::new("default", "partials", "vault-auth");
+    for (what, template, expect) in [
+        (
+            "mutually recursive inline partials",
+            "{{ ~ #*inline \"a\"}}{{ ~>b}}{{/inline}}\n{{ ~ #*inline \"b\"}}{{ ~>a}}{{/inline}}{{ ~>a}}",
+            "line 1, column 1: an inline partial",
+        ),
+        (
+            "a partial after ~",
+            "ok\n{{~> p}}",
+            "line 2, column 1: a partial",
+        ),
+        (
+            "a partial block",
+            "{{ ~ #> p}}x{{ ~ /p}}",
+            "line 1, column 1: a partial block",
+        ),
+    ] {
+        let request = hostile.publish(&node, &vault, "v", &[ROLE, ("template.f", template)]);
+        let logins = vault.count("POST", "/v1/auth/kubernetes/login");
+        let message = publish_fails(&driver, request, Code::InvalidArgument, what).await;
+        assert!(message.contains(expect), "{what}: {message}");
+        assert!(message.contains("not supported"), "{what}: {message}");
+        assert_eq!(
+            vault.count("POST", "/v1/auth/kubernetes/login"),
+            logins,
+            "{what}: Vault was contacted"
+        );
+        driver_alive(&mut driver);
+    }
+    // Inside a raw block the same text is text.
+    let request = hostile.publish(
+        &node,
+        &vault,
+        "raw",
+        &[ROLE, ("template.f", "{{{{raw}}}}{{> p}}{{{{/raw}}}}")],
+    );
+    let target = publish_ok(driver.node().await, request).await;
+    assert_eq!(
+        std::fs::read_to_string(target.join("f")).unwrap(),
+        "{{> p}}"
+    );
+
+    let pod = Pod::walkthrough();
+    let request = pod.publish(
+        &node,
+        &vault,
+        "ok",
+        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
+    );
+    let target = publish_ok(driver.node().await, request).await;
+    assert_walkthrough_page(&target);
+    driver_alive(&mut driver);
+}
+
+/// Two volumes whose 60 KB templates hand a 100,000-element Vault array to
+/// built-in helpers on every line used to render for 13.5 s each on the
+/// threads that answer kubelet, and another pod's publish waited behind
+/// them. Now they stop at the render budget with `INVALID_ARGUMENT` naming
+/// the limit, and the other pod is answered promptly meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_templates_neither_stall_other_pods_nor_run_past_their_limit() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    let items: Vec<u32> = (0..100_000).collect();
+    vault.kv2_put("secret", "myapp/list", serde_json::json!({ "a": items }));
+    let mut driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
+
+    let fill = |body: &str| {
+        // As many copies as the size and tag limits allow.
+        let n = ((MAX_TEMPLATE_BYTES - 100) / body.len())
+            .min((MAX_TAGS_PER_TEMPLATE - 2) / body.matches("{{").count());
+        format!(
+            r#"{{{{#with (secret "secret/data/myapp/list")}}}}{}{{{{/with}}}}"#,
+            body.repeat(n)
+        )
+    };
+    let params = |n: usize| vec!["data.data.a"; n].join(" ");
+    // The original attack, 18 parameters per tag, is refused at compile.
+    let original = fill(&format!("{{{{#if {}}}}}{{{{/if}}}}", params(18)));
+    let request = Pod::new("default", "orig", "vault-auth").publish(
+        &node,
+        &vault,
+        "v",
+        &[ROLE, ("template.f", &original)],
+    );
+    let message = publish_fails(&driver, request, Code::InvalidArgument, "18 parameters").await;
+    assert!(
+        message.contains(&format!("at most {MAX_PARAMS_PER_TAG} are allowed")),
+        "{message}"
+    );
+
+    // The most a tag may do, and the same nested in a loop.
+    let hostile = [
+        fill(&format!(
+            "{{{{#if {}}}}}{{{{/if}}}}",
+            params(MAX_PARAMS_PER_TAG)
+        )),
+        fill("{{#each data.data.a}}{{#unless ../data.data.a}}{{/unless}}{{/each}}"),
+    ];
+    let mut running = Vec::new();
+    for (i, template) in hostile.iter().enumerate() {
+        let request = Pod::new("default", &format!("heavy{i}"), "vault-auth").publish(
+            &node,
+            &vault,
+            "v",
+            &[ROLE, ("template.f", template)],
+        );
+        let mut client = driver.node().await;
+        running.push(tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let result = client.node_publish_volume(request).await;
+            (result, started.elapsed())
+        }));
+    }
+
+    // Meanwhile an ordinary pod is answered promptly.
+    let pod = Pod::walkthrough();
+    let request = pod.publish(
+        &node,
+        &vault,
+        "ok",
+        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
+    );
+    let started = tokio::time::Instant::now();
+    let target = tokio::time::timeout(
+        Duration::from_secs(2),
+        publish_ok(driver.node().await, request),
+    )
+    .await
+    .expect("another pod's publish is answered within 2 s while heavy templates render");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_walkthrough_page(&target);
+
+    for task in running {
+        let (result, took) = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the heavy publishes are answered")
+            .unwrap();
+        let status = result.expect_err("a heavy template fails");
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert!(
+            status.message().contains("units of work")
+                || status.message().contains("iterations")
+                || status.message().contains("took longer than"),
+            "{}",
+            status.message()
+        );
+        // Login and the 600 KB read included: far from the 13.5 s it was.
+        assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    }
+    driver_alive(&mut driver);
+}
+
+/// A secret value used as a Vault path (`(secret data.data.password)`)
+/// never appears in the status kubelet turns into a pod event, nor in the
+/// driver's log, whether the value is not a valid path or Vault refuses it
+/// (the Vault double, like Vault, quotes an unknown route in its error).
+#[tokio::test]
+async fn a_secret_used_as_a_path_is_never_shown() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    vault.kv2_put(
+        "secret",
+        "myapp/pointer",
+        serde_json::json!({ "valid": "hunter2-route/x", "invalid": "hunter2 (not a path)" }),
+    );
+    let mut driver =
+        DriverProcess::spawn(&node, &vault, "driver.log", &["--log-level=debug"]).await;
+    let pod = Pod::new("default", "leaky", "vault-auth");
+    for field in ["valid", "invalid"] {
+        let template = format!(
+            r#"{{{{#with (secret "secret/data/myapp/pointer")}}}}{{{{#with (secret data.data.{field})}}}}{{{{data}}}}{{{{/with}}}}{{{{/with}}}}"#
+        );
+        let request = pod.publish(&node, &vault, field, &[ROLE, ("template.f", &template)]);
+        let status = driver
+            .node()
+            .await
+            .node_publish_volume(request)
+            .await
+            .expect_err(field);
+        let message = status.message();
+        assert!(!message.contains("hunter2"), "{field}: {message}");
+        assert!(
+            message.contains(SecretRequest::PATH_FROM_DATA),
+            "{field}: {message}"
+        );
+        driver_alive(&mut driver);
+    }
+    // The valid one was requested from Vault, which named the route.
+    assert_eq!(vault.count("GET", "/v1/hunter2-route/x"), 1);
+    let logs = driver.logs();
+    assert!(!logs.is_empty());
+    assert!(!logs.contains("hunter2"), "{logs}");
+}

@@ -5,6 +5,7 @@
 //! file but refuses to remove anything else, and serves the Identity and
 //! Node services until shutdown, letting in-flight calls finish.
 
+pub mod deadline;
 mod identity;
 mod node;
 mod redact;

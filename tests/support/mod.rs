@@ -307,6 +307,7 @@ pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
         insecure_plain_directories: false,
         vault_request_timeout: Duration::from_secs(30),
         shutdown_timeout: Duration::from_secs(10),
+        publish_timeout: Duration::from_secs(60),
     }
 }
 

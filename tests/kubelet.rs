@@ -97,6 +97,36 @@ enum Cancel {
     Deadline(Duration),
 }
 
+/// Sends `request` and cancels it as `cancel` says. A deadline the client
+/// sends must be answered before it passes, by the driver, with
+/// `DEADLINE_EXCEEDED`, or with the call's own outcome if it ends first;
+/// never cancelled by the caller's gRPC stack.
+async fn cancel_publish(
+    client: &mut NodeClient<Channel>,
+    request: &NodePublishVolumeRequest,
+    cancel: Cancel,
+) {
+    match cancel {
+        Cancel::Drop(after) => {
+            let _ = tokio::time::timeout(after, client.node_publish_volume(request.clone())).await;
+        }
+        Cancel::Deadline(after) => {
+            let mut call = tonic::Request::new(request.clone());
+            call.set_timeout(after);
+            let started = Instant::now();
+            let answer = client.node_publish_volume(call).await;
+            if let Err(status) = answer {
+                assert_ne!(
+                    status.code(),
+                    Code::Cancelled,
+                    "{cancel:?}: the driver answers before the caller's deadline: {status:?}"
+                );
+                assert!(started.elapsed() < after, "{cancel:?}");
+            }
+        }
+    }
+}
+
 /// Kubelet's publishes cancelled at many points, against a Vault that
 /// takes its time: each volume ends fully published or entirely absent;
 /// every token and lease obtained is revoked unless the published volume
@@ -141,26 +171,7 @@ async fn publishes_cancelled_at_any_point_end_published_or_absent_and_leak_nothi
         let (tokens, leases) = (vault.tokens().len(), vault.leases().len());
         let mut client = driver.node().await;
 
-        match cancel {
-            Cancel::Drop(after) => {
-                let _ =
-                    tokio::time::timeout(after, client.node_publish_volume(request.clone())).await;
-            }
-            Cancel::Deadline(after) => {
-                let mut call = tonic::Request::new(request.clone());
-                call.set_timeout(after);
-                let started = Instant::now();
-                let answer = client.node_publish_volume(call).await;
-                if let Err(status) = answer {
-                    assert_eq!(
-                        status.code(),
-                        Code::DeadlineExceeded,
-                        "{cancel:?}: the driver answers before the caller's deadline: {status:?}"
-                    );
-                    assert!(started.elapsed() < after, "{cancel:?}");
-                }
-            }
-        }
+        cancel_publish(&mut client, &request, cancel).await;
         wait_until_settled(&mut client, &request).await;
 
         if is_mounted(&target) {
@@ -201,6 +212,83 @@ async fn publishes_cancelled_at_any_point_end_published_or_absent_and_leak_nothi
     }
     eprintln!("cancelled publishes: {published} ended published, {absent} absent");
     assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+    vault.set_latency(Duration::ZERO, Duration::ZERO);
+    driver.stop().await;
+}
+
+/// A template reading a secret the role may not read, beside one that
+/// creates a lease: the publish logs in, obtains the lease, then fails.
+const DENIED_TEMPLATE: &str =
+    r#"{{#with (secret "secret/data/elsewhere/config")}}{{data.data.password}}{{/with}}"#;
+
+/// Publishes that fail after the login (one read refused, another
+/// holding a lease), cancelled at many points: each ends absent, with the
+/// token and the lease it obtained revoked, and kubelet's retry fails the
+/// same way without leaking either.
+#[tokio::test]
+async fn failing_publishes_cancelled_at_any_point_leave_nothing() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = dynamic_vault(
+        DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
+        Duration::from_secs(3600),
+        Duration::from_secs(7200),
+    )
+    .await;
+    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let latency = Duration::from_millis(150);
+    vault.set_latency(latency, latency);
+    let ms = Duration::from_millis;
+    let attributes = [
+        ROLE,
+        ("template.creds", CREDS_TEMPLATE),
+        ("template.denied", DENIED_TEMPLATE),
+    ];
+    for cancel in [
+        Cancel::Drop(ms(10)),
+        Cancel::Drop(ms(100)),
+        Cancel::Drop(ms(170)),
+        Cancel::Drop(ms(250)),
+        Cancel::Drop(ms(400)),
+        Cancel::Deadline(ms(200)),
+        Cancel::Deadline(ms(1500)),
+    ] {
+        let pod = Pod::walkthrough();
+        let request = pod.publish(&node, &vault, "v", &attributes);
+        let target = PathBuf::from(&request.target_path);
+        let record = record_path(&node, &request.volume_id);
+        let (tokens, leases) = (vault.tokens().len(), vault.leases().len());
+        let mut client = driver.node().await;
+
+        cancel_publish(&mut client, &request, cancel).await;
+        wait_until_settled(&mut client, &request).await;
+        assert!(!is_mounted(&target), "{cancel:?}");
+        assert!(!record.exists(), "{cancel:?}");
+        assert!(node.mounts().is_empty(), "{cancel:?}: {:?}", node.mounts());
+        wait_for(
+            "every token and lease obtained revoked",
+            Duration::from_secs(10),
+            || all_revoked_since(&vault, tokens, leases),
+        )
+        .await;
+
+        let status = client
+            .node_publish_volume(request.clone())
+            .await
+            .expect_err("the read is still refused");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(!record.exists(), "{cancel:?}");
+        assert!(vault.tokens().len() > tokens, "the retry logged in");
+        assert!(vault.leases().len() > leases, "and obtained a lease");
+        wait_for(
+            "the retry's token and lease revoked",
+            Duration::from_secs(10),
+            || all_revoked_since(&vault, tokens, leases),
+        )
+        .await;
+    }
     vault.set_latency(Duration::ZERO, Duration::ZERO);
     driver.stop().await;
 }

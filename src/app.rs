@@ -2,13 +2,18 @@
 //! volumes, serves until the shutdown token fires, then drains.
 //!
 //! Shutdown (SIGTERM from a DaemonSet rolling update) stops accepting CSI
-//! calls, lets calls and refreshes in flight finish (bounded by
-//! `--shutdown-timeout`) and exits. Mounts stay where they are: pods keep
+//! calls, lets calls and refreshes in flight finish and exits, all within
+//! `--shutdown-timeout`: at half of it, publishes still waiting for Vault
+//! are stopped and rolled back (kubelet retries against the next driver);
+//! at the end, whatever is left is abandoned (a publish cut there has its
+//! token on record, and the next driver revokes it at start-up). Mounts stay where they are: pods keep
 //! their files while the driver is away, and the next driver re-adopts the
 //! volumes from the state directory.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,6 +51,11 @@ pub enum Error {
     },
 }
 
+/// How long an unpublish waits for its Vault clean-up once the target is
+/// gone (the revocation has 5 s; a refresh in flight may hold the volume
+/// longer, and the clean-up then finishes in the background).
+const UNPUBLISH_WAIT: Duration = Duration::from_secs(10);
+
 /// The memory budget for volumes: the flag, else what the cgroup's memory
 /// limit leaves after the driver's reserve. Logged once, as it decides how
 /// many volumes the node can hold.
@@ -77,8 +87,42 @@ fn memory_budget(flag: Option<u64>) -> Option<u64> {
     budget
 }
 
-/// Runs the driver until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+/// Serves CSI until `shutdown` fires, then drains within `timeout`:
+/// publishes still waiting for Vault get half of it, then roll back and
+/// their handlers answer; calls still open at the end are cut. Returns the
+/// server's result and when the whole shutdown must be over.
+async fn serve_bounded(
+    serve: impl std::future::Future<Output = Result<(), csi::Error>>,
+    shutdown: &CancellationToken,
+    manager: &Arc<VolumeManager>,
+    timeout: Duration,
+) -> (Result<(), csi::Error>, Instant) {
+    tokio::pin!(serve);
+    tokio::select! {
+        served = &mut serve => (served, Instant::now() + timeout),
+        () = shutdown.cancelled() => {
+            let stop_by = Instant::now() + timeout;
+            let stopper = {
+                let manager = Arc::clone(manager);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(stop_by - timeout / 2).await;
+                    manager.stop_publishes();
+                })
+            };
+            let served = tokio::time::timeout_at(stop_by, &mut serve)
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!("CSI calls in flight did not end within --shutdown-timeout; closing their connections");
+                    Ok(())
+                });
+            stopper.abort();
+            (served, stop_by)
+        }
+    }
+}
+
+/// Refuses flag values the driver cannot run with.
+fn check(config: &Config) -> Result<(), Error> {
     if config.node_id.is_empty() {
         return Err(Error::Config(
             "--node-id (NODE_NAME) must not be empty".to_owned(),
@@ -95,6 +139,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         ));
     }
     for (flag, value) in [
+        ("--publish-timeout", config.publish_timeout),
+        ("--shutdown-timeout", config.shutdown_timeout),
         ("--metrics-header-timeout", config.metrics_header_timeout),
         ("--metrics-request-timeout", config.metrics_request_timeout),
         ("--metrics-idle-timeout", config.metrics_idle_timeout),
@@ -103,6 +149,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             return Err(Error::Config(format!("{flag} must be more than 0s")));
         }
     }
+    Ok(())
+}
+
+/// Runs the driver until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    check(&config)?;
     let metrics_limits = metrics::ListenerLimits {
         max_connections: config.metrics_max_connections,
         header_timeout: config.metrics_header_timeout,
@@ -155,6 +207,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             plain_directories: config.insecure_plain_directories,
             memory_budget_bytes,
             selinux_context,
+            publish_timeout: config.publish_timeout,
+            unpublish_wait: UNPUBLISH_WAIT,
         },
         http,
         store,
@@ -206,11 +260,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         Arc::clone(&metrics),
     );
     metrics.set_ready(true);
-    let served = csi::serve(listener, identity, node, shutdown.clone()).await;
+    let (served, stop_by) = serve_bounded(
+        csi::serve(listener, identity, node, shutdown.clone()),
+        &shutdown,
+        &manager,
+        config.shutdown_timeout,
+    )
+    .await;
     metrics.set_ready(false);
+    manager.stop_publishes();
 
     tracker.close();
-    if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+    if tokio::time::timeout_at(stop_by, tracker.wait())
         .await
         .is_err()
     {

@@ -146,9 +146,22 @@ pub struct Config {
     #[arg(long, env = "INSECURE_PLAIN_DIRECTORIES", hide_short_help = true)]
     pub insecure_plain_directories: bool,
 
-    /// How long SIGTERM waits for calls and refreshes in flight.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    /// Bound on the whole shutdown after SIGTERM: CSI calls in flight,
+    /// publishes waiting for Vault (stopped and rolled back at half of it),
+    /// revocations and refreshes. Keep it under the pod's
+    /// `terminationGracePeriodSeconds` (30 s), after which kubelet kills
+    /// the driver.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Longest a publish waits for Vault (the login, the reads and their
+    /// retries) or for a refresh holding the volume; past it the publish is
+    /// rolled back, its Vault token revoked, and kubelet told
+    /// `DEADLINE_EXCEEDED` (it retries). Kubelet gives every CSI call 2
+    /// minutes; the driver also answers a little before the deadline the
+    /// caller sends.
+    #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub publish_timeout: Duration,
 
     /// Fairness between tenants: refresh deadlines and slots, the floor
     /// for re-read intervals, per-namespace Vault budgets.

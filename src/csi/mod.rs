@@ -3,8 +3,11 @@
 //! [`serve`] binds the socket privately (mode 0600 set before `bind`, so
 //! there is no window where others can connect), replaces a stale socket
 //! file but refuses to remove anything else, and serves the Identity and
-//! Node services until shutdown, letting in-flight calls finish.
+//! Node services until shutdown, letting in-flight calls finish (the
+//! caller, `app`, bounds that drain by `--shutdown-timeout`). [`deadline`]
+//! reads the caller's `grpc-timeout` so calls are answered before it.
 
+pub mod deadline;
 mod identity;
 mod node;
 mod redact;
@@ -106,7 +109,8 @@ pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
 }
 
 /// Serves Identity and Node on `listener` until `shutdown` fires; calls in
-/// flight at that moment run to completion.
+/// flight at that moment run to completion, or until the caller stops
+/// polling the returned future (which closes their connections).
 pub async fn serve(
     listener: tokio::net::UnixListener,
     identity: IdentityService,

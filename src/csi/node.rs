@@ -2,6 +2,11 @@
 //! manager), node info and capabilities. Everything else is
 //! `UNIMPLEMENTED`. Each call is logged once, with the volume, the pod and
 //! the outcome, never with a token.
+//!
+//! Publish and unpublish run on the driver's task tracker and the handler
+//! only waits for them, until a little before the caller's `grpc-timeout`:
+//! tonic drops a handler when its client cancels, and that must never cut
+//! a publish or unpublish half-way.
 
 use std::sync::Arc;
 
@@ -9,7 +14,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::redact::{RedactedContext, RedactedSecrets};
-use super::status;
+use super::{deadline, status};
 use crate::metrics::Metrics;
 use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::rpc::Type as RpcType;
@@ -54,6 +59,7 @@ impl Node for NodeService {
         request: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let started = Instant::now();
+        let answer_by = deadline::answer_by(request.metadata());
         let r = request.into_inner();
         let pod_ns = r
             .volume_context
@@ -83,14 +89,17 @@ impl Node for NodeService {
         let volume_id = r.volume_id.clone();
         let result = self
             .manager
-            .publish(PublishRequest {
-                volume_id: r.volume_id,
-                target_path: r.target_path,
-                capability,
-                readonly: r.readonly,
-                volume_context: r.volume_context,
-                secrets: r.secrets,
-            })
+            .publish_by(
+                PublishRequest {
+                    volume_id: r.volume_id,
+                    target_path: r.target_path,
+                    capability,
+                    readonly: r.readonly,
+                    volume_context: r.volume_context,
+                    secrets: r.secrets,
+                },
+                answer_by,
+            )
             .await;
         let elapsed = started.elapsed();
         match result {
@@ -116,8 +125,13 @@ impl Node for NodeService {
         &self,
         request: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let answer_by = deadline::answer_by(request.metadata());
         let r = request.into_inner();
-        match self.manager.unpublish(&r.volume_id, &r.target_path).await {
+        match self
+            .manager
+            .unpublish_by(&r.volume_id, &r.target_path, answer_by)
+            .await
+        {
             Ok(()) => {
                 self.metrics.observe_unpublish("ok");
                 tracing::info!(volume.id = %r.volume_id, target = %r.target_path, outcome = "unpublished", "NodeUnpublishVolume");

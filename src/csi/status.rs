@@ -31,6 +31,7 @@ pub fn code(error: &Error) -> Code {
         Error::State { .. } => Code::Internal,
         Error::OperationPending { .. } => Code::Aborted,
         Error::ShuttingDown => Code::Unavailable,
+        Error::VaultTimeout { .. } | Error::CallDeadline => Code::DeadlineExceeded,
         Error::AlreadyExists { .. } => Code::AlreadyExists,
         Error::TargetMismatch { .. } => Code::FailedPrecondition,
     }
@@ -167,6 +168,8 @@ mod tests {
                 Error::UnknownAttribute { key: "k".into() },
                 Code::InvalidArgument,
             ),
+            (Error::VaultTimeout { secs: 60.0 }, Code::DeadlineExceeded),
+            (Error::CallDeadline, Code::DeadlineExceeded),
         ];
         for (error, expected) in table {
             assert_eq!(code(&error), expected, "{error}");

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::guard::OperationGuards;
+use super::guard::{Operation, OperationGuards};
 use super::memory::MemoryBudget;
 use super::spec::{self, PodInfo, SpecDefaults, TargetPath, VolumeId, VolumeSpec};
 use super::state::{Phase, RECORD_VERSION, StateStore, VolumeRecord};
@@ -45,6 +46,14 @@ pub struct ManagerConfig {
     /// The SELinux context every volume's tmpfs gets (`--selinux-context`,
     /// resolved), unless a request's `mount_flags` name one.
     pub selinux_context: Option<selinux::Context>,
+    /// `--publish-timeout`: how long a publish may wait for Vault (logins,
+    /// reads and their retries) and for a refresh holding the volume,
+    /// before it is rolled back. Kubelet gives every call 2 minutes.
+    pub publish_timeout: Duration,
+    /// How long an unpublish waits, once the target is gone, for the
+    /// volume's Vault clean-up (which may wait behind a refresh in flight)
+    /// before answering; the clean-up then finishes in the background.
+    pub unpublish_wait: Duration,
 }
 
 impl ManagerConfig {
@@ -113,7 +122,10 @@ pub struct VolumeManager {
     pub(super) tracker: TaskTracker,
     /// The node's memory budget for volumes.
     pub(super) memory: Arc<MemoryBudget>,
-    guards: OperationGuards,
+    guards: Arc<OperationGuards>,
+    /// Fired at shutdown: publishes still waiting for Vault stop and roll
+    /// back, so the driver exits inside its grace period.
+    stopping: CancellationToken,
 }
 
 impl std::fmt::Debug for VolumeManager {
@@ -163,8 +175,65 @@ impl VolumeManager {
             metrics,
             volumes: Mutex::new(HashMap::new()),
             tracker,
-            guards: OperationGuards::default(),
+            guards: Arc::default(),
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// Makes publishes still waiting for Vault (or for a refresh holding
+    /// their volume) give up and roll back: called during shutdown so the
+    /// work in flight ends inside `--shutdown-timeout`.
+    pub fn stop_publishes(&self) {
+        self.stopping.cancel();
+    }
+
+    /// NodePublishVolume with a bounded answer. The publish runs on the task
+    /// tracker, so the gRPC call being dropped (kubelet's deadline, a
+    /// cancelled client: tonic drops the handler) never cuts it half-way: it
+    /// ends on its own, published or rolled back with every Vault token it
+    /// obtained revoked, within `--publish-timeout`. The caller gets its
+    /// outcome, or `DeadlineExceeded` at `answer_by` (kubelet's retry then
+    /// sees the outcome: `ABORTED` while it still runs, a republish after).
+    pub async fn publish_by(
+        self: &Arc<Self>,
+        request: PublishRequest,
+        answer_by: Instant,
+    ) -> Result<PublishOutcome, Error> {
+        let started = Instant::now();
+        let manager = Arc::clone(self);
+        let work = self
+            .tracker
+            .spawn(async move { manager.publish(request).await });
+        // The work answers by its own bound; this margin lets a rolled-back
+        // publish report why rather than a bare deadline.
+        let answer_by = answer_by.min(started + self.config.publish_timeout + ANSWER_MARGIN);
+        answer_within(answer_by, work).await
+    }
+
+    /// NodeUnpublishVolume with a bounded answer: the target is unmounted
+    /// and removed first; the Vault clean-up (which may wait behind a
+    /// refresh in flight) runs on the task tracker and is awaited until
+    /// `answer_by` or `unpublish_wait`, whichever is sooner. The pod never
+    /// waits in Terminating on a slow Vault, and a cancelled call never
+    /// leaves a refresh to resurrect the volume's record.
+    pub async fn unpublish_by(
+        self: &Arc<Self>,
+        volume_id: &str,
+        target_path: &str,
+        answer_by: Instant,
+    ) -> Result<(), Error> {
+        let answer_by = answer_by.min(Instant::now() + self.config.unpublish_wait);
+        let Some(cleanup) = self.unpublish_start(volume_id, target_path)? else {
+            return Ok(());
+        };
+        if let Ok(joined) = tokio::time::timeout_at(answer_by, cleanup).await {
+            return joined_result(joined);
+        }
+        tracing::info!(
+            volume.id = volume_id,
+            "The volume is unmounted; revoking its Vault token waits for a refresh in flight and finishes in the background"
+        );
+        Ok(())
     }
 
     /// How many volumes are managed.
@@ -180,8 +249,10 @@ impl VolumeManager {
             .cloned()
     }
 
-    /// NodePublishVolume.
-    pub async fn publish(&self, request: PublishRequest) -> Result<PublishOutcome, Error> {
+    /// NodePublishVolume itself, bounded by `--publish-timeout` wherever it
+    /// waits on Vault or on the volume's lock. Run through
+    /// [`VolumeManager::publish_by`], never directly from a gRPC handler.
+    async fn publish(&self, request: PublishRequest) -> Result<PublishOutcome, Error> {
         let started = Instant::now();
         if request.volume_id.is_empty() {
             return Err(Error::MissingField { field: "volume_id" });
@@ -224,7 +295,7 @@ impl VolumeManager {
             })?
             .map(selinux::Context::required)
             .or_else(|| self.config.selinux_context.clone());
-        let _guard = self.guards.begin(&id)?;
+        let _guard = self.guards.begin(&id, Operation::Publish)?;
         tmpfs::check_target(&self.config.kubelet_dir.join("pods"), target.as_path())?;
         // Mount flags join the fingerprint only when sent, so volumes
         // published before they were read keep theirs.
@@ -241,7 +312,7 @@ impl VolumeManager {
 
         if let Some(volume) = self.volume(&id) {
             return self
-                .republish(&id, &volume, &target, &fingerprint, identity)
+                .republish(&id, &volume, &target, &fingerprint, identity, started)
                 .await;
         }
         let attributes = request
@@ -274,8 +345,17 @@ impl VolumeManager {
         target: &TargetPath,
         fingerprint: &str,
         identity: ServiceAccountToken,
+        started: Instant,
     ) -> Result<PublishOutcome, Error> {
-        let mut guard = volume.state.lock().await;
+        // A refresh holding the volume may wait on a slow Vault: kubelet is
+        // told to retry rather than kept waiting past the publish bound.
+        let deadline = started + self.config.publish_timeout;
+        let mut guard = self
+            .bounded(deadline, volume.state.lock())
+            .await
+            .map_err(|_| Error::OperationPending {
+                volume_id: id.to_string(),
+            })?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::OperationPending {
                 volume_id: id.to_string(),
@@ -309,7 +389,7 @@ impl VolumeManager {
         self.persist(id, state, Phase::Published)?;
         if !mounted {
             tracing::warn!(volume.id = %id, "The volume's tmpfs is gone; mounting and rendering it again");
-            self.remount(id, state).await?;
+            self.remount(id, state, deadline).await?;
         }
         if needs_attention && state.spec.refresh {
             self.scheduler.schedule(id.clone(), Instant::now());
@@ -359,8 +439,10 @@ impl VolumeManager {
         // the blocking pool while the login and reads are in flight.
         let record = record(&id, &state, Phase::Publishing);
         let (store, mount) = (self.store.clone(), self.mount_plan(&id, &state));
+        let (saved, on_record) = tokio::sync::oneshot::channel::<()>();
         let prepare = off_runtime(move || {
             store.save(&record)?;
+            let _ = saved.send(());
             mount.apply()
         });
         steps.lap(PublishStep::Checks);
@@ -371,11 +453,25 @@ impl VolumeManager {
                 .login(&state.client, &state.spec, identity, true)
                 .await?;
             state.session = Some(session);
+            // The token goes on record before anything is fetched with it
+            // (after the first record, never racing it): a driver killed from
+            // here on revokes it, and the leases it owns, at its next start.
+            if on_record.await.is_ok() {
+                self.persist(&id, &state, Phase::Publishing)?;
+            }
             let files = self
                 .fetch_and_render(&mut state, &HashSet::default(), true, Some(wanted))
                 .await;
             answered = Some(Instant::now());
             files
+        };
+        // Vault's wait is bounded; what was obtained before the bound (the
+        // token, whose revocation ends its leases) is revoked by the rollback.
+        let timeout = self.config.publish_timeout;
+        let fetch = async {
+            self.bounded(new.started + timeout, fetch)
+                .await
+                .map_err(|stopped| stopped.into_error(timeout))?
         };
         let (prepared, fetched) = tokio::join!(prepare, fetch);
         if let Some(at) = answered {
@@ -491,10 +587,20 @@ impl VolumeManager {
     }
 
     /// Re-creates a volume whose mount disappeared, from cached responses.
-    async fn remount(&self, id: &VolumeId, state: &mut VolumeState) -> Result<(), Error> {
+    async fn remount(
+        &self,
+        id: &VolumeId,
+        state: &mut VolumeState,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let timeout = self.config.publish_timeout;
         let files = self
-            .fetch_and_render(state, &HashSet::default(), true, None)
-            .await?;
+            .bounded(
+                deadline,
+                self.fetch_and_render(state, &HashSet::default(), true, None),
+            )
+            .await
+            .map_err(|stopped| stopped.into_error(timeout))??;
         self.mount_and_write(id, state, files)?;
         self.persist(id, state, Phase::Published)
     }
@@ -509,9 +615,17 @@ impl VolumeManager {
         self.revoke_in_background(state);
     }
 
-    /// NodeUnpublishVolume: unmount, remove the target, revoke the token and
-    /// leases, forget the state. Unknown volumes and missing targets are OK.
-    pub async fn unpublish(&self, volume_id: &str, target_path: &str) -> Result<(), Error> {
+    /// NodeUnpublishVolume, first half: unmounts and removes the target
+    /// (the pod's view goes first, without waiting for a refresh in
+    /// flight), forgets the volume and starts its clean-up (token and
+    /// leases revoked, record removed) on the task tracker. `None` when a
+    /// clean-up for the volume is already running. Unknown volumes and
+    /// missing targets are OK.
+    fn unpublish_start(
+        self: &Arc<Self>,
+        volume_id: &str,
+        target_path: &str,
+    ) -> Result<Option<tokio::task::JoinHandle<Result<(), Error>>>, Error> {
         if volume_id.is_empty() {
             return Err(Error::MissingField { field: "volume_id" });
         }
@@ -522,32 +636,63 @@ impl VolumeManager {
         }
         let id = VolumeId::parse(volume_id)?;
         let target = TargetPath::parse(target_path, &self.config.kubelet_dir)?;
-        let _guard = self.guards.begin(&id)?;
+        let guard = match self.guards.begin(&id, Operation::Unpublish) {
+            Ok(guard) => guard,
+            // A retry of an unpublish whose clean-up still waits behind a
+            // refresh: the target is gone, the rest finishes on its own.
+            Err(_) if self.guards.running(&id) == Some(Operation::Unpublish) => {
+                self.remove_volume_root(target.as_path())?;
+                return Ok(None);
+            }
+            Err(busy) => return Err(busy),
+        };
+        // Nothing below awaits until the clean-up is spawned: a cancelled
+        // call cannot stop between forgetting the volume and revoking.
+        // If unmounting fails, the volume stays managed and kubelet retries.
+        self.remove_volume_root(target.as_path())?;
         let volume = self
             .volumes
             .lock()
             .expect("volume map poisoned")
             .remove(&id);
         self.scheduler.cancel(id.clone());
+        self.metrics.set_volumes(self.volume_count());
+        let manager = Arc::clone(self);
+        Ok(Some(self.tracker.spawn(async move {
+            let _guard = guard;
+            manager.retire(&id, volume).await
+        })))
+    }
+
+    /// NodeUnpublishVolume, second half: waits for a refresh holding the
+    /// volume (so its last token is the one revoked and its last record
+    /// write comes before the removal), revokes and removes the record.
+    async fn retire(&self, id: &VolumeId, volume: Option<Arc<Volume>>) -> Result<(), Error> {
+        let mut unmounted = Ok(());
         if let Some(volume) = volume {
             let state = volume.state.lock().await.take();
             if let Some(state) = state {
-                self.remove_volume_root(state.target.as_path())?;
-                if state.target != target {
-                    self.remove_volume_root(target.as_path())?;
-                }
+                unmounted = self.remove_volume_root(state.target.as_path());
                 self.revoke(&state).await;
                 self.metrics.forget_volume(&state.labels);
             }
-        } else {
-            self.remove_volume_root(target.as_path())?;
-            if let Some(record) = self.store.load(&id) {
-                self.revoke_record(&record).await;
-            }
+        } else if let Some(record) = self.store.load(id) {
+            self.revoke_record(&record).await;
         }
-        self.store.remove(&id)?;
-        self.metrics.set_volumes(self.volume_count());
-        Ok(())
+        unmounted?;
+        self.store.remove(id)
+    }
+
+    /// Runs `work` until `deadline` or shutdown, whichever comes first.
+    async fn bounded<T>(
+        &self,
+        deadline: Instant,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Stopped> {
+        tokio::select! {
+            result = tokio::time::timeout_at(deadline, work) => result.map_err(|_| Stopped::Deadline),
+            () = self.stopping.cancelled() => Err(Stopped::Shutdown),
+        }
     }
 
     /// Re-adopts the volumes recorded in the state directory after a
@@ -788,6 +933,51 @@ impl VolumeManager {
         self.tracker.spawn(async move {
             let _ = tokio::time::timeout(timeout, client.revoke_self(&token)).await;
         });
+    }
+}
+
+/// Why bounded work was cut short.
+#[derive(Debug, Clone, Copy)]
+enum Stopped {
+    /// `--publish-timeout` passed.
+    Deadline,
+    /// The driver is shutting down.
+    Shutdown,
+}
+
+impl Stopped {
+    fn into_error(self, timeout: Duration) -> Error {
+        match self {
+            Self::Deadline => Error::VaultTimeout {
+                secs: timeout.as_secs_f64(),
+            },
+            Self::Shutdown => Error::ShuttingDown,
+        }
+    }
+}
+
+/// Time left, past `--publish-timeout`, for a publish to roll back and
+/// report why before the caller gives up waiting.
+const ANSWER_MARGIN: Duration = Duration::from_secs(2);
+
+/// Waits for spawned work until `answer_by`; the work goes on if it is not
+/// done by then.
+async fn answer_within<T>(
+    answer_by: Instant,
+    work: tokio::task::JoinHandle<Result<T, Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout_at(answer_by, work).await {
+        Ok(joined) => joined_result(joined),
+        Err(_) => Err(Error::CallDeadline),
+    }
+}
+
+/// The result of spawned work; a panic in it is a bug and propagates.
+fn joined_result<T>(joined: Result<Result<T, Error>, tokio::task::JoinError>) -> Result<T, Error> {
+    match joined {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Error::ShuttingDown),
     }
 }
 

@@ -148,6 +148,21 @@ pub enum Error {
     /// pool; kubelet retries against the next driver.
     #[error("the driver is shutting down; kubelet will retry the call")]
     ShuttingDown,
+    /// Vault (or a refresh holding the volume) did not answer in time; the
+    /// publish was rolled back and whatever token it obtained is revoked.
+    #[error(
+        "Vault did not answer within --publish-timeout ({secs}s); the publish was rolled back and kubelet will retry it"
+    )]
+    VaultTimeout {
+        /// The bound, in seconds.
+        secs: f64,
+    },
+    /// The caller's deadline came before the operation ended; it goes on
+    /// in the background and the caller's retry sees its outcome.
+    #[error(
+        "the call's deadline is about to pass; the operation goes on and kubelet's retry will see its outcome"
+    )]
+    CallDeadline,
     /// The volume is published at another target path.
     #[error("volume {volume_id} is already published at {existing}")]
     TargetMismatch {

@@ -88,6 +88,21 @@ pub fn tokens_json(tokens: &[(&str, &str, &str)]) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
+/// What varies between the NodePublishVolume calls kubelet makes for an
+/// inline volume, beside the pod and its attributes.
+#[derive(Debug, Clone, Default)]
+pub struct PublishVariant {
+    /// `readOnly: true` on the pod's CSI volume: kubelet sets `readonly`
+    /// (and binds the volume read-only into the container).
+    pub readonly: bool,
+    /// The pod's `fsGroup`, which kubelet passes as `volume_mount_group`
+    /// when the driver advertises `VOLUME_MOUNT_GROUP`; empty for none.
+    pub volume_mount_group: String,
+    /// `serviceAccountTokenInSecrets: true` on the CSIDriver (Kubernetes
+    /// 1.35+): the tokens travel in `secrets` and not in `volume_context`.
+    pub tokens_in_secrets: bool,
+}
+
 /// NodePublishVolume exactly as kubelet sends it for an inline volume of a
 /// CSIDriver with `podInfoOnMount: true` and `tokenRequests`: the pod's own
 /// `attributes` plus the `csi.storage.k8s.io/*` keys, a mount capability,
@@ -98,6 +113,26 @@ pub fn publish_request(
     target: &Path,
     tokens: String,
     attributes: &[(&str, &str)],
+) -> NodePublishVolumeRequest {
+    publish_request_variant(
+        pod,
+        volume,
+        target,
+        tokens,
+        attributes,
+        &PublishVariant::default(),
+    )
+}
+
+/// NodePublishVolume as kubelet sends it with `variant`'s differences
+/// from [`publish_request`]'s defaults.
+pub fn publish_request_variant(
+    pod: PodInfo<'_>,
+    volume: &str,
+    target: &Path,
+    tokens: String,
+    attributes: &[(&str, &str)],
+    variant: &PublishVariant,
 ) -> NodePublishVolumeRequest {
     let mut context: HashMap<String, String> = attributes
         .iter()
@@ -115,7 +150,12 @@ pub fn publish_request(
     ] {
         context.insert(key.to_owned(), value.to_owned());
     }
-    context.insert(TOKENS_KEY.to_owned(), tokens);
+    let mut secrets = HashMap::new();
+    if variant.tokens_in_secrets {
+        secrets.insert(TOKENS_KEY.to_owned(), tokens);
+    } else {
+        context.insert(TOKENS_KEY.to_owned(), tokens);
+    }
     NodePublishVolumeRequest {
         volume_id: volume_id(pod.uid, volume),
         publish_context: HashMap::new(),
@@ -125,16 +165,31 @@ pub fn publish_request(
             access_type: Some(AccessType::Mount(MountVolume {
                 fs_type: String::new(),
                 mount_flags: Vec::new(),
-                volume_mount_group: String::new(),
+                volume_mount_group: variant.volume_mount_group.clone(),
             })),
             access_mode: Some(AccessMode {
                 mode: Mode::SingleNodeWriter.into(),
             }),
         }),
-        readonly: false,
-        secrets: HashMap::new(),
+        readonly: variant.readonly,
+        secrets,
         volume_context: context,
     }
+}
+
+/// What is left of a pod's volume after a reboot: `/run` (and with it the
+/// driver's state) is empty, nothing is mounted, and the target kubelet's
+/// earlier publish created still exists, empty, beside `vol_data.json`.
+/// Kubelet reconstructs the volume and publishes it again. Returns the
+/// target.
+pub fn target_after_reboot(
+    kubelet_dir: &Path,
+    pod_uid: &str,
+    volume: &str,
+) -> std::io::Result<PathBuf> {
+    let target = prepare_target(kubelet_dir, pod_uid, volume)?;
+    std::fs::DirBuilder::new().mode(0o750).create(&target)?;
+    Ok(target)
 }
 
 /// NodeUnpublishVolume for one pod's volume.

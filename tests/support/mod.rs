@@ -308,6 +308,7 @@ pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
         insecure_plain_directories: false,
         vault_request_timeout: Duration::from_secs(30),
         shutdown_timeout: Duration::from_secs(10),
+        publish_timeout: Duration::from_secs(60),
         // Tests of refresh mechanics use intervals of a second or two.
         fairness: FairnessConfig {
             min_refresh_interval: Duration::ZERO,

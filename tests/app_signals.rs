@@ -377,7 +377,7 @@ async fn without_the_host_pid_namespace_the_driver_says_it_cannot_signal() {
     let port = free_port();
     let log = node.root.join("driver.log");
     let out = std::fs::File::create(&log).unwrap();
-    let mut driver = Command::new("unshare")
+    let driver = Command::new("unshare")
         .args(["--pid", "--kill-child", "--mount-proc", "--"])
         .arg(env!("CARGO_BIN_EXE_vault-csi-driver"))
         .arg(format!("--endpoint=unix://{}", node.socket().display()))
@@ -387,12 +387,16 @@ async fn without_the_host_pid_namespace_the_driver_says_it_cannot_signal() {
         .arg(format!("--kubelet-dir={}", node.kubelet_dir().display()))
         .arg(format!("--metrics-addr=127.0.0.1:{port}"))
         .arg("--log-format=json")
+        .arg("--min-refresh-interval=0s")
         .env_remove("VAULT_ADDR")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
         .unwrap();
+    // Killed whatever happens, so a failed assertion leaves no driver
+    // behind (it would hold the mounts and the log open).
+    let driver = KillOnDrop(driver);
     let socket = node.socket();
     wait_for("the driver's socket", WAIT, || socket.exists()).await;
     let node_client =
@@ -443,8 +447,17 @@ async fn without_the_host_pid_namespace_the_driver_says_it_cannot_signal() {
     );
 
     support::unpublish_ok(node_client, pod.unpublish(&node, "v")).await;
-    let _ = driver.kill();
-    let _ = driver.wait();
+    drop(driver);
+}
+
+/// A child process killed and reaped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A bad `signal`, or one without `signalProcess`, is refused before

@@ -358,3 +358,57 @@ async fn one_tenant_cannot_get_the_driver_oom_killed() {
     assert!(host_volume_mounts(&node).is_empty());
     driver.terminate().await;
 }
+
+/// Reproduces the parse-memory attack: 32 Vault answers of about 600 KB of
+/// small numbers each used to be parsed all at once for one render, taking
+/// the driver from a few MB to hundreds (OOM-killed under a 128 MiB limit).
+/// Now a volume's answers are weighed before they are parsed, the publish
+/// is refused naming the limit, and the driver stays up.
+#[tokio::test]
+async fn vault_answers_too_large_to_parse_are_refused_before_parsing() {
+    if !support::can_mount() {
+        return;
+    }
+    let node = Node::new();
+    node.share_pods_dir();
+    let vault = walkthrough_vault().await;
+    let numbers: Vec<u8> = vec![1; 300_000];
+    let mut template = String::new();
+    for i in 0..32 {
+        vault.kv2_put(
+            "secret",
+            &format!("myapp/n{i}"),
+            serde_json::json!({ "numbers": numbers }),
+        );
+        template.push_str(&format!(
+            "{{{{#with (secret \"secret/data/myapp/n{i}\")}}}}{{{{/with}}}}"
+        ));
+    }
+    let cgroup = support::MemoryCgroup::new(128 * 1024 * 1024);
+    let mut driver =
+        DriverProcess::spawn_in_cgroup(&node, &vault, "driver.log", &[], &cgroup).await;
+    let pod = Pod::walkthrough();
+    let request = pod.publish(&node, &vault, "v", &[ROLE, ("template.n", &template)]);
+    let status = driver
+        .node()
+        .await
+        .node_publish_volume(request)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        driver.child.try_wait().unwrap(),
+        None,
+        "the driver died: {status:?}"
+    );
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("weigh more than"), "{status:?}");
+    assert_eq!(cgroup.oom_kills(), 0, "the OOM killer acted");
+    assert!(host_volume_mounts(&node).is_empty());
+
+    // Another pod on the node is served as usual.
+    let other = Pod::new("default", "other", "vault-auth");
+    let target = publish(&driver, &node, &vault, &other, true).await;
+    support::assert_walkthrough_page(&target);
+    support::unpublish_ok(driver.node().await, other.unpublish(&node, "v")).await;
+    driver.terminate().await;
+}

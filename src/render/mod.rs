@@ -50,8 +50,10 @@ pub const MAX_SUBEXPRESSION_DEPTH: usize = 8;
 pub const MAX_PARAMS_PER_TAG: usize = 8;
 /// Most Vault data one render of a volume may see, all responses together,
 /// in the units of [`MAX_RENDER_WORK`] (one per JSON value, one per 16
-/// bytes of text): about a million values, or 16 MiB of text.
-pub const MAX_RENDER_DATA: u64 = 1_000_000;
+/// bytes of text): about 250,000 values, or 4 MiB of text. Parsed, that is
+/// at most about 25 MiB; with [`pool::RENDER_THREADS`] renders at once it
+/// stays inside the memory the driver reserves for itself.
+pub const MAX_RENDER_DATA: u64 = 250_000;
 /// Longest a compile (parse, checks and the pass that collects `secret`
 /// calls) may keep its caller waiting.
 pub const MAX_COMPILE_TIME: Duration = Duration::from_secs(5);
@@ -476,6 +478,15 @@ impl Renderer {
         let renderer = Arc::clone(self);
         self.pool
             .run("rendering", MAX_RENDER_TIME, move || {
+                // Weighed before parsing: what a body would cost in memory
+                // once parsed is bounded before it is spent.
+                let mut left = MAX_RENDER_DATA.saturating_add(1);
+                for (_, raw) in &responses {
+                    left = left.saturating_sub(budget::raw_weight(raw.expose(), left));
+                    if left == 0 {
+                        return Err(Error::DataTooLarge);
+                    }
+                }
                 let parsed = responses
                     .into_iter()
                     .filter_map(|(request, raw)| {

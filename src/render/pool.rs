@@ -22,8 +22,10 @@ use tokio::sync::oneshot;
 
 use super::Error;
 
-/// Threads that compile and render.
-pub const RENDER_THREADS: usize = 4;
+/// Threads that compile and render. Two: each render may parse up to
+/// [`super::MAX_RENDER_DATA`] of Vault data, and the driver's memory
+/// reserve (48 MiB) must hold the renders that run at once.
+pub const RENDER_THREADS: usize = 2;
 /// Compiles and renders that may wait for a thread.
 pub const RENDER_QUEUE: usize = 64;
 /// Longest a compile or render waits for a thread before it is refused.

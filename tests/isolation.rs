@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -380,9 +381,10 @@ async fn vault_answers_too_large_to_parse_are_refused_before_parsing() {
             &format!("myapp/n{i}"),
             serde_json::json!({ "numbers": numbers }),
         );
-        template.push_str(&format!(
+        let _ = write!(
+            template,
             "{{{{#with (secret \"secret/data/myapp/n{i}\")}}}}{{{{/with}}}}"
-        ));
+        );
     }
     let cgroup = support::MemoryCgroup::new(128 * 1024 * 1024);
     let mut driver =

@@ -169,6 +169,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         None => None,
     };
     let listener = csi::bind_socket(&socket)?;
+    // Health first: restore may spend seconds per unfinished volume revoking
+    // its token (bounded by the revoke timeout), and kubelet's probes must
+    // see a live process meanwhile. `/readyz` says `starting` until the CSI
+    // socket serves.
+    if let Some(listener) = metrics_listener {
+        let metrics = Arc::clone(&metrics);
+        let stop = shutdown.clone();
+        tracker.spawn(metrics::serve(listener, metrics, metrics_limits, stop));
+    }
 
     if config.insecure_plain_directories {
         tracing::warn!(
@@ -190,12 +199,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         tracker.clone(),
         config.max_concurrent_refreshes,
     ));
-    if let Some(listener) = metrics_listener {
-        let metrics = Arc::clone(&metrics);
-        let stop = shutdown.clone();
-        tracker.spawn(metrics::serve(listener, metrics, metrics_limits, stop));
-    }
-
     let (identity, node) = csi::services(
         config.driver_name.clone(),
         config.node_id.clone(),

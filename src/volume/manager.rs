@@ -583,6 +583,11 @@ impl VolumeManager {
                 self.store.remove(&id)?;
                 continue;
             }
+            if let Err(addr) = record.spec_defaults(&self.config.spec_defaults) {
+                // The record stays, so an unpublish still unmounts it.
+                tracing::error!(volume.id = %id, vault.addr = %addr, "A volume was published against a Vault address the flags no longer allow (--vault-addr, --allowed-vault-addrs); nothing is sent there, so its files are no longer refreshed and its Vault token and leases are not revoked (they end with their TTLs). Allow the address again to keep managing the volume, or delete the pod");
+                continue;
+            }
             match self.state_from_record(&record, target) {
                 Ok(state) => {
                     // What the files already take counts, whatever the
@@ -624,7 +629,10 @@ impl VolumeManager {
         target: TargetPath,
     ) -> Result<VolumeState, Error> {
         let context: HashMap<String, String> = record.attributes.clone().into_iter().collect();
-        let (spec, pod) = spec::parse_attributes(&context, &self.config.spec_defaults)?;
+        let defaults = record
+            .spec_defaults(&self.config.spec_defaults)
+            .unwrap_or_else(|_| self.config.spec_defaults.clone());
+        let (spec, pod) = spec::parse_attributes(&context, &defaults)?;
         let templates = self.renderer.compile(&spec.templates)?;
         let client = VaultClient::new(
             self.http.clone(),
@@ -714,8 +722,15 @@ impl VolumeManager {
 
     async fn revoke_record(&self, record: &VolumeRecord) {
         let Some(token) = &record.token else { return };
+        let defaults = match record.spec_defaults(&self.config.spec_defaults) {
+            Ok(defaults) => defaults,
+            Err(addr) => {
+                tracing::warn!(volume.id = %record.volume_id, vault.addr = %addr, "Not revoking a volume's Vault token: its Vault address is no longer allowed; the token and its leases end with their TTLs");
+                return;
+            }
+        };
         let context: HashMap<String, String> = record.attributes.clone().into_iter().collect();
-        let Ok((spec, _)) = spec::parse_attributes(&context, &self.config.spec_defaults) else {
+        let Ok((spec, _)) = spec::parse_attributes(&context, &defaults) else {
             return;
         };
         let client = VaultClient::new(
@@ -829,6 +844,7 @@ fn record(id: &VolumeId, state: &VolumeState, phase: Phase) -> VolumeRecord {
             .as_ref()
             .filter(|c| c.required)
             .map(|c| c.label.clone()),
+        vault_addr: Some(state.spec.vault_addr.to_string()),
         fingerprint: state.fingerprint.clone(),
         attributes: state.attributes.clone(),
         phase,

@@ -16,8 +16,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use url::Url;
 use zeroize::Zeroize;
 
+use super::spec::{SpecDefaults, normalise_addr};
 use super::{Error, VolumeId};
 use crate::render::SecretRequest;
 use crate::vault::LeaseId;
@@ -106,6 +108,12 @@ pub struct VolumeRecord {
     /// (absent in records of earlier releases: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selinux_context: Option<crate::storage::selinux::Label>,
+    /// The Vault address the volume was published with, where its token
+    /// and leases live (absent in records of earlier releases: the
+    /// attributes and the current flags decide). See
+    /// [`VolumeRecord::spec_defaults`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_addr: Option<String>,
     /// The publish fingerprint (see `spec::fingerprint`).
     pub fingerprint: String,
     /// The volume attributes without kubelet's token attribute.
@@ -118,6 +126,37 @@ pub struct VolumeRecord {
     pub token: Option<StoredToken>,
     /// Lease bookkeeping per secret.
     pub secrets: Vec<StoredSecret>,
+}
+
+impl VolumeRecord {
+    /// The defaults this record's attributes are read with after a restart.
+    /// A volume stays with the Vault it was published with, where its token
+    /// and leases live, while the flags still allow that address, even when
+    /// `--vault-addr` has changed since: re-reading the attributes with the
+    /// new default would send its token to another server. A record of an
+    /// earlier release, which names no address, follows the current flags.
+    ///
+    /// Errs with the recorded address when the flags no longer allow it:
+    /// nothing of the volume's may be sent there any more.
+    pub fn spec_defaults(&self, current: &SpecDefaults) -> Result<SpecDefaults, String> {
+        let Some(recorded) = &self.vault_addr else {
+            return Ok(current.clone());
+        };
+        let url = Url::parse(recorded).map_err(|_| recorded.clone())?;
+        let wanted = normalise_addr(&url);
+        if current
+            .allowed_vault_addrs
+            .iter()
+            .any(|allowed| normalise_addr(allowed) == wanted)
+        {
+            Ok(SpecDefaults {
+                vault_addr: Some(url),
+                ..current.clone()
+            })
+        } else {
+            Err(recorded.clone())
+        }
+    }
 }
 
 impl std::fmt::Debug for VolumeRecord {

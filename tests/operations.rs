@@ -1,0 +1,213 @@
+//! Operating the driver: health during start-up, restarts with changed
+//! flags (an upgrade that edits `VAULT_ADDR` or `ALLOWED_VAULT_ADDRS`), and
+//! flag values refused at start.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::{
+    DriverProcess, INDEX_TEMPLATE, Node, Pod, can_mount, expected_index, free_port, publish_ok,
+    unpublish_ok, wait_for, walkthrough_vault,
+};
+
+const ROLE: (&str, &str) = ("roleName", "example");
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.unwrap_or_default()))
+}
+
+/// The record of `id`, rewritten by `edit`.
+fn edit_record(node: &Node, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = node.state_dir().join("volumes").join(format!("{id}.json"));
+    let mut record: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    edit(&mut record);
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+}
+
+/// A driver restarting with a volume left unfinished, whose Vault answers
+/// slowly, answers `/healthz` (and `/readyz` with 503 `starting`) while
+/// restore is still revoking that volume's token, and becomes ready after.
+#[tokio::test]
+async fn health_answers_while_restore_revokes_against_a_slow_vault() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    let driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
+    let pod = Pod::walkthrough();
+    let request = pod.publish(
+        &node,
+        &vault,
+        "v",
+        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
+    );
+    let id = request.volume_id.clone();
+    publish_ok(driver.node().await, request).await;
+    driver.kill9();
+    // As if the driver had died mid-publish: restore undoes the volume and
+    // revokes its token, which this Vault takes 4 s to answer.
+    edit_record(&node, &id, |record| record["phase"] = "publishing".into());
+    vault.set_latency(Duration::ZERO, Duration::from_secs(4));
+
+    let port = free_port();
+    let metrics = format!("--metrics-addr=127.0.0.1:{port}");
+    let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[&metrics]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer from /healthz during restore; log: {}",
+            driver.logs()
+        );
+        let restoring = vault.count("POST", "/v1/auth/token/revoke-self") == 1
+            && !driver.logs().contains("vault-csi-driver started");
+        if restoring {
+            if let Some((200, body)) = get(port, "/healthz").await {
+                assert_eq!(body.trim(), "ok");
+                let ready = get(port, "/readyz").await;
+                // Restore may have finished between the two calls.
+                if !driver.logs().contains("vault-csi-driver started") {
+                    let (status, body) = ready.expect("/readyz answers");
+                    assert_eq!((status, body.trim()), (503, "starting"));
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    vault.set_latency(Duration::ZERO, Duration::ZERO);
+    wait_for("readiness after restore", Duration::from_secs(20), || {
+        driver.logs().contains("vault-csi-driver started")
+    })
+    .await;
+    assert_eq!(get(port, "/readyz").await.map(|r| r.0), Some(200));
+    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+    let _ = driver.terminate().await;
+}
+
+async fn second_vault() -> vault_double::VaultDouble {
+    let vault = walkthrough_vault().await;
+    vault.kv2_put(
+        "secret",
+        "myapp/config",
+        serde_json::json!({"username": "appuser", "password": "from-the-new-vault"}),
+    );
+    vault
+}
+
+/// Publishes the walkthrough page with a 1 s KV refresh through a driver
+/// whose `--vault-addr` is `old`, then kills it.
+async fn publish_then_kill(node: &Node, old: &vault_double::VaultDouble, pod: &Pod) -> PathBuf {
+    let driver = DriverProcess::spawn(node, old, "driver-old.log", &[]).await;
+    let target = publish_ok(
+        driver.node().await,
+        pod.publish(
+            node,
+            old,
+            "v",
+            &[
+                ROLE,
+                ("template.index.html", INDEX_TEMPLATE),
+                ("staticSecretRefreshInterval", "1s"),
+            ],
+        ),
+    )
+    .await;
+    driver.kill9();
+    target
+}
+
+/// An upgrade that changes `VAULT_ADDR` but keeps the old address allowed:
+/// the restarted driver keeps the published volume on the Vault it was
+/// published with (its token lives there), refreshes it from there, and
+/// revokes it there at unpublish; the new default Vault sees nothing of it.
+#[tokio::test]
+async fn a_new_vault_addr_keeps_published_volumes_on_their_own_vault() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let old = walkthrough_vault().await;
+    let new = second_vault().await;
+    let pod = Pod::walkthrough();
+    let target = publish_then_kill(&node, &old, &pod).await;
+
+    let allowed = format!("--allowed-vault-addrs={}", old.addr());
+    let driver = DriverProcess::spawn(&node, &new, "driver-new.log", &[&allowed]).await;
+    old.kv2_put(
+        "secret",
+        "myapp/config",
+        serde_json::json!({"username": "appuser", "password": "still-the-old-vault"}),
+    );
+    wait_for(
+        "the volume to refresh from the Vault it was published with",
+        Duration::from_secs(15),
+        || read(&target.join("index.html")) == expected_index("appuser", "still-the-old-vault"),
+    )
+    .await;
+    unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    assert_eq!(old.count("POST", "/v1/auth/token/revoke-self"), 1);
+    assert!(
+        new.requests().is_empty(),
+        "the new default Vault got {:?}",
+        new.requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect::<Vec<_>>()
+    );
+    let _ = driver.terminate().await;
+}
+
+/// An upgrade that drops the address a volume was published with: the
+/// restarted driver sends nothing there (not even the revocation), says so
+/// in its log, sends the volume's token nowhere else, leaves the pod's
+/// files in place, and still unmounts the volume at unpublish.
+#[tokio::test]
+async fn a_vault_addr_no_longer_allowed_is_left_alone_and_logged() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let old = walkthrough_vault().await;
+    let new = second_vault().await;
+    let pod = Pod::walkthrough();
+    let target = publish_then_kill(&node, &old, &pod).await;
+    let requests_before = old.requests().len();
+
+    let driver = DriverProcess::spawn(&node, &new, "driver-new.log", &[]).await;
+    wait_for(
+        "the log line naming the address",
+        Duration::from_secs(10),
+        || driver.logs().contains("no longer allow"),
+    )
+    .await;
+    assert!(driver.logs().contains(&old.addr()), "{}", driver.logs());
+    assert_eq!(
+        read(&target.join("index.html")),
+        expected_index("appuser", "suP3rsec(et!"),
+        "the pod keeps its files"
+    );
+    unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    assert_eq!(
+        old.requests().len(),
+        requests_before,
+        "nothing went to the old Vault"
+    );
+    assert!(new.requests().is_empty(), "the old token went nowhere else");
+    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+    let _ = driver.terminate().await;
+}

@@ -211,3 +211,51 @@ async fn a_vault_addr_no_longer_allowed_is_left_alone_and_logged() {
     assert!(node.mounts().is_empty(), "{:?}", node.mounts());
     let _ = driver.terminate().await;
 }
+
+/// With `--metrics-per-volume`, a volume the driver refreshes has both
+/// gauges; a `refresh: "false"` volume, whose token nothing renews, has
+/// neither, so an alert on expiry never fires for what nobody will act on.
+#[tokio::test]
+async fn per_volume_gauges_cover_only_volumes_the_driver_refreshes() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    let port = free_port();
+    let metrics = format!("--metrics-addr=127.0.0.1:{port}");
+    let driver = DriverProcess::spawn(
+        &node,
+        &vault,
+        "driver.log",
+        &[&metrics, "--metrics-per-volume"],
+    )
+    .await;
+    let pod = Pod::walkthrough();
+    let page = ("template.index.html", INDEX_TEMPLATE);
+    let refreshed = pod.publish(&node, &vault, "refreshed", &[ROLE, page]);
+    let once = pod.publish(&node, &vault, "once", &[ROLE, page, ("refresh", "false")]);
+    let (refreshed_id, once_id) = (refreshed.volume_id.clone(), once.volume_id.clone());
+    publish_ok(driver.node().await, refreshed).await;
+    publish_ok(driver.node().await, once).await;
+
+    let (status, text) = get(port, "/metrics").await.expect("/metrics answers");
+    assert_eq!(status, 200);
+    let series = |family: &str, id: &str| {
+        text.lines()
+            .any(|line| line.starts_with(family) && line.contains(&format!("volume_id=\"{id}\"")))
+    };
+    for family in [
+        "vault_csi_volume_lease_expiry_timestamp_seconds",
+        "vault_csi_volume_next_refresh_timestamp_seconds",
+    ] {
+        assert!(series(family, &refreshed_id), "{family} missing:\n{text}");
+        assert!(
+            !series(family, &once_id),
+            "{family} for refresh=false:\n{text}"
+        );
+    }
+    unpublish_ok(driver.node().await, pod.unpublish(&node, "refreshed")).await;
+    unpublish_ok(driver.node().await, pod.unpublish(&node, "once")).await;
+    let _ = driver.terminate().await;
+}

@@ -712,10 +712,18 @@ impl VolumeManager {
         self.store.save(&record(id, state, phase))
     }
 
+    /// Only what the driver acts on is exported: a `refresh: "false"`
+    /// volume's expiry is nobody's deadline, so it has no gauges at all and
+    /// an alert on them never fires for it.
     pub(super) fn publish_schedule_metrics(&self, state: &VolumeState, next: Option<Instant>) {
         self.metrics.set_volume_schedule(
             &state.labels,
-            state.soonest_expiry().map(tracked::instant_to_system),
+            state
+                .spec
+                .refresh
+                .then(|| state.soonest_expiry())
+                .flatten()
+                .map(tracked::instant_to_system),
             next.map(tracked::instant_to_system),
         );
     }

@@ -89,6 +89,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             "--volume-size-bytes must be at least 65536".to_owned(),
         ));
     }
+    if config.static_secret_refresh_interval < std::time::Duration::from_secs(1) {
+        return Err(Error::Config(
+            "--static-secret-refresh-interval (STATIC_SECRET_REFRESH_INTERVAL) must be at least 1s, as the staticSecretRefreshInterval attribute must".to_owned(),
+        ));
+    }
     if config.metrics_max_connections == 0 {
         return Err(Error::Config(
             "--metrics-max-connections must be at least 1".to_owned(),

@@ -259,3 +259,87 @@ async fn per_volume_gauges_cover_only_volumes_the_driver_refreshes() {
     unpublish_ok(driver.node().await, pod.unpublish(&node, "once")).await;
     let _ = driver.terminate().await;
 }
+
+/// Runs the binary with `args` and `env` (for the child only) against a
+/// scratch node, its output in `log`.
+fn driver_command(
+    node: &Node,
+    log: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_vault-csi-driver"))
+        .arg(format!("--endpoint=unix://{}", node.socket().display()))
+        .arg("--node-id=test-node")
+        .arg("--vault-addr=http://127.0.0.1:1")
+        .arg(format!("--state-dir={}", node.state_dir().display()))
+        .arg(format!("--kubelet-dir={}", node.kubelet_dir().display()))
+        .args(args)
+        .env_remove("INSECURE_PLAIN_DIRECTORIES")
+        .env_remove("STATIC_SECRET_REFRESH_INTERVAL")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
+/// `--static-secret-refresh-interval` below the attribute's 1 s minimum
+/// (0 would re-read KV secrets in a loop) stops the driver at start with a
+/// message naming the flag.
+#[tokio::test]
+async fn a_static_refresh_interval_under_a_second_is_refused_at_start() {
+    let node = Node::new();
+    for value in ["0", "500ms"] {
+        let log = node.root.join(format!("driver-{value}.log"));
+        let mut child = driver_command(
+            &node,
+            &log,
+            &[&format!("--static-secret-refresh-interval={value}")],
+            &[],
+        );
+        let mut status = None;
+        wait_for("the driver to exit", Duration::from_secs(20), || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        })
+        .await;
+        assert!(!status.unwrap().success());
+        let text = read(&log);
+        assert!(
+            text.contains("--static-secret-refresh-interval") && text.contains("at least 1s"),
+            "{text}"
+        );
+    }
+}
+
+/// Boolean variables take 1/0 (and yes/no) as well as true/false, as
+/// operators write them in a DaemonSet's env.
+#[tokio::test]
+async fn boolean_variables_take_one_and_zero() {
+    let node = Node::new();
+    let log = node.root.join("driver.log");
+    let mut child = driver_command(
+        &node,
+        &log,
+        &[],
+        &[
+            ("INSECURE_PLAIN_DIRECTORIES", "1"),
+            ("METRICS_PER_VOLUME", "0"),
+        ],
+    );
+    wait_for("the driver to start", Duration::from_secs(20), || {
+        read(&log).contains("vault-csi-driver started") || child.try_wait().unwrap().is_some()
+    })
+    .await;
+    let text = read(&log);
+    assert!(
+        text.contains("--insecure-plain-directories: volumes are plain directories"),
+        "{text}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -77,8 +77,8 @@ fn memory_budget(flag: Option<u64>) -> Option<u64> {
     budget
 }
 
-/// Runs the driver until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+/// Refuses flag values the driver cannot run with, naming the flag.
+fn check_flags(config: &Config) -> Result<(), Error> {
     if config.node_id.is_empty() {
         return Err(Error::Config(
             "--node-id (NODE_NAME) must not be empty".to_owned(),
@@ -108,6 +108,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             return Err(Error::Config(format!("{flag} must be more than 0s")));
         }
     }
+    Ok(())
+}
+
+/// Runs the driver until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    check_flags(&config)?;
     let metrics_limits = metrics::ListenerLimits {
         max_connections: config.metrics_max_connections,
         header_timeout: config.metrics_header_timeout,

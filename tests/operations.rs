@@ -75,16 +75,14 @@ async fn health_answers_while_restore_revokes_against_a_slow_vault() {
         );
         let restoring = vault.count("POST", "/v1/auth/token/revoke-self") == 1
             && !driver.logs().contains("vault-csi-driver started");
-        if restoring {
-            if let Some((200, body)) = get(port, "/healthz").await {
-                assert_eq!(body.trim(), "ok");
-                let ready = get(port, "/readyz").await;
-                // Restore may have finished between the two calls.
-                if !driver.logs().contains("vault-csi-driver started") {
-                    let (status, body) = ready.expect("/readyz answers");
-                    assert_eq!((status, body.trim()), (503, "starting"));
-                    break;
-                }
+        if restoring && let Some((200, body)) = get(port, "/healthz").await {
+            assert_eq!(body.trim(), "ok");
+            let ready = get(port, "/readyz").await;
+            // Restore may have finished between the two calls.
+            if !driver.logs().contains("vault-csi-driver started") {
+                let (status, body) = ready.expect("/readyz answers");
+                assert_eq!((status, body.trim()), (503, "starting"));
+                break;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -213,6 +213,7 @@ async fn a_vault_addr_no_longer_allowed_is_left_alone_and_logged() {
 /// With `--metrics-per-volume`, a volume the driver refreshes has both
 /// gauges; a `refresh: "false"` volume, whose token nothing renews, has
 /// neither, so an alert on expiry never fires for what nobody will act on.
+/// And every metric `deploy/monitoring/rules.yaml` reads is exported.
 #[tokio::test]
 async fn per_volume_gauges_cover_only_volumes_the_driver_refreshes() {
     if !can_mount() {
@@ -251,6 +252,29 @@ async fn per_volume_gauges_cover_only_volumes_the_driver_refreshes() {
         assert!(
             !series(family, &once_id),
             "{family} for refresh=false:\n{text}"
+        );
+    }
+    // Every metric the shipped alerting rules read is one the driver
+    // exports (a renamed metric would silence its alert for ever).
+    let rules = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring/rules.yaml"));
+    let mut names: Vec<&str> = rules
+        .match_indices("vault_csi_")
+        .map(|(at, _)| {
+            let rest = &rules[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "rules.yaml reads {name}, which /metrics does not export:\n{text}"
         );
     }
     unpublish_ok(driver.node().await, pod.unpublish(&node, "refreshed")).await;
@@ -340,4 +364,116 @@ async fn boolean_variables_take_one_and_zero() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A real Prometheus (Debian's `prometheus` package) scrapes the driver
+/// with the shipped rules loaded: it parses `/metrics`, sees the volume,
+/// and evaluates every rule without an error. Skipped when no `prometheus`
+/// binary is installed, unless `CI=true`.
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_driver_and_evaluates_the_rules() {
+    let Some(prometheus) = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no prometheus binary (apt-get install prometheus)"
+        );
+        eprintln!("skipping: no prometheus binary");
+        return;
+    };
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    let port = free_port();
+    let metrics = format!("--metrics-addr=127.0.0.1:{port}");
+    let driver = DriverProcess::spawn(
+        &node,
+        &vault,
+        "driver.log",
+        &[&metrics, "--metrics-per-volume"],
+    )
+    .await;
+    let pod = Pod::walkthrough();
+    publish_ok(
+        driver.node().await,
+        pod.publish(
+            &node,
+            &vault,
+            "v",
+            &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
+        ),
+    )
+    .await;
+
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring/rules.yaml");
+    let config = node.root.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: vault-csi-driver\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let web = free_port();
+    let log = node.root.join("prometheus.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut server = std::process::Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            node.root.join("prometheus-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+
+    let api = |path: String| async move {
+        let (status, body) = get(web, &path).await?;
+        (status == 200).then_some(())?;
+        serde_json::from_str::<serde_json::Value>(&body).ok()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (mut scraped, mut evaluated) = (false, false);
+    while !(scraped && evaluated) {
+        assert!(
+            tokio::time::Instant::now() < deadline && server.try_wait().unwrap().is_none(),
+            "Prometheus did not scrape the driver and evaluate the rules (scraped {scraped}, evaluated {evaluated}); its log:\n{}",
+            read(&log)
+        );
+        if let Some(answer) = api("/api/v1/query?query=vault_csi_volumes".to_owned()).await {
+            scraped = answer["data"]["result"][0]["value"][1] == "1";
+        }
+        if let Some(answer) = api("/api/v1/rules".to_owned()).await {
+            let rules: Vec<&serde_json::Value> = answer["data"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+                .collect();
+            for rule in &rules {
+                assert_ne!(rule["health"], "err", "{rule}");
+            }
+            evaluated = rules.len() >= 6 && rules.iter().all(|r| r["health"] == "ok");
+            // Nothing is wrong with this node: no alert is pending or firing.
+            if evaluated {
+                for rule in &rules {
+                    assert_eq!(rule["state"], "inactive", "{rule}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    let _ = driver.terminate().await;
 }

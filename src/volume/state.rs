@@ -293,3 +293,53 @@ fn state_err(path: &Path, source: io::Error) -> Error {
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use url::Url;
+
+    use super::{SpecDefaults, VolumeRecord};
+
+    /// A record as a release before the Vault address was recorded wrote it.
+    const OLD_RECORD: &str = r#"{"version":1,"volume_id":"csi-1","target_path":"/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/v/mount","readonly":true,"fs_group":null,"fingerprint":"f","attributes":{"roleName":"example"},"phase":"published","identity":null,"token":null,"secrets":[]}"#;
+
+    fn defaults(vault_addr: &str, allowed: &[&str]) -> SpecDefaults {
+        let vault_addr = Url::parse(vault_addr).unwrap();
+        let mut allowed: Vec<Url> = allowed.iter().map(|a| Url::parse(a).unwrap()).collect();
+        allowed.push(vault_addr.clone());
+        SpecDefaults {
+            vault_addr: Some(vault_addr),
+            allowed_vault_addrs: allowed,
+            static_refresh_interval: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn records_without_an_address_load_and_follow_the_flags() {
+        let record: VolumeRecord = serde_json::from_str(OLD_RECORD).unwrap();
+        assert_eq!(record.vault_addr, None);
+        let current = defaults("http://new:8200", &[]);
+        let used = record.spec_defaults(&current).unwrap();
+        assert_eq!(used.vault_addr, current.vault_addr);
+    }
+
+    #[test]
+    fn a_recorded_address_wins_while_allowed_and_is_refused_once_not() {
+        let mut record: VolumeRecord = serde_json::from_str(OLD_RECORD).unwrap();
+        record.vault_addr = Some("http://old:8200/".to_owned());
+        let text = serde_json::to_string(&record).unwrap();
+        let record: VolumeRecord = serde_json::from_str(&text).unwrap();
+
+        let kept = defaults("http://new:8200", &["http://old:8200"]);
+        let used = record.spec_defaults(&kept).unwrap();
+        assert_eq!(used.vault_addr.unwrap().as_str(), "http://old:8200/");
+
+        let dropped = defaults("http://new:8200", &[]);
+        assert_eq!(
+            record.spec_defaults(&dropped).unwrap_err(),
+            "http://old:8200/"
+        );
+    }
+}

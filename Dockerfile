@@ -6,6 +6,9 @@
 # Then point deploy/ at it, e.g. from an overlay:
 #   kustomize edit set image ghcr.io/vault-csi-driver/vault-csi-driver=vault-csi-driver:dev
 
+# The runtime base image; see the runtime stage for pinning it by digest.
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:latest
+
 # ---- build ------------------------------------------------------------------
 # Debian 12 (bookworm) to match the runtime image's glibc. No protoc is needed:
 # build.rs compiles proto/csi.proto with protox (pure Rust).
@@ -13,10 +16,11 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 # Only what the build reads. vault-double/ is a workspace member (and a
 # dev-dependency), so Cargo needs its manifest to load the workspace even
-# though the release binary does not link it. If Cargo.toml ever declares
-# explicit [[bench]]/[[test]]/[[example]] targets, or src/ include_str!s a
-# file outside these paths, copy those too: Cargo checks every declared
-# target's path when it loads the manifest.
+# though the release binary does not link it. benches/, examples/ and tests/
+# are left out: Cargo.toml's [[bench]] target (benches/driver/main.rs) and
+# the other non-bin targets are only read when they are built, and
+# `cargo build --bin` builds none of them. If src/ ever include_str!s a file
+# outside these paths, or a [[bin]] is added, copy that too.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
@@ -34,13 +38,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # rustls native-roots verifier reads for Vault's TLS), and nothing else: no
 # shell, no package manager, no mount/umount binaries. None are needed; the
 # driver mounts and unmounts its tmpfs volumes itself with mount(2)/umount2(2).
-# distroless publishes no version tags, only :latest/:debug/:nonroot; pin by
-# digest (gcr.io/distroless/cc-debian12@sha256:...) for reproducible releases.
+# distroless publishes no version tags, only :latest/:debug/:nonroot, so a
+# release should pin the digest it was tested with:
+#   docker build --build-arg RUNTIME_IMAGE=gcr.io/distroless/cc-debian12@sha256:<digest> .
+# (the digest from `crane digest gcr.io/distroless/cc-debian12:latest` or
+# `docker buildx imagetools inspect`). No digest is pinned here: it could not
+# be looked up and verified where this file was last edited, and an
+# unverified one would be worse than the tag.
 # tests/node_in_a_box.rs builds a test image with the same content without a
 # registry (the binary at the same path, its shared libraries, CA
 # certificates, USER 0, the same ENTRYPOINT): keep the two in step.
-# hadolint ignore=DL3007
-FROM gcr.io/distroless/cc-debian12:latest
+# hadolint ignore=DL3006,DL3007
+FROM ${RUNTIME_IMAGE}
 COPY --from=builder /out/vault-csi-driver /usr/local/bin/vault-csi-driver
 # Root is required: mount(2) needs CAP_SYS_ADMIN (the DaemonSet runs this
 # container privileged, which also permits Bidirectional mount propagation),

@@ -121,8 +121,8 @@ async fn serve_bounded(
     }
 }
 
-/// Refuses flag values the driver cannot run with.
-fn check(config: &Config) -> Result<(), Error> {
+/// Refuses flag values the driver cannot run with, naming the flag.
+fn check_flags(config: &Config) -> Result<(), Error> {
     if config.node_id.is_empty() {
         return Err(Error::Config(
             "--node-id (NODE_NAME) must not be empty".to_owned(),
@@ -131,6 +131,11 @@ fn check(config: &Config) -> Result<(), Error> {
     if config.volume_size_bytes < 64 * 1024 {
         return Err(Error::Config(
             "--volume-size-bytes must be at least 65536".to_owned(),
+        ));
+    }
+    if config.static_secret_refresh_interval < std::time::Duration::from_secs(1) {
+        return Err(Error::Config(
+            "--static-secret-refresh-interval (STATIC_SECRET_REFRESH_INTERVAL) must be at least 1s, as the staticSecretRefreshInterval attribute must".to_owned(),
         ));
     }
     if config.metrics_max_connections == 0 {
@@ -154,7 +159,7 @@ fn check(config: &Config) -> Result<(), Error> {
 
 /// Runs the driver until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    check(&config)?;
+    check_flags(&config)?;
     let metrics_limits = metrics::ListenerLimits {
         max_connections: config.metrics_max_connections,
         header_timeout: config.metrics_header_timeout,
@@ -226,6 +231,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         None => None,
     };
     let listener = csi::bind_socket(&socket)?;
+    // Health first: restore may spend seconds per unfinished volume revoking
+    // its token (bounded by the revoke timeout), and kubelet's probes must
+    // see a live process meanwhile. `/readyz` says `starting` until the CSI
+    // socket serves.
+    if let Some(listener) = metrics_listener {
+        let metrics = Arc::clone(&metrics);
+        let stop = shutdown.clone();
+        tracker.spawn(metrics::serve(listener, metrics, metrics_limits, stop));
+    }
 
     if config.insecure_plain_directories {
         tracing::warn!(
@@ -247,12 +261,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         tracker.clone(),
         config.max_concurrent_refreshes,
     ));
-    if let Some(listener) = metrics_listener {
-        let metrics = Arc::clone(&metrics);
-        let stop = shutdown.clone();
-        tracker.spawn(metrics::serve(listener, metrics, metrics_limits, stop));
-    }
-
     let (identity, node) = csi::services(
         config.driver_name.clone(),
         config.node_id.clone(),

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, ValueEnum};
 use url::Url;
 
 /// Log line format.
@@ -92,8 +93,9 @@ pub struct Config {
     /// `vault_csi_volume_next_refresh_timestamp_seconds`), labelled with
     /// each volume's pod namespace, pod name and volume id. Off by default:
     /// they list every Vault-using pod on the node and when its credentials
-    /// expire to whoever can reach the listener.
-    #[arg(long, env = "METRICS_PER_VOLUME")]
+    /// expire to whoever can reach the listener. The variable takes
+    /// true/false, 1/0, yes/no or on/off.
+    #[arg(long, env = "METRICS_PER_VOLUME", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub metrics_per_volume: bool,
 
     /// Log format.
@@ -106,12 +108,14 @@ pub struct Config {
     pub log_level: String,
 
     /// Default `staticSecretRefreshInterval`: how often KV secrets (which
-    /// have no lease) are re-read. Go duration syntax (30s, 5m, 1h).
+    /// have no lease) are re-read. Go duration syntax (30s, 5m, 1h); at
+    /// least 1s, as for the attribute.
     #[arg(long, env = "STATIC_SECRET_REFRESH_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub static_secret_refresh_interval: Duration,
 
-    /// Size limit of each volume's tmpfs in bytes. Rendered files may use
-    /// at most half, so an update's old and new sets both fit.
+    /// Size limit of each volume's tmpfs in bytes; at least 65536. Rendered
+    /// files may use at most half of it minus 4 KiB, so an update's old and
+    /// new sets both fit.
     #[arg(long, env = "VOLUME_SIZE_BYTES", default_value_t = 1024 * 1024)]
     pub volume_size_bytes: u64,
 
@@ -143,7 +147,8 @@ pub struct Config {
     /// Write volumes as plain directories instead of tmpfs mounts, so the
     /// driver can run unprivileged for demos and development. Files then
     /// land on disk and `readOnly` is not enforced: never use in a cluster.
-    #[arg(long, env = "INSECURE_PLAIN_DIRECTORIES", hide_short_help = true)]
+    /// The variable takes true/false, 1/0, yes/no or on/off.
+    #[arg(long, env = "INSECURE_PLAIN_DIRECTORIES", hide_short_help = true, action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub insecure_plain_directories: bool,
 
     /// Bound on the whole shutdown after SIGTERM: CSI calls in flight,

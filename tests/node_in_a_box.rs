@@ -659,17 +659,16 @@ impl NodeBox {
 impl Drop for NodeBox {
     fn drop(&mut self) {
         for name in self.containers.iter().rev() {
-            if std::thread::panicking() {
-                if let Ok(logs) = std::process::Command::new("docker")
+            if std::thread::panicking()
+                && let Ok(logs) = std::process::Command::new("docker")
                     .args(["logs", name])
                     .output()
-                {
-                    eprintln!(
-                        "---- logs of {name}\n{}{}",
-                        String::from_utf8_lossy(&logs.stdout),
-                        String::from_utf8_lossy(&logs.stderr)
-                    );
-                }
+            {
+                eprintln!(
+                    "---- logs of {name}\n{}{}",
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
             }
             let _ = std::process::Command::new("docker")
                 .args(["rm", "--force", "--volumes", name])

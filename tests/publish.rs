@@ -599,11 +599,11 @@ async fn nginx_serves_the_rendered_page() {
     let url = format!("http://127.0.0.1:{port}/index.html");
     let mut body = None;
     for _ in 0..250 {
-        if let Ok(response) = reqwest::get(&url).await {
-            if response.status().is_success() {
-                body = Some(response.text().await.unwrap());
-                break;
-            }
+        if let Ok(response) = reqwest::get(&url).await
+            && response.status().is_success()
+        {
+            body = Some(response.text().await.unwrap());
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -336,10 +336,10 @@ fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
                 .ok()
                 .map(|t| (path, t))
         };
-        if let Some((p, t)) = candidate {
-            if newest.as_ref().is_none_or(|(_, n)| t > *n) {
-                newest = Some((p, t));
-            }
+        if let Some((p, t)) = candidate
+            && newest.as_ref().is_none_or(|(_, n)| t > *n)
+        {
+            newest = Some((p, t));
         }
     }
     newest

@@ -49,15 +49,15 @@ impl Scratch {
         for mount in leftover.iter().rev() {
             let _ = nix::mount::umount2(mount, MntFlags::MNT_DETACH);
         }
-        if let Err(first) = std::fs::remove_dir_all(&self.root) {
-            if first.kind() != std::io::ErrorKind::NotFound {
-                // Read-only directories (e.g. a plain-folder volume) would
-                // stop an unprivileged removal: make them writable, retry.
-                make_writable(&self.root);
-                std::fs::remove_dir_all(&self.root).with_context(|| {
-                    format!("cannot remove the scratch folder {}", self.root.display())
-                })?;
-            }
+        if let Err(first) = std::fs::remove_dir_all(&self.root)
+            && first.kind() != std::io::ErrorKind::NotFound
+        {
+            // Read-only directories (e.g. a plain-folder volume) would
+            // stop an unprivileged removal: make them writable, retry.
+            make_writable(&self.root);
+            std::fs::remove_dir_all(&self.root).with_context(|| {
+                format!("cannot remove the scratch folder {}", self.root.display())
+            })?;
         }
         let still = mounts_under(&self.root);
         if !still.is_empty() {

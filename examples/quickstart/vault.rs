@@ -212,12 +212,12 @@ impl DevServer {
                     self.log_tail()
                 );
             }
-            if let Ok(response) = self.http.get(&url).send().await {
-                if response.status() == reqwest::StatusCode::OK {
-                    let body: Value = response.json().await.unwrap_or(Value::Null);
-                    self.version = body["version"].as_str().map(str::to_owned);
-                    return Ok(());
-                }
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status() == reqwest::StatusCode::OK
+            {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                self.version = body["version"].as_str().map(str::to_owned);
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 bail!(

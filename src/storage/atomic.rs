@@ -98,11 +98,11 @@ impl AtomicWriter {
             });
         }
         let old_dir = self.current_dir()?;
-        if let Some(old) = &old_dir {
-            if self.matches(old, payload)? {
-                self.link_top_level(payload)?;
-                return Ok(WriteOutcome::Unchanged);
-            }
+        if let Some(old) = &old_dir
+            && self.matches(old, payload)?
+        {
+            self.link_top_level(payload)?;
+            return Ok(WriteOutcome::Unchanged);
         }
 
         let new_name = timestamped_name();

@@ -728,6 +728,11 @@ impl VolumeManager {
                 self.store.remove(&id)?;
                 continue;
             }
+            if let Err(addr) = record.spec_defaults(&self.config.spec_defaults) {
+                // The record stays, so an unpublish still unmounts it.
+                tracing::error!(volume.id = %id, vault.addr = %addr, "A volume was published against a Vault address the flags no longer allow (--vault-addr, --allowed-vault-addrs); nothing is sent there, so its files are no longer refreshed and its Vault token and leases are not revoked (they end with their TTLs). Allow the address again to keep managing the volume, or delete the pod");
+                continue;
+            }
             match self.state_from_record(&record, target).await {
                 Ok(state) => {
                     // What the files already take counts, whatever the
@@ -777,7 +782,10 @@ impl VolumeManager {
         target: TargetPath,
     ) -> Result<VolumeState, Error> {
         let context: HashMap<String, String> = record.attributes.clone().into_iter().collect();
-        let (spec, pod) = spec::parse_attributes(&context, &self.config.spec_defaults)?;
+        let defaults = record
+            .spec_defaults(&self.config.spec_defaults)
+            .unwrap_or_else(|_| self.config.spec_defaults.clone());
+        let (spec, pod) = spec::parse_attributes(&context, &defaults)?;
         let templates = self.compile(&spec.templates).await?;
         let client = VaultClient::new(
             self.http.clone(),
@@ -857,18 +865,33 @@ impl VolumeManager {
         self.store.save(&record(id, state, phase))
     }
 
+    /// Only what the driver acts on is exported: a `refresh: "false"`
+    /// volume's expiry is nobody's deadline, so it has no gauges at all and
+    /// an alert on them never fires for it.
     pub(super) fn publish_schedule_metrics(&self, state: &VolumeState, next: Option<Instant>) {
         self.metrics.set_volume_schedule(
             &state.labels,
-            state.soonest_expiry().map(tracked::instant_to_system),
+            state
+                .spec
+                .refresh
+                .then(|| state.soonest_expiry())
+                .flatten()
+                .map(tracked::instant_to_system),
             next.map(tracked::instant_to_system),
         );
     }
 
     async fn revoke_record(&self, record: &VolumeRecord) {
         let Some(token) = &record.token else { return };
+        let defaults = match record.spec_defaults(&self.config.spec_defaults) {
+            Ok(defaults) => defaults,
+            Err(addr) => {
+                tracing::warn!(volume.id = %record.volume_id, vault.addr = %addr, "Not revoking a volume's Vault token: its Vault address is no longer allowed; the token and its leases end with their TTLs");
+                return;
+            }
+        };
         let context: HashMap<String, String> = record.attributes.clone().into_iter().collect();
-        let Ok((spec, _)) = spec::parse_attributes(&context, &self.config.spec_defaults) else {
+        let Ok((spec, _)) = spec::parse_attributes(&context, &defaults) else {
             return;
         };
         let client = VaultClient::new(
@@ -1027,6 +1050,7 @@ fn record(id: &VolumeId, state: &VolumeState, phase: Phase) -> VolumeRecord {
             .as_ref()
             .filter(|c| c.required)
             .map(|c| c.label.clone()),
+        vault_addr: Some(state.spec.vault_addr.to_string()),
         fingerprint: state.fingerprint.clone(),
         attributes: state.attributes.clone(),
         phase,

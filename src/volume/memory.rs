@@ -157,14 +157,15 @@ impl MemoryBudget {
         loop {
             let others = used.saturating_sub(from);
             let next = others + to;
-            if let Some(budget) = self.budget {
-                if to > from && next > budget {
-                    return Err(Exhausted {
-                        needed: to,
-                        used: others,
-                        budget,
-                    });
-                }
+            if let Some(budget) = self.budget
+                && to > from
+                && next > budget
+            {
+                return Err(Exhausted {
+                    needed: to,
+                    used: others,
+                    budget,
+                });
             }
             match self
                 .used

@@ -2,10 +2,11 @@
 //! rendered, refreshed volumes, and owns every volume's state.
 //!
 //! * **Idempotency**: a repeated publish of the same volume and target is a
-//!   republish (kubelet sends one about every minute with a rotated token
-//!   under `requiresRepublish`); it refreshes the identity and checks the
-//!   volume, and never re-mints secrets. A publish that differs in anything
-//!   but the token is `ALREADY_EXISTS`.
+//!   republish (kubelet sends one about every minute under
+//!   `requiresRepublish`, with its cached service-account token, which it
+//!   replaces after 80 % of the token's life); it refreshes the identity
+//!   and checks the volume, and never re-mints secrets. A publish that
+//!   differs in anything but the token is `ALREADY_EXISTS`.
 //! * **One operation per volume**: a second CSI call for a volume while one
 //!   runs is refused with `ABORTED` (kubelet retries); refreshes and CSI
 //!   calls on one volume are serialised by the volume's lock.

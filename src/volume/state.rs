@@ -16,8 +16,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use url::Url;
 use zeroize::Zeroize;
 
+use super::spec::{SpecDefaults, normalise_addr};
 use super::{Error, VolumeId};
 use crate::render::SecretRequest;
 use crate::vault::LeaseId;
@@ -106,6 +108,12 @@ pub struct VolumeRecord {
     /// (absent in records of earlier releases: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selinux_context: Option<crate::storage::selinux::Label>,
+    /// The Vault address the volume was published with, where its token
+    /// and leases live (absent in records of earlier releases: the
+    /// attributes and the current flags decide). See
+    /// [`VolumeRecord::spec_defaults`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_addr: Option<String>,
     /// The publish fingerprint (see `spec::fingerprint`).
     pub fingerprint: String,
     /// The volume attributes without kubelet's token attribute.
@@ -118,6 +126,37 @@ pub struct VolumeRecord {
     pub token: Option<StoredToken>,
     /// Lease bookkeeping per secret.
     pub secrets: Vec<StoredSecret>,
+}
+
+impl VolumeRecord {
+    /// The defaults this record's attributes are read with after a restart.
+    /// A volume stays with the Vault it was published with, where its token
+    /// and leases live, while the flags still allow that address, even when
+    /// `--vault-addr` has changed since: re-reading the attributes with the
+    /// new default would send its token to another server. A record of an
+    /// earlier release, which names no address, follows the current flags.
+    ///
+    /// Errs with the recorded address when the flags no longer allow it:
+    /// nothing of the volume's may be sent there any more.
+    pub fn spec_defaults(&self, current: &SpecDefaults) -> Result<SpecDefaults, String> {
+        let Some(recorded) = &self.vault_addr else {
+            return Ok(current.clone());
+        };
+        let url = Url::parse(recorded).map_err(|_| recorded.clone())?;
+        let wanted = normalise_addr(&url);
+        if current
+            .allowed_vault_addrs
+            .iter()
+            .any(|allowed| normalise_addr(allowed) == wanted)
+        {
+            Ok(SpecDefaults {
+                vault_addr: Some(url),
+                ..current.clone()
+            })
+        } else {
+            Err(recorded.clone())
+        }
+    }
 }
 
 impl std::fmt::Debug for VolumeRecord {
@@ -252,5 +291,55 @@ fn state_err(path: &Path, source: io::Error) -> Error {
     Error::State {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use url::Url;
+
+    use super::{SpecDefaults, VolumeRecord};
+
+    /// A record as a release before the Vault address was recorded wrote it.
+    const OLD_RECORD: &str = r#"{"version":1,"volume_id":"csi-1","target_path":"/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/v/mount","readonly":true,"fs_group":null,"fingerprint":"f","attributes":{"roleName":"example"},"phase":"published","identity":null,"token":null,"secrets":[]}"#;
+
+    fn defaults(vault_addr: &str, allowed: &[&str]) -> SpecDefaults {
+        let vault_addr = Url::parse(vault_addr).unwrap();
+        let mut allowed: Vec<Url> = allowed.iter().map(|a| Url::parse(a).unwrap()).collect();
+        allowed.push(vault_addr.clone());
+        SpecDefaults {
+            vault_addr: Some(vault_addr),
+            allowed_vault_addrs: allowed,
+            static_refresh_interval: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn records_without_an_address_load_and_follow_the_flags() {
+        let record: VolumeRecord = serde_json::from_str(OLD_RECORD).unwrap();
+        assert_eq!(record.vault_addr, None);
+        let current = defaults("http://new:8200", &[]);
+        let used = record.spec_defaults(&current).unwrap();
+        assert_eq!(used.vault_addr, current.vault_addr);
+    }
+
+    #[test]
+    fn a_recorded_address_wins_while_allowed_and_is_refused_once_not() {
+        let mut record: VolumeRecord = serde_json::from_str(OLD_RECORD).unwrap();
+        record.vault_addr = Some("http://old:8200/".to_owned());
+        let text = serde_json::to_string(&record).unwrap();
+        let record: VolumeRecord = serde_json::from_str(&text).unwrap();
+
+        let kept = defaults("http://new:8200", &["http://old:8200"]);
+        let used = record.spec_defaults(&kept).unwrap();
+        assert_eq!(used.vault_addr.unwrap().as_str(), "http://old:8200/");
+
+        let dropped = defaults("http://new:8200", &[]);
+        assert_eq!(
+            record.spec_defaults(&dropped).unwrap_err(),
+            "http://old:8200/"
+        );
     }
 }

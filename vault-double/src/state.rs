@@ -1190,10 +1190,10 @@ impl State {
         if !self.may_manage_lease(token, &id, "sys/leases/revoke") {
             return Reply::policy_denied();
         }
-        if matches!(self.lease_condition(&id, now), Some(LeaseCondition::Live)) {
-            if let Some(lease) = self.leases.get_mut(&id) {
-                lease.state.revoked = true;
-            }
+        if matches!(self.lease_condition(&id, now), Some(LeaseCondition::Live))
+            && let Some(lease) = self.leases.get_mut(&id)
+        {
+            lease.state.revoked = true;
         }
         Reply::no_content()
     }
@@ -1276,7 +1276,7 @@ impl State {
     /// Drops dead tokens and leases once the tables grow large, so long
     /// benchmarks stay bounded.
     fn maybe_gc(&mut self, now: SystemTime) {
-        if self.leases.len() > GC_THRESHOLD && self.leases.len() % 1024 == 0 {
+        if self.leases.len() > GC_THRESHOLD && self.leases.len().is_multiple_of(1024) {
             let ids: Vec<String> = self.leases.keys().cloned().collect();
             for id in &ids {
                 if !matches!(self.lease_condition(id, now), Some(LeaseCondition::Live)) {
@@ -1284,7 +1284,7 @@ impl State {
                 }
             }
         }
-        if self.tokens.len() > GC_THRESHOLD && self.tokens.len() % 1024 == 0 {
+        if self.tokens.len() > GC_THRESHOLD && self.tokens.len().is_multiple_of(1024) {
             let ids: Vec<String> = self.tokens.keys().cloned().collect();
             for id in &ids {
                 if self.token_live(id, now) {

@@ -15,8 +15,8 @@ use crate::wire::{
     parse_duration_value, pem, rfc3339_nano, secs_until, stable_uuid, unix_secs, uuid,
 };
 use crate::{
-    DynamicRole, Fault, LeaseState, RecordedRequest, RetryAfterFormat, Role, TokenState,
-    TokenType, jwt,
+    DynamicRole, Fault, LeaseState, RecordedRequest, RetryAfterFormat, Role, TokenState, TokenType,
+    jwt,
 };
 
 /// Body for a missing, expired or revoked token (Vault's multierror text).
@@ -258,7 +258,11 @@ enum Kv2Change {
 /// Applies `change` to `versions` (1-based; the latest when empty).
 fn kv2_apply(list: &mut [Kv2Version], versions: &[u64], change: Kv2Change, now: SystemTime) {
     let latest = [list.len() as u64];
-    let wanted = if versions.is_empty() { &latest[..] } else { versions };
+    let wanted = if versions.is_empty() {
+        &latest[..]
+    } else {
+        versions
+    };
     for n in wanted {
         let Some(v) = usize::try_from(*n)
             .ok()
@@ -561,7 +565,16 @@ impl Shared {
         let mut st = lock(&self.state);
         if let Some(Mount::Kv2(entries)) = st.mounts.get_mut(&clean_mount(mount)) {
             if let Some(list) = entries.get_mut(path.trim_matches('/')) {
-                kv2_apply(list, versions, if destroy { Kv2Change::Destroy } else { Kv2Change::Delete }, now);
+                kv2_apply(
+                    list,
+                    versions,
+                    if destroy {
+                        Kv2Change::Destroy
+                    } else {
+                        Kv2Change::Delete
+                    },
+                    now,
+                );
             }
         }
     }
@@ -855,7 +868,9 @@ impl State {
                 };
                 reply.headers.push(("retry-after", wait));
                 reply.headers.push(("x-ratelimit-limit", "1".to_owned()));
-                reply.headers.push(("x-ratelimit-remaining", "0".to_owned()));
+                reply
+                    .headers
+                    .push(("x-ratelimit-remaining", "0".to_owned()));
                 reply.headers.push((
                     "x-ratelimit-reset",
                     (unix_secs(now) + self.retry_after).to_string(),
@@ -1159,7 +1174,11 @@ impl State {
         policies.sort();
         policies.dedup();
         // A periodic token has no max TTL: each renewal grants the period.
-        let max_ttl = if period > 0 { SYSTEM_MAX_TTL * 1000 } else { max_ttl };
+        let max_ttl = if period > 0 {
+            SYSTEM_MAX_TTL * 1000
+        } else {
+            max_ttl
+        };
         let max_at = from_unix_secs(unix_secs(now) + max_ttl);
         let prefix = match role.token_type {
             TokenType::Service => "hvs",
@@ -1370,9 +1389,9 @@ impl State {
 
     /// Whether lease `id` exists in the namespace of `token`.
     fn lease_in_namespace(&self, token: &str, id: &str) -> bool {
-        self.leases.get(id).is_none_or(|l| {
-            l.state.vault_namespace == self.tokens[token].state.vault_namespace
-        })
+        self.leases
+            .get(id)
+            .is_none_or(|l| l.state.vault_namespace == self.tokens[token].state.vault_namespace)
     }
 
     fn lease_renew(&mut self, token: &str, url_id: &str, body: &Value, now: SystemTime) -> Reply {
@@ -1653,10 +1672,15 @@ fn versions_field(body: &Value) -> Result<Vec<u64>, Reply> {
             .map(|v| {
                 v.as_u64()
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                    .ok_or_else(|| Reply::error(400, "error converting input for field \"versions\""))
+                    .ok_or_else(|| {
+                        Reply::error(400, "error converting input for field \"versions\"")
+                    })
             })
             .collect(),
-        Some(_) => Err(Reply::error(400, "error converting input for field \"versions\"")),
+        Some(_) => Err(Reply::error(
+            400,
+            "error converting input for field \"versions\"",
+        )),
     }
 }
 
@@ -1853,7 +1877,13 @@ fn kv1_request(entries: &mut HashMap<String, Value>, rest: &str, op: Op, body: &
 /// `database/static-creds/<role>` (`path_creds_create.go`): no lease; `ttl`
 /// is the seconds to the next rotation, and the password changes with
 /// each one.
-fn static_creds(mount: &str, role: &str, period: u64, created: SystemTime, now: SystemTime) -> Reply {
+fn static_creds(
+    mount: &str,
+    role: &str,
+    period: u64,
+    created: SystemTime,
+    now: SystemTime,
+) -> Reply {
     let elapsed = now.duration_since(created).unwrap_or_default().as_secs();
     let rotation = elapsed / period.max(1);
     let last = created + Duration::from_secs(rotation * period);

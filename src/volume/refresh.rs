@@ -362,7 +362,9 @@ impl VolumeManager {
                 }
                 Err(error) => {
                     // Revoked, expired, not renewable, past its max TTL or
-                    // its role deleted (Vault's 500s): log in again.
+                    // its role deleted (Vault's 500s): log in again, and
+                    // keep to logins if this one fails.
+                    session.exhausted = true;
                     self.metrics.observe_refresh("renew_token", "error");
                     tracing::info!(volume.id = %state.labels.volume_id, %error, "The Vault token cannot be renewed; logging in again");
                 }

@@ -903,7 +903,7 @@ mod tests {
         assert_eq!(body.len(), 1_000_000);
         assert!(reallocations <= 21, "{reallocations} reallocations");
         assert!(body.capacity() <= MAX_RESPONSE_BYTES);
-        assert!(append_bounded(&mut body, &[0u8; 48_577], MAX_RESPONSE_BYTES).is_err());
+        assert!(append_bounded(&mut body, &vec![0u8; 48_577], MAX_RESPONSE_BYTES).is_err());
         assert_eq!(body.len(), 1_000_000, "a refused chunk is not appended");
     }
 

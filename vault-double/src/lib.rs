@@ -11,6 +11,11 @@
 //! outages (`shutdown`/`restart`) can be injected, and every request is
 //! recorded for assertions.
 //!
+//! It is as strict as Vault's own code where the driver depends on it:
+//! standby redirects, index states, namespaces, KV v2 deletion, batch and
+//! periodic tokens, policy-checked token endpoints, rate-limit headers.
+//! `README.md` lists each behaviour with the Vault source it follows.
+//!
 //! # Endpoints (all under `/v1/`)
 //! - `auth/<mount>/login` (PUT/POST `{"role","jwt"}`), unauthenticated.
 //! - `auth/token/lookup-self`, `auth/token/renew-self`, `auth/token/revoke-self`.

@@ -613,6 +613,8 @@ async fn rate_limits_honour_retry_after() {
     }
     let node = Node::new();
     let vault = walkthrough_vault().await;
+    // Vault sends Retry-After only with the quota's response headers on.
+    vault.set_rate_limit_headers(Some(vault_double::RetryAfterFormat::Seconds));
     let driver = Driver::start(driver_config(&node, &vault)).await;
     vault.rate_limit_next(1, 1);
     let pod = Pod::walkthrough();

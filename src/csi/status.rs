@@ -67,7 +67,7 @@ fn vault_code(error: &vault::Error, not_found: Code) -> Code {
         vault::Error::Status { status, .. } => match *status {
             401 | 403 => Code::PermissionDenied,
             404 => not_found,
-            412 | 429 | 500..=599 => Code::Unavailable,
+            300..=399 | 412 | 429 | 500..=599 => Code::Unavailable,
             _ => Code::InvalidArgument,
         },
     }

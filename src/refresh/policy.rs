@@ -12,6 +12,15 @@
 //! | retry after a failure | `min(1 s × 2^n, 60 s) × [0.5, 1.0)`, at least `Retry-After` |
 //! | static re-read interval | never below `--min-refresh-interval` |
 //! | a refresh that ran out of `--refresh-timeout` | as a failure: backoff, before expiry |
+//! | a lifetime under 1 s (zero, or over on arrival) | `[10 s, 20 s)`, never at once |
+//! | a Vault token with no TTL (`lease_duration: 0`) | treated as a non-renewable 5-minute lifetime |
+//! | static database/LDAP credentials | `data.ttl` (the next rotation) `+ [1 s, 3 s)` |
+//! | a retry during a publish | `100 ms × 2^n` jittered, at least `Retry-After`; give up when that exceeds 10 s |
+//! | a standby's redirect | `250 ms × 2^n` jittered, at most 3 times |
+//!
+//! Every delay is at least [`MIN_DELAY`], so no value Vault sends (a zero
+//! TTL, an expiry in the past, a renewal that grants nothing) can make the
+//! driver spin.
 //!
 //! Fairness between tenants (pod namespaces) is decided here too:
 //!
@@ -31,6 +40,31 @@ use crate::vault::Priority;
 /// No refresh is scheduled sooner than this, so a zero or tiny TTL cannot
 /// spin the scheduler.
 pub const MIN_DELAY: Duration = Duration::from_millis(200);
+/// A lifetime shorter than this (zero, or a certificate already expired on
+/// arrival, often from clock skew) is not acted on at face value: asking
+/// again at once would get the same answer, so the driver waits
+/// [`SHORT_LIFETIME_WAIT`] instead.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(1);
+/// Base wait before asking again for something that arrived with a lifetime
+/// under [`MIN_LIFETIME`]; jittered up to twice as long.
+pub const SHORT_LIFETIME_WAIT: Duration = Duration::from_secs(10);
+/// The lifetime assumed for a Vault token that came with no TTL
+/// (`lease_duration: 0`, which Vault uses for tokens that do not expire):
+/// the driver logs in again within it rather than trusting it forever.
+pub const NO_TTL_LIFETIME: Duration = Duration::from_secs(300);
+/// How long after a static role's rotation its credentials are read again.
+pub const ROTATION_GRACE: Duration = Duration::from_secs(1);
+/// Spread added to [`ROTATION_GRACE`], so a fleet does not read at once.
+pub const ROTATION_JITTER: Duration = Duration::from_secs(2);
+/// The longest a publish waits before one retry (kubelet allows a publish
+/// about two minutes; a longer `Retry-After` fails the publish with a
+/// status saying when to retry).
+pub const PUBLISH_MAX_WAIT: Duration = Duration::from_secs(10);
+/// How many times a request redirected by a standby is sent again to the
+/// configured address before the redirect becomes an error.
+pub const STANDBY_RETRIES: u32 = 3;
+/// First wait before re-sending a request a standby redirected.
+pub const STANDBY_BASE: Duration = Duration::from_millis(250);
 /// First retry delay after a failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -55,13 +89,61 @@ pub fn renew_delay(ttl: Duration, u: f64) -> Duration {
 /// `remaining` life left: between two thirds and nine tenths of it, never at
 /// or after the end.
 pub fn refetch_delay(remaining: Duration, u: f64) -> Duration {
-    let fraction = 2.0 / 3.0 + (0.9 - 2.0 / 3.0) * u;
-    let delay = remaining.mul_f64(fraction);
-    if remaining <= MIN_DELAY {
-        // Too late to be early: go now-ish rather than after the end.
-        return remaining / 2;
+    if remaining < MIN_LIFETIME {
+        // Zero or already over: a new fetch now would bring the same.
+        return short_lifetime_delay(u);
     }
-    at_least_min(delay)
+    let fraction = 2.0 / 3.0 + (0.9 - 2.0 / 3.0) * u;
+    at_least_min(remaining.mul_f64(fraction))
+}
+
+/// Delay before asking again for something that arrived with a lifetime
+/// under [`MIN_LIFETIME`]: `[10 s, 20 s)`.
+pub fn short_lifetime_delay(u: f64) -> Duration {
+    SHORT_LIFETIME_WAIT.mul_f64(1.0 + u.clamp(0.0, 1.0))
+}
+
+/// The lifetime the driver plans a Vault token by: its TTL, or
+/// [`NO_TTL_LIFETIME`] when Vault sent none.
+pub fn token_lifetime(ttl: Duration) -> Duration {
+    if ttl.is_zero() { NO_TTL_LIFETIME } else { ttl }
+}
+
+/// Delay until re-reading static database or LDAP credentials whose next
+/// rotation is `to_rotation` away (`data.ttl`): shortly after it, jittered.
+pub fn rotation_delay(to_rotation: Duration, u: f64) -> Duration {
+    if to_rotation.is_zero() {
+        return short_lifetime_delay(u);
+    }
+    at_least_min(to_rotation + ROTATION_GRACE + ROTATION_JITTER.mul_f64(u.clamp(0.0, 1.0)))
+}
+
+/// Delay before retry number `attempt` (0-based) of a call made during a
+/// publish: short and jittered, never sooner than Vault's `Retry-After`.
+/// `None` when Vault asked for a longer wait than a publish can afford
+/// ([`PUBLISH_MAX_WAIT`]): the publish then fails, saying when to retry.
+pub fn publish_retry_delay(
+    attempt: u32,
+    u: f64,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
+    let base = Duration::from_millis(100).saturating_mul(1u32 << attempt.min(10));
+    let delay = base
+        .mul_f64(0.5 + 0.5 * u)
+        .min(Duration::from_secs(2))
+        .max(retry_after.unwrap_or_default());
+    (delay <= PUBLISH_MAX_WAIT).then_some(delay)
+}
+
+/// Delay before re-sending, for the `attempt`-th time (0-based), a request
+/// that a standby answered with a redirect; `None` once
+/// [`STANDBY_RETRIES`] are used up.
+pub fn standby_retry_delay(attempt: u32, u: f64) -> Option<Duration> {
+    (attempt < STANDBY_RETRIES).then(|| {
+        STANDBY_BASE
+            .saturating_mul(1u32 << attempt)
+            .mul_f64(0.5 + 0.5 * u)
+    })
 }
 
 /// Delay until re-reading a static secret every `interval`, jittered
@@ -245,7 +327,97 @@ mod tests {
                 );
             }
         }
-        assert!(refetch_delay(Duration::from_millis(100), 0.5) < Duration::from_millis(100));
+    }
+
+    /// No lifetime Vault can send makes the next step due at once.
+    #[test]
+    fn short_and_zero_lifetimes_never_spin() {
+        // (remaining, u, min, max)
+        let table = [
+            (Duration::ZERO, 0.0, s(10), s(10)),
+            (Duration::ZERO, 0.999, s(19), s(20)),
+            (Duration::from_millis(100), 0.5, s(15), s(15)),
+            (Duration::from_millis(999), 0.0, s(10), s(10)),
+            (
+                s(1),
+                0.0,
+                Duration::from_millis(666),
+                Duration::from_millis(667),
+            ),
+        ];
+        for (remaining, u, lo, hi) in table {
+            let d = refetch_delay(remaining, u);
+            assert!(d >= lo && d <= hi, "{remaining:?} {u}: {d:?}");
+        }
+        for ttl in [Duration::ZERO, Duration::from_millis(1), s(1)] {
+            for u in [0.0, 0.5, 0.999] {
+                assert!(renew_delay(ttl, u) >= MIN_DELAY);
+                assert!(static_delay(ttl, u) >= MIN_DELAY);
+                assert!(backoff_delay(0, u, Some(Duration::ZERO)) >= MIN_DELAY);
+                assert!(rotation_delay(ttl, u) >= MIN_DELAY);
+            }
+        }
+    }
+
+    #[test]
+    fn tokens_without_a_ttl_get_a_bounded_lifetime() {
+        assert_eq!(token_lifetime(Duration::ZERO), NO_TTL_LIFETIME);
+        assert_eq!(token_lifetime(s(2)), s(2));
+        let due = refetch_delay(token_lifetime(Duration::ZERO), 0.5);
+        assert!(due >= s(200) && due <= s(270), "{due:?}");
+    }
+
+    #[test]
+    fn static_credentials_are_read_just_after_rotation() {
+        // (ttl, u, expected)
+        let table = [
+            (s(3600), 0.0, s(3601)),
+            (s(3600), 0.5, s(3602)),
+            (s(5), 0.999_999, s(8)),
+        ];
+        for (ttl, u, expected) in table {
+            let got = rotation_delay(ttl, u);
+            assert!(
+                got.abs_diff(expected) < Duration::from_millis(10),
+                "{ttl:?} {u}: {got:?}"
+            );
+            assert!(got > ttl, "after the rotation, not before");
+        }
+        assert!(rotation_delay(Duration::ZERO, 0.0) >= SHORT_LIFETIME_WAIT);
+    }
+
+    #[test]
+    fn publish_retries_wait_as_long_as_vault_asks_or_give_up() {
+        // (attempt, u, retry_after, expected)
+        let table = [
+            (0, 0.0, None, Some(Duration::from_millis(50))),
+            (2, 0.999_999, None, Some(Duration::from_millis(400))),
+            (0, 0.0, Some(s(5)), Some(s(5))),
+            (1, 0.5, Some(s(10)), Some(s(10))),
+            (0, 0.5, Some(s(11)), None),
+            (0, 0.5, Some(s(3600)), None),
+        ];
+        for (attempt, u, retry_after, expected) in table {
+            let got = publish_retry_delay(attempt, u, retry_after);
+            match (got, expected) {
+                (Some(g), Some(e)) => {
+                    assert!(
+                        g.abs_diff(e) < Duration::from_millis(2),
+                        "{attempt} {retry_after:?}: {g:?}"
+                    );
+                }
+                (g, e) => assert_eq!(g, e, "{attempt} {retry_after:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn standby_redirects_are_retried_a_bounded_number_of_times() {
+        let delays: Vec<_> = (0..5).map(|n| standby_retry_delay(n, 0.999_999)).collect();
+        assert_eq!(delays.iter().filter(|d| d.is_some()).count(), 3);
+        assert!(delays[0].unwrap() <= Duration::from_millis(250));
+        assert!(delays[2].unwrap() <= s(1));
+        assert!(standby_retry_delay(0, 0.0).unwrap() >= Duration::from_millis(125));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 pub use budget::{BudgetSettings, Governor, Priority};
 pub use client::{
     HttpSettings, MAX_RESPONSE_BYTES, Renewal, VaultClient, build_http, error_message,
+    parse_retry_after,
 };
 pub use identity::{IdentityError, ServiceAccountToken, TOKENS_KEY};
 
@@ -74,8 +75,15 @@ pub struct SecretResponse {
     pub lease_duration: Duration,
     /// Whether `sys/leases/renew` may extend the lease.
     pub renewable: bool,
-    /// A certificate's NotAfter in unix seconds (`data.expiration`), if any.
+    /// A certificate's NotAfter in unix seconds (`data.expiration`), read
+    /// only from answers that carry a certificate (`data.certificate` or
+    /// `data.serial_number`): elsewhere, as in KV v1, `data` is the user's
+    /// own map and an `expiration` key there means nothing to Vault.
     pub expiration: Option<u64>,
+    /// Time to the next rotation of static database or LDAP credentials
+    /// (`data.ttl` of `<mount>/static-creds/<role>` or
+    /// `<mount>/static-cred/<role>`), which carry no lease.
+    pub rotation: Option<Duration>,
     /// The whole JSON response body.
     pub raw: Secret<Vec<u8>>,
     /// When the answer arrived.
@@ -105,7 +113,7 @@ pub enum Error {
         reason: String,
     },
     /// Vault answered 429: a rate-limit or lease-count quota.
-    #[error("Vault rate-limited {operation} ({status}): {message}")]
+    #[error("Vault rate-limited {operation} ({status}): {message}{}", retry_hint(*retry_after))]
     RateLimited {
         /// The API call being made.
         operation: &'static str,
@@ -148,14 +156,40 @@ pub enum Error {
     },
 }
 
+fn retry_hint(retry_after: Option<Duration>) -> String {
+    retry_after.map_or_else(String::new, |wait| {
+        format!("; Vault asks to retry in {} s", wait.as_secs())
+    })
+}
+
 impl Error {
-    /// True for failures that may pass on their own (network, 5xx, 429), so
-    /// a retry is worth it.
+    /// True for failures that may pass on their own (network, 5xx, 429, a
+    /// standby's redirect, a missing index state), so a retry is worth it.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { .. } | Self::RateLimited { .. } | Self::Held { .. } => true,
-            Self::Status { status, .. } => *status >= 500 || *status == 412,
+            Self::Status { status, .. } => {
+                *status >= 500 || *status == 412 || (300..400).contains(status)
+            }
             Self::Config { .. } | Self::InvalidResponse { .. } => false,
+        }
+    }
+
+    /// True when a failed `renew-self` means the token can never be renewed
+    /// again, so retrying it until it expires is pointless: Vault answers
+    /// 500 when the token is past its max TTL or its role was deleted
+    /// ("role does not exist during renewal"), and 4xx when it is revoked
+    /// or not renewable. The remedy is a new login.
+    pub fn ends_token_renewal(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => {
+                *status == 500 || ((400..500).contains(status) && *status != 412)
+            }
+            Self::InvalidResponse { .. } => true,
+            Self::Unreachable { .. }
+            | Self::RateLimited { .. }
+            | Self::Held { .. }
+            | Self::Config { .. } => false,
         }
     }
 

@@ -407,7 +407,8 @@ impl VolumeManager {
             new.spec.vault_addr.clone(),
             new.spec.namespace.clone(),
             Arc::clone(&self.metrics),
-        );
+        )
+        .with_allowed_redirects(&self.config.spec_defaults.allowed_vault_addrs);
         let labels = VolumeLabels {
             pod_namespace: new.pod.namespace.clone(),
             pod_name: new.pod.name.clone(),
@@ -792,7 +793,8 @@ impl VolumeManager {
             spec.vault_addr.clone(),
             spec.namespace.clone(),
             Arc::clone(&self.metrics),
-        );
+        )
+        .with_allowed_redirects(&self.config.spec_defaults.allowed_vault_addrs);
         let labels = VolumeLabels {
             pod_namespace: pod.namespace.clone(),
             pod_name: pod.name.clone(),
@@ -899,19 +901,12 @@ impl VolumeManager {
             spec.vault_addr,
             spec.namespace,
             Arc::clone(&self.metrics),
-        );
+        )
+        .with_allowed_redirects(&self.config.spec_defaults.allowed_vault_addrs);
         let session = tracked::session_from_stored(token);
-        let leases: Vec<_> = record
-            .secrets
-            .iter()
-            .filter_map(|s| s.lease_id.clone())
-            .collect();
-        let work = async {
-            for lease in &leases {
-                let _ = client.revoke_lease(&session.token, lease).await;
-            }
-            let _ = client.revoke_self(&session.token).await;
-        };
+        // revoke-self revokes the token's leases too; `sys/leases/revoke`
+        // is not in Vault's default policy.
+        let work = client.revoke_self(&session.token);
         let _ = tokio::time::timeout(self.config.revoke_timeout, work).await;
     }
 
@@ -924,17 +919,9 @@ impl VolumeManager {
         if session.expires_at <= Instant::now() {
             return;
         }
-        let client = &state.client;
-        let work = async {
-            for lease in state.secrets.iter().filter_map(|t| t.lease_id.as_ref()) {
-                if let Err(error) = client.revoke_lease(&session.token, lease).await {
-                    // Most policies do not grant sys/leases/revoke; revoke-self
-                    // below revokes the token's leases anyway.
-                    tracing::debug!(lease.id = lease.as_str(), %error, "Lease revocation refused");
-                }
-            }
-            client.revoke_self(&session.token).await
-        };
+        // revoke-self revokes every lease the token created; the default
+        // policy does not grant `sys/leases/revoke`, so nothing else is sent.
+        let work = state.client.revoke_self(&session.token);
         match tokio::time::timeout(self.config.revoke_timeout, work).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {

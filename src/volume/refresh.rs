@@ -30,8 +30,9 @@ type Files = render::RenderedFiles;
 
 impl VolumeManager {
     /// Runs `call` up to `attempts` times while it fails transiently, with a
-    /// short jittered backoff that honours `Retry-After` (capped at 2 s so a
-    /// publish stays well inside kubelet's 2-minute deadline).
+    /// short jittered backoff that never undercuts Vault's `Retry-After`; a
+    /// `Retry-After` longer than a publish can afford ends the retries, and
+    /// the error says when to retry.
     pub(super) async fn with_retry<T, F, Fut>(
         &self,
         attempts: u32,
@@ -45,11 +46,11 @@ impl VolumeManager {
         loop {
             match call().await {
                 Err(error) if error.is_transient() && attempt + 1 < attempts => {
-                    let base = Duration::from_millis(100) * 2u32.pow(attempt);
-                    let delay = base
-                        .mul_f64(0.5 + 0.5 * policy::draw())
-                        .max(error.retry_after().unwrap_or_default())
-                        .min(Duration::from_secs(2));
+                    let Some(delay) =
+                        policy::publish_retry_delay(attempt, policy::draw(), error.retry_after())
+                    else {
+                        return Err(error);
+                    };
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -443,7 +444,7 @@ impl VolumeManager {
                     state.token_retry_at = None;
                     return Ok(false);
                 }
-                Err(error) if error.is_transient() => {
+                Err(error) if error.is_transient() && !error.ends_token_renewal() => {
                     self.metrics.observe_refresh("renew_token", "error");
                     let remaining = session.expires_at.saturating_duration_since(now);
                     let delay = policy::backoff_delay(
@@ -461,7 +462,10 @@ impl VolumeManager {
                     });
                 }
                 Err(error) => {
-                    // Revoked, expired or not renewable: log in again.
+                    // Revoked, expired, not renewable, past its max TTL or
+                    // its role deleted (Vault's 500s): log in again, and
+                    // keep to logins if this one fails.
+                    session.exhausted = true;
                     self.metrics.observe_refresh("renew_token", "error");
                     tracing::info!(volume.id = %state.labels.volume_id, %error, "The Vault token cannot be renewed; logging in again");
                 }

@@ -29,19 +29,24 @@ pub(super) struct Session {
 }
 
 impl Session {
-    /// A session from a fresh login.
+    /// A session from a fresh login. A token without a TTL is planned as
+    /// a non-renewable one of [`policy::NO_TTL_LIFETIME`], so a login
+    /// answered `lease_duration: 0` cannot make the driver log in again at
+    /// once.
     pub fn from_login(auth: AuthToken, u: f64) -> Self {
         let now = auth.obtained_at;
-        let due = if auth.renewable {
-            now + policy::renew_delay(auth.ttl, u)
+        let ttl = policy::token_lifetime(auth.ttl);
+        let renewable = auth.renewable && !auth.ttl.is_zero();
+        let due = if renewable {
+            now + policy::renew_delay(ttl, u)
         } else {
-            now + policy::refetch_delay(auth.ttl, u)
+            now + policy::refetch_delay(ttl, u)
         };
         Self {
-            expires_at: now + auth.ttl,
-            requested_ttl: auth.ttl,
-            renewable: auth.renewable,
-            exhausted: !auth.renewable,
+            expires_at: now + ttl,
+            requested_ttl: ttl,
+            renewable,
+            exhausted: !renewable,
             due,
             token: auth.token,
         }
@@ -50,12 +55,13 @@ impl Session {
     /// Applies a `renew-self` answer.
     pub fn renewed(&mut self, auth: &AuthToken, u: f64) {
         let now = auth.obtained_at;
-        self.expires_at = now + auth.ttl;
-        if policy::renewal_capped(self.requested_ttl, auth.ttl) {
+        let ttl = policy::token_lifetime(auth.ttl);
+        self.expires_at = now + ttl;
+        if policy::renewal_capped(self.requested_ttl, ttl) {
             self.exhausted = true;
-            self.due = now + policy::refetch_delay(auth.ttl, u);
+            self.due = now + policy::refetch_delay(ttl, u);
         } else {
-            self.due = now + policy::renew_delay(auth.ttl, u);
+            self.due = now + policy::renew_delay(ttl, u);
         }
     }
 
@@ -91,8 +97,9 @@ pub(super) struct Tracked {
 impl Tracked {
     /// Classifies a fresh answer and schedules its next step:
     /// renewable lease → renew at ~2/3; non-renewable lease or certificate →
-    /// re-fetch between 2/3 and 9/10; anything else (KV) → re-read every
-    /// `static_interval`.
+    /// re-fetch between 2/3 and 9/10; static database/LDAP credentials →
+    /// re-read just after their next rotation; anything else (KV) → re-read
+    /// every `static_interval`. Every delay has the policy's floor.
     pub fn from_response(
         request: SecretRequest,
         response: SecretResponse,
@@ -114,6 +121,15 @@ impl Tracked {
                 now + policy::refetch_delay(lease, u),
                 lease,
             ),
+            (None, _) if response.rotation.is_some() => {
+                let to_rotation = response.rotation.unwrap_or_default();
+                (
+                    Action::Refetch,
+                    None,
+                    now + policy::rotation_delay(to_rotation, u),
+                    Duration::ZERO,
+                )
+            }
             (_, Some(not_after)) => {
                 let remaining = unix_to_remaining(not_after);
                 (

@@ -12,6 +12,11 @@
 //! outages (`shutdown`/`restart`) can be injected, and every request is
 //! recorded for assertions.
 //!
+//! It is as strict as Vault's own code where the driver depends on it:
+//! standby redirects, index states, namespaces, KV v2 deletion, batch and
+//! periodic tokens, policy-checked token endpoints, rate-limit headers.
+//! `README.md` lists each behaviour with the Vault source it follows.
+//!
 //! # Endpoints (all under `/v1/`)
 //! - `auth/<mount>/login` (PUT/POST `{"role","jwt"}`), unauthenticated.
 //! - `auth/token/lookup-self`, `auth/token/renew-self`, `auth/token/revoke-self`.
@@ -100,6 +105,39 @@ pub struct Role {
     pub token_ttl: Duration,
     /// Token max TTL, measured from login; renewals are capped to it.
     pub token_max_ttl: Duration,
+    /// `service` (renewable, revocable, `hvs.`) or `batch` (`hvb.`, never
+    /// renewed: renew-self answers 400 `batch tokens cannot be renewed`).
+    pub token_type: TokenType,
+    /// `token_period`: a periodic token's every renewal grants this TTL
+    /// again, with no max TTL. Zero: not periodic.
+    pub token_period: Duration,
+    /// `token_no_default_policy`: the token lacks the `default` policy, and
+    /// with it the token self endpoints and lease renewal.
+    pub token_no_default_policy: bool,
+    /// The `renewable` flag of the login's `auth` block (the auth plugin
+    /// decides it; Kubernetes and JWT say `true`). A non-renewable token's
+    /// renew-self answers 400 `lease is not renewable`.
+    pub renewable: bool,
+}
+
+/// Vault's two token types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenType {
+    /// Stored, renewable, revocable tokens (`hvs.`).
+    #[default]
+    Service,
+    /// Unstored tokens (`hvb.`) that cannot be renewed or revoked.
+    Batch,
+}
+
+/// How a 429 states `Retry-After` when rate-limit response headers are on
+/// (`enable_rate_limit_response_headers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfterFormat {
+    /// Whole seconds, as current Vault versions send.
+    Seconds,
+    /// An RFC 1123 HTTP-date, as older versions sent.
+    HttpDate,
 }
 
 impl Role {
@@ -131,7 +169,39 @@ impl Role {
                 .collect(),
             token_ttl: Duration::from_secs(3600),
             token_max_ttl: Duration::from_secs(24 * 3600),
+            token_type: TokenType::Service,
+            token_period: Duration::ZERO,
+            token_no_default_policy: false,
+            renewable: true,
         }
+    }
+
+    /// Issues batch tokens.
+    #[must_use]
+    pub fn batch(mut self) -> Self {
+        self.token_type = TokenType::Batch;
+        self
+    }
+
+    /// Issues periodic tokens renewed to `period` each time.
+    #[must_use]
+    pub fn with_period(mut self, period: Duration) -> Self {
+        self.token_period = period;
+        self
+    }
+
+    /// Leaves the `default` policy off the tokens (`token_no_default_policy`).
+    #[must_use]
+    pub fn without_default_policy(mut self) -> Self {
+        self.token_no_default_policy = true;
+        self
+    }
+
+    /// Marks the login's token non-renewable.
+    #[must_use]
+    pub fn non_renewable(mut self) -> Self {
+        self.renewable = false;
+        self
     }
 
     /// Requires the JWT audience to contain `audience`.
@@ -292,6 +362,9 @@ pub struct LeaseState {
     pub data: Value,
     /// Client token that created (owns) the lease.
     pub token: String,
+    /// The Vault namespace it was created in; its id carries the
+    /// namespace's `.<nsid>` suffix, and only that namespace finds it.
+    pub vault_namespace: Option<String>,
 }
 
 /// A token as the double tracks it, for assertions about login, renewal,
@@ -321,6 +394,11 @@ pub struct TokenState {
     pub service_account: String,
     /// Namespace from the JWT.
     pub namespace: String,
+    /// `service` or `batch`.
+    pub token_type: TokenType,
+    /// The Vault (Enterprise) namespace the token was created in
+    /// (`X-Vault-Namespace` of the login), `None` for the root namespace.
+    pub vault_namespace: Option<String>,
 }
 
 /// Handle to a running double. Cheap to clone; the server stops when the
@@ -462,8 +540,29 @@ impl VaultDouble {
 
     /// Adds (or replaces) a login role on auth mount `mount`, enabling the
     /// mount if needed.
+    ///
+    /// # Panics
+    /// If Vault would refuse the role (see [`try_add_role`](Self::try_add_role)).
     pub fn add_role(&self, mount: &str, role: Role) {
-        self.inner.shared.add_role(mount, role);
+        if let Err(message) = self.try_add_role(mount, role) {
+            panic!("vault-double: Vault refuses this role: {message}");
+        }
+    }
+
+    /// Like [`add_role`](Self::add_role), returning Vault's 400 message
+    /// when the role is refused, as `tokenutil` refuses a `token_ttl`
+    /// above a (non-zero) `token_max_ttl`.
+    ///
+    /// # Errors
+    /// The message Vault answers the role write with.
+    pub fn try_add_role(&self, mount: &str, role: Role) -> Result<(), String> {
+        self.inner.shared.add_role(mount, role)
+    }
+
+    /// Deletes a login role: logins with it fail, and renewing a token it
+    /// issued answers 500 `role "<name>" does not exist during renewal`.
+    pub fn remove_role(&self, mount: &str, name: &str) {
+        self.inner.shared.remove_role(mount, name);
     }
 
     /// Writes policy `name`: path glob (trailing `*` = prefix, `+` = one
@@ -500,6 +599,19 @@ impl VaultDouble {
         self.inner.shared.kv2_put(mount, path, data);
     }
 
+    /// Soft-deletes `versions` of `<mount>/data/<path>` (the latest when
+    /// empty), as `<mount>/delete/<path>` does: reads of them answer 404
+    /// with the whole envelope and `deletion_time` set.
+    pub fn kv2_delete(&self, mount: &str, path: &str, versions: &[u64]) {
+        self.inner.shared.kv2_mark(mount, path, versions, false);
+    }
+
+    /// Destroys `versions` (the latest when empty), as
+    /// `<mount>/destroy/<path>` does: the data is gone for good.
+    pub fn kv2_destroy(&self, mount: &str, path: &str, versions: &[u64]) {
+        self.inner.shared.kv2_mark(mount, path, versions, true);
+    }
+
     /// Writes `<mount>/<path>` (mounting KV v1 if needed). A `ttl` key sets
     /// the advisory `lease_duration` of reads.
     ///
@@ -517,6 +629,18 @@ impl VaultDouble {
     /// If `mount` holds a different engine.
     pub fn add_dynamic_role(&self, mount: &str, role: &str, cfg: DynamicRole) {
         self.inner.shared.add_dynamic_role(mount, role, cfg);
+    }
+
+    /// Adds a static database role: `GET /v1/<mount>/static-creds/<role>`
+    /// answers without a lease, with `data.ttl` the seconds to the next
+    /// rotation; the password changes every `rotation_period`.
+    ///
+    /// # Panics
+    /// If `mount` holds a different engine.
+    pub fn add_static_role(&self, mount: &str, role: &str, rotation_period: Duration) {
+        self.inner
+            .shared
+            .add_static_role(mount, role, rotation_period);
     }
 
     /// Adds a PKI role: `POST|PUT /v1/<mount>/issue/<role>` with
@@ -580,9 +704,32 @@ impl VaultDouble {
     }
 
     /// The next `n` requests get 429 `request path "<p>": rate limit quota
-    /// exceeded` with `Retry-After: <retry_after_secs>`.
+    /// exceeded`, blocked for `retry_after_secs`. Vault states the wait in
+    /// `Retry-After` only when the quota's response headers are enabled
+    /// (see [`set_rate_limit_headers`](Self::set_rate_limit_headers)).
     pub fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {
         self.inner.shared.rate_limit_next(n, retry_after_secs);
+    }
+
+    /// `enable_rate_limit_response_headers`: `None` (Vault's default) sends
+    /// no `Retry-After`; otherwise in the given form, with the
+    /// `X-Ratelimit-*` headers.
+    pub fn set_rate_limit_headers(&self, format: Option<RetryAfterFormat>) {
+        self.inner.shared.set_rate_limit_headers(format);
+    }
+
+    /// Makes this node a standby without request forwarding: every request
+    /// but `sys/health` answers 307 with `Location: <active><path>`, as
+    /// `respondStandby` does. `None` makes it active again.
+    pub fn set_standby(&self, active_addr: Option<&str>) {
+        self.inner.shared.set_standby(active_addr);
+    }
+
+    /// Fault injection for a broken or hostile Vault: in every 2xx JSON
+    /// answer to a path starting with `path_prefix`, sets the value at the
+    /// JSON pointer `pointer` (e.g. `/auth/lease_duration`) to `value`.
+    pub fn patch_answers(&self, path_prefix: &str, pointer: &str, value: Value) {
+        self.inner.shared.patch_answers(path_prefix, pointer, value);
     }
 
     // ---- observation ----

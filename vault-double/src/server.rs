@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Request as HttpRequest, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -185,13 +185,13 @@ async fn respond(shared: &Shared, req: HttpRequest<Incoming>) -> Response<Full<B
             })
         });
     let namespace = header_str(&req, "x-vault-namespace");
+    let index = header_str(&req, "x-vault-index");
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             return build(
                 413,
                 Some(br#"{"errors":["http: request body too large"]}"#.to_vec()),
-                None,
             );
         }
     };
@@ -210,6 +210,7 @@ async fn respond(shared: &Shared, req: HttpRequest<Incoming>) -> Response<Full<B
         query,
         token,
         namespace,
+        index,
         body,
     });
     if !delay.is_zero() {
@@ -219,19 +220,24 @@ async fn respond(shared: &Shared, req: HttpRequest<Incoming>) -> Response<Full<B
         .body
         .filter(|_| !head)
         .map(|v| serde_json::to_vec(&v).unwrap_or_default());
-    build(reply.status, body, reply.retry_after)
+    let mut resp = build(reply.status, body);
+    for (name, value) in reply.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            resp.headers_mut().insert(name, value);
+        }
+    }
+    resp
 }
 
-fn build(status: u16, body: Option<Vec<u8>>, retry_after: Option<u64>) -> Response<Full<Bytes>> {
+fn build(status: u16, body: Option<Vec<u8>>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.unwrap_or_default())));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status != 204 {
+    if status != 204 && !(300..400).contains(&status) {
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    }
-    if let Some(secs) = retry_after {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

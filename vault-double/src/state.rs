@@ -11,10 +11,13 @@ use serde_json::{Map, Value, json};
 
 use crate::policy::{PolicyStore, cap};
 use crate::wire::{
-    SYSTEM_MAX_TTL, base62, from_unix_secs, glob_match, go_duration, parse_duration_value, pem,
-    rfc3339_nano, secs_until, stable_uuid, unix_secs, uuid,
+    SYSTEM_MAX_TTL, base62, from_unix_secs, glob_match, go_duration, http_date,
+    parse_duration_value, pem, rfc3339_nano, secs_until, stable_uuid, unix_secs, uuid,
 };
-use crate::{DynamicRole, Fault, LeaseState, RecordedRequest, Role, TokenState, jwt};
+use crate::{
+    DynamicRole, Fault, LeaseState, RecordedRequest, RetryAfterFormat, Role, TokenState, TokenType,
+    jwt,
+};
 
 /// Body for a missing, expired or revoked token (Vault's multierror text).
 pub(crate) const INVALID_TOKEN: &str =
@@ -43,16 +46,18 @@ pub(crate) struct Request {
     pub(crate) query: String,
     pub(crate) token: Option<String>,
     pub(crate) namespace: Option<String>,
+    /// `X-Vault-Index`: the index state the client requires.
+    pub(crate) index: Option<String>,
     /// Parsed JSON body; `Err` holds the parse error of a non-empty body.
     pub(crate) body: Result<Option<Value>, String>,
 }
 
-/// One reply: status, optional JSON body, optional `Retry-After`.
+/// One reply: status, optional JSON body, extra headers.
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) body: Option<Value>,
-    pub(crate) retry_after: Option<u64>,
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -60,7 +65,7 @@ impl Reply {
         Self {
             status,
             body: Some(body),
-            retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -84,7 +89,7 @@ impl Reply {
         Self {
             status: 204,
             body: None,
-            retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -225,6 +230,59 @@ impl Mount {
 struct Kv2Version {
     data: Value,
     created: SystemTime,
+    /// Soft-deleted at (`delete`), undone by `undelete`.
+    deleted: Option<SystemTime>,
+    /// Destroyed for good (`destroy`).
+    destroyed: bool,
+}
+
+impl Kv2Version {
+    fn new(data: Value, created: SystemTime) -> Self {
+        Self {
+            data,
+            created,
+            deleted: None,
+            destroyed: false,
+        }
+    }
+}
+
+/// What `delete`, `undelete` and `destroy` do to versions.
+#[derive(Clone, Copy)]
+enum Kv2Change {
+    Delete,
+    Undelete,
+    Destroy,
+}
+
+/// Applies `change` to `versions` (1-based; the latest when empty).
+fn kv2_apply(list: &mut [Kv2Version], versions: &[u64], change: Kv2Change, now: SystemTime) {
+    let latest = [list.len() as u64];
+    let wanted = if versions.is_empty() {
+        &latest[..]
+    } else {
+        versions
+    };
+    for n in wanted {
+        let Some(v) = usize::try_from(*n)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| list.get_mut(i))
+        else {
+            continue;
+        };
+        match change {
+            Kv2Change::Delete => {
+                v.deleted.get_or_insert(now);
+            }
+            Kv2Change::Undelete if !v.destroyed => v.deleted = None,
+            Kv2Change::Undelete => {}
+            Kv2Change::Destroy => {
+                v.destroyed = true;
+                v.data = Value::Null;
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -236,6 +294,10 @@ struct PkiRole {
 /// A token plus what the double needs to renew and describe it.
 struct TokenEntry {
     state: TokenState,
+    /// The `renewable` flag of the `auth` block.
+    renewable: bool,
+    /// `token_period` in seconds (0: not periodic).
+    period: u64,
     mount: String,
     /// The role's `token_ttl` (the renewal default), seconds.
     ttl: u64,
@@ -248,6 +310,13 @@ struct TokenEntry {
 }
 
 impl TokenEntry {
+    fn type_name(&self) -> &'static str {
+        match self.state.token_type {
+            TokenType::Service => "service",
+            TokenType::Batch => "batch",
+        }
+    }
+
     fn auth_json(&self, lease_duration: u64) -> Value {
         json!({
             "client_token": self.state.client_token,
@@ -256,9 +325,9 @@ impl TokenEntry {
             "token_policies": self.state.policies,
             "metadata": self.meta,
             "lease_duration": lease_duration,
-            "renewable": true,
+            "renewable": self.renewable,
             "entity_id": self.entity_id,
-            "token_type": "service",
+            "token_type": self.type_name(),
             "orphan": true,
             "mfa_requirement": null,
             "num_uses": 0,
@@ -297,6 +366,14 @@ struct State {
     path_latency: Vec<(String, Duration)>,
     /// Path prefixes (after `/v1/`) answered 429, with their `Retry-After`.
     path_limits: Vec<(String, Option<u64>)>,
+    /// `enable_rate_limit_response_headers`, and in which form.
+    rate_headers: Option<RetryAfterFormat>,
+    /// Standby without forwarding: the active node's address.
+    standby: Option<String>,
+    /// The node's index state, advanced by every successful write.
+    index: u64,
+    /// Fault injection: (path prefix, JSON pointer, value) set in 2xx answers.
+    patches: Vec<(String, String, Value)>,
     auth_mounts: HashMap<String, HashMap<String, Role>>,
     policies: PolicyStore,
     mounts: HashMap<String, Mount>,
@@ -305,7 +382,12 @@ struct State {
     leases: HashMap<String, LeaseEntry>,
     token_leases: HashMap<String, Vec<String>>,
     cluster_id: String,
+    /// When each static role (`<mount>/<role>`) started rotating.
+    static_created: HashMap<String, SystemTime>,
 }
+
+/// Static roles live in a database mount's role table under this prefix.
+const STATIC_PREFIX: &str = "static:";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -370,6 +452,24 @@ fn expiry(now: SystemTime, ttl: u64) -> SystemTime {
     now + Duration::from_secs(ttl)
 }
 
+/// The request's namespace, `None` for the root namespace.
+fn namespace_of(req: &Request) -> Option<String> {
+    req.namespace
+        .as_deref()
+        .map(|ns| ns.trim_matches('/'))
+        .filter(|ns| !ns.is_empty() && *ns != "root")
+        .map(str::to_owned)
+}
+
+/// A namespace's short id, the `.<nsid>` suffix of its tokens and leases.
+fn nsid(namespace: &str) -> String {
+    stable_uuid(&format!("namespace/{namespace}"))
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(5)
+        .collect()
+}
+
 fn parse_increment(body: &Value) -> Result<u64, Reply> {
     match body.get("increment") {
         None => Ok(0),
@@ -392,6 +492,10 @@ impl Shared {
                 retry_after: 0,
                 path_latency: Vec::new(),
                 path_limits: Vec::new(),
+                rate_headers: None,
+                standby: None,
+                index: 0,
+                patches: Vec::new(),
                 auth_mounts: HashMap::new(),
                 policies: PolicyStore::with_default(),
                 mounts: HashMap::new(),
@@ -400,6 +504,7 @@ impl Shared {
                 leases: HashMap::new(),
                 token_leases: HashMap::new(),
                 cluster_id: uuid(),
+                static_created: HashMap::new(),
             }),
             log: Mutex::new(VecDeque::new()),
         }
@@ -441,12 +546,75 @@ impl Shared {
             .or_default();
     }
 
-    pub(crate) fn add_role(&self, mount: &str, role: Role) {
+    /// Writes a role, refused as `tokenutil` refuses a `token_ttl` above a
+    /// non-zero `token_max_ttl`.
+    pub(crate) fn add_role(&self, mount: &str, role: Role) -> Result<(), String> {
+        if !role.token_max_ttl.is_zero() && role.token_ttl > role.token_max_ttl {
+            return Err("'token_ttl' cannot be greater than 'token_max_ttl'".to_owned());
+        }
         lock(&self.state)
             .auth_mounts
             .entry(clean_mount(mount))
             .or_default()
             .insert(role.name.clone(), role);
+        Ok(())
+    }
+
+    pub(crate) fn remove_role(&self, mount: &str, name: &str) {
+        if let Some(roles) = lock(&self.state).auth_mounts.get_mut(&clean_mount(mount)) {
+            roles.remove(name);
+        }
+    }
+
+    pub(crate) fn kv2_mark(&self, mount: &str, path: &str, versions: &[u64], destroy: bool) {
+        let now = SystemTime::now();
+        let mut st = lock(&self.state);
+        if let Some(Mount::Kv2(entries)) = st.mounts.get_mut(&clean_mount(mount)) {
+            if let Some(list) = entries.get_mut(path.trim_matches('/')) {
+                kv2_apply(
+                    list,
+                    versions,
+                    if destroy {
+                        Kv2Change::Destroy
+                    } else {
+                        Kv2Change::Delete
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    pub(crate) fn add_static_role(&self, mount: &str, role: &str, period: Duration) {
+        let mut st = lock(&self.state);
+        let Mount::Dynamic(roles) = st.ensure_mount(mount, || Mount::Dynamic(HashMap::new()))
+        else {
+            unreachable!("ensure_mount checked the mount kind");
+        };
+        roles.insert(
+            format!("{STATIC_PREFIX}{role}"),
+            DynamicRole {
+                default_ttl: period.max(Duration::from_secs(1)),
+                max_ttl: Duration::ZERO,
+                renewable: false,
+            },
+        );
+        st.static_created
+            .insert(format!("{}/{role}", clean_mount(mount)), SystemTime::now());
+    }
+
+    pub(crate) fn set_rate_limit_headers(&self, format: Option<RetryAfterFormat>) {
+        lock(&self.state).rate_headers = format;
+    }
+
+    pub(crate) fn set_standby(&self, active: Option<&str>) {
+        lock(&self.state).standby = active.map(|a| a.trim_end_matches('/').to_owned());
+    }
+
+    pub(crate) fn patch_answers(&self, prefix: &str, pointer: &str, value: Value) {
+        lock(&self.state)
+            .patches
+            .push((prefix.to_owned(), pointer.to_owned(), value));
     }
 
     pub(crate) fn put_policy(&self, name: &str, rules: &[(&str, &[&str])]) {
@@ -480,10 +648,7 @@ impl Shared {
         entries
             .entry(path.trim_matches('/').to_owned())
             .or_default()
-            .push(Kv2Version {
-                data,
-                created: SystemTime::now(),
-            });
+            .push(Kv2Version::new(data, SystemTime::now()));
     }
 
     pub(crate) fn kv1_put(&self, mount: &str, path: &str, data: Value) {
@@ -657,10 +822,63 @@ impl State {
         mount
     }
 
+    /// What the HTTP layer does around the router: faults, a standby's
+    /// redirect (`respondStandby`), the index-state check, the index
+    /// header on writes, and injected answer patches.
     fn dispatch(&mut self, req: &Request, now: SystemTime) -> Reply {
         if let Some(fault) = &self.fault {
             return Reply::error(fault.status, &fault.message);
         }
+        if let Some(active) = &self.standby {
+            if req.path == "/v1/sys/health" {
+                let mut reply = self.health(now);
+                reply.status = 429;
+                if let Some(Value::Object(map)) = reply.body.as_mut() {
+                    map.insert("standby".into(), Value::Bool(true));
+                }
+                return reply;
+            }
+            let query = if req.query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", req.query)
+            };
+            return Reply {
+                status: 307,
+                body: None,
+                headers: vec![("location", format!("{active}{}{query}", req.path))],
+            };
+        }
+        if let Some(wanted) = &req.index {
+            let present = wanted
+                .strip_prefix("vd-")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n <= self.index);
+            if !present {
+                return Reply::error(412, "required index state not present");
+            }
+        }
+        let mut reply = self.route(req, now);
+        if !(200..300).contains(&reply.status) {
+            return reply;
+        }
+        if matches!(Op::of(&req.method, &req.query), Op::Write | Op::Delete) {
+            self.index += 1;
+            reply
+                .headers
+                .push(("x-vault-index", format!("vd-{}", self.index)));
+        }
+        for (prefix, pointer, value) in &self.patches {
+            if req.path.starts_with(prefix.as_str()) {
+                if let Some(slot) = reply.body.as_mut().and_then(|b| b.pointer_mut(pointer)) {
+                    *slot = value.clone();
+                }
+            }
+        }
+        reply
+    }
+
+    fn route(&mut self, req: &Request, now: SystemTime) -> Reply {
         let Some(path) = req.path.strip_prefix("/v1/") else {
             return Reply::not_found_empty();
         };
@@ -670,7 +888,26 @@ impl State {
                 429,
                 &format!("request path {path:?}: rate limit quota exceeded"),
             );
-            reply.retry_after = Some(self.retry_after);
+            // `quotas_rate_limit.go`: the headers only with
+            // `enable_rate_limit_response_headers`.
+            if let Some(format) = self.rate_headers {
+                let wait = match format {
+                    RetryAfterFormat::Seconds => self.retry_after.to_string(),
+                    RetryAfterFormat::HttpDate => {
+                        // Rounded up: a date has whole seconds only.
+                        http_date(now + Duration::from_secs(self.retry_after + 1))
+                    }
+                };
+                reply.headers.push(("retry-after", wait));
+                reply.headers.push(("x-ratelimit-limit", "1".to_owned()));
+                reply
+                    .headers
+                    .push(("x-ratelimit-remaining", "0".to_owned()));
+                reply.headers.push((
+                    "x-ratelimit-reset",
+                    (unix_secs(now) + self.retry_after).to_string(),
+                ));
+            }
             return reply;
         }
         if let Some((_, retry_after)) = longest_prefix(&self.path_limits, path) {
@@ -678,7 +915,10 @@ impl State {
                 429,
                 &format!("request path {path:?}: rate limit quota exceeded"),
             );
-            reply.retry_after = *retry_after;
+            // A test fault: the header exactly as the test asked for it.
+            if let Some(secs) = retry_after {
+                reply.headers.push(("retry-after", secs.to_string()));
+            }
             return reply;
         }
         let body = match &req.body {
@@ -705,19 +945,31 @@ impl State {
             if op != Op::Write {
                 return Reply::unsupported_operation();
             }
-            return self.login(mount, body, now);
+            return self.login(mount, body, namespace_of(req), now);
         }
 
-        // Everything else needs a live token.
-        let Some(token) = req
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty() && self.token_live(t, now))
-        else {
+        // Everything else needs a live token, from the namespace that
+        // created it.
+        let namespace = namespace_of(req);
+        let Some(token) = req.token.as_deref().filter(|t| {
+            !t.is_empty()
+                && self.token_live(t, now)
+                && self.tokens[*t].state.vault_namespace == namespace
+        }) else {
             return Reply::invalid_token();
         };
         let token = token.to_owned();
 
+        if matches!(
+            path,
+            "auth/token/lookup-self" | "auth/token/renew-self" | "auth/token/revoke-self"
+        ) {
+            // The default policy grants these; a token without it may not.
+            let policies = &self.tokens[&token].state.policies;
+            if self.policies.capabilities(policies, path) & op.required() == 0 {
+                return Reply::policy_denied();
+            }
+        }
         match (path, op) {
             ("auth/token/lookup-self", Op::Read | Op::Write) => {
                 return self.lookup_self(&token, now);
@@ -819,7 +1071,24 @@ impl State {
                 pki_issue(roles, role, body, now)
             }
             Mount::Dynamic(roles) => {
-                let Some(role) = rest.strip_prefix("creds/") else {
+                if let Some(role) = rest.strip_prefix("static-creds/") {
+                    if op != Op::Read {
+                        return Reply::unsupported_operation();
+                    }
+                    let Some(cfg) = roles.get(&format!("{STATIC_PREFIX}{role}")).copied() else {
+                        return Reply::error(400, &format!("unknown role: {role}"));
+                    };
+                    let created = self
+                        .static_created
+                        .get(&format!("{mount}/{role}"))
+                        .copied()
+                        .unwrap_or(now);
+                    return static_creds(mount, role, duration_secs(cfg.default_ttl), created, now);
+                }
+                let Some(role) = rest
+                    .strip_prefix("creds/")
+                    .filter(|r| !r.starts_with(STATIC_PREFIX))
+                else {
                     return Reply::error(404, "unsupported path");
                 };
                 if op != Op::Read {
@@ -862,7 +1131,13 @@ impl State {
         }
     }
 
-    fn login(&mut self, mount: &str, body: &Value, now: SystemTime) -> Reply {
+    fn login(
+        &mut self,
+        mount: &str,
+        body: &Value,
+        namespace: Option<String>,
+        now: SystemTime,
+    ) -> Reply {
         let role_name = str_field(body, "role");
         if role_name.is_empty() {
             return Reply::error(400, "missing role");
@@ -893,7 +1168,7 @@ impl State {
         if !role
             .bound_service_account_namespaces
             .iter()
-            .any(|p| p == "*" || *p == sa.namespace)
+            .any(|p| glob_match(p, &sa.namespace))
         {
             return Reply::error(403, "namespace not authorized");
         }
@@ -904,7 +1179,7 @@ impl State {
         {
             return Reply::error(403, "permission denied");
         }
-        self.issue_token(mount, &role, &sa, now)
+        self.issue_token(mount, &role, &sa, namespace, now)
     }
 
     /// Creates the token for a successful login and answers with its
@@ -914,12 +1189,15 @@ impl State {
         mount: &str,
         role: &Role,
         sa: &jwt::Verified,
+        namespace: Option<String>,
         now: SystemTime,
     ) -> Reply {
+        let period = duration_secs(role.token_period);
         let max_ttl = effective_max(duration_secs(role.token_max_ttl));
-        let wanted = match duration_secs(role.token_ttl) {
-            0 => SYSTEM_MAX_TTL,
-            t => t,
+        let wanted = match (period, duration_secs(role.token_ttl)) {
+            (p, _) if p > 0 => p,
+            (_, 0) => SYSTEM_MAX_TTL,
+            (_, t) => t,
         };
         let mut warnings = Vec::new();
         let ttl = if wanted > max_ttl {
@@ -933,11 +1211,27 @@ impl State {
             wanted
         };
         let mut policies: Vec<String> = role.policies.clone();
-        policies.push("default".to_owned());
+        if !role.token_no_default_policy {
+            policies.push("default".to_owned());
+        }
         policies.sort();
         policies.dedup();
+        // A periodic token has no max TTL: each renewal grants the period.
+        let max_ttl = if period > 0 {
+            SYSTEM_MAX_TTL * 1000
+        } else {
+            max_ttl
+        };
         let max_at = from_unix_secs(unix_secs(now) + max_ttl);
-        let client_token = format!("hvs.{}", base62(24));
+        let prefix = match role.token_type {
+            TokenType::Service => "hvs",
+            TokenType::Batch => "hvb",
+        };
+        let suffix = namespace
+            .as_deref()
+            .map(|ns| format!(".{}", nsid(ns)))
+            .unwrap_or_default();
+        let client_token = format!("{prefix}.{}{suffix}", base62(24));
         let accessor = base62(24);
         let mut meta = Map::new();
         meta.insert("role".into(), json!(role.name));
@@ -958,7 +1252,11 @@ impl State {
                 role: role.name.clone(),
                 service_account: sa.name.clone(),
                 namespace: sa.namespace.clone(),
+                token_type: role.token_type,
+                vault_namespace: namespace,
             },
+            renewable: role.renewable && role.token_type == TokenType::Service,
+            period,
             mount: mount.to_owned(),
             ttl: duration_secs(role.token_ttl),
             max_ttl,
@@ -1001,21 +1299,37 @@ impl State {
         let Some(entry) = self.tokens.get_mut(token) else {
             return Reply::invalid_token();
         };
-        // Like `pathLoginRenew`, renewal re-reads the role's TTLs.
-        if let Some((ttl, max_ttl)) = current {
+        if entry.state.token_type == TokenType::Batch {
+            return Reply::error(400, "batch tokens cannot be renewed");
+        }
+        if !entry.renewable {
+            return Reply::error(400, "lease is not renewable");
+        }
+        // Like `pathLoginRenew`, renewal re-reads the role's TTLs, and a
+        // deleted role ends renewals with a plain error: a 500.
+        let Some((ttl, max_ttl)) = current else {
+            return Reply::error(
+                500,
+                &format!("role {} does not exist during renewal", entry.state.role),
+            );
+        };
+        let (ttl, warning) = if entry.period > 0 {
+            (entry.period, None)
+        } else {
             entry.ttl = ttl;
             entry.max_ttl = max_ttl;
             entry.state.max_expires_at = from_unix_secs(unix_secs(entry.state.issued_at) + max_ttl);
-        }
-        let (ttl, warning) = match calculate_ttl(
-            increment,
-            entry.ttl,
-            entry.max_ttl,
-            entry.state.issued_at,
-            now,
-        ) {
-            Ok(v) => v,
-            Err(msg) => return Reply::error(400, msg),
+            match calculate_ttl(
+                increment,
+                entry.ttl,
+                entry.max_ttl,
+                entry.state.issued_at,
+                now,
+            ) {
+                Ok(v) => v,
+                // `CalculateTTL`'s error is not a user error: Vault answers 500.
+                Err(msg) => return Reply::error(500, msg),
+            }
         };
         entry.state.expires_at = expiry(now, ttl);
         entry.state.renew_count += 1;
@@ -1052,9 +1366,10 @@ impl State {
             "orphan": true,
             "path": format!("auth/{}/login", e.mount),
             "policies": s.policies,
-            "renewable": true,
+            "renewable": e.renewable,
+            "period": e.period,
             "ttl": secs_until(s.expires_at, now),
-            "type": "service",
+            "type": e.type_name(),
         });
         if let (Some(at), Value::Object(map)) = (e.last_renewal, &mut data) {
             map.insert("last_renewal".into(), json!(rfc3339_nano(at)));
@@ -1106,15 +1421,20 @@ impl State {
         }
     }
 
-    fn may_manage_lease(&self, token: &str, lease_id: &str, acl_path: &str) -> bool {
+    /// `sys/leases/*` are ordinary ACL paths: no ownership shortcut. The
+    /// default policy grants `sys/leases/renew`, not `sys/leases/revoke`.
+    fn may_manage_lease(&self, token: &str, acl_path: &str) -> bool {
+        self.policies
+            .capabilities(&self.tokens[token].state.policies, acl_path)
+            & cap::UPDATE
+            != 0
+    }
+
+    /// Whether lease `id` exists in the namespace of `token`.
+    fn lease_in_namespace(&self, token: &str, id: &str) -> bool {
         self.leases
-            .get(lease_id)
-            .is_some_and(|l| l.state.token == token)
-            || self
-                .policies
-                .capabilities(&self.tokens[token].state.policies, acl_path)
-                & cap::UPDATE
-                != 0
+            .get(id)
+            .is_none_or(|l| l.state.vault_namespace == self.tokens[token].state.vault_namespace)
     }
 
     fn lease_renew(&mut self, token: &str, url_id: &str, body: &Value, now: SystemTime) -> Reply {
@@ -1126,8 +1446,11 @@ impl State {
             Ok(i) => i,
             Err(r) => return r,
         };
-        if !self.may_manage_lease(token, &id, "sys/leases/renew") {
+        if !self.may_manage_lease(token, "sys/leases/renew") {
             return Reply::policy_denied();
+        }
+        if !self.lease_in_namespace(token, &id) {
+            return Reply::error(400, "lease not found");
         }
         match self.lease_condition(&id, now) {
             None | Some(LeaseCondition::Gone) => return Reply::error(400, "lease not found"),
@@ -1187,13 +1510,16 @@ impl State {
         if id.is_empty() {
             return Reply::error(400, "lease_id must be specified");
         }
-        if !self.may_manage_lease(token, &id, "sys/leases/revoke") {
+        if !self.may_manage_lease(token, "sys/leases/revoke") {
             return Reply::policy_denied();
         }
-        if matches!(self.lease_condition(&id, now), Some(LeaseCondition::Live))
-            && let Some(lease) = self.leases.get_mut(&id)
-        {
-            lease.state.revoked = true;
+        if !self.lease_in_namespace(token, &id) {
+            return Reply::no_content();
+        }
+        if matches!(self.lease_condition(&id, now), Some(LeaseCondition::Live)) {
+            if let Some(lease) = self.leases.get_mut(&id) {
+                lease.state.revoked = true;
+            }
         }
         Reply::no_content()
     }
@@ -1233,7 +1559,15 @@ impl State {
             "password": format!("A1a-{}", base62(20)),
         });
         let path = format!("{mount}/creds/{role}");
-        let lease_id = format!("{path}/{}", base62(24));
+        let namespace = self
+            .tokens
+            .get(token)
+            .and_then(|t| t.state.vault_namespace.clone());
+        let suffix = namespace
+            .as_deref()
+            .map(|ns| format!(".{}", nsid(ns)))
+            .unwrap_or_default();
+        let lease_id = format!("{path}/{}{suffix}", base62(24));
         let max_at = from_unix_secs(unix_secs(now) + max_ttl);
         self.leases.insert(
             lease_id.clone(),
@@ -1249,6 +1583,7 @@ impl State {
                     renew_count: 0,
                     data: data.clone(),
                     token: token.to_owned(),
+                    vault_namespace: namespace,
                 },
                 default_ttl: duration_secs(cfg.default_ttl),
                 max_ttl,
@@ -1365,10 +1700,31 @@ fn kv2_metadata(version: &Kv2Version, number: usize) -> Value {
     json!({
         "created_time": rfc3339_nano(version.created),
         "custom_metadata": null,
-        "deletion_time": "",
-        "destroyed": false,
+        "deletion_time": version.deleted.map(rfc3339_nano).unwrap_or_default(),
+        "destroyed": version.destroyed,
         "version": number,
     })
+}
+
+/// The versions listed in a `delete`/`undelete`/`destroy` body.
+fn versions_field(body: &Value) -> Result<Vec<u64>, Reply> {
+    match body.get("versions") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| {
+                        Reply::error(400, "error converting input for field \"versions\"")
+                    })
+            })
+            .collect(),
+        Some(_) => Err(Reply::error(
+            400,
+            "error converting input for field \"versions\"",
+        )),
+    }
 }
 
 fn list_keys<'k>(keys: impl Iterator<Item = &'k String>, prefix: &str) -> Reply {
@@ -1420,25 +1776,62 @@ fn kv2_request(
                 let Some(version) = wanted.checked_sub(1).and_then(|i| versions.get(i)) else {
                     return Reply::not_found_empty();
                 };
+                if version.deleted.is_some() || version.destroyed {
+                    // `path_data.go`: the whole envelope, data null, 404, no
+                    // `errors`.
+                    return Reply::json(
+                        404,
+                        data_envelope(
+                            json!({"data": null, "metadata": kv2_metadata(version, wanted)}),
+                            "kv",
+                        ),
+                    );
+                }
                 Reply::ok(data_envelope(
                     json!({"data": version.data, "metadata": kv2_metadata(version, wanted)}),
                     "kv",
                 ))
+            }
+            Op::Delete => {
+                if let Some(list) = entries.get_mut(key) {
+                    kv2_apply(list, &[], Kv2Change::Delete, now);
+                }
+                Reply::no_content()
             }
             Op::Write => {
                 let Some(data) = body.get("data").filter(|d| d.is_object()) else {
                     return Reply::error(400, "no data provided");
                 };
                 let versions = entries.entry(key.to_owned()).or_default();
-                versions.push(Kv2Version {
-                    data: data.clone(),
-                    created: now,
-                });
+                versions.push(Kv2Version::new(data.clone(), now));
                 let n = versions.len();
                 Reply::ok(data_envelope(kv2_metadata(&versions[n - 1], n), "kv"))
             }
             _ => Reply::unsupported_operation(),
         };
+    }
+    for (prefix, change) in [
+        ("delete/", Kv2Change::Delete),
+        ("undelete/", Kv2Change::Undelete),
+        ("destroy/", Kv2Change::Destroy),
+    ] {
+        let Some(key) = rest.strip_prefix(prefix).map(|k| k.trim_matches('/')) else {
+            continue;
+        };
+        if op != Op::Write {
+            return Reply::unsupported_operation();
+        }
+        let versions = match versions_field(body) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        if versions.is_empty() && !matches!(change, Kv2Change::Delete) {
+            return Reply::error(400, "no version number provided");
+        }
+        if let Some(list) = entries.get_mut(key) {
+            kv2_apply(list, &versions, change, now);
+        }
+        return Reply::no_content();
     }
     if let Some(key) = rest
         .strip_prefix("metadata")
@@ -1457,7 +1850,7 @@ fn kv2_request(
                     .map(|(i, v)| {
                         (
                             (i + 1).to_string(),
-                            json!({"created_time": rfc3339_nano(v.created), "deletion_time": "", "destroyed": false}),
+                            json!({"created_time": rfc3339_nano(v.created), "deletion_time": v.deleted.map(rfc3339_nano).unwrap_or_default(), "destroyed": v.destroyed}),
                         )
                     })
                     .collect();
@@ -1522,6 +1915,31 @@ fn kv1_request(entries: &mut HashMap<String, Value>, rest: &str, op: Op, body: &
     }
 }
 
+// ---- static database roles ----
+
+/// `database/static-creds/<role>` (`path_creds_create.go`): no lease; `ttl`
+/// is the seconds to the next rotation, and the password changes with
+/// each one.
+fn static_creds(
+    mount: &str,
+    role: &str,
+    period: u64,
+    created: SystemTime,
+    now: SystemTime,
+) -> Reply {
+    let elapsed = now.duration_since(created).unwrap_or_default().as_secs();
+    let rotation = elapsed / period.max(1);
+    let last = created + Duration::from_secs(rotation * period);
+    let data = json!({
+        "username": format!("static-{role}"),
+        "password": format!("A1a-{}", stable_uuid(&format!("{mount}/{role}/{rotation}"))),
+        "ttl": period - elapsed % period.max(1),
+        "rotation_period": period,
+        "last_vault_rotation": rfc3339_nano(last),
+    });
+    Reply::ok(envelope("", false, 0, data, &[], Value::Null, "database"))
+}
+
 // ---- PKI ----
 
 fn pki_issue(roles: &HashMap<String, PkiRole>, role: &str, body: &Value, now: SystemTime) -> Reply {
@@ -1546,16 +1964,20 @@ fn pki_issue(roles: &HashMap<String, PkiRole>, role: &str, body: &Value, now: Sy
             );
         }
     };
-    if let Some(t) = requested.filter(|t| *t > max_ttl) {
-        return Reply::error(
-            400,
-            &format!(
-                "ttl {:?} is longer than the role's max_ttl {:?}",
+    let mut warnings = Vec::new();
+    // A `ttl` above the role's max is capped with a warning, not refused.
+    let requested = requested.map(|t| {
+        if t > max_ttl {
+            warnings.push(format!(
+                "TTL {:?} is longer than permitted maxTTL {:?}, so was truncated",
                 go_duration(t),
                 go_duration(max_ttl)
-            ),
-        );
-    }
+            ));
+            max_ttl
+        } else {
+            t
+        }
+    });
     let ttl = requested.unwrap_or(match cfg.ttl {
         0 => max_ttl,
         t => t.min(max_ttl),
@@ -1596,7 +2018,7 @@ fn pki_issue(roles: &HashMap<String, PkiRole>, role: &str, body: &Value, now: Sy
         "serial_number": serial,
         "expiration": not_after,
     });
-    Reply::ok(envelope("", false, 0, data, &[], Value::Null, "pki"))
+    Reply::ok(envelope("", false, 0, data, &warnings, Value::Null, "pki"))
 }
 
 /// The entry of `table` whose prefix is the longest one `path` starts with.

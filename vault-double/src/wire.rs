@@ -93,22 +93,18 @@ pub(crate) fn rfc3339_nano(t: SystemTime) -> String {
     s
 }
 
-/// Formats whole seconds like Go's `time.Duration.String()` with trailing
-/// zero units trimmed, the form Vault's TTL-capping warning uses
-/// (`"1h"`, `"9m50s"`, `"30s"`).
+/// Formats whole seconds like Vault's `humanDuration`, the form its
+/// TTL-capping warnings use: Go's `time.Duration.String()` with every zero
+/// unit left out (`"1h"`, `"9m50s"`, `"1h5s"`, `"30s"`; `"0s"` for zero).
 pub(crate) fn go_duration(secs: u64) -> String {
+    if secs == 0 {
+        return "0s".to_owned();
+    }
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let mut out = if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
-    };
-    if out.len() > 3 && out.ends_with("m0s") {
-        out.truncate(out.len() - 2);
-        if out.ends_with("h0m") {
-            out.truncate(out.len() - 2);
+    let mut out = String::new();
+    for (value, unit) in [(h, 'h'), (m, 'm'), (s, 's')] {
+        if value > 0 {
+            let _ = write!(out, "{value}{unit}");
         }
     }
     out
@@ -190,6 +186,12 @@ pub(crate) fn pem(label: &str, body: &[u8]) -> String {
     out
 }
 
+/// `t` as an RFC 1123 HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`), the
+/// `Retry-After` form of older Vault versions.
+pub(crate) fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}
+
 /// Simple glob where `*` matches any run of characters (Vault's
 /// `strutil.StrListContainsGlob` for bound service account names).
 pub(crate) fn glob_match(pattern: &str, value: &str) -> bool {
@@ -221,7 +223,8 @@ mod tests {
         assert_eq!(go_duration(30), "30s");
         assert_eq!(go_duration(0), "0s");
         assert_eq!(go_duration(120), "2m");
-        assert_eq!(go_duration(3605), "1h0m5s");
+        assert_eq!(go_duration(3605), "1h5s");
+        assert_eq!(go_duration(3660), "1h1m");
         assert_eq!(go_duration(5400), "1h30m");
         assert_eq!(go_duration(768 * 3600), "768h");
     }

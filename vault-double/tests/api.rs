@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
-use vault_double::{DynamicRole, Fault, Role, SaToken, VaultDouble, seed_walkthrough};
+use vault_double::{
+    DynamicRole, Fault, RetryAfterFormat, Role, SaToken, VaultDouble, seed_walkthrough,
+};
 
 const INVALID_TOKEN: &str = "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n";
 const POLICY_DENIED: &str = "1 error occurred:\n\t* permission denied\n\n";
@@ -650,8 +652,31 @@ async fn lease_renew_defaults_and_errors() {
         (400, vec!["lease_id must be specified".to_owned()])
     );
 
-    // Revoke: another token without the capability is refused; the owner
-    // gets a 204 and the lease is gone.
+    // Revoke: `sys/leases/revoke` is not in the default policy, so even the
+    // lease's own token is refused; a token whose policy grants it gets a
+    // 204 and the lease is gone.
+    let r = env
+        .call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(&token),
+            Some(json!({"lease_id": renewable})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.errors()),
+        (403, vec![POLICY_DENIED.to_owned()])
+    );
+    env.vault
+        .put_policy("revoker", &[("sys/leases/revoke", &["update"])]);
+    env.vault.add_role(
+        "kubernetes",
+        Role::new("revoker", ["vault-auth"], ["default"], ["db", "revoker"]),
+    );
+    let revoker = env.login_as("revoker", &jwt).await.json()["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let other = env.login().await;
     let r = env
         .call(
@@ -669,7 +694,7 @@ async fn lease_renew_defaults_and_errors() {
         .call(
             "PUT",
             "sys/leases/revoke",
-            Some(&token),
+            Some(&revoker),
             Some(json!({"lease_id": renewable})),
         )
         .await;
@@ -847,7 +872,7 @@ async fn renew_self_caps_at_role_max() {
     };
     assert_eq!(
         (final_error.status, final_error.errors()),
-        (400, vec!["past the max TTL, cannot renew".to_owned()]),
+        (500, vec!["past the max TTL, cannot renew".to_owned()]),
         "durations {durations:?}"
     );
     assert_eq!(*durations.last().unwrap(), 1);
@@ -897,7 +922,8 @@ async fn denial_bodies() {
     );
     assert_eq!(r.content_type.as_deref(), Some("application/json"));
 
-    // Bearer auth works like X-Vault-Token.
+    // Bearer auth works like X-Vault-Token; a root-namespace token is not
+    // found from another namespace.
     let resp = env
         .http
         .get(format!("{}/v1/secret/data/myapp/config", env.vault.addr()))
@@ -906,10 +932,18 @@ async fn denial_bodies() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.status().as_u16(), 403);
     let last = env.vault.requests().pop().unwrap();
     assert_eq!(last.namespace.as_deref(), Some("team-a/"));
     assert_eq!(last.token.as_deref(), Some(token.as_str()));
+    let resp = env
+        .http
+        .get(format!("{}/v1/secret/data/myapp/config", env.vault.addr()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
 
     let r = env.call("GET", "nosuch/thing", Some(&token), None).await;
     assert_eq!(
@@ -946,6 +980,14 @@ async fn faults_and_rate_limits() {
     env.vault.set_fault(None);
 
     let token = env.login().await;
+    // Without `enable_rate_limit_response_headers`, no Retry-After.
+    env.vault.rate_limit_next(1, 7);
+    let r = env
+        .call("GET", "secret/data/myapp/config", Some(&token), None)
+        .await;
+    assert_eq!((r.status, r.retry_after.as_deref()), (429, None));
+    env.vault
+        .set_rate_limit_headers(Some(RetryAfterFormat::Seconds));
     env.vault.rate_limit_next(2, 7);
     for _ in 0..2 {
         let r = env
@@ -970,7 +1012,7 @@ async fn faults_and_rate_limits() {
         .filter(|q| q.path == "/v1/secret/data/myapp/config")
         .map(|q| q.status)
         .collect();
-    assert_eq!(statuses, [429, 429, 200]);
+    assert_eq!(statuses, [429, 429, 429, 200]);
     assert_eq!(env.vault.count("GET", "/v1/sys/health"), 2);
     assert_eq!(env.vault.count("PUT", "/v1/auth/kubernetes/login"), 2);
 }
@@ -1039,7 +1081,18 @@ async fn pki_issue_has_numeric_expiration_and_no_lease() {
             Some(json!({"common_name": "a", "ttl": "3h"})),
         )
         .await;
-    assert_eq!(r.status, 400);
+    // Above the role's max: capped, with a warning in Vault's duration form.
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json()["warnings"],
+        json!(["TTL \"3h\" is longer than permitted maxTTL \"2h\", so was truncated"])
+    );
+    let expiration = r.json()["data"]["expiration"].as_u64().unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(expiration <= now + 7200 && expiration + 5 >= now + 7200);
     assert!(env.vault.leases().is_empty());
 }
 

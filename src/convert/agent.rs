@@ -71,10 +71,13 @@ pub struct AgentConfig {
 }
 
 fn eval(setting: &str, expr: &hcl::Expression) -> Result<Value, Error> {
-    expr.evaluate(&Context::new()).map_err(|e| Error::Unsupported {
-        setting: setting.to_owned(),
-        reason: format!("it uses HCL interpolation or functions the converter does not evaluate ({e})"),
-    })
+    expr.evaluate(&Context::new())
+        .map_err(|e| Error::Unsupported {
+            setting: setting.to_owned(),
+            reason: format!(
+                "it uses HCL interpolation or functions the converter does not evaluate ({e})"
+            ),
+        })
 }
 
 fn string(setting: &str, expr: &hcl::Expression) -> Result<String, Error> {
@@ -115,7 +118,10 @@ pub fn parse(source: &str) -> Result<AgentConfig, Error> {
         match attr.key() {
             "exit_after_auth" => config.exit_after_auth = boolean("exit_after_auth", attr.expr())?,
             "pid_file" | "log_level" | "log_file" | "log_format" => {
-                config.notes.push(format!("`{}` dropped (the driver has no agent process)", attr.key()));
+                config.notes.push(format!(
+                    "`{}` dropped (the driver has no agent process)",
+                    attr.key()
+                ));
             }
             other => return unsupported(other, "no equivalent in the driver"),
         }
@@ -159,7 +165,10 @@ pub fn parse(source: &str) -> Result<AgentConfig, Error> {
                     }
                 }
                 if let Some(retry) = block.body().blocks().next() {
-                    return unsupported(&format!("vault.{}", retry.identifier()), "no equivalent in the driver's volume attributes");
+                    return unsupported(
+                        &format!("vault.{}", retry.identifier()),
+                        "no equivalent in the driver's volume attributes",
+                    );
                 }
             }
             "cache" | "listener" | "api_proxy" => {
@@ -176,7 +185,10 @@ pub fn parse(source: &str) -> Result<AgentConfig, Error> {
 
 fn auto_auth(body: &Body, config: &mut AgentConfig) -> Result<(), Error> {
     if let Some(attr) = body.attributes().next() {
-        return unsupported(&format!("auto_auth.{}", attr.key()), "no equivalent in the driver");
+        return unsupported(
+            &format!("auto_auth.{}", attr.key()),
+            "no equivalent in the driver",
+        );
     }
     for block in body.blocks() {
         match block.identifier() {
@@ -188,24 +200,46 @@ fn auto_auth(body: &Body, config: &mut AgentConfig) -> Result<(), Error> {
                 for attr in block.body().attributes() {
                     match attr.key() {
                         "type" => kind = Some(string("auto_auth.method.type", attr.expr())?),
-                        "mount_path" => config.mount_path = Some(string("auto_auth.method.mount_path", attr.expr())?),
-                        "namespace" => config.method_namespace = Some(string("auto_auth.method.namespace", attr.expr())?),
-                        "config" => method_config(&eval("auto_auth.method.config", attr.expr())?, config)?,
-                        "wrap_ttl" => {
-                            return unsupported("auto_auth.method.wrap_ttl", "the driver does not wrap tokens");
+                        "mount_path" => {
+                            config.mount_path =
+                                Some(string("auto_auth.method.mount_path", attr.expr())?);
                         }
-                        other => return unsupported(&format!("auto_auth.method.{other}"), "no equivalent in the driver"),
+                        "namespace" => {
+                            config.method_namespace =
+                                Some(string("auto_auth.method.namespace", attr.expr())?);
+                        }
+                        "config" => {
+                            method_config(&eval("auto_auth.method.config", attr.expr())?, config)?;
+                        }
+                        "wrap_ttl" => {
+                            return unsupported(
+                                "auto_auth.method.wrap_ttl",
+                                "the driver does not wrap tokens",
+                            );
+                        }
+                        other => {
+                            return unsupported(
+                                &format!("auto_auth.method.{other}"),
+                                "no equivalent in the driver",
+                            );
+                        }
                     }
                 }
                 for inner in block.body().blocks() {
                     if inner.identifier() == "config" {
                         let mut object = hcl::Map::new();
                         for attr in inner.body().attributes() {
-                            object.insert(attr.key().to_owned(), eval("auto_auth.method.config", attr.expr())?);
+                            object.insert(
+                                attr.key().to_owned(),
+                                eval("auto_auth.method.config", attr.expr())?,
+                            );
                         }
                         method_config(&Value::Object(object), config)?;
                     } else {
-                        return unsupported(&format!("auto_auth.method.{}", inner.identifier()), "no equivalent in the driver");
+                        return unsupported(
+                            &format!("auto_auth.method.{}", inner.identifier()),
+                            "no equivalent in the driver",
+                        );
                     }
                 }
                 match kind.as_deref() {
@@ -257,7 +291,9 @@ fn auto_auth(body: &Body, config: &mut AgentConfig) -> Result<(), Error> {
                 };
                 config.sinks.push(path);
             }
-            other => return unsupported(&format!("auto_auth.{other}"), "no equivalent in the driver"),
+            other => {
+                return unsupported(&format!("auto_auth.{other}"), "no equivalent in the driver");
+            }
         }
     }
     Ok(())
@@ -297,7 +333,10 @@ fn template(body: &Body) -> Result<Template, Error> {
             "left_delimiter" | "right_delimiter" => {
                 let d = string(&setting, attr.expr())?;
                 if d != "{{" && d != "}}" {
-                    return unsupported(&setting, "only the default delimiters `{{` `}}` are converted");
+                    return unsupported(
+                        &setting,
+                        "only the default delimiters `{{` `}}` are converted",
+                    );
                 }
             }
             "create_dest_dirs" | "backup" | "wait" => {}
@@ -317,10 +356,16 @@ fn template(body: &Body) -> Result<Template, Error> {
         );
     }
     if t.destination.is_empty() {
-        return unsupported("template", "a template without `destination` (env_template, exec) has no file to put in a volume");
+        return unsupported(
+            "template",
+            "a template without `destination` (env_template, exec) has no file to put in a volume",
+        );
     }
     if t.contents.is_some() == t.source.is_some() {
-        return unsupported("template", "exactly one of `contents` and `source` must be set");
+        return unsupported(
+            "template",
+            "exactly one of `contents` and `source` must be set",
+        );
     }
     Ok(t)
 }

@@ -2,9 +2,9 @@
 //! which consul-template's `toJSON` and `toJSONPretty` produce.
 //!
 //! Go escapes `<`, `>`, `&`, U+2028 and U+2029 in strings (HTML-safe
-//! output); serde_json does not. Everything else matches for values the
-//! driver holds: keys sorted (serde_json's map is ordered), the same short
-//! escapes (Go ≥ 1.22 writes `\b` and `\f` as serde_json does; older Go
+//! output); `serde_json` does not. Everything else matches for values the
+//! driver holds: keys sorted (`serde_json`'s map is ordered), the same short
+//! escapes (Go ≥ 1.22 writes `\b` and `\f` as `serde_json` does; older Go
 //! wrote `\u0008`, `\u000c`), two-space indentation, `{}` and `[]` for empty
 //! containers. Numbers are printed from their parsed value, so decimals
 //! Vault sent as `1.50` come out as `1.5` (Go keeps Vault's text).
@@ -18,7 +18,7 @@ use handlebars::{RenderError, RenderErrorReason};
 use serde_json::Value;
 
 /// Replaces the characters Go's encoder escapes for HTML safety. They can
-/// only occur inside strings in serde_json's output, so a textual pass is
+/// only occur inside strings in `serde_json`'s output, so a textual pass is
 /// exact.
 fn html_escape(json: &str) -> String {
     let mut out = String::with_capacity(json.len());

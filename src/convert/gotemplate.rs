@@ -27,7 +27,7 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// Options that change Go's semantics.
+/// The agent's settings for a template that change Go's semantics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GoOptions {
     /// `error_on_missing_key = true` (Go's `missingkey=error`).
@@ -45,11 +45,24 @@ pub struct Converted {
     pub secret_paths: Vec<String>,
     /// Prints Vault data (the value-type caveat applies).
     pub prints_data: bool,
+    /// The agent ran this template with Go's default for missing keys
+    /// (print `<no value>`); the driver is strict (Go's `missingkey=error`),
+    /// so it fails to render where the agent printed `<no value>`. Both
+    /// modes convert to the same template.
+    pub missing_key_differs: bool,
 }
 
 type Pos = (usize, usize);
 
-fn refuse<T>(pos: Pos, construct: impl Into<String>, reason: impl Into<String>) -> Result<T, Refusal> {
+/// A lexed action: its tokens, the byte after `}}`, and whether it ends
+/// with `-}}`.
+type Action = (Vec<(Tok, Pos)>, usize, bool);
+
+fn refuse<T>(
+    pos: Pos,
+    construct: impl Into<String>,
+    reason: impl Into<String>,
+) -> Result<T, Refusal> {
     Err(Refusal {
         line: pos.0,
         column: pos.1,
@@ -148,7 +161,7 @@ fn lex(src: &str) -> Result<Vec<Piece>, Refusal> {
 /// Lexes one action from `start` to its closing delimiter: the tokens, the
 /// byte after `}}`, and whether it ends with `-}}`.
 #[allow(clippy::too_many_lines)]
-fn lex_action(src: &str, start: usize, pos: Pos) -> Result<(Vec<(Tok, Pos)>, usize, bool), Refusal> {
+fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
     let bytes = src.as_bytes();
     let mut toks = Vec::new();
     let mut i = start;
@@ -254,20 +267,32 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<(Vec<(Tok, Pos)>, usi
                 i += end_rel + 2;
             }
             b'0'..=b'9' | b'-' | b'+' => {
-                let end = i + 1 + src[i + 1..]
-                    .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.' || ch == '_'))
-                    .unwrap_or(src.len() - i - 1);
+                let end = i
+                    + 1
+                    + src[i + 1..]
+                        .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.' || ch == '_'))
+                        .unwrap_or(src.len() - i - 1);
                 toks.push((Tok::Num(src[i..end].to_owned()), here));
                 i = end;
             }
-            b'\'' => return refuse(here, "character constant", "character constants are not supported"),
+            b'\'' => {
+                return refuse(
+                    here,
+                    "character constant",
+                    "character constants are not supported",
+                );
+            }
             _ if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 let end = ident_end(src, i);
                 toks.push((Tok::Ident(src[i..end].to_owned()), here));
                 i = end;
             }
             _ => {
-                return refuse(here, format!("`{}`", c as char), "unexpected character in an action");
+                return refuse(
+                    here,
+                    format!("`{}`", c as char),
+                    "unexpected character in an action",
+                );
             }
         }
     }
@@ -363,7 +388,7 @@ enum Node {
 /// How a block list ended.
 enum End {
     Eof,
-    End(Pos),
+    Close(Pos),
     Else(Pos),
     ElseIf(Expr, Pos),
 }
@@ -383,7 +408,7 @@ impl Parser {
                     }
                 }
                 Piece::Action { toks, pos } => {
-                    if let Some(end) = self.action(toks, pos, &mut nodes)? {
+                    if let Some(end) = self.action(&toks, pos, &mut nodes)? {
                         return Ok((nodes, end));
                     }
                 }
@@ -401,15 +426,23 @@ impl Parser {
     }
 
     /// The body up to `{{end}}`, with an optional `{{else}}` part.
-    fn body_else(&mut self, what: &str, pos: Pos) -> Result<(Vec<Node>, Option<Vec<Node>>), Refusal> {
+    fn body_else(
+        &mut self,
+        what: &str,
+        pos: Pos,
+    ) -> Result<(Vec<Node>, Option<Vec<Node>>), Refusal> {
         let (body, end) = self.block(what, pos)?;
         match end {
-            End::End(_) => Ok((body, None)),
+            End::Close(_) => Ok((body, None)),
             End::Else(_) => {
                 let (otherwise, end) = self.block(what, pos)?;
                 match end {
-                    End::End(_) => Ok((body, Some(otherwise))),
-                    End::Else(p) | End::ElseIf(_, p) => refuse(p, "{{else}}", format!("a second {{{{else}}}} in one {{{{{what}}}}}")),
+                    End::Close(_) => Ok((body, Some(otherwise))),
+                    End::Else(p) | End::ElseIf(_, p) => refuse(
+                        p,
+                        "{{else}}",
+                        format!("a second {{{{else}}}} in one {{{{{what}}}}}"),
+                    ),
                     End::Eof => unreachable!("block() refuses EOF"),
                 }
             }
@@ -422,7 +455,12 @@ impl Parser {
         }
     }
 
-    fn action(&mut self, toks: Vec<(Tok, Pos)>, pos: Pos, nodes: &mut Vec<Node>) -> Result<Option<End>, Refusal> {
+    fn action(
+        &mut self,
+        toks: &[(Tok, Pos)],
+        pos: Pos,
+        nodes: &mut Vec<Node>,
+    ) -> Result<Option<End>, Refusal> {
         let keyword = match toks.first() {
             Some((Tok::Ident(k), _)) => k.clone(),
             None => return refuse(pos, "{{}}", "empty action"),
@@ -430,7 +468,7 @@ impl Parser {
         };
         let rest = || toks[1..].to_vec();
         match keyword.as_str() {
-            "end" => Ok(Some(End::End(pos))),
+            "end" => Ok(Some(End::Close(pos))),
             "else" => {
                 if toks.len() == 1 {
                     return Ok(Some(End::Else(pos)));
@@ -451,16 +489,26 @@ impl Parser {
                     let (body, end) = self.block("if", pos)?;
                     branches.push((cond.0, cond.1, body));
                     match end {
-                        End::End(_) => {
-                            nodes.push(Node::If { branches, otherwise: None });
+                        End::Close(_) => {
+                            nodes.push(Node::If {
+                                branches,
+                                otherwise: None,
+                            });
                             return Ok(None);
                         }
                         End::Else(_) => {
                             let (otherwise, end) = self.block("if", pos)?;
                             if let End::Else(p) | End::ElseIf(_, p) = end {
-                                return refuse(p, "{{else}}", "an {{else}} after the final {{else}} of an {{if}}");
+                                return refuse(
+                                    p,
+                                    "{{else}}",
+                                    "an {{else}} after the final {{else}} of an {{if}}",
+                                );
                             }
-                            nodes.push(Node::If { branches, otherwise: Some(otherwise) });
+                            nodes.push(Node::If {
+                                branches,
+                                otherwise: Some(otherwise),
+                            });
                             return Ok(None);
                         }
                         End::ElseIf(expr, p) => cond = (expr, p),
@@ -470,29 +518,54 @@ impl Parser {
             }
             "with" => {
                 if toks.iter().any(|(t, _)| matches!(t, Tok::Declare)) {
-                    return refuse(pos, "{{with $x := …}}", "variable declarations are not converted; use `.` inside the `with`");
+                    return refuse(
+                        pos,
+                        "{{with $x := …}}",
+                        "variable declarations are not converted; use `.` inside the `with`",
+                    );
                 }
                 let head = pipeline(&rest(), pos)?;
                 let (body, otherwise) = self.body_else("with", pos)?;
-                nodes.push(Node::With { head, pos, body, otherwise });
+                nodes.push(Node::With {
+                    head,
+                    pos,
+                    body,
+                    otherwise,
+                });
                 Ok(None)
             }
             "range" => {
                 let toks = rest();
-                let (key, value, head_toks) = match toks.iter().position(|(t, _)| matches!(t, Tok::Declare)) {
-                    None => (None, None, &toks[..]),
-                    Some(at) => {
-                        let vars: Vec<&Tok> = toks[..at].iter().map(|(t, _)| t).collect();
-                        match vars.as_slice() {
-                            [Tok::Var(v)] => (None, Some(v.clone()), &toks[at + 1..]),
-                            [Tok::Var(k), Tok::Comma, Tok::Var(v)] => (Some(k.clone()), Some(v.clone()), &toks[at + 1..]),
-                            _ => return refuse(pos, "{{range …}}", "expected `range $v := …` or `range $k, $v := …`"),
+                let (key, value, head_toks) =
+                    match toks.iter().position(|(t, _)| matches!(t, Tok::Declare)) {
+                        None => (None, None, &toks[..]),
+                        Some(at) => {
+                            let vars: Vec<&Tok> = toks[..at].iter().map(|(t, _)| t).collect();
+                            match vars.as_slice() {
+                                [Tok::Var(v)] => (None, Some(v.clone()), &toks[at + 1..]),
+                                [Tok::Var(k), Tok::Comma, Tok::Var(v)] => {
+                                    (Some(k.clone()), Some(v.clone()), &toks[at + 1..])
+                                }
+                                _ => {
+                                    return refuse(
+                                        pos,
+                                        "{{range …}}",
+                                        "expected `range $v := …` or `range $k, $v := …`",
+                                    );
+                                }
+                            }
                         }
-                    }
-                };
+                    };
                 let head = pipeline(head_toks, pos)?;
                 let (body, otherwise) = self.body_else("range", pos)?;
-                nodes.push(Node::Range { key, value, head, pos, body, otherwise });
+                nodes.push(Node::Range {
+                    key,
+                    value,
+                    head,
+                    pos,
+                    body,
+                    otherwise,
+                });
                 Ok(None)
             }
             "define" | "template" | "block" => refuse(
@@ -506,10 +579,17 @@ impl Parser {
                 "handlebars loops cannot stop early; restructure with `if`",
             ),
             _ => {
-                if toks.iter().any(|(t, _)| matches!(t, Tok::Declare | Tok::Assign)) {
-                    return refuse(pos, "variable declaration", "`$x := …` and `$x = …` are not converted; use the expression where it is needed");
+                if toks
+                    .iter()
+                    .any(|(t, _)| matches!(t, Tok::Declare | Tok::Assign))
+                {
+                    return refuse(
+                        pos,
+                        "variable declaration",
+                        "`$x := …` and `$x = …` are not converted; use the expression where it is needed",
+                    );
                 }
-                nodes.push(Node::Print(pipeline(&toks, pos)?, pos));
+                nodes.push(Node::Print(pipeline(toks, pos)?, pos));
                 Ok(None)
             }
         }
@@ -668,11 +748,12 @@ struct Val {
 #[derive(Default)]
 struct Gen {
     out: String,
-    options: GoOptions,
     needs_go_json: bool,
     prints_data: bool,
     secret_paths: Vec<String>,
     names: usize,
+    /// (start, end) of block tags that begin a line.
+    standalone_candidates: Vec<(usize, usize)>,
 }
 
 struct Scope {
@@ -682,7 +763,11 @@ struct Scope {
 
 impl Scope {
     fn lookup(&self, name: &str) -> Option<&Val> {
-        self.vars.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.vars
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -698,7 +783,11 @@ fn segment(key: &str, pos: Pos) -> Result<String, Refusal> {
     } else if !key.is_empty() && !key.contains([']', '\n', '\r', '}', '{']) {
         Ok(format!("[{key}]"))
     } else {
-        refuse(pos, format!("key {key:?}"), "keys that are empty or contain `]`, `{`, `}` or line breaks cannot be written as a handlebars path")
+        refuse(
+            pos,
+            format!("key {key:?}"),
+            "keys that are empty or contain `]`, `{`, `}` or line breaks cannot be written as a handlebars path",
+        )
     }
 }
 
@@ -716,14 +805,33 @@ impl Gen {
     /// first, so handlebars does not strip the line's whitespace.
     fn tag(&mut self, tag: &str, pos: Pos, block: bool) -> Result<(), Refusal> {
         if self.out.ends_with('\\') {
-            return refuse(pos, "text ending in `\\`", "a backslash right before an action would escape the handlebars tag");
+            return refuse(
+                pos,
+                "text ending in `\\`",
+                "a backslash right before an action would escape the handlebars tag",
+            );
         }
         let line_start = self.out.trim_end_matches([' ', '\t']);
         if block && (line_start.is_empty() || line_start.ends_with(['\n', '\r'])) {
-            self.out.push_str("{{!}}");
+            // Standalone only if the rest of the line is blank too, which
+            // is known once everything after it is written.
+            self.standalone_candidates
+                .push((self.out.len(), self.out.len() + tag.len()));
         }
         self.out.push_str(tag);
         Ok(())
+    }
+
+    /// Puts `{{!}}` before every block tag handlebars would treat as a
+    /// standalone line (blank before it on its line, blank after it up to
+    /// the line's end or the template's end), whose line it would strip.
+    fn guard_standalone_lines(&mut self) {
+        for &(start, end) in self.standalone_candidates.iter().rev() {
+            let rest = self.out[end..].trim_start_matches([' ', '\t']);
+            if rest.is_empty() || rest.starts_with(['\n', '\r']) {
+                self.out.insert_str(start, "{{!}}");
+            }
+        }
     }
 
     fn nodes(&mut self, nodes: &[Node], scope: &mut Scope) -> Result<(), Refusal> {
@@ -740,7 +848,10 @@ impl Gen {
                 Ok(())
             }
             Node::Print(expr, pos) => self.print(expr, *pos, scope),
-            Node::If { branches, otherwise } => {
+            Node::If {
+                branches,
+                otherwise,
+            } => {
                 let mut closes = 0;
                 for (i, (cond, pos, body)) in branches.iter().enumerate() {
                     let test = self.condition(cond, *pos, scope)?;
@@ -761,17 +872,43 @@ impl Gen {
                 }
                 Ok(())
             }
-            Node::With { head, pos, body, otherwise } => self.with(head, *pos, body, otherwise.as_deref(), scope),
-            Node::Range { key, value, head, pos, body, otherwise } => {
+            Node::With {
+                head,
+                pos,
+                body,
+                otherwise,
+            } => self.with(head, *pos, body, otherwise.as_deref(), scope),
+            Node::Range {
+                key,
+                value,
+                head,
+                pos,
+                body,
+                otherwise,
+            } => {
                 let collection = self.value(head, *pos, scope)?;
                 match collection.ty {
                     Ty::Json | Ty::DataMap => {}
-                    _ => return refuse(*pos, "{{range}}", "only Vault data (maps and lists) can be ranged over"),
+                    _ => {
+                        return refuse(
+                            *pos,
+                            "{{range}}",
+                            "only Vault data (maps and lists) can be ranged over",
+                        );
+                    }
                 }
                 let v = self.fresh("v");
                 let k = self.fresh("k");
-                self.tag(&format!("{{{{#each {} as |{v} {k}|}}}}", collection.hbs), *pos, true)?;
-                let element = Val { hbs: v.clone(), ty: Ty::Json, path: true };
+                self.tag(
+                    &format!("{{{{#each {} as |{v} {k}|}}}}", collection.hbs),
+                    *pos,
+                    true,
+                )?;
+                let element = Val {
+                    hbs: v.clone(),
+                    ty: Ty::Json,
+                    path: true,
+                };
                 let mut inner = Scope {
                     dot: Some(element.clone()),
                     vars: scope.vars.clone(),
@@ -782,7 +919,14 @@ impl Gen {
                 if let Some(name) = key {
                     // Map keys are strings; list indexes are ints. Both
                     // print the same in Go and handlebars.
-                    inner.vars.push((name.clone(), Val { hbs: k, ty: Ty::Str, path: true }));
+                    inner.vars.push((
+                        name.clone(),
+                        Val {
+                            hbs: k,
+                            ty: Ty::Str,
+                            path: true,
+                        },
+                    ));
                 }
                 self.nodes(body, &mut inner)?;
                 // `{{else}}` is always written: strict `each` fails on a
@@ -796,7 +940,14 @@ impl Gen {
         }
     }
 
-    fn with(&mut self, head: &Expr, pos: Pos, body: &[Node], otherwise: Option<&[Node]>, scope: &mut Scope) -> Result<(), Refusal> {
+    fn with(
+        &mut self,
+        head: &Expr,
+        pos: Pos,
+        body: &[Node],
+        otherwise: Option<&[Node]>,
+        scope: &mut Scope,
+    ) -> Result<(), Refusal> {
         if let Expr::Call(name, args) = head
             && name == "secret"
         {
@@ -804,7 +955,11 @@ impl Gen {
             let s = self.fresh("s");
             self.tag(&format!("{{{{#with {call} as |{s}|}}}}"), pos, true)?;
             let mut inner = Scope {
-                dot: Some(Val { hbs: s, ty: Ty::Secret, path: true }),
+                dot: Some(Val {
+                    hbs: s,
+                    ty: Ty::Secret,
+                    path: true,
+                }),
                 vars: scope.vars.clone(),
             };
             self.nodes(body, &mut inner)?;
@@ -817,7 +972,7 @@ impl Gen {
             return self.tag("{{/with}}", pos, true);
         }
         let value = self.value(head, pos, scope)?;
-        let test = self.truth(&value, pos)?;
+        let test = Self::truth(&value, pos)?;
         self.tag(&format!("{{{{#if {test}}}}}"), pos, true)?;
         let mut inner = Scope {
             dot: Some(value),
@@ -836,7 +991,13 @@ impl Gen {
         for (arg, p) in args {
             match arg {
                 Expr::Str(s) => strings.push(s.clone()),
-                _ => return refuse(*p, "secret argument", "`secret` arguments must be string literals to be converted"),
+                _ => {
+                    return refuse(
+                        *p,
+                        "secret argument",
+                        "`secret` arguments must be string literals to be converted",
+                    );
+                }
             }
         }
         let Some((path, rest)) = strings.split_first() else {
@@ -846,10 +1007,18 @@ impl Gen {
         let mut call = format!("(secret {}", hbs_string(path));
         for kv in rest {
             let Some((k, v)) = kv.split_once('=') else {
-                return refuse(pos, format!("secret argument {kv:?}"), "write arguments must be `key=value`");
+                return refuse(
+                    pos,
+                    format!("secret argument {kv:?}"),
+                    "write arguments must be `key=value`",
+                );
             };
             if !is_hbs_ident(k) {
-                return refuse(pos, format!("secret argument {kv:?}"), "the key must be letters, digits and `_`");
+                return refuse(
+                    pos,
+                    format!("secret argument {kv:?}"),
+                    "the key must be letters, digits and `_`",
+                );
             }
             write!(call, " {k}={}", hbs_string(v)).unwrap_or_default();
         }
@@ -858,20 +1027,24 @@ impl Gen {
     }
 
     /// The handlebars condition for Go's truth of `value`.
-    fn truth(&self, value: &Val, pos: Pos) -> Result<String, Refusal> {
+    fn truth(value: &Val, pos: Pos) -> Result<String, Refusal> {
         match value.ty {
             // json.Number is text: "0" is true in Go. includeZero makes
             // handlebars count every number as true; other JSON values
             // (strings, lists, maps, null, bools) agree already.
             Ty::Json => Ok(format!("{} includeZero=true", value.hbs)),
             Ty::DataMap | Ty::Int | Ty::Bool | Ty::Str => Ok(value.hbs.clone()),
-            Ty::Secret => refuse(pos, "secret as a condition", "a secret is always true in Go; test a field of `.Data` instead"),
+            Ty::Secret => refuse(
+                pos,
+                "secret as a condition",
+                "a secret is always true in Go; test a field of `.Data` instead",
+            ),
         }
     }
 
     fn condition(&mut self, cond: &Expr, pos: Pos, scope: &Scope) -> Result<String, Refusal> {
         let value = self.value(cond, pos, scope)?;
-        self.truth(&value, pos)
+        Self::truth(&value, pos)
     }
 
     fn print(&mut self, expr: &Expr, pos: Pos, scope: &Scope) -> Result<(), Refusal> {
@@ -886,8 +1059,16 @@ impl Gen {
 
     fn print_value(&mut self, value: &Val, pos: Pos, what: &str) -> Result<(), Refusal> {
         match value.ty {
-            Ty::Secret => refuse(pos, format!("{what} of a secret"), "Go prints the struct (`&{…}`); print a field of `.Data`"),
-            Ty::DataMap => refuse(pos, format!("{what} of `.Data`"), "Go prints a map as `map[k:v …]`, handlebars as `[object]`; print its fields, or use `toJSON`"),
+            Ty::Secret => refuse(
+                pos,
+                format!("{what} of a secret"),
+                "Go prints the struct (`&{…}`); print a field of `.Data`",
+            ),
+            Ty::DataMap => refuse(
+                pos,
+                format!("{what} of `.Data`"),
+                "Go prints a map as `map[k:v …]`, handlebars as `[object]`; print its fields, or use `toJSON`",
+            ),
             Ty::Json | Ty::Int | Ty::Bool | Ty::Str => {
                 if value.ty == Ty::Json {
                     self.prints_data = true;
@@ -924,24 +1105,42 @@ impl Gen {
             }
             self.out.push_str(&std::mem::take(&mut literal));
             let Some((arg, apos)) = values.next() else {
-                return refuse(pos, "printf", "fewer arguments than verbs: Go prints `%!v(MISSING)`");
+                return refuse(
+                    pos,
+                    "printf",
+                    "fewer arguments than verbs: Go prints `%!v(MISSING)`",
+                );
             };
             let value = self.value(arg, *apos, scope)?;
             match (verb, value.ty) {
-                (Some('s' | 'v'), Ty::Json | Ty::Str) | (Some('d' | 'v'), Ty::Int) | (Some('v' | 't'), Ty::Bool) => {
+                (Some('s' | 'v'), Ty::Json | Ty::Str)
+                | (Some('d' | 'v'), Ty::Int)
+                | (Some('v' | 't'), Ty::Bool) => {
                     self.print_value(&value, *apos, "printf")?;
                 }
                 (Some(v @ ('s' | 'v' | 'd' | 't')), _) => {
-                    return refuse(*apos, format!("printf %{v}"), "Go formats this value differently (`%d` of Vault data prints `%!d(json.Number=…)`); use %s or %v on Vault data, %d on `.LeaseDuration`");
+                    return refuse(
+                        *apos,
+                        format!("printf %{v}"),
+                        "Go formats this value differently (`%d` of Vault data prints `%!d(json.Number=…)`); use %s or %v on Vault data, %d on `.LeaseDuration`",
+                    );
                 }
                 (Some(v), _) => {
-                    return refuse(pos, format!("printf %{v}"), "only %s, %v, %d, %t and %% without flags or widths are converted");
+                    return refuse(
+                        pos,
+                        format!("printf %{v}"),
+                        "only %s, %v, %d, %t and %% without flags or widths are converted",
+                    );
                 }
                 (None, _) => return refuse(pos, "printf", "a format ending in `%`"),
             }
         }
         if values.next().is_some() {
-            return refuse(pos, "printf", "more arguments than verbs: Go appends `%!(EXTRA …)`");
+            return refuse(
+                pos,
+                "printf",
+                "more arguments than verbs: Go appends `%!(EXTRA …)`",
+            );
         }
         if literal.contains("{{") {
             return refuse(pos, "printf", "a format containing `{{` is not converted");
@@ -950,7 +1149,7 @@ impl Gen {
         Ok(())
     }
 
-    fn field(&self, base: Val, names: &[String], pos: Pos) -> Result<Val, Refusal> {
+    fn field(base: Val, names: &[String], pos: Pos) -> Result<Val, Refusal> {
         let mut v = base;
         for name in names {
             v = match v.ty {
@@ -961,13 +1160,31 @@ impl Gen {
                         "LeaseDuration" => ("lease_duration", Ty::Int),
                         "Renewable" => ("renewable", Ty::Bool),
                         _ => {
-                            return refuse(pos, format!(".{name}"), "only .Data, .LeaseID, .LeaseDuration and .Renewable of a secret are converted");
+                            return refuse(
+                                pos,
+                                format!(".{name}"),
+                                "only .Data, .LeaseID, .LeaseDuration and .Renewable of a secret are converted",
+                            );
                         }
                     };
-                    Val { hbs: join(&v, seg, pos)?, ty, path: true }
+                    Val {
+                        hbs: join(&v, seg, pos)?,
+                        ty,
+                        path: true,
+                    }
                 }
-                Ty::Json | Ty::DataMap => Val { hbs: join(&v, &segment(name, pos)?, pos)?, ty: Ty::Json, path: true },
-                _ => return refuse(pos, format!(".{name}"), "field of a value that is not Vault data"),
+                Ty::Json | Ty::DataMap => Val {
+                    hbs: join(&v, &segment(name, pos)?, pos)?,
+                    ty: Ty::Json,
+                    path: true,
+                },
+                _ => {
+                    return refuse(
+                        pos,
+                        format!(".{name}"),
+                        "field of a value that is not Vault data",
+                    );
+                }
             };
         }
         Ok(v)
@@ -990,7 +1207,7 @@ impl Gen {
                 if !base.path {
                     return refuse(pos, "field of a function result", "handlebars cannot take a field of a subexpression");
                 }
-                self.field(base, names, pos)
+                Self::field(base, names, pos)
             }
             Expr::Str(s) => Ok(Val { hbs: hbs_string(s), ty: Ty::Str, path: false }),
             Expr::Bool(b) => Ok(Val { hbs: b.to_string(), ty: Ty::Bool, path: false }),
@@ -1001,7 +1218,13 @@ impl Gen {
     }
 
     #[allow(clippy::too_many_lines)]
-    fn call(&mut self, name: &str, args: &[(Expr, Pos)], pos: Pos, scope: &Scope) -> Result<Val, Refusal> {
+    fn call(
+        &mut self,
+        name: &str,
+        args: &[(Expr, Pos)],
+        pos: Pos,
+        scope: &Scope,
+    ) -> Result<Val, Refusal> {
         let one = |this: &mut Self| -> Result<Val, Refusal> {
             match args {
                 [(arg, p)] => this.value(arg, *p, scope),
@@ -1021,9 +1244,19 @@ impl Gen {
                     let seg = match key {
                         Expr::Str(s) => segment(s, *kpos)?,
                         Expr::Num(n) if n.bytes().all(|b| b.is_ascii_digit()) => format!("[{n}]"),
-                        _ => return refuse(*kpos, "index", "index keys must be string literals or list positions"),
+                        _ => {
+                            return refuse(
+                                *kpos,
+                                "index",
+                                "index keys must be string literals or list positions",
+                            );
+                        }
                     };
-                    v = Val { hbs: join(&v, &seg, pos)?, ty: Ty::Json, path: true };
+                    v = Val {
+                        hbs: join(&v, &seg, pos)?,
+                        ty: Ty::Json,
+                        path: true,
+                    };
                 }
                 Ok(v)
             }
@@ -1032,7 +1265,11 @@ impl Gen {
                 if !matches!(arg.ty, Ty::Json | Ty::Str) {
                     return refuse(pos, name, "takes a string");
                 }
-                Ok(Val { hbs: format!("({name} {})", arg.hbs), ty: Ty::Str, path: false })
+                Ok(Val {
+                    hbs: format!("({name} {})", arg.hbs),
+                    ty: Ty::Str,
+                    path: false,
+                })
             }
             "toJSON" | "toJSONPretty" => {
                 let arg = one(self)?;
@@ -1040,12 +1277,24 @@ impl Gen {
                     return refuse(pos, name, "only Vault data is converted");
                 }
                 self.needs_go_json = true;
-                let helper = if name == "toJSON" { "toGoJson" } else { "toGoJsonPretty" };
-                Ok(Val { hbs: format!("({helper} {})", arg.hbs), ty: Ty::Str, path: false })
+                let helper = if name == "toJSON" {
+                    "toGoJson"
+                } else {
+                    "toGoJsonPretty"
+                };
+                Ok(Val {
+                    hbs: format!("({helper} {})", arg.hbs),
+                    ty: Ty::Str,
+                    path: false,
+                })
             }
             "eq" | "ne" => {
                 let [(a, pa), (b, pb)] = args else {
-                    return refuse(pos, name, format!("`{name}` is converted with exactly two arguments"));
+                    return refuse(
+                        pos,
+                        name,
+                        format!("`{name}` is converted with exactly two arguments"),
+                    );
                 };
                 let a = self.value(a, *pa, scope)?;
                 let b = self.value(b, *pb, scope)?;
@@ -1056,44 +1305,86 @@ impl Gen {
                 // Json-vs-string-literal are accepted, with the caveat.
                 let ok = |x: &Val| matches!(x.ty, Ty::Json | Ty::Str);
                 if !(ok(&a) && ok(&b)) {
-                    return refuse(pos, name, "only strings and Vault values compared with strings are converted");
+                    return refuse(
+                        pos,
+                        name,
+                        "only strings and Vault values compared with strings are converted",
+                    );
                 }
                 if a.ty == Ty::Json && b.ty == Ty::Json {
-                    return refuse(pos, name, "comparing two Vault values: Go compares numbers as their text, handlebars as numbers; compare with a string constant");
+                    return refuse(
+                        pos,
+                        name,
+                        "comparing two Vault values: Go compares numbers as their text, handlebars as numbers; compare with a string constant",
+                    );
                 }
                 self.prints_data = true;
-                Ok(Val { hbs: format!("({name} {} {})", a.hbs, b.hbs), ty: Ty::Bool, path: false })
+                Ok(Val {
+                    hbs: format!("({name} {} {})", a.hbs, b.hbs),
+                    ty: Ty::Bool,
+                    path: false,
+                })
             }
             "not" | "and" | "or" => {
                 let mut parts = Vec::new();
                 for (arg, p) in args {
                     let v = self.value(arg, *p, scope)?;
                     if v.ty != Ty::Bool {
-                        return refuse(*p, name, format!("`{name}` is converted only over comparisons (`eq`, `ne`) and booleans: Go counts a Vault number 0 as true, handlebars as false"));
+                        return refuse(
+                            *p,
+                            name,
+                            format!(
+                                "`{name}` is converted only over comparisons (`eq`, `ne`) and booleans: Go counts a Vault number 0 as true, handlebars as false"
+                            ),
+                        );
                     }
                     parts.push(v.hbs);
                 }
                 if (name == "not" && parts.len() != 1) || parts.is_empty() {
                     return refuse(pos, name, "wrong number of arguments");
                 }
-                Ok(Val { hbs: format!("({name} {})", parts.join(" ")), ty: Ty::Bool, path: false })
+                Ok(Val {
+                    hbs: format!("({name} {})", parts.join(" ")),
+                    ty: Ty::Bool,
+                    path: false,
+                })
             }
-            "secret" => refuse(pos, "secret", "`secret` is converted as `with secret \"…\"` only"),
+            "secret" => refuse(
+                pos,
+                "secret",
+                "`secret` is converted as `with secret \"…\"` only",
+            ),
             "pkiCert" => refuse(
                 pos,
                 "pkiCert",
                 "pkiCert reuses the certificate already in its destination file and reformats PEM data; the driver has no equivalent. Use `with secret \"pki/issue/<role>\" \"common_name=…\"` and .Data.certificate, .Data.private_key, .Data.issuing_ca",
             ),
-            "printf" => refuse(pos, "printf", "printf is converted only as a whole action, `{{ printf \"…\" … }}`"),
-            "len" => refuse(pos, "len", "Go's len counts bytes of a string, handlebars' counts characters; not converted"),
-            other => refuse(pos, format!("function `{other}`"), "no exact equivalent in the driver's templates"),
+            "printf" => refuse(
+                pos,
+                "printf",
+                "printf is converted only as a whole action, `{{ printf \"…\" … }}`",
+            ),
+            "len" => refuse(
+                pos,
+                "len",
+                "Go's len counts bytes of a string, handlebars' counts characters; not converted",
+            ),
+            other => refuse(
+                pos,
+                format!("function `{other}`"),
+                "no exact equivalent in the driver's templates",
+            ),
         }
     }
 }
 
 fn join(base: &Val, seg: &str, pos: Pos) -> Result<String, Refusal> {
     if !base.path {
-        return refuse(pos, "field of a function result", "handlebars cannot take a field of a subexpression");
+        return refuse(
+            pos,
+            "field of a function result",
+            "handlebars cannot take a field of a subexpression",
+        );
     }
     Ok(format!("{}.{seg}", base.hbs))
 }
@@ -1101,21 +1392,29 @@ fn join(base: &Val, seg: &str, pos: Pos) -> Result<String, Refusal> {
 /// Converts one consul-template template to the driver's handlebars.
 pub fn convert(source: &str, options: GoOptions) -> Result<Converted, Refusal> {
     let pieces = lex(source)?;
-    let mut parser = Parser { pieces: pieces.into_iter() };
+    let mut parser = Parser {
+        pieces: pieces.into_iter(),
+    };
     let (nodes, end) = parser.list()?;
     match end {
         End::Eof => {}
-        End::End(p) => return refuse(p, "{{end}}", "unexpected {{end}}"),
-        End::Else(p) | End::ElseIf(_, p) => return refuse(p, "{{else}}", "{{else}} outside a block"),
+        End::Close(p) => return refuse(p, "{{end}}", "unexpected {{end}}"),
+        End::Else(p) | End::ElseIf(_, p) => {
+            return refuse(p, "{{else}}", "{{else}} outside a block");
+        }
     }
-    let mut generator = Gen { options, ..Gen::default() };
-    let mut scope = Scope { dot: None, vars: Vec::new() };
+    let mut generator = Gen::default();
+    let mut scope = Scope {
+        dot: None,
+        vars: Vec::new(),
+    };
     generator.nodes(&nodes, &mut scope)?;
-    let _ = generator.options.error_on_missing_key;
+    generator.guard_standalone_lines();
     Ok(Converted {
         handlebars: generator.out,
         needs_go_json: generator.needs_go_json,
         secret_paths: generator.secret_paths,
         prints_data: generator.prints_data,
+        missing_key_differs: !options.error_on_missing_key,
     })
 }

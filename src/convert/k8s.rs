@@ -20,7 +20,7 @@ pub struct Refused {
     pub reason: String,
 }
 
-/// ConfigMaps in the input, by namespace (empty: unspecified) and name.
+/// `ConfigMap`s in the input, by namespace (empty: unspecified) and name.
 #[derive(Default)]
 pub struct ConfigMaps {
     maps: Vec<(String, String, Mapping)>,
@@ -32,9 +32,17 @@ impl ConfigMaps {
         let mut maps = Vec::new();
         for doc in docs {
             if str_at(doc, &["kind"]) == Some("ConfigMap") {
-                let ns = str_at(doc, &["metadata", "namespace"]).unwrap_or_default().to_owned();
-                let name = str_at(doc, &["metadata", "name"]).unwrap_or_default().to_owned();
-                let data = doc.get("data").and_then(Value::as_mapping).cloned().unwrap_or_default();
+                let ns = str_at(doc, &["metadata", "namespace"])
+                    .unwrap_or_default()
+                    .to_owned();
+                let name = str_at(doc, &["metadata", "name"])
+                    .unwrap_or_default()
+                    .to_owned();
+                let data = doc
+                    .get("data")
+                    .and_then(Value::as_mapping)
+                    .cloned()
+                    .unwrap_or_default();
                 maps.push((ns, name, data));
             }
         }
@@ -44,7 +52,9 @@ impl ConfigMaps {
     fn get(&self, namespace: &str, name: &str) -> Option<&Mapping> {
         self.maps
             .iter()
-            .find(|(ns, n, _)| n == name && (ns.is_empty() || namespace.is_empty() || ns == namespace))
+            .find(|(ns, n, _)| {
+                n == name && (ns.is_empty() || namespace.is_empty() || ns == namespace)
+            })
             .map(|(_, _, data)| data)
     }
 }
@@ -58,16 +68,21 @@ pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 fn seq<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_sequence).map_or(&[], Vec::as_slice)
+    v.get(key)
+        .and_then(Value::as_sequence)
+        .map_or(&[], Vec::as_slice)
 }
 
 /// The pod template of a workload: (metadata, spec) paths.
 fn pod_paths(kind: &str) -> Option<&'static [&'static str]> {
     match kind {
         "Pod" => Some(&[]),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "ReplicationController" => {
-            Some(&["spec", "template"])
-        }
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
+        | "ReplicationController" => Some(&["spec", "template"]),
         "CronJob" => Some(&["spec", "jobTemplate", "spec", "template"]),
         _ => None,
     }
@@ -83,7 +98,7 @@ fn at_mut<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
 
 /// The result of converting one pod template.
 pub struct PodConversion {
-    /// ConfigMaps no longer used: (namespace, name).
+    /// `ConfigMap`s no longer used: (namespace, name).
     pub unused_config_maps: Vec<(String, String)>,
 }
 
@@ -93,15 +108,25 @@ fn refuse<T>(reason: impl Into<String>) -> Result<T, String> {
 
 /// Converts the pod template inside `doc`, if it has one that uses Vault
 /// Agent. `Ok(None)` when there is nothing to convert.
-pub fn convert_doc(doc: &mut Value, config_maps: &ConfigMaps, options: &Options, report: &mut Report) -> Result<Option<PodConversion>, String> {
+pub fn convert_doc(
+    doc: &mut Value,
+    config_maps: &ConfigMaps,
+    options: &Options,
+    report: &mut Report,
+) -> Result<Option<PodConversion>, String> {
     let Some(kind) = str_at(doc, &["kind"]).map(str::to_owned) else {
         return Ok(None);
     };
     let Some(path) = pod_paths(&kind) else {
         return Ok(None);
     };
-    let namespace = str_at(doc, &["metadata", "namespace"]).unwrap_or_default().to_owned();
-    let object = format!("{kind}/{}", str_at(doc, &["metadata", "name"]).unwrap_or("?"));
+    let namespace = str_at(doc, &["metadata", "namespace"])
+        .unwrap_or_default()
+        .to_owned();
+    let object = format!(
+        "{kind}/{}",
+        str_at(doc, &["metadata", "name"]).unwrap_or("?")
+    );
     let Some(template) = at_mut(doc, path) else {
         return Ok(None);
     };
@@ -117,14 +142,19 @@ pub fn convert_doc(doc: &mut Value, config_maps: &ConfigMaps, options: &Options,
             .any(|k| seq(spec, k).iter().any(|c| agent_config_path(c).is_some()))
     });
     if injected && has_agent {
-        return refuse("the pod has both injector annotations and its own Vault Agent container; convert one of them first");
+        return refuse(
+            "the pod has both injector annotations and its own Vault Agent container; convert one of them first",
+        );
     }
     if injected {
         convert_injected(template, &object, options, report)?;
-        return Ok(Some(PodConversion { unused_config_maps: Vec::new() }));
+        return Ok(Some(PodConversion {
+            unused_config_maps: Vec::new(),
+        }));
     }
     if has_agent {
-        return convert_agent_pod(template, &namespace, &object, config_maps, options, report).map(Some);
+        return convert_agent_pod(template, &namespace, &object, config_maps, options, report)
+            .map(Some);
     }
     Ok(None)
 }
@@ -138,7 +168,8 @@ fn agent_config_path(container: &Value) -> Option<String> {
         .flat_map(str::split_whitespace)
         .collect();
     let image = str_at(container, &["image"]).unwrap_or_default();
-    let is_vault = image.contains("vault") || words.iter().any(|w| w.rsplit('/').next() == Some("vault"));
+    let is_vault =
+        image.contains("vault") || words.iter().any(|w| w.rsplit('/').next() == Some("vault"));
     if !is_vault || !words.contains(&"agent") {
         return None;
     }
@@ -162,7 +193,9 @@ fn agent_config_path(container: &Value) -> Option<String> {
 fn mount_for<'a>(container: &'a Value, path: &str) -> Option<(&'a str, &'a str, String)> {
     let mut best: Option<(&str, &str, String)> = None;
     for mount in seq(container, "volumeMounts") {
-        let (Some(name), Some(mount_path)) = (str_at(mount, &["name"]), str_at(mount, &["mountPath"])) else {
+        let (Some(name), Some(mount_path)) =
+            (str_at(mount, &["name"]), str_at(mount, &["mountPath"]))
+        else {
             continue;
         };
         let base = mount_path.trim_end_matches('/');
@@ -172,7 +205,10 @@ fn mount_for<'a>(container: &'a Value, path: &str) -> Option<(&'a str, &'a str, 
         let Some(relative) = rest.strip_prefix('/') else {
             continue;
         };
-        if best.as_ref().is_none_or(|(_, p, _)| p.len() < mount_path.len()) {
+        if best
+            .as_ref()
+            .is_none_or(|(_, p, _)| p.len() < mount_path.len())
+        {
             best = Some((name, mount_path, relative.to_owned()));
         }
     }
@@ -180,33 +216,54 @@ fn mount_for<'a>(container: &'a Value, path: &str) -> Option<(&'a str, &'a str, 
 }
 
 fn volume<'a>(spec: &'a Value, name: &str) -> Option<&'a Value> {
-    seq(spec, "volumes").iter().find(|v| str_at(v, &["name"]) == Some(name))
+    seq(spec, "volumes")
+        .iter()
+        .find(|v| str_at(v, &["name"]) == Some(name))
 }
 
 /// Reads the file at `path` in the agent's container from a ConfigMap in
 /// the input.
-fn config_map_file(spec: &Value, container: &Value, path: &str, namespace: &str, config_maps: &ConfigMaps) -> Result<(String, String), String> {
+fn config_map_file(
+    spec: &Value,
+    container: &Value,
+    path: &str,
+    namespace: &str,
+    config_maps: &ConfigMaps,
+) -> Result<(String, String), String> {
     let Some((vol_name, _, relative)) = mount_for(container, path) else {
-        return refuse(format!("{path} is not in any volume the agent container mounts"));
+        return refuse(format!(
+            "{path} is not in any volume the agent container mounts"
+        ));
     };
     let Some(vol) = volume(spec, vol_name) else {
         return refuse(format!("volume {vol_name} is mounted but not defined"));
     };
     let Some(cm) = vol.get("configMap") else {
-        return refuse(format!("{path} comes from volume {vol_name}, which is not a ConfigMap: the converter reads agent files only from ConfigMaps in its input"));
+        return refuse(format!(
+            "{path} comes from volume {vol_name}, which is not a ConfigMap: the converter reads agent files only from ConfigMaps in its input"
+        ));
     };
     let cm_name = str_at(cm, &["name"]).unwrap_or_default();
     let items = seq(cm, "items");
     let key = if items.is_empty() {
         relative.clone()
     } else {
-        match items.iter().find(|i| str_at(i, &["path"]) == Some(relative.as_str())) {
+        match items
+            .iter()
+            .find(|i| str_at(i, &["path"]) == Some(relative.as_str()))
+        {
             Some(item) => str_at(item, &["key"]).unwrap_or_default().to_owned(),
-            None => return refuse(format!("ConfigMap volume {vol_name} has no item with path {relative}")),
+            None => {
+                return refuse(format!(
+                    "ConfigMap volume {vol_name} has no item with path {relative}"
+                ));
+            }
         }
     };
     let Some(data) = config_maps.get(namespace, cm_name) else {
-        return refuse(format!("ConfigMap {cm_name} (for {path}) is not in the input: pass its manifest too"));
+        return refuse(format!(
+            "ConfigMap {cm_name} (for {path}) is not in the input: pass its manifest too"
+        ));
     };
     match data.get(key.as_str()).and_then(Value::as_str) {
         Some(text) => Ok((cm_name.to_owned(), text.to_owned())),
@@ -233,8 +290,16 @@ impl Attributes {
     }
 }
 
-fn add_template(attrs: &mut Attributes, relative: &str, source: &str, options: GoOptions, what: &str, report: &mut Report) -> Result<(), String> {
-    let converted = gotemplate::convert(source, options).map_err(|e| format!("template for {relative} ({what}), {e}"))?;
+fn add_template(
+    attrs: &mut Attributes,
+    relative: &str,
+    source: &str,
+    options: GoOptions,
+    what: &str,
+    report: &mut Report,
+) -> Result<(), String> {
+    let converted = gotemplate::convert(source, options)
+        .map_err(|e| format!("template for {relative} ({what}), {e}"))?;
     let key = format!("template.{relative}");
     if attrs.map.contains_key(&key) {
         return refuse(format!("two templates write {relative}"));
@@ -245,7 +310,7 @@ fn add_template(attrs: &mut Attributes, relative: &str, source: &str, options: G
     if converted.prints_data {
         report.prints_data = true;
     }
-    if !options.error_on_missing_key {
+    if converted.missing_key_differs {
         report.missing_key_default = true;
     }
     for path in &converted.secret_paths {
@@ -257,7 +322,13 @@ fn add_template(attrs: &mut Attributes, relative: &str, source: &str, options: G
     Ok(())
 }
 
-fn finish_address(attrs: &mut Attributes, address: Option<&str>, object: &str, options: &Options, report: &mut Report) {
+fn finish_address(
+    attrs: &mut Attributes,
+    address: Option<&str>,
+    object: &str,
+    options: &Options,
+    report: &mut Report,
+) {
     if let Some(address) = address {
         let same = options
             .vault_addr
@@ -265,7 +336,9 @@ fn finish_address(attrs: &mut Attributes, address: Option<&str>, object: &str, o
             .is_some_and(|d| d.trim_end_matches('/') == address.trim_end_matches('/'));
         if !same {
             attrs.set("vaultAddress", address);
-            report.addresses.push((object.to_owned(), address.to_owned()));
+            report
+                .addresses
+                .push((object.to_owned(), address.to_owned()));
         }
     }
 }
@@ -290,20 +363,32 @@ fn perms_to_mode(perms: &[String]) -> Result<Option<String>, String> {
         return Ok(None);
     };
     if perms.iter().any(|p| p != first) {
-        return refuse(format!("templates ask for different file modes ({}); the driver has one fileMode per volume", perms.join(", ")));
+        return refuse(format!(
+            "templates ask for different file modes ({}); the driver has one fileMode per volume",
+            perms.join(", ")
+        ));
     }
     let digits = first.trim_start_matches("0o");
     let Ok(mode) = u32::from_str_radix(digits, 8) else {
         return refuse(format!("file mode {first:?} is not octal"));
     };
     if mode > 0o777 {
-        return refuse(format!("file mode {first} has setuid, setgid or sticky bits, which the driver refuses"));
+        return refuse(format!(
+            "file mode {first} has setuid, setgid or sticky bits, which the driver refuses"
+        ));
     }
     Ok(Some(format!("{mode:04o}")))
 }
 
 #[allow(clippy::too_many_lines)]
-fn convert_agent_pod(template: &mut Value, namespace: &str, object: &str, config_maps: &ConfigMaps, options: &Options, report: &mut Report) -> Result<PodConversion, String> {
+fn convert_agent_pod(
+    template: &mut Value,
+    namespace: &str,
+    object: &str,
+    config_maps: &ConfigMaps,
+    options: &Options,
+    report: &mut Report,
+) -> Result<PodConversion, String> {
     let spec = template.get("spec").cloned().unwrap_or_default();
     // Every agent container, with its kind and its parsed configuration.
     let mut agents: Vec<(String, bool, Value, AgentConfig, String)> = Vec::new();
@@ -318,7 +403,8 @@ fn convert_agent_pod(template: &mut Value, namespace: &str, object: &str, config
             let (cm, text) = config_map_file(&spec, c, &config_path, namespace, config_maps)
                 .map_err(|e| format!("Vault Agent container {name}: {e}"))?;
             used_cms.push(cm);
-            let config = agent::parse(&text).map_err(|e| format!("Vault Agent container {name} ({config_path}): {e}"))?;
+            let config = agent::parse(&text)
+                .map_err(|e| format!("Vault Agent container {name} ({config_path}): {e}"))?;
             agents.push((name, sidecar, c.clone(), config, config_path));
         }
     }
@@ -339,31 +425,46 @@ fn convert_agent_pod(template: &mut Value, namespace: &str, object: &str, config
             return Err(ctx("VAULT_SKIP_VERIFY is set: the driver always verifies Vault's certificate (it sends every pod's token there); give the driver Vault's CA with --vault-ca-cert instead".to_owned()));
         }
         let Some(role) = config.role.clone() else {
-            return Err(ctx("auto_auth has no kubernetes or jwt method with a role: the driver needs roleName".to_owned()));
+            return Err(ctx(
+                "auto_auth has no kubernetes or jwt method with a role: the driver needs roleName"
+                    .to_owned(),
+            ));
         };
         roles.push(role);
-        let mount = config
-            .mount_path
-            .clone()
-            .unwrap_or_else(|| format!("auth/{}", config.method.as_deref().unwrap_or("kubernetes")));
-        let mount = mount.trim_start_matches('/').trim_end_matches('/').to_owned();
+        let mount = config.mount_path.clone().unwrap_or_else(|| {
+            format!("auth/{}", config.method.as_deref().unwrap_or("kubernetes"))
+        });
+        let mount = mount
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_owned();
         if mount != "auth/kubernetes" && mount != "kubernetes" {
             attrs.set("vaultAuthMountPath", mount.trim_start_matches("auth/"));
         }
-        report.roles.push((object.to_owned(), roles.last().cloned().unwrap_or_default(), mount.clone()));
+        report.roles.push((
+            object.to_owned(),
+            roles.last().cloned().unwrap_or_default(),
+            mount.clone(),
+        ));
         // The environment overrides the file, as in the agent.
-        let addr = env_value(container, "VAULT_ADDR").map(str::to_owned).or_else(|| config.vault_address.clone());
+        let addr = env_value(container, "VAULT_ADDR")
+            .map(str::to_owned)
+            .or_else(|| config.vault_address.clone());
         if address.is_some() && addr.is_some() && address != addr {
             return Err(ctx("the agents of this pod talk to different Vault servers; the driver uses one per volume".to_owned()));
         }
         address = address.or(addr);
-        let ns = env_value(container, "VAULT_NAMESPACE").map(str::to_owned).or_else(|| config.vault_namespace.clone());
+        let ns = env_value(container, "VAULT_NAMESPACE")
+            .map(str::to_owned)
+            .or_else(|| config.vault_namespace.clone());
         if let (Some(method_ns), Some(ns)) = (&config.method_namespace, &ns)
             && method_ns != ns
         {
             return Err(ctx("auto_auth.method.namespace differs from the Vault namespace; the driver logs in and reads in one namespace".to_owned()));
         }
-        namespace_attr = namespace_attr.or(ns).or_else(|| config.method_namespace.clone());
+        namespace_attr = namespace_attr
+            .or(ns)
+            .or_else(|| config.method_namespace.clone());
         if let Some(interval) = &config.static_secret_render_interval {
             attrs.set("staticSecretRefreshInterval", interval.clone());
         }
@@ -373,14 +474,22 @@ fn convert_agent_pod(template: &mut Value, namespace: &str, object: &str, config
         }
         for t in &config.templates {
             let Some((vol, _, relative)) = mount_for(container, &t.destination) else {
-                return Err(ctx(format!("template destination {} is not in a volume the agent container mounts, so no other container can read it", t.destination)));
+                return Err(ctx(format!(
+                    "template destination {} is not in a volume the agent container mounts, so no other container can read it",
+                    t.destination
+                )));
             };
             if output_volume.as_deref().is_some_and(|v| v != vol) {
                 return Err(ctx("templates write into more than one volume; the driver gives a pod one volume here: put them in one directory".to_owned()));
             }
             match volume(&spec, vol) {
                 Some(v) if v.get("emptyDir").is_some() => {}
-                _ => return Err(ctx(format!("template destination {} is in volume {vol}, which is not an emptyDir", t.destination))),
+                _ => {
+                    return Err(ctx(format!(
+                        "template destination {} is in volume {vol}, which is not an emptyDir",
+                        t.destination
+                    )));
+                }
             }
             output_volume = Some(vol.to_owned());
             if rendered.contains(&relative) {
@@ -389,14 +498,20 @@ fn convert_agent_pod(template: &mut Value, namespace: &str, object: &str, config
             }
             let source = match (&t.contents, &t.source) {
                 (Some(c), _) => c.clone(),
-                (None, Some(src)) => config_map_file(&spec, container, src, namespace, config_maps).map_err(&ctx)?.1,
+                (None, Some(src)) => {
+                    config_map_file(&spec, container, src, namespace, config_maps)
+                        .map_err(&ctx)?
+                        .1
+                }
                 (None, None) => unreachable!("agent::parse requires contents or source"),
             };
             add_template(
                 &mut attrs,
                 &relative,
                 &source,
-                GoOptions { error_on_missing_key: t.error_on_missing_key },
+                GoOptions {
+                    error_on_missing_key: t.error_on_missing_key,
+                },
                 &t.destination,
                 report,
             )
@@ -408,10 +523,14 @@ fn convert_agent_pod(template: &mut Value, namespace: &str, object: &str, config
         }
     }
     if roles.iter().any(|r| *r != roles[0]) {
-        return refuse("the pod's agents log in with different roles; the driver uses one role per volume");
+        return refuse(
+            "the pod's agents log in with different roles; the driver uses one role per volume",
+        );
     }
     let Some(output) = output_volume else {
-        return refuse("the Vault Agent configuration renders no templates; a pod that only used the agent's token sink needs `tokenFile` and a template of its own");
+        return refuse(
+            "the Vault Agent configuration renders no templates; a pod that only used the agent's token sink needs `tokenFile` and a template of its own",
+        );
     };
     attrs.set("roleName", roles[0].clone());
     // Token sinks: inside the output volume they become tokenFile.
@@ -444,7 +563,10 @@ fn convert_agent_pod(template: &mut Value, namespace: &str, object: &str, config
     // volume (same name, so every mount keeps working), drop volumes only
     // the agents used.
     let agent_names: Vec<&str> = agents.iter().map(|a| a.0.as_str()).collect();
-    let spec_mut = template.get_mut("spec").and_then(Value::as_mapping_mut).ok_or("the pod template has no spec")?;
+    let spec_mut = template
+        .get_mut("spec")
+        .and_then(Value::as_mapping_mut)
+        .ok_or("the pod template has no spec")?;
     for list in ["initContainers", "containers"] {
         if let Some(Value::Sequence(containers)) = spec_mut.get_mut(list) {
             containers.retain(|c| !str_at(c, &["name"]).is_some_and(|n| agent_names.contains(&n)));
@@ -460,7 +582,13 @@ fn convert_agent_pod(template: &mut Value, namespace: &str, object: &str, config
         ["initContainers", "containers"].iter().any(|list| {
             spec.get(*list)
                 .and_then(Value::as_sequence)
-                .is_some_and(|cs| cs.iter().any(|c| seq(c, "volumeMounts").iter().any(|m| str_at(m, &["name"]) == Some(vol))))
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        seq(c, "volumeMounts")
+                            .iter()
+                            .any(|m| str_at(m, &["name"]) == Some(vol))
+                    })
+                })
         })
     };
     let snapshot = spec_mut.clone();
@@ -473,10 +601,14 @@ fn convert_agent_pod(template: &mut Value, namespace: &str, object: &str, config
                 kept.push(csi_volume(&name, &attrs, options));
             } else if still_mounted(&snapshot, &name) {
                 kept.push(v);
-            } else if let Some(cm) = str_at(&v, &["configMap", "name"]).filter(|cm| used_cms.iter().any(|u| u == cm)) {
+            } else if let Some(cm) =
+                str_at(&v, &["configMap", "name"]).filter(|cm| used_cms.iter().any(|u| u == cm))
+            {
                 unused_cms.push((namespace.to_owned(), cm.to_owned()));
             } else if v.get("emptyDir").is_some() {
-                report.notes.push(format!("{object}: volume {name} was used only by the agent; removed"));
+                report.notes.push(format!(
+                    "{object}: volume {name} was used only by the agent; removed"
+                ));
             } else {
                 kept.push(v);
             }
@@ -487,16 +619,29 @@ fn convert_agent_pod(template: &mut Value, namespace: &str, object: &str, config
         "{object}: Vault Agent container(s) {} replaced by CSI volume {output} ({} file(s){})",
         agent_names.join(", "),
         rendered.len(),
-        if any_refresh { ", kept fresh" } else { ", rendered once" }
+        if any_refresh {
+            ", kept fresh"
+        } else {
+            ", rendered once"
+        }
     ));
-    Ok(PodConversion { unused_config_maps: unused_cms })
+    Ok(PodConversion {
+        unused_config_maps: unused_cms,
+    })
 }
 
-fn mounted_elsewhere(spec: &Value, vol: &str, agents: &[(String, bool, Value, AgentConfig, String)]) -> bool {
+fn mounted_elsewhere(
+    spec: &Value,
+    vol: &str,
+    agents: &[(String, bool, Value, AgentConfig, String)],
+) -> bool {
     ["initContainers", "containers"].iter().any(|list| {
         seq(spec, list).iter().any(|c| {
             let name = str_at(c, &["name"]).unwrap_or_default();
-            !agents.iter().any(|a| a.0 == name) && seq(c, "volumeMounts").iter().any(|m| str_at(m, &["name"]) == Some(vol))
+            !agents.iter().any(|a| a.0 == name)
+                && seq(c, "volumeMounts")
+                    .iter()
+                    .any(|m| str_at(m, &["name"]) == Some(vol))
         })
     })
 }
@@ -539,7 +684,12 @@ fn droppable(key: &str) -> bool {
 }
 
 #[allow(clippy::too_many_lines)]
-fn convert_injected(template: &mut Value, object: &str, options: &Options, report: &mut Report) -> Result<(), String> {
+fn convert_injected(
+    template: &mut Value,
+    object: &str,
+    options: &Options,
+    report: &mut Report,
+) -> Result<(), String> {
     let annotations: Vec<(String, String)> = template
         .get("metadata")
         .and_then(|m| m.get("annotations"))
@@ -559,7 +709,12 @@ fn convert_injected(template: &mut Value, object: &str, options: &Options, repor
                 .collect()
         })
         .unwrap_or_default();
-    let get = |key: &str| annotations.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let get = |key: &str| {
+        annotations
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
     let mut attrs = Attributes::default();
     let Some(role) = get("role") else {
         return refuse("vault.hashicorp.com/role is missing: the driver needs roleName");
@@ -570,7 +725,9 @@ fn convert_injected(template: &mut Value, object: &str, options: &Options, repor
     if mount != "auth/kubernetes" && mount != "kubernetes" {
         attrs.set("vaultAuthMountPath", mount.trim_start_matches("auth/"));
     }
-    report.roles.push((object.to_owned(), role, mount.to_owned()));
+    report
+        .roles
+        .push((object.to_owned(), role, mount.to_owned()));
     if let Some(ns) = get("namespace") {
         attrs.set("vaultNamespace", ns);
     }
@@ -578,13 +735,17 @@ fn convert_injected(template: &mut Value, object: &str, options: &Options, repor
         attrs.set("refresh", "false");
     }
     if get("tls-skip-verify").is_some_and(|v| v == "true") {
-        return refuse("vault.hashicorp.com/tls-skip-verify: the driver always verifies Vault's certificate (it sends every pod's token there); give the driver Vault's CA with --vault-ca-cert instead");
+        return refuse(
+            "vault.hashicorp.com/tls-skip-verify: the driver always verifies Vault's certificate (it sends every pod's token there); give the driver Vault's CA with --vault-ca-cert instead",
+        );
     }
     if get("agent-inject-token").is_some_and(|v| v == "true") {
         attrs.set("tokenFile", "token");
     }
     if get("agent-inject-default-template").is_some_and(|v| v != "map") {
-        return refuse("vault.hashicorp.com/agent-inject-default-template other than `map` is not converted; add agent-inject-template-<name> annotations");
+        return refuse(
+            "vault.hashicorp.com/agent-inject-default-template other than `map` is not converted; add agent-inject-template-<name> annotations",
+        );
     }
     let mount_path = get("secret-volume-path").unwrap_or_else(|| "/vault/secrets".to_owned());
     let mut perms = Vec::new();
@@ -598,7 +759,16 @@ fn convert_injected(template: &mut Value, object: &str, options: &Options, repor
                 ));
             };
             let strict = get(&format!("error-on-missing-key-{name}")).is_some_and(|v| v == "true");
-            add_template(&mut attrs, &file, &source, GoOptions { error_on_missing_key: strict }, &format!("annotation agent-inject-template-{name}"), report)?;
+            add_template(
+                &mut attrs,
+                &file,
+                &source,
+                GoOptions {
+                    error_on_missing_key: strict,
+                },
+                &format!("annotation agent-inject-template-{name}"),
+                report,
+            )?;
             files += 1;
             if let Some(p) = get(&format!("agent-inject-perms-{name}")) {
                 perms.push(p);
@@ -628,25 +798,41 @@ fn convert_injected(template: &mut Value, object: &str, options: &Options, repor
             ));
         }
         if key == "agent-pre-populate" && value == "false" {
-            return refuse("vault.hashicorp.com/agent-pre-populate: \"false\" (no init container) is not converted: the driver always renders before the pod starts");
+            return refuse(
+                "vault.hashicorp.com/agent-pre-populate: \"false\" (no init container) is not converted: the driver always renders before the pod starts",
+            );
         }
         if !known && !droppable(key) {
             return refuse(format!("vault.hashicorp.com/{key} is not converted"));
         }
         if droppable(key) {
-            report.notes.push(format!("{object}: vault.hashicorp.com/{key} dropped (it tuned the agent container)"));
+            report.notes.push(format!(
+                "{object}: vault.hashicorp.com/{key} dropped (it tuned the agent container)"
+            ));
         }
     }
     if files == 0 {
-        return refuse("no vault.hashicorp.com/agent-inject-secret-<name> annotations: nothing to render");
+        return refuse(
+            "no vault.hashicorp.com/agent-inject-secret-<name> annotations: nothing to render",
+        );
     }
     if let Some(mode) = perms_to_mode(&perms)? {
         attrs.set("fileMode", mode);
     }
-    finish_address(&mut attrs, get("service").as_deref(), object, options, report);
-    let only: Option<Vec<String>> = get("agent-inject-containers").map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
+    finish_address(
+        &mut attrs,
+        get("service").as_deref(),
+        object,
+        options,
+        report,
+    );
+    let only: Option<Vec<String>> =
+        get("agent-inject-containers").map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
     // Rewrite: annotations, the volume, the mounts.
-    if let Some(Value::Mapping(ann)) = template.get_mut("metadata").and_then(|m| m.get_mut("annotations")) {
+    if let Some(Value::Mapping(ann)) = template
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+    {
         ann.retain(|k, _| !k.as_str().is_some_and(|k| k.starts_with(INJECT)));
         if ann.is_empty()
             && let Some(Value::Mapping(meta)) = template.get_mut("metadata")
@@ -655,7 +841,10 @@ fn convert_injected(template: &mut Value, object: &str, options: &Options, repor
         }
     }
     let volume_name = "vault-secrets";
-    let spec = template.get_mut("spec").and_then(Value::as_mapping_mut).ok_or("the pod template has no spec")?;
+    let spec = template
+        .get_mut("spec")
+        .and_then(Value::as_mapping_mut)
+        .ok_or("the pod template has no spec")?;
     if spec
         .get("volumes")
         .and_then(Value::as_sequence)
@@ -670,8 +859,12 @@ fn convert_injected(template: &mut Value, object: &str, options: &Options, repor
             if only.as_ref().is_some_and(|o| !o.contains(&name)) {
                 continue;
             }
-            let Some(map) = c.as_mapping_mut() else { continue };
-            let mounts = map.entry("volumeMounts".into()).or_insert_with(|| Value::Sequence(Vec::new()));
+            let Some(map) = c.as_mapping_mut() else {
+                continue;
+            };
+            let mounts = map
+                .entry("volumeMounts".into())
+                .or_insert_with(|| Value::Sequence(Vec::new()));
             if let Value::Sequence(mounts) = mounts {
                 let mut m = Mapping::new();
                 m.insert("name".into(), Value::from(volume_name));
@@ -682,7 +875,9 @@ fn convert_injected(template: &mut Value, object: &str, options: &Options, repor
             mounted.push(name);
         }
     }
-    let volumes = spec.entry("volumes".into()).or_insert_with(|| Value::Sequence(Vec::new()));
+    let volumes = spec
+        .entry("volumes".into())
+        .or_insert_with(|| Value::Sequence(Vec::new()));
     if let Value::Sequence(volumes) = volumes {
         volumes.push(csi_volume(volume_name, &attrs, options));
     }

@@ -66,7 +66,7 @@ changed and what needs attention on stderr. Contacts neither Vault nor a cluster
 /// Command-line options.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Drop the ConfigMaps the agents used.
+    /// Drop the `ConfigMap`s the agents used.
     pub drop_agent_config: bool,
     /// The driver's default Vault address.
     pub vault_addr: Option<String>,
@@ -101,7 +101,7 @@ impl Options {
                     options.vault_addr = Some(a["--vault-addr=".len()..].to_owned());
                 }
                 a if a.starts_with("--driver-name=") => {
-                    options.driver_name = a["--driver-name=".len()..].to_owned();
+                    a["--driver-name=".len()..].clone_into(&mut options.driver_name);
                 }
                 a if a.starts_with('-') && a != "-" => {
                     return Err(Error::Usage(format!("unknown option {a}")));
@@ -139,7 +139,9 @@ impl Report {
     pub fn summary(&self, options: &Options) -> String {
         let mut s = String::new();
         if self.converted.is_empty() {
-            s.push_str("vault-csi-driver convert: no Vault Agent found; the input is printed unchanged\n");
+            s.push_str(
+                "vault-csi-driver convert: no Vault Agent found; the input is printed unchanged\n",
+            );
             return s;
         }
         s.push_str("Converted:\n");
@@ -157,7 +159,11 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  - {object}: vaultAddress {address} must be allowed by the driver (--allowed-vault-addrs / ALLOWED_VAULT_ADDRS){}",
-                if options.vault_addr.is_none() { ", or pass --vault-addr to leave the driver's default address out" } else { "" }
+                if options.vault_addr.is_none() {
+                    ", or pass --vault-addr to leave the driver's default address out"
+                } else {
+                    ""
+                }
             );
         }
         if self.needs_go_json {
@@ -227,7 +233,10 @@ pub fn parse_yaml(text: &str, file: &str) -> Result<Vec<Value>, Error> {
 }
 
 /// Converts documents; returns the output YAML and the report.
-pub fn convert_documents(mut docs: Vec<Value>, options: &Options) -> Result<(String, Report), Error> {
+pub fn convert_documents(
+    mut docs: Vec<Value>,
+    options: &Options,
+) -> Result<(String, Report), Error> {
     let config_maps = k8s::ConfigMaps::collect(&docs);
     let mut report = Report::default();
     let mut refused = Vec::new();

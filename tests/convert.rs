@@ -526,6 +526,11 @@ const CASES: &[(&str, &str, bool)] = &[
         false,
     ),
     (
+        "constants",
+        "{{ \"lit\" }} {{ `raw` }} {{ true }} {{ printf \"%s-%v-%t\" \"a\" true false }}",
+        false,
+    ),
+    (
         "else in with secret",
         "{{ with secret \"secret/data/app\" }}ok{{ else }}never{{ end }}",
         false,
@@ -840,5 +845,175 @@ fn to_json_uses_the_go_compatible_helper() {
     assert_eq!(
         converted.handlebars,
         "{{#with (secret \"a\") as |s1|}}{{toGoJson s1.data.data}}\n{{toGoJsonPretty s1.data}}{{else}}{{/with}}"
+    );
+}
+
+const SIDECAR: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: agent
+  namespace: shop
+data:
+  agent.hcl: |
+    vault {
+      address   = "https://vault.internal:8200"
+      namespace = "team"
+    }
+    auto_auth {
+      method "jwt" {
+        mount_path = "auth/jwt-k8s"
+        config = {
+          role = "app"
+          path = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        }
+      }
+      sink "file" {
+        config = { path = "/vault/out/.token" }
+      }
+    }
+    template_config {
+      static_secret_render_interval = "1m"
+    }
+    template {
+      source               = "/etc/vault/app.tpl"
+      destination          = "/vault/out/app/config.json"
+      perms                = "0640"
+      error_on_missing_key = true
+    }
+  app.tpl: |
+    {{ with secret "kv/data/shop/db" }}{{ .Data.data | toJSONPretty }}{{ end }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: shop
+  namespace: shop
+spec:
+  replicas: 2
+  template:
+    metadata:
+      labels: {app: shop}
+    spec:
+      serviceAccountName: shop
+      volumes:
+        - name: agent-config
+          configMap: {name: agent}
+        - name: out
+          emptyDir: {medium: Memory}
+      containers:
+        - name: app
+          image: shop:1
+          volumeMounts:
+            - {name: out, mountPath: /config}
+        - name: vault-agent
+          image: hashicorp/vault:1.18
+          command: ["vault", "agent", "-config", "/etc/vault/agent.hcl"]
+          volumeMounts:
+            - {name: agent-config, mountPath: /etc/vault}
+            - {name: out, mountPath: /vault/out}
+"#;
+
+/// A Deployment with an agent sidecar: `source` read from the ConfigMap,
+/// the sink inside the shared volume becomes `tokenFile`, jwt mount,
+/// namespace, interval and perms carry over, and the volume keeps
+/// refreshing.
+#[test]
+fn sidecar_deployment_converts_every_agent_setting() {
+    let docs = convert::parse_yaml(SIDECAR, "in").unwrap();
+    let options = Options::parse(&[
+        "--vault-addr".to_owned(),
+        "https://vault.internal:8200/".to_owned(),
+    ])
+    .unwrap();
+    let (out, report) = convert::convert_documents(docs, &options).unwrap();
+    let docs = convert::parse_yaml(&out, "out").unwrap();
+    assert_eq!(docs.len(), 2);
+    let spec = &docs[1]["spec"]["template"]["spec"];
+    let containers = spec["containers"].as_sequence().unwrap();
+    assert_eq!(containers.len(), 1, "the sidecar is gone");
+    assert_eq!(
+        containers[0]["volumeMounts"][0]["mountPath"].as_str(),
+        Some("/config")
+    );
+    let volumes = spec["volumes"].as_sequence().unwrap();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(volumes[0]["name"].as_str(), Some("out"));
+    let attributes: Vec<(String, String)> = volumes[0]["csi"]["volumeAttributes"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_owned(),
+                v.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("fileMode", "0640"),
+        ("roleName", "app"),
+        ("staticSecretRefreshInterval", "1m"),
+        (
+            "template.app/config.json",
+            "{{#with (secret \"kv/data/shop/db\") as |s1|}}{{toGoJsonPretty s1.data.data}}{{else}}{{/with}}\n",
+        ),
+        ("tokenFile", ".token"),
+        ("vaultAuthMountPath", "jwt-k8s"),
+        ("vaultNamespace", "team"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    assert_eq!(attributes, expected);
+    let summary = report.summary(&options);
+    assert!(
+        !summary.contains("must be allowed"),
+        "the driver's own address needs no allowing: {summary}"
+    );
+    assert!(summary.contains("toGoJson"), "{summary}");
+    assert!(
+        !summary.contains("<no value>"),
+        "error_on_missing_key = true matches the driver: {summary}"
+    );
+}
+
+/// A CronJob's pod template is found and converted like a Pod's.
+#[test]
+fn cronjob_pod_templates_are_converted() {
+    let cron = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: report}
+spec:
+  schedule: "@daily"
+  jobTemplate:
+    spec:
+      template:
+        metadata:
+          annotations:
+            vault.hashicorp.com/agent-inject: "true"
+            vault.hashicorp.com/role: report
+            vault.hashicorp.com/agent-inject-secret-creds: database/creds/report
+            vault.hashicorp.com/agent-inject-template-creds: '{{ with secret "database/creds/report" }}{{ .Data.username }}{{ end }}'
+        spec:
+          restartPolicy: Never
+          containers:
+            - {name: job, image: report:1}
+"#;
+    let docs = convert::parse_yaml(cron, "in").unwrap();
+    let (out, _) = convert::convert_documents(docs, &options()).unwrap();
+    let docs = convert::parse_yaml(&out, "out").unwrap();
+    let template = &docs[0]["spec"]["jobTemplate"]["spec"]["template"];
+    assert!(template["metadata"].get("annotations").is_none());
+    assert_eq!(
+        template["spec"]["volumes"][0]["name"].as_str(),
+        Some("vault-secrets")
+    );
+    assert_eq!(
+        template["spec"]["volumes"][0]["csi"]["volumeAttributes"]["template.creds"].as_str(),
+        Some(
+            "{{#with (secret \"database/creds/report\") as |s1|}}{{s1.data.username}}{{else}}{{/with}}"
+        )
     );
 }

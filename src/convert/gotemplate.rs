@@ -1073,6 +1073,22 @@ impl Gen {
                 if value.ty == Ty::Json {
                     self.prints_data = true;
                 }
+                // A constant prints as itself: write it as text.
+                if !value.path && !value.hbs.starts_with('(') {
+                    let text = match serde_json::from_str::<serde_json::Value>(&value.hbs) {
+                        Ok(serde_json::Value::String(text)) => text,
+                        _ => value.hbs.clone(),
+                    };
+                    if text.contains("{{") || text.ends_with('\\') {
+                        return refuse(
+                            pos,
+                            format!("{what} of {text:?}"),
+                            "a constant containing `{{` or ending in `\\` would change the handlebars tags around it",
+                        );
+                    }
+                    self.out.push_str(&text);
+                    return Ok(());
+                }
                 let inner = if value.path {
                     value.hbs.clone()
                 } else {

@@ -978,7 +978,7 @@ fn sidecar_deployment_converts_every_agent_setting() {
     );
 }
 
-/// A CronJob's pod template is found and converted like a Pod's.
+/// A `CronJob`'s pod template is found and converted like a Pod's.
 #[test]
 fn cronjob_pod_templates_are_converted() {
     let cron = r#"

@@ -170,7 +170,7 @@ impl Report {
             s.push_str("  - toJSON/toJSONPretty became toGoJson/toGoJsonPretty (Go's encoding/json output: HTML-escaped < > &); the driver must register them (vault_csi_driver::convert::go_helpers)\n");
         }
         if self.missing_key_default {
-            s.push_str("  - where the agent printed `<no value>` for a missing key, the driver refuses to render (its templates are strict); the previous files stay\n");
+            s.push_str("  - where the agent printed `<no value>` for a missing key, the driver fails the render (its templates are strict): at publish the pod does not start, on a refresh the previous files stay\n");
         }
         if self.prints_data {
             s.push_str("  - printed Vault values are byte-identical for strings, booleans and integers; Go prints null as `<no value>`, decimals as Vault sent them (1.50), lists and maps in Go syntax, which the driver does not\n");

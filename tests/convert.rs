@@ -512,7 +512,7 @@ const CASES: &[(&str, &str, bool)] = &[
     ),
     (
         "comments",
-        "a{{/* one */}}b\n{{- /* two */ -}}\nc {{/* three\nlines */}}\n",
+        "a{{/* one */}}b\n{{- /* two */\t-}}\nc {{/* three\nlines */}}\n",
         false,
     ),
     (
@@ -821,6 +821,10 @@ fn refused_constructs_name_line_column_and_construct() {
         ),
         ("{{ \"a\\x41\" }}", "escape `\\x`"),
         ("{{/* open", "unclosed comment"),
+        (
+            "{{ with secret \"secret/data/a?version=2\" }}{{ end }}",
+            "is not a Vault path",
+        ),
         ("{{ with secret \"a\" }}{{ .Data.data.x", "unclosed action"),
     ] {
         let err = gotemplate::convert(template, gotemplate::GoOptions::default())

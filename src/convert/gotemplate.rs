@@ -143,7 +143,7 @@ fn lex(src: &str) -> Result<Vec<Piece>, Refusal> {
             if tail.starts_with("}}") {
                 trim_next = false;
                 rest = after_comment + 2;
-            } else if tail.starts_with(" -}}") {
+            } else if tail.starts_with(GO_SPACE) && tail[1..].starts_with("-}}") {
                 trim_next = true;
                 rest = after_comment + 4;
             } else {
@@ -1023,6 +1023,16 @@ impl Gen {
             write!(call, " {k}={}", hbs_string(v)).unwrap_or_default();
         }
         call.push(')');
+        // The driver's own check, so a path it would refuse at publish is
+        // refused here, with the template position.
+        let args: serde_json::Map<String, serde_json::Value> = rest
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+            .collect();
+        if let Err(e) = crate::render::SecretRequest::new(path, &args) {
+            return refuse(pos, format!("secret {path:?}"), e.to_string());
+        }
         Ok(call)
     }
 

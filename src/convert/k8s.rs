@@ -278,6 +278,25 @@ fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
         .and_then(|e| str_at(e, &["value"]))
 }
 
+/// Refuses agent settings that come from the environment in a form the
+/// converter cannot read.
+fn check_env(container: &Value) -> Result<(), String> {
+    if seq(container, "envFrom").iter().next().is_some() {
+        return refuse(
+            "the agent container takes variables from `envFrom`, which may set VAULT_ADDR or VAULT_NAMESPACE; the converter cannot resolve it: set them with `env` values",
+        );
+    }
+    for e in seq(container, "env") {
+        let name = str_at(e, &["name"]).unwrap_or_default();
+        if name.starts_with("VAULT_") && e.get("valueFrom").is_some() {
+            return refuse(format!(
+                "{name} comes from `valueFrom`, which the converter cannot resolve: set it with a plain `value`"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Volume attributes being built, with the notes that go with them.
 #[derive(Default)]
 struct Attributes {
@@ -421,6 +440,7 @@ fn convert_agent_pod(
         for note in &config.notes {
             report.notes.push(format!("{object}: {name}: {note}"));
         }
+        check_env(container).map_err(&ctx)?;
         if env_value(container, "VAULT_SKIP_VERIFY").is_some_and(|v| v == "true" || v == "1") {
             return Err(ctx("VAULT_SKIP_VERIFY is set: the driver always verifies Vault's certificate (it sends every pod's token there); give the driver Vault's CA with --vault-ca-cert instead".to_owned()));
         }

@@ -324,6 +324,10 @@ fn injector_refusals_say_why() {
             "line 1, column 1: pkiCert: pkiCert reuses the certificate",
         ),
         (
+            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: x\n    vault.hashicorp.com/agent-inject-file-a: ../escape\n",
+            "template path \"../escape\"",
+        ),
+        (
             "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: x\n    vault.hashicorp.com/agent-configmap: cm\n",
             "vault.hashicorp.com/agent-configmap is not converted",
         ),

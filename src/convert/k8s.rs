@@ -362,6 +362,24 @@ fn finish_address(
     }
 }
 
+/// Compiles the volume's templates with the driver's own renderer, so
+/// whatever it would refuse at publish (paths, size, syntax, limits, secret
+/// paths and count) is refused now.
+fn check_with_renderer(attrs: &Attributes) -> Result<(), String> {
+    let mut sources = Vec::new();
+    for (key, source) in &attrs.map {
+        if let Some(path) = key.strip_prefix("template.") {
+            let path = crate::storage::RelativePath::parse(path)
+                .map_err(|e| format!("template path {path:?}: {e}"))?;
+            sources.push((path, source.clone()));
+        }
+    }
+    crate::render::Renderer::new()
+        .compile(&sources)
+        .map(|_| ())
+        .map_err(|e| format!("the driver would refuse the converted templates: {e}"))
+}
+
 fn csi_volume(name: &str, attrs: &Attributes, options: &Options) -> Value {
     let mut attributes = Mapping::new();
     for (k, v) in &attrs.map {
@@ -579,6 +597,7 @@ fn convert_agent_pod(
     if let Some(ns) = namespace_attr {
         attrs.set("vaultNamespace", ns);
     }
+    check_with_renderer(&attrs)?;
     // Rewrite the pod: drop the agent containers, replace the output
     // volume (same name, so every mount keeps working), drop volumes only
     // the agents used.
@@ -846,6 +865,7 @@ fn convert_injected(
         options,
         report,
     );
+    check_with_renderer(&attrs)?;
     let only: Option<Vec<String>> =
         get("agent-inject-containers").map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
     // Rewrite: annotations, the volume, the mounts.

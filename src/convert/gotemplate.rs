@@ -1325,10 +1325,11 @@ impl Gen {
                 let a = self.value(a, *pa, scope)?;
                 let b = self.value(b, *pb, scope)?;
                 // Go compares json.Number and strings as text; handlebars
-                // compares JSON values. They agree when one side is a string
-                // constant and the other a string: numbers differ (refused
-                // at render? no: silently), so only Str-vs-Str and
-                // Json-vs-string-literal are accepted, with the caveat.
+                // compares JSON values. They agree when both sides are
+                // strings. A Vault number compared with a string constant
+                // ("5" vs 5) would differ silently, so this is the same
+                // value-type caveat as printing (`prints_data`); two Vault
+                // values are refused outright.
                 let ok = |x: &Val| matches!(x.ty, Ty::Json | Ty::Str);
                 if !(ok(&a) && ok(&b)) {
                     return refuse(

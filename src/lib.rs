@@ -43,6 +43,9 @@
 //! * [`metrics`]: Prometheus metrics, `/healthz`, `/readyz`.
 //! * [`app`]: wiring and graceful shutdown; [`config`]: flags;
 //!   [`telemetry`]: log set-up.
+//! * [`convert`]: the `vault-csi-driver convert` subcommand, which turns
+//!   Vault Agent pods (agent containers, injector annotations) into pods
+//!   with this driver's volume. It is not part of the data flow above.
 //!
 //! Secrets never reach logs, errors or metrics: secret-bearing values are
 //! [`secret::Secret`]s (`Debug` prints `***`, zeroed on drop), requests are
@@ -51,6 +54,7 @@
 
 pub mod app;
 pub mod config;
+pub mod convert;
 pub mod csi;
 pub mod metrics;
 pub mod proto;

@@ -1,5 +1,6 @@
 //! The `vault-csi-driver` binary: parse flags, set up logging, run until
-//! SIGTERM or Ctrl-C.
+//! SIGTERM or Ctrl-C. `vault-csi-driver convert …` runs the manifest
+//! converter instead (see `vault_csi_driver::convert`).
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -9,6 +10,12 @@ use vault_csi_driver::config::{Config, LogFormat};
 use vault_csi_driver::{app, telemetry};
 
 fn main() -> anyhow::Result<()> {
+    // `convert` as the first argument selects the converter; the driver's
+    // own flags all start with `--`, so no driver invocation is taken for it.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("convert") {
+        std::process::exit(vault_csi_driver::convert::main(&args[2..]));
+    }
     let config = Config::parse();
     let filter =
         telemetry::filter(&config.log_level).context("--log-level is not a valid filter")?;

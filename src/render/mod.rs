@@ -12,6 +12,7 @@
 mod budget;
 mod builtins;
 mod each;
+pub mod go_json;
 mod guard;
 mod helpers;
 mod pool;
@@ -424,6 +425,8 @@ impl Renderer {
                 ("base64Decode", helpers::base64_decode),
                 ("toJson", helpers::to_json),
                 ("toJsonPretty", helpers::to_json_pretty),
+                ("toGoJson", go_json::to_go_json),
+                ("toGoJsonPretty", go_json::to_go_json_pretty),
             ] {
                 registry.register_helper(name, Box::new(helpers::Unary { name, apply }));
             }

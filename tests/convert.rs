@@ -1,0 +1,1027 @@
+//! `vault-csi-driver convert`: the walkthrough converted and published
+//! through the real socket, consul-template constructs compared byte for
+//! byte with Go's text/template, and every refusal with its message.
+//!
+//! The Go comparison runs `go run tests/gotemplate/main.go` when a Go
+//! toolchain is installed (CI installs Debian's golang-go), and checks that
+//! Go still gives the outputs checked in at
+//! `tests/fixtures/gotemplate/expected.json`. Without Go, the converted
+//! templates are compared with that file. Regenerate it with
+//! `VCD_UPDATE_GO_EXPECTED=1 cargo test --test convert go_`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::{Driver, Node, Pod, can_mount, driver_config, walkthrough_vault};
+use vault_csi_driver::convert::{self, Options, gotemplate};
+use vault_csi_driver::render::go_json as go_helpers;
+use vault_csi_driver::render::{Renderer, SecretRequest};
+use vault_csi_driver::storage::RelativePath;
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+fn options() -> Options {
+    Options::parse(&[]).unwrap()
+}
+
+/// Converts the walkthrough's two files; returns the output documents and
+/// the summary.
+fn convert_walkthrough(args: &[&str]) -> (Vec<serde_norway::Value>, String) {
+    let mut docs = Vec::new();
+    for f in [
+        "walkthrough/configmap.yaml",
+        "walkthrough/example-k8s-spec.yaml",
+    ] {
+        let text = std::fs::read_to_string(fixture(f)).unwrap();
+        docs.extend(convert::parse_yaml(&text, f).unwrap());
+    }
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let (out, report) = convert::convert_documents(docs, &Options::parse(&args).unwrap()).unwrap();
+    let summary = report.summary(&Options::parse(&args).unwrap());
+    (convert::parse_yaml(&out, "output").unwrap(), summary)
+}
+
+fn csi_attributes(pod: &serde_norway::Value) -> Vec<(String, String)> {
+    let volumes = pod["spec"]["volumes"].as_sequence().unwrap();
+    let csi: Vec<_> = volumes.iter().filter(|v| v.get("csi").is_some()).collect();
+    assert_eq!(csi.len(), 1, "one CSI volume: {volumes:?}");
+    csi[0]["csi"]["volumeAttributes"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_owned(),
+                v.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// What Vault Agent renders for the walkthrough's template and data
+/// (`{{-` eats the newline before `<ul>`, `{{ end }}` leaves an empty line).
+const AGENT_PAGE: &str = "<html>\n<body>\n<p>Some secrets:</p>\n<ul>\n<li><pre>username: appuser</pre></li>\n<li><pre>password: suP3rsec(et!</pre></li>\n</ul>\n\n</body>\n</html>\n";
+
+/// The walkthrough's ConfigMap and Pod become one Pod whose CSI volume is
+/// mounted where nginx mounted the shared emptyDir; published through the
+/// real socket against the Vault double seeded with the walkthrough, the
+/// page is byte-identical to what the agent renders.
+#[tokio::test]
+async fn walkthrough_converts_and_publishes_the_agents_page() {
+    let (docs, summary) = convert_walkthrough(&["--vault-addr", "http://EXTERNAL_VAULT_ADDR:8200"]);
+    assert_eq!(docs.len(), 2, "the ConfigMap stays, the Pod is rewritten");
+    assert_eq!(docs[0]["kind"].as_str(), Some("ConfigMap"));
+    let pod = &docs[1];
+    let spec = &pod["spec"];
+    assert!(
+        spec.get("initContainers").is_none(),
+        "the agent init container is gone"
+    );
+    let containers = spec["containers"].as_sequence().unwrap();
+    assert_eq!(containers.len(), 1);
+    let mount = &containers[0]["volumeMounts"][0];
+    assert_eq!(mount["name"].as_str(), Some("shared-data"));
+    assert_eq!(mount["mountPath"].as_str(), Some("/usr/share/nginx/html"));
+    assert_eq!(mount["readOnly"].as_bool(), Some(true));
+    let volumes = spec["volumes"].as_sequence().unwrap();
+    assert_eq!(
+        volumes.len(),
+        1,
+        "the agent's config volume is gone: {volumes:?}"
+    );
+    assert_eq!(
+        volumes[0]["csi"]["driver"].as_str(),
+        Some("vault.csi.driver")
+    );
+    assert_eq!(volumes[0]["csi"]["readOnly"].as_bool(), Some(true));
+    let attributes = csi_attributes(pod);
+    let keys: Vec<&str> = attributes.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["refresh", "roleName", "template.index.html"],
+        "{attributes:?}"
+    );
+    assert!(summary.contains("audience `vault`"), "{summary}");
+    assert!(summary.contains("/home/vault/.vault-token"), "{summary}");
+
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = walkthrough_vault().await;
+    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let attrs: Vec<(&str, &str)> = attributes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let pod = Pod::walkthrough();
+    let request = pod.publish(&node, &vault, "shared-data", &attrs);
+    let target = support::publish_ok(driver.node().await, request).await;
+    let page = std::fs::read_to_string(target.join("index.html")).unwrap();
+    assert_eq!(page, AGENT_PAGE);
+    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "shared-data")).await;
+    driver.stop().await;
+}
+
+/// Without `--vault-addr`, the agent's `VAULT_ADDR` becomes `vaultAddress`
+/// and the summary says the driver must allow it; `--drop-agent-config`
+/// leaves the ConfigMap out.
+#[test]
+fn walkthrough_address_and_configmap_options() {
+    let (docs, summary) = convert_walkthrough(&[]);
+    let attributes = csi_attributes(&docs[1]);
+    assert!(attributes.contains(&(
+        "vaultAddress".to_owned(),
+        "http://EXTERNAL_VAULT_ADDR:8200".to_owned()
+    )));
+    assert!(summary.contains("--allowed-vault-addrs"), "{summary}");
+    let (docs, _) = convert_walkthrough(&["--drop-agent-config"]);
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["kind"].as_str(), Some("Pod"));
+}
+
+/// The binary: `convert` files, `-` for stdin, the marker comment on the
+/// ConfigMap, the summary on stderr; the driver's own flags still parse.
+#[test]
+fn the_binary_converts_files_and_stdin_and_keeps_the_driver_flags() {
+    let bin = env!("CARGO_BIN_EXE_vault-csi-driver");
+    let cm = fixture("walkthrough/configmap.yaml");
+    let pod = fixture("walkthrough/example-k8s-spec.yaml");
+    let out = Command::new(bin)
+        .arg("convert")
+        .arg(&cm)
+        .arg(&pod)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("# vault-csi-driver convert: no longer used"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("driver: vault.csi.driver"));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("Converted:") && stderr.contains("Pod/vault-agent-example"),
+        "{stderr}"
+    );
+
+    let mut child = Command::new(bin)
+        .args(["convert", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input =
+        std::fs::read_to_string(&cm).unwrap() + "---\n" + &std::fs::read_to_string(&pod).unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), stdout);
+
+    // A refusal prints nothing on stdout and exits 1.
+    let out = Command::new(bin).arg("convert").arg(&pod).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ConfigMap example-vault-agent-config"));
+
+    // The driver's flags: `--version` and a missing required flag.
+    let out = Command::new(bin).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let out = Command::new(bin)
+        .arg("--endpoint")
+        .arg("unix:///x")
+        .env_remove("NODE_NAME")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-id"));
+}
+
+// ------------------------------------------------------------ injector
+
+const INJECTED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: apps
+spec:
+  template:
+    metadata:
+      labels: {app: web}
+      annotations:
+        vault.hashicorp.com/agent-inject: "true"
+        vault.hashicorp.com/role: "web"
+        vault.hashicorp.com/auth-path: "auth/k8s-prod"
+        vault.hashicorp.com/namespace: "team-a"
+        vault.hashicorp.com/agent-pre-populate-only: "true"
+        vault.hashicorp.com/agent-inject-token: "true"
+        vault.hashicorp.com/service: "https://vault.example:8200"
+        vault.hashicorp.com/agent-inject-secret-db.env: "database/creds/app"
+        vault.hashicorp.com/agent-inject-template-db.env: |
+          {{- with secret "database/creds/app" -}}
+          DB_USER={{ .Data.username }}
+          DB_PASSWORD={{ .Data.password }}
+          {{- end }}
+        vault.hashicorp.com/agent-inject-perms-db.env: "0440"
+        vault.hashicorp.com/agent-limits-cpu: "250m"
+        prometheus.io/scrape: "true"
+    spec:
+      containers:
+        - name: app
+          image: app:1
+"#;
+
+/// Injector annotations become a CSI volume at /vault/secrets with the
+/// role, mount, namespace, refresh, tokenFile, fileMode and address; other
+/// annotations stay.
+#[test]
+fn injector_annotations_become_a_volume_at_vault_secrets() {
+    let docs = convert::parse_yaml(INJECTED, "in").unwrap();
+    let (out, report) = convert::convert_documents(docs, &options()).unwrap();
+    let docs = convert::parse_yaml(&out, "out").unwrap();
+    let template = &docs[0]["spec"]["template"];
+    let annotations = template["metadata"]["annotations"].as_mapping().unwrap();
+    assert_eq!(
+        annotations.len(),
+        1,
+        "only vault.hashicorp.com/ annotations go: {annotations:?}"
+    );
+    let mount = &template["spec"]["containers"][0]["volumeMounts"][0];
+    assert_eq!(mount["mountPath"].as_str(), Some("/vault/secrets"));
+    assert_eq!(mount["name"].as_str(), Some("vault-secrets"));
+    let attributes: HashMap<String, String> =
+        template["spec"]["volumes"][0]["csi"]["volumeAttributes"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().unwrap().to_owned(),
+                    v.as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+    let expect = |k: &str, v: &str| {
+        assert_eq!(
+            attributes.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {attributes:?}"
+        );
+    };
+    expect("roleName", "web");
+    expect("vaultAuthMountPath", "k8s-prod");
+    expect("vaultNamespace", "team-a");
+    expect("refresh", "false");
+    expect("tokenFile", "token");
+    expect("fileMode", "0440");
+    expect("vaultAddress", "https://vault.example:8200");
+    expect(
+        "template.db.env",
+        "{{#with (secret \"database/creds/app\") as |s1|}}DB_USER={{s1.data.username}}\nDB_PASSWORD={{s1.data.password}}{{else}}{{/with}}\n",
+    );
+    let summary = report.summary(&options());
+    assert!(
+        summary.contains("https://vault.example:8200 must be allowed"),
+        "{summary}"
+    );
+    assert!(summary.contains("agent-limits-cpu dropped"), "{summary}");
+}
+
+/// Injector settings with no exact equivalent are refused, each saying why.
+#[test]
+fn injector_refusals_say_why() {
+    let base = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    vault.hashicorp.com/agent-inject: \"true\"\n    vault.hashicorp.com/role: r\n";
+    let spec = "spec:\n  containers:\n    - name: app\n      image: app\n";
+    for (extra, expected) in [
+        (
+            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n",
+            "the injector's default template prints Go's `map[key:value …]`",
+        ),
+        (
+            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: x\n    vault.hashicorp.com/tls-skip-verify: \"true\"\n",
+            "the driver always verifies Vault's certificate",
+        ),
+        (
+            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: x\n    vault.hashicorp.com/agent-inject-command-a: kill -HUP $(pidof nginx)\n",
+            "the driver runs no commands and has no signal attributes yet",
+        ),
+        (
+            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: \"{{ pkiCert \\\"pki/issue/x\\\" }}\"\n",
+            "line 1, column 1: pkiCert: pkiCert reuses the certificate",
+        ),
+        (
+            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: x\n    vault.hashicorp.com/agent-inject-file-a: ../escape\n",
+            "template path \"../escape\"",
+        ),
+        (
+            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: x\n    vault.hashicorp.com/agent-configmap: cm\n",
+            "vault.hashicorp.com/agent-configmap is not converted",
+        ),
+    ] {
+        let docs = convert::parse_yaml(&format!("{base}{extra}{spec}"), "in").unwrap();
+        let err = convert::convert_documents(docs, &options())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{extra}: {err}");
+    }
+}
+
+/// Agent configuration settings with no equivalent are refused.
+#[test]
+fn agent_config_refusals_say_why() {
+    for (hcl, expected) in [
+        (
+            "vault { tls_skip_verify = true }",
+            "`vault.tls_skip_verify` is not converted: the driver always verifies",
+        ),
+        (
+            "auto_auth {\n method \"kubernetes\" {\n  config = { role = \"r\", role_id_file_path = \"/x\" }\n }\n}",
+            "auto_auth.method.config.role_id_file_path",
+        ),
+        (
+            "template {\n destination = \"/etc/secrets/a\"\n contents = \"x\"\n command = \"kill -HUP 1\"\n}",
+            "the driver runs no commands in the pod",
+        ),
+        (
+            "cache { use_auto_auth_token = true }",
+            "the driver runs no proxy in the pod",
+        ),
+        (
+            "template {\n destination = \"/etc/secrets/a\"\n contents = \"x\"\n left_delimiter = \"[[\"\n}",
+            "only the default delimiters",
+        ),
+    ] {
+        let err = convert::agent::parse(hcl).unwrap_err().to_string();
+        assert!(err.contains(expected), "{hcl}: {err}");
+    }
+    let config = convert::agent::parse(
+        "template_config { static_secret_render_interval = \"30s\" }\nvault {\n address = \"https://v:8200\"\n namespace = \"ns1\"\n}\nauto_auth {\n method \"jwt\" {\n  mount_path = \"auth/jwt-k8s\"\n  config = { role = \"r\", path = \"/var/run/secrets/token\" }\n }\n}",
+    )
+    .unwrap();
+    assert_eq!(config.static_secret_render_interval.as_deref(), Some("30s"));
+    assert_eq!(config.vault_address.as_deref(), Some("https://v:8200"));
+    assert_eq!(config.vault_namespace.as_deref(), Some("ns1"));
+    assert_eq!(config.method.as_deref(), Some("jwt"));
+    assert_eq!(config.mount_path.as_deref(), Some("auth/jwt-k8s"));
+    assert_eq!(config.role.as_deref(), Some("r"));
+}
+
+// ------------------------------------------------------------ templates vs Go
+
+/// A KV v2 response with the data the table uses.
+fn kv2() -> Value {
+    json!({
+        "request_id": "r", "lease_id": "", "lease_duration": 2_764_800, "renewable": false, "warnings": null,
+        "data": {
+            "data": {
+                "username": "appuser",
+                "password": "suP3rsec(et!<&>\"'",
+                "key-with-dashes": "dash",
+                "api.key": "dotted",
+                "blob": "aGVsbG8Kd29ybGQ=",
+                "empty": "",
+                "list": ["a", "b", "c"],
+                "nested": {"zeta": "z", "alpha": "a", "Mid": "m", "beta": "b"},
+                "zero": 0,
+                "count": 42,
+                "yes": true,
+                "no": false,
+                "unicode": "héllo ☃",
+                "env": "prod",
+                "none": []
+            },
+            "metadata": {"version": 3, "created_time": "2024-01-01T00:00:00Z", "deletion_time": "", "destroyed": false}
+        }
+    })
+}
+
+fn pki() -> Value {
+    json!({
+        "lease_id": "pki/issue/web/abc", "lease_duration": 3600, "renewable": false, "warnings": null,
+        "data": {"certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----", "private_key": "KEY", "issuing_ca": "CA", "serial_number": "01:02"}
+    })
+}
+
+/// (name, template, strict). Secrets: `secret/data/app` (KV v2) and
+/// `pki/issue/web` with `common_name=web.example` `ttl=24h`.
+const CASES: &[(&str, &str, bool)] = &[
+    (
+        "walkthrough",
+        "<html>\n<body>\n<p>Some secrets:</p>\n{{- with secret \"secret/data/app\" }}\n<ul>\n<li><pre>username: {{ .Data.data.username }}</pre></li>\n<li><pre>password: {{ .Data.data.password }}</pre></li>\n</ul>\n{{ end }}\n</body>\n</html>\n",
+        false,
+    ),
+    (
+        "fields and metadata",
+        "{{ with secret \"secret/data/app\" }}{{ .Data.data.username }} v{{ .Data.metadata.version }} {{ .Data.metadata.created_time }} {{ .Data.data.count }} {{ .Data.data.yes }} {{ .Data.metadata.destroyed }}{{ end }}",
+        false,
+    ),
+    (
+        "secret envelope fields",
+        "{{ with secret \"pki/issue/web\" \"common_name=web.example\" \"ttl=24h\" }}{{ .LeaseID }} {{ .LeaseDuration }} {{ .Renewable }}\n{{ .Data.certificate }}\n{{ .Data.private_key }}{{ end }}",
+        false,
+    ),
+    (
+        "range map sorted",
+        "{{ with secret \"secret/data/app\" }}{{ range $k, $v := .Data.data.nested }}{{ $k }}={{ $v }};{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "range list with index",
+        "{{ with secret \"secret/data/app\" }}{{ range $i, $v := .Data.data.list }}{{ $i }}:{{ $v }} {{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "range dot",
+        "{{ with secret \"secret/data/app\" }}{{ range .Data.data.list }}[{{ . }}]{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "range one variable",
+        "{{ with secret \"secret/data/app\" }}{{ range $v := .Data.data.nested }}{{ $v }}{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "range else on missing and empty",
+        "{{ with secret \"secret/data/app\" }}{{ range .Data.data.missing }}x{{ else }}none{{ end }}|{{ range .Data.data.none }}x{{ else }}empty{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "range outer dot via variable",
+        "{{ with secret \"secret/data/app\" }}{{ range $k, $v := .Data.data.nested }}{{ $k }}{{ end }}{{ range .Data.data.list }}{{ . }}{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "if else if else",
+        "{{ with secret \"secret/data/app\" }}{{ if .Data.data.missing }}A{{ else if .Data.data.empty }}B{{ else if .Data.data.username }}C{{ else }}D{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "truth of json numbers",
+        "{{ with secret \"secret/data/app\" }}{{ if .Data.data.zero }}zero-is-true{{ else }}zero-is-false{{ end }} {{ if .Data.data.no }}T{{ else }}F{{ end }} {{ if .Data.data.list }}L{{ end }} {{ if .Data.data.nested }}M{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "if on missing key",
+        "{{ with secret \"secret/data/app\" }}{{ if .Data.data.missing }}yes{{ else }}no{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "with value and else",
+        "{{ with secret \"secret/data/app\" }}{{ with .Data.data }}{{ .username }}{{ end }}|{{ with .Data.data.zero }}{{ . }}{{ end }}|{{ with .Data.data.missing }}x{{ else }}none{{ end }}|{{ with .Data.data.empty }}x{{ else }}empty{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "index",
+        "{{ with secret \"secret/data/app\" }}{{ index .Data.data \"key-with-dashes\" }} {{ index .Data.data \"api.key\" }} {{ index .Data.data.list 1 }} {{ index .Data \"data\" \"username\" }}{{ end }}",
+        false,
+    ),
+    (
+        "base64",
+        "{{ with secret \"secret/data/app\" }}{{ base64Decode .Data.data.blob }}|{{ base64Encode .Data.data.password }}|{{ .Data.data.blob | base64Decode }}{{ end }}",
+        false,
+    ),
+    (
+        "printf",
+        "{{ with secret \"secret/data/app\" }}{{ printf \"%s:%s\" .Data.data.username .Data.data.env }} {{ printf \"%v%%\" .Data.data.count }} {{ with secret \"pki/issue/web\" \"common_name=web.example\" \"ttl=24h\" }}{{ printf \"ttl=%d\" .LeaseDuration }}{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "whitespace trimming",
+        "a  \n  {{- with secret \"secret/data/app\" -}}  \n\t b {{- .Data.data.username -}} \n c\n{{- end }}\r\n  d",
+        false,
+    ),
+    (
+        "block tags on their own lines",
+        "start\n  {{ with secret \"secret/data/app\" }}\n  {{ if .Data.data.yes }}\n    yes\n  {{ else }}\n    no\n  {{ end }}\n  {{ range .Data.data.list }}\n  - {{ . }}\n  {{ end }}\n{{ end }}\nend\n",
+        false,
+    ),
+    (
+        "template starting and ending with blocks",
+        "{{ with secret \"secret/data/app\" }}\n{{ .Data.data.username }}\n{{ end }}",
+        false,
+    ),
+    (
+        "comments",
+        "a{{/* one */}}b\n{{- /* two */\t-}}\nc {{/* three\nlines */}}\n",
+        false,
+    ),
+    (
+        "eq ne and or not",
+        "{{ with secret \"secret/data/app\" }}{{ if eq .Data.data.env \"prod\" }}P{{ end }}{{ if ne .Data.data.env \"prod\" }}N{{ end }}{{ if and (eq .Data.data.env \"prod\") (ne .Data.data.username \"x\") }}A{{ end }}{{ if or (eq .Data.data.env \"dev\") (eq .Data.data.env \"x\") }}O{{ else }}!O{{ end }}{{ if not (eq .Data.data.env \"dev\") }}!D{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "raw strings and unicode",
+        "{{ with secret `secret/data/app` }}{{ .Data.data.unicode }} ✓ \\ back\\slash {{ end }}",
+        false,
+    ),
+    (
+        "constants",
+        "{{ \"lit\" }} {{ `raw` }} {{ true }} {{ printf \"%s-%v-%t\" \"a\" true false }}",
+        false,
+    ),
+    (
+        "else in with secret",
+        "{{ with secret \"secret/data/app\" }}ok{{ else }}never{{ end }}",
+        false,
+    ),
+    (
+        "strict mode present keys",
+        "{{ with secret \"secret/data/app\" }}{{ .Data.data.username }}{{ end }}",
+        true,
+    ),
+    (
+        "strict mode missing key errors",
+        "{{ with secret \"secret/data/app\" }}{{ .Data.data.missing }}{{ end }}",
+        true,
+    ),
+];
+
+/// Values for `toJSON` / `toJSONPretty` (Go's encoder, HTML escaping).
+fn json_cases() -> Vec<Value> {
+    vec![
+        json!({"b": "<script>&amp;</script>", "a": ["x", 1, true, null], "c": {}, "d": [], "e": "\u{2028}\u{2029} é ☃ \n\t\r\"\\ \u{1}"}),
+        json!({"nested": {"z": {"y": [1, 2, {"x": "<>"}]}}, "n": 12_345_678_901_i64, "neg": -7}),
+        json!("plain"),
+        json!([]),
+    ]
+}
+
+fn secrets_for(case: &str) -> Vec<(String, Vec<String>, Value)> {
+    let _ = case;
+    vec![
+        ("secret/data/app".to_owned(), vec![], kv2()),
+        (
+            "pki/issue/web".to_owned(),
+            vec!["common_name=web.example".to_owned(), "ttl=24h".to_owned()],
+            pki(),
+        ),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct GoResult {
+    output: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn go_input() -> Value {
+    let mut cases: Vec<Value> = CASES
+        .iter()
+        .map(|(name, template, strict)| {
+            let secrets: Vec<Value> = secrets_for(name)
+                .into_iter()
+                .map(|(path, args, response)| json!({"path": path, "args": args, "response": response}))
+                .collect();
+            json!({"template": template, "strict": strict, "secrets": secrets})
+        })
+        .collect();
+    cases.extend(json_cases().into_iter().map(|v| json!({"json": v})));
+    Value::Array(cases)
+}
+
+/// Go's outputs: from `go run` when Go is installed, else the checked-in
+/// file.
+fn go_outputs() -> Vec<GoResult> {
+    let expected_file = fixture("gotemplate/expected.json");
+    let go = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        go || std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true needs a Go toolchain for the byte-for-byte comparison (.ci/run installs golang-go)"
+    );
+    if !go {
+        eprintln!(
+            "no Go toolchain: comparing with {}",
+            expected_file.display()
+        );
+        return serde_json::from_str(&std::fs::read_to_string(&expected_file).unwrap()).unwrap();
+    }
+    let cache = std::env::temp_dir().join("vcd-go-cache");
+    let mut child = Command::new("go")
+        .args(["run", "main.go"])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gotemplate"))
+        .env("GOCACHE", &cache)
+        .env("GOPATH", cache.join("path"))
+        .env("GO111MODULE", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::to_vec(&go_input()).unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &input).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "go run failed");
+    let results: Vec<GoResult> = serde_json::from_slice(&out.stdout).unwrap();
+    if std::env::var("VCD_UPDATE_GO_EXPECTED").as_deref() == Ok("1") {
+        std::fs::write(
+            &expected_file,
+            serde_json::to_string_pretty(&results).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    let checked_in: Vec<GoResult> =
+        serde_json::from_str(&std::fs::read_to_string(&expected_file).unwrap()).unwrap();
+    assert_eq!(
+        results,
+        checked_in,
+        "Go's output changed: regenerate {}",
+        expected_file.display()
+    );
+    results
+}
+
+/// Renders a converted template with the driver's renderer.
+fn render(template: &str, secrets: &[(String, Vec<String>, Value)]) -> Result<String, String> {
+    let renderer = Renderer::new();
+    let sources = vec![(RelativePath::parse("out").unwrap(), template.to_owned())];
+    let compiled = renderer.compile(&sources).map_err(|e| e.to_string())?;
+    let responses: HashMap<SecretRequest, Value> = secrets
+        .iter()
+        .map(|(path, args, response)| {
+            let args: serde_json::Map<String, Value> = args
+                .iter()
+                .map(|a| {
+                    let (k, v) = a.split_once('=').unwrap();
+                    (k.to_owned(), Value::String(v.to_owned()))
+                })
+                .collect();
+            (SecretRequest::new(path, &args).unwrap(), response.clone())
+        })
+        .collect();
+    let files = renderer
+        .render(&compiled, responses)
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8(files[0].1.expose().clone()).unwrap())
+}
+
+/// Every construct in the table, converted and rendered by the driver,
+/// gives exactly Go's bytes, or fails where Go fails.
+#[test]
+fn go_template_constructs_match_go_byte_for_byte() {
+    let go = go_outputs();
+    for (i, (name, template, strict)) in CASES.iter().enumerate() {
+        let converted = gotemplate::convert(
+            template,
+            gotemplate::GoOptions {
+                error_on_missing_key: *strict,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: refused: {e}"));
+        let driver = render(&converted.handlebars, &secrets_for(name));
+        match (&go[i].error, driver) {
+            (None, Ok(out)) => assert_eq!(
+                out, go[i].output,
+                "{name}: converted as {:?}",
+                converted.handlebars
+            ),
+            (Some(_), Err(_)) => {}
+            (go_err, driver) => panic!(
+                "{name}: Go gave {go_err:?} / {:?}, the driver {driver:?} (template {:?})",
+                go[i].output, converted.handlebars
+            ),
+        }
+    }
+    for (j, value) in json_cases().iter().enumerate() {
+        let (compact, pretty) = go[CASES.len() + j].output.split_once('\0').unwrap();
+        assert_eq!(
+            go_helpers::to_go_json("toGoJson", value).unwrap(),
+            Value::String(compact.to_owned())
+        );
+        assert_eq!(
+            go_helpers::to_go_json_pretty("toGoJsonPretty", value).unwrap(),
+            Value::String(pretty.to_owned())
+        );
+    }
+}
+
+/// The one documented difference in the agent's default mode: where Go
+/// prints `<no value>` for a missing key, the driver refuses to render
+/// rather than write different bytes.
+#[test]
+fn missing_key_in_default_mode_fails_instead_of_printing_no_value() {
+    let template = "{{ with secret \"secret/data/app\" }}{{ .Data.data.missing }}{{ end }}";
+    let converted = gotemplate::convert(template, gotemplate::GoOptions::default()).unwrap();
+    let err = render(&converted.handlebars, &secrets_for("")).unwrap_err();
+    assert!(err.contains("missing"), "{err}");
+}
+
+/// Every refused construct, with line, column and the construct named.
+#[test]
+fn refused_constructs_name_line_column_and_construct() {
+    for (template, expected) in [
+        (
+            "{{ .Data }}",
+            "line 1, column 1: `.` at the top level: consul-template runs templates with no data",
+        ),
+        ("x\n {{ $ }}", "line 2, column 2: `$`"),
+        (
+            "{{ with secret \"a\" }}{{ .Data }}{{ end }}",
+            "print of `.Data`: Go prints a map as `map[k:v …]`",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ . }}{{ end }}",
+            "print of a secret",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ .Foo }}{{ end }}",
+            ".Foo: only .Data, .LeaseID, .LeaseDuration and .Renewable",
+        ),
+        (
+            "{{ with pkiCert \"pki/issue/x\" \"common_name=a\" }}{{ .Data.Cert }}{{ end }}",
+            "pkiCert: pkiCert reuses the certificate",
+        ),
+        (
+            "{{ define \"x\" }}a{{ end }}",
+            "{{define}}: named templates are not converted",
+        ),
+        ("{{ template \"x\" }}", "{{template}}"),
+        (
+            "{{ with secret \"a\" }}{{ range .Data.data.l }}{{ break }}{{ end }}{{ end }}",
+            "{{break}}: handlebars loops cannot stop early",
+        ),
+        ("{{ $x := 1 }}", "variable declaration"),
+        (
+            "{{ with secret \"a\" }}{{ printf \"%d\" .Data.data.n }}{{ end }}",
+            "printf %d: Go formats this value differently",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ printf \"%5s\" .Data.data.n }}{{ end }}",
+            "printf %5",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ printf \"%s %s\" .Data.data.n }}{{ end }}",
+            "fewer arguments than verbs",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ if .Data.data.a }}{{ else with .Data.data.b }}{{ end }}{{ end }}",
+            "only `else` and `else if`",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ if eq .Data.data.a .Data.data.b }}x{{ end }}{{ end }}",
+            "comparing two Vault values",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ if eq .Data.data.a 1 }}x{{ end }}{{ end }}",
+            "number 1: number constants are not converted",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ if and .Data.data.a .Data.data.b }}x{{ end }}{{ end }}",
+            "Go counts a Vault number 0 as true",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ len .Data.data.l }}{{ end }}",
+            "len: Go's len counts bytes",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ .Data.data.x | toLower }}{{ end }}",
+            "function `toLower`: no exact equivalent",
+        ),
+        (
+            "{{ secret \"a\" }}",
+            "secret: `secret` is converted as `with secret",
+        ),
+        (
+            "{{ with secret .Data }}{{ end }}",
+            "`secret` arguments must be string literals",
+        ),
+        ("{{ with secret \"a\" }}x", "with: no matching {{end}}"),
+        ("{{ end }}", "unexpected {{end}}"),
+        (
+            "{{ with secret \"a\" }}{{ index .Data.data \"a]b\" }}{{ end }}",
+            "cannot be written as a handlebars path",
+        ),
+        (
+            "{{ with secret \"a\" }}a\\{{ .Data.data.x }}{{ end }}",
+            "a backslash right before an action",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ toJSON .LeaseID }}{{ end }}",
+            "toJSON: only Vault data is converted",
+        ),
+        (
+            "{{ with secret \"a\" \"notkv\" }}{{ end }}",
+            "write arguments must be `key=value`",
+        ),
+        ("{{ \"a\\x41\" }}", "escape `\\x`"),
+        ("{{/* open", "unclosed comment"),
+        (
+            "{{ with secret \"secret/data/a?version=2\" }}{{ end }}",
+            "is not a Vault path",
+        ),
+        ("{{ with secret \"a\" }}{{ .Data.data.x", "unclosed action"),
+    ] {
+        let err = gotemplate::convert(template, gotemplate::GoOptions::default())
+            .map(|c| c.handlebars)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{template:?}: {err}");
+        assert!(err.starts_with("line "), "{template:?}: {err}");
+    }
+}
+
+/// `toJSON` becomes the Go-compatible helper the renderer registers.
+#[test]
+fn to_json_uses_the_go_compatible_helper() {
+    let converted = gotemplate::convert(
+        "{{ with secret \"a\" }}{{ .Data.data | toJSON }}\n{{ toJSONPretty .Data }}{{ end }}",
+        gotemplate::GoOptions::default(),
+    )
+    .unwrap();
+    assert!(converted.needs_go_json);
+    assert_eq!(
+        converted.handlebars,
+        "{{#with (secret \"a\") as |s1|}}{{toGoJson s1.data.data}}\n{{toGoJsonPretty s1.data}}{{else}}{{/with}}"
+    );
+}
+
+const SIDECAR: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: agent
+  namespace: shop
+data:
+  agent.hcl: |
+    vault {
+      address   = "https://vault.internal:8200"
+      namespace = "team"
+    }
+    auto_auth {
+      method "jwt" {
+        mount_path = "auth/jwt-k8s"
+        config = {
+          role = "app"
+          path = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        }
+      }
+      sink "file" {
+        config = { path = "/vault/out/.token" }
+      }
+    }
+    template_config {
+      static_secret_render_interval = "1m"
+    }
+    template {
+      source               = "/etc/vault/app.tpl"
+      destination          = "/vault/out/app/config.json"
+      perms                = "0640"
+      error_on_missing_key = true
+    }
+  app.tpl: |
+    {{ with secret "kv/data/shop/db" }}{{ .Data.data | toJSONPretty }}{{ end }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: shop
+  namespace: shop
+spec:
+  replicas: 2
+  template:
+    metadata:
+      labels: {app: shop}
+    spec:
+      serviceAccountName: shop
+      volumes:
+        - name: agent-config
+          configMap: {name: agent}
+        - name: out
+          emptyDir: {medium: Memory}
+      containers:
+        - name: app
+          image: shop:1
+          volumeMounts:
+            - {name: out, mountPath: /config}
+        - name: vault-agent
+          image: hashicorp/vault:1.18
+          command: ["vault", "agent", "-config", "/etc/vault/agent.hcl"]
+          volumeMounts:
+            - {name: agent-config, mountPath: /etc/vault}
+            - {name: out, mountPath: /vault/out}
+"#;
+
+/// A Deployment with an agent sidecar: `source` read from the ConfigMap,
+/// the sink inside the shared volume becomes `tokenFile`, jwt mount,
+/// namespace, interval and perms carry over, and the volume keeps
+/// refreshing.
+#[test]
+fn sidecar_deployment_converts_every_agent_setting() {
+    let docs = convert::parse_yaml(SIDECAR, "in").unwrap();
+    let options = Options::parse(&[
+        "--vault-addr".to_owned(),
+        "https://vault.internal:8200/".to_owned(),
+    ])
+    .unwrap();
+    let (out, report) = convert::convert_documents(docs, &options).unwrap();
+    let docs = convert::parse_yaml(&out, "out").unwrap();
+    assert_eq!(docs.len(), 2);
+    let spec = &docs[1]["spec"]["template"]["spec"];
+    let containers = spec["containers"].as_sequence().unwrap();
+    assert_eq!(containers.len(), 1, "the sidecar is gone");
+    assert_eq!(
+        containers[0]["volumeMounts"][0]["mountPath"].as_str(),
+        Some("/config")
+    );
+    let volumes = spec["volumes"].as_sequence().unwrap();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(volumes[0]["name"].as_str(), Some("out"));
+    let attributes: Vec<(String, String)> = volumes[0]["csi"]["volumeAttributes"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_owned(),
+                v.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("fileMode", "0640"),
+        ("roleName", "app"),
+        ("staticSecretRefreshInterval", "1m"),
+        (
+            "template.app/config.json",
+            "{{#with (secret \"kv/data/shop/db\") as |s1|}}{{toGoJsonPretty s1.data.data}}{{else}}{{/with}}\n",
+        ),
+        ("tokenFile", ".token"),
+        ("vaultAuthMountPath", "jwt-k8s"),
+        ("vaultNamespace", "team"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    assert_eq!(attributes, expected);
+    let summary = report.summary(&options);
+    assert!(
+        !summary.contains("must be allowed"),
+        "the driver's own address needs no allowing: {summary}"
+    );
+    assert!(summary.contains("toGoJson"), "{summary}");
+    assert!(
+        !summary.contains("<no value>"),
+        "error_on_missing_key = true matches the driver: {summary}"
+    );
+}
+
+/// A `CronJob`'s pod template is found and converted like a Pod's.
+#[test]
+fn cronjob_pod_templates_are_converted() {
+    let cron = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: report}
+spec:
+  schedule: "@daily"
+  jobTemplate:
+    spec:
+      template:
+        metadata:
+          annotations:
+            vault.hashicorp.com/agent-inject: "true"
+            vault.hashicorp.com/role: report
+            vault.hashicorp.com/agent-inject-secret-creds: database/creds/report
+            vault.hashicorp.com/agent-inject-template-creds: '{{ with secret "database/creds/report" }}{{ .Data.username }}{{ end }}'
+        spec:
+          restartPolicy: Never
+          containers:
+            - {name: job, image: report:1}
+"#;
+    let docs = convert::parse_yaml(cron, "in").unwrap();
+    let (out, _) = convert::convert_documents(docs, &options()).unwrap();
+    let docs = convert::parse_yaml(&out, "out").unwrap();
+    let template = &docs[0]["spec"]["jobTemplate"]["spec"]["template"];
+    assert!(template["metadata"].get("annotations").is_none());
+    assert_eq!(
+        template["spec"]["volumes"][0]["name"].as_str(),
+        Some("vault-secrets")
+    );
+    assert_eq!(
+        template["spec"]["volumes"][0]["csi"]["volumeAttributes"]["template.creds"].as_str(),
+        Some(
+            "{{#with (secret \"database/creds/report\") as |s1|}}{{s1.data.username}}{{else}}{{/with}}"
+        )
+    );
+}

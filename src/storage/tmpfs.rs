@@ -161,12 +161,11 @@ pub fn private_mount_dir(dir: &Path) -> Result<(), Error> {
 /// directory's own bind and anything still below it. Volumes are not below
 /// it (they live at their targets), so they stay.
 pub fn release_private_mount_dir(dir: &Path) {
-    if let Ok(dir) = fs::canonicalize(dir) {
-        if is_listed_mount_point(&dir).unwrap_or(false) {
-            if let Err(errno) = umount2(&dir, MntFlags::MNT_DETACH) {
-                tracing::warn!(path = %dir.display(), %errno, "Could not unmount the private mount directory");
-            }
-        }
+    if let Ok(dir) = fs::canonicalize(dir)
+        && is_listed_mount_point(&dir).unwrap_or(false)
+        && let Err(errno) = umount2(&dir, MntFlags::MNT_DETACH)
+    {
+        tracing::warn!(path = %dir.display(), %errno, "Could not unmount the private mount directory");
     }
 }
 

@@ -109,14 +109,14 @@ impl Governor {
         let now = Instant::now();
         let decision = {
             let mut inner = self.inner.lock().expect("governor poisoned");
-            if priority == Priority::Cosmetic {
-                if let Some(until) = inner.paused_until.filter(|u| *u > now) {
-                    return Err(Error::Held {
-                        operation,
-                        reason: "Vault answered 429 or 503 and the node pauses re-reads of static secrets",
-                        retry_after: until - now,
-                    });
-                }
+            if priority == Priority::Cosmetic
+                && let Some(until) = inner.paused_until.filter(|u| *u > now)
+            {
+                return Err(Error::Held {
+                    operation,
+                    reason: "Vault answered 429 or 503 and the node pauses re-reads of static secrets",
+                    retry_after: until - now,
+                });
             }
             let burst = f64::from(self.settings.burst.max(1));
             if inner.buckets.len() > PRUNE_ABOVE {

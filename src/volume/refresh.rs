@@ -93,16 +93,16 @@ impl VolumeManager {
             }
         }
         let result = call().await;
-        if let Err(error) = &result {
-            if let Some(pause) = governor.observe(error) {
-                self.metrics.observe_vault_pushback();
-                tracing::warn!(
-                    vault.operation = operation,
-                    http.status = error.status(),
-                    pause_secs = pause.as_secs_f64(),
-                    "Vault pushed back; re-reads of static secrets pause node-wide while renewals go on"
-                );
-            }
+        if let Err(error) = &result
+            && let Some(pause) = governor.observe(error)
+        {
+            self.metrics.observe_vault_pushback();
+            tracing::warn!(
+                vault.operation = operation,
+                http.status = error.status(),
+                pause_secs = pause.as_secs_f64(),
+                "Vault pushed back; re-reads of static secrets pause node-wide while renewals go on"
+            );
         }
         result
     }

@@ -569,19 +569,19 @@ impl Shared {
     pub(crate) fn kv2_mark(&self, mount: &str, path: &str, versions: &[u64], destroy: bool) {
         let now = SystemTime::now();
         let mut st = lock(&self.state);
-        if let Some(Mount::Kv2(entries)) = st.mounts.get_mut(&clean_mount(mount)) {
-            if let Some(list) = entries.get_mut(path.trim_matches('/')) {
-                kv2_apply(
-                    list,
-                    versions,
-                    if destroy {
-                        Kv2Change::Destroy
-                    } else {
-                        Kv2Change::Delete
-                    },
-                    now,
-                );
-            }
+        if let Some(Mount::Kv2(entries)) = st.mounts.get_mut(&clean_mount(mount))
+            && let Some(list) = entries.get_mut(path.trim_matches('/'))
+        {
+            kv2_apply(
+                list,
+                versions,
+                if destroy {
+                    Kv2Change::Destroy
+                } else {
+                    Kv2Change::Delete
+                },
+                now,
+            );
         }
     }
 
@@ -869,10 +869,10 @@ impl State {
                 .push(("x-vault-index", format!("vd-{}", self.index)));
         }
         for (prefix, pointer, value) in &self.patches {
-            if req.path.starts_with(prefix.as_str()) {
-                if let Some(slot) = reply.body.as_mut().and_then(|b| b.pointer_mut(pointer)) {
-                    *slot = value.clone();
-                }
+            if req.path.starts_with(prefix.as_str())
+                && let Some(slot) = reply.body.as_mut().and_then(|b| b.pointer_mut(pointer))
+            {
+                *slot = value.clone();
             }
         }
         reply
@@ -1516,10 +1516,10 @@ impl State {
         if !self.lease_in_namespace(token, &id) {
             return Reply::no_content();
         }
-        if matches!(self.lease_condition(&id, now), Some(LeaseCondition::Live)) {
-            if let Some(lease) = self.leases.get_mut(&id) {
-                lease.state.revoked = true;
-            }
+        if matches!(self.lease_condition(&id, now), Some(LeaseCondition::Live))
+            && let Some(lease) = self.leases.get_mut(&id)
+        {
+            lease.state.revoked = true;
         }
         Reply::no_content()
     }

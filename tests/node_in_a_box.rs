@@ -569,6 +569,9 @@ impl NodeBox {
                 args.push(arg.clone());
             }
         }
+        // The walkthrough's 1 s re-reads, so a KV change shows within
+        // seconds (the default floor is 30 s, which a cluster keeps).
+        args.push("--min-refresh-interval=1s".into());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         docker_ok(&args).await;
 

@@ -81,6 +81,26 @@ fn host_volume_mounts(node: &Node) -> Vec<String> {
         .collect()
 }
 
+/// Changes the walkthrough's password in Vault and waits until every
+/// target shows the new page on the host.
+async fn rotate_and_wait(vault: &VaultDouble, targets: &[PathBuf], password: &str) {
+    vault.kv2_put(
+        "secret",
+        "myapp/config",
+        serde_json::json!({"username": "appuser", "password": password}),
+    );
+    support::wait_for(
+        &format!("the page with {password} on the host"),
+        Duration::from_secs(15),
+        || {
+            targets
+                .iter()
+                .all(|t| read(&t.join("index.html")) == expected_index("appuser", password))
+        },
+    )
+    .await;
+}
+
 async fn publish(
     driver: &DriverProcess,
     node: &Node,
@@ -157,42 +177,14 @@ async fn every_copy_of_a_volume_is_read_only_in_the_real_topology() {
 
     // A refresh writes through the driver's private writable view; the
     // host sees the new files and still only a read-only copy.
-    vault.kv2_put(
-        "secret",
-        "myapp/config",
-        serde_json::json!({"username": "appuser", "password": "rotated-1"}),
-    );
-    support::wait_for(
-        "the rotated page on the host",
-        Duration::from_secs(15),
-        || {
-            targets
-                .iter()
-                .all(|t| read(&t.join("index.html")) == expected_index("appuser", "rotated-1"))
-        },
-    )
-    .await;
+    rotate_and_wait(&vault, &targets, "rotated-1").await;
     check_all(&driver, "rotated-1");
 
     // A new driver in a new namespace (a DaemonSet update) adopts the
     // volumes and keeps them sealed.
     driver.kill9();
     let driver = DriverProcess::spawn_in_own_namespace(&node, &vault, "driver-2.log", &[]).await;
-    vault.kv2_put(
-        "secret",
-        "myapp/config",
-        serde_json::json!({"username": "appuser", "password": "rotated-2"}),
-    );
-    support::wait_for(
-        "the second rotation on the host",
-        Duration::from_secs(15),
-        || {
-            targets
-                .iter()
-                .all(|t| read(&t.join("index.html")) == expected_index("appuser", "rotated-2"))
-        },
-    )
-    .await;
+    rotate_and_wait(&vault, &targets, "rotated-2").await;
     check_all(&driver, "rotated-2");
 
     for pod in [&writable, &sealed] {

@@ -560,22 +560,16 @@ impl VolumeManager {
         &self,
         id: &VolumeId,
         state: &VolumeState,
-        prepared: PreparedTarget,
+        staged: Option<tmpfs::StagedTmpfs>,
         files: crate::render::RenderedFiles,
     ) -> Result<(), Error> {
-        match prepared {
-            PreparedTarget::Plain => {
-                self.write_files(id, state, files, Some(state.target.as_path()))?;
-            }
-            PreparedTarget::Staged(staged) => {
-                self.write_files(id, state, files, Some(staged.path()))?;
-                staged.attach(state.target.as_path())?;
-            }
-            PreparedTarget::Mounted => {
-                self.write_files(id, state, files, None)?;
-            }
+        let root = staged.as_ref().map(tmpfs::StagedTmpfs::path);
+        self.write_files(id, state, files, root)?;
+        match staged {
+            Some(staged) => staged.attach(state.target.as_path()),
+            None => Ok(()),
         }
-        Ok(())
+        .map_err(Error::from)
     }
 
     /// A scratch mount point in the driver's private mount directory
@@ -1090,36 +1084,26 @@ struct MountPlan {
     tmpfs: Option<TmpfsOptions>,
 }
 
-/// A target made ready for its first write.
-enum PreparedTarget {
-    /// Plain-directory mode: write at the target itself.
-    Plain,
-    /// A new tmpfs, staged privately: fill it, then attach it sealed.
-    Staged(tmpfs::StagedTmpfs),
-    /// The target already holds a tmpfs, left by an earlier run: write
-    /// through a writable view, so a container already using it sees the
-    /// files.
-    Mounted,
-}
-
 impl MountPlan {
-    fn apply(&self) -> Result<PreparedTarget, Error> {
+    /// Makes the target ready for its first write: a new tmpfs, staged
+    /// privately (fill it, then attach it sealed), or `None` when the
+    /// target is written as it stands: a plain directory, or a tmpfs an
+    /// earlier run left there (written through a writable view, so a
+    /// container already using it sees the files).
+    fn apply(&self) -> Result<Option<tmpfs::StagedTmpfs>, Error> {
         let Some(options) = &self.tmpfs else {
             std::fs::create_dir_all(&self.target).map_err(|source| crate::storage::Error::Io {
                 action: "create the target directory",
                 path: self.target.clone(),
                 source,
             })?;
-            return Ok(PreparedTarget::Plain);
+            return Ok(None);
         };
         if tmpfs::is_tmpfs_mount(&self.target)? {
-            return Ok(PreparedTarget::Mounted);
+            return Ok(None);
         }
         tmpfs::create_target(&self.target)?;
-        Ok(PreparedTarget::Staged(tmpfs::StagedTmpfs::mount(
-            &self.staging,
-            options,
-        )?))
+        Ok(Some(tmpfs::StagedTmpfs::mount(&self.staging, options)?))
     }
 }
 

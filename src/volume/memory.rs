@@ -133,11 +133,6 @@ impl MemoryBudget {
             .set(i64::try_from(self.used()).unwrap_or(i64::MAX));
     }
 
-    /// The budget in bytes, if any.
-    pub fn budget(&self) -> Option<u64> {
-        self.budget
-    }
-
     /// Bytes held by all volumes.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
@@ -195,8 +190,8 @@ impl Charge {
     }
 
     /// Holds `bytes` from now on, if the budget allows growing to it;
-    /// returns what was held before, for [`Charge::restore`] when the write
-    /// that needed it fails.
+    /// returns what was held before, to [`Charge::force`] back when the
+    /// write that needed it fails.
     pub fn resize(&self, bytes: u64) -> Result<u64, Exhausted> {
         let before = self.bytes();
         self.budget.resize(before, bytes)?;
@@ -205,7 +200,7 @@ impl Charge {
     }
 
     /// Holds `bytes` whatever the budget says: for what already exists
-    /// (volumes adopted after a restart).
+    /// (volumes adopted after a restart, a failed write's previous size).
     pub fn force(&self, bytes: u64) {
         let before = self.bytes.swap(bytes, Ordering::Relaxed);
         let _ = self
@@ -215,11 +210,6 @@ impl Charge {
                 Some(u.saturating_sub(before) + bytes)
             });
         self.budget.publish();
-    }
-
-    /// Goes back to holding `bytes` (never refused).
-    pub fn restore(&self, bytes: u64) {
-        self.force(bytes);
     }
 }
 
@@ -369,7 +359,7 @@ mod tests {
         // Shrinking is always allowed, growing within the budget too.
         assert_eq!(a.resize(100), Ok(600));
         assert_eq!(b.resize(900), Ok(400));
-        a.restore(50);
+        a.force(50);
         assert_eq!(budget.used(), 950);
         drop(b);
         assert_eq!(budget.used(), 50);

@@ -321,11 +321,11 @@ impl VolumeManager {
         .into())
     }
 
-    /// Writes a rendered file set (plus the token file) atomically. After
-    /// the first write the pod's view is read-only, so later writes go
-    /// through a private writable view of the same tmpfs, opened only when
-    /// the files change (a refresh that renders the same bytes mounts
-    /// nothing).
+    /// Writes a rendered file set (plus the token file) atomically: at
+    /// `root` (a new volume's staged tmpfs), or into the volume's sealed
+    /// target through a private writable view of the same tmpfs, opened
+    /// only when the files change (a refresh that renders the same bytes
+    /// mounts nothing).
     pub(super) fn write_files(
         &self,
         id: &VolumeId,
@@ -363,7 +363,7 @@ impl VolumeManager {
         let held = state.memory.resize(memory::volume_cost(&payload, kept))?;
         let written = self.write_payload(id, state, &payload, options, root);
         if written.is_err() {
-            state.memory.restore(held);
+            state.memory.force(held);
         }
         written
     }

@@ -22,7 +22,7 @@ use crate::metrics::{self, Metrics};
 use crate::refresh::{Fairness, RefreshScheduler};
 use crate::storage::selinux;
 use crate::vault::{HttpSettings, build_http};
-use crate::volume::{ManagerConfig, SpecDefaults, VolumeManager, state::StateStore};
+use crate::volume::{ManagerConfig, SpecDefaults, VolumeManager, record::StateStore};
 use crate::{csi, volume};
 
 /// Why the driver could not start or stopped with an error.

@@ -68,10 +68,14 @@ fn live_since(vault: &VaultDouble, tokens: usize, leases: usize) -> (usize, usiz
 /// while another operation on the volume runs, `INVALID_ARGUMENT` once it
 /// has ended, and it changes nothing. Waits for the latter.
 async fn wait_until_settled(node: &mut NodeClient<Channel>, request: &NodePublishVolumeRequest) {
+    // A valid request for the same volume at a target whose pod directory
+    // does not exist: `ABORTED` while the volume's operation runs, then
+    // refused by the target check (which runs under the volume's guard),
+    // touching nothing whether the volume ended published or absent.
     let mut probe = request.clone();
-    probe
-        .volume_context
-        .insert("probe".to_owned(), "1".to_owned());
+    probe.target_path = probe
+        .target_path
+        .replacen("/pods/", "/pods/no-such-pod-", 1);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match node.node_publish_volume(probe.clone()).await {

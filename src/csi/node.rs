@@ -87,20 +87,20 @@ impl Node for NodeService {
             },
         });
         let volume_id = r.volume_id.clone();
-        let result = self
-            .manager
-            .publish_by(
-                PublishRequest {
-                    volume_id: r.volume_id,
-                    target_path: r.target_path,
-                    capability,
-                    readonly: r.readonly,
-                    volume_context: r.volume_context,
-                    secrets: r.secrets,
-                },
-                answer_by,
-            )
-            .await;
+        let request = PublishRequest {
+            volume_id: r.volume_id,
+            target_path: r.target_path,
+            capability,
+            readonly: r.readonly,
+            volume_context: r.volume_context,
+            secrets: r.secrets,
+        };
+        // Checked here, before anything is claimed or spawned: the manager
+        // only ever sees typed, validated values.
+        let result = match self.manager.check_publish(&request) {
+            Ok(checked) => self.manager.publish_by(checked, answer_by).await,
+            Err(error) => Err(error),
+        };
         let elapsed = started.elapsed();
         match result {
             Ok(outcome) => {
@@ -127,11 +127,11 @@ impl Node for NodeService {
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
         let answer_by = deadline::answer_by(request.metadata());
         let r = request.into_inner();
-        match self
-            .manager
-            .unpublish_by(&r.volume_id, &r.target_path, answer_by)
-            .await
-        {
+        let result = match self.manager.check_unpublish(&r.volume_id, &r.target_path) {
+            Ok(checked) => self.manager.unpublish_by(checked, answer_by).await,
+            Err(error) => Err(error),
+        };
+        match result {
             Ok(()) => {
                 self.metrics.observe_unpublish("ok");
                 tracing::info!(volume.id = %r.volume_id, target = %r.target_path, outcome = "unpublished", "NodeUnpublishVolume");

@@ -26,11 +26,16 @@ pub fn code(error: &Error) -> Code {
         Error::Template(e) => template_code(e),
         Error::Login { source, .. } => vault_code(source, Code::InvalidArgument),
         Error::Fetch { source, .. } => vault_code(source, Code::FailedPrecondition),
+        // Refresh failures reach kubelet only through a republish that
+        // re-creates a lost volume: all are retried.
+        Error::TokenRenewal { source } => vault_code(source, Code::Unavailable),
         Error::Storage(e) => storage_code(e),
         Error::MemoryBudget(_) => Code::ResourceExhausted,
         Error::State { .. } => Code::Internal,
         Error::OperationPending { .. } => Code::Aborted,
-        Error::ShuttingDown => Code::Unavailable,
+        Error::NoVaultToken | Error::IdentityStale { .. } | Error::ShuttingDown => {
+            Code::Unavailable
+        }
         Error::VaultTimeout { .. } | Error::CallDeadline => Code::DeadlineExceeded,
         Error::AlreadyExists { .. } => Code::AlreadyExists,
         Error::TargetMismatch { .. } => Code::FailedPrecondition,
@@ -107,6 +112,8 @@ pub fn full_message(error: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn status(code: u16) -> vault::Error {
@@ -115,6 +122,171 @@ mod tests {
             status: code,
             message: String::new(),
         }
+    }
+
+    fn io() -> std::io::Error {
+        std::io::Error::other("x")
+    }
+
+    /// The row each variant is tested in. The match is exhaustive: a new
+    /// variant does not compile until it has a row number, and the table
+    /// test below fails until that row exists.
+    fn row(error: &Error) -> usize {
+        match error {
+            Error::MissingField { .. } => 0,
+            Error::InvalidVolumeId { .. } => 1,
+            Error::InvalidTargetPath { .. } => 2,
+            Error::BlockVolume => 3,
+            Error::NotEphemeral => 4,
+            Error::InvalidAttribute { .. } => 5,
+            Error::UnknownAttribute { .. } => 6,
+            Error::MissingAttribute { .. } => 7,
+            Error::Identity(_) => 8,
+            Error::Template(_) => 9,
+            Error::Login { .. } => 10,
+            Error::NoVaultToken => 11,
+            Error::TokenRenewal { .. } => 12,
+            Error::IdentityStale { .. } => 13,
+            Error::Fetch { .. } => 14,
+            Error::Storage(_) => 15,
+            Error::MemoryBudget(_) => 16,
+            Error::State { .. } => 17,
+            Error::OperationPending { .. } => 18,
+            Error::AlreadyExists { .. } => 19,
+            Error::ShuttingDown => 20,
+            Error::VaultTimeout { .. } => 21,
+            Error::CallDeadline => 22,
+            Error::TargetMismatch { .. } => 23,
+        }
+    }
+
+    /// Number of variants: one more than the largest row.
+    const VARIANTS: usize = 24;
+
+    /// Every variant, with the code kubelet must see for it.
+    #[test]
+    fn every_error_has_a_code_kubelet_acts_on_correctly() {
+        let table: Vec<(Error, Code)> = vec![
+            (
+                Error::MissingField { field: "volume_id" },
+                Code::InvalidArgument,
+            ),
+            (
+                Error::InvalidVolumeId { reason: "r".into() },
+                Code::InvalidArgument,
+            ),
+            (
+                Error::InvalidTargetPath {
+                    path: "p".into(),
+                    reason: "r".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (Error::BlockVolume, Code::InvalidArgument),
+            (Error::NotEphemeral, Code::InvalidArgument),
+            (
+                Error::InvalidAttribute {
+                    key: "k".into(),
+                    reason: "r".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                Error::UnknownAttribute { key: "k".into() },
+                Code::InvalidArgument,
+            ),
+            (
+                Error::MissingAttribute { key: "roleName" },
+                Code::InvalidArgument,
+            ),
+            (
+                Error::Identity(vault::IdentityError::MissingAudience {
+                    audience: "vault".into(),
+                    available: Vec::new(),
+                }),
+                Code::InvalidArgument,
+            ),
+            (
+                Error::Template(render::Error::Busy),
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::Login {
+                    mount: "kubernetes".into(),
+                    role: "r".into(),
+                    source: status(403),
+                },
+                Code::PermissionDenied,
+            ),
+            (Error::NoVaultToken, Code::Unavailable),
+            (
+                Error::TokenRenewal {
+                    source: status(503),
+                },
+                Code::Unavailable,
+            ),
+            (
+                Error::IdentityStale {
+                    audience: "vault".into(),
+                },
+                Code::Unavailable,
+            ),
+            (
+                Error::Fetch {
+                    path: "p".into(),
+                    source: status(404),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                Error::Storage(storage::Error::PayloadTooLarge { bytes: 2, limit: 1 }),
+                Code::InvalidArgument,
+            ),
+            (
+                Error::MemoryBudget(crate::volume::memory::Exhausted {
+                    needed: 2,
+                    used: 1,
+                    budget: 2,
+                }),
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::State {
+                    path: PathBuf::from("/run/x"),
+                    source: io(),
+                },
+                Code::Internal,
+            ),
+            (
+                Error::OperationPending {
+                    volume_id: "v".into(),
+                },
+                Code::Aborted,
+            ),
+            (
+                Error::AlreadyExists {
+                    volume_id: "v".into(),
+                },
+                Code::AlreadyExists,
+            ),
+            (Error::ShuttingDown, Code::Unavailable),
+            (Error::VaultTimeout { secs: 60.0 }, Code::DeadlineExceeded),
+            (Error::CallDeadline, Code::DeadlineExceeded),
+            (
+                Error::TargetMismatch {
+                    volume_id: "v".into(),
+                    existing: "t".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+        ];
+        let mut covered = [false; VARIANTS];
+        for (error, expected) in &table {
+            covered[row(error)] = true;
+            assert_eq!(code(error), *expected, "{error}");
+        }
+        let missing: Vec<usize> = (0..VARIANTS).filter(|i| !covered[*i]).collect();
+        assert!(missing.is_empty(), "rows without a test: {missing:?}");
     }
 
     #[test]
@@ -131,10 +303,12 @@ mod tests {
         let table = [
             (login(status(403)), Code::PermissionDenied),
             (login(status(400)), Code::InvalidArgument),
+            (login(status(404)), Code::InvalidArgument),
             (login(status(500)), Code::Unavailable),
             (login(status(503)), Code::Unavailable),
             (fetch(status(404)), Code::FailedPrecondition),
             (fetch(status(403)), Code::PermissionDenied),
+            (fetch(status(412)), Code::Unavailable),
             (
                 fetch(vault::Error::RateLimited {
                     operation: "read",
@@ -153,23 +327,9 @@ mod tests {
                 Code::Unavailable,
             ),
             (
-                Error::OperationPending {
-                    volume_id: "v".into(),
-                },
-                Code::Aborted,
-            ),
-            (
-                Error::AlreadyExists {
-                    volume_id: "v".into(),
-                },
-                Code::AlreadyExists,
-            ),
-            (
-                Error::UnknownAttribute { key: "k".into() },
+                fetch(vault::Error::Config { reason: "r".into() }),
                 Code::InvalidArgument,
             ),
-            (Error::VaultTimeout { secs: 60.0 }, Code::DeadlineExceeded),
-            (Error::CallDeadline, Code::DeadlineExceeded),
         ];
         for (error, expected) in table {
             assert_eq!(code(&error), expected, "{error}");

@@ -28,18 +28,23 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::FairnessConfig;
 use crate::vault::{BudgetSettings, Governor};
-use crate::volume::VolumeId;
 
-/// Something that can refresh one volume and say when it is next due.
-pub trait Refresher: Send + Sync + 'static {
-    /// Refreshes `volume`; returns its next deadline, or `None` when it needs
+/// What the scheduler can key deadlines by (the volume manager uses its
+/// volume ids). The scheduler knows nothing else about what it schedules.
+pub trait Key: Clone + Ord + std::hash::Hash + Send + Sync + 'static {}
+
+impl<K: Clone + Ord + std::hash::Hash + Send + Sync + 'static> Key for K {}
+
+/// Something that can refresh one item and say when it is next due.
+pub trait Refresher<K: Key>: Send + Sync + 'static {
+    /// Refreshes `item`; returns its next deadline, or `None` when it needs
     /// no more refreshes (unpublished, or `refresh: "false"`).
-    fn refresh(&self, volume: VolumeId) -> impl Future<Output = Option<Instant>> + Send;
+    fn refresh(&self, item: K) -> impl Future<Output = Option<Instant>> + Send;
 
-    /// The tenant (pod namespace) `volume` belongs to, whose refreshes share
+    /// The tenant (pod namespace) `item` belongs to, whose refreshes share
     /// [`Fairness::per_namespace`] slots. `None`: not capped.
-    fn namespace(&self, volume: &VolumeId) -> impl Future<Output = Option<String>> + Send {
-        let _ = volume;
+    fn namespace(&self, item: &K) -> impl Future<Output = Option<String>> + Send {
+        let _ = item;
         std::future::ready(None)
     }
 }
@@ -83,21 +88,30 @@ impl Default for Fairness {
     }
 }
 
-enum Command {
-    Schedule(VolumeId, Instant),
-    Cancel(VolumeId),
-    Done(VolumeId, Option<Instant>),
+enum Command<K> {
+    Schedule(K, Instant),
+    Cancel(K),
+    Done(K, Option<Instant>),
 }
 
 /// The handle volumes use to (re)schedule and cancel refreshes. Cheap to
 /// clone; every call is a non-blocking channel send.
-#[derive(Clone, Debug)]
-pub struct RefreshScheduler {
-    tx: mpsc::UnboundedSender<Command>,
+#[derive(Debug)]
+pub struct RefreshScheduler<K> {
+    tx: mpsc::UnboundedSender<Command<K>>,
     fairness: Arc<Fairness>,
 }
 
-impl std::fmt::Debug for Command {
+impl<K> Clone for RefreshScheduler<K> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            fairness: Arc::clone(&self.fairness),
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for Command<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Command")
     }
@@ -105,21 +119,21 @@ impl std::fmt::Debug for Command {
 
 /// The scheduler's task half, run once with [`SchedulerTask::run`].
 #[derive(Debug)]
-pub struct SchedulerTask {
-    rx: mpsc::UnboundedReceiver<Command>,
-    tx: mpsc::UnboundedSender<Command>,
+pub struct SchedulerTask<K> {
+    rx: mpsc::UnboundedReceiver<Command<K>>,
+    tx: mpsc::UnboundedSender<Command<K>>,
     fairness: Arc<Fairness>,
 }
 
-impl RefreshScheduler {
+impl<K: Key> RefreshScheduler<K> {
     /// Creates the handle and the task that serves it, with the default
     /// [`Fairness`].
-    pub fn new() -> (Self, SchedulerTask) {
+    pub fn new() -> (Self, SchedulerTask<K>) {
         Self::with_fairness(Fairness::default())
     }
 
     /// Creates the handle and the task that serves it.
-    pub fn with_fairness(fairness: Fairness) -> (Self, SchedulerTask) {
+    pub fn with_fairness(fairness: Fairness) -> (Self, SchedulerTask<K>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let fairness = Arc::new(fairness);
         (
@@ -136,71 +150,117 @@ impl RefreshScheduler {
         &self.fairness
     }
 
-    /// Makes `volume` due at `at`, replacing any earlier deadline. A volume
+    /// Makes `item` due at `at`, replacing any earlier deadline. An item
     /// being refreshed right now is refreshed again at `at` if that is
     /// sooner than what the running refresh will ask for.
-    pub fn schedule(&self, volume: VolumeId, at: Instant) {
-        let _ = self.tx.send(Command::Schedule(volume, at));
+    pub fn schedule(&self, item: K, at: Instant) {
+        let _ = self.tx.send(Command::Schedule(item, at));
     }
 
-    /// Stops refreshing `volume` (unpublish).
-    pub fn cancel(&self, volume: VolumeId) {
-        let _ = self.tx.send(Command::Cancel(volume));
+    /// Stops refreshing `item` (unpublish).
+    pub fn cancel(&self, item: K) {
+        let _ = self.tx.send(Command::Cancel(item));
     }
 }
 
-#[derive(Default)]
-struct Queue {
-    by_time: BTreeSet<(Instant, VolumeId)>,
-    deadline: HashMap<VolumeId, Instant>,
-    running: HashSet<VolumeId>,
-    /// Deadlines asked for while a volume was running.
-    pending: HashMap<VolumeId, Instant>,
+/// The deadline queue. It owns every rule about an item's lifecycle:
+/// waiting (one deadline each), running (at most once at a time; deadlines
+/// asked for meanwhile are kept as pending), cancelled while running (its
+/// refresher's answer is dropped).
+#[derive(Debug)]
+struct Queue<K> {
+    by_time: BTreeSet<(Instant, K)>,
+    deadline: HashMap<K, Instant>,
+    running: HashSet<K>,
+    /// Deadlines asked for while an item was running.
+    pending: HashMap<K, Instant>,
+    /// Items cancelled while running: their refresh's answer is ignored.
+    cancelled: HashSet<K>,
 }
 
-impl Queue {
-    fn insert(&mut self, volume: VolumeId, at: Instant) {
-        if self.running.contains(&volume) {
-            let slot = self.pending.entry(volume).or_insert(at);
+impl<K: Key> Default for Queue<K> {
+    fn default() -> Self {
+        Self {
+            by_time: BTreeSet::new(),
+            deadline: HashMap::new(),
+            running: HashSet::new(),
+            pending: HashMap::new(),
+            cancelled: HashSet::new(),
+        }
+    }
+}
+
+impl<K: Key> Queue<K> {
+    /// Makes `item` due at `at`: replaces its deadline, or, while it runs,
+    /// keeps the sooner of the pending deadlines. Revives a cancelled item.
+    fn schedule(&mut self, item: K, at: Instant) {
+        self.cancelled.remove(&item);
+        if self.running.contains(&item) {
+            let slot = self.pending.entry(item).or_insert(at);
             *slot = (*slot).min(at);
             return;
         }
-        if let Some(old) = self.deadline.insert(volume.clone(), at) {
-            self.by_time.remove(&(old, volume.clone()));
+        if let Some(old) = self.deadline.insert(item.clone(), at) {
+            self.by_time.remove(&(old, item.clone()));
         }
-        self.by_time.insert((at, volume));
+        self.by_time.insert((at, item));
     }
 
-    fn remove(&mut self, volume: &VolumeId) {
-        if let Some(old) = self.deadline.remove(volume) {
-            self.by_time.remove(&(old, volume.clone()));
+    /// Forgets `item`; if it is running, what its refresh answers is
+    /// dropped.
+    fn cancel(&mut self, item: &K) {
+        if let Some(old) = self.deadline.remove(item) {
+            self.by_time.remove(&(old, item.clone()));
         }
-        self.pending.remove(volume);
+        self.pending.remove(item);
+        if self.running.contains(item) {
+            self.cancelled.insert(item.clone());
+        }
     }
 
+    /// A refresh of `item` ended, asking for `next`: it is due again at the
+    /// sooner of `next` and what was asked for while it ran, unless it was
+    /// cancelled meanwhile.
+    fn done(&mut self, item: K, next: Option<Instant>) {
+        self.running.remove(&item);
+        let pending = self.pending.remove(&item);
+        if self.cancelled.remove(&item) {
+            return;
+        }
+        let at = match (next, pending) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = at {
+            self.schedule(item, at);
+        }
+    }
+
+    /// The earliest deadline.
     fn next(&self) -> Option<Instant> {
         self.by_time.first().map(|(at, _)| *at)
     }
 
-    fn pop_due(&mut self, now: Instant) -> Vec<VolumeId> {
+    /// Takes every item due at `now`, marking them running.
+    fn pop_due(&mut self, now: Instant) -> Vec<K> {
         let mut due = Vec::new();
         while let Some((at, _)) = self.by_time.first() {
             if *at > now {
                 break;
             }
-            let (_, volume) = self.by_time.pop_first().expect("checked non-empty");
-            self.deadline.remove(&volume);
-            self.running.insert(volume.clone());
-            due.push(volume);
+            let (_, item) = self.by_time.pop_first().expect("checked non-empty");
+            self.deadline.remove(&item);
+            self.running.insert(item.clone());
+            due.push(item);
         }
         due
     }
 }
 
-impl SchedulerTask {
+impl<K: Key> SchedulerTask<K> {
     /// Runs until `shutdown` fires; refreshes already running finish on
     /// `tracker`.
-    pub async fn run<R: Refresher>(
+    pub async fn run<R: Refresher<K>>(
         mut self,
         refresher: Arc<R>,
         shutdown: CancellationToken,
@@ -214,41 +274,19 @@ impl SchedulerTask {
             self.fairness.per_namespace,
         )));
         let mut queue = Queue::default();
-        let mut cancelled: HashSet<VolumeId> = HashSet::new();
         loop {
             let next = queue.next();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 command = self.rx.recv() => match command {
-                    Some(Command::Schedule(volume, at)) => {
-                        cancelled.remove(&volume);
-                        queue.insert(volume, at);
-                    }
-                    Some(Command::Cancel(volume)) => {
-                        queue.remove(&volume);
-                        if queue.running.contains(&volume) {
-                            cancelled.insert(volume);
-                        }
-                    }
-                    Some(Command::Done(volume, next)) => {
-                        queue.running.remove(&volume);
-                        let pending = queue.pending.remove(&volume);
-                        if cancelled.remove(&volume) {
-                            continue;
-                        }
-                        let at = match (next, pending) {
-                            (Some(a), Some(b)) => Some(a.min(b)),
-                            (a, b) => a.or(b),
-                        };
-                        if let Some(at) = at {
-                            queue.insert(volume, at);
-                        }
-                    }
+                    Some(Command::Schedule(item, at)) => queue.schedule(item, at),
+                    Some(Command::Cancel(item)) => queue.cancel(&item),
+                    Some(Command::Done(item, next)) => queue.done(item, next),
                     None => break,
                 },
                 () = sleep_until(next), if next.is_some() => {
-                    for volume in queue.pop_due(Instant::now()) {
+                    for item in queue.pop_due(Instant::now()) {
                         let refresher = Arc::clone(&refresher);
                         let permits = Arc::clone(&permits);
                         let slots = Arc::clone(&slots);
@@ -259,7 +297,7 @@ impl SchedulerTask {
                                 // The namespace's slot first: a tenant's
                                 // queued refreshes wait on their own slots,
                                 // never on the node's.
-                                let slot = match refresher.namespace(&volume).await {
+                                let slot = match refresher.namespace(&item).await {
                                     Some(namespace) => Some(slots.acquire(namespace).await),
                                     None => None,
                                 };
@@ -274,9 +312,9 @@ impl SchedulerTask {
                                 () = stop.cancelled() => return,
                                 held = acquire => held,
                             };
-                            let next = refresher.refresh(volume.clone()).await;
+                            let next = refresher.refresh(item.clone()).await;
                             drop(held);
-                            let _ = tx.send(Command::Done(volume, next));
+                            let _ = tx.send(Command::Done(item, next));
                         });
                     }
                 }

@@ -278,6 +278,162 @@ pub fn admit(
     }
 }
 
+/// What happens to a secret at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Renew its lease in place (same credentials, no re-render).
+    Renew,
+    /// Fetch it again and re-render.
+    Refetch,
+}
+
+/// What a fresh Vault answer says about its own lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lifetime {
+    /// It came with a lease id.
+    pub leased: bool,
+    /// Its lease duration (zero: none).
+    pub lease: Duration,
+    /// Vault says the lease can be renewed.
+    pub renewable: bool,
+    /// Time to a static role's next rotation (`data.ttl` of static
+    /// database or LDAP credentials).
+    pub rotation: Option<Duration>,
+    /// Life left in a certificate it carries (`expiration`).
+    pub certificate: Option<Duration>,
+}
+
+/// When a secret is next due and what happens then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretPlan {
+    /// What happens at the deadline.
+    pub step: Step,
+    /// How long until what it protects ends, if it ends.
+    pub expires_in: Option<Duration>,
+    /// How long until the deadline.
+    pub due_in: Duration,
+    /// The increment asked for on renewal.
+    pub increment: Duration,
+}
+
+/// Plans a fresh answer: renewable lease → renew at ~2/3; non-renewable
+/// lease or certificate → re-fetch between 2/3 and 9/10; static database
+/// or LDAP credentials → re-read just after their next rotation; anything
+/// else (KV) → re-read every `static_interval`.
+pub fn plan_secret(life: Lifetime, static_interval: Duration, u: f64) -> SecretPlan {
+    let lease = life.lease;
+    match (life.leased, life.certificate) {
+        (true, _) if life.renewable && !lease.is_zero() => SecretPlan {
+            step: Step::Renew,
+            expires_in: Some(lease),
+            due_in: renew_delay(lease, u),
+            increment: lease,
+        },
+        (true, _) if !lease.is_zero() => SecretPlan {
+            step: Step::Refetch,
+            expires_in: Some(lease),
+            due_in: refetch_delay(lease, u),
+            increment: lease,
+        },
+        (false, _) if life.rotation.is_some() => SecretPlan {
+            step: Step::Refetch,
+            expires_in: None,
+            due_in: rotation_delay(life.rotation.unwrap_or_default(), u),
+            increment: Duration::ZERO,
+        },
+        (_, Some(remaining)) => SecretPlan {
+            step: Step::Refetch,
+            expires_in: Some(remaining),
+            due_in: refetch_delay(remaining, u),
+            increment: remaining,
+        },
+        _ => SecretPlan {
+            step: Step::Refetch,
+            expires_in: None,
+            due_in: static_delay(static_interval, u),
+            increment: Duration::ZERO,
+        },
+    }
+}
+
+/// After renewing a lease that asked for `increment` and was granted
+/// `granted`: renew again at ~2/3, or, when the renewal was capped (its max
+/// TTL is near), replace it before it ends.
+pub fn plan_lease_renewal(increment: Duration, granted: Duration, u: f64) -> (Step, Duration) {
+    if renewal_capped(increment, granted) {
+        (Step::Refetch, refetch_delay(granted, u))
+    } else {
+        (Step::Renew, renew_delay(granted, u))
+    }
+}
+
+/// When a Vault token is next due and how it is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenPlan {
+    /// The lifetime it is planned by (see [`token_lifetime`]).
+    pub lifetime: Duration,
+    /// Renewal no longer extends it: log in again at the deadline.
+    pub exhausted: bool,
+    /// How long until the renewal or the new login.
+    pub due_in: Duration,
+}
+
+/// Plans a token from a login that granted `ttl`: a renewable token is
+/// renewed at ~2/3; one that cannot be renewed (or came with no TTL, which
+/// is planned as a non-renewable [`NO_TTL_LIFETIME`]) is replaced by a new
+/// login between 2/3 and 9/10 of its life.
+pub fn plan_login(ttl: Duration, renewable: bool, u: f64) -> TokenPlan {
+    let lifetime = token_lifetime(ttl);
+    let renewable = renewable && !ttl.is_zero();
+    TokenPlan {
+        lifetime,
+        exhausted: !renewable,
+        due_in: if renewable {
+            renew_delay(lifetime, u)
+        } else {
+            refetch_delay(lifetime, u)
+        },
+    }
+}
+
+/// Plans a token after a renewal that asked for `requested` and was
+/// granted `granted`: renewed again at ~2/3, or, once renewal is capped,
+/// replaced by a login before it ends.
+pub fn plan_token_renewal(requested: Duration, granted: Duration, u: f64) -> TokenPlan {
+    let lifetime = token_lifetime(granted);
+    let exhausted = renewal_capped(requested, lifetime);
+    TokenPlan {
+        lifetime,
+        exhausted,
+        due_in: if exhausted {
+            refetch_delay(lifetime, u)
+        } else {
+            renew_delay(lifetime, u)
+        },
+    }
+}
+
+/// Delay before retry number `failures` (0-based) of something that ends
+/// in `remaining`: the backoff, at least `Retry-After`, never past half of
+/// the life that is left.
+pub fn retry_delay(
+    failures: u32,
+    u: f64,
+    retry_after: Option<Duration>,
+    remaining: Option<Duration>,
+) -> Duration {
+    before_expiry(backoff_delay(failures, u, retry_after), remaining)
+}
+
+/// Delay before a re-read the node held back (Vault pushed back, or the
+/// namespace's budget is spent) is tried again: after `wait`, spread by up
+/// to a fifth so deferred volumes do not return together, never past the
+/// end of what it protects. Not a failure: no backoff.
+pub fn deferral_delay(wait: Duration, u: f64, remaining: Option<Duration>) -> Duration {
+    let spread = wait.mul_f64(1.0 + 0.2 * u.clamp(0.0, 1.0));
+    before_expiry(spread.max(MIN_DELAY), remaining)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,5 +750,143 @@ mod tests {
             (Admit::Now, -1000.0),
             "a zero rate turns the budget off"
         );
+    }
+
+    #[test]
+    fn fresh_answers_are_planned_by_what_they_are() {
+        let kv = Lifetime::default();
+        let renewable = Lifetime {
+            leased: true,
+            lease: s(3600),
+            renewable: true,
+            ..Lifetime::default()
+        };
+        let fixed = Lifetime {
+            renewable: false,
+            ..renewable
+        };
+        let zero_lease = Lifetime {
+            lease: Duration::ZERO,
+            ..renewable
+        };
+        let rotating = Lifetime {
+            rotation: Some(s(100)),
+            ..Lifetime::default()
+        };
+        let certificate = Lifetime {
+            certificate: Some(s(600)),
+            ..Lifetime::default()
+        };
+        let leased_certificate = Lifetime {
+            leased: true,
+            lease: Duration::ZERO,
+            certificate: Some(s(600)),
+            ..Lifetime::default()
+        };
+        // (answer, step, expires_in, due_in at u = 0, increment)
+        let table = [
+            (kv, Step::Refetch, None, s(270), Duration::ZERO),
+            (renewable, Step::Renew, Some(s(3600)), s(2160), s(3600)),
+            (fixed, Step::Refetch, Some(s(3600)), s(2400), s(3600)),
+            // A lease of zero is no lease: planned as static.
+            (zero_lease, Step::Refetch, None, s(270), Duration::ZERO),
+            (rotating, Step::Refetch, None, s(101), Duration::ZERO),
+            (certificate, Step::Refetch, Some(s(600)), s(400), s(600)),
+            (
+                leased_certificate,
+                Step::Refetch,
+                Some(s(600)),
+                s(400),
+                s(600),
+            ),
+        ];
+        for (life, step, expires_in, due_in, increment) in table {
+            let plan = plan_secret(life, s(300), 0.0);
+            assert_eq!(plan.step, step, "{life:?}");
+            assert_eq!(plan.expires_in, expires_in, "{life:?}");
+            assert_eq!(plan.increment, increment, "{life:?}");
+            assert!(
+                plan.due_in.abs_diff(due_in) < Duration::from_millis(10),
+                "{life:?}: {:?} vs {due_in:?}",
+                plan.due_in
+            );
+        }
+    }
+
+    #[test]
+    fn renewals_continue_until_capped_then_replace() {
+        // (asked, granted, step, due_in at u = 0)
+        let table = [
+            (s(3600), s(3600), Step::Renew, s(2160)),
+            (s(3600), s(4000), Step::Renew, s(2400)),
+            (s(3600), s(600), Step::Refetch, s(400)),
+            (s(3600), Duration::ZERO, Step::Refetch, s(10)),
+        ];
+        for (asked, granted, step, due_in) in table {
+            let (got, delay) = plan_lease_renewal(asked, granted, 0.0);
+            assert_eq!(got, step, "{asked:?} {granted:?}");
+            assert!(
+                delay.abs_diff(due_in) < Duration::from_millis(10),
+                "{delay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_are_renewed_until_capped_and_logged_in_again_after() {
+        // (ttl, renewable, exhausted, lifetime, due_in at u = 0)
+        let logins = [
+            (s(3600), true, false, s(3600), s(2160)),
+            (s(3600), false, true, s(3600), s(2400)),
+            // No TTL: a non-renewable five minutes, never "forever".
+            (Duration::ZERO, true, true, NO_TTL_LIFETIME, s(200)),
+        ];
+        for (ttl, renewable, exhausted, lifetime, due_in) in logins {
+            let plan = plan_login(ttl, renewable, 0.0);
+            assert_eq!(plan.exhausted, exhausted, "{ttl:?}");
+            assert_eq!(plan.lifetime, lifetime, "{ttl:?}");
+            assert!(plan.due_in.abs_diff(due_in) < Duration::from_millis(10));
+        }
+        // (asked, granted, exhausted, due_in at u = 0)
+        let renewals = [
+            (s(3600), s(3600), false, s(2160)),
+            (s(3600), s(900), true, s(600)),
+            (s(60), s(60), false, s(36)),
+        ];
+        for (asked, granted, exhausted, due_in) in renewals {
+            let plan = plan_token_renewal(asked, granted, 0.0);
+            assert_eq!(plan.exhausted, exhausted, "{asked:?} {granted:?}");
+            assert!(plan.due_in.abs_diff(due_in) < Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn retries_and_deferrals_stay_before_the_end() {
+        // (failures, retry_after, remaining, at u = 0)
+        let retries = [
+            (0, None, None, Duration::from_millis(500)),
+            (3, None, None, s(4)),
+            (10, None, None, s(30)),
+            (10, None, Some(s(20)), s(10)),
+            (0, Some(s(7)), None, s(7)),
+            (0, Some(s(7)), Some(s(4)), s(2)),
+        ];
+        for (failures, retry_after, remaining, expected) in retries {
+            assert_eq!(
+                retry_delay(failures, 0.0, retry_after, remaining),
+                expected,
+                "{failures} {retry_after:?} {remaining:?}"
+            );
+        }
+        // (wait, u, remaining, expected)
+        let deferrals = [
+            (s(10), 0.0, None, s(10)),
+            (s(10), 1.0, None, s(12)),
+            (s(10), 0.0, Some(s(8)), s(4)),
+            (Duration::ZERO, 0.0, None, MIN_DELAY),
+        ];
+        for (wait, u, remaining, expected) in deferrals {
+            assert_eq!(deferral_delay(wait, u, remaining), expected, "{wait:?} {u}");
+        }
     }
 }

@@ -11,8 +11,8 @@ struct Recorder {
     rounds: usize,
 }
 
-impl Refresher for Recorder {
-    async fn refresh(&self, volume: VolumeId) -> Option<Instant> {
+impl Refresher<Item> for Recorder {
+    async fn refresh(&self, volume: Item) -> Option<Instant> {
         let mut calls = self.calls.lock().unwrap();
         calls.push((volume.as_str().to_owned(), Instant::now()));
         let seen = calls.iter().filter(|(v, _)| v == volume.as_str()).count();
@@ -20,11 +20,17 @@ impl Refresher for Recorder {
     }
 }
 
-fn id(s: &str) -> VolumeId {
-    VolumeId::parse(s).unwrap()
+/// The scheduler is generic over its key; the tests key by name.
+type Item = String;
+
+fn id(s: &str) -> Item {
+    s.to_owned()
 }
 
-fn start(every: Duration, rounds: usize) -> (RefreshScheduler, Arc<Recorder>, CancellationToken) {
+fn start(
+    every: Duration,
+    rounds: usize,
+) -> (RefreshScheduler<Item>, Arc<Recorder>, CancellationToken) {
     let (scheduler, task) = RefreshScheduler::new();
     let recorder = Arc::new(Recorder {
         calls: Mutex::new(Vec::new()),
@@ -108,8 +114,8 @@ struct Tenants {
     done: Mutex<Vec<String>>,
 }
 
-impl Refresher for Tenants {
-    async fn refresh(&self, volume: VolumeId) -> Option<Instant> {
+impl Refresher<Item> for Tenants {
+    async fn refresh(&self, volume: Item) -> Option<Instant> {
         if volume.as_str().starts_with("slow") {
             std::future::pending::<()>().await;
         }
@@ -117,12 +123,12 @@ impl Refresher for Tenants {
         None
     }
 
-    async fn namespace(&self, volume: &VolumeId) -> Option<String> {
+    async fn namespace(&self, volume: &Item) -> Option<String> {
         volume.as_str().split('-').next().map(str::to_owned)
     }
 }
 
-fn start_tenants(per_namespace: usize) -> (RefreshScheduler, Arc<Tenants>) {
+fn start_tenants(per_namespace: usize) -> (RefreshScheduler<Item>, Arc<Tenants>) {
     let (scheduler, task) = RefreshScheduler::with_fairness(Fairness {
         per_namespace,
         ..Fairness::default()
@@ -167,4 +173,48 @@ async fn without_a_cap_a_hanging_namespace_takes_every_slot() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     settle().await;
     assert!(tenants.done.lock().unwrap().is_empty());
+}
+
+fn at(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+/// The queue's lifecycle rules, without a task: a running item is never
+/// handed out twice, deadlines asked for while it runs are kept, and a
+/// cancelled item's answer is dropped unless it is scheduled again.
+#[tokio::test(start_paused = true)]
+async fn the_queue_owns_running_pending_and_cancelled() {
+    let mut queue: Queue<Item> = Queue::default();
+    let (t10, t20, t30) = (at(10), at(20), at(30));
+    queue.schedule(id("a"), t20);
+    queue.schedule(id("a"), t10);
+    assert_eq!(queue.next(), Some(t10), "a new deadline replaces the old");
+    assert_eq!(queue.pop_due(t10), vec![id("a")]);
+    assert_eq!(queue.next(), None);
+
+    // Running: a schedule is pending, and the sooner of it and the answer wins.
+    queue.schedule(id("a"), t30);
+    assert!(queue.pop_due(t30).is_empty(), "never handed out twice");
+    queue.done(id("a"), Some(t20));
+    assert_eq!(queue.next(), Some(t20));
+
+    // Cancelled while running: the answer is dropped.
+    assert_eq!(queue.pop_due(t20), vec![id("a")]);
+    queue.cancel(&id("a"));
+    queue.done(id("a"), Some(t30));
+    assert_eq!(queue.next(), None);
+
+    // Cancelled, then scheduled again while running: the answer counts.
+    queue.schedule(id("b"), t10);
+    assert_eq!(queue.pop_due(t10), vec![id("b")]);
+    queue.cancel(&id("b"));
+    queue.schedule(id("b"), t30);
+    queue.done(id("b"), None);
+    assert_eq!(queue.next(), Some(t30));
+
+    // Done with nothing asked: forgotten.
+    assert_eq!(queue.pop_due(t30), vec![id("b")]);
+    queue.done(id("b"), None);
+    assert_eq!(queue.next(), None);
+    assert!(queue.running.is_empty() && queue.pending.is_empty() && queue.cancelled.is_empty());
 }

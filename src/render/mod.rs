@@ -20,7 +20,6 @@ mod tree;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -95,7 +94,7 @@ pub enum Error {
     },
     /// A `secret` call is malformed (bad path or arguments).
     #[error("invalid secret call: {0}")]
-    InvalidRequest(String),
+    InvalidRequest(#[from] crate::vault::InvalidRequest),
     /// The templates make more distinct `secret` calls than allowed.
     #[error(
         "the templates read {count} distinct secrets; at most {MAX_SECRETS_PER_VOLUME} are allowed per volume"
@@ -139,180 +138,7 @@ pub enum Error {
 /// Rendered files: each template's path and its exact bytes.
 pub type RenderedFiles = Vec<(RelativePath, Secret<Vec<u8>>)>;
 
-/// One `secret` call: a Vault path, plus the arguments that make it a write
-/// (PUT) rather than a read (GET). Equal requests are fetched once per render
-/// (equality, hashing and order are by path and arguments only).
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-pub struct SecretRequest {
-    path: String,
-    /// Canonical JSON of the arguments (keys sorted), or `None` for a read.
-    body: Option<String>,
-    /// The path was not a literal in the template but came from data
-    /// (`(secret data.data.path)`): it may be a secret, so errors and logs
-    /// show [`SecretRequest::PATH_FROM_DATA`] instead.
-    #[serde(default)]
-    from_data: bool,
-}
-
-impl PartialEq for SecretRequest {
-    fn eq(&self, other: &Self) -> bool {
-        (&self.path, &self.body) == (&other.path, &other.body)
-    }
-}
-
-impl Eq for SecretRequest {}
-
-impl Hash for SecretRequest {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (&self.path, &self.body).hash(state);
-    }
-}
-
-impl PartialOrd for SecretRequest {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for SecretRequest {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (&self.path, &self.body).cmp(&(&other.path, &other.body))
-    }
-}
-
-impl SecretRequest {
-    /// What errors and logs show for a path that came from data.
-    pub const PATH_FROM_DATA: &'static str = "<path from secret data>";
-
-    /// Validates the path (relative, no `..`, URL-safe characters) and
-    /// canonicalises the arguments.
-    pub fn new(path: &str, args: &serde_json::Map<String, Value>) -> Result<Self, Error> {
-        Self::build(path, args, false)
-    }
-
-    /// [`SecretRequest::new`], for a path that came from data when
-    /// `from_data` (its errors then never echo it).
-    pub(crate) fn build(
-        path: &str,
-        args: &serde_json::Map<String, Value>,
-        from_data: bool,
-    ) -> Result<Self, Error> {
-        let path = path.trim_start_matches('/');
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.@=+:,~/".contains(c);
-        if path.is_empty()
-            || !path.chars().all(ok_char)
-            || path
-                .split('/')
-                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-        {
-            let shown = if from_data {
-                Self::PATH_FROM_DATA.to_owned()
-            } else {
-                format!("{path:?}")
-            };
-            return Err(Error::InvalidRequest(format!(
-                "{shown} is not a Vault path: use letters, digits and `-_.@=+:,~` separated by single `/`"
-            )));
-        }
-        // serde_json's map is a BTreeMap here (no `preserve_order`), so the
-        // serialisation is canonical.
-        let body = if args.is_empty() {
-            None
-        } else {
-            Some(serde_json::to_string(args).map_err(|e| Error::InvalidRequest(e.to_string()))?)
-        };
-        Ok(Self {
-            path: path.to_owned(),
-            body,
-            from_data,
-        })
-    }
-
-    /// The Vault path, without `/v1/`. Only for the request itself: errors
-    /// and logs use [`SecretRequest::shown_path`].
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
-    /// The path as errors and logs may show it: the path, or
-    /// [`SecretRequest::PATH_FROM_DATA`] when it came from data.
-    pub fn shown_path(&self) -> &str {
-        if self.from_data {
-            Self::PATH_FROM_DATA
-        } else {
-            &self.path
-        }
-    }
-
-    /// Whether the path came from data rather than the template's text:
-    /// then nothing derived from it (Vault's message about it included) may
-    /// be shown.
-    pub fn path_from_data(&self) -> bool {
-        self.from_data
-    }
-
-    /// The JSON body for a write, or `None` for a read.
-    pub fn body(&self) -> Option<&str> {
-        self.body.as_deref()
-    }
-}
-
-impl fmt::Debug for SecretRequest {
-    // Arguments can carry sensitive input (e.g. transit plaintext): only the
-    // path is shown.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretRequest")
-            .field("path", &self.shown_path())
-            .field("write", &self.body.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Vault's error about `request`, as errors and logs may show it: when the
-/// path came from data, every word Vault or the HTTP client said is
-/// withheld (Vault's messages, a "no handler for route" for instance, and
-/// connection errors can quote the path); the operation and status stay.
-pub fn withhold_for(request: &SecretRequest, error: crate::vault::Error) -> crate::vault::Error {
-    use crate::vault::Error as E;
-    if !request.from_data {
-        return error;
-    }
-    let withheld = || "(withheld: the path came from secret data)".to_owned();
-    match error {
-        E::Config { .. } => E::Config { reason: withheld() },
-        E::Unreachable {
-            operation, address, ..
-        } => E::Unreachable {
-            operation,
-            address,
-            reason: withheld(),
-        },
-        E::RateLimited {
-            operation,
-            status,
-            retry_after,
-            ..
-        } => E::RateLimited {
-            operation,
-            status,
-            retry_after,
-            message: withheld(),
-        },
-        E::Status {
-            operation, status, ..
-        } => E::Status {
-            operation,
-            status,
-            message: withheld(),
-        },
-        E::InvalidResponse { operation, .. } => E::InvalidResponse {
-            operation,
-            reason: withheld(),
-        },
-        // The driver's own words, naming no path.
-        held @ E::Held { .. } => held,
-    }
-}
+pub use crate::vault::{SecretRequest, withhold_for};
 
 /// A volume's templates, parsed once, with the `secret` calls they make.
 /// Volumes with the same templates share one (see [`Renderer::compile`]).

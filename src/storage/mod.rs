@@ -1,12 +1,15 @@
 //! Storage: where rendered files land.
 //!
 //! Each volume is its own small tmpfs mounted on kubelet's `target_path`
-//! ([`tmpfs`]), written only through the [`AtomicWriter`], whose paths are
+//! ([`tmpfs`]), reached by the volume manager only through the
+//! [`VolumeRoots`] seam (a tmpfs per volume, or plain directories for
+//! unprivileged runs), written only through the [`AtomicWriter`], whose paths are
 //! [`RelativePath`]s that cannot escape the volume. Nothing here knows about
 //! Vault or templates.
 
 mod atomic;
 mod path;
+mod root;
 pub mod selinux;
 pub mod tmpfs;
 
@@ -14,6 +17,7 @@ use std::path::PathBuf;
 
 pub use atomic::{AtomicWriter, FileContent, Payload, WriteOptions, WriteOutcome, remove_tree};
 pub use path::{MAX_ELEMENT_BYTES, MAX_PATH_BYTES, RelativePath, check_disjoint};
+pub use root::{PlainDirectories, Prepared, RootKind, RootOptions, TmpfsRoots, VolumeRoots};
 
 /// Everything that can go wrong while placing files on the node.
 #[derive(Debug, thiserror::Error)]

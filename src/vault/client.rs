@@ -17,10 +17,9 @@ use tokio::time::Instant;
 use url::Url;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{AuthToken, Error, LeaseId, SecretResponse};
+use super::{AuthToken, Error, LeaseId, SecretRequest, SecretResponse};
 use crate::metrics::Metrics;
 use crate::refresh::policy;
-use crate::render::SecretRequest;
 use crate::secret::Secret;
 
 /// Largest response body accepted from Vault.
@@ -990,8 +989,7 @@ mod tests {
         body.resize(1_000_000 - 3, b'a');
         body.extend_from_slice(br#""}}"#);
         let address = chunked_server("200 OK", "", body, 16).await;
-        let request =
-            crate::render::SecretRequest::new("secret/big", &serde_json::Map::new()).unwrap();
+        let request = super::SecretRequest::new("secret/big", &serde_json::Map::new()).unwrap();
         let token = Secret::new("hvs.test".to_owned());
         let answer = tokio::time::timeout(
             Duration::from_secs(20),
@@ -1010,7 +1008,7 @@ mod tests {
         let request = {
             let mut args = serde_json::Map::new();
             args.insert("a".to_owned(), serde_json::json!(1));
-            crate::render::SecretRequest::new("pki/tidy", &args).unwrap()
+            super::SecretRequest::new("pki/tidy", &args).unwrap()
         };
         let token = Secret::new("hvs.test".to_owned());
         let answer = client(address).fetch(&token, &request).await.unwrap();

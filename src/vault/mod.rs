@@ -8,6 +8,7 @@
 mod budget;
 mod client;
 mod identity;
+mod request;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub use client::{
     parse_retry_after,
 };
 pub use identity::{IdentityError, ServiceAccountToken, TOKENS_KEY};
+pub use request::{InvalidRequest, SecretRequest, withhold_for};
 
 use crate::secret::Secret;
 

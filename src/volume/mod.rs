@@ -12,22 +12,40 @@
 //!   calls on one volume are serialised by the volume's lock.
 //! * **Rollback**: a publish that fails leaves nothing mounted, no files, no
 //!   state, and revokes whatever Vault token it obtained.
-//! * **Restart**: every change is persisted ([`state`]), so a restarted
-//!   driver re-adopts its volumes ([`VolumeManager::restore`]).
+//! * **Restart**: every change is persisted ([`record`]), Vault's answers
+//!   included, so a restarted driver re-adopts its volumes and re-renders
+//!   them without asking Vault again ([`VolumeManager::restore`]).
+//!
+//! One home per concern:
+//!
+//! | file | what |
+//! |---|---|
+//! | `request.rs` | CSI requests checked into typed values, before the manager |
+//! | `spec/` | volume attributes, ids, target paths |
+//! | `manager.rs` | the volume map, publish / republish / unpublish / restore, rollback |
+//! | `pipeline.rs` | the work on one volume: login, compile, fetch and render, write |
+//! | `refresh.rs` | the scheduled refresh: token, leases, re-render |
+//! | `live.rs` | the in-memory volume, applying [`crate::refresh::policy`]'s plans |
+//! | `record.rs` | the persisted volume, its formats, and every conversion to and from `live.rs` |
+//! | `memory.rs`, `guard.rs` | the node's memory budget; one operation per volume |
+//!
+//! How a volume's files are held (tmpfs or plain directory) is behind
+//! [`crate::storage::VolumeRoots`]; nothing here branches on it.
 
 mod guard;
+mod live;
 mod manager;
 pub mod memory;
+mod pipeline;
+pub mod record;
 mod refresh;
+mod request;
 mod spec;
-pub mod state;
-mod tracked;
 
 use std::path::PathBuf;
 
-pub use manager::{
-    ManagerConfig, PublishCapability, PublishOutcome, PublishRequest, VolumeManager,
-};
+pub use manager::{ManagerConfig, PublishOutcome, VolumeManager};
+pub use request::{CheckedPublish, CheckedUnpublish, PublishCapability, PublishRequest};
 pub use spec::{
     MAX_FILES_PER_VOLUME, MAX_VOLUME_ID_BYTES, PodInfo, SpecDefaults, TargetPath, VolumeId,
     VolumeSpec, normalise_addr, parse_attributes, parse_go_duration,
@@ -105,6 +123,30 @@ pub enum Error {
         /// What Vault said.
         #[source]
         source: vault::Error,
+    },
+    /// A refresh found no Vault token to use: the volume's last login
+    /// failed and is being retried.
+    #[error(
+        "the volume has no Vault token (its last login failed); the login is retried with backoff"
+    )]
+    NoVaultToken,
+    /// Renewing the volume's Vault token failed transiently.
+    #[error(
+        "renewing the volume's Vault token failed: {source}; retried with backoff before the token expires"
+    )]
+    TokenRenewal {
+        /// What Vault said.
+        #[source]
+        source: vault::Error,
+    },
+    /// The Vault token must be replaced by a login, but the pod's
+    /// service-account token kubelet last sent has expired.
+    #[error(
+        "the pod's service-account token for audience {audience:?} has expired, so the driver cannot log in to Vault again until kubelet republishes the volume with a fresh one; check that the CSIDriver sets requiresRepublish: true"
+    )]
+    IdentityStale {
+        /// The audience of the token.
+        audience: String,
     },
     /// Reading or writing a secret failed.
     #[error("fetching secret {path:?} failed: {source}")]

@@ -1,0 +1,256 @@
+//! The in-memory form of a published volume ([`LiveVolume`]): its Vault
+//! token ([`Session`]) and its secrets ([`LiveSecret`]), each with its next
+//! deadline. *When* something is due comes from [`policy`]; this module only
+//! applies the plans. The persisted form is [`super::record`], which also
+//! holds every conversion between the two.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::memory::Charge;
+use super::spec::{PodInfo, TargetPath, VolumeSpec};
+use crate::metrics::VolumeLabels;
+use crate::refresh::policy::{self, Lifetime, Step};
+use crate::render::CompiledTemplates;
+use crate::secret::Secret;
+use crate::storage::selinux;
+use crate::vault::{
+    AuthToken, LeaseId, SecretRequest, SecretResponse, ServiceAccountToken, VaultClient,
+};
+
+/// A volume's Vault token and when to renew or replace it.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub token: Secret<String>,
+    pub expires_at: Instant,
+    /// TTL asked for on each renewal (the TTL granted at login).
+    pub requested_ttl: Duration,
+    pub renewable: bool,
+    /// Renewal stopped extending the token: log in again at `due`.
+    pub exhausted: bool,
+    pub due: Instant,
+}
+
+impl Session {
+    /// A session from a fresh login, planned by [`policy::plan_login`].
+    pub fn from_login(auth: AuthToken, u: f64) -> Self {
+        let plan = policy::plan_login(auth.ttl, auth.renewable, u);
+        let now = auth.obtained_at;
+        Self {
+            expires_at: now + plan.lifetime,
+            requested_ttl: plan.lifetime,
+            renewable: !plan.exhausted,
+            exhausted: plan.exhausted,
+            due: now + plan.due_in,
+            token: auth.token,
+        }
+    }
+
+    /// Applies a `renew-self` answer ([`policy::plan_token_renewal`]).
+    pub fn renewed(&mut self, auth: &AuthToken, u: f64) {
+        let plan = policy::plan_token_renewal(self.requested_ttl, auth.ttl, u);
+        let now = auth.obtained_at;
+        self.expires_at = now + plan.lifetime;
+        self.exhausted = plan.exhausted;
+        self.due = now + plan.due_in;
+    }
+
+    /// True when the token must be replaced by a new login now.
+    pub fn needs_login(&self, now: Instant) -> bool {
+        self.expires_at <= now || (self.exhausted && self.due <= now)
+    }
+}
+
+/// One `secret` call of a volume, with the answer it was last rendered
+/// from and its next deadline.
+#[derive(Debug)]
+pub(super) struct LiveSecret {
+    pub request: SecretRequest,
+    /// Vault's answer (the whole JSON body) the files were rendered from;
+    /// `None` only after a restart from a record that kept none.
+    pub answer: Option<Secret<Vec<u8>>>,
+    pub lease_id: Option<LeaseId>,
+    pub step: Step,
+    pub increment: Duration,
+    pub expires_at: Option<Instant>,
+    pub due: Instant,
+    pub failures: u32,
+}
+
+impl LiveSecret {
+    /// A fresh answer, planned by [`policy::plan_secret`].
+    pub fn from_response(
+        request: SecretRequest,
+        response: SecretResponse,
+        static_interval: Duration,
+        u: f64,
+    ) -> Self {
+        let now = response.fetched_at;
+        let life = Lifetime {
+            leased: response.lease_id.is_some(),
+            lease: response.lease_duration,
+            renewable: response.renewable,
+            rotation: response.rotation,
+            certificate: response.expiration.map(unix_to_remaining),
+        };
+        let plan = policy::plan_secret(life, static_interval, u);
+        Self {
+            request,
+            lease_id: response.lease_id,
+            answer: Some(response.raw),
+            step: plan.step,
+            increment: plan.increment,
+            expires_at: plan.expires_in.map(|d| now + d),
+            due: now + plan.due_in,
+            failures: 0,
+        }
+    }
+
+    /// Applies a lease renewal granted `ttl` at `at`
+    /// ([`policy::plan_lease_renewal`]).
+    pub fn renewed(&mut self, at: Instant, ttl: Duration, u: f64) {
+        let (step, due_in) = policy::plan_lease_renewal(self.increment, ttl, u);
+        self.expires_at = Some(at + ttl);
+        self.failures = 0;
+        self.step = step;
+        self.due = at + due_in;
+    }
+
+    /// Puts off a re-read the node held back ([`policy::deferral_delay`]).
+    /// Not a failure: the backoff is not raised.
+    pub fn deferred(&mut self, now: Instant, wait: Duration, u: f64) {
+        self.due = now + policy::deferral_delay(wait, u, self.remaining(now));
+    }
+
+    /// Schedules a retry after a failure ([`policy::retry_delay`]).
+    pub fn failed(&mut self, now: Instant, retry_after: Option<Duration>, u: f64) {
+        self.due = now + policy::retry_delay(self.failures, u, retry_after, self.remaining(now));
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.expires_at.map(|e| e.saturating_duration_since(now))
+    }
+}
+
+/// Everything the driver knows about one published volume.
+pub(super) struct LiveVolume {
+    pub target: TargetPath,
+    pub readonly: bool,
+    pub fs_group: Option<u32>,
+    /// The SELinux label of the volume's tmpfs, if any.
+    pub selinux_context: Option<selinux::Context>,
+    pub fingerprint: String,
+    pub attributes: BTreeMap<String, String>,
+    pub spec: VolumeSpec,
+    pub pod: PodInfo,
+    pub labels: VolumeLabels,
+    pub templates: Arc<CompiledTemplates>,
+    pub client: VaultClient,
+    pub identity: Option<ServiceAccountToken>,
+    pub session: Option<Session>,
+    pub secrets: Vec<LiveSecret>,
+    /// Retry counter for the token step.
+    pub token_failures: u32,
+    /// When the token step may be tried again after a failure.
+    pub token_retry_at: Option<Instant>,
+    /// The last refresh left something failed.
+    pub degraded: bool,
+    /// The volume's share of the node's memory budget.
+    pub memory: Charge,
+}
+
+impl LiveVolume {
+    /// Mode of the files: `fileMode`, else 0440 with an fsGroup, else 0444.
+    pub fn file_mode(&self) -> u32 {
+        self.spec.file_mode.unwrap_or(if self.fs_group.is_some() {
+            0o440
+        } else {
+            0o444
+        })
+    }
+
+    /// The earliest deadline of the token and every secret.
+    pub fn next_due(&self) -> Option<Instant> {
+        let token = match (&self.session, self.token_retry_at) {
+            (_, Some(retry)) => Some(retry),
+            (Some(s), None) => Some(s.due.min(s.expires_at)),
+            (None, None) => None,
+        };
+        token
+            .into_iter()
+            .chain(self.secrets.iter().map(|t| t.due))
+            .min()
+    }
+
+    /// The soonest moment something in the volume expires.
+    pub fn soonest_expiry(&self) -> Option<Instant> {
+        self.session
+            .as_ref()
+            .map(|s| s.expires_at)
+            .into_iter()
+            .chain(self.secrets.iter().filter_map(|t| t.expires_at))
+            .min()
+    }
+
+    /// Schedules the token step's retry after a failure, never past the
+    /// current token's end.
+    pub fn token_failed(&mut self, now: Instant, retry_after: Option<Duration>) {
+        let remaining = self
+            .session
+            .as_ref()
+            .map(|s| s.expires_at.saturating_duration_since(now));
+        let delay =
+            policy::retry_delay(self.token_failures, policy::draw(), retry_after, remaining);
+        self.token_failures = self.token_failures.saturating_add(1);
+        self.token_retry_at = Some(now + delay);
+    }
+
+    /// The token step succeeded.
+    pub fn token_recovered(&mut self) {
+        self.token_failures = 0;
+        self.token_retry_at = None;
+    }
+
+    /// Bytes of the Vault answers the volume keeps.
+    pub fn kept_bytes(&self) -> u64 {
+        self.secrets
+            .iter()
+            .filter_map(|s| s.answer.as_ref())
+            .map(|a| a.expose().len() as u64)
+            .sum()
+    }
+}
+
+/// Time left until `unix_secs` (a certificate's NotAfter), capped at
+/// Vault's longest TTL; zero when it has passed.
+fn unix_to_remaining(unix_secs: u64) -> Duration {
+    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(unix_secs));
+    at.and_then(|at| at.duration_since(SystemTime::now()).ok())
+        .map_or(Duration::ZERO, |d| d.min(crate::vault::MAX_TTL))
+}
+
+/// The wall-clock time of a monotonic deadline (for metrics and records).
+pub(super) fn wall_clock(at: Instant) -> SystemTime {
+    let (now_i, now_s) = (Instant::now(), SystemTime::now());
+    if at >= now_i {
+        now_s + (at - now_i)
+    } else {
+        now_s
+            .checked_sub(now_i - at)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+/// The monotonic deadline of a wall-clock time (capped at Vault's longest
+/// TTL ahead; a time in the past is now or earlier).
+pub(super) fn monotonic(at: SystemTime) -> Instant {
+    let (now_i, now_s) = (Instant::now(), SystemTime::now());
+    match at.duration_since(now_s) {
+        Ok(ahead) => now_i + ahead.min(crate::vault::MAX_TTL),
+        Err(behind) => now_i.checked_sub(behind.duration()).unwrap_or(now_i),
+    }
+}

@@ -1,0 +1,333 @@
+//! Restarts and upgrades cost Vault nothing: a restarted driver (kill -9,
+//! or SIGTERM as in a rolling update) re-renders from the Vault answers it
+//! kept, so a KV change renders next to the *same* dynamic credential, with
+//! no login, no re-issue and no extra lease. A record it cannot read never
+//! breaks the live volume, and records of the previous format are migrated.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::{
+    CREDS_TEMPLATE, DriverProcess, INDEX_TEMPLATE, Node, Pod, can_mount, dynamic_vault,
+    expected_index, wait_for,
+};
+use vault_double::{DynamicRole, VaultDouble};
+
+const ROLE: (&str, &str) = ("roleName", "example");
+const LOGIN: &str = "/v1/auth/kubernetes/login";
+const CREDS: &str = "/v1/database/creds/app";
+const KV: &str = "/v1/secret/data/myapp/config";
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// One volume holding a renewable database credential and a KV secret
+/// re-read every second (the issue's measurement).
+fn attributes() -> [(&'static str, &'static str); 4] {
+    [
+        ROLE,
+        ("template.index.html", INDEX_TEMPLATE),
+        ("template.creds", CREDS_TEMPLATE),
+        ("staticSecretRefreshInterval", "1s"),
+    ]
+}
+
+/// A Vault whose credentials live a minute (renewed at ~40 s, after this
+/// test is over), so every request after a restart is one that was due.
+async fn vault() -> VaultDouble {
+    dynamic_vault(
+        DynamicRole::new(Duration::from_secs(60), Duration::from_secs(3600)),
+        Duration::from_secs(3600),
+        Duration::from_secs(7200),
+    )
+    .await
+}
+
+fn live_leases(vault: &VaultDouble) -> usize {
+    vault.leases().iter().filter(|l| !l.revoked).count()
+}
+
+fn put_password(vault: &VaultDouble, password: &str) {
+    vault.kv2_put(
+        "secret",
+        "myapp/config",
+        serde_json::json!({"username": "appuser", "password": password}),
+    );
+}
+
+fn record_path(node: &Node, volume_id: &str) -> PathBuf {
+    node.state_dir()
+        .join("volumes")
+        .join(format!("{volume_id}.json"))
+}
+
+/// kill -9, then SIGTERM: after each restart a KV change renders next to
+/// the same credential; the only requests the new driver sends are the
+/// KV re-reads that were due; one lease stays live for the volume; the
+/// unpublish revokes it.
+#[tokio::test]
+async fn a_restart_re_renders_from_kept_answers_and_asks_vault_nothing_new() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = vault().await;
+    let pod = Pod::walkthrough();
+    let request = pod.publish(&node, &vault, "v", &attributes());
+    let target = PathBuf::from(&request.target_path);
+    let mut driver = DriverProcess::spawn(&node, &vault, "driver-0.log", &[]).await;
+    driver
+        .node()
+        .await
+        .node_publish_volume(request)
+        .await
+        .unwrap();
+    let creds = read(&target.join("creds"));
+    assert!(creds.starts_with("user="), "{creds}");
+    let (logins, issued) = (vault.count("POST", LOGIN), vault.count("GET", CREDS));
+    assert_eq!((logins, issued, live_leases(&vault)), (1, 1, 1));
+
+    for (round, kill) in [(1, true), (2, false)] {
+        if kill {
+            driver.kill9();
+        } else {
+            assert!(driver.terminate().await.success());
+        }
+        let password = format!("after-restart-{round}");
+        put_password(&vault, &password);
+        let mark = vault.requests().len();
+        driver = DriverProcess::spawn(&node, &vault, &format!("driver-{round}.log"), &[]).await;
+        wait_for(
+            "the KV change rendered by the restarted driver",
+            Duration::from_secs(10),
+            || read(&target.join("index.html")) == expected_index("appuser", &password),
+        )
+        .await;
+        assert_eq!(
+            read(&target.join("creds")),
+            creds,
+            "round {round}: the credential was not re-issued"
+        );
+        let since: Vec<_> = vault.requests().split_off(mark);
+        let unexpected: Vec<String> = since
+            .iter()
+            .filter(|r| !(r.method == "GET" && r.path == KV))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "round {round}: a restart sent more than the due KV re-reads: {unexpected:?}"
+        );
+        assert_eq!(
+            vault.count("POST", LOGIN),
+            logins,
+            "round {round}: no login"
+        );
+        assert_eq!(
+            vault.count("GET", CREDS),
+            issued,
+            "round {round}: no re-issue"
+        );
+        assert_eq!(live_leases(&vault), 1, "round {round}: no extra lease");
+    }
+
+    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    assert_eq!(live_leases(&vault), 0, "the unpublish revoked the lease");
+    let _ = driver.terminate().await;
+}
+
+/// A record the driver cannot read (damaged, or a format it does not
+/// know) never breaks the live volume: the mount stays and keeps serving,
+/// kubelet's next publish adopts it in place (the same mount, updated
+/// through the writable view, so a running container sees the new files),
+/// and the token the old record held is revoked when it can be salvaged.
+#[tokio::test]
+async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() {
+    if !can_mount() {
+        return;
+    }
+    // (how the record is spoiled, whether its token can be salvaged)
+    let cases: [(fn(&str) -> String, bool); 2] = [
+        (
+            |text| text.replace(r#""version":2"#, r#""version":99"#),
+            true,
+        ),
+        (|text| text[..text.len() / 2].to_owned(), false),
+    ];
+    for (spoil, salvageable) in cases {
+        let node = Node::new();
+        let vault = vault().await;
+        let pod = Pod::walkthrough();
+        let request = pod.publish(&node, &vault, "v", &attributes());
+        let target = PathBuf::from(&request.target_path);
+        let driver = DriverProcess::spawn(&node, &vault, "driver-1.log", &[]).await;
+        driver
+            .node()
+            .await
+            .node_publish_volume(request.clone())
+            .await
+            .unwrap();
+        let old_token = vault.tokens()[0].client_token.clone();
+        let old_lease = vault.leases()[0].lease_id.clone();
+        let mount_before = support::mount_options(&target).expect("mounted");
+        let inode_before = std::fs::metadata(&target).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        });
+        driver.kill9();
+
+        let record = record_path(&node, &request.volume_id);
+        std::fs::write(&record, spoil(&read(&record))).unwrap();
+        put_password(&vault, "while-unread");
+        let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[]).await;
+        wait_for(
+            "the unreadable record reported",
+            Duration::from_secs(5),
+            || driver.logs().contains("cannot be read"),
+        )
+        .await;
+        assert!(record.exists(), "an unreadable record is never deleted");
+        assert_eq!(
+            support::mount_options(&target).as_deref(),
+            Some(mount_before.as_str()),
+            "the volume stays mounted as it was"
+        );
+        assert_eq!(
+            read(&target.join("index.html")),
+            expected_index("appuser", "suP3rsec(et!"),
+            "and keeps serving its files"
+        );
+
+        // Kubelet's next publish (a fresh token, as every minute) adopts it.
+        let republish = pod.publish(&node, &vault, "v", &attributes());
+        driver
+            .node()
+            .await
+            .node_publish_volume(republish)
+            .await
+            .unwrap();
+        assert_eq!(
+            read(&target.join("index.html")),
+            expected_index("appuser", "while-unread"),
+            "the adopted volume has the current files"
+        );
+        let inode_after = std::fs::metadata(&target).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        });
+        assert_eq!(
+            inode_before.ok(),
+            inode_after.ok(),
+            "the same mount, not a new one a running container cannot see"
+        );
+        assert_eq!(
+            support::mounts_under(&target).len(),
+            1,
+            "nothing stacked on the target"
+        );
+        if salvageable {
+            wait_for(
+                "the salvaged token revoked",
+                Duration::from_secs(10),
+                || vault.token(&old_token).is_some_and(|t| t.revoked),
+            )
+            .await;
+            assert!(
+                vault.lease(&old_lease).is_some_and(|l| l.revoked),
+                "and the lease it created with it"
+            );
+        } else {
+            assert!(
+                driver.logs().contains("could not be salvaged"),
+                "an unsalvageable token is reported"
+            );
+        }
+        support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+        assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+        // A record too damaged to name its token leaves that token and its
+        // lease to end with their TTLs: nothing else can revoke them.
+        let orphaned = usize::from(!salvageable);
+        assert_eq!(
+            live_leases(&vault),
+            orphaned,
+            "every reachable lease revoked"
+        );
+        assert!(!record.exists());
+        drop(driver);
+    }
+}
+
+/// A record in the previous release's format (`RECORD_VERSION` 1, kept as
+/// a fixture) is migrated: the volume is managed again, refresh and
+/// unpublish carry on with no new login. Version 1 kept no Vault answers,
+/// so the first re-render after the upgrade fetches what the templates
+/// read, once.
+#[tokio::test]
+async fn records_of_the_previous_format_are_migrated_without_a_login() {
+    if !can_mount() {
+        return;
+    }
+    let node = Node::new();
+    let vault = vault().await;
+    let pod = Pod::walkthrough();
+    let attributes = [
+        ROLE,
+        ("template.index.html", INDEX_TEMPLATE),
+        ("staticSecretRefreshInterval", "1s"),
+    ];
+    let request = pod.publish(&node, &vault, "v", &attributes);
+    let target = PathBuf::from(&request.target_path);
+    let driver = DriverProcess::spawn(&node, &vault, "driver-1.log", &[]).await;
+    driver
+        .node()
+        .await
+        .node_publish_volume(request.clone())
+        .await
+        .unwrap();
+    driver.kill9();
+
+    // The previous release's record of this volume: the fixture, with this
+    // run's values in its placeholders.
+    let record = record_path(&node, &request.volume_id);
+    let current: serde_json::Value = serde_json::from_str(&read(&record)).unwrap();
+    let fixture = include_str!("fixtures/records/v1.json");
+    let field = |pointer: &str| current.pointer(pointer).unwrap().to_string();
+    let v1 = fixture
+        .replace("\"{{volume_id}}\"", &field("/volume_id"))
+        .replace("\"{{target_path}}\"", &field("/target_path"))
+        .replace("\"{{vault_addr}}\"", &field("/vault_addr"))
+        .replace("\"{{fingerprint}}\"", &field("/fingerprint"))
+        .replace("\"{{attributes}}\"", &field("/attributes"))
+        .replace("\"{{identity}}\"", &field("/identity"))
+        .replace("\"{{token}}\"", &field("/token"))
+        .replace("\"{{request}}\"", &field("/secrets/0/request"))
+        .replace("\"{{due_ms}}\"", &field("/secrets/0/due_ms"));
+    assert!(!v1.contains("\"{{"), "every placeholder filled");
+    std::fs::write(&record, v1).unwrap();
+
+    put_password(&vault, "after-upgrade");
+    let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[]).await;
+    wait_for(
+        "the migrated volume refreshed",
+        Duration::from_secs(10),
+        || read(&target.join("index.html")) == expected_index("appuser", "after-upgrade"),
+    )
+    .await;
+    assert_eq!(
+        vault.count("POST", LOGIN),
+        1,
+        "the recorded token was reused"
+    );
+    let migrated: serde_json::Value = serde_json::from_str(&read(&record)).unwrap();
+    assert_eq!(migrated["version"], 2, "written back in the current format");
+    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    assert!(
+        vault.tokens().iter().all(|t| t.revoked),
+        "the token revoked"
+    );
+    assert!(!record.exists());
+    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+}

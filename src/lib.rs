@@ -25,18 +25,23 @@
 //!                                    render     handlebars templates + `secret` helper
 //!                                      │
 //!                                      ▼
-//!                                    storage    tmpfs on target_path, AtomicWriter
-//!                                      ▲
-//!                                    refresh    one RefreshScheduler (deadline queue)
-//!                                               for all volumes; pure timing policy
+//!                                    storage    VolumeRoots (tmpfs per volume, or plain
+//!                                               directories), AtomicWriter
+//!
+//!                                    refresh    one RefreshScheduler (deadline queue) for
+//!                                      │        all volumes; pure timing policy
+//!                                      └──────▶ hands each due volume back to `volume`,
+//!                                               whose refresh runs the same pipeline
 //! ```
 //!
 //! * [`csi`]: the gRPC services and the socket; [`csi::status`] is the only
 //!   place errors become gRPC codes.
-//! * [`volume`]: the [`volume::VolumeManager`], volume attributes, state.
+//! * [`volume`]: the [`volume::VolumeManager`], the checked requests, the
+//!   per-volume pipeline and refresh, the live and recorded forms.
 //! * [`vault`]: the HTTP client and the pod identity (service-account token).
 //! * [`render`]: the [`render::Renderer`] and its helpers.
-//! * [`storage`]: tmpfs mounts and the [`storage::AtomicWriter`].
+//! * [`storage`]: the [`storage::VolumeRoots`] seam (tmpfs mounts, or plain
+//!   directories) and the [`storage::AtomicWriter`].
 //! * [`refresh`]: the [`refresh::RefreshScheduler`] and [`refresh::policy`].
 //! * [`signal`]: the signal a volume asks for after its files changed,
 //!   sent to its pod's processes ([`signal::AppSignal`]).

@@ -254,3 +254,99 @@ pub(super) fn monotonic(at: SystemTime) -> Instant {
         Err(behind) => now_i.checked_sub(behind.duration()).unwrap_or(now_i),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn auth(ttl: u64, renewable: bool, at: Instant) -> AuthToken {
+        AuthToken {
+            token: Secret::new("hvs.t".to_owned()),
+            ttl: secs(ttl),
+            renewable,
+            warnings: Vec::new(),
+            obtained_at: at,
+        }
+    }
+
+    fn response(lease: Option<&str>, ttl: u64, renewable: bool, at: Instant) -> SecretResponse {
+        SecretResponse {
+            lease_id: lease.map(LeaseId::new),
+            lease_duration: secs(ttl),
+            renewable,
+            expiration: None,
+            rotation: None,
+            raw: Secret::new(b"{}".to_vec()),
+            fetched_at: at,
+        }
+    }
+
+    fn request() -> SecretRequest {
+        SecretRequest::new("database/creds/app", &serde_json::Map::new()).unwrap()
+    }
+
+    /// A token is renewed until a renewal comes back capped; from then on
+    /// it needs a login at its deadline, and always once it has expired.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_renews_until_capped_then_needs_a_login() {
+        let t0 = Instant::now();
+        let mut session = Session::from_login(auth(3600, true, t0), 0.0);
+        assert_eq!(session.expires_at, t0 + secs(3600));
+        assert_eq!(session.due, t0 + secs(2160));
+        assert!(!session.needs_login(session.due));
+
+        session.renewed(&auth(3600, true, t0 + secs(2160)), 0.0);
+        assert!(!session.exhausted);
+        session.renewed(&auth(600, true, t0 + secs(4000)), 0.0);
+        assert!(
+            session.exhausted,
+            "a renewal granting less than asked is capped"
+        );
+        assert!(!session.needs_login(t0 + secs(4000)));
+        assert!(session.needs_login(session.due));
+        assert!(session.needs_login(session.expires_at));
+
+        let unrenewable = Session::from_login(auth(60, false, t0), 0.0);
+        assert!(unrenewable.exhausted && !unrenewable.renewable);
+    }
+
+    /// A secret follows its plan: renewed in place until capped, retried
+    /// with growing backoff never past its end, deferred without backoff.
+    #[tokio::test(start_paused = true)]
+    async fn a_secret_applies_its_plan_and_never_waits_past_its_end() {
+        let t0 = Instant::now();
+        let mut secret = LiveSecret::from_response(
+            request(),
+            response(Some("database/creds/app/1"), 600, true, t0),
+            secs(300),
+            0.0,
+        );
+        assert_eq!(secret.step, Step::Renew);
+        assert_eq!(secret.expires_at, Some(t0 + secs(600)));
+        assert_eq!(secret.due, t0 + secs(360));
+
+        secret.renewed(t0 + secs(360), secs(600), 0.0);
+        assert_eq!((secret.step, secret.due), (Step::Renew, t0 + secs(720)));
+        secret.renewed(t0 + secs(720), secs(90), 0.0);
+        assert_eq!(secret.step, Step::Refetch, "capped: replace it");
+        assert_eq!(secret.due, t0 + secs(780));
+
+        let now = t0 + secs(800);
+        let mut last = Duration::ZERO;
+        for _ in 0..10 {
+            secret.failed(now, None, 0.0);
+            let wait = secret.due - now;
+            assert!(wait >= last, "backoff grows");
+            assert!(now + wait < t0 + secs(810), "never past the end");
+            last = wait;
+        }
+        let failures = secret.failures;
+        secret.deferred(now, secs(2), 0.0);
+        assert_eq!(secret.failures, failures, "a deferral is not a failure");
+        assert_eq!(secret.due, now + secs(2));
+    }
+}

@@ -58,6 +58,9 @@ fn put_password(vault: &VaultDouble, password: &str) {
     );
 }
 
+/// Spoils a record's text.
+type Spoil = fn(&str) -> String;
+
 fn record_path(node: &Node, volume_id: &str) -> PathBuf {
     node.state_dir()
         .join("volumes")
@@ -150,7 +153,7 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
         return;
     }
     // (how the record is spoiled, whether its token can be salvaged)
-    let cases: [(fn(&str) -> String, bool); 2] = [
+    let cases: [(Spoil, bool); 2] = [
         (
             |text| text.replace(r#""version":2"#, r#""version":99"#),
             true,

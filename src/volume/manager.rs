@@ -23,6 +23,7 @@ use super::{Error, off_runtime};
 use crate::metrics::{Metrics, PublishStep, VolumeLabels};
 use crate::refresh::RefreshScheduler;
 use crate::render::{RenderedFiles, Renderer};
+use crate::secret::Secret;
 use crate::storage::selinux;
 use crate::storage::tmpfs;
 use crate::storage::{PlainDirectories, Prepared, RootOptions, TmpfsRoots, VolumeRoots};
@@ -702,8 +703,22 @@ impl VolumeManager {
                 self.adopt(id, live);
             }
             Err(error) => {
-                // The files stay; kubelet's next republish re-adopts it.
-                tracing::warn!(volume.id = %id, %error, "Could not resume a volume from its record; waiting for kubelet to republish it");
+                // The files stay; kubelet's next publish adopts the volume
+                // in place and revokes the token this record holds.
+                tracing::warn!(volume.id = %id, %error, "Could not resume a volume from its record; waiting for kubelet to publish it again");
+                let salvaged = record.token.as_ref().map(|t| SalvagedToken {
+                    token: Secret::new(t.token.clone()),
+                    vault_addr: record.vault_addr.clone(),
+                    attributes: record.attributes.clone(),
+                });
+                self.unread.lock().expect("unread map poisoned").insert(
+                    id,
+                    Unreadable {
+                        volume_id: record.volume_id.clone(),
+                        reason: error.to_string(),
+                        salvaged,
+                    },
+                );
             }
         }
         Ok(())

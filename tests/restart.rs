@@ -58,6 +58,20 @@ fn put_password(vault: &VaultDouble, password: &str) {
     );
 }
 
+/// `vault_csi_unadopted_volumes` on the driver's metrics port.
+async fn unadopted(port: u16) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("vault_csi_unadopted_volumes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no vault_csi_unadopted_volumes in {text}"))
+}
+
 /// Spoils a record's text.
 type Spoil = fn(&str) -> String;
 
@@ -197,7 +211,9 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
         let record = record_path(&node, &request.volume_id);
         std::fs::write(&record, spoil(&read(&record))).unwrap();
         put_password(&vault, "while-unread");
-        let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[]).await;
+        let port = support::free_port();
+        let metrics_addr = format!("--metrics-addr=127.0.0.1:{port}");
+        let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[&metrics_addr]).await;
         wait_for(
             "the unreadable record reported",
             Duration::from_secs(5),
@@ -215,6 +231,8 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
             expected_index("appuser", "suP3rsec(et!"),
             "and keeps serving its files"
         );
+
+        assert_eq!(unadopted(port).await, 1.0, "the volume is counted");
 
         // Kubelet's next publish (a fresh token, as every minute) adopts it.
         let republish = pod.publish(&node, &vault, "v", &attributes());
@@ -243,6 +261,7 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
             1,
             "nothing stacked on the target"
         );
+        assert_eq!(unadopted(port).await, 0.0, "and no longer counted");
         if salvageable {
             wait_for(
                 "the salvaged token revoked",

@@ -128,6 +128,7 @@ pub struct Metrics {
     refreshes: Family<RefreshLabels, Counter>,
     vault_latency: HistogramFamily<VaultLabels>,
     volumes: Gauge,
+    unadopted: Gauge,
     memory_budget: Gauge,
     memory_used: Gauge,
     listener_drops: Family<ReasonLabels, Counter>,
@@ -206,6 +207,12 @@ impl Metrics {
         );
         let volumes = Gauge::default();
         registry.register("volumes", "Volumes currently managed", volumes.clone());
+        let unadopted = Gauge::default();
+        registry.register(
+            "unadopted_volumes",
+            "Volumes whose records could not be read or resumed at start-up: still mounted for their pods, not refreshed until kubelet's next publish adopts them",
+            unadopted.clone(),
+        );
         let memory_budget = Gauge::default();
         registry.register(
             "memory_budget_bytes",
@@ -287,6 +294,7 @@ impl Metrics {
             refreshes,
             vault_latency,
             volumes,
+            unadopted,
             memory_budget,
             memory_used,
             listener_drops,
@@ -357,6 +365,12 @@ impl Metrics {
     /// Sets the number of managed volumes.
     pub fn set_volumes(&self, count: usize) {
         self.volumes.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of volumes known from unreadable records and not
+    /// yet adopted by a publish.
+    pub fn set_unadopted(&self, count: usize) {
+        self.unadopted.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Counts one connection the metrics listener closed to stay within

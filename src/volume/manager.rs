@@ -456,13 +456,30 @@ impl VolumeManager {
         async move { work.await.and_then(|prepared| prepared) }
     }
 
+    /// Takes `id` out of the volumes known from unreadable records.
+    fn take_unread(&self, id: &VolumeId) -> Option<Unreadable> {
+        let mut unread = self.unread.lock().expect("unread map poisoned");
+        let taken = unread.remove(id);
+        self.work.metrics.set_unadopted(unread.len());
+        taken
+    }
+
+    /// Adds a volume known only from a record that could not be read or
+    /// resumed: it stays as it is until its next publish adopts it.
+    fn keep_unread(&self, id: VolumeId, unreadable: Unreadable) {
+        let mut unread = self.unread.lock().expect("unread map poisoned");
+        unread.insert(id, unreadable);
+        self.work.metrics.set_unadopted(unread.len());
+    }
+
     /// A volume whose record could not be read at start-up was adopted by
     /// this publish: the token its old record held (if it could be
     /// salvaged) is revoked, with every lease it created, so nothing is
     /// orphaned.
     fn replaced_unread(&self, id: &VolumeId) {
-        let unread = self.unread.lock().expect("unread map poisoned").remove(id);
-        let Some(unread) = unread else { return };
+        let Some(unread) = self.take_unread(id) else {
+            return;
+        };
         match unread.salvaged {
             Some(salvaged) => {
                 tracing::info!(volume.id = %id, "Adopted a volume whose record was unreadable; revoking the Vault token it held");
@@ -607,8 +624,7 @@ impl VolumeManager {
         } else if let Some(record) = self.work.store.load(id) {
             self.revoke_record(&record).await;
         }
-        let unread = self.unread.lock().expect("unread map poisoned").remove(id);
-        if let Some(salvaged) = unread.and_then(|u| u.salvaged) {
+        if let Some(salvaged) = self.take_unread(id).and_then(|u| u.salvaged) {
             self.revoke_salvaged(id, salvaged);
         }
         removed?;
@@ -641,10 +657,7 @@ impl VolumeManager {
                 continue;
             };
             tracing::error!(volume.id = %id, reason = %unreadable.reason, salvaged_token = unreadable.salvaged.is_some(), "A volume record cannot be read; the volume stays as it is (mounted, serving its pod, not refreshed) until kubelet's next publish of it adopts it");
-            self.unread
-                .lock()
-                .expect("unread map poisoned")
-                .insert(id, unreadable);
+            self.keep_unread(id, unreadable);
         }
         for record in loaded.records {
             let Ok(id) = VolumeId::parse(&record.volume_id) else {
@@ -711,7 +724,7 @@ impl VolumeManager {
                     vault_addr: record.vault_addr.clone(),
                     attributes: record.attributes.clone(),
                 });
-                self.unread.lock().expect("unread map poisoned").insert(
+                self.keep_unread(
                     id,
                     Unreadable {
                         volume_id: record.volume_id.clone(),

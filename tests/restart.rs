@@ -59,7 +59,7 @@ fn put_password(vault: &VaultDouble, password: &str) {
 }
 
 /// `vault_csi_unadopted_volumes` on the driver's metrics port.
-async fn unadopted(port: u16) -> f64 {
+async fn unadopted(port: u16) -> u64 {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .unwrap()
@@ -232,7 +232,7 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
             "and keeps serving its files"
         );
 
-        assert_eq!(unadopted(port).await, 1.0, "the volume is counted");
+        assert_eq!(unadopted(port).await, 1, "the volume is counted");
 
         // Kubelet's next publish (a fresh token, as every minute) adopts it.
         let republish = pod.publish(&node, &vault, "v", &attributes());
@@ -261,7 +261,7 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
             1,
             "nothing stacked on the target"
         );
-        assert_eq!(unadopted(port).await, 0.0, "and no longer counted");
+        assert_eq!(unadopted(port).await, 0, "and no longer counted");
         if salvageable {
             wait_for(
                 "the salvaged token revoked",

@@ -150,6 +150,13 @@ struct PerVolume {
     next_refresh: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
 }
 
+/// Registers a plain gauge and returns it.
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
+    let gauge = Gauge::default();
+    registry.register(name, help, gauge.clone());
+    gauge
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -205,25 +212,21 @@ impl Metrics {
             "Vault API request latency by operation and HTTP status class",
             vault_latency.clone(),
         );
-        let volumes = Gauge::default();
-        registry.register("volumes", "Volumes currently managed", volumes.clone());
-        let unadopted = Gauge::default();
-        registry.register(
+        let volumes = gauge(&mut registry, "volumes", "Volumes currently managed");
+        let unadopted = gauge(
+            &mut registry,
             "unadopted_volumes",
             "Volumes whose records could not be read or resumed at start-up: still mounted for their pods, not refreshed until kubelet's next publish adopts them",
-            unadopted.clone(),
         );
-        let memory_budget = Gauge::default();
-        registry.register(
+        let memory_budget = gauge(
+            &mut registry,
             "memory_budget_bytes",
             "The node's memory budget for volumes (their tmpfs pages, twice for updates, and kept Vault answers); 0 when unlimited",
-            memory_budget.clone(),
         );
-        let memory_used = Gauge::default();
-        registry.register(
+        let memory_used = gauge(
+            &mut registry,
             "memory_budget_used_bytes",
             "Memory budget held by all volumes",
-            memory_used.clone(),
         );
         let listener_drops = Family::<ReasonLabels, Counter>::default();
         registry.register(

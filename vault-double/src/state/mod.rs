@@ -3,12 +3,15 @@
 //! one reply. Everything here runs under a single `std::sync::Mutex` that is
 //! never held across an `.await`.
 
+mod sys;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 
+use self::sys::sys_inject;
 use crate::policy::{PolicyStore, cap};
 use crate::wire::{
     SYSTEM_MAX_TTL, base62, from_unix_secs, glob_match, go_duration, http_date,
@@ -146,18 +149,6 @@ fn envelope(
 /// A plain data response without lease.
 fn data_envelope(data: Value, mount_type: &str) -> Value {
     envelope("", false, 0, data, &[], Value::Null, mount_type)
-}
-
-/// Vault's `HTTPSysInjector`: `sys/*` responses repeat `data`'s keys at the
-/// top level.
-fn sys_inject(mut body: Value) -> Value {
-    let data = body.get("data").and_then(Value::as_object).cloned();
-    if let (Some(data), Value::Object(top)) = (data, &mut body) {
-        for (k, v) in data {
-            top.entry(k).or_insert(v);
-        }
-    }
-    body
 }
 
 /// What a request wants to do, after PUT/POST and GET?list folding.
@@ -1630,67 +1621,6 @@ impl State {
                 }
             }
         }
-    }
-
-    // ---- sys ----
-
-    fn health(&self, now: SystemTime) -> Reply {
-        Reply::ok(json!({
-            "initialized": true,
-            "sealed": false,
-            "standby": false,
-            "performance_standby": false,
-            "replication_performance_mode": "disabled",
-            "replication_dr_mode": "disabled",
-            "server_time_utc": unix_secs(now),
-            "version": crate::VERSION,
-            "cluster_name": "vault-double",
-            "cluster_id": self.cluster_id,
-        }))
-    }
-
-    fn seal_status(&self) -> Reply {
-        Reply::ok(json!({
-            "type": "shamir",
-            "initialized": true,
-            "sealed": false,
-            "t": 1,
-            "n": 1,
-            "progress": 0,
-            "nonce": "",
-            "version": crate::VERSION,
-            "build_date": "2024-01-01T00:00:00Z",
-            "migration": false,
-            "cluster_name": "vault-double",
-            "cluster_id": self.cluster_id,
-            "recovery_seal": false,
-            "storage_type": "inmem",
-        }))
-    }
-
-    fn ui_mount(&self, target: &str) -> Reply {
-        let Some((name, _)) = self.find_mount(target) else {
-            return Reply::not_found_empty();
-        };
-        let (kind, options) = match &self.mounts[&name] {
-            Mount::Kv2(_) => ("kv", json!({"version": "2"})),
-            Mount::Kv1(_) => ("kv", json!({"version": "1"})),
-            Mount::Dynamic(_) => ("database", Value::Null),
-            Mount::Pki(_) => ("pki", Value::Null),
-        };
-        let data = json!({
-            "accessor": format!("{kind}_{}", &stable_uuid(&name)[..8]),
-            "config": {"default_lease_ttl": 0, "force_no_cache": false, "max_lease_ttl": 0},
-            "description": "",
-            "external_entropy_access": false,
-            "local": false,
-            "options": options,
-            "path": format!("{name}/"),
-            "seal_wrap": false,
-            "type": kind,
-            "uuid": stable_uuid(&format!("mount/{name}")),
-        });
-        Reply::ok(sys_inject(data_envelope(data, "system")))
     }
 }
 

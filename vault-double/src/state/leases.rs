@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use super::engines::Mount;
 use super::sys::sys_inject;
-use super::{Mount, Reply, Shared, State, duration_secs, envelope, lock, str_field};
+use super::{Reply, Shared, State, duration_secs, envelope, lock, str_field};
 use crate::LeaseState;
 use crate::policy::cap;
 use crate::wire::{SYSTEM_MAX_TTL, from_unix_secs, go_duration, parse_duration_value, unix_secs};

@@ -4,6 +4,7 @@
 //! never held across an `.await`.
 
 mod auth;
+mod engines;
 mod leases;
 mod sys;
 
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value, json};
 
 use self::auth::TokenEntry;
+use self::engines::Mount;
 use self::leases::{LeaseEntry, effective_max, expiry};
 use crate::policy::{PolicyStore, cap};
 use crate::wire::{
@@ -197,83 +199,6 @@ fn str_field<'b>(body: &'b Value, key: &str) -> &'b str {
     body.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-/// A secret engine mount.
-enum Mount {
-    Kv2(HashMap<String, Vec<Kv2Version>>),
-    Kv1(HashMap<String, Value>),
-    Dynamic(HashMap<String, DynamicRole>),
-    Pki(HashMap<String, PkiRole>),
-}
-
-impl Mount {
-    fn kind(&self) -> &'static str {
-        match self {
-            Mount::Kv2(_) => "kv-v2",
-            Mount::Kv1(_) => "kv-v1",
-            Mount::Dynamic(_) => "database",
-            Mount::Pki(_) => "pki",
-        }
-    }
-}
-
-struct Kv2Version {
-    data: Value,
-    created: SystemTime,
-    /// Soft-deleted at (`delete`), undone by `undelete`.
-    deleted: Option<SystemTime>,
-    /// Destroyed for good (`destroy`).
-    destroyed: bool,
-}
-
-impl Kv2Version {
-    fn new(data: Value, created: SystemTime) -> Self {
-        Self {
-            data,
-            created,
-            deleted: None,
-            destroyed: false,
-        }
-    }
-}
-
-/// What `delete`, `undelete` and `destroy` do to versions.
-#[derive(Clone, Copy)]
-enum Kv2Change {
-    Delete,
-    Undelete,
-    Destroy,
-}
-
-/// Applies `change` to `versions` (1-based; the latest when empty).
-fn kv2_apply(list: &mut [Kv2Version], versions: &[u64], change: Kv2Change, now: SystemTime) {
-    let latest = [list.len() as u64];
-    let wanted = if versions.is_empty() {
-        &latest[..]
-    } else {
-        versions
-    };
-    for n in wanted {
-        let Some(v) = usize::try_from(*n)
-            .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| list.get_mut(i))
-        else {
-            continue;
-        };
-        match change {
-            Kv2Change::Delete => {
-                v.deleted.get_or_insert(now);
-            }
-            Kv2Change::Undelete if !v.destroyed => v.deleted = None,
-            Kv2Change::Undelete => {}
-            Kv2Change::Destroy => {
-                v.destroyed = true;
-                v.data = Value::Null;
-            }
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 struct PkiRole {
     ttl: u64,
@@ -401,25 +326,6 @@ impl Shared {
 
     // ---- seeding ----
 
-    pub(crate) fn kv2_mark(&self, mount: &str, path: &str, versions: &[u64], destroy: bool) {
-        let now = SystemTime::now();
-        let mut st = lock(&self.state);
-        if let Some(Mount::Kv2(entries)) = st.mounts.get_mut(&clean_mount(mount))
-            && let Some(list) = entries.get_mut(path.trim_matches('/'))
-        {
-            kv2_apply(
-                list,
-                versions,
-                if destroy {
-                    Kv2Change::Destroy
-                } else {
-                    Kv2Change::Delete
-                },
-                now,
-            );
-        }
-    }
-
     pub(crate) fn add_static_role(&self, mount: &str, role: &str, period: Duration) {
         let mut st = lock(&self.state);
         let Mount::Dynamic(roles) = st.ensure_mount(mount, || Mount::Dynamic(HashMap::new()))
@@ -463,35 +369,6 @@ impl Shared {
             })
             .collect();
         lock(&self.state).policies.put(name, rules);
-    }
-
-    pub(crate) fn enable_kv2(&self, mount: &str) {
-        let mut st = lock(&self.state);
-        st.ensure_mount(mount, || Mount::Kv2(HashMap::new()));
-    }
-
-    pub(crate) fn enable_kv1(&self, mount: &str) {
-        let mut st = lock(&self.state);
-        st.ensure_mount(mount, || Mount::Kv1(HashMap::new()));
-    }
-
-    pub(crate) fn kv2_put(&self, mount: &str, path: &str, data: Value) {
-        let mut st = lock(&self.state);
-        let Mount::Kv2(entries) = st.ensure_mount(mount, || Mount::Kv2(HashMap::new())) else {
-            unreachable!("ensure_mount checked the mount kind");
-        };
-        entries
-            .entry(path.trim_matches('/').to_owned())
-            .or_default()
-            .push(Kv2Version::new(data, SystemTime::now()));
-    }
-
-    pub(crate) fn kv1_put(&self, mount: &str, path: &str, data: Value) {
-        let mut st = lock(&self.state);
-        let Mount::Kv1(entries) = st.ensure_mount(mount, || Mount::Kv1(HashMap::new())) else {
-            unreachable!("ensure_mount checked the mount kind");
-        };
-        entries.insert(path.trim_matches('/').to_owned(), data);
     }
 
     pub(crate) fn add_dynamic_role(&self, mount: &str, role: &str, cfg: DynamicRole) {
@@ -591,23 +468,6 @@ impl Shared {
 }
 
 impl State {
-    /// Returns mount `name`, creating it with `make` if absent.
-    ///
-    /// # Panics
-    /// If the mount exists with a different engine type (a seeding bug).
-    fn ensure_mount(&mut self, name: &str, make: impl FnOnce() -> Mount) -> &mut Mount {
-        let fresh = make();
-        let kind = fresh.kind();
-        let mount = self.mounts.entry(clean_mount(name)).or_insert(fresh);
-        assert_eq!(
-            mount.kind(),
-            kind,
-            "vault-double: mount {name:?} is already a {} mount",
-            mount.kind()
-        );
-        mount
-    }
-
     /// What the HTTP layer does around the router: faults, a standby's
     /// redirect (`respondStandby`), the index-state check, the index
     /// header on writes, and injected answer patches.
@@ -830,64 +690,6 @@ impl State {
             .map(|(m, r)| (m.clone(), r))
     }
 
-    #[allow(clippy::too_many_arguments)] // One request's worth of context.
-    fn mount_request(
-        &mut self,
-        mount: &str,
-        rest: &str,
-        op: Op,
-        query: &str,
-        body: &Value,
-        token: &str,
-        now: SystemTime,
-    ) -> Reply {
-        let Some(m) = self.mounts.get_mut(mount) else {
-            return Reply::no_handler(rest);
-        };
-        match m {
-            Mount::Kv2(entries) => kv2_request(entries, rest, op, query, body, now),
-            Mount::Kv1(entries) => kv1_request(entries, rest, op, body),
-            Mount::Pki(roles) => {
-                let Some(role) = rest.strip_prefix("issue/") else {
-                    return Reply::error(404, "unsupported path");
-                };
-                if op != Op::Write {
-                    return Reply::unsupported_operation();
-                }
-                pki_issue(roles, role, body, now)
-            }
-            Mount::Dynamic(roles) => {
-                if let Some(role) = rest.strip_prefix("static-creds/") {
-                    if op != Op::Read {
-                        return Reply::unsupported_operation();
-                    }
-                    let Some(cfg) = roles.get(&format!("{STATIC_PREFIX}{role}")).copied() else {
-                        return Reply::error(400, &format!("unknown role: {role}"));
-                    };
-                    let created = self
-                        .static_created
-                        .get(&format!("{mount}/{role}"))
-                        .copied()
-                        .unwrap_or(now);
-                    return static_creds(mount, role, duration_secs(cfg.default_ttl), created, now);
-                }
-                let Some(role) = rest
-                    .strip_prefix("creds/")
-                    .filter(|r| !r.starts_with(STATIC_PREFIX))
-                else {
-                    return Reply::error(404, "unsupported path");
-                };
-                if op != Op::Read {
-                    return Reply::unsupported_operation();
-                }
-                let Some(cfg) = roles.get(role).copied() else {
-                    return Reply::error(400, &format!("unknown role: {role}"));
-                };
-                self.issue_creds(mount, role, &cfg, token, now)
-            }
-        }
-    }
-
     fn issue_creds(
         &mut self,
         mount: &str,
@@ -970,227 +772,6 @@ impl State {
             Value::Null,
             "database",
         ))
-    }
-}
-
-// ---- KV v2 ----
-
-fn kv2_metadata(version: &Kv2Version, number: usize) -> Value {
-    json!({
-        "created_time": rfc3339_nano(version.created),
-        "custom_metadata": null,
-        "deletion_time": version.deleted.map(rfc3339_nano).unwrap_or_default(),
-        "destroyed": version.destroyed,
-        "version": number,
-    })
-}
-
-/// The versions listed in a `delete`/`undelete`/`destroy` body.
-fn versions_field(body: &Value) -> Result<Vec<u64>, Reply> {
-    match body.get("versions") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                    .ok_or_else(|| {
-                        Reply::error(400, "error converting input for field \"versions\"")
-                    })
-            })
-            .collect(),
-        Some(_) => Err(Reply::error(
-            400,
-            "error converting input for field \"versions\"",
-        )),
-    }
-}
-
-fn list_keys<'k>(keys: impl Iterator<Item = &'k String>, prefix: &str) -> Reply {
-    let prefix = prefix.trim_matches('/');
-    let prefix = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
-    let mut out: Vec<String> = keys
-        .filter_map(|k| k.strip_prefix(prefix.as_str()))
-        .map(|rest| match rest.find('/') {
-            Some(i) => rest[..=i].to_owned(),
-            None => rest.to_owned(),
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    if out.is_empty() {
-        return Reply::not_found_empty();
-    }
-    Reply::ok(data_envelope(json!({ "keys": out }), "kv"))
-}
-
-fn kv2_request(
-    entries: &mut HashMap<String, Vec<Kv2Version>>,
-    rest: &str,
-    op: Op,
-    query: &str,
-    body: &Value,
-    now: SystemTime,
-) -> Reply {
-    if let Some(key) = rest.strip_prefix("data/").map(|k| k.trim_matches('/')) {
-        if key.is_empty() {
-            return Reply::error(404, "unsupported path");
-        }
-        return match op {
-            Op::Read => {
-                let Some(versions) = entries.get(key) else {
-                    return Reply::not_found_empty();
-                };
-                let wanted = match query_param(query, "version").map(str::parse::<usize>) {
-                    None | Some(Ok(0)) => versions.len(),
-                    Some(Ok(n)) => n,
-                    Some(Err(_)) => {
-                        return Reply::error(400, "error converting input for field \"version\"");
-                    }
-                };
-                let Some(version) = wanted.checked_sub(1).and_then(|i| versions.get(i)) else {
-                    return Reply::not_found_empty();
-                };
-                if version.deleted.is_some() || version.destroyed {
-                    // `path_data.go`: the whole envelope, data null, 404, no
-                    // `errors`.
-                    return Reply::json(
-                        404,
-                        data_envelope(
-                            json!({"data": null, "metadata": kv2_metadata(version, wanted)}),
-                            "kv",
-                        ),
-                    );
-                }
-                Reply::ok(data_envelope(
-                    json!({"data": version.data, "metadata": kv2_metadata(version, wanted)}),
-                    "kv",
-                ))
-            }
-            Op::Delete => {
-                if let Some(list) = entries.get_mut(key) {
-                    kv2_apply(list, &[], Kv2Change::Delete, now);
-                }
-                Reply::no_content()
-            }
-            Op::Write => {
-                let Some(data) = body.get("data").filter(|d| d.is_object()) else {
-                    return Reply::error(400, "no data provided");
-                };
-                let versions = entries.entry(key.to_owned()).or_default();
-                versions.push(Kv2Version::new(data.clone(), now));
-                let n = versions.len();
-                Reply::ok(data_envelope(kv2_metadata(&versions[n - 1], n), "kv"))
-            }
-            _ => Reply::unsupported_operation(),
-        };
-    }
-    for (prefix, change) in [
-        ("delete/", Kv2Change::Delete),
-        ("undelete/", Kv2Change::Undelete),
-        ("destroy/", Kv2Change::Destroy),
-    ] {
-        let Some(key) = rest.strip_prefix(prefix).map(|k| k.trim_matches('/')) else {
-            continue;
-        };
-        if op != Op::Write {
-            return Reply::unsupported_operation();
-        }
-        let versions = match versions_field(body) {
-            Ok(v) => v,
-            Err(reply) => return reply,
-        };
-        if versions.is_empty() && !matches!(change, Kv2Change::Delete) {
-            return Reply::error(400, "no version number provided");
-        }
-        if let Some(list) = entries.get_mut(key) {
-            kv2_apply(list, &versions, change, now);
-        }
-        return Reply::no_content();
-    }
-    if let Some(key) = rest
-        .strip_prefix("metadata")
-        .filter(|r| r.is_empty() || r.starts_with('/'))
-        .map(|k| k.trim_matches('/'))
-    {
-        return match op {
-            Op::List => list_keys(entries.keys(), key),
-            Op::Read => {
-                let Some(versions) = entries.get(key).filter(|v| !v.is_empty()) else {
-                    return Reply::not_found_empty();
-                };
-                let history: Map<String, Value> = versions
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        (
-                            (i + 1).to_string(),
-                            json!({"created_time": rfc3339_nano(v.created), "deletion_time": v.deleted.map(rfc3339_nano).unwrap_or_default(), "destroyed": v.destroyed}),
-                        )
-                    })
-                    .collect();
-                Reply::ok(data_envelope(
-                    json!({
-                        "cas_required": false,
-                        "created_time": rfc3339_nano(versions[0].created),
-                        "current_version": versions.len(),
-                        "custom_metadata": null,
-                        "delete_version_after": "0s",
-                        "max_versions": 0,
-                        "oldest_version": 0,
-                        "updated_time": rfc3339_nano(versions[versions.len() - 1].created),
-                        "versions": history,
-                    }),
-                    "kv",
-                ))
-            }
-            _ => Reply::unsupported_operation(),
-        };
-    }
-    Reply::error(404, "unsupported path")
-}
-
-// ---- KV v1 ----
-
-fn kv1_request(entries: &mut HashMap<String, Value>, rest: &str, op: Op, body: &Value) -> Reply {
-    let key = rest.trim_matches('/');
-    match op {
-        Op::List => list_keys(entries.keys(), key),
-        Op::Read => {
-            let Some(data) = entries.get(key) else {
-                return Reply::not_found_empty();
-            };
-            let ttl = data
-                .get("ttl")
-                .or_else(|| data.get("lease"))
-                .and_then(parse_duration_value)
-                .unwrap_or(SYSTEM_MAX_TTL);
-            Reply::ok(envelope(
-                "",
-                false,
-                ttl,
-                data.clone(),
-                &[],
-                Value::Null,
-                "kv",
-            ))
-        }
-        Op::Write => {
-            if key.is_empty() || !body.is_object() {
-                return Reply::error(400, "missing data fields");
-            }
-            entries.insert(key.to_owned(), body.clone());
-            Reply::no_content()
-        }
-        Op::Delete => {
-            entries.remove(key);
-            Reply::no_content()
-        }
-        Op::Head | Op::Other => Reply::unsupported_operation(),
     }
 }
 
@@ -1306,21 +887,4 @@ fn longest_prefix<'a, T>(table: &'a [(String, T)], path: &str) -> Option<&'a (St
         .iter()
         .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
         .max_by_key(|(prefix, _)| prefix.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_keys_folds_directories() {
-        let keys = ["a/b".to_owned(), "a/c/d".to_owned(), "x".to_owned()];
-        let reply = list_keys(keys.iter(), "a");
-        assert_eq!(reply.body.unwrap()["data"]["keys"], json!(["b", "c/"]));
-        assert_eq!(
-            list_keys(keys.iter(), "").body.unwrap()["data"]["keys"],
-            json!(["a/", "x"])
-        );
-        assert_eq!(list_keys(keys.iter(), "zzz").status, 404);
-    }
 }

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::{Mount, Reply, State, data_envelope};
+use super::engines::Mount;
+use super::{Reply, State, data_envelope};
 use crate::wire::{stable_uuid, unix_secs};
 
 /// Vault's `HTTPSysInjector`: `sys/*` responses repeat `data`'s keys at the

@@ -3,6 +3,7 @@
 //! entry type, the creation of mounts while seeding, and
 //! `mount_request`, which hands a request to the engine of its mount.
 
+mod database;
 mod kv1;
 mod kv2;
 
@@ -11,10 +12,7 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::{
-    Op, PkiRole, Reply, STATIC_PREFIX, State, clean_mount, data_envelope, duration_secs, pki_issue,
-    static_creds,
-};
+use super::{Op, PkiRole, Reply, State, clean_mount, data_envelope, pki_issue};
 use crate::DynamicRole;
 
 /// A secret engine mount.
@@ -81,35 +79,7 @@ impl State {
                 }
                 pki_issue(roles, role, body, now)
             }
-            Mount::Dynamic(roles) => {
-                if let Some(role) = rest.strip_prefix("static-creds/") {
-                    if op != Op::Read {
-                        return Reply::unsupported_operation();
-                    }
-                    let Some(cfg) = roles.get(&format!("{STATIC_PREFIX}{role}")).copied() else {
-                        return Reply::error(400, &format!("unknown role: {role}"));
-                    };
-                    let created = self
-                        .static_created
-                        .get(&format!("{mount}/{role}"))
-                        .copied()
-                        .unwrap_or(now);
-                    return static_creds(mount, role, duration_secs(cfg.default_ttl), created, now);
-                }
-                let Some(role) = rest
-                    .strip_prefix("creds/")
-                    .filter(|r| !r.starts_with(STATIC_PREFIX))
-                else {
-                    return Reply::error(404, "unsupported path");
-                };
-                if op != Op::Read {
-                    return Reply::unsupported_operation();
-                }
-                let Some(cfg) = roles.get(role).copied() else {
-                    return Reply::error(400, &format!("unknown role: {role}"));
-                };
-                self.issue_creds(mount, role, &cfg, token, now)
-            }
+            Mount::Dynamic(_) => self.database_request(mount, rest, op, token, now),
         }
     }
 }

@@ -6,13 +6,14 @@
 mod database;
 mod kv1;
 mod kv2;
+mod pki;
 
 use std::collections::HashMap;
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::{Op, PkiRole, Reply, State, clean_mount, data_envelope, pki_issue};
+use super::{Op, Reply, State, clean_mount, data_envelope};
 use crate::DynamicRole;
 
 /// A secret engine mount.
@@ -20,7 +21,7 @@ pub(super) enum Mount {
     Kv2(HashMap<String, Vec<kv2::Kv2Version>>),
     Kv1(HashMap<String, Value>),
     Dynamic(HashMap<String, DynamicRole>),
-    Pki(HashMap<String, PkiRole>),
+    Pki(HashMap<String, pki::PkiRole>),
 }
 
 impl Mount {
@@ -39,7 +40,7 @@ impl State {
     ///
     /// # Panics
     /// If the mount exists with a different engine type (a seeding bug).
-    pub(super) fn ensure_mount(&mut self, name: &str, make: impl FnOnce() -> Mount) -> &mut Mount {
+    fn ensure_mount(&mut self, name: &str, make: impl FnOnce() -> Mount) -> &mut Mount {
         let fresh = make();
         let kind = fresh.kind();
         let mount = self.mounts.entry(clean_mount(name)).or_insert(fresh);
@@ -70,15 +71,7 @@ impl State {
         match m {
             Mount::Kv2(entries) => kv2::kv2_request(entries, rest, op, query, body, now),
             Mount::Kv1(entries) => kv1::kv1_request(entries, rest, op, body),
-            Mount::Pki(roles) => {
-                let Some(role) = rest.strip_prefix("issue/") else {
-                    return Reply::error(404, "unsupported path");
-                };
-                if op != Op::Write {
-                    return Reply::unsupported_operation();
-                }
-                pki_issue(roles, role, body, now)
-            }
+            Mount::Pki(roles) => pki::pki_request(roles, rest, op, body, now),
             Mount::Dynamic(_) => self.database_request(mount, rest, op, token, now),
         }
     }

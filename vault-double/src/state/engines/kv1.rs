@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::{Mount, list_keys};
-use crate::state::{Op, Reply, Shared, envelope, lock};
+use crate::state::router::Op;
+use crate::state::{Reply, Shared, envelope, lock};
 use crate::wire::{SYSTEM_MAX_TTL, parse_duration_value};
 
 impl Shared {

@@ -10,7 +10,8 @@ use std::time::SystemTime;
 use serde_json::{Map, Value, json};
 
 use super::{Mount, list_keys};
-use crate::state::{Op, Reply, Shared, clean_mount, data_envelope, lock, query_param};
+use crate::state::router::{Op, query_param};
+use crate::state::{Reply, Shared, clean_mount, data_envelope, lock};
 use crate::wire::rfc3339_nano;
 
 /// One version of a secret.

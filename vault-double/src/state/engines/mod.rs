@@ -13,7 +13,8 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::{Op, Reply, State, clean_mount, data_envelope};
+use super::router::Op;
+use super::{Reply, State, clean_mount, data_envelope};
 use crate::DynamicRole;
 
 /// A secret engine mount.

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use super::Mount;
 use crate::state::leases::effective_max;
-use crate::state::{Op, Reply, Shared, duration_secs, envelope, lock, str_field};
+use crate::state::router::Op;
+use crate::state::{Reply, Shared, duration_secs, envelope, lock, str_field};
 use crate::wire::{base62, go_duration, parse_duration_value, pem, unix_secs, uuid};
 
 /// A PKI role's TTLs, in seconds.

@@ -2,6 +2,20 @@
 //! and the synchronous request dispatcher that turns one HTTP request into
 //! one reply. Everything here runs under a single `std::sync::Mutex` that is
 //! never held across an `.await`.
+//!
+//! This file holds what every part shares: `Shared` (the lock, the request
+//! log, faults and settings), the `State` behind the lock, `Request` and
+//! `Reply` with Vault's success envelope, and `dispatch`, what Vault's HTTP
+//! layer does around the router (faults, a standby's redirect, index
+//! states, answer patches). The rest has one file per concern, each with
+//! its own `impl State` (and `impl Shared`, for seeding and observation):
+//! - `router.rs`: from a request's method and path to its handler.
+//! - `auth.rs`: Kubernetes logins and the tokens they issue.
+//! - `leases.rs`: leases, their renewal and revocation, and the TTL
+//!   arithmetic tokens share.
+//! - `sys.rs`: `sys/health`, `sys/seal-status` and the UI mounts endpoint.
+//! - `engines/`: the mount table and one file per secrets engine (KV v2,
+//!   KV v1, database, PKI).
 
 mod auth;
 mod engines;

@@ -30,7 +30,7 @@ pub use manager::{
 };
 pub use spec::{
     MAX_FILES_PER_VOLUME, MAX_VOLUME_ID_BYTES, PodInfo, SpecDefaults, TargetPath, VolumeId,
-    VolumeSpec, normalise_addr, parse_attributes, parse_go_duration,
+    VolumeSpec, normalise_addr, parse_attributes,
 };
 
 use crate::{render, storage, vault};

@@ -14,9 +14,10 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:latest
 # build.rs compiles proto/csi.proto with protox (pure Rust).
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
-# Only what the build reads. vault-double/ is a workspace member (and a
-# dev-dependency), so Cargo needs its manifest to load the workspace even
-# though the release binary does not link it. benches/, examples/ and tests/
+# Only what the build reads. go-duration/ is a workspace member the binary
+# links. vault-double/ is a workspace member (and a dev-dependency), so Cargo
+# needs its manifest to load the workspace even though the release binary
+# does not link it. benches/, examples/ and tests/
 # are left out: Cargo.toml's [[bench]] target (benches/driver/main.rs) and
 # the other non-bin targets are only read when they are built, and
 # `cargo build --bin` builds none of them. If src/ ever include_str!s a file
@@ -24,6 +25,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
+COPY go-duration ./go-duration
 COPY vault-double ./vault-double
 # The caches keep downloaded crates and incremental artifacts between builds;
 # the binary is copied out because the target/ cache is not part of the image.

@@ -75,17 +75,17 @@ pub struct Config {
 
     /// Time a metrics connection has, from being accepted, to send its
     /// complete request head before it is closed.
-    #[arg(long, env = "METRICS_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "METRICS_HEADER_TIMEOUT", default_value = "5s", value_parser = go_duration::parse)]
     pub metrics_header_timeout: Duration,
 
     /// Time the metrics listener allows from a request head until the
     /// response is handed over.
-    #[arg(long, env = "METRICS_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "METRICS_REQUEST_TIMEOUT", default_value = "10s", value_parser = go_duration::parse)]
     pub metrics_request_timeout: Duration,
 
     /// Time a kept-alive metrics connection has after a response to take
     /// it and send its next request head before it is closed.
-    #[arg(long, env = "METRICS_IDLE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "METRICS_IDLE_TIMEOUT", default_value = "15s", value_parser = go_duration::parse)]
     pub metrics_idle_timeout: Duration,
 
     /// Export the per-volume gauges
@@ -110,7 +110,7 @@ pub struct Config {
     /// Default `staticSecretRefreshInterval`: how often KV secrets (which
     /// have no lease) are re-read. Go duration syntax (30s, 5m, 1h); at
     /// least 1s, as for the attribute.
-    #[arg(long, env = "STATIC_SECRET_REFRESH_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "STATIC_SECRET_REFRESH_INTERVAL", default_value = "5m", value_parser = go_duration::parse)]
     pub static_secret_refresh_interval: Duration,
 
     /// Size limit of each volume's tmpfs in bytes; at least 65536. Rendered
@@ -141,7 +141,7 @@ pub struct Config {
 
     /// Time allowed for one Vault request, body included. Connecting is
     /// allowed at most 5 seconds of it.
-    #[arg(long, env = "VAULT_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "VAULT_REQUEST_TIMEOUT", default_value = "30s", value_parser = go_duration::parse)]
     pub vault_request_timeout: Duration,
 
     /// Write volumes as plain directories instead of tmpfs mounts, so the
@@ -156,7 +156,7 @@ pub struct Config {
     /// revocations and refreshes. Keep it under the pod's
     /// `terminationGracePeriodSeconds` (30 s), after which kubelet kills
     /// the driver.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = go_duration::parse)]
     pub shutdown_timeout: Duration,
 
     /// Longest a publish waits for Vault (the login, the reads and their
@@ -165,7 +165,7 @@ pub struct Config {
     /// `DEADLINE_EXCEEDED` (it retries). Kubelet gives every CSI call 2
     /// minutes; the driver also answers a little before the deadline the
     /// caller sends.
-    #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "60s", value_parser = go_duration::parse)]
     pub publish_timeout: Duration,
 
     /// Fairness between tenants: refresh deadlines and slots, the floor
@@ -182,7 +182,7 @@ pub struct FairnessConfig {
     /// Longest time one refresh of one volume may take (renewals, re-reads,
     /// render, write). After it the refresh gives up, the previous files
     /// stay, and the volume is retried with backoff before anything expires.
-    #[arg(long, env = "REFRESH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "REFRESH_TIMEOUT", default_value = "60s", value_parser = go_duration::parse)]
     pub refresh_timeout: Duration,
 
     /// Most refreshes of one pod namespace running at once, out of
@@ -198,7 +198,7 @@ pub struct FairnessConfig {
     /// Floor for `staticSecretRefreshInterval`: a volume asking for less is
     /// re-read this often instead (logged, and counted in
     /// `vault_csi_refresh_interval_clamped_total`).
-    #[arg(long, env = "MIN_REFRESH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MIN_REFRESH_INTERVAL", default_value = "30s", value_parser = go_duration::parse)]
     pub min_refresh_interval: Duration,
 
     /// Vault requests a second each pod namespace may send (sustained).
@@ -223,10 +223,6 @@ impl Default for FairnessConfig {
             namespace_vault_burst: 50,
         }
     }
-}
-
-fn parse_duration(value: &str) -> Result<Duration, String> {
-    crate::volume::parse_go_duration(value)
 }
 
 #[cfg(test)]

@@ -39,7 +39,8 @@
 //! # Layout
 //! - [`VaultDouble`]: the handle (seeding, faults, observation, lifecycle).
 //! - `server`: the hyper listener with synchronous outage simulation.
-//! - `state`: mounts, tokens, leases and the request dispatcher.
+//! - `state`: mounts, tokens, leases and the request dispatcher, one file
+//!   per concern (router, auth, leases, sys, one per secrets engine).
 //! - `policy`: Vault ACL path matching.
 //! - `jwt`: service-account token minting and verification.
 //!

@@ -126,7 +126,10 @@ pub(crate) fn parse_duration_value(v: &Value) -> Option<u64> {
     }
 }
 
-/// Parses a duration string (see [`parse_duration_value`]).
+/// Parses a duration string (see [`parse_duration_value`]) like Vault's
+/// `parseutil.ParseDurationSecond`: empty is zero, an integer is seconds,
+/// anything else a Go duration (`d` for days allowed), read by the parser
+/// the driver uses too (`go_duration`).
 pub(crate) fn parse_duration_str(s: &str) -> Option<u64> {
     let s = s.trim();
     if s.is_empty() {
@@ -135,34 +138,9 @@ pub(crate) fn parse_duration_str(s: &str) -> Option<u64> {
     if let Ok(n) = s.parse::<u64>() {
         return Some(n);
     }
-    let mut total = 0.0_f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let num: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += num * factor;
-    }
-    Some(f64_to_secs(total))
+    go_duration::parse_secs_f64(s, go_duration::Units::WithDays)
+        .ok()
+        .map(f64_to_secs)
 }
 
 fn f64_to_secs(f: f64) -> u64 {

@@ -263,7 +263,7 @@ pub fn parse_attributes<H: std::hash::BuildHasher>(
                 token_file = Some(RelativePath::parse(value).map_err(|e| bad(e.to_string()))?);
             }
             "staticSecretRefreshInterval" => {
-                let interval = parse_go_duration(value).map_err(bad)?;
+                let interval = go_duration::parse(value).map_err(bad)?;
                 if interval < MIN_STATIC_INTERVAL {
                     return Err(bad("it must be at least 1s".to_owned()));
                 }
@@ -433,47 +433,6 @@ fn parse_mode(value: &str) -> Result<u32, String> {
         return Err("only permission bits (at most 0777) are allowed; setuid, setgid and sticky are refused".to_owned());
     }
     Ok(mode)
-}
-
-/// Parses a Go-style duration: `300ms`, `45s`, `5m`, `1h30m`, `1.5h`.
-pub fn parse_go_duration(value: &str) -> Result<Duration, String> {
-    let fail = || format!("{value:?} is not a duration such as 30s, 5m or 1h30m");
-    let mut rest = value.trim();
-    if rest.is_empty() {
-        return Err(fail());
-    }
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(fail)?;
-        if number_len == 0 {
-            return Err(fail());
-        }
-        let number: f64 = rest[..number_len].parse().map_err(|_| fail())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(fail()),
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds;
-    }
-    if !total.is_finite() || total > 1e9 {
-        return Err(fail());
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]

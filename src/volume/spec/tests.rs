@@ -178,25 +178,3 @@ fn fingerprint_ignores_only_the_rotating_token() {
     c.insert("template.index.html".to_owned(), "changed".to_owned());
     assert_ne!(fingerprint(&a, false, ""), fingerprint(&c, false, ""));
 }
-
-#[test]
-fn go_durations() {
-    let table = [
-        ("30s", 30_000),
-        ("5m", 300_000),
-        ("1h30m", 5_400_000),
-        ("1.5h", 5_400_000),
-        ("250ms", 250),
-        ("0", 0),
-    ];
-    for (text, ms) in table {
-        assert_eq!(
-            parse_go_duration(text).unwrap(),
-            Duration::from_millis(ms),
-            "{text}"
-        );
-    }
-    for bad in ["", "5", "m", "5x", "-5s", "1h 30m"] {
-        assert!(parse_go_duration(bad).is_err(), "{bad}");
-    }
-}

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::{
-    DriverProcess, INDEX_TEMPLATE, Node, Pod, can_mount, expected_index, free_port, publish_ok,
-    rand_suffix, wait_for, walkthrough_vault,
+    DriverProcess, Harness, INDEX_TEMPLATE, Node, Pod, expected_index, free_port, publish_ok,
+    rand_suffix, requires_root, wait_for, walkthrough_vault,
 };
 use tonic::Code;
 use vault_double::VaultDouble;
@@ -197,12 +197,13 @@ impl Drop for Fixture {
     }
 }
 
-async fn driver_with_metrics(node: &Node, vault: &VaultDouble) -> (DriverProcess, u16) {
+async fn driver_with_metrics() -> (Harness<DriverProcess>, u16) {
     let port = free_port();
     let addr = format!("--metrics-addr=127.0.0.1:{port}");
-    let driver =
-        DriverProcess::spawn(node, vault, "driver.log", &[&addr, "--log-format=json"]).await;
-    (driver, port)
+    let h = Harness::builder()
+        .spawn(&[&addr, "--log-format=json"])
+        .await;
+    (h, port)
 }
 
 async fn app_signals(port: u16) -> [u64; 3] {
@@ -240,17 +241,15 @@ fn read(path: &Path) -> String {
 /// metric and log lines; a volume naming a process the pod does not run
 /// counts `no_process` and says so.
 async fn signals_reach_only_the_pods_process(layout: Layout, signal: &str, trapped: &str) {
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let (driver, port) = driver_with_metrics(&node, &vault).await;
-    let pod = Pod::walkthrough();
+    let (h, port) = driver_with_metrics().await;
+    let pod = &h.pod;
     let other = Pod::new("default", "nginx-other", "vault-auth");
 
     let mut fixture = Fixture::new();
-    let ours = fixture.app("nginx", trapped, Some((&pod, layout)));
+    let ours = fixture.app("nginx", trapped, Some((pod, layout)));
     let theirs = fixture.app("nginx", trapped, Some((&other, layout)));
     let podless = fixture.app("nginx", trapped, None);
-    let sidecar = fixture.app("envoy", trapped, Some((&pod, layout)));
+    let sidecar = fixture.app("envoy", trapped, Some((pod, layout)));
 
     let attributes = [
         ("roleName", "example"),
@@ -259,20 +258,12 @@ async fn signals_reach_only_the_pods_process(layout: Layout, signal: &str, trapp
         ("signal", signal),
         ("signalProcess", "nginx"),
     ];
-    let target = publish_ok(
-        driver.node().await,
-        pod.publish(&node, &vault, "v", &attributes),
-    )
-    .await;
+    let target = h.publish_ok(&attributes).await;
     let mut absent = attributes;
     absent[4] = ("signalProcess", "haproxy");
-    publish_ok(
-        driver.node().await,
-        pod.publish(&node, &vault, "w", &absent),
-    )
-    .await;
+    h.send_ok(h.request("w", &absent)).await;
 
-    refreshes(&vault, 4).await;
+    refreshes(&h.vault, 4).await;
     assert_eq!(
         fixture.signals(),
         [0, 0, 0, 0],
@@ -281,7 +272,7 @@ async fn signals_reach_only_the_pods_process(layout: Layout, signal: &str, trapp
     assert_eq!(app_signals(port).await, [0, 0, 0]);
 
     for (change, password) in ["rotated-1", "rotated-2"].into_iter().enumerate() {
-        vault.kv2_put(
+        h.vault.kv2_put(
             "secret",
             "myapp/config",
             serde_json::json!({"username": "appuser", "password": password}),
@@ -294,7 +285,7 @@ async fn signals_reach_only_the_pods_process(layout: Layout, signal: &str, trapp
             fixture.apps[ours].signals() == change + 1
         })
         .await;
-        refreshes(&vault, 4).await;
+        refreshes(&h.vault, 4).await;
         let mut expected = [0; 4];
         expected[ours] = change + 1;
         assert_eq!(
@@ -309,7 +300,8 @@ async fn signals_reach_only_the_pods_process(layout: Layout, signal: &str, trapp
     assert_eq!(sent, 2, "one process, two changes");
     assert_eq!(no_process, 2, "volume w's haproxy, at each change");
     assert_eq!(failed, 0);
-    let logs: Vec<serde_json::Value> = driver
+    let logs: Vec<serde_json::Value> = h
+        .driver
         .logs()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -335,14 +327,14 @@ async fn signals_reach_only_the_pods_process(layout: Layout, signal: &str, trapp
     );
 
     for volume in ["v", "w"] {
-        support::unpublish_ok(driver.node().await, pod.unpublish(&node, volume)).await;
+        h.unpublish_ok(volume).await;
     }
-    drop(driver);
+    drop(h);
 }
 
 #[tokio::test]
 async fn systemd_pods_under_cgroup_v2_get_sighup_once_per_change() {
-    if !can_mount() {
+    if !requires_root("real processes moved into pod cgroups") {
         return;
     }
     signals_reach_only_the_pods_process(Layout::SystemdV2, "SIGHUP", "HUP").await;
@@ -350,7 +342,7 @@ async fn systemd_pods_under_cgroup_v2_get_sighup_once_per_change() {
 
 #[tokio::test]
 async fn cgroupfs_pods_under_cgroup_v1_get_sigusr1_once_per_change() {
-    if !can_mount() {
+    if !requires_root("real processes moved into pod cgroups") {
         return;
     }
     signals_reach_only_the_pods_process(Layout::CgroupfsV1, "usr1", "USR1").await;
@@ -362,7 +354,7 @@ async fn cgroupfs_pods_under_cgroup_v1_get_sigusr1_once_per_change() {
 /// its log and in `no_process`.
 #[tokio::test]
 async fn without_the_host_pid_namespace_the_driver_says_it_cannot_signal() {
-    if !can_mount() {
+    if !requires_root("real processes moved into pod cgroups") {
         return;
     }
     let node = Node::new();
@@ -464,13 +456,7 @@ impl Drop for KillOnDrop {
 /// anything is mounted.
 #[tokio::test]
 async fn bad_signal_attributes_are_invalid_argument() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = support::Driver::start(support::driver_config(&node, &vault)).await;
-    let pod = Pod::walkthrough();
+    let h = Harness::walkthrough().await;
     let base = [
         ("roleName", "example"),
         ("template.index.html", INDEX_TEMPLATE),
@@ -489,20 +475,15 @@ async fn bad_signal_attributes_are_invalid_argument() {
     ];
     for (extra, expected) in cases {
         let attributes: Vec<(&str, &str)> = base.iter().chain(extra.iter()).copied().collect();
-        let status = driver
-            .node()
-            .await
-            .node_publish_volume(pod.publish(&node, &vault, "v", &attributes))
-            .await
-            .unwrap_err();
+        let status = h.send_err(h.request("v", &attributes)).await;
         assert_eq!(
             status.code(),
             Code::InvalidArgument,
             "{extra:?}: {status:?}"
         );
         assert!(status.message().contains(expected), "{extra:?}: {status:?}");
-        assert!(node.mounts().is_empty(), "nothing mounted for {extra:?}");
+        assert!(h.node.volumes().is_empty(), "nothing mounted for {extra:?}");
     }
-    assert_eq!(vault.count("POST", "/v1/auth"), 0, "Vault never asked");
-    driver.stop().await;
+    assert_eq!(h.vault.count("POST", "/v1/auth"), 0, "Vault never asked");
+    h.stop().await;
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::{Driver, Node, Pod, can_mount, driver_config, walkthrough_vault};
+use support::Harness;
 use vault_csi_driver::convert::{self, Options, gotemplate};
 use vault_csi_driver::render::go_json as go_helpers;
 use vault_csi_driver::render::{Renderer, SecretRequest};
@@ -112,23 +112,16 @@ async fn walkthrough_converts_and_publishes_the_agents_page() {
     assert!(summary.contains("audience `vault`"), "{summary}");
     assert!(summary.contains("/home/vault/.vault-token"), "{summary}");
 
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::walkthrough().await;
     let attrs: Vec<(&str, &str)> = attributes
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let pod = Pod::walkthrough();
-    let request = pod.publish(&node, &vault, "shared-data", &attrs);
-    let target = support::publish_ok(driver.node().await, request).await;
+    let target = h.send_ok(h.request("shared-data", &attrs)).await;
     let page = std::fs::read_to_string(target.join("index.html")).unwrap();
     assert_eq!(page, AGENT_PAGE);
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "shared-data")).await;
-    driver.stop().await;
+    h.unpublish_ok("shared-data").await;
+    h.stop().await;
 }
 
 /// Without `--vault-addr`, the agent's `VAULT_ADDR` becomes `vaultAddress`

@@ -10,10 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use support::{
-    CREDS_TEMPLATE, Driver, Node, Pod, can_mount, driver_config, dynamic_vault, publish_ok,
-    wait_for,
-};
+use support::{CREDS_TEMPLATE, Harness, Pod, dynamic_vault, wait_for};
 use vault_double::{DynamicRole, RecordedRequest, Role, VaultDouble};
 
 /// The victim's lease: renewed about every 4 s, gone after 6 s without.
@@ -55,23 +52,18 @@ fn kv_template(paths: &[String]) -> String {
 }
 
 /// Publishes the victim's database credentials volume.
-async fn publish_victim(node: &Node, vault: &VaultDouble, driver: &Driver) -> PathBuf {
-    let pod = Pod::walkthrough();
-    let request = pod.publish(
-        node,
-        vault,
+async fn publish_victim(h: &Harness) -> PathBuf {
+    let request = h.request(
         "creds",
         &[("roleName", "example"), ("template.creds", CREDS_TEMPLATE)],
     );
-    publish_ok(driver.node().await, request).await
+    h.send_ok(request).await
 }
 
 /// Publishes a tenant volume in `namespace` reading `paths`, re-read every
 /// `interval`.
 async fn publish_tenant(
-    node: &Node,
-    vault: &VaultDouble,
-    driver: &Driver,
+    h: &Harness,
     namespace: &str,
     name: &str,
     paths: &[String],
@@ -79,9 +71,8 @@ async fn publish_tenant(
 ) -> PathBuf {
     let pod = Pod::new(namespace, name, "app");
     let template = kv_template(paths);
-    let request = pod.publish(
-        node,
-        vault,
+    let request = h.request_for(
+        &pod,
         "kv",
         &[
             ("roleName", "tenant"),
@@ -89,7 +80,7 @@ async fn publish_tenant(
             ("staticSecretRefreshInterval", interval),
         ],
     );
-    publish_ok(driver.node().await, request).await
+    h.send_ok(request).await
 }
 
 fn is_renewal(r: &RecordedRequest) -> bool {
@@ -161,23 +152,20 @@ fn assert_victim_never_lapsed(vault: &VaultDouble, max_gap: Duration) {
 /// victim's 6 s leases are still renewed before they end.
 #[tokio::test]
 async fn a_slow_tenant_cannot_starve_another_tenants_renewals() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let paths: Vec<String> = (0..4).map(|i| format!("slow/s{i}")).collect();
-    let vault = shared_vault(&paths).await;
-    let mut config = driver_config(&node, &vault);
-    config.max_concurrent_refreshes = 4;
-    config.fairness.max_concurrent_refreshes_per_namespace = 2;
-    config.fairness.refresh_timeout = Duration::from_secs(8);
-    config.fairness.min_refresh_interval = Duration::from_secs(1);
-    let driver = Driver::start(config).await;
+    let h = Harness::builder()
+        .vault(shared_vault(&paths).await)
+        .config(move |config| {
+            config.max_concurrent_refreshes = 4;
+            config.fairness.max_concurrent_refreshes_per_namespace = 2;
+            config.fairness.refresh_timeout = Duration::from_secs(8);
+            config.fairness.min_refresh_interval = Duration::from_secs(1);
+        })
+        .start()
+        .await;
     for (i, path) in paths.iter().enumerate() {
         publish_tenant(
-            &node,
-            &vault,
-            &driver,
+            &h,
             "slow",
             &format!("slow-{i}"),
             std::slice::from_ref(path),
@@ -185,14 +173,15 @@ async fn a_slow_tenant_cannot_starve_another_tenants_renewals() {
         )
         .await;
     }
-    vault.set_path_latency("tenant/", Some(Duration::from_secs(20)));
-    let target = publish_victim(&node, &vault, &driver).await;
+    h.vault
+        .set_path_latency("tenant/", Some(Duration::from_secs(20)));
+    let target = publish_victim(&h).await;
     assert!(target.join("creds").exists());
 
     wait_for(
         "the slow tenant's refreshes to be stuck in its engine",
         Duration::from_secs(10),
-        || tenant_reads(&vault).len() >= 4 + 2,
+        || tenant_reads(&h.vault).len() >= 4 + 2,
     )
     .await;
     // Stuck refreshes give up after 8 s, long before their 20 s answers,
@@ -200,15 +189,15 @@ async fn a_slow_tenant_cannot_starve_another_tenants_renewals() {
     wait_for(
         "the stuck refreshes to time out",
         Duration::from_secs(12),
-        || tenant_reads(&vault).len() >= 4 + 4,
+        || tenant_reads(&h.vault).len() >= 4 + 4,
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_victim_never_lapsed(&vault, LEASE_TTL);
+    assert_victim_never_lapsed(&h.vault, LEASE_TTL);
 
-    vault.set_path_latency("tenant/", None);
-    vault.shutdown();
-    driver.stop().await;
+    h.vault.set_path_latency("tenant/", None);
+    h.vault.shutdown();
+    h.stop().await;
 }
 
 /// (b) A tenant asks for one-second re-reads of 2 × 32 secrets. The floor
@@ -217,30 +206,30 @@ async fn a_slow_tenant_cannot_starve_another_tenants_renewals() {
 /// another namespace go out on time.
 #[tokio::test]
 async fn a_noisy_tenant_is_clamped_by_the_floor_and_its_budget() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let a: Vec<String> = (0..32).map(|i| format!("noisy/a{i}")).collect();
     let b: Vec<String> = (0..32).map(|i| format!("noisy/b{i}")).collect();
     let vault = shared_vault(&[a.clone(), b.clone()].concat()).await;
     let floor = Duration::from_secs(2);
     let (rate, burst) = (10.0, 70);
-    let mut config = driver_config(&node, &vault);
-    config.fairness.min_refresh_interval = floor;
-    config.fairness.namespace_vault_rate = rate;
-    config.fairness.namespace_vault_burst = burst;
-    let driver = Driver::start(config).await;
-    publish_victim(&node, &vault, &driver).await;
-    publish_tenant(&node, &vault, &driver, "noisy", "noisy-a", &a, "1s").await;
-    publish_tenant(&node, &vault, &driver, "noisy", "noisy-b", &b, "1s").await;
-    let published = tenant_reads(&vault).len();
+    let h = Harness::builder()
+        .vault(vault)
+        .config(move |config| {
+            config.fairness.min_refresh_interval = floor;
+            config.fairness.namespace_vault_rate = rate;
+            config.fairness.namespace_vault_burst = burst;
+        })
+        .start()
+        .await;
+    publish_victim(&h).await;
+    publish_tenant(&h, "noisy", "noisy-a", &a, "1s").await;
+    publish_tenant(&h, "noisy", "noisy-b", &b, "1s").await;
+    let published = tenant_reads(&h.vault).len();
     assert_eq!(published, 64);
     let start = SystemTime::now();
 
     let window = Duration::from_secs(10);
     tokio::time::sleep(window).await;
-    let reads = tenant_reads(&vault);
+    let reads = tenant_reads(&h.vault);
     let in_window = reads.len() - published;
     // Asked for: 64 reads a second (640). The floor allows 32 a second,
     // the budget `rate` a second plus what is left of the burst.
@@ -266,14 +255,15 @@ async fn a_noisy_tenant_is_clamped_by_the_floor_and_its_budget() {
         }
     }
     // Renewed about every 4 s: never more than a second late.
-    assert_victim_never_lapsed(&vault, Duration::from_millis(5500));
-    let renewals = vault
+    assert_victim_never_lapsed(&h.vault, Duration::from_millis(5500));
+    let renewals = h
+        .vault
         .requests()
         .into_iter()
         .filter(|r| is_renewal(r) && r.at >= start)
         .count();
     assert!(renewals >= 2, "only {renewals} renewals in {window:?}");
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// (c) Vault answers 429 (Retry-After 6 s) for the KV mount: re-reads of
@@ -281,22 +271,19 @@ async fn a_noisy_tenant_is_clamped_by_the_floor_and_its_budget() {
 /// renewals still go out; after the pause the re-reads resume.
 #[tokio::test]
 async fn under_429_renewals_go_out_and_static_rereads_wait() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let paths: Vec<String> = (0..8).map(|i| format!("kv/s{i}")).collect();
-    let vault = shared_vault(&paths).await;
-    let mut config = driver_config(&node, &vault);
-    config.fairness.min_refresh_interval = Duration::from_secs(1);
-    let driver = Driver::start(config).await;
-    publish_victim(&node, &vault, &driver).await;
+    let h = Harness::builder()
+        .vault(shared_vault(&paths).await)
+        .config(move |config| {
+            config.fairness.min_refresh_interval = Duration::from_secs(1);
+        })
+        .start()
+        .await;
+    publish_victim(&h).await;
     for (i, path) in paths.iter().enumerate() {
         let namespace = if i % 2 == 0 { "kv-a" } else { "kv-b" };
         publish_tenant(
-            &node,
-            &vault,
-            &driver,
+            &h,
             namespace,
             &format!("kv-{i}"),
             std::slice::from_ref(path),
@@ -305,23 +292,23 @@ async fn under_429_renewals_go_out_and_static_rereads_wait() {
         .await;
     }
     wait_for("re-reads", Duration::from_secs(10), || {
-        tenant_reads(&vault).len() >= 8 + 8
+        tenant_reads(&h.vault).len() >= 8 + 8
     })
     .await;
 
-    vault.rate_limit_path("tenant/", Some(6));
+    h.vault.rate_limit_path("tenant/", Some(6));
     wait_for("a 429", Duration::from_secs(10), || {
-        tenant_reads(&vault).iter().any(|r| r.status == 429)
+        tenant_reads(&h.vault).iter().any(|r| r.status == 429)
     })
     .await;
-    let first = tenant_reads(&vault)
+    let first = tenant_reads(&h.vault)
         .into_iter()
         .find(|r| r.status == 429)
         .unwrap()
         .at;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let window_end = first + Duration::from_secs(5);
-    let held: Vec<_> = tenant_reads(&vault)
+    let held: Vec<_> = tenant_reads(&h.vault)
         .into_iter()
         .filter(|r| r.at > first && r.at <= window_end)
         .collect();
@@ -332,18 +319,19 @@ async fn under_429_renewals_go_out_and_static_rereads_wait() {
         held.len(),
         held.iter().map(|r| &r.path).collect::<Vec<_>>()
     );
-    let renewals = vault
+    let renewals = h
+        .vault
         .requests()
         .into_iter()
         .filter(|r| is_renewal(r) && r.status == 200 && r.at > first && r.at <= window_end)
         .count();
     assert!(renewals >= 1, "no renewal went out during the pause");
-    assert_victim_never_lapsed(&vault, LEASE_TTL);
+    assert_victim_never_lapsed(&h.vault, LEASE_TTL);
 
-    vault.clear_rate_limit_path("tenant/");
-    let before = tenant_reads(&vault).len();
+    h.vault.clear_rate_limit_path("tenant/");
+    let before = tenant_reads(&h.vault).len();
     wait_for("re-reads to resume", Duration::from_secs(15), || {
-        tenant_reads(&vault)
+        tenant_reads(&h.vault)
             .iter()
             .skip(before)
             .filter(|r| r.status == 200)
@@ -351,5 +339,5 @@ async fn under_429_renewals_go_out_and_static_rereads_wait() {
             >= 8
     })
     .await;
-    driver.stop().await;
+    h.stop().await;
 }

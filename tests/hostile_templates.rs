@@ -8,8 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    DriverProcess, INDEX_TEMPLATE, Node, Pod, assert_walkthrough_page, can_mount, publish_ok,
-    walkthrough_vault,
+    DriverProcess, Harness, INDEX_TEMPLATE, Pod, assert_walkthrough_page, walkthrough_vault,
 };
 use tonic::Code;
 use vault_csi_driver::render::{
@@ -20,13 +19,13 @@ const ROLE: (&str, &str) = ("roleName", "example");
 
 /// The publish of `template` fails with `code`; returns the message.
 async fn publish_fails(
-    driver: &DriverProcess,
+    h: &Harness<DriverProcess>,
     request: vault_csi_driver::proto::NodePublishVolumeRequest,
     code: Code,
     what: &str,
 ) -> String {
-    let status = driver
-        .node()
+    let status = h
+        .client()
         .await
         .node_publish_volume(request)
         .await
@@ -50,12 +49,7 @@ fn driver_alive(driver: &mut DriverProcess) {
 /// pod.
 #[tokio::test]
 async fn recursive_partials_are_refused_and_the_driver_keeps_serving() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let mut driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
+    let mut h = Harness::builder().spawn(&[]).await;
     let hostile = Pod::new("default", "partials", "vault-auth");
     for (what, template, expect) in [
         (
@@ -74,41 +68,34 @@ async fn recursive_partials_are_refused_and_the_driver_keeps_serving() {
             "line 1, column 1: a partial block",
         ),
     ] {
-        let request = hostile.publish(&node, &vault, "v", &[ROLE, ("template.f", template)]);
-        let logins = vault.count("POST", "/v1/auth/kubernetes/login");
-        let message = publish_fails(&driver, request, Code::InvalidArgument, what).await;
+        let request = h.request_for(&hostile, "v", &[ROLE, ("template.f", template)]);
+        let logins = h.vault.count("POST", "/v1/auth/kubernetes/login");
+        let message = publish_fails(&h, request, Code::InvalidArgument, what).await;
         assert!(message.contains(expect), "{what}: {message}");
         assert!(message.contains("not supported"), "{what}: {message}");
         assert_eq!(
-            vault.count("POST", "/v1/auth/kubernetes/login"),
+            h.vault.count("POST", "/v1/auth/kubernetes/login"),
             logins,
             "{what}: Vault was contacted"
         );
-        driver_alive(&mut driver);
+        driver_alive(&mut h.driver);
     }
     // Inside a raw block the same text is text.
-    let request = hostile.publish(
-        &node,
-        &vault,
+    let request = h.request_for(
+        &hostile,
         "raw",
         &[ROLE, ("template.f", "{{{{raw}}}}{{> p}}{{{{/raw}}}}")],
     );
-    let target = publish_ok(driver.node().await, request).await;
+    let target = h.send_ok(request).await;
     assert_eq!(
         std::fs::read_to_string(target.join("f")).unwrap(),
         "{{> p}}"
     );
 
-    let pod = Pod::walkthrough();
-    let request = pod.publish(
-        &node,
-        &vault,
-        "ok",
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    );
-    let target = publish_ok(driver.node().await, request).await;
+    let request = h.request("ok", &[ROLE, ("template.index.html", INDEX_TEMPLATE)]);
+    let target = h.send_ok(request).await;
     assert_walkthrough_page(&target);
-    driver_alive(&mut driver);
+    driver_alive(&mut h.driver);
 }
 
 /// Two volumes whose 60 KB templates hand a 100,000-element Vault array to
@@ -118,14 +105,10 @@ async fn recursive_partials_are_refused_and_the_driver_keeps_serving() {
 /// the limit, and the other pod is answered promptly meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_templates_neither_stall_other_pods_nor_run_past_their_limit() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let vault = walkthrough_vault().await;
     let items: Vec<u32> = (0..100_000).collect();
     vault.kv2_put("secret", "myapp/list", serde_json::json!({ "a": items }));
-    let mut driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
+    let mut h = Harness::builder().vault(vault).spawn(&[]).await;
 
     let fill = |body: &str| {
         // As many copies as the size and tag limits allow.
@@ -139,13 +122,12 @@ async fn heavy_templates_neither_stall_other_pods_nor_run_past_their_limit() {
     let params = |n: usize| vec!["data.data.a"; n].join(" ");
     // The original attack, 18 parameters per tag, is refused at compile.
     let original = fill(&format!("{{{{#if {}}}}}{{{{/if}}}}", params(18)));
-    let request = Pod::new("default", "orig", "vault-auth").publish(
-        &node,
-        &vault,
+    let request = h.request_for(
+        &Pod::new("default", "orig", "vault-auth"),
         "v",
         &[ROLE, ("template.f", &original)],
     );
-    let message = publish_fails(&driver, request, Code::InvalidArgument, "18 parameters").await;
+    let message = publish_fails(&h, request, Code::InvalidArgument, "18 parameters").await;
     assert!(
         message.contains(&format!("at most {MAX_PARAMS_PER_TAG} are allowed")),
         "{message}"
@@ -161,13 +143,12 @@ async fn heavy_templates_neither_stall_other_pods_nor_run_past_their_limit() {
     ];
     let mut running = Vec::new();
     for (i, template) in hostile.iter().enumerate() {
-        let request = Pod::new("default", &format!("heavy{i}"), "vault-auth").publish(
-            &node,
-            &vault,
+        let request = h.request_for(
+            &Pod::new("default", &format!("heavy{i}"), "vault-auth"),
             "v",
             &[ROLE, ("template.f", template)],
         );
-        let mut client = driver.node().await;
+        let mut client = h.client().await;
         running.push(tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             let result = client.node_publish_volume(request).await;
@@ -176,20 +157,11 @@ async fn heavy_templates_neither_stall_other_pods_nor_run_past_their_limit() {
     }
 
     // Meanwhile an ordinary pod is answered promptly.
-    let pod = Pod::walkthrough();
-    let request = pod.publish(
-        &node,
-        &vault,
-        "ok",
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    );
+    let request = h.request("ok", &[ROLE, ("template.index.html", INDEX_TEMPLATE)]);
     let started = tokio::time::Instant::now();
-    let target = tokio::time::timeout(
-        Duration::from_secs(2),
-        publish_ok(driver.node().await, request),
-    )
-    .await
-    .expect("another pod's publish is answered within 2 s while heavy templates render");
+    let target = tokio::time::timeout(Duration::from_secs(2), h.send_ok(request))
+        .await
+        .expect("another pod's publish is answered within 2 s while heavy templates render");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_walkthrough_page(&target);
 
@@ -210,7 +182,7 @@ async fn heavy_templates_neither_stall_other_pods_nor_run_past_their_limit() {
         // Login and the 600 KB read included: far from the 13.5 s it was.
         assert!(took < Duration::from_secs(10), "answered after {took:?}");
     }
-    driver_alive(&mut driver);
+    driver_alive(&mut h.driver);
 }
 
 /// A secret value used as a Vault path (`(secret data.data.password)`)
@@ -219,26 +191,24 @@ async fn heavy_templates_neither_stall_other_pods_nor_run_past_their_limit() {
 /// (the Vault double, like Vault, quotes an unknown route in its error).
 #[tokio::test]
 async fn a_secret_used_as_a_path_is_never_shown() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let vault = walkthrough_vault().await;
     vault.kv2_put(
         "secret",
         "myapp/pointer",
         serde_json::json!({ "valid": "hunter2-route/x", "invalid": "hunter2 (not a path)" }),
     );
-    let mut driver =
-        DriverProcess::spawn(&node, &vault, "driver.log", &["--log-level=debug"]).await;
+    let mut h = Harness::builder()
+        .vault(vault)
+        .spawn(&["--log-level=debug"])
+        .await;
     let pod = Pod::new("default", "leaky", "vault-auth");
     for field in ["valid", "invalid"] {
         let template = format!(
             r#"{{{{#with (secret "secret/data/myapp/pointer")}}}}{{{{#with (secret data.data.{field})}}}}{{{{data}}}}{{{{/with}}}}{{{{/with}}}}"#
         );
-        let request = pod.publish(&node, &vault, field, &[ROLE, ("template.f", &template)]);
-        let status = driver
-            .node()
+        let request = h.request_for(&pod, field, &[ROLE, ("template.f", &template)]);
+        let status = h
+            .client()
             .await
             .node_publish_volume(request)
             .await
@@ -249,11 +219,11 @@ async fn a_secret_used_as_a_path_is_never_shown() {
             message.contains(SecretRequest::PATH_FROM_DATA),
             "{field}: {message}"
         );
-        driver_alive(&mut driver);
+        driver_alive(&mut h.driver);
     }
     // The valid one was requested from Vault, which named the route.
-    assert_eq!(vault.count("GET", "/v1/hunter2-route/x"), 1);
-    let logs = driver.logs();
+    assert_eq!(h.vault.count("GET", "/v1/hunter2-route/x"), 1);
+    let logs = h.driver.logs();
     assert!(!logs.is_empty());
     assert!(!logs.contains("hunter2"), "{logs}");
 }

@@ -131,13 +131,13 @@ async fn publish(
 /// restart, and the driver's private mounts never reach the host.
 #[tokio::test]
 async fn every_copy_of_a_volume_is_read_only_in_the_real_topology() {
-    if !support::can_mount() {
+    if !support::requires_root("mount namespaces and propagation, read-only mounts (EROFS)") {
         return;
     }
     let node = Node::new();
     node.share_pods_dir();
     let vault = walkthrough_vault().await;
-    let driver = DriverProcess::spawn_in_own_namespace(&node, &vault, "driver.log", &[]).await;
+    let mut driver = DriverProcess::spawn_in_own_namespace(&node, &vault, "driver.log", &[]).await;
 
     let writable = Pod::new("default", "nginx", "vault-auth");
     let sealed = Pod::new("default", "nginx-ro", "vault-auth");
@@ -183,7 +183,8 @@ async fn every_copy_of_a_volume_is_read_only_in_the_real_topology() {
     // A new driver in a new namespace (a DaemonSet update) adopts the
     // volumes and keeps them sealed.
     driver.kill9();
-    let driver = DriverProcess::spawn_in_own_namespace(&node, &vault, "driver-2.log", &[]).await;
+    let mut driver =
+        DriverProcess::spawn_in_own_namespace(&node, &vault, "driver-2.log", &[]).await;
     rotate_and_wait(&vault, &targets, "rotated-2").await;
     check_all(&driver, "rotated-2");
 
@@ -203,13 +204,13 @@ async fn every_copy_of_a_volume_is_read_only_in_the_real_topology() {
 /// unfinished record made restore unmount and delete whatever it named).
 #[tokio::test]
 async fn restore_never_touches_a_target_that_fails_the_publish_checks() {
-    if !support::can_mount() {
+    if !support::requires_root("a mount namespace and a tmpfs victim mount") {
         return;
     }
     let node = Node::new();
     node.share_pods_dir();
     let vault = walkthrough_vault().await;
-    let driver = DriverProcess::spawn_in_own_namespace(&node, &vault, "driver.log", &[]).await;
+    let mut driver = DriverProcess::spawn_in_own_namespace(&node, &vault, "driver.log", &[]).await;
     let pod = Pod::walkthrough();
     let target = publish(&driver, &node, &vault, &pod, false).await;
     driver.terminate().await;
@@ -242,7 +243,7 @@ async fn restore_never_touches_a_target_that_fails_the_publish_checks() {
         forged["phase"] = serde_json::json!("publishing");
         std::fs::write(&record_path, serde_json::to_vec(&forged).unwrap()).unwrap();
 
-        let driver =
+        let mut driver =
             DriverProcess::spawn_in_own_namespace(&node, &vault, "driver-forged.log", &[]).await;
         support::wait_for("the forged record dropped", Duration::from_secs(10), || {
             !record_path.exists()
@@ -265,7 +266,8 @@ async fn restore_never_touches_a_target_that_fails_the_publish_checks() {
     }
     // The pod's own volume was never the record's business any more: it
     // stays mounted, and kubelet's unpublish still cleans it up.
-    let driver = DriverProcess::spawn_in_own_namespace(&node, &vault, "driver-3.log", &[]).await;
+    let mut driver =
+        DriverProcess::spawn_in_own_namespace(&node, &vault, "driver-3.log", &[]).await;
     support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
     assert!(!target.exists());
     driver.terminate().await;
@@ -282,7 +284,7 @@ async fn restore_never_touches_a_target_that_fails_the_publish_checks() {
 /// volumes go away.
 #[tokio::test]
 async fn one_tenant_cannot_get_the_driver_oom_killed() {
-    if !support::can_mount() {
+    if !support::requires_root("a memory cgroup charged with tmpfs pages") {
         return;
     }
     let node = Node::new();
@@ -359,7 +361,7 @@ async fn one_tenant_cannot_get_the_driver_oom_killed() {
 /// is refused naming the limit, and the driver stays up.
 #[tokio::test]
 async fn vault_answers_too_large_to_parse_are_refused_before_parsing() {
-    if !support::can_mount() {
+    if !support::requires_root("a memory cgroup and a mount namespace") {
         return;
     }
     let node = Node::new();

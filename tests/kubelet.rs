@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use support::kubelet_wire::{self, PublishVariant};
 use support::{
-    CREDS_TEMPLATE, Driver, DriverProcess, INDEX_TEMPLATE, Node, Pod, assert_walkthrough_page,
-    can_mount, driver_config, dynamic_vault, wait_for, walkthrough_vault,
+    CREDS_TEMPLATE, Harness, INDEX_TEMPLATE, Pod, assert_walkthrough_page, dynamic_vault,
+    is_volume, requires_root, wait_for,
 };
 use tokio::time::Instant;
 use tonic::Code;
@@ -26,18 +26,6 @@ use vault_double::{DynamicRole, Role, VaultDouble};
 const ROLE: (&str, &str) = ("roleName", "example");
 const CREDS: [(&str, &str); 2] = [ROLE, ("template.creds", CREDS_TEMPLATE)];
 const INDEX: [(&str, &str); 2] = [ROLE, ("template.index.html", INDEX_TEMPLATE)];
-
-fn record_path(node: &Node, volume_id: &str) -> PathBuf {
-    node.state_dir()
-        .join("volumes")
-        .join(format!("{volume_id}.json"))
-}
-
-fn is_mounted(path: &Path) -> bool {
-    support::mounts_under(path)
-        .iter()
-        .any(|m| Path::new(m) == path)
-}
 
 fn creds(target: &Path) -> String {
     std::fs::read_to_string(target.join("creds")).unwrap_or_default()
@@ -139,19 +127,19 @@ async fn cancel_publish(
 /// with `DEADLINE_EXCEEDED` from the driver rather than a cancellation.
 #[tokio::test]
 async fn publishes_cancelled_at_any_point_end_published_or_absent_and_leak_nothing() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = dynamic_vault(
-        DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
-        Duration::from_secs(3600),
-        Duration::from_secs(7200),
-    )
-    .await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::builder()
+        .vault(
+            dynamic_vault(
+                DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
+                Duration::from_secs(3600),
+                Duration::from_secs(7200),
+            )
+            .await,
+        )
+        .start()
+        .await;
     let latency = Duration::from_millis(150);
-    vault.set_latency(latency, latency);
+    h.vault.set_latency(latency, latency);
     let ms = Duration::from_millis;
     let cases = [
         Cancel::Drop(ms(0)),
@@ -169,16 +157,16 @@ async fn publishes_cancelled_at_any_point_end_published_or_absent_and_leak_nothi
     let (mut published, mut absent) = (0, 0);
     for cancel in cases {
         let pod = Pod::walkthrough();
-        let request = pod.publish(&node, &vault, "v", &CREDS);
+        let request = h.request_for(&pod, "v", &CREDS);
         let target = PathBuf::from(&request.target_path);
-        let record = record_path(&node, &request.volume_id);
-        let (tokens, leases) = (vault.tokens().len(), vault.leases().len());
-        let mut client = driver.node().await;
+        let record = h.node.record(&request.volume_id);
+        let (tokens, leases) = (h.vault.tokens().len(), h.vault.leases().len());
+        let mut client = h.client().await;
 
         cancel_publish(&mut client, &request, cancel).await;
         wait_until_settled(&mut client, &request).await;
 
-        if is_mounted(&target) {
+        if is_volume(&target) {
             published += 1;
             assert!(creds(&target).starts_with("user="), "{cancel:?}");
             let text = std::fs::read_to_string(&record).expect("a published volume's record");
@@ -186,17 +174,21 @@ async fn publishes_cancelled_at_any_point_end_published_or_absent_and_leak_nothi
             wait_for(
                 "every token and lease but the volume's own revoked",
                 Duration::from_secs(10),
-                || live_since(&vault, tokens, leases) == (1, 1),
+                || live_since(&h.vault, tokens, leases) == (1, 1),
             )
             .await;
         } else {
             absent += 1;
             assert!(!record.exists(), "{cancel:?}: a record without a volume");
-            assert!(node.mounts().is_empty(), "{cancel:?}: {:?}", node.mounts());
+            assert!(
+                h.node.volumes().is_empty(),
+                "{cancel:?}: {:?}",
+                h.node.volumes()
+            );
             wait_for(
                 "every token and lease obtained revoked",
                 Duration::from_secs(10),
-                || all_revoked_since(&vault, tokens, leases),
+                || all_revoked_since(&h.vault, tokens, leases),
             )
             .await;
         }
@@ -204,20 +196,20 @@ async fn publishes_cancelled_at_any_point_end_published_or_absent_and_leak_nothi
         // Kubelet's retry, then the pod's deletion.
         support::publish_ok(client.clone(), request.clone()).await;
         assert!(creds(&target).starts_with("user="), "{cancel:?}");
-        support::unpublish_ok(client, pod.unpublish(&node, "v")).await;
-        assert!(!is_mounted(&target), "{cancel:?}");
+        support::unpublish_ok(client, pod.unpublish(&h.node, "v")).await;
+        assert!(!is_volume(&target), "{cancel:?}");
         assert!(!record.exists(), "{cancel:?}");
         wait_for(
             "every token and lease revoked after the unpublish",
             Duration::from_secs(10),
-            || all_revoked_since(&vault, tokens, leases),
+            || all_revoked_since(&h.vault, tokens, leases),
         )
         .await;
     }
     eprintln!("cancelled publishes: {published} ended published, {absent} absent");
-    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
-    vault.set_latency(Duration::ZERO, Duration::ZERO);
-    driver.stop().await;
+    assert!(h.node.volumes().is_empty(), "{:?}", h.node.volumes());
+    h.vault.set_latency(Duration::ZERO, Duration::ZERO);
+    h.stop().await;
 }
 
 /// A template reading a secret the role may not read, beside one that
@@ -231,19 +223,19 @@ const DENIED_TEMPLATE: &str =
 /// same way without leaking either.
 #[tokio::test]
 async fn failing_publishes_cancelled_at_any_point_leave_nothing() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = dynamic_vault(
-        DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
-        Duration::from_secs(3600),
-        Duration::from_secs(7200),
-    )
-    .await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::builder()
+        .vault(
+            dynamic_vault(
+                DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
+                Duration::from_secs(3600),
+                Duration::from_secs(7200),
+            )
+            .await,
+        )
+        .start()
+        .await;
     let latency = Duration::from_millis(150);
-    vault.set_latency(latency, latency);
+    h.vault.set_latency(latency, latency);
     let ms = Duration::from_millis;
     let attributes = [
         ROLE,
@@ -260,21 +252,25 @@ async fn failing_publishes_cancelled_at_any_point_leave_nothing() {
         Cancel::Deadline(ms(1500)),
     ] {
         let pod = Pod::walkthrough();
-        let request = pod.publish(&node, &vault, "v", &attributes);
+        let request = h.request_for(&pod, "v", &attributes);
         let target = PathBuf::from(&request.target_path);
-        let record = record_path(&node, &request.volume_id);
-        let (tokens, leases) = (vault.tokens().len(), vault.leases().len());
-        let mut client = driver.node().await;
+        let record = h.node.record(&request.volume_id);
+        let (tokens, leases) = (h.vault.tokens().len(), h.vault.leases().len());
+        let mut client = h.client().await;
 
         cancel_publish(&mut client, &request, cancel).await;
         wait_until_settled(&mut client, &request).await;
-        assert!(!is_mounted(&target), "{cancel:?}");
+        assert!(!is_volume(&target), "{cancel:?}");
         assert!(!record.exists(), "{cancel:?}");
-        assert!(node.mounts().is_empty(), "{cancel:?}: {:?}", node.mounts());
+        assert!(
+            h.node.volumes().is_empty(),
+            "{cancel:?}: {:?}",
+            h.node.volumes()
+        );
         wait_for(
             "every token and lease obtained revoked",
             Duration::from_secs(10),
-            || all_revoked_since(&vault, tokens, leases),
+            || all_revoked_since(&h.vault, tokens, leases),
         )
         .await;
 
@@ -284,17 +280,17 @@ async fn failing_publishes_cancelled_at_any_point_leave_nothing() {
             .expect_err("the read is still refused");
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
         assert!(!record.exists(), "{cancel:?}");
-        assert!(vault.tokens().len() > tokens, "the retry logged in");
-        assert!(vault.leases().len() > leases, "and obtained a lease");
+        assert!(h.vault.tokens().len() > tokens, "the retry logged in");
+        assert!(h.vault.leases().len() > leases, "and obtained a lease");
         wait_for(
             "the retry's token and lease revoked",
             Duration::from_secs(10),
-            || all_revoked_since(&vault, tokens, leases),
+            || all_revoked_since(&h.vault, tokens, leases),
         )
         .await;
     }
-    vault.set_latency(Duration::ZERO, Duration::ZERO);
-    driver.stop().await;
+    h.vault.set_latency(Duration::ZERO, Duration::ZERO);
+    h.stop().await;
 }
 
 /// A Vault that takes every read and never answers: kubelet hears
@@ -304,29 +300,30 @@ async fn failing_publishes_cancelled_at_any_point_leave_nothing() {
 /// Vault answers again the next publish succeeds.
 #[tokio::test]
 async fn a_hung_vault_is_answered_within_the_publish_timeout_and_rolled_back() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = dynamic_vault(
-        DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
-        Duration::from_secs(3600),
-        Duration::from_secs(7200),
-    )
-    .await;
-    let mut config = driver_config(&node, &vault);
-    config.publish_timeout = Duration::from_secs(3);
-    let driver = Driver::start(config).await;
+    let h = Harness::builder()
+        .vault(
+            dynamic_vault(
+                DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
+                Duration::from_secs(3600),
+                Duration::from_secs(7200),
+            )
+            .await,
+        )
+        .config(move |config| {
+            config.publish_timeout = Duration::from_secs(3);
+        })
+        .start()
+        .await;
     // Logins answer; reads hang (the double registers a read, and the lease
     // it creates, before it waits).
-    vault.set_latency(Duration::ZERO, Duration::from_secs(600));
-    let pod = Pod::walkthrough();
-    let request = pod.publish(&node, &vault, "v", &CREDS);
+    h.vault
+        .set_latency(Duration::ZERO, Duration::from_secs(600));
+    let request = h.request("v", &CREDS);
     let target = PathBuf::from(&request.target_path);
 
     let started = Instant::now();
-    let status = driver
-        .node()
+    let status = h
+        .client()
         .await
         .node_publish_volume(request.clone())
         .await
@@ -338,57 +335,50 @@ async fn a_hung_vault_is_answered_within_the_publish_timeout_and_rolled_back() {
         waited < Duration::from_secs(10),
         "answered after {waited:?}"
     );
-    assert!(!is_mounted(&target));
-    assert!(!record_path(&node, &request.volume_id).exists());
-    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
-    assert_eq!((vault.tokens().len(), vault.leases().len()), (1, 1));
+    assert!(!is_volume(&target));
+    assert!(!h.node.record(&request.volume_id).exists());
+    assert!(h.node.volumes().is_empty(), "{:?}", h.node.volumes());
+    assert_eq!((h.vault.tokens().len(), h.vault.leases().len()), (1, 1));
     wait_for(
         "the token and its lease revoked",
         Duration::from_secs(10),
-        || all_revoked_since(&vault, 0, 0),
+        || all_revoked_since(&h.vault, 0, 0),
     )
     .await;
 
-    vault.set_latency(Duration::ZERO, Duration::ZERO);
-    support::publish_ok(driver.node().await, request).await;
+    h.vault.set_latency(Duration::ZERO, Duration::ZERO);
+    support::publish_ok(h.client().await, request).await;
     assert!(creds(&target).starts_with("user="));
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// A volume whose Vault token ends soon (the role caps it at 3 s), so the
 /// refresh logs in again; the role then grants long tokens (the refresh's
 /// token would outlive the test) and logins turn slow, so that refresh is
 /// in flight when the pod is deleted.
-async fn volume_with_a_refresh_in_flight(
-    node: &Node,
-    vault: &VaultDouble,
-    driver: &Driver,
-    login_latency: Duration,
-) -> (Pod, PathBuf) {
-    let pod = Pod::walkthrough();
-    let request = pod.publish(node, vault, "v", &CREDS);
-    let target = support::publish_ok(driver.node().await, request).await;
+async fn volume_with_a_refresh_in_flight(h: &Harness, login_latency: Duration) -> PathBuf {
+    let target = h.publish_ok(&CREDS).await;
     assert!(creds(&target).starts_with("user="));
     // The first renewal is capped by the 3 s maximum: the driver then
     // plans a new login shortly before the token ends.
     wait_for("the capped renewal", Duration::from_secs(10), || {
-        vault.count("POST", "/v1/auth/token/renew-self") >= 1
+        h.vault.count("POST", "/v1/auth/token/renew-self") >= 1
     })
     .await;
-    vault.add_role(
+    h.vault.add_role(
         "kubernetes",
         Role::new("example", ["vault-auth"], ["default"], ["myapp-kv-ro"])
             .with_audience("vault")
             .with_ttl(Duration::from_secs(3600), Duration::from_secs(7200)),
     );
-    vault.set_latency(login_latency, Duration::ZERO);
+    h.vault.set_latency(login_latency, Duration::ZERO);
     wait_for(
         "the refresh's login to reach Vault",
         Duration::from_secs(15),
-        || vault.count("POST", "/v1/auth/kubernetes/login") >= 2,
+        || h.vault.count("POST", "/v1/auth/kubernetes/login") >= 2,
     )
     .await;
-    (pod, target)
+    target
 }
 
 async fn short_token_vault() -> VaultDouble {
@@ -406,43 +396,40 @@ async fn short_token_vault() -> VaultDouble {
 /// fetched are revoked and no record comes back.
 #[tokio::test]
 async fn an_unpublish_cancelled_during_a_refresh_leaves_no_record_or_live_token() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = short_token_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (pod, target) =
-        volume_with_a_refresh_in_flight(&node, &vault, &driver, Duration::from_secs(3)).await;
-    let record = record_path(&node, &pod.volume_id("v"));
+    let h = Harness::builder()
+        .vault(short_token_vault().await)
+        .start()
+        .await;
+    let target = volume_with_a_refresh_in_flight(&h, Duration::from_secs(3)).await;
+    let record = h.node.record(&h.pod.volume_id("v"));
 
-    let mut client = driver.node().await;
+    let mut client = h.client().await;
     let _ = tokio::time::timeout(
         Duration::from_millis(300),
-        client.node_unpublish_volume(pod.unpublish(&node, "v")),
+        client.node_unpublish_volume(h.pod.unpublish(&h.node, "v")),
     )
     .await;
     let retried = Instant::now();
-    support::unpublish_ok(client, pod.unpublish(&node, "v")).await;
+    support::unpublish_ok(client, h.pod.unpublish(&h.node, "v")).await;
     assert!(
         retried.elapsed() < Duration::from_secs(2),
         "the retry answered after {:?}",
         retried.elapsed()
     );
-    assert!(!is_mounted(&target));
+    assert!(!is_volume(&target));
 
     wait_for(
         "the refresh's token and lease revoked and the record gone",
         Duration::from_secs(20),
-        || !record.exists() && all_revoked_since(&vault, 0, 0) && vault.tokens().len() >= 2,
+        || !record.exists() && all_revoked_since(&h.vault, 0, 0) && h.vault.tokens().len() >= 2,
     )
     .await;
     // Nothing brings the record back.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!record.exists());
-    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
-    vault.set_latency(Duration::ZERO, Duration::ZERO);
-    driver.stop().await;
+    assert!(h.node.volumes().is_empty(), "{:?}", h.node.volumes());
+    h.vault.set_latency(Duration::ZERO, Duration::ZERO);
+    h.stop().await;
 }
 
 /// An unpublish behind a refresh stuck on a slow Vault answers within its
@@ -450,35 +437,32 @@ async fn an_unpublish_cancelled_during_a_refresh_leaves_no_record_or_live_token(
 /// the revocation follows when the refresh ends.
 #[tokio::test]
 async fn an_unpublish_behind_a_slow_refresh_answers_within_its_bound() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = short_token_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (pod, target) =
-        volume_with_a_refresh_in_flight(&node, &vault, &driver, Duration::from_secs(16)).await;
-    let record = record_path(&node, &pod.volume_id("v"));
+    let h = Harness::builder()
+        .vault(short_token_vault().await)
+        .start()
+        .await;
+    let target = volume_with_a_refresh_in_flight(&h, Duration::from_secs(16)).await;
+    let record = h.node.record(&h.pod.volume_id("v"));
 
     let started = Instant::now();
     tokio::time::timeout(
         Duration::from_secs(13),
-        support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")),
+        support::unpublish_ok(h.client().await, h.pod.unpublish(&h.node, "v")),
     )
     .await
     .expect("the unpublish answers without waiting for the refresh");
-    assert!(!is_mounted(&target));
+    assert!(!is_volume(&target));
     assert!(!target.exists());
     eprintln!("unpublish answered after {:?}", started.elapsed());
 
     wait_for(
         "the revocation once the refresh ends",
         Duration::from_secs(25),
-        || !record.exists() && all_revoked_since(&vault, 0, 0) && vault.tokens().len() >= 2,
+        || !record.exists() && all_revoked_since(&h.vault, 0, 0) && h.vault.tokens().len() >= 2,
     )
     .await;
-    vault.set_latency(Duration::ZERO, Duration::ZERO);
-    driver.stop().await;
+    h.vault.set_latency(Duration::ZERO, Duration::ZERO);
+    h.stop().await;
 }
 
 /// SIGTERM while a publish waits on a Vault that takes a minute per read:
@@ -487,57 +471,50 @@ async fn an_unpublish_behind_a_slow_refresh_answers_within_its_bound() {
 /// revoked.
 #[tokio::test]
 async fn sigterm_during_a_slow_publish_exits_within_the_shutdown_timeout() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = dynamic_vault(
-        DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
-        Duration::from_secs(3600),
-        Duration::from_secs(7200),
-    )
-    .await;
-    let driver =
-        DriverProcess::spawn(&node, &vault, "driver.log", &["--shutdown-timeout=4s"]).await;
-    vault.set_latency(Duration::ZERO, Duration::from_secs(60));
-    let pod = Pod::walkthrough();
-    let request = pod.publish(&node, &vault, "v", &CREDS);
+    let mut h = Harness::builder()
+        .vault(
+            dynamic_vault(
+                DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
+                Duration::from_secs(3600),
+                Duration::from_secs(7200),
+            )
+            .await,
+        )
+        .spawn(&["--shutdown-timeout=4s"])
+        .await;
+    h.vault.set_latency(Duration::ZERO, Duration::from_secs(60));
+    let request = h.request("v", &CREDS);
     let target = PathBuf::from(&request.target_path);
-    let record = record_path(&node, &request.volume_id);
-    let mut client = driver.node().await;
+    let record = h.node.record(&request.volume_id);
+    let mut client = h.client().await;
     let call = tokio::spawn(async move { client.node_publish_volume(request).await });
     wait_for("the read to reach Vault", Duration::from_secs(10), || {
-        vault.count("*", "/v1/database/creds/app") >= 1
+        h.vault.count("*", "/v1/database/creds/app") >= 1
     })
     .await;
 
     let started = Instant::now();
-    let status = driver.terminate().await;
+    let status = h.driver.terminate().await;
     let took = started.elapsed();
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(10), "exited after {took:?}");
     let answer = call.await.unwrap();
     assert!(answer.is_err(), "{answer:?}");
-    assert!(!is_mounted(&target));
+    assert!(!is_volume(&target));
     assert!(!record.exists());
     wait_for("the token revoked", Duration::from_secs(5), || {
-        all_revoked_since(&vault, 0, 0)
+        all_revoked_since(&h.vault, 0, 0)
     })
     .await;
 }
 
 /// NodePublishVolume for the walkthrough's pod with `variant`.
-fn variant_request(
-    node: &Node,
-    vault: &VaultDouble,
-    pod: &Pod,
-    variant: &PublishVariant,
-) -> NodePublishVolumeRequest {
+fn variant_request(h: &Harness, variant: &PublishVariant) -> NodePublishVolumeRequest {
     kubelet_wire::publish_request_variant(
-        pod.info(),
+        h.pod.info(),
         "v",
-        &pod.target(node, "v"),
-        pod.tokens_json(vault, &["vault"]),
+        &h.pod.target(&h.node, "v"),
+        h.pod.tokens_json(&h.vault, &["vault"]),
         &INDEX,
         variant,
     )
@@ -546,51 +523,37 @@ fn variant_request(
 /// `readOnly: true` on the pod's volume: kubelet sets `readonly`.
 #[tokio::test]
 async fn a_read_only_volume_is_published() {
-    if !can_mount() {
+    if !requires_root("the read-only mount") {
         return;
     }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let pod = Pod::walkthrough();
+    let h = Harness::walkthrough().await;
     let variant = PublishVariant {
         readonly: true,
         ..PublishVariant::default()
     };
-    let target = support::publish_ok(
-        driver.node().await,
-        variant_request(&node, &vault, &pod, &variant),
-    )
-    .await;
+    let target = h.send_ok(variant_request(&h, &variant)).await;
     assert_walkthrough_page(&target);
     let options = support::mount_options(&target).unwrap();
     assert!(options.split(',').any(|o| o == "ro"), "{options}");
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
-    assert!(!is_mounted(&target));
-    driver.stop().await;
+    h.unpublish_ok("v").await;
+    assert!(!is_volume(&target));
+    h.stop().await;
 }
 
 /// A pod with `fsGroup` and a read-only volume: kubelet passes
 /// `volume_mount_group` with `readonly`, and the files belong to the group.
 #[tokio::test]
 async fn a_read_only_volume_with_an_fs_group_is_owned_by_the_group() {
-    if !can_mount() {
+    if !requires_root("files chowned to the pod's fsGroup (CAP_CHOWN)") {
         return;
     }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let pod = Pod::walkthrough();
+    let h = Harness::walkthrough().await;
     let variant = PublishVariant {
         readonly: true,
         volume_mount_group: "4321".to_owned(),
         ..PublishVariant::default()
     };
-    let target = support::publish_ok(
-        driver.node().await,
-        variant_request(&node, &vault, &pod, &variant),
-    )
-    .await;
+    let target = h.send_ok(variant_request(&h, &variant)).await;
     assert_walkthrough_page(&target);
     assert_eq!(
         std::fs::metadata(target.join("index.html")).unwrap().gid(),
@@ -598,42 +561,32 @@ async fn a_read_only_volume_with_an_fs_group_is_owned_by_the_group() {
     );
     assert_eq!(std::fs::metadata(&target).unwrap().gid(), 4321);
     // Kubelet's republish sends the same again.
-    support::publish_ok(
-        driver.node().await,
-        variant_request(&node, &vault, &pod, &variant),
-    )
-    .await;
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
-    driver.stop().await;
+    h.send_ok(variant_request(&h, &variant)).await;
+    h.unpublish_ok("v").await;
+    h.stop().await;
 }
 
 /// `serviceAccountTokenInSecrets: true` (Kubernetes 1.35+): the tokens are
 /// in `secrets` only, and they are used.
 #[tokio::test]
 async fn tokens_in_secrets_only_are_used() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let pod = Pod::walkthrough();
+    let h = Harness::walkthrough().await;
     let variant = PublishVariant {
         tokens_in_secrets: true,
         ..PublishVariant::default()
     };
-    let request = variant_request(&node, &vault, &pod, &variant);
+    let request = variant_request(&h, &variant);
     assert!(
         !request
             .volume_context
             .contains_key(kubelet_wire::TOKENS_KEY)
     );
-    let target = support::publish_ok(driver.node().await, request.clone()).await;
+    let target = support::publish_ok(h.client().await, request.clone()).await;
     assert_walkthrough_page(&target);
-    support::publish_ok(driver.node().await, request).await;
-    assert_eq!(vault.count("POST", "/v1/auth/kubernetes/login"), 1);
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
-    driver.stop().await;
+    support::publish_ok(h.client().await, request).await;
+    assert_eq!(h.vault.count("POST", "/v1/auth/kubernetes/login"), 1);
+    h.unpublish_ok("v").await;
+    h.stop().await;
 }
 
 /// Kubelet reuses a service-account token until 80 % of its life: with
@@ -642,16 +595,10 @@ async fn tokens_in_secrets_only_are_used() {
 /// new Vault login.
 #[tokio::test]
 async fn the_same_jwt_resent_on_every_republish_logs_in_once() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let pod = Pod::walkthrough();
-    let request = pod.publish(&node, &vault, "v", &INDEX);
-    let target = support::publish_ok(driver.node().await, request.clone()).await;
-    let mut client = driver.node().await;
+    let h = Harness::walkthrough().await;
+    let request = h.request("v", &INDEX);
+    let target = support::publish_ok(h.client().await, request.clone()).await;
+    let mut client = h.client().await;
     for _minute in 0..48 {
         client
             .node_publish_volume(request.clone())
@@ -660,17 +607,17 @@ async fn the_same_jwt_resent_on_every_republish_logs_in_once() {
     }
     assert_walkthrough_page(&target);
     assert_eq!(
-        vault.count("POST", "/v1/auth/kubernetes/login"),
+        h.vault.count("POST", "/v1/auth/kubernetes/login"),
         1,
         "one login for 48 republishes of the same JWT"
     );
     assert_eq!(
-        vault.tokens().iter().filter(|t| !t.revoked).count(),
+        h.vault.tokens().iter().filter(|t| !t.revoked).count(),
         1,
         "one live token"
     );
-    support::unpublish_ok(client, pod.unpublish(&node, "v")).await;
-    driver.stop().await;
+    support::unpublish_ok(client, h.pod.unpublish(&h.node, "v")).await;
+    h.stop().await;
 }
 
 /// After a reboot `/run` is empty (no driver state), nothing is mounted,
@@ -678,22 +625,18 @@ async fn the_same_jwt_resent_on_every_republish_logs_in_once() {
 /// kubelet's publish of the reconstructed volume succeeds.
 #[tokio::test]
 async fn after_a_reboot_a_publish_onto_the_old_empty_target_succeeds() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
+    let builder = Harness::builder();
     let pod = Pod::walkthrough();
-    let target = kubelet_wire::target_after_reboot(&node.kubelet_dir(), &pod.uid, "v").unwrap();
-    assert!(target.is_dir() && !is_mounted(&target));
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let request = pod.publish(&node, &vault, "v", &INDEX);
-    support::publish_ok(driver.node().await, request).await;
-    assert!(is_mounted(&target));
+    let target =
+        kubelet_wire::target_after_reboot(&builder.node().kubelet_dir(), &pod.uid, "v").unwrap();
+    assert!(target.is_dir() && !is_volume(&target));
+    let h = builder.start().await;
+    h.send_ok(h.request_for(&pod, "v", &INDEX)).await;
+    assert!(is_volume(&target));
     assert_walkthrough_page(&target);
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    h.unpublish_pod_ok(&pod, "v").await;
     assert!(!target.exists());
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// After a kubelet restart, a volume of a deleted pod is reconstructed and
@@ -701,18 +644,12 @@ async fn after_a_reboot_a_publish_onto_the_old_empty_target_succeeds() {
 /// The answer is OK and the empty target is gone, as kubelet expects.
 #[tokio::test]
 async fn an_unpublish_of_an_unknown_unmounted_volume_succeeds() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let pod = Pod::walkthrough();
-    let target = kubelet_wire::target_after_reboot(&node.kubelet_dir(), &pod.uid, "v").unwrap();
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    let h = Harness::walkthrough().await;
+    let target = kubelet_wire::target_after_reboot(&h.node.kubelet_dir(), &h.pod.uid, "v").unwrap();
+    h.unpublish_ok("v").await;
     assert!(!target.exists());
     // And again, with the target already gone.
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
-    assert_eq!(vault.count("*", "/v1/"), 0, "nothing to revoke");
-    driver.stop().await;
+    h.unpublish_ok("v").await;
+    assert_eq!(h.vault.count("*", "/v1/"), 0, "nothing to revoke");
+    h.stop().await;
 }

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use support::{
-    CREDS_TEMPLATE, DriverProcess, INDEX_TEMPLATE, Node, Pod, can_mount, dynamic_vault,
-    expected_index, free_port, publish_ok, wait_for,
+    CREDS_TEMPLATE, Harness, INDEX_TEMPLATE, dynamic_vault, expected_index, free_port, wait_for,
 };
 use vault_double::DynamicRole;
 
@@ -28,42 +27,35 @@ fn test_vault_creds() -> DynamicRole {
 /// survive; a republish after the restart is a normal republish.
 #[tokio::test]
 async fn kill_9_and_restart_resumes_every_volume() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = dynamic_vault(
-        test_vault_creds(),
-        Duration::from_secs(3600),
-        Duration::from_secs(7200),
-    )
-    .await;
-    let driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
-    let pod = Pod::walkthrough();
+    let mut h = Harness::builder()
+        .vault(
+            dynamic_vault(
+                test_vault_creds(),
+                Duration::from_secs(3600),
+                Duration::from_secs(7200),
+            )
+            .await,
+        )
+        .spawn(&[])
+        .await;
     let kv = [
         ROLE,
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
     ];
     let dynamic = [ROLE, ("template.creds", CREDS_TEMPLATE)];
-    let kv_request = pod.publish(&node, &vault, "kv", &kv);
-    let kv_target = PathBuf::from(&kv_request.target_path);
-    let db_request = pod.publish(&node, &vault, "db", &dynamic);
-    let db_target = PathBuf::from(&db_request.target_path);
-    let mut client = driver.node().await;
-    client.node_publish_volume(kv_request).await.unwrap();
-    client.node_publish_volume(db_request).await.unwrap();
+    let kv_target = h.send_ok(h.request("kv", &kv)).await;
+    let db_target = h.send_ok(h.request("db", &dynamic)).await;
     let creds = read(&db_target.join("creds"));
-    let lease_id = vault.leases()[0].lease_id.clone();
-    drop(client);
+    let lease_id = h.vault.leases()[0].lease_id.clone();
 
-    driver.kill9();
+    h.driver.kill9();
     assert_eq!(
         read(&kv_target.join("index.html")),
         expected_index("appuser", "suP3rsec(et!"),
         "files survive the crash"
     );
-    let state_dir = node.state_dir();
+    let state_dir = h.node.state_dir();
     let meta = std::fs::metadata(&state_dir).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
@@ -81,13 +73,13 @@ async fn kill_9_and_restart_resumes_every_volume() {
         assert!(read(&path).contains("\"answer\""), "{}", path.display());
     }
 
-    let renewals_before = vault.lease(&lease_id).unwrap().renew_count;
-    vault.kv2_put(
+    let renewals_before = h.vault.lease(&lease_id).unwrap().renew_count;
+    h.vault.kv2_put(
         "secret",
         "myapp/config",
         serde_json::json!({"username": "appuser", "password": "after-restart"}),
     );
-    let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[]).await;
+    h.respawn("driver-2.log", &[]).await;
     wait_for(
         "the KV change without a republish",
         Duration::from_secs(10),
@@ -95,13 +87,13 @@ async fn kill_9_and_restart_resumes_every_volume() {
     )
     .await;
     wait_for("lease renewals to resume", Duration::from_secs(10), || {
-        vault
+        h.vault
             .lease(&lease_id)
             .is_some_and(|l| l.renew_count > renewals_before)
     })
     .await;
     assert_eq!(
-        vault.count("POST", "/v1/auth/kubernetes/login"),
+        h.vault.count("POST", "/v1/auth/kubernetes/login"),
         2,
         "the persisted Vault tokens were reused"
     );
@@ -111,88 +103,73 @@ async fn kill_9_and_restart_resumes_every_volume() {
         "the credential survives the restart: nothing was re-issued"
     );
 
-    let mut client = driver.node().await;
-    client
-        .node_publish_volume(pod.publish(&node, &vault, "kv", &kv))
-        .await
-        .unwrap();
-    client
-        .node_unpublish_volume(pod.unpublish(&node, "kv"))
-        .await
-        .unwrap();
-    client
-        .node_unpublish_volume(pod.unpublish(&node, "db"))
-        .await
-        .unwrap();
-    assert!(vault.lease(&lease_id).unwrap().revoked);
-    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+    h.send_ok(h.request("kv", &kv)).await;
+    h.unpublish_ok("kv").await;
+    h.unpublish_ok("db").await;
+    assert!(h.vault.lease(&lease_id).unwrap().revoked);
+    assert!(h.node.volumes().is_empty(), "{:?}", h.node.volumes());
     assert!(
-        std::fs::read_dir(node.state_dir().join("volumes"))
+        std::fs::read_dir(h.node.state_dir().join("volumes"))
             .unwrap()
             .next()
             .is_none()
     );
-    let _ = driver.terminate().await;
+    let _ = h.driver.terminate().await;
 }
 
 /// SIGTERM with volumes published: a clean exit, the mounts and files stay
 /// for the pods, and the next driver carries on.
 #[tokio::test]
 async fn sigterm_drains_and_leaves_volumes_in_place() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = dynamic_vault(
-        test_vault_creds(),
-        Duration::from_secs(3600),
-        Duration::from_secs(7200),
-    )
-    .await;
-    let driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
-    let pod = Pod::walkthrough();
-    let request = pod.publish(
-        &node,
-        &vault,
-        "v",
-        &[
+    let mut h = Harness::builder()
+        .vault(
+            dynamic_vault(
+                test_vault_creds(),
+                Duration::from_secs(3600),
+                Duration::from_secs(7200),
+            )
+            .await,
+        )
+        .spawn(&[])
+        .await;
+    let target = h
+        .publish_ok(&[
             ROLE,
             ("template.index.html", INDEX_TEMPLATE),
             ("staticSecretRefreshInterval", "1s"),
-        ],
-    );
-    let target = publish_ok(driver.node().await, request).await;
-    let status = driver.terminate().await;
+        ])
+        .await;
+    let status = h.driver.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     assert!(
-        !node.socket().exists(),
+        !h.node.socket().exists(),
         "the socket is removed on a clean exit"
     );
-    assert_eq!(node.mounts().len(), 1, "the volume stays mounted");
+    assert_eq!(h.node.volumes().len(), 1, "the volume stays mounted");
     assert_eq!(
         read(&target.join("index.html")),
         expected_index("appuser", "suP3rsec(et!")
     );
     assert_eq!(
-        vault.count("POST", "/v1/auth/token/revoke-self"),
+        h.vault.count("POST", "/v1/auth/token/revoke-self"),
         0,
         "shutdown revokes nothing"
     );
 
-    vault.kv2_put(
+    h.vault.kv2_put(
         "secret",
         "myapp/config",
         serde_json::json!({"username": "appuser", "password": "next-driver"}),
     );
-    let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[]).await;
+    h.respawn("driver-2.log", &[]).await;
     wait_for(
         "the restarted driver to refresh",
         Duration::from_secs(10),
         || read(&target.join("index.html")) == expected_index("appuser", "next-driver"),
     )
     .await;
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
-    assert!(driver.terminate().await.success());
+    h.unpublish_ok("v").await;
+    assert!(h.driver.terminate().await.success());
 }
 
 async fn scrape(port: u16, path: &str) -> (u16, String) {
@@ -236,51 +213,43 @@ fn assert_publish_steps(text: &str) {
 /// driver logs at the most verbose level without leaking one either.
 #[tokio::test]
 async fn metrics_and_logs_show_the_cycle_and_never_a_secret() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = dynamic_vault(
-        test_vault_creds(),
-        Duration::from_secs(4),
-        Duration::from_secs(600),
-    )
-    .await;
     let port = free_port();
-    let driver = DriverProcess::spawn(
-        &node,
-        &vault,
-        "driver.log",
-        &[
+    let mut h = Harness::builder()
+        .vault(
+            dynamic_vault(
+                test_vault_creds(),
+                Duration::from_secs(4),
+                Duration::from_secs(600),
+            )
+            .await,
+        )
+        .spawn(&[
             &format!("--metrics-addr=127.0.0.1:{port}"),
             "--metrics-per-volume",
             "--log-level=trace",
             "--log-format=json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(scrape(port, "/healthz").await.0, 200);
     wait_for("readiness", Duration::from_secs(5), || true).await;
     assert_eq!(scrape(port, "/readyz").await, (200, "ready".to_owned()));
 
-    let pod = Pod::walkthrough();
     let attrs = [
         ROLE,
         ("template.index.html", INDEX_TEMPLATE),
         ("template.creds", CREDS_TEMPLATE),
         ("tokenFile", "token"),
     ];
-    let request = pod.publish(&node, &vault, "v", &attrs);
+    let request = h.request("v", &attrs);
     let jwt_json = request.volume_context["csi.storage.k8s.io/serviceAccount.tokens"].clone();
     let jwt: serde_json::Value = serde_json::from_str(&jwt_json).unwrap();
     let jwt = jwt["vault"]["token"].as_str().unwrap().to_owned();
     let target = PathBuf::from(&request.target_path);
-    let mut client = driver.node().await;
-    client.node_publish_volume(request).await.unwrap();
-    let volume_id = pod.volume_id("v");
+    h.send_ok(request).await;
+    let volume_id = h.pod.volume_id("v");
 
     wait_for("a lease renewal", Duration::from_secs(10), || {
-        vault.count("PUT", "/v1/sys/leases/renew") >= 1
+        h.vault.count("PUT", "/v1/sys/leases/renew") >= 1
     })
     .await;
     let (_, text) = scrape(port, "/metrics").await;
@@ -328,10 +297,7 @@ async fn metrics_and_logs_show_the_cycle_and_never_a_secret() {
     let token = read(&target.join("token"));
     let creds = read(&target.join("creds"));
     let password = creds.split(" pass=").nth(1).unwrap().to_owned();
-    client
-        .node_unpublish_volume(pod.unpublish(&node, "v"))
-        .await
-        .unwrap();
+    h.unpublish_ok("v").await;
     let (_, after) = scrape(port, "/metrics").await;
     assert_eq!(metric(&after, "vault_csi_volumes "), Some(0.0));
     assert_eq!(
@@ -343,9 +309,9 @@ async fn metrics_and_logs_show_the_cycle_and_never_a_secret() {
         "per-volume series are removed on unpublish"
     );
 
-    let status = driver.terminate().await;
+    let status = h.driver.terminate().await;
     assert!(status.success());
-    let logs = std::fs::read_to_string(node.root.join("driver.log")).unwrap();
+    let logs = std::fs::read_to_string(h.node.root.join("driver.log")).unwrap();
     assert!(
         logs.contains("NodePublishVolume") && logs.contains(&volume_id),
         "one line per call with the volume id"

@@ -8,10 +8,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{
-    Driver, DriverProcess, Node, can_mount, driver_config, free_port, publish_walkthrough,
-    wait_for, walkthrough_vault,
-};
+use support::{DriverProcess, Harness, Node, free_port, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -78,13 +75,12 @@ fn nofile_limits(pid: u32) -> (String, String) {
 }
 
 /// Starts the driver binary with its metrics listener on a free port.
-async fn driver_with_listener(node: &Node, args: &[&str]) -> (DriverProcess, u16) {
-    let vault = walkthrough_vault().await;
+async fn driver_with_listener(args: &[&str]) -> (Harness<DriverProcess>, u16) {
     let port = free_port();
     let addr = format!("--metrics-addr=127.0.0.1:{port}");
     let mut all = vec![addr.as_str()];
     all.extend_from_slice(args);
-    let driver = DriverProcess::spawn(node, &vault, "driver.log", &all).await;
+    let h = Harness::builder().spawn(&all).await;
     let mut ready = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !ready && tokio::time::Instant::now() < deadline {
@@ -93,8 +89,8 @@ async fn driver_with_listener(node: &Node, args: &[&str]) -> (DriverProcess, u16
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    assert!(ready, "the driver never became ready: {}", driver.logs());
-    (driver, port)
+    assert!(ready, "the driver never became ready: {}", h.driver.logs());
+    (h, port)
 }
 
 /// Waits until the server closes `stream` (EOF or reset), or fails after
@@ -125,18 +121,14 @@ async fn assert_closed_by_server(stream: &mut TcpStream, within: Duration, what:
 async fn held_connections_past_the_cap_cost_nothing_and_probes_still_answer() {
     const CAP: usize = 16;
     const HELD: usize = 200;
-    let node = Node::new();
-    let (driver, port) = driver_with_listener(
-        &node,
-        &[
-            &format!("--metrics-max-connections={CAP}"),
-            // Long, so that only the cap frees anything during the test.
-            "--metrics-header-timeout=10m",
-            "--metrics-idle-timeout=10m",
-        ],
-    )
+    let (h, port) = driver_with_listener(&[
+        &format!("--metrics-max-connections={CAP}"),
+        // Long, so that only the cap frees anything during the test.
+        "--metrics-header-timeout=10m",
+        "--metrics-idle-timeout=10m",
+    ])
     .await;
-    let pid = driver.child.id();
+    let pid = h.driver.child.id();
     let lowered = std::process::Command::new("prlimit")
         .args([format!("--pid={pid}"), "--nofile=128:128".to_owned()])
         .status()
@@ -190,12 +182,8 @@ async fn held_connections_past_the_cap_cost_nothing_and_probes_still_answer() {
 /// timeout.
 #[tokio::test]
 async fn half_sent_and_idle_connections_are_closed_by_their_timeouts() {
-    let node = Node::new();
-    let (driver, port) = driver_with_listener(
-        &node,
-        &["--metrics-header-timeout=1s", "--metrics-idle-timeout=1s"],
-    )
-    .await;
+    let (h, port) =
+        driver_with_listener(&["--metrics-header-timeout=1s", "--metrics-idle-timeout=1s"]).await;
     let bound = Duration::from_secs(15);
 
     let mut half = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -222,7 +210,7 @@ async fn half_sent_and_idle_connections_are_closed_by_their_timeouts() {
     }
     assert_closed_by_server(&mut kept, bound, "an idle kept-alive connection").await;
 
-    let logs = driver.logs();
+    let logs = h.driver.logs();
     let (status, metrics) = get(port, "/metrics").await.unwrap();
     assert_eq!(status, 200);
     let timeouts = metrics
@@ -244,29 +232,22 @@ async fn half_sent_and_idle_connections_are_closed_by_their_timeouts() {
 /// published.
 #[tokio::test]
 async fn per_volume_series_are_off_by_default() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
     let port = free_port();
-    let mut config = driver_config(&node, &vault);
-    config.metrics_addr = Some(format!("127.0.0.1:{port}").parse().unwrap());
-    let driver = Driver::start(config).await;
-    let (pod, _target) = publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[
-            ("roleName", "example"),
-            ("template.index.html", support::INDEX_TEMPLATE),
-        ],
-    )
+    let h = Harness::builder()
+        .config(move |config| {
+            config.metrics_addr = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        })
+        .start()
+        .await;
+    h.publish_ok(&[
+        ("roleName", "example"),
+        ("template.index.html", support::INDEX_TEMPLATE),
+    ])
     .await;
     let (status, metrics) = get(port, "/metrics").await.unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("vault_csi_volumes 1"), "{metrics}");
-    let volume_id = pod.volume_id("v");
+    let volume_id = h.pod.volume_id("v");
     for revealing in [
         "nginx",
         "pod_name",
@@ -280,7 +261,7 @@ async fn per_volume_series_are_off_by_default() {
             "/metrics shows {revealing:?} without --metrics-per-volume:\n{metrics}"
         );
     }
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// The driver raises its soft open-file limit to the hard limit at

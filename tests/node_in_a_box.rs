@@ -173,7 +173,7 @@ async fn read_write_volume_is_read_only_in_the_pod() {
 /// in this mount namespace, plus nginx and a few coreutils for the app
 /// image. Outside CI a missing piece skips the test; `CI=true` fails it.
 fn box_can_run() -> bool {
-    if !support::can_mount() {
+    if !support::requires_root("mounts, and the Docker engine's mount namespace") {
         return false;
     }
     let problem = match std::process::Command::new("docker")

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::{
-    DriverProcess, INDEX_TEMPLATE, Node, Pod, can_mount, expected_index, free_port, publish_ok,
-    unpublish_ok, wait_for, walkthrough_vault,
+    DriverProcess, Harness, INDEX_TEMPLATE, Node, expected_index, free_port, wait_for,
+    walkthrough_vault,
 };
 
 const ROLE: (&str, &str) = ("roleName", "example");
@@ -42,30 +42,20 @@ fn edit_record(node: &Node, id: &str, edit: impl FnOnce(&mut serde_json::Value))
 /// restore is still revoking that volume's token, and becomes ready after.
 #[tokio::test]
 async fn health_answers_while_restore_revokes_against_a_slow_vault() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
-    let pod = Pod::walkthrough();
-    let request = pod.publish(
-        &node,
-        &vault,
-        "v",
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    );
+    let mut h = Harness::builder().spawn(&[]).await;
+    let request = h.request("v", &[ROLE, ("template.index.html", INDEX_TEMPLATE)]);
     let id = request.volume_id.clone();
-    publish_ok(driver.node().await, request).await;
-    driver.kill9();
+    h.send_ok(request).await;
+    h.driver.kill9();
     // As if the driver had died mid-publish: restore undoes the volume and
     // revokes its token, which this Vault takes 4 s to answer.
-    edit_record(&node, &id, |record| record["phase"] = "publishing".into());
-    vault.set_latency(Duration::ZERO, Duration::from_secs(4));
+    edit_record(&h.node, &id, |record| record["phase"] = "publishing".into());
+    h.vault.set_latency(Duration::ZERO, Duration::from_secs(4));
 
     let port = free_port();
     let metrics = format!("--metrics-addr=127.0.0.1:{port}");
-    let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[&metrics]).await;
+    h.respawn("driver-2.log", &[&metrics]).await;
+    let (driver, vault) = (&h.driver, &h.vault);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         assert!(
@@ -93,8 +83,8 @@ async fn health_answers_while_restore_revokes_against_a_slow_vault() {
     })
     .await;
     assert_eq!(get(port, "/readyz").await.map(|r| r.0), Some(200));
-    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
-    let _ = driver.terminate().await;
+    assert!(h.node.volumes().is_empty(), "{:?}", h.node.volumes());
+    let _ = h.driver.terminate().await;
 }
 
 async fn second_vault() -> vault_double::VaultDouble {
@@ -108,25 +98,19 @@ async fn second_vault() -> vault_double::VaultDouble {
 }
 
 /// Publishes the walkthrough page with a 1 s KV refresh through a driver
-/// whose `--vault-addr` is `old`, then kills it.
-async fn publish_then_kill(node: &Node, old: &vault_double::VaultDouble, pod: &Pod) -> PathBuf {
-    let driver = DriverProcess::spawn(node, old, "driver-old.log", &[]).await;
-    let target = publish_ok(
-        driver.node().await,
-        pod.publish(
-            node,
-            old,
-            "v",
-            &[
-                ROLE,
-                ("template.index.html", INDEX_TEMPLATE),
-                ("staticSecretRefreshInterval", "1s"),
-            ],
-        ),
-    )
-    .await;
-    driver.kill9();
-    target
+/// whose `--vault-addr` is the walkthrough's Vault (the old one), then
+/// kills it: the harness and the target.
+async fn publish_then_kill() -> (Harness<DriverProcess>, PathBuf) {
+    let mut h = Harness::builder().spawn(&[]).await;
+    let target = h
+        .publish_ok(&[
+            ROLE,
+            ("template.index.html", INDEX_TEMPLATE),
+            ("staticSecretRefreshInterval", "1s"),
+        ])
+        .await;
+    h.driver.kill9();
+    (h, target)
 }
 
 /// An upgrade that changes `VAULT_ADDR` but keeps the old address allowed:
@@ -135,17 +119,13 @@ async fn publish_then_kill(node: &Node, old: &vault_double::VaultDouble, pod: &P
 /// revokes it there at unpublish; the new default Vault sees nothing of it.
 #[tokio::test]
 async fn a_new_vault_addr_keeps_published_volumes_on_their_own_vault() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let old = walkthrough_vault().await;
+    let (mut h, target) = publish_then_kill().await;
     let new = second_vault().await;
-    let pod = Pod::walkthrough();
-    let target = publish_then_kill(&node, &old, &pod).await;
+    let old = &h.vault;
 
+    // The upgraded driver: its --vault-addr is now the new Vault.
     let allowed = format!("--allowed-vault-addrs={}", old.addr());
-    let driver = DriverProcess::spawn(&node, &new, "driver-new.log", &[&allowed]).await;
+    h.driver = DriverProcess::spawn(&h.node, &new, "driver-new.log", &[&allowed]).await;
     old.kv2_put(
         "secret",
         "myapp/config",
@@ -157,7 +137,7 @@ async fn a_new_vault_addr_keeps_published_volumes_on_their_own_vault() {
         || read(&target.join("index.html")) == expected_index("appuser", "still-the-old-vault"),
     )
     .await;
-    unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    h.unpublish_ok("v").await;
     assert_eq!(old.count("POST", "/v1/auth/token/revoke-self"), 1);
     assert!(
         new.requests().is_empty(),
@@ -167,7 +147,7 @@ async fn a_new_vault_addr_keeps_published_volumes_on_their_own_vault() {
             .map(|r| r.path.clone())
             .collect::<Vec<_>>()
     );
-    let _ = driver.terminate().await;
+    let _ = h.driver.terminate().await;
 }
 
 /// An upgrade that drops the address a volume was published with: the
@@ -176,17 +156,14 @@ async fn a_new_vault_addr_keeps_published_volumes_on_their_own_vault() {
 /// files in place, and still unmounts the volume at unpublish.
 #[tokio::test]
 async fn a_vault_addr_no_longer_allowed_is_left_alone_and_logged() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let old = walkthrough_vault().await;
+    let (mut h, target) = publish_then_kill().await;
     let new = second_vault().await;
-    let pod = Pod::walkthrough();
-    let target = publish_then_kill(&node, &old, &pod).await;
+    let old = &h.vault;
     let requests_before = old.requests().len();
 
-    let driver = DriverProcess::spawn(&node, &new, "driver-new.log", &[]).await;
+    // The upgraded driver: its --vault-addr is now the new Vault.
+    h.driver = DriverProcess::spawn(&h.node, &new, "driver-new.log", &[]).await;
+    let driver = &h.driver;
     wait_for(
         "the log line naming the address",
         Duration::from_secs(10),
@@ -199,15 +176,15 @@ async fn a_vault_addr_no_longer_allowed_is_left_alone_and_logged() {
         expected_index("appuser", "suP3rsec(et!"),
         "the pod keeps its files"
     );
-    unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    h.unpublish_ok("v").await;
     assert_eq!(
         old.requests().len(),
         requests_before,
         "nothing went to the old Vault"
     );
     assert!(new.requests().is_empty(), "the old token went nowhere else");
-    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
-    let _ = driver.terminate().await;
+    assert!(h.node.volumes().is_empty(), "{:?}", h.node.volumes());
+    let _ = h.driver.terminate().await;
 }
 
 /// With `--metrics-per-volume`, a volume the driver refreshes has both
@@ -216,27 +193,17 @@ async fn a_vault_addr_no_longer_allowed_is_left_alone_and_logged() {
 /// And every metric `deploy/monitoring/rules.yaml` reads is exported.
 #[tokio::test]
 async fn per_volume_gauges_cover_only_volumes_the_driver_refreshes() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
     let port = free_port();
     let metrics = format!("--metrics-addr=127.0.0.1:{port}");
-    let driver = DriverProcess::spawn(
-        &node,
-        &vault,
-        "driver.log",
-        &[&metrics, "--metrics-per-volume"],
-    )
-    .await;
-    let pod = Pod::walkthrough();
+    let mut h = Harness::builder()
+        .spawn(&[&metrics, "--metrics-per-volume"])
+        .await;
     let page = ("template.index.html", INDEX_TEMPLATE);
-    let refreshed = pod.publish(&node, &vault, "refreshed", &[ROLE, page]);
-    let once = pod.publish(&node, &vault, "once", &[ROLE, page, ("refresh", "false")]);
+    let refreshed = h.request("refreshed", &[ROLE, page]);
+    let once = h.request("once", &[ROLE, page, ("refresh", "false")]);
     let (refreshed_id, once_id) = (refreshed.volume_id.clone(), once.volume_id.clone());
-    publish_ok(driver.node().await, refreshed).await;
-    publish_ok(driver.node().await, once).await;
+    h.send_ok(refreshed).await;
+    h.send_ok(once).await;
 
     let (status, text) = get(port, "/metrics").await.expect("/metrics answers");
     assert_eq!(status, 200);
@@ -277,9 +244,9 @@ async fn per_volume_gauges_cover_only_volumes_the_driver_refreshes() {
             "rules.yaml reads {name}, which /metrics does not export:\n{text}"
         );
     }
-    unpublish_ok(driver.node().await, pod.unpublish(&node, "refreshed")).await;
-    unpublish_ok(driver.node().await, pod.unpublish(&node, "once")).await;
-    let _ = driver.terminate().await;
+    h.unpublish_ok("refreshed").await;
+    h.unpublish_ok("once").await;
+    let _ = h.driver.terminate().await;
 }
 
 /// Runs the binary with `args` and `env` (for the child only) against a
@@ -384,31 +351,14 @@ async fn a_real_prometheus_scrapes_the_driver_and_evaluates_the_rules() {
         eprintln!("skipping: no prometheus binary");
         return;
     };
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
     let port = free_port();
     let metrics = format!("--metrics-addr=127.0.0.1:{port}");
-    let driver = DriverProcess::spawn(
-        &node,
-        &vault,
-        "driver.log",
-        &[&metrics, "--metrics-per-volume"],
-    )
-    .await;
-    let pod = Pod::walkthrough();
-    publish_ok(
-        driver.node().await,
-        pod.publish(
-            &node,
-            &vault,
-            "v",
-            &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-        ),
-    )
-    .await;
+    let mut h = Harness::builder()
+        .spawn(&[&metrics, "--metrics-per-volume"])
+        .await;
+    h.publish_ok(&[ROLE, ("template.index.html", INDEX_TEMPLATE)])
+        .await;
+    let node = &h.node;
 
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring/rules.yaml");
     let config = node.root.join("prometheus.yml");
@@ -474,6 +424,6 @@ async fn a_real_prometheus_scrapes_the_driver_and_evaluates_the_rules() {
     }
     let _ = server.kill();
     let _ = server.wait();
-    unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
-    let _ = driver.terminate().await;
+    h.unpublish_ok("v").await;
+    let _ = h.driver.terminate().await;
 }

@@ -1,6 +1,7 @@
 //! NodePublishVolume / NodeUnpublishVolume over the real socket, with real
-//! tmpfs mounts and a Vault double speaking Vault's HTTP API: the
-//! walkthrough end to end, and the CSI semantics kubelet relies on.
+//! volumes (tmpfs mounts as root, plain directories otherwise) and a Vault
+//! double speaking Vault's HTTP API: the walkthrough end to end, and the
+//! CSI semantics kubelet relies on.
 
 mod support;
 
@@ -8,8 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use support::{
-    Driver, INDEX_TEMPLATE, Node, Pod, assert_walkthrough_page, can_mount, driver_config,
-    expected_index, walkthrough_vault,
+    Driver, Harness, INDEX_TEMPLATE, Node, Pod, assert_walkthrough_page, driver_config,
+    expected_index, requires_root, walkthrough_vault,
 };
 use tonic::Code;
 use vault_csi_driver::proto::node_service_capability::Type as CapType;
@@ -22,88 +23,83 @@ use vault_csi_driver::proto::{
 const ROLE: (&str, &str) = ("roleName", "example");
 
 /// The walkthrough: nginx's `index.html` rendered byte-exact from
-/// `secret/data/myapp/config` into a tmpfs at the target path, then
+/// `secret/data/myapp/config` into the volume at the target path, then
 /// unpublished with the Vault token revoked.
 #[tokio::test]
 async fn walkthrough_publishes_renders_and_unpublishes() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let mut client = driver.node().await;
-    let pod = Pod::walkthrough();
-    let request = pod.publish(
-        &node,
-        &vault,
-        "secrets",
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    );
+    let h = Harness::walkthrough().await;
+    let mut client = h.client().await;
+    let request = h.request("secrets", &[ROLE, ("template.index.html", INDEX_TEMPLATE)]);
     let target = std::path::PathBuf::from(&request.target_path);
 
     client.node_publish_volume(request).await.unwrap();
 
     let page = std::fs::read_to_string(target.join("index.html")).unwrap();
     assert_eq!(page, expected_index("appuser", "suP3rsec(et!"));
+    let meta = std::fs::metadata(target.join("index.html")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+    assert_eq!(h.vault.count("POST", "/v1/auth/kubernetes/login"), 1);
+    let logins: Vec<_> = h.vault.tokens();
+    assert_eq!(logins.len(), 1);
+    assert_eq!(logins[0].service_account, "vault-auth");
+
+    client
+        .node_unpublish_volume(h.pod.unpublish(&h.node, "secrets"))
+        .await
+        .unwrap();
+    assert!(!target.exists(), "the target directory is removed");
+    assert!(
+        h.node.volumes().is_empty(),
+        "no volume stays: {:?}",
+        h.node.volumes()
+    );
+    assert!(
+        h.vault.tokens()[0].revoked,
+        "the volume's Vault token is revoked"
+    );
+    assert_eq!(h.vault.count("POST", "/v1/auth/token/revoke-self"), 1);
+
+    // Unpublishing again (kubelet retries) is fine.
+    client
+        .node_unpublish_volume(h.pod.unpublish(&h.node, "secrets"))
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+/// The walkthrough's volume is a tmpfs of its own, mounted `nosuid`,
+/// `nodev` and `noexec` at the target path.
+#[tokio::test]
+async fn a_volume_is_a_tmpfs_mounted_nosuid_nodev_noexec() {
+    if !requires_root("the volume's tmpfs mount and its options") {
+        return;
+    }
+    let h = Harness::walkthrough().await;
+    let target = h
+        .publish_ok(&[ROLE, ("template.index.html", INDEX_TEMPLATE)])
+        .await;
     let options = support::mount_options(&target).expect("the target is a mount point");
     for flag in ["nosuid", "nodev", "noexec"] {
         assert!(options.contains(flag), "mount options {options}");
     }
     let statfs = nix::sys::statfs::statfs(&target).unwrap();
     assert_eq!(statfs.filesystem_type(), nix::sys::statfs::TMPFS_MAGIC);
-    let meta = std::fs::metadata(target.join("index.html")).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o777, 0o444);
-    assert_eq!(vault.count("POST", "/v1/auth/kubernetes/login"), 1);
-    let logins: Vec<_> = vault.tokens();
-    assert_eq!(logins.len(), 1);
-    assert_eq!(logins[0].service_account, "vault-auth");
-
-    client
-        .node_unpublish_volume(pod.unpublish(&node, "secrets"))
-        .await
-        .unwrap();
-    assert!(!target.exists(), "the target directory is removed");
-    assert!(
-        node.mounts().is_empty(),
-        "nothing stays mounted: {:?}",
-        node.mounts()
-    );
-    assert!(
-        vault.tokens()[0].revoked,
-        "the volume's Vault token is revoked"
-    );
-    assert_eq!(vault.count("POST", "/v1/auth/token/revoke-self"), 1);
-
-    // Unpublishing again (kubelet retries) is fine.
-    client
-        .node_unpublish_volume(pod.unpublish(&node, "secrets"))
-        .await
-        .unwrap();
-    driver.stop().await;
+    h.unpublish_ok("v").await;
+    assert!(h.node.mounts().is_empty(), "{:?}", h.node.mounts());
+    h.stop().await;
 }
 
 /// A pod whose service account is not bound to the role gets
 /// `PERMISSION_DENIED` and nothing is mounted or written.
 #[tokio::test]
 async fn unbound_service_account_is_denied_and_nothing_is_mounted() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let mut client = driver.node().await;
-    let pod = Pod::new("default", "intruder", "someone-else");
-    let request = pod.publish(
-        &node,
-        &vault,
-        "secrets",
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    );
+    let h = Harness::walkthrough().await;
+    let attrs = [ROLE, ("template.index.html", INDEX_TEMPLATE)];
+    let intruder = Pod::new("default", "intruder", "someone-else");
+    let request = h.request_for(&intruder, "secrets", &attrs);
     let target = std::path::PathBuf::from(&request.target_path);
 
-    let status = client.node_publish_volume(request).await.unwrap_err();
+    let status = h.send_err(request).await;
     assert_eq!(
         status.code(),
         Code::PermissionDenied,
@@ -118,9 +114,9 @@ async fn unbound_service_account_is_denied_and_nothing_is_mounted() {
         status.message()
     );
     assert!(!target.exists(), "no target directory is left behind");
-    assert!(node.mounts().is_empty());
+    assert!(h.node.volumes().is_empty());
     assert!(
-        std::fs::read_dir(node.state_dir().join("volumes"))
+        std::fs::read_dir(h.node.state_dir().join("volumes"))
             .unwrap()
             .next()
             .is_none(),
@@ -128,22 +124,18 @@ async fn unbound_service_account_is_denied_and_nothing_is_mounted() {
     );
 
     // Bound name, wrong namespace.
-    let pod = Pod::new("other", "nginx", "vault-auth");
-    let request = pod.publish(
-        &node,
-        &vault,
-        "secrets",
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    );
-    let status = client.node_publish_volume(request).await.unwrap_err();
+    let elsewhere = Pod::new("other", "nginx", "vault-auth");
+    let status = h
+        .send_err(h.request_for(&elsewhere, "secrets", &attrs))
+        .await;
     assert_eq!(
         status.code(),
         Code::PermissionDenied,
         "{}",
         status.message()
     );
-    assert!(node.mounts().is_empty());
-    driver.stop().await;
+    assert!(h.node.volumes().is_empty());
+    h.stop().await;
 }
 
 /// A republish (kubelet every minute under `requiresRepublish`) with a
@@ -151,75 +143,54 @@ async fn unbound_service_account_is_denied_and_nothing_is_mounted() {
 /// anything else is `ALREADY_EXISTS`.
 #[tokio::test]
 async fn republish_refreshes_the_token_and_conflicts_are_already_exists() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let mut client = driver.node().await;
-    let pod = Pod::walkthrough();
+    let h = Harness::walkthrough().await;
+    let mut client = h.client().await;
     let attrs = [ROLE, ("template.index.html", INDEX_TEMPLATE)];
     client
-        .node_publish_volume(pod.publish(&node, &vault, "v", &attrs))
+        .node_publish_volume(h.request("v", &attrs))
         .await
         .unwrap();
-    let reads = vault.count("GET", "/v1/secret/data/myapp/config");
+    let reads = h.vault.count("GET", "/v1/secret/data/myapp/config");
     for _ in 0..3 {
         // Each call carries a freshly minted (different) token.
         client
-            .node_publish_volume(pod.publish(&node, &vault, "v", &attrs))
+            .node_publish_volume(h.request("v", &attrs))
             .await
             .unwrap();
     }
     assert_eq!(
-        vault.count("GET", "/v1/secret/data/myapp/config"),
+        h.vault.count("GET", "/v1/secret/data/myapp/config"),
         reads,
         "republish re-reads nothing"
     );
     assert_eq!(
-        vault.count("POST", "/v1/auth/kubernetes/login"),
+        h.vault.count("POST", "/v1/auth/kubernetes/login"),
         1,
         "republish does not log in again"
     );
 
     let changed = [ROLE, ("template.index.html", "different")];
     let status = client
-        .node_publish_volume(pod.publish(&node, &vault, "v", &changed))
+        .node_publish_volume(h.request("v", &changed))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists, "{}", status.message());
 
-    let mut readonly = pod.publish(&node, &vault, "v", &attrs);
+    let mut readonly = h.request("v", &attrs);
     readonly.readonly = true;
     let status = client.node_publish_volume(readonly).await.unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
 
-    client
-        .node_unpublish_volume(pod.unpublish(&node, "v"))
-        .await
-        .unwrap();
-    driver.stop().await;
+    h.unpublish_ok("v").await;
+    h.stop().await;
 }
 
 /// Kubernetes 1.35+ (`serviceAccountTokenInSecrets`) passes the tokens in
 /// the request's `secrets` field; they are used from there first.
 #[tokio::test]
 async fn tokens_in_the_secrets_field_are_used() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let mut client = driver.node().await;
-    let pod = Pod::walkthrough();
-    let mut request = pod.publish(
-        &node,
-        &vault,
-        "v",
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    );
+    let h = Harness::walkthrough().await;
+    let mut request = h.request("v", &[ROLE, ("template.index.html", INDEX_TEMPLATE)]);
     let tokens = request
         .volume_context
         .remove("csi.storage.k8s.io/serviceAccount.tokens")
@@ -227,34 +198,21 @@ async fn tokens_in_the_secrets_field_are_used() {
     request
         .secrets
         .insert("csi.storage.k8s.io/serviceAccount.tokens".into(), tokens);
-    let target = std::path::PathBuf::from(&request.target_path);
-    client.node_publish_volume(request).await.unwrap();
+    let target = h.send_ok(request).await;
     assert_walkthrough_page(&target);
-    client
-        .node_unpublish_volume(pod.unpublish(&node, "v"))
-        .await
-        .unwrap();
-    driver.stop().await;
+    h.unpublish_ok("v").await;
+    h.stop().await;
 }
 
 /// `readOnly: true` gives the pod a read-only mount; fsGroup makes the files
 /// 0440 owned by that group.
 #[tokio::test]
 async fn readonly_volume_with_fs_group() {
-    if !can_mount() {
+    if !requires_root("a read-only mount, and files chowned to the pod's fsGroup") {
         return;
     }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let mut client = driver.node().await;
-    let pod = Pod::walkthrough();
-    let mut request = pod.publish(
-        &node,
-        &vault,
-        "v",
-        &[ROLE, ("template.conf/app.txt", INDEX_TEMPLATE)],
-    );
+    let h = Harness::walkthrough().await;
+    let mut request = h.request("v", &[ROLE, ("template.conf/app.txt", INDEX_TEMPLATE)]);
     request.readonly = true;
     if let Some(vault_csi_driver::proto::volume_capability::AccessType::Mount(m)) = request
         .volume_capability
@@ -263,8 +221,7 @@ async fn readonly_volume_with_fs_group() {
     {
         m.volume_mount_group = "2000".into();
     }
-    let target = std::path::PathBuf::from(&request.target_path);
-    client.node_publish_volume(request).await.unwrap();
+    let target = h.send_ok(request).await;
 
     let file = target.join("conf/app.txt");
     let meta = std::fs::metadata(&file).unwrap();
@@ -277,12 +234,9 @@ async fn readonly_volume_with_fs_group() {
     );
     let err = std::fs::write(target.join("new"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS));
-    client
-        .node_unpublish_volume(pod.unpublish(&node, "v"))
-        .await
-        .unwrap();
-    assert!(node.mounts().is_empty());
-    driver.stop().await;
+    h.unpublish_ok("v").await;
+    assert!(h.node.mounts().is_empty());
+    h.stop().await;
 }
 
 /// Without `readOnly` the pod's view is read-only all the same (as with
@@ -290,19 +244,13 @@ async fn readonly_volume_with_fs_group() {
 /// could plant a `..data` link for the driver to follow on the next update.
 #[tokio::test]
 async fn writable_requests_still_give_the_pod_a_read_only_view() {
-    if !can_mount() {
+    if !requires_root("the pod's read-only mount (EROFS)") {
         return;
     }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (pod, target) = support::publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    )
-    .await;
+    let h = Harness::walkthrough().await;
+    let target = h
+        .publish_ok(&[ROLE, ("template.index.html", INDEX_TEMPLATE)])
+        .await;
     let options = support::mount_options(&target).unwrap();
     assert!(
         options.split(',').any(|o| o == "ro"),
@@ -315,28 +263,21 @@ async fn writable_requests_still_give_the_pod_a_read_only_view() {
     ] {
         assert_eq!(attempt.unwrap_err().raw_os_error(), Some(nix::libc::EROFS));
     }
-    support::assert_walkthrough_page(&target);
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
-    assert!(node.mounts().is_empty());
-    driver.stop().await;
+    assert_walkthrough_page(&target);
+    h.unpublish_ok("v").await;
+    assert!(h.node.mounts().is_empty());
+    h.stop().await;
 }
 
 /// Bad input is `INVALID_ARGUMENT` with a message that says what to fix, and
 /// nothing is mounted.
 #[tokio::test]
 async fn invalid_requests_name_what_to_fix() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let mut client = driver.node().await;
-    let pod = Pod::walkthrough();
+    let h = Harness::walkthrough().await;
     let template = ("template.index.html", INDEX_TEMPLATE);
 
-    let typo = pod.publish(&node, &vault, "v", &[ROLE, template, ("fileMod", "0400")]);
-    let status = client.node_publish_volume(typo).await.unwrap_err();
+    let typo = h.request("v", &[ROLE, template, ("fileMod", "0400")]);
+    let status = h.send_err(typo).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
         status.message().contains("\"fileMod\""),
@@ -344,11 +285,11 @@ async fn invalid_requests_name_what_to_fix() {
         status.message()
     );
 
-    let mut no_token = pod.publish(&node, &vault, "v", &[ROLE, template]);
+    let mut no_token = h.request("v", &[ROLE, template]);
     no_token
         .volume_context
         .remove("csi.storage.k8s.io/serviceAccount.tokens");
-    let status = client.node_publish_volume(no_token).await.unwrap_err();
+    let status = h.send_err(no_token).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
         status.message().contains("tokenRequests"),
@@ -356,20 +297,15 @@ async fn invalid_requests_name_what_to_fix() {
         status.message()
     );
 
-    let other_audience = pod.publish(&node, &vault, "v", &[ROLE, template, ("audience", "other")]);
-    let status = client
-        .node_publish_volume(other_audience)
-        .await
-        .unwrap_err();
+    let other_audience = h.request("v", &[ROLE, template, ("audience", "other")]);
+    let status = h.send_err(other_audience).await;
     assert!(
         status.message().contains("audience \"other\""),
         "{}",
         status.message()
     );
 
-    let strict = pod.publish(
-        &node,
-        &vault,
+    let strict = h.request(
         "v",
         &[
             ROLE,
@@ -379,12 +315,10 @@ async fn invalid_requests_name_what_to_fix() {
             ),
         ],
     );
-    let status = client.node_publish_volume(strict).await.unwrap_err();
+    let status = h.send_err(strict).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
 
-    let missing = pod.publish(
-        &node,
-        &vault,
+    let missing = h.request(
         "v",
         &[
             ROLE,
@@ -394,7 +328,7 @@ async fn invalid_requests_name_what_to_fix() {
             ),
         ],
     );
-    let status = client.node_publish_volume(missing).await.unwrap_err();
+    let status = h.send_err(missing).await;
     assert_eq!(
         status.code(),
         Code::FailedPrecondition,
@@ -402,8 +336,8 @@ async fn invalid_requests_name_what_to_fix() {
         status.message()
     );
 
-    let bad_role = pod.publish(&node, &vault, "v", &[("roleName", "nope"), template]);
-    let status = client.node_publish_volume(bad_role).await.unwrap_err();
+    let bad_role = h.request("v", &[("roleName", "nope"), template]);
+    let status = h.send_err(bad_role).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     assert!(
         status.message().contains("invalid role name"),
@@ -411,70 +345,47 @@ async fn invalid_requests_name_what_to_fix() {
         status.message()
     );
 
-    let mut block = pod.publish(&node, &vault, "v", &[ROLE, template]);
+    let mut block = h.request("v", &[ROLE, template]);
     block.volume_capability.as_mut().unwrap().access_type = Some(
         vault_csi_driver::proto::volume_capability::AccessType::Block(
             vault_csi_driver::proto::volume_capability::BlockVolume::default(),
         ),
     );
-    assert_eq!(
-        client.node_publish_volume(block).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
+    assert_eq!(h.send_err(block).await.code(), Code::InvalidArgument);
 
-    let mut no_cap = pod.publish(&node, &vault, "v", &[ROLE, template]);
+    let mut no_cap = h.request("v", &[ROLE, template]);
     no_cap.volume_capability = None;
-    assert_eq!(
-        client.node_publish_volume(no_cap).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
+    assert_eq!(h.send_err(no_cap).await.code(), Code::InvalidArgument);
 
-    assert!(node.mounts().is_empty());
-    driver.stop().await;
+    assert!(h.node.volumes().is_empty());
+    h.stop().await;
 }
 
 /// Vault down at publish: `UNAVAILABLE` (kubelet retries), nothing mounted.
 #[tokio::test]
 async fn vault_down_is_unavailable_and_leaves_nothing() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let mut client = driver.node().await;
-    let pod = Pod::walkthrough();
-    vault.set_fault(Some(vault_double::Fault::sealed()));
-    let request = pod.publish(
-        &node,
-        &vault,
-        "v",
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    );
+    let h = Harness::walkthrough().await;
+    h.vault.set_fault(Some(vault_double::Fault::sealed()));
+    let request = h.request("v", &[ROLE, ("template.index.html", INDEX_TEMPLATE)]);
     let target = std::path::PathBuf::from(&request.target_path);
-    let status = client
-        .node_publish_volume(request.clone())
-        .await
-        .unwrap_err();
+    let status = h.send_err(request.clone()).await;
     assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
     assert!(status.message().contains("sealed"), "{}", status.message());
     assert!(!target.exists());
 
-    vault.set_fault(None);
-    vault.shutdown();
-    let status = client.node_publish_volume(request).await.unwrap_err();
+    h.vault.set_fault(None);
+    h.vault.shutdown();
+    let status = h.send_err(request).await;
     assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
-    assert!(node.mounts().is_empty());
-    driver.stop().await;
+    assert!(h.node.volumes().is_empty());
+    h.stop().await;
 }
 
 /// Identity and node info, capabilities, and `UNIMPLEMENTED` for the rest.
 #[tokio::test]
 async fn identity_and_node_info() {
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let mut identity = driver.identity().await;
+    let h = Harness::walkthrough().await;
+    let mut identity = h.driver.identity().await;
     let info = identity
         .get_plugin_info(GetPluginInfoRequest {})
         .await
@@ -491,7 +402,7 @@ async fn identity_and_node_info() {
     let probe = identity.probe(ProbeRequest {}).await.unwrap().into_inner();
     assert_eq!(probe.ready, Some(true));
 
-    let mut client = driver.node().await;
+    let mut client = h.client().await;
     let info = client
         .node_get_info(NodeGetInfoRequest {})
         .await
@@ -516,13 +427,13 @@ async fn identity_and_node_info() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
 
-    let mode = std::fs::metadata(&driver.socket)
+    let mode = std::fs::metadata(&h.driver.socket)
         .unwrap()
         .permissions()
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600, "the socket is private");
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// A stale socket file is replaced; anything else at the path is an error.
@@ -548,27 +459,16 @@ async fn stale_socket_is_replaced_but_other_files_are_not() {
 /// the walkthrough.
 #[tokio::test]
 async fn nginx_serves_the_rendered_page() {
-    if !can_mount() {
-        return;
-    }
     let Ok(nginx) = which("nginx") else {
         assert!(std::env::var("CI").is_err(), "CI must install nginx");
         eprintln!("skipping: nginx is not installed");
         return;
     };
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let mut client = driver.node().await;
-    let pod = Pod::walkthrough();
-    let request = pod.publish(
-        &node,
-        &vault,
-        "v",
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    );
-    let target = std::path::PathBuf::from(&request.target_path);
-    client.node_publish_volume(request).await.unwrap();
+    let h = Harness::walkthrough().await;
+    let node = &h.node;
+    let target = h
+        .publish_ok(&[ROLE, ("template.index.html", INDEX_TEMPLATE)])
+        .await;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -616,11 +516,8 @@ async fn nginx_serves_the_rendered_page() {
     });
     assert_eq!(body, expected_index("appuser", "suP3rsec(et!"));
     assert!(body.contains("<pre>password: suP3rsec(et!</pre>"));
-    client
-        .node_unpublish_volume(pod.unpublish(&node, "v"))
-        .await
-        .unwrap();
-    driver.stop().await;
+    h.unpublish_ok("v").await;
+    h.stop().await;
 }
 
 fn which(binary: &str) -> Result<std::path::PathBuf, ()> {

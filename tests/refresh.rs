@@ -10,10 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use support::{
-    CREDS_TEMPLATE, Driver, INDEX_TEMPLATE, Node, can_mount, driver_config, dynamic_vault,
-    expected_index, publish_walkthrough, wait_for, walkthrough_vault,
-};
+use support::{CREDS_TEMPLATE, Harness, INDEX_TEMPLATE, dynamic_vault, expected_index, wait_for};
 use vault_double::{DynamicRole, Fault, VaultDouble};
 
 const ROLE: (&str, &str) = ("roleName", "example");
@@ -33,29 +30,23 @@ fn user_of(content: &str) -> Option<String> {
 /// credentials stay the same (no re-issue, no re-render).
 #[tokio::test]
 async fn renewable_leases_are_renewed_not_reissued() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let creds = DynamicRole::new(Duration::from_secs(3), Duration::from_secs(120));
-    let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (pod, target) = publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[ROLE, ("template.creds", CREDS_TEMPLATE)],
-    )
-    .await;
+    let h = Harness::builder()
+        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
+        .start()
+        .await;
+    let target = h
+        .publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
+        .await;
     let first = read(&target.join("creds"));
-    let lease_id = vault.leases()[0].lease_id.clone();
+    let lease_id = h.vault.leases()[0].lease_id.clone();
 
     wait_for("three renewals", Duration::from_secs(15), || {
-        vault.lease(&lease_id).is_some_and(|l| l.renew_count >= 3)
+        h.vault.lease(&lease_id).is_some_and(|l| l.renew_count >= 3)
     })
     .await;
     assert_eq!(
-        vault.count("GET", "/v1/database/creds/app"),
+        h.vault.count("GET", "/v1/database/creds/app"),
         1,
         "the credentials were never re-issued"
     );
@@ -64,9 +55,10 @@ async fn renewable_leases_are_renewed_not_reissued() {
         first,
         "the file is untouched while renewals extend the lease"
     );
-    let lease = vault.lease(&lease_id).unwrap();
+    let lease = h.vault.lease(&lease_id).unwrap();
     assert!(!lease.revoked && lease.expires_at > SystemTime::now());
-    let renewals: Vec<_> = vault
+    let renewals: Vec<_> = h
+        .vault
         .requests()
         .into_iter()
         .filter(|r| r.path == "/v1/sys/leases/renew")
@@ -77,12 +69,12 @@ async fn renewable_leases_are_renewed_not_reissued() {
         lease_id.as_str()
     );
 
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    h.unpublish_ok("v").await;
     assert!(
-        vault.lease(&lease_id).unwrap().revoked,
+        h.vault.lease(&lease_id).unwrap().revoked,
         "unpublish revokes the lease"
     );
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// Samples the file every 25 ms for `duration`; every credential seen must
@@ -120,23 +112,17 @@ async fn assert_no_credential_outlives_its_lease(
 /// and re-rendered before the old lease ends, every time.
 #[tokio::test]
 async fn capped_leases_are_replaced_before_they_end() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let creds = DynamicRole::new(Duration::from_secs(2), Duration::from_secs(4));
-    let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (_pod, target) = publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[ROLE, ("template.creds", CREDS_TEMPLATE)],
-    )
-    .await;
+    let h = Harness::builder()
+        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
+        .start()
+        .await;
+    let target = h
+        .publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
+        .await;
 
     let seen = assert_no_credential_outlives_its_lease(
-        &vault,
+        &h.vault,
         &target.join("creds"),
         Duration::from_secs(10),
     )
@@ -146,68 +132,57 @@ async fn capped_leases_are_replaced_before_they_end() {
         "the credentials were replaced repeatedly: {seen:?}"
     );
     assert!(
-        vault.count("PUT", "/v1/sys/leases/renew") >= 2,
+        h.vault.count("PUT", "/v1/sys/leases/renew") >= 2,
         "renewals came first"
     );
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// Non-renewable leases are re-fetched between 2/3 and 9/10 of their life.
 #[tokio::test]
 async fn non_renewable_leases_are_replaced_before_they_end() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let creds = DynamicRole {
         default_ttl: Duration::from_secs(2),
         max_ttl: Duration::from_secs(60),
         renewable: false,
     };
-    let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (_pod, target) = publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[ROLE, ("template.creds", CREDS_TEMPLATE)],
-    )
-    .await;
+    let h = Harness::builder()
+        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
+        .start()
+        .await;
+    let target = h
+        .publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
+        .await;
     let seen = assert_no_credential_outlives_its_lease(
-        &vault,
+        &h.vault,
         &target.join("creds"),
         Duration::from_secs(7),
     )
     .await;
     assert!(seen.len() >= 3, "{seen:?}");
     assert_eq!(
-        vault.count("PUT", "/v1/sys/leases/renew"),
+        h.vault.count("PUT", "/v1/sys/leases/renew"),
         0,
         "nothing non-renewable is renewed"
     );
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// KV secrets are re-read every `staticSecretRefreshInterval`; a change is
 /// rendered in place, and an unchanged secret rewrites nothing.
 #[tokio::test]
 async fn kv_changes_are_picked_up_and_unchanged_reads_rewrite_nothing() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::walkthrough().await;
     let attrs = [
         ROLE,
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
     ];
-    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
+    let target = h.publish_ok(&attrs).await;
     let data_dir = std::fs::read_link(target.join("..data")).unwrap();
-    let reads = vault.count("GET", "/v1/secret/data/myapp/config");
+    let reads = h.vault.count("GET", "/v1/secret/data/myapp/config");
     wait_for("two more reads", Duration::from_secs(10), || {
-        vault.count("GET", "/v1/secret/data/myapp/config") >= reads + 2
+        h.vault.count("GET", "/v1/secret/data/myapp/config") >= reads + 2
     })
     .await;
     assert_eq!(
@@ -216,7 +191,7 @@ async fn kv_changes_are_picked_up_and_unchanged_reads_rewrite_nothing() {
         "identical output is not rewritten"
     );
 
-    vault.kv2_put(
+    h.vault.kv2_put(
         "secret",
         "myapp/config",
         serde_json::json!({"username": "appuser", "password": "rotated!"}),
@@ -226,7 +201,7 @@ async fn kv_changes_are_picked_up_and_unchanged_reads_rewrite_nothing() {
     })
     .await;
     assert_ne!(std::fs::read_link(target.join("..data")).unwrap(), data_dir);
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// An outage of several seconds: the last good files stay, a republish
@@ -234,22 +209,22 @@ async fn kv_changes_are_picked_up_and_unchanged_reads_rewrite_nothing() {
 /// by itself when Vault is back.
 #[tokio::test]
 async fn an_outage_keeps_the_last_good_files_and_refresh_resumes() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::walkthrough().await;
     let attrs = [
         ROLE,
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
     ];
-    let (pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
+    let target = h.publish_ok(&attrs).await;
     let good = expected_index("appuser", "suP3rsec(et!");
 
-    vault.set_fault(Some(Fault::sealed()));
-    let failures_before = vault.requests().iter().filter(|r| r.status == 503).count();
+    h.vault.set_fault(Some(Fault::sealed()));
+    let failures_before = h
+        .vault
+        .requests()
+        .iter()
+        .filter(|r| r.status == 503)
+        .count();
     let outage_end = tokio::time::Instant::now() + Duration::from_secs(4);
     while tokio::time::Instant::now() < outage_end {
         assert_eq!(
@@ -260,27 +235,31 @@ async fn an_outage_keeps_the_last_good_files_and_refresh_resumes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        vault.requests().iter().filter(|r| r.status == 503).count() > failures_before,
+        h.vault
+            .requests()
+            .iter()
+            .filter(|r| r.status == 503)
+            .count()
+            > failures_before,
         "the driver kept trying during the outage"
     );
     // kubelet's periodic republish during the outage succeeds.
-    driver
-        .node()
+    h.client()
         .await
-        .node_publish_volume(pod.publish(&node, &vault, "v", &attrs))
+        .node_publish_volume(h.request("v", &attrs))
         .await
         .unwrap();
 
-    vault.shutdown();
+    h.vault.shutdown();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         read(&target.join("index.html")),
         good,
         "files stay while Vault refuses connections"
     );
-    vault.restart().await.unwrap();
-    vault.set_fault(None);
-    vault.kv2_put(
+    h.vault.restart().await.unwrap();
+    h.vault.set_fault(None);
+    h.vault.kv2_put(
         "secret",
         "myapp/config",
         serde_json::json!({"username": "appuser", "password": "after-outage"}),
@@ -289,7 +268,7 @@ async fn an_outage_keeps_the_last_good_files_and_refresh_resumes() {
         read(&target.join("index.html")) == expected_index("appuser", "after-outage")
     })
     .await;
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// The Vault token is renewed with renew-self, and when it reaches its max
@@ -297,31 +276,29 @@ async fn an_outage_keeps_the_last_good_files_and_refresh_resumes() {
 /// with an invalid token.
 #[tokio::test]
 async fn the_vault_token_never_lapses() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let creds = DynamicRole::new(Duration::from_secs(60), Duration::from_secs(120));
-    let vault = dynamic_vault(creds, Duration::from_secs(2), Duration::from_secs(5)).await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::builder()
+        .vault(dynamic_vault(creds, Duration::from_secs(2), Duration::from_secs(5)).await)
+        .start()
+        .await;
     let attrs = [
         ROLE,
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
         ("tokenFile", "token"),
     ];
-    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
+    let target = h.publish_ok(&attrs).await;
     assert_eq!(
         read(&target.join("token")),
-        vault.tokens()[0].client_token,
+        h.vault.tokens()[0].client_token,
         "tokenFile holds the volume's token"
     );
 
     wait_for("a second login", Duration::from_secs(15), || {
-        vault.count("POST", "/v1/auth/kubernetes/login") >= 2
+        h.vault.count("POST", "/v1/auth/kubernetes/login") >= 2
     })
     .await;
-    let newest = vault.tokens().last().unwrap().client_token.clone();
+    let newest = h.vault.tokens().last().unwrap().client_token.clone();
     wait_for(
         "the token file to follow the re-login",
         Duration::from_secs(5),
@@ -330,10 +307,11 @@ async fn the_vault_token_never_lapses() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        vault.count("POST", "/v1/auth/token/renew-self") >= 1,
+        h.vault.count("POST", "/v1/auth/token/renew-self") >= 1,
         "the token was renewed first"
     );
-    let denied: Vec<_> = vault
+    let denied: Vec<_> = h
+        .vault
         .requests()
         .into_iter()
         .filter(|r| r.status == 403)
@@ -342,30 +320,28 @@ async fn the_vault_token_never_lapses() {
         denied.is_empty(),
         "no request was made with a lapsed token: {denied:?}"
     );
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// Readers never see a missing, empty or partial file while the volume is
 /// rewritten again and again.
 #[tokio::test]
 async fn readers_never_see_a_partial_file() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let creds = DynamicRole {
         default_ttl: Duration::from_secs(1),
         max_ttl: Duration::from_secs(60),
         renewable: false,
     };
-    let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::builder()
+        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
+        .start()
+        .await;
     let attrs = [
         ROLE,
         ("template.creds", CREDS_TEMPLATE),
         ("template.dir/copy", CREDS_TEMPLATE),
     ];
-    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
+    let target = h.publish_ok(&attrs).await;
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let stop = Arc::clone(&stop);
@@ -401,26 +377,21 @@ async fn readers_never_see_a_partial_file() {
         distinct >= 3,
         "the file was replaced while being read ({distinct} versions)"
     );
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// `refresh: "false"` renders once (the agent's init-container mode).
 #[tokio::test]
 async fn refresh_false_renders_once() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::walkthrough().await;
     let attrs = [
         ROLE,
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
         ("refresh", "false"),
     ];
-    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
-    vault.kv2_put(
+    let target = h.publish_ok(&attrs).await;
+    h.vault.kv2_put(
         "secret",
         "myapp/config",
         serde_json::json!({"username": "appuser", "password": "changed"}),
@@ -430,25 +401,22 @@ async fn refresh_false_renders_once() {
         read(&target.join("index.html")),
         expected_index("appuser", "suP3rsec(et!")
     );
-    assert_eq!(vault.count("GET", "/v1/secret/data/myapp/config"), 1);
-    assert_eq!(vault.count("POST", "/v1/auth/token/renew-self"), 0);
-    driver.stop().await;
+    assert_eq!(h.vault.count("GET", "/v1/secret/data/myapp/config"), 1);
+    assert_eq!(h.vault.count("POST", "/v1/auth/token/renew-self"), 0);
+    h.stop().await;
 }
 
 /// A certificate (PKI issue with no lease) is re-issued before its
 /// `expiration` (NotAfter) passes.
 #[tokio::test]
 async fn certificates_are_reissued_before_not_after() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let creds = DynamicRole::new(Duration::from_secs(60), Duration::from_secs(120));
-    let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::builder()
+        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
+        .start()
+        .await;
     let template = r#"{{#with (secret "pki/issue/web" common_name="web.example" ttl="3s")}}{{data.serial_number}} {{data.expiration}}{{/with}}"#;
-    let (_pod, target) =
-        publish_walkthrough(&node, &vault, &driver, &[ROLE, ("template.cert", template)]).await;
+    let target = h.publish_ok(&[ROLE, ("template.cert", template)]).await;
     let end = tokio::time::Instant::now() + Duration::from_secs(7);
     let mut serials = std::collections::HashSet::new();
     while tokio::time::Instant::now() < end {
@@ -468,12 +436,12 @@ async fn certificates_are_reissued_before_not_after() {
     }
     assert!(serials.len() >= 2, "re-issued: {serials:?}");
     assert!(
-        vault
+        h.vault
             .requests()
             .iter()
             .filter(|r| r.path == "/v1/pki/issue/web")
             .all(|r| r.method == "PUT" || r.method == "POST"),
         "issuing is a write"
     );
-    driver.stop().await;
+    h.stop().await;
 }

@@ -9,7 +9,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{DriverProcess, INDEX_TEMPLATE, Node, Pod, walkthrough_vault};
+use support::{Harness, INDEX_TEMPLATE, Node, Pod};
 use tonic::Code;
 use vault_csi_driver::proto::NodePublishVolumeRequest;
 use vault_csi_driver::proto::volume_capability::AccessType;
@@ -51,29 +51,23 @@ fn superblock_options(path: &Path) -> String {
 /// every publish.
 #[tokio::test]
 async fn a_label_is_applied_or_the_kernel_refusal_is_reported() {
-    if !support::can_mount() {
+    if !support::requires_root("the tmpfs mount's SELinux context= option") {
         return;
     }
     let selinux_kernel = Path::new("/sys/fs/selinux/enforce").exists();
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = DriverProcess::spawn(
-        &node,
-        &vault,
-        "driver.log",
-        &["--selinux-context=system_u:object_r:container_file_t:s0"],
-    )
-    .await;
-    let by_flag = Pod::walkthrough();
+    let mut h = Harness::builder()
+        .spawn(&["--selinux-context=system_u:object_r:container_file_t:s0"])
+        .await;
+    let by_flag = h.pod.clone();
     let by_mount_flags = Pod::new("default", "nginx-2", "vault-auth");
     let attributes = [ROLE, ("template.index.html", INDEX_TEMPLATE)];
-    let first = by_flag.publish(&node, &vault, "v", &attributes);
+    let first = h.request_for(&by_flag, "v", &attributes);
     let second = with_mount_flags(
-        by_mount_flags.publish(&node, &vault, "v", &attributes),
+        h.request_for(&by_mount_flags, "v", &attributes),
         &["context=\"system_u:object_r:container_file_t:s0:c1,c2\""],
     );
     for request in [first, second] {
-        let target = support::publish_ok(driver.node().await, request).await;
+        let target = h.send_ok(request).await;
         support::assert_walkthrough_page(&target);
         let options = superblock_options(&target);
         if selinux_kernel {
@@ -84,7 +78,7 @@ async fn a_label_is_applied_or_the_kernel_refusal_is_reported() {
     }
     if !selinux_kernel {
         // Both labels were asked for explicitly: each refusal is a warning.
-        let logs = driver.logs();
+        let logs = h.driver.logs();
         assert_eq!(
             logs.matches("The kernel refused the SELinux context= mount option")
                 .count(),
@@ -94,44 +88,27 @@ async fn a_label_is_applied_or_the_kernel_refusal_is_reported() {
         assert!(logs.contains("--selinux-context"), "{logs}");
     }
     for pod in [&by_flag, &by_mount_flags] {
-        support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+        h.unpublish_pod_ok(pod, "v").await;
     }
-    assert!(node.mounts().is_empty());
-    driver.terminate().await;
+    assert!(h.node.mounts().is_empty());
+    h.driver.terminate().await;
 }
 
 /// Kubelet sends no `mount_flags` for inline volumes today; a flag the
 /// driver does not apply is refused with the reason rather than dropped.
 #[tokio::test]
 async fn mount_flags_other_than_a_context_are_refused() {
-    if !support::can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver =
-        DriverProcess::spawn(&node, &vault, "driver.log", &["--selinux-context=none"]).await;
-    let pod = Pod::walkthrough();
+    let mut h = Harness::builder().spawn(&["--selinux-context=none"]).await;
     for flags in [
         &["ro"][..],
         &["noexec", "context=a:b:c_t:s0"],
         &["context=\"bad label\""],
     ] {
         let request = with_mount_flags(
-            pod.publish(
-                &node,
-                &vault,
-                "v",
-                &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-            ),
+            h.request("v", &[ROLE, ("template.index.html", INDEX_TEMPLATE)]),
             flags,
         );
-        let status = driver
-            .node()
-            .await
-            .node_publish_volume(request)
-            .await
-            .unwrap_err();
+        let status = h.send_err(request).await;
         assert_eq!(
             status.code(),
             Code::InvalidArgument,
@@ -142,10 +119,13 @@ async fn mount_flags_other_than_a_context_are_refused() {
             "{flags:?}: {}",
             status.message()
         );
-        assert!(node.mounts().is_empty(), "{flags:?}: something was mounted");
+        assert!(
+            h.node.volumes().is_empty(),
+            "{flags:?}: something was mounted"
+        );
     }
-    assert_eq!(vault.count("POST", "/v1/auth/kubernetes/login"), 0);
-    driver.terminate().await;
+    assert_eq!(h.vault.count("POST", "/v1/auth/kubernetes/login"), 0);
+    h.driver.terminate().await;
 }
 
 /// `--selinux-context=auto` (the default) labels volumes where the kernel
@@ -153,30 +133,23 @@ async fn mount_flags_other_than_a_context_are_refused() {
 /// one refusal, logged once at info and never as a warning.
 #[tokio::test]
 async fn auto_labels_only_where_the_kernel_has_selinux() {
-    if !support::can_mount() {
+    if !support::requires_root("the tmpfs mount's SELinux context= option") {
         return;
     }
     let selinux_kernel = Path::new("/sys/fs/selinux/enforce").exists();
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = DriverProcess::spawn(&node, &vault, "driver.log", &[]).await;
+    let mut h = Harness::builder().spawn(&[]).await;
     let pods: Vec<Pod> = (0..3)
         .map(|i| Pod::new("default", &format!("auto{i}"), "vault-auth"))
         .collect();
     for pod in &pods {
-        let request = pod.publish(
-            &node,
-            &vault,
-            "v",
-            &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-        );
-        let target = support::publish_ok(driver.node().await, request).await;
+        let request = h.request_for(pod, "v", &[ROLE, ("template.index.html", INDEX_TEMPLATE)]);
+        let target = h.send_ok(request).await;
         assert_eq!(
             superblock_options(&target).contains("context="),
             selinux_kernel
         );
     }
-    let logs = driver.logs();
+    let logs = h.driver.logs();
     assert!(!logs.contains("The kernel refused"), "{logs}");
     if !selinux_kernel {
         assert_eq!(
@@ -186,9 +159,9 @@ async fn auto_labels_only_where_the_kernel_has_selinux() {
         );
     }
     for pod in &pods {
-        support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+        h.unpublish_pod_ok(pod, "v").await;
     }
-    driver.terminate().await;
+    h.driver.terminate().await;
 }
 
 /// `--selinux-context` takes `auto`, `none` or a label; anything else stops

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{
-    CREDS_TEMPLATE, Driver, INDEX_TEMPLATE, Node, Pod, assert_walkthrough_page, can_mount,
-    driver_config, dynamic_vault, publish_walkthrough, wait_for, walkthrough_vault,
+    CREDS_TEMPLATE, Harness, INDEX_TEMPLATE, Pod, assert_walkthrough_page, dynamic_vault, wait_for,
+    walkthrough_vault,
 };
 use tonic::Code;
 use vault_double::{DynamicRole, RetryAfterFormat, Role, VaultDouble};
@@ -30,10 +30,6 @@ fn example_role(ttl: Duration, max: Duration) -> Role {
 /// re-read on the static interval.
 #[tokio::test]
 async fn kv1_expiration_keys_are_user_data() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let vault = walkthrough_vault().await;
     vault.kv1_put("kv", "zero", json!({"password": "a", "expiration": 0}));
     vault.kv1_put(
@@ -45,7 +41,7 @@ async fn kv1_expiration_keys_are_user_data() {
         "myapp-kv-ro",
         &[("secret/data/myapp/*", &["read"]), ("kv/*", &["read"])],
     );
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::builder().vault(vault).start().await;
     let attrs = [
         ROLE,
         (
@@ -54,33 +50,29 @@ async fn kv1_expiration_keys_are_user_data() {
         ),
         ("staticSecretRefreshInterval", "1s"),
     ];
-    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
+    let target = h.publish_ok(&attrs).await;
     assert_eq!(read(&target.join("pw")), "ab");
     wait_for(
         "re-reads of the millisecond secret",
         Duration::from_secs(10),
-        || vault.count("GET", "/v1/kv/millis") >= 3,
+        || h.vault.count("GET", "/v1/kv/millis") >= 3,
     )
     .await;
     let (zero, millis) = (
-        vault.count("GET", "/v1/kv/zero"),
-        vault.count("GET", "/v1/kv/millis"),
+        h.vault.count("GET", "/v1/kv/zero"),
+        h.vault.count("GET", "/v1/kv/millis"),
     );
     assert!(
         zero <= millis + 2,
         "kv/zero read {zero} times while kv/millis was read {millis} times"
     );
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// A login answered `lease_duration: 0` used to log in (and re-read every
 /// leased credential) hundreds of times a second.
 #[tokio::test]
 async fn a_login_without_a_ttl_does_not_spin() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let creds = DynamicRole::new(Duration::from_secs(600), Duration::from_secs(1200));
     let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
     vault.patch_answers(
@@ -88,32 +80,23 @@ async fn a_login_without_a_ttl_does_not_spin() {
         "/auth/lease_duration",
         json!(0),
     );
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[ROLE, ("template.creds", CREDS_TEMPLATE)],
-    )
-    .await;
+    let h = Harness::builder().vault(vault).start().await;
+    h.publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(vault.count("POST", "/v1/auth/kubernetes/login"), 1);
-    assert_eq!(vault.count("GET", "/v1/database/creds/app"), 1);
-    driver.stop().await;
+    assert_eq!(h.vault.count("POST", "/v1/auth/kubernetes/login"), 1);
+    assert_eq!(h.vault.count("GET", "/v1/database/creds/app"), 1);
+    h.stop().await;
 }
 
 /// A certificate whose `expiration` is already past (a skewed clock) used
 /// to be re-issued in a tight loop.
 #[tokio::test]
 async fn an_expired_certificate_is_not_reissued_in_a_loop() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let creds = DynamicRole::new(Duration::from_secs(600), Duration::from_secs(1200));
     let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
     vault.patch_answers("/v1/pki/issue/web", "/data/expiration", json!(1_000_000));
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::builder().vault(vault).start().await;
     let attrs = [
         ROLE,
         (
@@ -121,10 +104,10 @@ async fn an_expired_certificate_is_not_reissued_in_a_loop() {
             r#"{{#with (secret "pki/issue/web" common_name="web")}}{{data.certificate}}{{/with}}"#,
         ),
     ];
-    publish_walkthrough(&node, &vault, &driver, &attrs).await;
+    h.publish_ok(&attrs).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(vault.count("PUT", "/v1/pki/issue/web"), 1);
-    driver.stop().await;
+    assert_eq!(h.vault.count("PUT", "/v1/pki/issue/web"), 1);
+    h.stop().await;
 }
 
 /// A standby's 307 is temporary: the publish retries at the configured
@@ -132,40 +115,31 @@ async fn an_expired_certificate_is_not_reissued_in_a_loop() {
 /// redirects outlast the retries, the publish fails `UNAVAILABLE`.
 #[tokio::test]
 async fn standby_redirects_are_retried_at_the_configured_address() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let vault = walkthrough_vault().await;
     let elsewhere = VaultDouble::start().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    vault.set_standby(Some(&elsewhere.addr()));
+    let h = Harness::builder().vault(vault).start().await;
+    h.vault.set_standby(Some(&elsewhere.addr()));
     let clear = {
-        let vault = vault.clone();
+        let vault = h.vault.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(150)).await;
             vault.set_standby(None);
         })
     };
-    let (_pod, target) = publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    )
-    .await;
+    let target = h
+        .publish_ok(&[ROLE, ("template.index.html", INDEX_TEMPLATE)])
+        .await;
     clear.await.unwrap();
     assert_walkthrough_page(&target);
-    assert!(vault.requests().iter().any(|r| r.status == 307));
+    assert!(h.vault.requests().iter().any(|r| r.status == 307));
 
-    vault.set_standby(Some(&elsewhere.addr()));
+    h.vault.set_standby(Some(&elsewhere.addr()));
     let other = Pod::new("default", "other", "vault-auth");
-    let status = driver
-        .node()
+    let status = h
+        .client()
         .await
-        .node_publish_volume(other.publish(
-            &node,
-            &vault,
+        .node_publish_volume(h.request_for(
+            &other,
             "v",
             &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
         ))
@@ -177,58 +151,47 @@ async fn standby_redirects_are_retried_at_the_configured_address() {
         elsewhere.requests().is_empty(),
         "nothing was sent to an address nobody allowed"
     );
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// A redirect to an allowed address is followed once, as Vault's client
 /// does.
 #[tokio::test]
 async fn redirects_to_allowed_addresses_are_followed() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let standby = walkthrough_vault().await;
     let active = walkthrough_vault().await;
     standby.set_standby(Some(&active.addr()));
-    let mut config = driver_config(&node, &standby);
-    config.allowed_vault_addrs = vec![active.addr().parse().unwrap()];
-    let driver = Driver::start(config).await;
-    let (_pod, target) = publish_walkthrough(
-        &node,
-        &standby,
-        &driver,
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    )
-    .await;
+    let allowed = active.addr().parse().unwrap();
+    let h = Harness::builder()
+        .vault(standby)
+        .config(move |config| config.allowed_vault_addrs = vec![allowed])
+        .start()
+        .await;
+    let target = h
+        .publish_ok(&[ROLE, ("template.index.html", INDEX_TEMPLATE)])
+        .await;
     assert_walkthrough_page(&target);
     assert_eq!(active.count("POST", "/v1/auth/kubernetes/login"), 1);
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// A token or lease renewal answered 307 is retried, not replaced by a new
 /// login or a new credential.
 #[tokio::test]
 async fn renewals_answered_307_are_retried_not_replaced() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     // Long enough that the redirects end before the token does.
     let creds = DynamicRole::new(Duration::from_secs(12), Duration::from_secs(600));
-    let vault = dynamic_vault(creds, Duration::from_secs(12), Duration::from_secs(600)).await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (_pod, target) = publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[ROLE, ("template.creds", CREDS_TEMPLATE)],
-    )
-    .await;
+    let h = Harness::builder()
+        .vault(dynamic_vault(creds, Duration::from_secs(12), Duration::from_secs(600)).await)
+        .start()
+        .await;
+    let target = h
+        .publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
+        .await;
     let first = read(&target.join("creds"));
-    vault.set_standby(Some("http://127.0.0.1:9"));
+    h.vault.set_standby(Some("http://127.0.0.1:9"));
     let redirected = |path: &str, status: u16| {
-        vault
+        h.vault
             .requests()
             .iter()
             .any(|r| r.path == path && r.status == status)
@@ -237,36 +200,27 @@ async fn renewals_answered_307_are_retried_not_replaced() {
         redirected("/v1/auth/token/renew-self", 307) && redirected("/v1/sys/leases/renew", 307)
     })
     .await;
-    vault.set_standby(None);
+    h.vault.set_standby(None);
     wait_for("renewals", Duration::from_secs(15), || {
         redirected("/v1/auth/token/renew-self", 200) && redirected("/v1/sys/leases/renew", 200)
     })
     .await;
-    assert_eq!(vault.count("POST", "/v1/auth/kubernetes/login"), 1);
-    assert_eq!(vault.count("GET", "/v1/database/creds/app"), 1);
+    assert_eq!(h.vault.count("POST", "/v1/auth/kubernetes/login"), 1);
+    assert_eq!(h.vault.count("GET", "/v1/database/creds/app"), 1);
     assert_eq!(read(&target.join("creds")), first);
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// `Retry-After` as an HTTP-date is honoured during a publish.
 #[tokio::test]
 async fn http_date_retry_after_is_honoured() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let vault = walkthrough_vault().await;
     vault.set_rate_limit_headers(Some(RetryAfterFormat::HttpDate));
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    vault.rate_limit_next(1, 2);
-    publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    )
-    .await;
-    let requests = vault.requests();
+    let h = Harness::builder().vault(vault).start().await;
+    h.vault.rate_limit_next(1, 2);
+    h.publish_ok(&[ROLE, ("template.index.html", INDEX_TEMPLATE)])
+        .await;
+    let requests = h.vault.requests();
     let limited = requests.iter().find(|r| r.status == 429).unwrap();
     let retry = requests
         .iter()
@@ -274,7 +228,7 @@ async fn http_date_retry_after_is_honoured() {
         .unwrap();
     let waited = retry.at.duration_since(limited.at).unwrap();
     assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// A `Retry-After` longer than a publish can wait fails the publish at
@@ -282,22 +236,15 @@ async fn http_date_retry_after_is_honoured() {
 /// Vault's block interval.
 #[tokio::test]
 async fn a_long_retry_after_fails_the_publish_saying_when() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let vault = walkthrough_vault().await;
     vault.set_rate_limit_headers(Some(RetryAfterFormat::Seconds));
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    vault.rate_limit_next(50, 60);
-    let pod = Pod::walkthrough();
+    let h = Harness::builder().vault(vault).start().await;
+    h.vault.rate_limit_next(50, 60);
     let status = tokio::time::timeout(Duration::from_secs(20), async {
-        driver
-            .node()
+        h.client()
             .await
-            .node_publish_volume(pod.publish(
-                &node,
-                &vault,
+            .node_publish_volume(h.request_for(
+                &h.pod,
                 "v",
                 &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
             ))
@@ -313,10 +260,14 @@ async fn a_long_retry_after_fails_the_publish_saying_when() {
         status.message()
     );
     assert_eq!(
-        vault.requests().iter().filter(|r| r.status == 429).count(),
+        h.vault
+            .requests()
+            .iter()
+            .filter(|r| r.status == 429)
+            .count(),
         1
     );
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// renew-self answered 500 (the role was deleted, or the token is past its
@@ -324,36 +275,27 @@ async fn a_long_retry_after_fails_the_publish_saying_when() {
 /// again.
 #[tokio::test]
 async fn a_token_renewal_answered_500_leads_to_a_new_login() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let vault = walkthrough_vault().await;
     vault.add_role(
         "kubernetes",
         example_role(Duration::from_secs(6), Duration::from_secs(600)),
     );
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
-    )
-    .await;
-    vault.remove_role("kubernetes", "example");
+    let h = Harness::builder().vault(vault).start().await;
+    h.publish_ok(&[ROLE, ("template.index.html", INDEX_TEMPLATE)])
+        .await;
+    h.vault.remove_role("kubernetes", "example");
     wait_for("a renewal answered 500", Duration::from_secs(15), || {
-        vault
+        h.vault
             .requests()
             .iter()
             .any(|r| r.path == "/v1/auth/token/renew-self" && r.status == 500)
     })
     .await;
     wait_for("a new login", Duration::from_secs(15), || {
-        vault.count("POST", "/v1/auth/kubernetes/login") >= 2
+        h.vault.count("POST", "/v1/auth/kubernetes/login") >= 2
     })
     .await;
-    let requests = vault.requests();
+    let requests = h.vault.requests();
     let first_500 = requests
         .iter()
         .position(|r| r.path == "/v1/auth/token/renew-self" && r.status == 500)
@@ -371,12 +313,12 @@ async fn a_token_renewal_answered_500_leads_to_a_new_login() {
         1,
         "the failed renewal was not retried before logging in again"
     );
-    vault.add_role(
+    h.vault.add_role(
         "kubernetes",
         example_role(Duration::from_secs(6), Duration::from_secs(600)),
     );
     wait_for("a successful login", Duration::from_secs(30), || {
-        vault
+        h.vault
             .requests()
             .iter()
             .filter(|r| r.path == "/v1/auth/kubernetes/login" && r.status == 200)
@@ -384,16 +326,12 @@ async fn a_token_renewal_answered_500_leads_to_a_new_login() {
             >= 2
     })
     .await;
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// A write answered 204 is a success with no data.
 #[tokio::test]
 async fn writes_answered_204_succeed() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let vault = walkthrough_vault().await;
     vault.enable_kv1("kv");
     vault.put_policy(
@@ -403,7 +341,7 @@ async fn writes_answered_204_succeed() {
             ("kv/*", &["create", "update"]),
         ],
     );
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::builder().vault(vault).start().await;
     let attrs = [
         ROLE,
         (
@@ -411,39 +349,34 @@ async fn writes_answered_204_succeed() {
             r#"{{#with (secret "kv/seen" by="driver")}}written{{/with}}"#,
         ),
     ];
-    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
+    let target = h.publish_ok(&attrs).await;
     assert_eq!(read(&target.join("ack")), "written");
     assert!(
-        vault
+        h.vault
             .requests()
             .iter()
             .any(|r| r.path == "/v1/kv/seen" && r.status == 204)
     );
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// A deleted KV v2 version is named in the error, and a refresh that meets
 /// it keeps the last good files.
 #[tokio::test]
 async fn deleted_kv2_versions_are_named_and_the_files_kept() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = walkthrough_vault().await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::walkthrough().await;
     let attrs = [
         ROLE,
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
     ];
-    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
-    vault.kv2_delete("secret", "myapp/config", &[]);
+    let target = h.publish_ok(&attrs).await;
+    h.vault.kv2_delete("secret", "myapp/config", &[]);
     wait_for(
         "a read of the deleted version",
         Duration::from_secs(10),
         || {
-            vault
+            h.vault
                 .requests()
                 .iter()
                 .any(|r| r.path == "/v1/secret/data/myapp/config" && r.status == 404)
@@ -453,10 +386,10 @@ async fn deleted_kv2_versions_are_named_and_the_files_kept() {
     assert_walkthrough_page(&target);
 
     let other = Pod::new("default", "other", "vault-auth");
-    let status = driver
-        .node()
+    let status = h
+        .client()
         .await
-        .node_publish_volume(other.publish(&node, &vault, "v", &attrs))
+        .node_publish_volume(h.request_for(&other, "v", &attrs))
         .await
         .unwrap_err();
     assert!(
@@ -466,21 +399,17 @@ async fn deleted_kv2_versions_are_named_and_the_files_kept() {
         "{}",
         status.message()
     );
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// Static database credentials carry no lease: they are read again just
 /// after their rotation, not at the KV interval.
 #[tokio::test]
 async fn static_credentials_are_read_again_after_rotation() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let vault = walkthrough_vault().await;
     vault.add_static_role("database", "app", Duration::from_secs(3));
     vault.put_policy("myapp-kv-ro", &[("database/static-creds/*", &["read"])]);
-    let driver = Driver::start(driver_config(&node, &vault)).await;
+    let h = Harness::builder().vault(vault).start().await;
     let attrs = [
         ROLE,
         (
@@ -488,36 +417,30 @@ async fn static_credentials_are_read_again_after_rotation() {
             r#"{{#with (secret "database/static-creds/app")}}{{data.password}}{{/with}}"#,
         ),
     ];
-    let (_pod, target) = publish_walkthrough(&node, &vault, &driver, &attrs).await;
+    let target = h.publish_ok(&attrs).await;
     let first = read(&target.join("pw"));
     wait_for("the rotated password", Duration::from_secs(10), || {
         read(&target.join("pw")) != first
     })
     .await;
-    driver.stop().await;
+    h.stop().await;
 }
 
 /// Unpublish revokes with revoke-self only: `sys/leases/revoke` is not in
 /// Vault's default policy, and revoke-self revokes the token's leases.
 #[tokio::test]
 async fn unpublish_sends_no_lease_revocations() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
     let creds = DynamicRole::new(Duration::from_secs(600), Duration::from_secs(1200));
-    let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
-    let driver = Driver::start(driver_config(&node, &vault)).await;
-    let (pod, _target) = publish_walkthrough(
-        &node,
-        &vault,
-        &driver,
-        &[ROLE, ("template.creds", CREDS_TEMPLATE)],
-    )
-    .await;
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
-    assert_eq!(vault.count("PUT", "/v1/sys/leases/revoke"), 0);
-    assert_eq!(vault.count("POST", "/v1/auth/token/revoke-self"), 1);
-    assert!(vault.leases().iter().all(|l| l.revoked));
-    driver.stop().await;
+    let h = Harness::builder()
+        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
+        .start()
+        .await;
+    let _target = h
+        .publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
+        .await;
+    h.unpublish_ok("v").await;
+    assert_eq!(h.vault.count("PUT", "/v1/sys/leases/revoke"), 0);
+    assert_eq!(h.vault.count("POST", "/v1/auth/token/revoke-self"), 1);
+    assert!(h.vault.leases().iter().all(|l| l.revoked));
+    h.stop().await;
 }

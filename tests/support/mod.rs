@@ -1,8 +1,15 @@
 //! The test harness: a Vault double, the real driver serving a real unix
 //! socket, and a tonic client that sends exactly what kubelet sends.
+//! [`Harness`] builds all of it for one test.
 //!
-//! Mount tests need root (tmpfs). Outside CI a non-root run skips them; with
-//! `CI=true` a missing privilege fails the test instead of skipping it.
+//! Storage follows the privilege the tests run with: as root every volume
+//! is a real tmpfs mount, as today's nodes have it; without root the driver
+//! runs with `--insecure-plain-directories` and volumes are plain
+//! directories, so nearly every test runs on a contributor's machine.
+//! [`Node::volumes`] and [`is_volume`] look for volumes the way the mode
+//! makes them. A test whose assertion needs a real mount, namespace or
+//! cgroup starts with [`requires_root`]: outside CI a non-root run skips it
+//! with a message; with `CI=true` it fails instead of skipping.
 #![allow(dead_code, clippy::missing_panics_doc)]
 
 pub mod kubelet_wire;
@@ -60,20 +67,6 @@ pub async fn unpublish_ok(mut node: NodeClient<Channel>, request: NodeUnpublishV
         .unwrap_or_else(|status| panic!("unpublish failed: {status:?}"));
 }
 
-/// Publishes a volume named `v` for the walkthrough's pod with
-/// `attributes` and expects success: the pod and the target path.
-pub async fn publish_walkthrough(
-    node: &Node,
-    vault: &VaultDouble,
-    driver: &Driver,
-    attributes: &[(&str, &str)],
-) -> (Pod, PathBuf) {
-    let pod = Pod::walkthrough();
-    let request = pod.publish(node, vault, "v", attributes);
-    let target = publish_ok(driver.node().await, request).await;
-    (pod, target)
-}
-
 /// Asserts that the volume at `target` holds the walkthrough's page with
 /// the credentials [`walkthrough_vault`] seeds.
 pub fn assert_walkthrough_page(target: &Path) {
@@ -83,17 +76,39 @@ pub fn assert_walkthrough_page(target: &Path) {
     );
 }
 
-/// True when mount tests can run; panics under `CI=true` if they cannot.
-pub fn can_mount() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    assert!(
-        root || std::env::var("CI").as_deref() != Ok("true"),
-        "mount tests need root and CI=true forbids skipping them"
-    );
-    if !root {
-        eprintln!("skipping: mount tests need root");
+/// True when the tests run as root: volumes are tmpfs mounts. Otherwise
+/// the driver writes plain directories (`--insecure-plain-directories`).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// True when volumes are plain directories (the tests do not run as root).
+pub fn plain_directories() -> bool {
+    !is_root()
+}
+
+/// True when a test that needs root (`why`: what in it needs a real mount,
+/// namespace or cgroup) can run. Without root it is skipped with a message,
+/// except under `CI=true`, where nothing may be skipped: it fails.
+pub fn requires_root(why: &str) -> bool {
+    if is_root() {
+        return true;
     }
-    root
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "this test needs root ({why}) and CI=true forbids skipping it"
+    );
+    eprintln!("skipping: needs root ({why})");
+    false
+}
+
+/// True when `path` is a volume of the driver: a mount point with tmpfs,
+/// a directory holding the atomic writer's `..data` with plain directories.
+pub fn is_volume(path: &Path) -> bool {
+    if plain_directories() {
+        return path.join("..data").symlink_metadata().is_ok();
+    }
+    mounts_under(path).iter().any(|m| Path::new(m) == path)
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.
@@ -142,6 +157,46 @@ impl Node {
             .into_iter()
             .filter(|m| Path::new(m) != private)
             .collect()
+    }
+
+    /// The driver's volumes on this node. With tmpfs: the mount points under
+    /// the root, as [`Node::mounts`]. With plain directories: every
+    /// directory under the root (symlinks not followed) that holds the
+    /// atomic writer's `..data`, a volume's only mark there.
+    pub fn volumes(&self) -> Vec<String> {
+        if !plain_directories() {
+            return self.mounts();
+        }
+        let mut found = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            if dir.join("..data").symlink_metadata().is_ok() {
+                found.push(dir.display().to_string());
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    pending.push(entry.path());
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// How many volume records the driver keeps in its state directory.
+    pub fn state_files(&self) -> usize {
+        std::fs::read_dir(self.state_dir().join("volumes")).map_or(0, Iterator::count)
+    }
+
+    /// The state record of volume `volume_id`.
+    pub fn record(&self, volume_id: &str) -> PathBuf {
+        self.state_dir()
+            .join("volumes")
+            .join(format!("{volume_id}.json"))
     }
 
     /// Makes kubelet's `pods/` directory a shared mount in this (the
@@ -281,7 +336,8 @@ fn rand_bytes() -> [u8; 6] {
     out
 }
 
-/// Driver flags for a node, talking to `vault`.
+/// Driver flags for a node, talking to `vault`; plain-directory volumes
+/// unless the tests run as root.
 pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
     Config {
         endpoint: format!("unix://{}", node.socket().display()),
@@ -305,7 +361,7 @@ pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
         memory_budget_bytes: None,
         selinux_context: "auto".to_owned(),
         max_concurrent_refreshes: 64,
-        insecure_plain_directories: false,
+        insecure_plain_directories: plain_directories(),
         vault_request_timeout: Duration::from_secs(30),
         shutdown_timeout: Duration::from_secs(10),
         publish_timeout: Duration::from_secs(60),
@@ -518,7 +574,8 @@ pub struct DriverProcess {
 }
 
 impl DriverProcess {
-    /// Starts the binary with flags equivalent to [`driver_config`], extra
+    /// Starts the binary with flags equivalent to [`driver_config`] (so
+    /// `--insecure-plain-directories` without root), extra
     /// `args`, and stdout/stderr captured to `log_name` under the node root.
     pub async fn spawn(node: &Node, vault: &VaultDouble, log_name: &str, args: &[&str]) -> Self {
         Self::spawn_with(node, vault, log_name, args, false).await
@@ -600,6 +657,7 @@ impl DriverProcess {
             .arg(format!("--state-dir={}", node.state_dir().display()))
             .arg(format!("--kubelet-dir={}", node.kubelet_dir().display()))
             .arg("--min-refresh-interval=0s")
+            .args(plain_directories().then_some("--insecure-plain-directories"))
             .args(args)
             .env_remove("VAULT_ADDR")
             .stdin(std::process::Stdio::null())
@@ -625,13 +683,13 @@ impl DriverProcess {
     }
 
     /// SIGKILL: no cleanup at all.
-    pub fn kill9(mut self) {
+    pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
     /// SIGTERM and wait for the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -666,4 +724,213 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A driver a test talks to over its socket: in-process ([`Driver`]) or
+/// its own process ([`DriverProcess`]).
+pub trait Serves {
+    /// The CSI socket it serves.
+    fn socket(&self) -> &Path;
+}
+
+impl Serves for Driver {
+    fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Serves for DriverProcess {
+    fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+/// One test's world: a [`Node`], a Vault double, the driver serving the
+/// node's socket, and the walkthrough's pod. [`Harness::walkthrough`] is
+/// the common case (Vault seeded with the walkthrough, the driver
+/// in-process with [`driver_config`]); [`Harness::builder`] sets up the
+/// variants. Fields drop driver first, node last, as a test's locals did.
+pub struct Harness<D = Driver> {
+    /// The driver, in-process or its own process.
+    pub driver: D,
+    /// The Vault double the driver talks to.
+    pub vault: VaultDouble,
+    /// The walkthrough's pod (`default/nginx`, service account
+    /// `vault-auth`), whose volumes the `publish_ok`/`unpublish_ok`
+    /// helpers publish.
+    pub pod: Pod,
+    /// The scratch node: kubelet's directory, the driver's state, the socket.
+    pub node: Node,
+}
+
+impl Harness {
+    /// The walkthrough: Vault seeded by [`walkthrough_vault`], the driver
+    /// in-process with [`driver_config`].
+    pub async fn walkthrough() -> Self {
+        Self::builder().start().await
+    }
+
+    /// A harness to configure: the Vault, the driver's configuration or
+    /// flags, in-process or its own process.
+    pub fn builder() -> HarnessBuilder {
+        HarnessBuilder {
+            node: Node::new(),
+            vault: None,
+            tweaks: Vec::new(),
+        }
+    }
+
+    /// Stops the in-process driver and checks it stopped cleanly.
+    pub async fn stop(self) {
+        self.driver.stop().await;
+    }
+
+    /// Stops the in-process driver, then starts the next one on the same
+    /// node and Vault with [`driver_config`] changed by `tweak` (the
+    /// builder's tweaks do not carry over).
+    pub async fn restart(&mut self, tweak: impl FnOnce(&mut Config)) {
+        self.driver.shutdown.cancel();
+        (&mut self.driver.task).await.unwrap().unwrap();
+        let mut config = driver_config(&self.node, &self.vault);
+        tweak(&mut config);
+        self.driver = Driver::start(config).await;
+    }
+}
+
+impl<D: Serves> Harness<D> {
+    /// A client of the driver's node service, as kubelet dials it.
+    pub async fn client(&self) -> NodeClient<Channel> {
+        NodeClient::new(channel(self.driver.socket()).await)
+    }
+
+    /// Kubelet's NodePublishVolume for the walkthrough pod's `volume`.
+    pub fn request(&self, volume: &str, attributes: &[(&str, &str)]) -> NodePublishVolumeRequest {
+        self.pod
+            .publish(&self.node, &self.vault, volume, attributes)
+    }
+
+    /// Kubelet's NodePublishVolume for `pod`'s `volume`.
+    pub fn request_for(
+        &self,
+        pod: &Pod,
+        volume: &str,
+        attributes: &[(&str, &str)],
+    ) -> NodePublishVolumeRequest {
+        pod.publish(&self.node, &self.vault, volume, attributes)
+    }
+
+    /// Publishes the walkthrough pod's volume `v` with `attributes`,
+    /// expects success and returns the target path.
+    pub async fn publish_ok(&self, attributes: &[(&str, &str)]) -> PathBuf {
+        self.send_ok(self.request("v", attributes)).await
+    }
+
+    /// Sends `request`, expects success and returns its target path.
+    pub async fn send_ok(&self, request: NodePublishVolumeRequest) -> PathBuf {
+        publish_ok(self.client().await, request).await
+    }
+
+    /// Sends `request` and expects a refusal: its status.
+    pub async fn send_err(&self, request: NodePublishVolumeRequest) -> tonic::Status {
+        let what = format!("the publish of {}", request.volume_id);
+        self.client()
+            .await
+            .node_publish_volume(request)
+            .await
+            .map(drop)
+            .expect_err(&what)
+    }
+
+    /// Unpublishes the walkthrough pod's `volume` and expects success.
+    pub async fn unpublish_ok(&self, volume: &str) {
+        self.unpublish_pod_ok(&self.pod, volume).await;
+    }
+
+    /// Unpublishes `pod`'s `volume` and expects success.
+    pub async fn unpublish_pod_ok(&self, pod: &Pod, volume: &str) {
+        unpublish_ok(self.client().await, pod.unpublish(&self.node, volume)).await;
+    }
+}
+
+impl Harness<DriverProcess> {
+    /// Starts the next driver process, as after a crash or an upgrade, with
+    /// `args`, its output in `log_name`; the current one is killed first if
+    /// it still runs.
+    pub async fn respawn(&mut self, log_name: &str, args: &[&str]) {
+        let _ = self.driver.child.kill();
+        let _ = self.driver.child.wait();
+        self.driver = DriverProcess::spawn(&self.node, &self.vault, log_name, args).await;
+    }
+}
+
+/// Sets up a [`Harness`]: which Vault, which driver settings, and whether
+/// the driver runs in-process ([`HarnessBuilder::start`]) or as its own
+/// process ([`HarnessBuilder::spawn`]).
+pub struct HarnessBuilder {
+    node: Node,
+    vault: Option<VaultDouble>,
+    tweaks: Vec<ConfigTweak>,
+}
+
+/// A change to the in-process driver's configuration.
+type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
+
+impl HarnessBuilder {
+    /// The node the driver will serve, to prepare before it starts.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Talks to `vault` instead of the walkthrough's.
+    pub fn vault(mut self, vault: VaultDouble) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// Changes the in-process driver's configuration after
+    /// [`driver_config`] (applied in order; [`HarnessBuilder::start`] only).
+    pub fn config(mut self, tweak: impl FnOnce(&mut Config) + 'static) -> Self {
+        self.tweaks.push(Box::new(tweak));
+        self
+    }
+
+    async fn take_vault(&mut self) -> VaultDouble {
+        match self.vault.take() {
+            Some(vault) => vault,
+            None => walkthrough_vault().await,
+        }
+    }
+
+    /// Starts the driver in-process.
+    pub async fn start(mut self) -> Harness<Driver> {
+        let vault = self.take_vault().await;
+        let mut config = driver_config(&self.node, &vault);
+        for tweak in self.tweaks {
+            tweak(&mut config);
+        }
+        let driver = Driver::start(config).await;
+        Harness {
+            driver,
+            vault,
+            pod: Pod::walkthrough(),
+            node: self.node,
+        }
+    }
+
+    /// Starts the driver binary as its own process with extra `args`, its
+    /// output in `driver.log` under the node's root.
+    pub async fn spawn(mut self, args: &[&str]) -> Harness<DriverProcess> {
+        assert!(
+            self.tweaks.is_empty(),
+            "configuration tweaks apply in-process only: pass flags"
+        );
+        let vault = self.take_vault().await;
+        let driver = DriverProcess::spawn(&self.node, &vault, "driver.log", args).await;
+        Harness {
+            driver,
+            vault,
+            pod: Pod::walkthrough(),
+            node: self.node,
+        }
+    }
 }

@@ -127,17 +127,11 @@ async fn cancel_publish(
 /// with `DEADLINE_EXCEEDED` from the driver rather than a cancellation.
 #[tokio::test]
 async fn publishes_cancelled_at_any_point_end_published_or_absent_and_leak_nothing() {
-    let h = Harness::builder()
-        .vault(
-            dynamic_vault(
-                DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
-                Duration::from_secs(3600),
-                Duration::from_secs(7200),
-            )
-            .await,
-        )
-        .start()
-        .await;
+    let h = Harness::dynamic(DynamicRole::new(
+        Duration::from_secs(600),
+        Duration::from_secs(3600),
+    ))
+    .await;
     let latency = Duration::from_millis(150);
     h.vault.set_latency(latency, latency);
     let ms = Duration::from_millis;
@@ -223,17 +217,11 @@ const DENIED_TEMPLATE: &str =
 /// same way without leaking either.
 #[tokio::test]
 async fn failing_publishes_cancelled_at_any_point_leave_nothing() {
-    let h = Harness::builder()
-        .vault(
-            dynamic_vault(
-                DynamicRole::new(Duration::from_secs(600), Duration::from_secs(3600)),
-                Duration::from_secs(3600),
-                Duration::from_secs(7200),
-            )
-            .await,
-        )
-        .start()
-        .await;
+    let h = Harness::dynamic(DynamicRole::new(
+        Duration::from_secs(600),
+        Duration::from_secs(3600),
+    ))
+    .await;
     let latency = Duration::from_millis(150);
     h.vault.set_latency(latency, latency);
     let ms = Duration::from_millis;

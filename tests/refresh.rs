@@ -31,10 +31,7 @@ fn user_of(content: &str) -> Option<String> {
 #[tokio::test]
 async fn renewable_leases_are_renewed_not_reissued() {
     let creds = DynamicRole::new(Duration::from_secs(3), Duration::from_secs(120));
-    let h = Harness::builder()
-        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
-        .start()
-        .await;
+    let h = Harness::dynamic(creds).await;
     let target = h
         .publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
         .await;
@@ -113,10 +110,7 @@ async fn assert_no_credential_outlives_its_lease(
 #[tokio::test]
 async fn capped_leases_are_replaced_before_they_end() {
     let creds = DynamicRole::new(Duration::from_secs(2), Duration::from_secs(4));
-    let h = Harness::builder()
-        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
-        .start()
-        .await;
+    let h = Harness::dynamic(creds).await;
     let target = h
         .publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
         .await;
@@ -146,10 +140,7 @@ async fn non_renewable_leases_are_replaced_before_they_end() {
         max_ttl: Duration::from_secs(60),
         renewable: false,
     };
-    let h = Harness::builder()
-        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
-        .start()
-        .await;
+    let h = Harness::dynamic(creds).await;
     let target = h
         .publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
         .await;
@@ -332,10 +323,7 @@ async fn readers_never_see_a_partial_file() {
         max_ttl: Duration::from_secs(60),
         renewable: false,
     };
-    let h = Harness::builder()
-        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
-        .start()
-        .await;
+    let h = Harness::dynamic(creds).await;
     let attrs = [
         ROLE,
         ("template.creds", CREDS_TEMPLATE),
@@ -411,10 +399,7 @@ async fn refresh_false_renders_once() {
 #[tokio::test]
 async fn certificates_are_reissued_before_not_after() {
     let creds = DynamicRole::new(Duration::from_secs(60), Duration::from_secs(120));
-    let h = Harness::builder()
-        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
-        .start()
-        .await;
+    let h = Harness::dynamic(creds).await;
     let template = r#"{{#with (secret "pki/issue/web" common_name="web.example" ttl="3s")}}{{data.serial_number}} {{data.expiration}}{{/with}}"#;
     let target = h.publish_ok(&[ROLE, ("template.cert", template)]).await;
     let end = tokio::time::Instant::now() + Duration::from_secs(7);

@@ -431,10 +431,7 @@ async fn static_credentials_are_read_again_after_rotation() {
 #[tokio::test]
 async fn unpublish_sends_no_lease_revocations() {
     let creds = DynamicRole::new(Duration::from_secs(600), Duration::from_secs(1200));
-    let h = Harness::builder()
-        .vault(dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await)
-        .start()
-        .await;
+    let h = Harness::dynamic(creds).await;
     let _target = h
         .publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
         .await;

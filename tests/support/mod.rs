@@ -770,6 +770,14 @@ impl Harness {
         Self::builder().start().await
     }
 
+    /// Dynamic secrets: Vault seeded by [`dynamic_vault`] with `creds` and
+    /// tokens that live an hour (two at most), the driver in-process.
+    pub async fn dynamic(creds: vault_double::DynamicRole) -> Self {
+        let vault =
+            dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
+        Self::builder().vault(vault).start().await
+    }
+
     /// A harness to configure: the Vault, the driver's configuration or
     /// flags, in-process or its own process.
     pub fn builder() -> HarnessBuilder {

@@ -5,9 +5,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::Results;
 use crate::refresh::Kind;
+use crate::sizes::Sizes;
 use crate::stats::{bytes, count, ms};
-use crate::{Results, Sizes};
 
 /// Everything below this line in `BENCHMARKS.md` survives a rewrite.
 pub const NOTES_MARKER: &str =
@@ -143,8 +144,8 @@ waits for the API server's TokenReview), with a quarter of the iterations.\n",
             ms(row.sequential.p99),
             ms(row.concurrent.p50),
             ms(row.concurrent.p99),
-            crate::ratio(row.publish.p50, row.concurrent.p50),
-            crate::ratio(row.publish.p99, row.concurrent.p99),
+            crate::latency::ratio(row.publish.p50, row.concurrent.p50),
+            crate::latency::ratio(row.publish.p99, row.concurrent.p99),
             micros(own)
         );
     }
@@ -235,7 +236,7 @@ process itself takes {} p50 / {} p99 (unmounting and removing it, which unpublis
         ms(r.grpc_rtt.p99),
         ms(r.grpc_rtt_after_gap.p50),
         ms(r.grpc_rtt_after_gap.p99),
-        crate::IDLE_GAP.as_millis(),
+        crate::latency::IDLE_GAP.as_millis(),
         ms(r.mount_cost.p50),
         ms(r.mount_cost.p99),
         ms(r.umount_cost.p50),
@@ -491,8 +492,9 @@ the CPU time the double itself used, so it is its capacity on one core whatever 
 /// For latency rows: each row's publish ÷ concurrent floor and the
 /// driver's own time (medians), and whether every ratio meets the 1.2×
 /// target.
-fn against_floor(rows: &[&crate::Latency]) -> (Vec<String>, Vec<String>, bool) {
-    let ratio = |l: &crate::Latency| crate::ratio(l.publish.p50, l.concurrent.p50);
+fn against_floor(rows: &[&crate::latency::Latency]) -> (Vec<String>, Vec<String>, bool) {
+    let ratio =
+        |l: &crate::latency::Latency| crate::latency::ratio(l.publish.p50, l.concurrent.p50);
     let ratios = rows.iter().map(|l| format!("{:.2}×", ratio(l))).collect();
     let owns = rows
         .iter()
@@ -511,7 +513,7 @@ fn meaning(md: &mut String, r: &Results) {
         .filter(|l| !l.label.contains('('))
         .collect();
     let (ratios, owns, latency_ok) = against_floor(&kv);
-    let join = |f: &dyn Fn(&crate::Latency) -> String| {
+    let join = |f: &dyn Fn(&crate::latency::Latency) -> String| {
         kv.iter().map(|l| f(l)).collect::<Vec<_>>().join(" / ")
     };
     let before =
@@ -573,7 +575,7 @@ attainable goal"
         let (ratios, owns, met) = against_floor(&remote);
         let first = remote[0];
         let loopback = kv.iter().find(|l| l.secrets == first.secrets);
-        let slowdown = |f: &dyn Fn(&crate::Latency) -> f64| {
+        let slowdown = |f: &dyn Fn(&crate::latency::Latency) -> f64| {
             loopback.map_or(f64::NAN, |l| f(first) / f(l).max(1e-9))
         };
         let _ = writeln!(
@@ -602,7 +604,7 @@ waking the idle threads of the kubelet-side client and of the driver, not work t
             slowdown(&|l| l.publish_cpu.p50.as_secs_f64()),
             slowdown(&|l| l.floor_split[0].as_secs_f64()),
             ms(r.grpc_rtt_after_gap.p50),
-            crate::IDLE_GAP.as_millis(),
+            crate::latency::IDLE_GAP.as_millis(),
             ms(r.grpc_rtt.p50),
         );
     }

@@ -6,12 +6,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use support::{
-    CREDS_TEMPLATE, DriverProcess, INDEX_TEMPLATE, Node, Pod, can_mount, dynamic_vault,
-    expected_index, wait_for,
+    CREDS_TEMPLATE, Harness, INDEX_TEMPLATE, dynamic_vault, expected_index, requires_root, wait_for,
 };
 use vault_double::{DynamicRole, VaultDouble};
 
@@ -75,33 +74,15 @@ async fn unadopted(port: u16) -> u64 {
 /// Spoils a record's text.
 type Spoil = fn(&str) -> String;
 
-fn record_path(node: &Node, volume_id: &str) -> PathBuf {
-    node.state_dir()
-        .join("volumes")
-        .join(format!("{volume_id}.json"))
-}
-
 /// kill -9, then SIGTERM: after each restart a KV change renders next to
 /// the same credential; the only requests the new driver sends are the
 /// KV re-reads that were due; one lease stays live for the volume; the
 /// unpublish revokes it.
 #[tokio::test]
 async fn a_restart_re_renders_from_kept_answers_and_asks_vault_nothing_new() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = vault().await;
-    let pod = Pod::walkthrough();
-    let request = pod.publish(&node, &vault, "v", &attributes());
-    let target = PathBuf::from(&request.target_path);
-    let mut driver = DriverProcess::spawn(&node, &vault, "driver-0.log", &[]).await;
-    driver
-        .node()
-        .await
-        .node_publish_volume(request)
-        .await
-        .unwrap();
+    let mut h = Harness::builder().vault(vault().await).spawn(&[]).await;
+    let target = h.publish_ok(&attributes()).await;
+    let vault = h.vault.clone();
     let creds = read(&target.join("creds"));
     assert!(creds.starts_with("user="), "{creds}");
     let (logins, issued) = (vault.count("POST", LOGIN), vault.count("GET", CREDS));
@@ -109,14 +90,14 @@ async fn a_restart_re_renders_from_kept_answers_and_asks_vault_nothing_new() {
 
     for (round, kill) in [(1, true), (2, false)] {
         if kill {
-            driver.kill9();
+            h.driver.kill9();
         } else {
-            assert!(driver.terminate().await.success());
+            assert!(h.driver.terminate().await.success());
         }
         let password = format!("after-restart-{round}");
         put_password(&vault, &password);
         let mark = vault.requests().len();
-        driver = DriverProcess::spawn(&node, &vault, &format!("driver-{round}.log"), &[]).await;
+        h.respawn(&format!("driver-{round}.log"), &[]).await;
         wait_for(
             "the KV change rendered by the restarted driver",
             Duration::from_secs(10),
@@ -151,9 +132,9 @@ async fn a_restart_re_renders_from_kept_answers_and_asks_vault_nothing_new() {
         assert_eq!(live_leases(&vault), 1, "round {round}: no extra lease");
     }
 
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    h.unpublish_ok("v").await;
     assert_eq!(live_leases(&vault), 0, "the unpublish revoked the lease");
-    let _ = driver.terminate().await;
+    let _ = h.driver.terminate().await;
 }
 
 /// A record the driver cannot read (damaged, or a format it does not
@@ -163,7 +144,7 @@ async fn a_restart_re_renders_from_kept_answers_and_asks_vault_nothing_new() {
 /// and the token the old record held is revoked when it can be salvaged.
 #[tokio::test]
 async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() {
-    if !can_mount() {
+    if !requires_root("the volume's mount kept, and adopted in place, across the restart") {
         return;
     }
     // (how the record is spoiled, whether its token can be salvaged)
@@ -187,18 +168,10 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
         ),
     ];
     for (spoil, salvageable, reported) in cases {
-        let node = Node::new();
-        let vault = vault().await;
-        let pod = Pod::walkthrough();
-        let request = pod.publish(&node, &vault, "v", &attributes());
-        let target = PathBuf::from(&request.target_path);
-        let driver = DriverProcess::spawn(&node, &vault, "driver-1.log", &[]).await;
-        driver
-            .node()
-            .await
-            .node_publish_volume(request.clone())
-            .await
-            .unwrap();
+        let mut h = Harness::builder().vault(vault().await).spawn(&[]).await;
+        let vault = h.vault.clone();
+        let request = h.request("v", &attributes());
+        let target = h.send_ok(request.clone()).await;
         let old_token = vault.tokens()[0].client_token.clone();
         let old_lease = vault.leases()[0].lease_id.clone();
         let mount_before = support::mount_options(&target).expect("mounted");
@@ -206,18 +179,18 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
             use std::os::unix::fs::MetadataExt;
             (m.dev(), m.ino())
         });
-        driver.kill9();
+        h.driver.kill9();
 
-        let record = record_path(&node, &request.volume_id);
+        let record = h.node.record(&request.volume_id);
         std::fs::write(&record, spoil(&read(&record))).unwrap();
         put_password(&vault, "while-unread");
         let port = support::free_port();
         let metrics_addr = format!("--metrics-addr=127.0.0.1:{port}");
-        let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[&metrics_addr]).await;
+        h.respawn("driver-2.log", &[&metrics_addr]).await;
         wait_for(
             "the unreadable record reported",
             Duration::from_secs(5),
-            || driver.logs().contains(reported),
+            || h.driver.logs().contains(reported),
         )
         .await;
         assert!(record.exists(), "an unreadable record is never deleted");
@@ -235,13 +208,7 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
         assert_eq!(unadopted(port).await, 1, "the volume is counted");
 
         // Kubelet's next publish (a fresh token, as every minute) adopts it.
-        let republish = pod.publish(&node, &vault, "v", &attributes());
-        driver
-            .node()
-            .await
-            .node_publish_volume(republish)
-            .await
-            .unwrap();
+        h.publish_ok(&attributes()).await;
         assert_eq!(
             read(&target.join("index.html")),
             expected_index("appuser", "while-unread"),
@@ -275,12 +242,12 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
             );
         } else {
             assert!(
-                driver.logs().contains("could not be salvaged"),
+                h.driver.logs().contains("could not be salvaged"),
                 "an unsalvageable token is reported"
             );
         }
-        support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
-        assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+        h.unpublish_ok("v").await;
+        assert!(h.node.mounts().is_empty(), "{:?}", h.node.mounts());
         // A record too damaged to name its token leaves that token and its
         // lease to end with their TTLs: nothing else can revoke them.
         let orphaned = usize::from(!salvageable);
@@ -290,7 +257,7 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
             "every reachable lease revoked"
         );
         assert!(!record.exists());
-        drop(driver);
+        drop(h);
     }
 }
 
@@ -301,31 +268,20 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
 /// read, once.
 #[tokio::test]
 async fn records_of_the_previous_format_are_migrated_without_a_login() {
-    if !can_mount() {
-        return;
-    }
-    let node = Node::new();
-    let vault = vault().await;
-    let pod = Pod::walkthrough();
+    let mut h = Harness::builder().vault(vault().await).spawn(&[]).await;
+    let vault = h.vault.clone();
     let attributes = [
         ROLE,
         ("template.index.html", INDEX_TEMPLATE),
         ("staticSecretRefreshInterval", "1s"),
     ];
-    let request = pod.publish(&node, &vault, "v", &attributes);
-    let target = PathBuf::from(&request.target_path);
-    let driver = DriverProcess::spawn(&node, &vault, "driver-1.log", &[]).await;
-    driver
-        .node()
-        .await
-        .node_publish_volume(request.clone())
-        .await
-        .unwrap();
-    driver.kill9();
+    let request = h.request("v", &attributes);
+    let target = h.send_ok(request.clone()).await;
+    h.driver.kill9();
 
     // The previous release's record of this volume: the fixture, with this
     // run's values in its placeholders.
-    let record = record_path(&node, &request.volume_id);
+    let record = h.node.record(&request.volume_id);
     let current: serde_json::Value = serde_json::from_str(&read(&record)).unwrap();
     let fixture = include_str!("fixtures/records/v1.json");
     let field = |pointer: &str| current.pointer(pointer).unwrap().to_string();
@@ -343,7 +299,7 @@ async fn records_of_the_previous_format_are_migrated_without_a_login() {
     std::fs::write(&record, v1).unwrap();
 
     put_password(&vault, "after-upgrade");
-    let driver = DriverProcess::spawn(&node, &vault, "driver-2.log", &[]).await;
+    h.respawn("driver-2.log", &[]).await;
     wait_for(
         "the migrated volume refreshed",
         Duration::from_secs(10),
@@ -357,11 +313,11 @@ async fn records_of_the_previous_format_are_migrated_without_a_login() {
     );
     let migrated: serde_json::Value = serde_json::from_str(&read(&record)).unwrap();
     assert_eq!(migrated["version"], 2, "written back in the current format");
-    support::unpublish_ok(driver.node().await, pod.unpublish(&node, "v")).await;
+    h.unpublish_ok("v").await;
     assert!(
         vault.tokens().iter().all(|t| t.revoked),
         "the token revoked"
     );
     assert!(!record.exists());
-    assert!(node.mounts().is_empty(), "{:?}", node.mounts());
+    assert!(h.node.volumes().is_empty(), "{:?}", h.node.volumes());
 }

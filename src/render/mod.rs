@@ -13,6 +13,7 @@ mod budget;
 mod builtins;
 mod each;
 pub mod go_json;
+pub mod go_value;
 mod guard;
 mod helpers;
 mod pool;
@@ -246,6 +247,8 @@ impl Renderer {
             builtins::register(&mut registry);
             registry.register_helper("secret", Box::new(helpers::SecretHelper));
             registry.register_helper("each", Box::new(each::BoundedEach));
+            // For templates converted from consul-template (`convert`).
+            go_value::register(&mut registry);
             for (name, apply) in [
                 ("base64Encode", helpers::base64_encode as helpers::UnaryFn),
                 ("base64Decode", helpers::base64_decode),

@@ -16,6 +16,7 @@ pub mod go_json;
 pub mod go_value;
 mod guard;
 mod helpers;
+pub mod pki_cert;
 mod pool;
 mod tree;
 
@@ -249,6 +250,7 @@ impl Renderer {
             registry.register_helper("each", Box::new(each::BoundedEach));
             // For templates converted from consul-template (`convert`).
             go_value::register(&mut registry);
+            registry.register_helper("pkiCert", Box::new(pki_cert::PkiCert));
             for (name, apply) in [
                 ("base64Encode", helpers::base64_encode as helpers::UnaryFn),
                 ("base64Decode", helpers::base64_decode),

@@ -840,6 +840,16 @@ const CASES: &[(&str, &str, bool)] = &[
         false,
     ),
     (
+        "a response without data",
+        "{{ with secret \"secret/data/none\" }}[{{ .Data.x }}] [{{ .Data }}] [{{ index .Data \"x\" }}] [{{ toJSON .Data }}] [{{ range .Data }}x{{ else }}empty{{ end }}] [{{ if .Data }}T{{ else }}F{{ end }}] [{{ printf \"%v\" .Data }}]{{ end }}",
+        false,
+    ),
+    (
+        "a response without data in strict mode errors",
+        "{{ with secret \"secret/data/none\" }}{{ .Data.x }}{{ end }}",
+        true,
+    ),
+    (
         "pkiCert fields",
         "{{ with pkiCert \"pki/issue/web\" \"common_name=web.example\" \"ttl=24h\" }}{{ .Cert }}{{ .Key }}{{ .CA }}{{ range .CAChain }}{{ . }}{{ end }}{{ end }}",
         false,
@@ -887,6 +897,11 @@ fn secrets_for(case: &str) -> Vec<(String, Vec<String>, Value)> {
     };
     vec![
         ("secret/data/app".to_owned(), vec![], kv2()),
+        (
+            "secret/data/none".to_owned(),
+            vec![],
+            json!({"lease_id": "", "lease_duration": 0, "renewable": false, "data": null}),
+        ),
         issue("pki/issue/web", pki()),
         issue("pki/issue/odd", pki_odd()),
         issue("pki/issue/ca-only", pki_ca_only()),

@@ -883,6 +883,11 @@ fn json_cases() -> Vec<Value> {
         json!({"nested": {"z": {"y": [1, 2, {"x": "<>"}]}}, "n": 12_345_678_901_i64, "neg": -7}),
         json!("plain"),
         json!([]),
+        // Numbers as Vault sent them: the parser keeps their text.
+        serde_json::from_str(
+            r#"{"d": 1.50, "z": -0, "big": 123456789012345678901234567890, "l": [0.10, -2]}"#,
+        )
+        .unwrap(),
     ]
 }
 

@@ -167,7 +167,7 @@ impl Report {
             s.push_str("  - toJSON/toJSONPretty became toGoJson/toGoJsonPretty (Go's encoding/json output: HTML-escaped < > &)\n");
         }
         if self.uses_pki_cert {
-            s.push_str("  - pkiCert became (pkiCert (secret \"…\" …)): the same .Cert, .Key, .CA and .CAChain for the same issue response; the agent reused a valid certificate it found in the template's destination file (after a restart, say), the driver issues a certificate when the volume is published, keeps it for the volume's life and issues the next before expiry\n");
+            s.push_str("  - pkiCert became (pkiCert (secret \"…\" …)): the same .Cert, .Key, .CA and .CAChain for the same issue response; the agent reused a valid certificate it found in the template's destination file (after a restart, say), the driver issues a certificate when the volume is published, keeps the response (across its own restarts too) and issues the next before expiry\n");
         }
         for path in &self.undata_paths {
             let _ = writeln!(

@@ -35,8 +35,9 @@
 //!
 //! Not reproduced: the agent reads the certificate back from the template's
 //! destination file and reuses it while it is valid (after a restart, say);
-//! the driver keeps the response for the volume's life and issues a new
-//! certificate before expiry (`README.md`, "Migrating from Vault Agent").
+//! the driver keeps the response with the volume (its record included) and
+//! issues a new certificate before expiry (`README.md`, "Migrating from
+//! Vault Agent").
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -285,7 +285,7 @@ fn injector_annotations_become_a_volume_at_vault_secrets() {
     expect("vaultAddress", "https://vault.example:8200");
     expect(
         "template.db.env",
-        "{{#with (secret \"database/creds/app\") as |s1|}}DB_USER={{s1.data.username}}\nDB_PASSWORD={{s1.data.password}}{{else}}{{/with}}\n",
+        "{{#with (secret \"database/creds/app\") as |s1|}}DB_USER={{goPrint (goField s1.data \"username\" nilMap=true)}}\nDB_PASSWORD={{goPrint (goField s1.data \"password\" nilMap=true)}}{{else}}{{/with}}\n",
     );
     let summary = report.summary(&options());
     assert!(
@@ -295,6 +295,97 @@ fn injector_annotations_become_a_volume_at_vault_secrets() {
     assert!(summary.contains("agent-limits-cpu dropped"), "{summary}");
 }
 
+/// The attributes of the first pod template's CSI volume.
+fn volume_attributes(out: &str) -> HashMap<String, String> {
+    let docs = convert::parse_yaml(out, "out").unwrap();
+    let spec = if docs[0]["kind"].as_str() == Some("Pod") {
+        &docs[0]["spec"]
+    } else {
+        &docs[0]["spec"]["template"]["spec"]
+    };
+    spec["volumes"][0]["csi"]["volumeAttributes"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_owned(),
+                v.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A secret annotated without a template gets the injector's default
+/// template (`map`, or `json` with `agent-inject-default-template`),
+/// converted exactly like any other.
+#[test]
+fn injector_default_templates_are_converted() {
+    let pod = |extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    vault.hashicorp.com/agent-inject: \"true\"\n    vault.hashicorp.com/role: r\n    vault.hashicorp.com/agent-inject-secret-app: secret/data/app\n{extra}spec:\n  containers:\n    - name: app\n      image: app\n"
+        )
+    };
+    for (extra, go_template) in [
+        (
+            "",
+            "{{ with secret \"secret/data/app\" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}\n{{ end }}{{ end }}",
+        ),
+        (
+            "    vault.hashicorp.com/agent-inject-default-template: json\n",
+            "{{ with secret \"secret/data/app\" }}{{ .Data | toJSON }}\n{{ end }}",
+        ),
+    ] {
+        let docs = convert::parse_yaml(&pod(extra), "in").unwrap();
+        let (out, _) = convert::convert_documents(docs, &options()).unwrap();
+        let expected = gotemplate::convert(go_template, gotemplate::GoOptions::default())
+            .unwrap()
+            .handlebars;
+        assert_eq!(
+            volume_attributes(&out).get("template.app"),
+            Some(&expected),
+            "{extra:?}"
+        );
+    }
+    // The map form prints every value as Go does.
+    let converted = gotemplate::convert(
+        "{{ with secret \"secret/data/app\" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}\n{{ end }}{{ end }}",
+        gotemplate::GoOptions::default(),
+    )
+    .unwrap();
+    let page = render(&converted.handlebars, &secrets_for("")).unwrap();
+    assert!(
+        page.starts_with("data: map[api.key:dotted big:123456789012345678901234567890 "),
+        "{page}"
+    );
+}
+
+/// The summary says what differs around pkiCert: the agent's reuse of the
+/// certificate in the destination file, and certificates issued per file.
+#[test]
+fn pki_cert_summary_notes_the_agents_cache_and_shared_certificates() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    vault.hashicorp.com/agent-inject: \"true\"\n    vault.hashicorp.com/role: r\n    vault.hashicorp.com/agent-inject-secret-tls.crt: pki/issue/web\n    vault.hashicorp.com/agent-inject-template-tls.crt: '{{ with pkiCert \"pki/issue/web\" \"common_name=a.example\" }}{{ .Cert }}{{ end }}'\n    vault.hashicorp.com/agent-inject-secret-tls.key: pki/issue/web\n    vault.hashicorp.com/agent-inject-template-tls.key: '{{ with pkiCert \"pki/issue/web\" \"common_name=a.example\" }}{{ .Key }}{{ end }}'\nspec:\n  containers:\n    - name: app\n      image: app\n";
+    let docs = convert::parse_yaml(pod, "in").unwrap();
+    let (out, report) = convert::convert_documents(docs, &options()).unwrap();
+    assert_eq!(
+        volume_attributes(&out)
+            .get("template.tls.key")
+            .map(String::as_str),
+        Some(
+            "{{#with (pkiCert (secret \"pki/issue/web\" common_name=\"a.example\")) as |p1|}}{{p1.Key}}{{else}}{{/with}}"
+        )
+    );
+    let summary = report.summary(&options());
+    assert!(
+        summary.contains("reused a valid certificate it found in the template's destination file"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("the driver issues one certificate for all of them"),
+        "{summary}"
+    );
+}
+
 /// Injector settings with no exact equivalent are refused, each saying why.
 #[test]
 fn injector_refusals_say_why() {
@@ -302,8 +393,8 @@ fn injector_refusals_say_why() {
     let spec = "spec:\n  containers:\n    - name: app\n      image: app\n";
     for (extra, expected) in [
         (
-            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n",
-            "the injector's default template prints Go's `map[key:value …]`",
+            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-default-template: yaml\n",
+            "agent-inject-default-template \"yaml\" is not converted",
         ),
         (
             "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: x\n    vault.hashicorp.com/tls-skip-verify: \"true\"\n",
@@ -315,7 +406,7 @@ fn injector_refusals_say_why() {
         ),
         (
             "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: \"{{ pkiCert \\\"pki/issue/x\\\" }}\"\n",
-            "line 1, column 1: pkiCert: pkiCert reuses the certificate",
+            "line 1, column 1: pkiCert: `pkiCert` is converted as `with pkiCert",
         ),
         (
             "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: x\n    vault.hashicorp.com/agent-inject-file-a: ../escape\n",
@@ -376,38 +467,96 @@ fn agent_config_refusals_say_why() {
 
 // ------------------------------------------------------------ templates vs Go
 
-/// A KV v2 response with the data the table uses.
+/// A KV v2 response with the data the table uses. Parsed from text, so
+/// numbers keep the text Vault sent (`1.50`), as the driver keeps it.
 fn kv2() -> Value {
-    json!({
-        "request_id": "r", "lease_id": "", "lease_duration": 2_764_800, "renewable": false, "warnings": null,
+    serde_json::from_str(
+        r#"{
+        "request_id": "r", "lease_id": "", "lease_duration": 2764800, "renewable": false, "warnings": null,
         "data": {
             "data": {
                 "username": "appuser",
                 "password": "suP3rsec(et!<&>\"'",
                 "key-with-dashes": "dash",
                 "api.key": "dotted",
+                "we]ird {key}\"": "weird",
                 "blob": "aGVsbG8Kd29ybGQ=",
                 "empty": "",
                 "list": ["a", "b", "c"],
                 "nested": {"zeta": "z", "alpha": "a", "Mid": "m", "beta": "b"},
                 "zero": 0,
                 "count": 42,
+                "price": 1.50,
+                "negzero": -0,
+                "big": 123456789012345678901234567890,
                 "yes": true,
                 "no": false,
+                "null": null,
                 "unicode": "héllo ☃",
                 "env": "prod",
-                "none": []
+                "none": [],
+                "mixed": {"b": [1, "x", null, true, 2.50], "a": {"n": 2.50, "m": {}}},
+                "matrix": [["a", "b"], ["c"]]
             },
             "metadata": {"version": 3, "created_time": "2024-01-01T00:00:00Z", "deletion_time": "", "destroyed": false}
+        }
+    }"#,
+    )
+    .unwrap()
+}
+
+fn pem(name: &str) -> String {
+    std::fs::read_to_string(fixture(&format!("pki/{name}")))
+        .unwrap()
+        .trim_end()
+        .to_owned()
+}
+
+/// A `pki/issue` response: PEM as Vault sends it (no final newline), the
+/// chain with the issuing CA first.
+fn pki() -> Value {
+    json!({
+        "lease_id": "", "lease_duration": 0, "renewable": false, "warnings": null,
+        "data": {
+            "certificate": pem("leaf.pem"),
+            "issuing_ca": pem("int.pem"),
+            "ca_chain": [pem("int.pem"), pem("root.pem")],
+            "private_key": pem("leaf-ec.key"),
+            "private_key_type": "ec",
+            "serial_number": "01:02",
+            "expiration": 4_102_444_800_u64
         }
     })
 }
 
-fn pki() -> Value {
-    json!({
-        "lease_id": "pki/issue/web/abc", "lease_duration": 3600, "renewable": false, "warnings": null,
-        "data": {"certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----", "private_key": "KEY", "issuing_ca": "CA", "serial_number": "01:02"}
-    })
+/// An issue response whose PEM text Go writes again: CRLF line breaks,
+/// 76-column base64 with trailing spaces, text before the block, and a
+/// PKCS #8 key.
+fn pki_odd() -> Value {
+    let leaf = pem("leaf.pem");
+    let body: String = leaf.lines().filter(|l| !l.starts_with("-----")).collect();
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let mut response = pki();
+    response["data"]["certificate"] = json!(format!(
+        "issued by the test\r\n-----BEGIN CERTIFICATE-----\r\n{} \r\n-----END CERTIFICATE-----",
+        lines.join(" \r\n")
+    ));
+    response["data"]["private_key"] = json!(pem("leaf-p8.key"));
+    response
+}
+
+/// A response with CAs only: the agent never renders it.
+fn pki_ca_only() -> Value {
+    let mut response = pki();
+    response["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("certificate");
+    response
 }
 
 /// (name, template, strict). Secrets: `secret/data/app` (KV v2) and
@@ -543,6 +692,181 @@ const CASES: &[(&str, &str, bool)] = &[
         "{{ with secret \"secret/data/app\" }}{{ .Data.data.missing }}{{ end }}",
         true,
     ),
+    (
+        "missing key and null print no value",
+        "{{ with secret \"secret/data/app\" }}[{{ .Data.data.missing }}] [{{ index .Data.data \"missing\" }}] [{{ .Data.data.null }}] [{{ index .Data.data.nested \"missing\" }}]{{ end }}",
+        false,
+    ),
+    (
+        "index of a missing key and null in strict mode",
+        "{{ with secret \"secret/data/app\" }}[{{ index .Data.data \"missing\" }}] [{{ .Data.data.null }}]{{ end }}",
+        true,
+    ),
+    (
+        "if on a missing key in strict mode errors",
+        "{{ with secret \"secret/data/app\" }}{{ if .Data.data.missing }}yes{{ else }}no{{ end }}{{ end }}",
+        true,
+    ),
+    (
+        "range over a missing key in strict mode errors",
+        "{{ with secret \"secret/data/app\" }}{{ range .Data.data.missing }}x{{ end }}{{ end }}",
+        true,
+    ),
+    (
+        "field of a missing key errors",
+        "{{ with secret \"secret/data/app\" }}{{ .Data.data.missing.x }}{{ end }}",
+        false,
+    ),
+    (
+        "field of null errors",
+        "{{ with secret \"secret/data/app\" }}{{ .Data.data.null.x }}{{ end }}",
+        false,
+    ),
+    (
+        "field of text errors",
+        "{{ with secret \"secret/data/app\" }}{{ .Data.data.username.x }}{{ end }}",
+        false,
+    ),
+    (
+        "field of a list errors",
+        "{{ with secret \"secret/data/app\" }}{{ range .Data.data.list }}{{ .x }}{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "decimals and big numbers as Vault sent them",
+        "{{ with secret \"secret/data/app\" }}{{ .Data.data.price }} {{ .Data.data.negzero }} {{ .Data.data.big }} {{ printf \"%v|%s\" .Data.data.price .Data.data.price }} {{ toJSON .Data.data.mixed }} {{ if .Data.data.price }}T{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "lists and maps print in Go syntax",
+        "{{ with secret \"secret/data/app\" }}{{ .Data.data.list }} {{ .Data.data.nested }} {{ .Data.data.mixed }} {{ .Data.data.none }} {{ .Data.data.matrix }} {{ .Data.metadata }}{{ end }}",
+        false,
+    ),
+    (
+        "printing .Data",
+        "{{ with secret \"secret/data/app\" }}{{ .Data }}{{ end }}",
+        false,
+    ),
+    (
+        "printf verbs on Vault data",
+        "{{ with secret \"secret/data/app\" }}{{ printf \"%d|%t|%s|%v|%s|%d|%v\" .Data.data.count .Data.data.username .Data.data.yes .Data.data.null .Data.data.null .Data.data.mixed .Data.metadata }}{{ end }}",
+        false,
+    ),
+    (
+        "printf on range keys and the lease duration",
+        "{{ with secret \"secret/data/app\" }}{{ range $i, $v := .Data.data.list }}{{ printf \"%d/%s/%v \" $i $i $i }}{{ end }}{{ range $k, $v := .Data.data.nested }}{{ printf \"%d;\" $k }}{{ end }}{{ printf \"%s %v %d\" .LeaseDuration .Renewable .LeaseID }}{{ end }}",
+        false,
+    ),
+    (
+        "printf of constants with wrong verbs",
+        "{{ printf \"%d %s %t\" \"lit\" true \"x\" }}",
+        false,
+    ),
+    (
+        "eq and ne on numbers, booleans and nil",
+        "{{ with secret \"secret/data/app\" }}{{ if eq .Data.data.count \"42\" }}A{{ end }}{{ if eq .Data.data.yes true }}B{{ end }}{{ if ne .Data.data.price \"1.5\" }}C{{ end }}{{ if eq .Data.data.missing \"x\" }}D{{ else }}E{{ end }}{{ if eq \"prod\" .Data.data.env }}F{{ end }}{{ range $k, $v := .Data.data.nested }}{{ if eq $k \"beta\" }}G{{ end }}{{ end }}{{ eq .Data.data.env \"prod\" }}{{ end }}",
+        false,
+    ),
+    (
+        "eq of a boolean and text errors",
+        "{{ with secret \"secret/data/app\" }}{{ if eq .Data.data.yes \"true\" }}x{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "eq of a list and text errors",
+        "{{ with secret \"secret/data/app\" }}{{ if eq .Data.data.list \"a\" }}x{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "eq of a list index and text errors",
+        "{{ with secret \"secret/data/app\" }}{{ range $i, $v := .Data.data.list }}{{ if eq $i \"0\" }}x{{ end }}{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "range over text errors",
+        "{{ with secret \"secret/data/app\" }}{{ range .Data.data.username }}x{{ else }}none{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "range over nested values and nulls",
+        "{{ with secret \"secret/data/app\" }}{{ range $k, $v := .Data.data.mixed }}{{ $k }}={{ $v }};{{ range $v }}({{ . }}){{ end }}{{ end }}{{ range .Data.data.matrix }}{{ index . 0 }}{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "with over values keeps Go's dot",
+        "{{ with secret \"secret/data/app\" }}{{ with .Data.data.mixed }}{{ with .a }}{{ .n }} {{ .m }} {{ .missing }}{{ end }}{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "index positions, nesting and odd keys",
+        "{{ with secret \"secret/data/app\" }}{{ index .Data.data.matrix 1 0 }} {{ (index .Data.data \"nested\").zeta }} {{ index .Data.data \"we]ird {key}\\\"\" }} {{ index .Data \"metadata\" \"version\" }}{{ end }}",
+        false,
+    ),
+    (
+        "index out of range errors",
+        "{{ with secret \"secret/data/app\" }}{{ index .Data.data.list 3 }}{{ end }}",
+        false,
+    ),
+    (
+        "index of a missing key then a key errors",
+        "{{ with secret \"secret/data/app\" }}{{ index .Data.data \"missing\" \"x\" }}{{ end }}",
+        false,
+    ),
+    (
+        "base64 of a missing key errors",
+        "{{ with secret \"secret/data/app\" }}{{ base64Decode .Data.data.missing }}{{ end }}",
+        false,
+    ),
+    (
+        "toJSON of a missing key",
+        "{{ with secret \"secret/data/app\" }}{{ toJSON .Data.data.missing }} {{ toJSONPretty .Data.data.null }}{{ end }}",
+        false,
+    ),
+    (
+        "the injector's default map template",
+        "{{ with secret \"secret/data/app\" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}\n{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "secret arguments as consul-template reads them",
+        "{{ with secret \" /pki/issue/web/ \" \" common_name = web.example \" \"\" \"ttl=1h\" \"ttl=24h\" }}{{ .Data.serial_number }}{{ end }}",
+        false,
+    ),
+    (
+        "a response without data",
+        "{{ with secret \"secret/data/none\" }}[{{ .Data.x }}] [{{ .Data }}] [{{ index .Data \"x\" }}] [{{ toJSON .Data }}] [{{ range .Data }}x{{ else }}empty{{ end }}] [{{ if .Data }}T{{ else }}F{{ end }}] [{{ printf \"%v\" .Data }}]{{ end }}",
+        false,
+    ),
+    (
+        "a response without data in strict mode errors",
+        "{{ with secret \"secret/data/none\" }}{{ .Data.x }}{{ end }}",
+        true,
+    ),
+    (
+        "pkiCert fields",
+        "{{ with pkiCert \"pki/issue/web\" \"common_name=web.example\" \"ttl=24h\" }}{{ .Cert }}{{ .Key }}{{ .CA }}{{ range .CAChain }}{{ . }}{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "pkiCert through .Data, index and printing the chain",
+        "{{ with pkiCert \"pki/issue/web\" \"common_name=web.example\" \"ttl=24h\" }}{{ .Data.Cert }}|{{ index .CAChain 1 }}|{{ .CAChain }}|{{ printf \"%s\" .Data.CA }}|{{ range $i, $c := .Data.CAChain }}{{ $i }}{{ end }}|{{ if .Key }}key{{ end }}{{ end }}",
+        false,
+    ),
+    (
+        "pkiCert writes PEM again as Go does",
+        "{{- with pkiCert \"pki/issue/odd\" \"common_name=web.example\" \"ttl=24h\" -}}\n{{ .Cert }}{{ .Key }}\n{{- end }}",
+        false,
+    ),
+    (
+        "pkiCert without a certificate errors",
+        "{{ with pkiCert \"pki/issue/ca-only\" \"common_name=web.example\" \"ttl=24h\" }}{{ .CA }}{{ end }}",
+        false,
+    ),
+    (
+        "pkiCert index out of range errors",
+        "{{ with pkiCert \"pki/issue/web\" \"common_name=web.example\" \"ttl=24h\" }}{{ index .CAChain 2 }}{{ end }}",
+        false,
+    ),
 ];
 
 /// Values for `toJSON` / `toJSONPretty` (Go's encoder, HTML escaping).
@@ -552,18 +876,33 @@ fn json_cases() -> Vec<Value> {
         json!({"nested": {"z": {"y": [1, 2, {"x": "<>"}]}}, "n": 12_345_678_901_i64, "neg": -7}),
         json!("plain"),
         json!([]),
+        // Numbers as Vault sent them: the parser keeps their text.
+        serde_json::from_str(
+            r#"{"d": 1.50, "z": -0, "big": 123456789012345678901234567890, "l": [0.10, -2]}"#,
+        )
+        .unwrap(),
     ]
 }
 
 fn secrets_for(case: &str) -> Vec<(String, Vec<String>, Value)> {
     let _ = case;
+    let issue = |path: &str, response| {
+        (
+            path.to_owned(),
+            vec!["common_name=web.example".to_owned(), "ttl=24h".to_owned()],
+            response,
+        )
+    };
     vec![
         ("secret/data/app".to_owned(), vec![], kv2()),
         (
-            "pki/issue/web".to_owned(),
-            vec!["common_name=web.example".to_owned(), "ttl=24h".to_owned()],
-            pki(),
+            "secret/data/none".to_owned(),
+            vec![],
+            json!({"lease_id": "", "lease_duration": 0, "renewable": false, "data": null}),
         ),
+        issue("pki/issue/web", pki()),
+        issue("pki/issue/odd", pki_odd()),
+        issue("pki/issue/ca-only", pki_ca_only()),
     ]
 }
 
@@ -683,6 +1022,14 @@ fn go_template_constructs_match_go_byte_for_byte() {
         )
         .unwrap_or_else(|e| panic!("{name}: refused: {e}"));
         let driver = render(&converted.handlebars, &secrets_for(name));
+        // Cases named "… errors" fail in Go, and only those: a case cannot
+        // pass by failing on both sides for unrelated reasons unnoticed.
+        assert_eq!(
+            go[i].error.is_some(),
+            name.ends_with(" errors"),
+            "{name}: Go gave {:?}",
+            go[i]
+        );
         match (&go[i].error, driver) {
             (None, Ok(out)) => assert_eq!(
                 out, go[i].output,
@@ -709,15 +1056,33 @@ fn go_template_constructs_match_go_byte_for_byte() {
     }
 }
 
-/// The one documented difference in the agent's default mode: where Go
-/// prints `<no value>` for a missing key, the driver refuses to render
-/// rather than write different bytes.
+/// A missing key prints `<no value>` in the agent's default mode and fails
+/// the render with `error_on_missing_key`, as in Go (checked without Go:
+/// the table above compares both with Go's output).
 #[test]
-fn missing_key_in_default_mode_fails_instead_of_printing_no_value() {
+fn missing_keys_print_no_value_or_fail_as_in_go() {
     let template = "{{ with secret \"secret/data/app\" }}{{ .Data.data.missing }}{{ end }}";
-    let converted = gotemplate::convert(template, gotemplate::GoOptions::default()).unwrap();
-    let err = render(&converted.handlebars, &secrets_for("")).unwrap_err();
-    assert!(err.contains("missing"), "{err}");
+    let default = gotemplate::convert(template, gotemplate::GoOptions::default()).unwrap();
+    assert_eq!(
+        default.handlebars,
+        "{{#with (secret \"secret/data/app\") as |s1|}}{{goPrint (goField s1.data \"data\" \"missing\" nilMap=true)}}{{else}}{{/with}}"
+    );
+    assert_eq!(
+        render(&default.handlebars, &secrets_for("")).unwrap(),
+        "<no value>"
+    );
+    let strict = gotemplate::convert(
+        template,
+        gotemplate::GoOptions {
+            error_on_missing_key: true,
+        },
+    )
+    .unwrap();
+    let err = render(&strict.handlebars, &secrets_for("")).unwrap_err();
+    assert!(
+        err.contains("map has no entry for key \"missing\""),
+        "{err}"
+    );
 }
 
 /// Every refused construct, with line, column and the construct named.
@@ -730,10 +1095,6 @@ fn refused_constructs_name_line_column_and_construct() {
         ),
         ("x\n {{ $ }}", "line 2, column 2: `$`"),
         (
-            "{{ with secret \"a\" }}{{ .Data }}{{ end }}",
-            "print of `.Data`: Go prints a map as `map[k:v …]`",
-        ),
-        (
             "{{ with secret \"a\" }}{{ . }}{{ end }}",
             "print of a secret",
         ),
@@ -742,8 +1103,52 @@ fn refused_constructs_name_line_column_and_construct() {
             ".Foo: only .Data, .LeaseID, .LeaseDuration and .Renewable",
         ),
         (
-            "{{ with pkiCert \"pki/issue/x\" \"common_name=a\" }}{{ .Data.Cert }}{{ end }}",
-            "pkiCert: pkiCert reuses the certificate",
+            "{{ pkiCert \"pki/issue/x\" \"common_name=a\" }}",
+            "pkiCert: `pkiCert` is converted as `with pkiCert",
+        ),
+        (
+            "{{ with pkiCert \"pki/issue/x\" }}{{ .Cert }}{{ end }}",
+            "pkiCert: pkiCert needs `key=value` arguments",
+        ),
+        (
+            "{{ with pkiCert \"pki/issue/x\" \"common_name=a\" }}{{ . }}{{ end }}",
+            "print of pkiCert's result: Go prints the struct",
+        ),
+        (
+            "{{ with pkiCert \"pki/issue/x\" \"common_name=a\" }}{{ .Equals }}{{ end }}",
+            ".Equals: only .Cert, .Key, .CA, .CAChain and .Data of pkiCert's result",
+        ),
+        (
+            "{{ with pkiCert \"pki/issue/x\" \"common_name=a\" }}{{ .Cert }}{{ end }}\n{{ with pkiCert \"pki/issue/x\" \"common_name=b\" }}{{ .Key }}{{ end }}",
+            "line 2, column 1: pkiCert \"pki/issue/x\": a second pkiCert on the same path with other arguments",
+        ),
+        (
+            "{{ with pkiCert \"pki/issue/x\" \"common_name=a\" }}{{ toJSON .CAChain }}{{ end }}",
+            "toJSON: only Vault data is converted",
+        ),
+        (
+            "{{ with pkiCert \"pki/issue/x\" \"common_name=a\" }}{{ .Cert.x }}{{ end }}",
+            ".x: field of a value that is not Vault data",
+        ),
+        (
+            "{{ with pkiCert \"pki/issue/x\" \"common_name=a\" }}{{ index .CAChain \"a\" }}{{ end }}",
+            "index: pkiCert's .CAChain is indexed by one list position",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ .Data.data.count.String }}{{ end }}",
+            ".String: on a number Go calls json.Number's method",
+        ),
+        (
+            "{{ with secret \"a\" }}{{ index .Data.data.list 01 }}{{ end }}",
+            "index keys must be string literals or decimal list positions",
+        ),
+        (
+            "{{ with secret \"a\" \"\" }}{{ end }}",
+            "secret: every argument is empty",
+        ),
+        (
+            "{{ if eq \"a\" true }}x{{ end }}",
+            "eq: only Vault values, strings and booleans compared with a string or a boolean",
         ),
         (
             "{{ define \"x\" }}a{{ end }}",
@@ -755,10 +1160,6 @@ fn refused_constructs_name_line_column_and_construct() {
             "{{break}}: handlebars loops cannot stop early",
         ),
         ("{{ $x := 1 }}", "variable declaration"),
-        (
-            "{{ with secret \"a\" }}{{ printf \"%d\" .Data.data.n }}{{ end }}",
-            "printf %d: Go formats this value differently",
-        ),
         (
             "{{ with secret \"a\" }}{{ printf \"%5s\" .Data.data.n }}{{ end }}",
             "printf %5",
@@ -802,10 +1203,6 @@ fn refused_constructs_name_line_column_and_construct() {
         ("{{ with secret \"a\" }}x", "with: no matching {{end}}"),
         ("{{ end }}", "unexpected {{end}}"),
         (
-            "{{ with secret \"a\" }}{{ index .Data.data \"a]b\" }}{{ end }}",
-            "cannot be written as a handlebars path",
-        ),
-        (
             "{{ with secret \"a\" }}a\\{{ .Data.data.x }}{{ end }}",
             "a backslash right before an action",
         ),
@@ -845,7 +1242,7 @@ fn to_json_uses_the_go_compatible_helper() {
     assert!(converted.needs_go_json);
     assert_eq!(
         converted.handlebars,
-        "{{#with (secret \"a\") as |s1|}}{{toGoJson s1.data.data}}\n{{toGoJsonPretty s1.data}}{{else}}{{/with}}"
+        "{{#with (secret \"a\") as |s1|}}{{toGoJson (goField s1.data \"data\" nilMap=true)}}\n{{toGoJsonPretty s1.data}}{{else}}{{/with}}"
     );
 }
 
@@ -957,7 +1354,7 @@ fn sidecar_deployment_converts_every_agent_setting() {
         ("staticSecretRefreshInterval", "1m"),
         (
             "template.app/config.json",
-            "{{#with (secret \"kv/data/shop/db\") as |s1|}}{{toGoJsonPretty s1.data.data}}{{else}}{{/with}}\n",
+            "{{#with (secret \"kv/data/shop/db\") as |s1|}}{{toGoJsonPretty (goField s1.data \"data\" missingkey=\"error\" nilMap=true)}}{{else}}{{/with}}\n",
         ),
         ("tokenFile", ".token"),
         ("vaultAuthMountPath", "jwt-k8s"),
@@ -1014,7 +1411,7 @@ spec:
     assert_eq!(
         template["spec"]["volumes"][0]["csi"]["volumeAttributes"]["template.creds"].as_str(),
         Some(
-            "{{#with (secret \"database/creds/report\") as |s1|}}{{s1.data.username}}{{else}}{{/with}}"
+            "{{#with (secret \"database/creds/report\") as |s1|}}{{goPrint (goField s1.data \"username\" nilMap=true)}}{{else}}{{/with}}"
         )
     );
 }

@@ -7,8 +7,17 @@
 //! comment `{{!}}` before any block tag that starts a line; Go's `with` over
 //! a value becomes an `if` (handlebars' `with` treats the number 0 as empty,
 //! Go's `json.Number` never is); dot is always a block parameter or a path,
-//! never handlebars' implicit context. Whatever has no exact equivalent is
-//! refused with the template's line and column and the construct's name.
+//! never handlebars' implicit context.
+//!
+//! Vault data is never read with a handlebars path: every field, `index`,
+//! `range`, print, `printf` verb and comparison of it goes through the
+//! renderer's `go*` helpers (`render::go_value`), which do what Go does on
+//! consul-template's values (`<no value>` for a missing key in the agent's
+//! default mode, an error with `error_on_missing_key`, numbers as Vault
+//! sent them, `map[k:v]` and `[a b]`, `%!d(json.Number=1)`). `pkiCert`
+//! becomes the `pkiCert` helper (`render::pki_cert`) over a `secret` write.
+//! Whatever has no exact equivalent is refused with the template's line and
+//! column and the construct's name.
 
 use std::fmt::Write as _;
 
@@ -41,15 +50,14 @@ pub struct Converted {
     pub handlebars: String,
     /// Uses the `toGoJson`/`toGoJsonPretty` helpers (see `render::go_json`).
     pub needs_go_json: bool,
-    /// `secret` paths used, for the summary.
+    /// `secret` and `pkiCert` paths used, for the summary.
     pub secret_paths: Vec<String>,
-    /// Prints Vault data (the value-type caveat applies).
-    pub prints_data: bool,
-    /// The agent ran this template with Go's default for missing keys
-    /// (print `<no value>`); the driver is strict (Go's `missingkey=error`),
-    /// so it fails to render where the agent printed `<no value>`. Both
-    /// modes convert to the same template.
-    pub missing_key_differs: bool,
+    /// `pkiCert` calls: (path, the request, canonically). The agent issues
+    /// one certificate per call and template file; the driver one per
+    /// distinct request and volume.
+    pub pki_requests: Vec<(String, String)>,
+    /// `secret` calls with arguments (writes), likewise.
+    pub write_requests: Vec<(String, String)>,
 }
 
 type Pos = (usize, usize);
@@ -724,33 +732,100 @@ fn operands(toks: &[(Tok, Pos)], pos: Pos) -> Result<Vec<(Expr, Pos)>, Refusal> 
 enum Ty {
     /// consul-template's `*Secret`.
     Secret,
-    /// Vault data: JSON decoded with `UseNumber` (numbers are text).
+    /// Vault data: JSON decoded with `UseNumber` (numbers are text). Its
+    /// kind is only known when rendering: the `go*` helpers
+    /// (`render::go_value`) do what Go does with it.
     Json,
-    /// The whole `.Data` of a secret: always a map.
+    /// A secret's `.Data`: a map, `nil` when the response has no data.
     DataMap,
     /// A Go `int` (`.LeaseDuration`).
     Int,
     /// A Go `bool`.
     Bool,
-    /// A Go `string` (function results, literals).
+    /// A Go `string` (literals, function results, `.LeaseID`, pkiCert's
+    /// `.Cert`, `.Key`, `.CA`).
     Str,
+    /// A `range` key: a map's `string` key or a list's `int` position.
+    Key,
+    /// consul-template's `pkiCert` result.
+    Pki,
+    /// pkiCert's `.CAChain`, a Go `[]string`.
+    StrList,
+}
+
+/// A `goField` call kept open, so that later fields join it.
+#[derive(Debug, Clone)]
+struct Chain {
+    base: String,
+    keys: Vec<String>,
+    nil_map: bool,
 }
 
 /// A Go value as handlebars sees it: an expression and its type.
 #[derive(Debug, Clone)]
 struct Val {
+    /// A handlebars parameter: a path, a literal or a `(subexpression)`.
     hbs: String,
     ty: Ty,
-    /// True for a plain handlebars path (no subexpression).
+    /// True for a plain handlebars path.
     path: bool,
+    /// Set when `hbs` is a `goField` call that more fields can join.
+    chain: Option<Chain>,
 }
+
+impl Val {
+    fn path(hbs: impl Into<String>, ty: Ty) -> Self {
+        Self {
+            hbs: hbs.into(),
+            ty,
+            path: true,
+            chain: None,
+        }
+    }
+
+    /// A literal or a subexpression.
+    fn expr(hbs: impl Into<String>, ty: Ty) -> Self {
+        Self {
+            hbs: hbs.into(),
+            ty,
+            path: false,
+            chain: None,
+        }
+    }
+
+    /// A template constant (not a path, not a subexpression).
+    fn is_constant(&self) -> bool {
+        !self.path && !self.hbs.starts_with('(')
+    }
+
+    /// The value as a whole tag: `{{path}}` or `{{helper …}}`.
+    fn mustache(&self) -> String {
+        match self.hbs.strip_prefix('(').and_then(|h| h.strip_suffix(')')) {
+            Some(inner) if !self.path => format!("{{{{{inner}}}}}"),
+            _ => format!("{{{{{}}}}}", self.hbs),
+        }
+    }
+}
+
+/// Most field names in one `goField` call: with its value and two hash
+/// values, the driver's limit of eight parameters per tag.
+const KEYS_PER_FIELD_CALL: usize = 5;
+
+/// json.Number's methods: on a number, Go calls them instead of looking a
+/// key up.
+const NUMBER_METHODS: [&str; 3] = ["String", "Float64", "Int64"];
 
 #[derive(Default)]
 struct Gen {
     out: String,
+    /// `error_on_missing_key`.
+    strict: bool,
     needs_go_json: bool,
-    prints_data: bool,
     secret_paths: Vec<String>,
+    /// `pkiCert` calls: (path, the request).
+    pki_requests: Vec<(String, String)>,
+    /// `secret` writes: (path, the request).
+    write_requests: Vec<(String, String)>,
     names: usize,
     /// (start, end) of block tags that begin a line.
     standalone_candidates: Vec<(usize, usize)>,
@@ -777,22 +852,72 @@ fn is_hbs_ident(s: &str) -> bool {
         && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
-fn segment(key: &str, pos: Pos) -> Result<String, Refusal> {
-    if is_hbs_ident(key) && !matches!(key, "this" | "true" | "false" | "null" | "else" | "as") {
-        Ok(key.to_owned())
-    } else if !key.is_empty() && !key.contains([']', '\n', '\r', '}', '{']) {
-        Ok(format!("[{key}]"))
-    } else {
-        refuse(
-            pos,
-            format!("key {key:?}"),
-            "keys that are empty or contain `]`, `{`, `}` or line breaks cannot be written as a handlebars path",
-        )
-    }
-}
-
 fn hbs_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
+}
+
+/// A `secret` or `pkiCert` call's arguments as consul-template reads them:
+/// the path without surrounding spaces and `/`, and `key=value` pairs with
+/// spaces trimmed, empty arguments skipped, a repeated key's last value.
+struct Request {
+    path: String,
+    args: std::collections::BTreeMap<String, String>,
+    /// Some arguments were given (even if all empty): a write.
+    write: bool,
+}
+
+impl Request {
+    fn parse(args: &[(Expr, Pos)], pos: Pos, what: &str) -> Result<Self, Refusal> {
+        let mut strings = Vec::new();
+        for (arg, p) in args {
+            match arg {
+                Expr::Str(s) => strings.push(s.clone()),
+                _ => {
+                    return refuse(
+                        *p,
+                        format!("{what} argument"),
+                        format!("`{what}` arguments must be string literals to be converted"),
+                    );
+                }
+            }
+        }
+        let Some((path, rest)) = strings.split_first() else {
+            return refuse(pos, what, format!("`{what}` needs a path"));
+        };
+        let mut parsed = std::collections::BTreeMap::new();
+        for kv in rest.iter().filter(|kv| !kv.is_empty()) {
+            let Some((k, v)) = kv.split_once('=') else {
+                return refuse(
+                    pos,
+                    format!("{what} argument {kv:?}"),
+                    "write arguments must be `key=value`",
+                );
+            };
+            let (k, v) = (k.trim(), v.trim());
+            if !is_hbs_ident(k) {
+                return refuse(
+                    pos,
+                    format!("{what} argument {kv:?}"),
+                    "the key must be letters, digits and `_`",
+                );
+            }
+            parsed.insert(k.to_owned(), v.to_owned());
+        }
+        Ok(Self {
+            path: path.trim().trim_matches('/').to_owned(),
+            args: parsed,
+            write: !rest.is_empty(),
+        })
+    }
+
+    /// The request, canonically: compares calls that send the same thing.
+    fn canonical(&self) -> String {
+        format!(
+            "{}\0{}",
+            self.path,
+            serde_json::to_string(&self.args).unwrap_or_default()
+        )
+    }
 }
 
 impl Gen {
@@ -885,59 +1010,71 @@ impl Gen {
                 pos,
                 body,
                 otherwise,
-            } => {
-                let collection = self.value(head, *pos, scope)?;
-                match collection.ty {
-                    Ty::Json | Ty::DataMap => {}
-                    _ => {
-                        return refuse(
-                            *pos,
-                            "{{range}}",
-                            "only Vault data (maps and lists) can be ranged over",
-                        );
-                    }
-                }
-                let v = self.fresh("v");
-                let k = self.fresh("k");
-                self.tag(
-                    &format!("{{{{#each {} as |{v} {k}|}}}}", collection.hbs),
-                    *pos,
-                    true,
-                )?;
-                let element = Val {
-                    hbs: v.clone(),
-                    ty: Ty::Json,
-                    path: true,
-                };
-                let mut inner = Scope {
-                    dot: Some(element.clone()),
-                    vars: scope.vars.clone(),
-                };
-                if let Some(name) = value {
-                    inner.vars.push((name.clone(), element));
-                }
-                if let Some(name) = key {
-                    // Map keys are strings; list indexes are ints. Both
-                    // print the same in Go and handlebars.
-                    inner.vars.push((
-                        name.clone(),
-                        Val {
-                            hbs: k,
-                            ty: Ty::Str,
-                            path: true,
-                        },
-                    ));
-                }
-                self.nodes(body, &mut inner)?;
-                // `{{else}}` is always written: strict `each` fails on a
-                // missing collection without one, Go ranges over nothing.
-                self.tag("{{else}}", *pos, true)?;
-                if let Some(otherwise) = otherwise {
-                    self.nodes(otherwise, scope)?;
-                }
-                self.tag("{{/each}}", *pos, true)
-            }
+            } => self.range(
+                key.as_deref(),
+                value.as_deref(),
+                head,
+                *pos,
+                body,
+                otherwise.as_deref(),
+                scope,
+            ),
         }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the parts of one `range` node
+    fn range(
+        &mut self,
+        key: Option<&str>,
+        value: Option<&str>,
+        head: &Expr,
+        pos: Pos,
+        body: &[Node],
+        otherwise: Option<&[Node]>,
+        scope: &Scope,
+    ) -> Result<(), Refusal> {
+        let collection = self.value(head, pos, scope)?;
+        let (over, element) = match collection.ty {
+            // Go refuses to range over text, numbers and booleans; the
+            // helper fails the render there too.
+            Ty::Json => (format!("(goRange {})", collection.hbs), Ty::Json),
+            // A map, or nil: nothing to check.
+            Ty::DataMap => (collection.hbs.clone(), Ty::Json),
+            Ty::StrList => (collection.hbs.clone(), Ty::Str),
+            _ => {
+                return refuse(
+                    pos,
+                    "{{range}}",
+                    "only Vault data (maps and lists) and pkiCert's .CAChain can be ranged over",
+                );
+            }
+        };
+        let v = self.fresh("v");
+        let k = self.fresh("k");
+        self.tag(&format!("{{{{#each {over} as |{v} {k}|}}}}"), pos, true)?;
+        let element = Val::path(v, element);
+        let mut inner = Scope {
+            dot: Some(element.clone()),
+            vars: scope.vars.clone(),
+        };
+        if let Some(name) = value {
+            inner.vars.push((name.to_owned(), element));
+        }
+        if let Some(name) = key {
+            inner.vars.push((name.to_owned(), Val::path(k, Ty::Key)));
+        }
+        self.nodes(body, &mut inner)?;
+        // `{{else}}` is always written: strict `each` fails on a missing
+        // collection without one, Go ranges over nothing.
+        self.tag("{{else}}", pos, true)?;
+        if let Some(otherwise) = otherwise {
+            let mut outer = Scope {
+                dot: scope.dot.clone(),
+                vars: scope.vars.clone(),
+            };
+            self.nodes(otherwise, &mut outer)?;
+        }
+        self.tag("{{/each}}", pos, true)
     }
 
     fn with(
@@ -949,22 +1086,23 @@ impl Gen {
         scope: &mut Scope,
     ) -> Result<(), Refusal> {
         if let Expr::Call(name, args) = head
-            && name == "secret"
+            && (name == "secret" || name == "pkiCert")
         {
-            let call = self.secret_call(args, pos)?;
-            let s = self.fresh("s");
+            let (call, dot, prefix) = if name == "secret" {
+                (self.secret_call(args, pos)?, Ty::Secret, "s")
+            } else {
+                (self.pki_call(args, pos)?, Ty::Pki, "p")
+            };
+            let s = self.fresh(prefix);
             self.tag(&format!("{{{{#with {call} as |{s}|}}}}"), pos, true)?;
             let mut inner = Scope {
-                dot: Some(Val {
-                    hbs: s,
-                    ty: Ty::Secret,
-                    path: true,
-                }),
+                dot: Some(Val::path(s, dot)),
                 vars: scope.vars.clone(),
             };
             self.nodes(body, &mut inner)?;
-            // A secret is never empty, so Go never renders this `else`;
-            // handlebars' strict `with` needs one for a falsy value anyway.
+            // A secret (or pkiCert's result) is never empty, so Go never
+            // renders this `else`; handlebars' strict `with` needs one for
+            // a falsy value anyway.
             self.tag("{{else}}", pos, true)?;
             if let Some(otherwise) = otherwise {
                 self.nodes(otherwise, scope)?;
@@ -986,54 +1124,74 @@ impl Gen {
         self.tag("{{/if}}", pos, true)
     }
 
-    fn secret_call(&mut self, args: &[(Expr, Pos)], pos: Pos) -> Result<String, Refusal> {
-        let mut strings = Vec::new();
-        for (arg, p) in args {
-            match arg {
-                Expr::Str(s) => strings.push(s.clone()),
-                _ => {
-                    return refuse(
-                        *p,
-                        "secret argument",
-                        "`secret` arguments must be string literals to be converted",
-                    );
-                }
-            }
-        }
-        let Some((path, rest)) = strings.split_first() else {
-            return refuse(pos, "secret", "`secret` needs a path");
-        };
-        self.secret_paths.push(path.clone());
-        let mut call = format!("(secret {}", hbs_string(path));
-        for kv in rest {
-            let Some((k, v)) = kv.split_once('=') else {
-                return refuse(
-                    pos,
-                    format!("secret argument {kv:?}"),
-                    "write arguments must be `key=value`",
-                );
-            };
-            if !is_hbs_ident(k) {
-                return refuse(
-                    pos,
-                    format!("secret argument {kv:?}"),
-                    "the key must be letters, digits and `_`",
-                );
-            }
+    /// `(secret "path" k="v" …)`, checked as the driver checks it at
+    /// publish.
+    fn request_call(request: &Request, pos: Pos, what: &str) -> Result<String, Refusal> {
+        let mut call = format!("(secret {}", hbs_string(&request.path));
+        for (k, v) in &request.args {
             write!(call, " {k}={}", hbs_string(v)).unwrap_or_default();
         }
         call.push(')');
         // The driver's own check, so a path it would refuse at publish is
         // refused here, with the template position.
-        let args: serde_json::Map<String, serde_json::Value> = rest
+        let args: serde_json::Map<String, serde_json::Value> = request
+            .args
             .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
-        if let Err(e) = crate::render::SecretRequest::new(path, &args) {
-            return refuse(pos, format!("secret {path:?}"), e.to_string());
+        if let Err(e) = crate::render::SecretRequest::new(&request.path, &args) {
+            return refuse(pos, format!("{what} {:?}", request.path), e.to_string());
         }
         Ok(call)
+    }
+
+    fn secret_call(&mut self, args: &[(Expr, Pos)], pos: Pos) -> Result<String, Refusal> {
+        let request = Request::parse(args, pos, "secret")?;
+        if request.write && request.args.is_empty() {
+            return refuse(
+                pos,
+                "secret",
+                "every argument is empty: the agent writes to the path with no data, the driver would read it",
+            );
+        }
+        let call = Self::request_call(&request, pos, "secret")?;
+        self.secret_paths.push(request.path.clone());
+        if request.write {
+            self.write_requests
+                .push((request.path.clone(), request.canonical()));
+        }
+        Ok(call)
+    }
+
+    /// `(pkiCert (secret "path" k="v" …))`: the write that issues the
+    /// certificate, and the helper that reads it as consul-template does.
+    fn pki_call(&mut self, args: &[(Expr, Pos)], pos: Pos) -> Result<String, Refusal> {
+        let request = Request::parse(args, pos, "pkiCert")?;
+        if request.args.is_empty() {
+            return refuse(
+                pos,
+                "pkiCert",
+                "pkiCert needs `key=value` arguments (`\"common_name=…\"`): without them the agent writes to the path with no data, the driver would read it",
+            );
+        }
+        let canonical = request.canonical();
+        // The agent tells pkiCert calls apart by path and file only: two
+        // calls on one path get one certificate.
+        if let Some((path, _)) = self
+            .pki_requests
+            .iter()
+            .find(|(p, c)| *p == request.path && *c != canonical)
+        {
+            return refuse(
+                pos,
+                format!("pkiCert {path:?}"),
+                "a second pkiCert on the same path with other arguments: Vault Agent gives both calls the same certificate (it tells pkiCert calls apart by path and file only); not converted",
+            );
+        }
+        let call = Self::request_call(&request, pos, "pkiCert")?;
+        self.secret_paths.push(request.path.clone());
+        self.pki_requests.push((request.path, canonical));
+        Ok(format!("(pkiCert {call})"))
     }
 
     /// The handlebars condition for Go's truth of `value`.
@@ -1043,11 +1201,15 @@ impl Gen {
             // handlebars count every number as true; other JSON values
             // (strings, lists, maps, null, bools) agree already.
             Ty::Json => Ok(format!("{} includeZero=true", value.hbs)),
-            Ty::DataMap | Ty::Int | Ty::Bool | Ty::Str => Ok(value.hbs.clone()),
-            Ty::Secret => refuse(
+            // A nil or empty map, 0, false, "", an empty list: false in
+            // both.
+            Ty::DataMap | Ty::Int | Ty::Bool | Ty::Str | Ty::Key | Ty::StrList => {
+                Ok(value.hbs.clone())
+            }
+            Ty::Secret | Ty::Pki => refuse(
                 pos,
                 "secret as a condition",
-                "a secret is always true in Go; test a field of `.Data` instead",
+                "a secret (or pkiCert's result) is always true in Go; test a field instead",
             ),
         }
     }
@@ -1074,17 +1236,24 @@ impl Gen {
                 format!("{what} of a secret"),
                 "Go prints the struct (`&{…}`); print a field of `.Data`",
             ),
-            Ty::DataMap => refuse(
+            Ty::Pki => refuse(
                 pos,
-                format!("{what} of `.Data`"),
-                "Go prints a map as `map[k:v …]`, handlebars as `[object]`; print its fields, or use `toJSON`",
+                format!("{what} of pkiCert's result"),
+                "Go prints the struct (`{…}`); print .Cert, .Key, .CA or .CAChain",
             ),
-            Ty::Json | Ty::Int | Ty::Bool | Ty::Str => {
-                if value.ty == Ty::Json {
-                    self.prints_data = true;
-                }
+            // Go's printing: `<no value>` for nil, numbers as sent, lists
+            // and maps in Go syntax.
+            Ty::Json | Ty::StrList => {
+                self.tag(&format!("{{{{goPrint {}}}}}", value.hbs), pos, false)
+            }
+            Ty::DataMap => self.tag(
+                &format!("{{{{goPrint {} nilMap=true}}}}", value.hbs),
+                pos,
+                false,
+            ),
+            Ty::Int | Ty::Bool | Ty::Str | Ty::Key => {
                 // A constant prints as itself: write it as text.
-                if !value.path && !value.hbs.starts_with('(') {
+                if value.is_constant() {
                     let text = match serde_json::from_str::<serde_json::Value>(&value.hbs) {
                         Ok(serde_json::Value::String(text)) => text,
                         _ => value.hbs.clone(),
@@ -1099,12 +1268,7 @@ impl Gen {
                     self.out.push_str(&text);
                     return Ok(());
                 }
-                let inner = if value.path {
-                    value.hbs.clone()
-                } else {
-                    value.hbs[1..value.hbs.len() - 1].to_owned()
-                };
-                self.tag(&format!("{{{{{inner}}}}}"), pos, false)
+                self.tag(&value.mustache(), pos, false)
             }
         }
     }
@@ -1138,27 +1302,47 @@ impl Gen {
                 );
             };
             let value = self.value(arg, *apos, scope)?;
-            match (verb, value.ty) {
-                (Some('s' | 'v'), Ty::Json | Ty::Str)
-                | (Some('d' | 'v'), Ty::Int)
-                | (Some('v' | 't'), Ty::Bool) => {
-                    self.print_value(&value, *apos, "printf")?;
-                }
-                (Some(v @ ('s' | 'v' | 'd' | 't')), _) => {
-                    return refuse(
-                        *apos,
-                        format!("printf %{v}"),
-                        "Go formats this value differently (`%d` of Vault data prints `%!d(json.Number=…)`); use %s or %v on Vault data, %d on `.LeaseDuration`",
-                    );
-                }
-                (Some(v), _) => {
-                    return refuse(
+            let Some(verb @ ('s' | 'v' | 'd' | 't')) = verb else {
+                return match verb {
+                    Some(v) => refuse(
                         pos,
                         format!("printf %{v}"),
                         "only %s, %v, %d, %t and %% without flags or widths are converted",
+                    ),
+                    None => refuse(pos, "printf", "a format ending in `%`"),
+                };
+            };
+            match (verb, value.ty) {
+                (_, Ty::Secret | Ty::Pki) => {
+                    return refuse(
+                        *apos,
+                        format!("printf %{verb}"),
+                        "of a secret or pkiCert's result: Go prints the struct; print a field",
                     );
                 }
-                (None, _) => return refuse(pos, "printf", "a format ending in `%`"),
+                // Printed as Go prints them anyway.
+                ('s' | 'v', Ty::Str)
+                | ('v' | 't', Ty::Bool)
+                | ('v' | 'd', Ty::Int)
+                | ('v', Ty::Key) => {
+                    self.print_value(&value, *apos, "printf")?;
+                }
+                (_, Ty::DataMap) => self.tag(
+                    &format!("{{{{goPrintf \"%{verb}\" {} nilMap=true}}}}", value.hbs),
+                    *apos,
+                    false,
+                )?,
+                (_, Ty::Int | Ty::Key) => self.tag(
+                    &format!("{{{{goPrintf \"%{verb}\" {} int=true}}}}", value.hbs),
+                    *apos,
+                    false,
+                )?,
+                // Vault data, and wrong verbs (`%!d(string=…)`).
+                (_, Ty::Json | Ty::StrList | Ty::Str | Ty::Bool) => self.tag(
+                    &format!("{{{{goPrintf \"%{verb}\" {}}}}}", value.hbs),
+                    *apos,
+                    false,
+                )?,
             }
         }
         if values.next().is_some() {
@@ -1175,9 +1359,30 @@ impl Gen {
         Ok(())
     }
 
-    fn field(base: Val, names: &[String], pos: Pos) -> Result<Val, Refusal> {
+    /// The handlebars for an open `goField` chain.
+    fn chain_hbs(&self, chain: &Chain) -> String {
+        let mut hbs = chain.base.clone();
+        for (i, keys) in chain.keys.chunks(KEYS_PER_FIELD_CALL).enumerate() {
+            let mut call = format!("(goField {hbs}");
+            for key in keys {
+                call.push(' ');
+                call.push_str(&hbs_string(key));
+            }
+            if self.strict {
+                call.push_str(" missingkey=\"error\"");
+            }
+            if i == 0 && chain.nil_map {
+                call.push_str(" nilMap=true");
+            }
+            call.push(')');
+            hbs = call;
+        }
+        hbs
+    }
+
+    fn field(&self, base: Val, names: &[String], pos: Pos) -> Result<Val, Refusal> {
         let mut v = base;
-        for name in names {
+        for (i, name) in names.iter().enumerate() {
             v = match v.ty {
                 Ty::Secret => {
                     let (seg, ty) = match name.as_str() {
@@ -1193,22 +1398,57 @@ impl Gen {
                             );
                         }
                     };
-                    Val {
-                        hbs: join(&v, seg, pos)?,
-                        ty,
-                        path: true,
-                    }
+                    Val::path(format!("{}.{seg}", v.hbs), ty)
                 }
-                Ty::Json | Ty::DataMap => Val {
-                    hbs: join(&v, &segment(name, pos)?, pos)?,
-                    ty: Ty::Json,
-                    path: true,
+                Ty::Pki => match name.as_str() {
+                    // A method returning the value itself (for `.Data.Cert`).
+                    "Data" => v,
+                    "Cert" | "Key" | "CA" => Val::path(format!("{}.{name}", v.hbs), Ty::Str),
+                    "CAChain" => Val::path(format!("{}.CAChain", v.hbs), Ty::StrList),
+                    _ => {
+                        return refuse(
+                            pos,
+                            format!(".{name}"),
+                            "only .Cert, .Key, .CA, .CAChain and .Data of pkiCert's result are converted",
+                        );
+                    }
                 },
-                _ => {
+                Ty::Json | Ty::DataMap => {
+                    let rest = &names[i..];
+                    let receivers_may_be_numbers = if v.ty == Ty::Json { rest } else { &rest[1..] };
+                    if let Some(method) = receivers_may_be_numbers
+                        .iter()
+                        .find(|n| NUMBER_METHODS.contains(&n.as_str()))
+                    {
+                        return refuse(
+                            pos,
+                            format!(".{method}"),
+                            "on a number Go calls json.Number's method instead of looking the key up; not converted",
+                        );
+                    }
+                    let chain = match v.chain {
+                        Some(mut chain) => {
+                            chain.keys.extend(rest.iter().cloned());
+                            chain
+                        }
+                        None => Chain {
+                            base: v.hbs,
+                            keys: rest.to_vec(),
+                            nil_map: v.ty == Ty::DataMap,
+                        },
+                    };
+                    return Ok(Val {
+                        hbs: self.chain_hbs(&chain),
+                        ty: Ty::Json,
+                        path: false,
+                        chain: Some(chain),
+                    });
+                }
+                Ty::Int | Ty::Bool | Ty::Str | Ty::Key | Ty::StrList => {
                     return refuse(
                         pos,
                         format!(".{name}"),
-                        "field of a value that is not Vault data",
+                        "field of a value that is not Vault data (Go fails here)",
                     );
                 }
             };
@@ -1216,7 +1456,6 @@ impl Gen {
         Ok(v)
     }
 
-    #[allow(clippy::too_many_lines)]
     fn value(&mut self, expr: &Expr, pos: Pos, scope: &Scope) -> Result<Val, Refusal> {
         match expr {
             Expr::Dot => scope.dot.clone().map_or_else(
@@ -1230,17 +1469,134 @@ impl Gen {
             ),
             Expr::Field(base, names) => {
                 let base = self.value(base, pos, scope)?;
-                if !base.path {
-                    return refuse(pos, "field of a function result", "handlebars cannot take a field of a subexpression");
-                }
-                Self::field(base, names, pos)
+                self.field(base, names, pos)
             }
-            Expr::Str(s) => Ok(Val { hbs: hbs_string(s), ty: Ty::Str, path: false }),
-            Expr::Bool(b) => Ok(Val { hbs: b.to_string(), ty: Ty::Bool, path: false }),
+            Expr::Str(s) => Ok(Val::expr(hbs_string(s), Ty::Str)),
+            Expr::Bool(b) => Ok(Val::expr(b.to_string(), Ty::Bool)),
             Expr::Num(n) => refuse(pos, format!("number {n}"), "number constants are not converted (Go compares json.Number as text)"),
             Expr::Nil => refuse(pos, "nil", "nil is not converted"),
             Expr::Call(name, args) => self.call(name, args, pos, scope),
         }
+    }
+
+    /// `index`'s keys: string literals, and decimal list positions.
+    fn index_keys(keys: &[(Expr, Pos)]) -> Result<Vec<String>, Refusal> {
+        let mut out = Vec::new();
+        for (key, kpos) in keys {
+            match key {
+                Expr::Str(s) => out.push(hbs_string(s)),
+                Expr::Num(n)
+                    if n.bytes().all(|b| b.is_ascii_digit())
+                        && (n == "0" || !n.starts_with('0'))
+                        && n.parse::<u32>().is_ok() =>
+                {
+                    out.push(n.clone());
+                }
+                _ => {
+                    return refuse(
+                        *kpos,
+                        "index",
+                        "index keys must be string literals or decimal list positions",
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn index(&mut self, args: &[(Expr, Pos)], pos: Pos, scope: &Scope) -> Result<Val, Refusal> {
+        let Some(((base, bpos), keys)) = args.split_first() else {
+            return refuse(pos, "index", "`index` needs a collection");
+        };
+        let base = self.value(base, *bpos, scope)?;
+        let hbs_keys = Self::index_keys(keys)?;
+        match base.ty {
+            Ty::Json | Ty::DataMap => {
+                let nil_map = if base.ty == Ty::DataMap {
+                    " nilMap=true"
+                } else {
+                    ""
+                };
+                if hbs_keys.len() + 1 + usize::from(base.ty == Ty::DataMap) > 8 {
+                    return refuse(
+                        pos,
+                        "index",
+                        "too many keys in one `index` (a tag takes eight parameters); nest `index` calls",
+                    );
+                }
+                Ok(Val::expr(
+                    format!("(goIndex {} {}{nil_map})", base.hbs, hbs_keys.join(" ")),
+                    Ty::Json,
+                ))
+            }
+            Ty::StrList => match keys {
+                [(Expr::Num(_), _)] => Ok(Val::expr(
+                    format!("(goIndex {} {})", base.hbs, hbs_keys[0]),
+                    Ty::Str,
+                )),
+                _ => refuse(
+                    pos,
+                    "index",
+                    "pkiCert's .CAChain is indexed by one list position",
+                ),
+            },
+            _ => refuse(pos, "index", "only Vault data can be indexed"),
+        }
+    }
+
+    /// `eq`/`ne`: Go compares a `json.Number` as its text and refuses to
+    /// compare text with a boolean, a list or a map; `goEq` does the same.
+    fn compare(
+        &mut self,
+        name: &str,
+        args: &[(Expr, Pos)],
+        pos: Pos,
+        scope: &Scope,
+    ) -> Result<Val, Refusal> {
+        let [(a, pa), (b, pb)] = args else {
+            return refuse(
+                pos,
+                name,
+                format!("`{name}` is converted with exactly two arguments"),
+            );
+        };
+        let a = self.value(a, *pa, scope)?;
+        let b = self.value(b, *pb, scope)?;
+        let go_typed = |v: &Val| matches!(v.ty, Ty::Json | Ty::Key | Ty::Int);
+        let plain = |v: &Val| matches!(v.ty, Ty::Str | Ty::Bool);
+        let test = if go_typed(&a) && plain(&b) || plain(&a) && go_typed(&b) {
+            let (x, y) = if go_typed(&a) { (&a, &b) } else { (&b, &a) };
+            let int = if matches!(x.ty, Ty::Key | Ty::Int) {
+                " int=true"
+            } else {
+                ""
+            };
+            format!("(goEq {} {}{int})", x.hbs, y.hbs)
+        } else if a.ty == b.ty && plain(&a) {
+            // Two Go strings, or two booleans: handlebars compares them the
+            // same way.
+            format!("(eq {} {})", a.hbs, b.hbs)
+        } else if go_typed(&a) && go_typed(&b) {
+            return refuse(
+                pos,
+                name,
+                "comparing two Vault values: Go compares numbers as their text, handlebars as numbers; compare with a string constant",
+            );
+        } else {
+            return refuse(
+                pos,
+                name,
+                "only Vault values, strings and booleans compared with a string or a boolean are converted",
+            );
+        };
+        Ok(Val::expr(
+            if name == "eq" {
+                test
+            } else {
+                format!("(not {test})")
+            },
+            Ty::Bool,
+        ))
     }
 
     #[allow(clippy::too_many_lines)]
@@ -1258,44 +1614,13 @@ impl Gen {
             }
         };
         match name {
-            "index" => {
-                let Some(((base, bpos), keys)) = args.split_first() else {
-                    return refuse(pos, "index", "`index` needs a collection");
-                };
-                let mut v = self.value(base, *bpos, scope)?;
-                if !matches!(v.ty, Ty::Json | Ty::DataMap) || !v.path {
-                    return refuse(pos, "index", "only Vault data can be indexed");
-                }
-                for (key, kpos) in keys {
-                    let seg = match key {
-                        Expr::Str(s) => segment(s, *kpos)?,
-                        Expr::Num(n) if n.bytes().all(|b| b.is_ascii_digit()) => format!("[{n}]"),
-                        _ => {
-                            return refuse(
-                                *kpos,
-                                "index",
-                                "index keys must be string literals or list positions",
-                            );
-                        }
-                    };
-                    v = Val {
-                        hbs: join(&v, &seg, pos)?,
-                        ty: Ty::Json,
-                        path: true,
-                    };
-                }
-                Ok(v)
-            }
+            "index" => self.index(args, pos, scope),
             "base64Decode" | "base64Encode" => {
                 let arg = one(self)?;
                 if !matches!(arg.ty, Ty::Json | Ty::Str) {
                     return refuse(pos, name, "takes a string");
                 }
-                Ok(Val {
-                    hbs: format!("({name} {})", arg.hbs),
-                    ty: Ty::Str,
-                    path: false,
-                })
+                Ok(Val::expr(format!("({name} {})", arg.hbs), Ty::Str))
             }
             "toJSON" | "toJSONPretty" => {
                 let arg = one(self)?;
@@ -1308,50 +1633,9 @@ impl Gen {
                 } else {
                     "toGoJsonPretty"
                 };
-                Ok(Val {
-                    hbs: format!("({helper} {})", arg.hbs),
-                    ty: Ty::Str,
-                    path: false,
-                })
+                Ok(Val::expr(format!("({helper} {})", arg.hbs), Ty::Str))
             }
-            "eq" | "ne" => {
-                let [(a, pa), (b, pb)] = args else {
-                    return refuse(
-                        pos,
-                        name,
-                        format!("`{name}` is converted with exactly two arguments"),
-                    );
-                };
-                let a = self.value(a, *pa, scope)?;
-                let b = self.value(b, *pb, scope)?;
-                // Go compares json.Number and strings as text; handlebars
-                // compares JSON values. They agree when both sides are
-                // strings. A Vault number compared with a string constant
-                // ("5" vs 5) would differ silently, so this is the same
-                // value-type caveat as printing (`prints_data`); two Vault
-                // values are refused outright.
-                let ok = |x: &Val| matches!(x.ty, Ty::Json | Ty::Str);
-                if !(ok(&a) && ok(&b)) {
-                    return refuse(
-                        pos,
-                        name,
-                        "only strings and Vault values compared with strings are converted",
-                    );
-                }
-                if a.ty == Ty::Json && b.ty == Ty::Json {
-                    return refuse(
-                        pos,
-                        name,
-                        "comparing two Vault values: Go compares numbers as their text, handlebars as numbers; compare with a string constant",
-                    );
-                }
-                self.prints_data = true;
-                Ok(Val {
-                    hbs: format!("({name} {} {})", a.hbs, b.hbs),
-                    ty: Ty::Bool,
-                    path: false,
-                })
-            }
+            "eq" | "ne" => self.compare(name, args, pos, scope),
             "not" | "and" | "or" => {
                 let mut parts = Vec::new();
                 for (arg, p) in args {
@@ -1370,11 +1654,7 @@ impl Gen {
                 if (name == "not" && parts.len() != 1) || parts.is_empty() {
                     return refuse(pos, name, "wrong number of arguments");
                 }
-                Ok(Val {
-                    hbs: format!("({name} {})", parts.join(" ")),
-                    ty: Ty::Bool,
-                    path: false,
-                })
+                Ok(Val::expr(format!("({name} {})", parts.join(" ")), Ty::Bool))
             }
             "secret" => refuse(
                 pos,
@@ -1384,7 +1664,7 @@ impl Gen {
             "pkiCert" => refuse(
                 pos,
                 "pkiCert",
-                "pkiCert reuses the certificate already in its destination file and reformats PEM data; the driver has no equivalent. Use `with secret \"pki/issue/<role>\" \"common_name=…\"` and .Data.certificate, .Data.private_key, .Data.issuing_ca",
+                "`pkiCert` is converted as `with pkiCert \"…\" \"common_name=…\"` only",
             ),
             "printf" => refuse(
                 pos,
@@ -1405,17 +1685,6 @@ impl Gen {
     }
 }
 
-fn join(base: &Val, seg: &str, pos: Pos) -> Result<String, Refusal> {
-    if !base.path {
-        return refuse(
-            pos,
-            "field of a function result",
-            "handlebars cannot take a field of a subexpression",
-        );
-    }
-    Ok(format!("{}.{seg}", base.hbs))
-}
-
 /// Converts one consul-template template to the driver's handlebars.
 pub fn convert(source: &str, options: GoOptions) -> Result<Converted, Refusal> {
     let pieces = lex(source)?;
@@ -1430,7 +1699,10 @@ pub fn convert(source: &str, options: GoOptions) -> Result<Converted, Refusal> {
             return refuse(p, "{{else}}", "{{else}} outside a block");
         }
     }
-    let mut generator = Gen::default();
+    let mut generator = Gen {
+        strict: options.error_on_missing_key,
+        ..Gen::default()
+    };
     let mut scope = Scope {
         dot: None,
         vars: Vec::new(),
@@ -1441,7 +1713,7 @@ pub fn convert(source: &str, options: GoOptions) -> Result<Converted, Refusal> {
         handlebars: generator.out,
         needs_go_json: generator.needs_go_json,
         secret_paths: generator.secret_paths,
-        prints_data: generator.prints_data,
-        missing_key_differs: !options.error_on_missing_key,
+        pki_requests: generator.pki_requests,
+        write_requests: generator.write_requests,
     })
 }

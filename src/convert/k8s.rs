@@ -301,6 +301,10 @@ fn check_env(container: &Value) -> Result<(), String> {
 #[derive(Default)]
 struct Attributes {
     map: BTreeMap<String, String>,
+    /// `pkiCert` calls so far: (file, path, request).
+    pki_requests: Vec<(String, String, String)>,
+    /// `secret` writes so far: (file, path, request).
+    write_requests: Vec<(String, String, String)>,
 }
 
 impl Attributes {
@@ -326,12 +330,44 @@ fn add_template(
     if converted.needs_go_json {
         report.needs_go_json = true;
     }
-    if converted.prints_data {
-        report.prints_data = true;
+    if !converted.pki_requests.is_empty() {
+        report.uses_pki_cert = true;
     }
-    if converted.missing_key_differs {
-        report.missing_key_default = true;
+    // The agent issues a certificate per pkiCert call and file (and another
+    // for a `secret` write of the same request); the driver fetches each
+    // distinct request once per volume.
+    for (path, request) in &converted.pki_requests {
+        let shared = attrs
+            .pki_requests
+            .iter()
+            .any(|(file, _, r)| r == request && file != relative)
+            || attrs.write_requests.iter().any(|(_, _, r)| r == request)
+            || converted.write_requests.iter().any(|(_, r)| r == request);
+        if shared {
+            report.notes.push(format!(
+                "{what}: pkiCert {path:?} is also called with the same arguments for another file or by `secret`: the driver issues one certificate for all of them (identical calls in a volume are fetched once), the agent issued one per template file and call"
+            ));
+        }
     }
+    for (path, request) in &converted.write_requests {
+        if attrs.pki_requests.iter().any(|(_, _, r)| r == request) {
+            report.notes.push(format!(
+                "{what}: secret {path:?} sends the same request as a pkiCert call for another file: the driver issues one certificate for both, the agent issued one each"
+            ));
+        }
+    }
+    attrs.pki_requests.extend(
+        converted
+            .pki_requests
+            .iter()
+            .map(|(p, r)| (relative.to_owned(), p.clone(), r.clone())),
+    );
+    attrs.write_requests.extend(
+        converted
+            .write_requests
+            .iter()
+            .map(|(p, r)| (relative.to_owned(), p.clone(), r.clone())),
+    );
     for path in &converted.secret_paths {
         if !path.split('/').any(|s| s == "data") && !report.undata_paths.contains(path) {
             report.undata_paths.push(path.clone());
@@ -714,7 +750,6 @@ fn droppable(key: &str) -> bool {
         "log-level",
         "log-format",
         "preserve-secret-case",
-        "agent-inject-default-template",
         "agent-json-patch",
         "agent-init-json-patch",
     ]
@@ -781,22 +816,27 @@ fn convert_injected(
     if get("agent-inject-token").is_some_and(|v| v == "true") {
         attrs.set("tokenFile", "token");
     }
-    if get("agent-inject-default-template").is_some_and(|v| v != "map") {
-        return refuse(
-            "vault.hashicorp.com/agent-inject-default-template other than `map` is not converted; add agent-inject-template-<name> annotations",
-        );
-    }
+    // The injector's templates for a secret without its own template
+    // (vault-k8s, `agent/config.go`); `%s` is the secret's path.
+    let default_template = match get("agent-inject-default-template").as_deref() {
+        None | Some("map") => {
+            "{{ with secret \"%s\" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}\n{{ end }}{{ end }}"
+        }
+        Some("json") => "{{ with secret \"%s\" }}{{ .Data | toJSON }}\n{{ end }}",
+        Some(other) => {
+            return refuse(format!(
+                "vault.hashicorp.com/agent-inject-default-template {other:?} is not converted (the injector knows `map` and `json`)"
+            ));
+        }
+    };
     let mount_path = get("secret-volume-path").unwrap_or_else(|| "/vault/secrets".to_owned());
     let mut perms = Vec::new();
     let mut files = 0;
     for (key, value) in &annotations {
         if let Some(name) = key.strip_prefix("agent-inject-secret-") {
             let file = get(&format!("agent-inject-file-{name}")).unwrap_or_else(|| name.to_owned());
-            let Some(source) = get(&format!("agent-inject-template-{name}")) else {
-                return refuse(format!(
-                    "agent-inject-secret-{name} has no agent-inject-template-{name}: the injector's default template prints Go's `map[key:value …]` form of every value (nested maps and lists included), which the driver's templates cannot reproduce exactly; add an agent-inject-template-{name} annotation, e.g. `{{{{ with secret \"{value}\" }}}}{{{{ range $k, $v := .Data.data }}}}{{{{ $k }}}}: {{{{ $v }}}}\\n{{{{ end }}}}{{{{ end }}}}` for KV v2"
-                ));
-            };
+            let source = get(&format!("agent-inject-template-{name}"))
+                .unwrap_or_else(|| default_template.replace("%s", value));
             let strict = get(&format!("error-on-missing-key-{name}")).is_some_and(|v| v == "true");
             add_template(
                 &mut attrs,
@@ -826,6 +866,7 @@ fn convert_injected(
             || key == "service"
             || key == "secret-volume-path"
             || key == "agent-inject-containers"
+            || key == "agent-inject-default-template"
             || key.starts_with("agent-inject-secret-")
             || key.starts_with("agent-inject-template-")
             || key.starts_with("agent-inject-file-")

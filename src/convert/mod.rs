@@ -125,10 +125,8 @@ pub struct Report {
     pub roles: Vec<(String, String, String)>,
     /// Some template uses `toGoJson`.
     pub needs_go_json: bool,
-    /// Some template prints Vault data.
-    pub prints_data: bool,
-    /// Some template runs with the agent's default for missing keys.
-    pub missing_key_default: bool,
+    /// Some template uses `pkiCert`.
+    pub uses_pki_cert: bool,
     /// `secret` paths without a `data` segment (KV v2 paths need one).
     pub undata_paths: Vec<String>,
 }
@@ -168,11 +166,8 @@ impl Report {
         if self.needs_go_json {
             s.push_str("  - toJSON/toJSONPretty became toGoJson/toGoJsonPretty (Go's encoding/json output: HTML-escaped < > &)\n");
         }
-        if self.missing_key_default {
-            s.push_str("  - where the agent printed `<no value>` for a missing key, the driver fails the render (its templates are strict): at publish the pod does not start, on a refresh the previous files stay\n");
-        }
-        if self.prints_data {
-            s.push_str("  - printed Vault values are byte-identical for strings, booleans and integers; Go prints null as `<no value>`, decimals as Vault sent them (1.50), lists and maps in Go syntax, which the driver does not\n");
+        if self.uses_pki_cert {
+            s.push_str("  - pkiCert became (pkiCert (secret \"…\" …)): the same .Cert, .Key, .CA and .CAChain for the same issue response; the agent reused a valid certificate it found in the template's destination file (after a restart, say), the driver issues a certificate when the volume is published, keeps the response (across its own restarts too) and issues the next before expiry\n");
         }
         for path in &self.undata_paths {
             let _ = writeln!(

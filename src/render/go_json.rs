@@ -6,8 +6,10 @@
 //! driver holds: keys sorted (`serde_json`'s map is ordered), the same short
 //! escapes (Go ≥ 1.22 writes `\b` and `\f` as `serde_json` does; older Go
 //! wrote `\u0008`, `\u000c`), two-space indentation, `{}` and `[]` for empty
-//! containers. Numbers are printed from their parsed value, so decimals
-//! Vault sent as `1.50` come out as `1.5` (Go keeps Vault's text).
+//! containers. Numbers are written with the text Vault sent (`1.50`), which
+//! the driver's JSON parser keeps, as Go does; a number with an exponent is
+//! refused, because the parser writes every exponent as `e+N`/`e-N` and
+//! Go would write `1E5` as sent (see `go_value::number_text`).
 //!
 //! `vault-csi-driver convert` turns consul-template's `toJSON` and
 //! `toJSONPretty` into these, so a converted template renders the bytes the
@@ -38,8 +40,27 @@ fn failed(name: &str) -> RenderError {
     RenderErrorReason::Other(format!("`{name}` could not encode its argument")).into()
 }
 
+/// Refuses a value holding a number whose text Go would write otherwise.
+fn check_numbers(name: &str, value: &Value) -> Result<(), RenderError> {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Number(n) => {
+                if let Err(e) = super::go_value::number_text(n) {
+                    return Err(RenderErrorReason::Other(format!("`{name}`: {e}")).into());
+                }
+            }
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            Value::Null | Value::Bool(_) | Value::String(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// `toGoJson`: compact JSON as Go's `json.Marshal` writes it.
 pub fn to_go_json(name: &'static str, value: &Value) -> Result<Value, RenderError> {
+    check_numbers(name, value)?;
     serde_json::to_string(value)
         .map(|s| Value::String(html_escape(&s)))
         .map_err(|_| failed(name))
@@ -47,7 +68,26 @@ pub fn to_go_json(name: &'static str, value: &Value) -> Result<Value, RenderErro
 
 /// `toGoJsonPretty`: JSON as Go's `json.MarshalIndent(v, "", "  ")` writes it.
 pub fn to_go_json_pretty(name: &'static str, value: &Value) -> Result<Value, RenderError> {
+    check_numbers(name, value)?;
     serde_json::to_string_pretty(value)
         .map(|s| Value::String(html_escape(&s)))
         .map_err(|_| failed(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{to_go_json, to_go_json_pretty};
+
+    #[test]
+    fn numbers_are_written_as_sent_and_exponents_refused() {
+        let value: serde_json::Value =
+            serde_json::from_str(r#"{"d": 1.50, "z": -0, "l": [2.50]}"#).unwrap();
+        assert_eq!(
+            to_go_json("toGoJson", &value).unwrap(),
+            serde_json::Value::String(r#"{"d":1.50,"l":[2.50],"z":-0}"#.to_owned())
+        );
+        let exponent: serde_json::Value = serde_json::from_str(r#"{"a": [1E5]}"#).unwrap();
+        assert!(to_go_json("toGoJson", &exponent).is_err());
+        assert!(to_go_json_pretty("toGoJsonPretty", &exponent).is_err());
+    }
 }

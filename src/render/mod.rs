@@ -13,8 +13,10 @@ mod budget;
 mod builtins;
 mod each;
 pub mod go_json;
+pub mod go_value;
 mod guard;
 mod helpers;
+pub mod pki_cert;
 mod pool;
 mod tree;
 
@@ -246,6 +248,9 @@ impl Renderer {
             builtins::register(&mut registry);
             registry.register_helper("secret", Box::new(helpers::SecretHelper));
             registry.register_helper("each", Box::new(each::BoundedEach));
+            // For templates converted from consul-template (`convert`).
+            go_value::register(&mut registry);
+            registry.register_helper("pkiCert", Box::new(pki_cert::PkiCert));
             for (name, apply) in [
                 ("base64Encode", helpers::base64_encode as helpers::UnaryFn),
                 ("base64Decode", helpers::base64_decode),

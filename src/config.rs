@@ -54,7 +54,8 @@ pub struct Config {
     pub vault_ca_cert: Option<PathBuf>,
 
     /// Where per-volume state lives (tmpfs on the host, e.g. under /run).
-    /// Holds Vault tokens and lease ids, never rendered secrets.
+    /// Holds Vault tokens, lease ids and the Vault answers each volume
+    /// was rendered from (secret data), so keep it on tmpfs.
     #[arg(long, env = "STATE_DIR", default_value = "/run/vault-csi-driver")]
     pub state_dir: PathBuf,
 

@@ -2,8 +2,9 @@
 //! against the Vault double in its own process, measured the way a node
 //! sees it. One run reports publish latency against the Vault floor,
 //! publish/unpublish throughput, memory per volume, idle CPU, refresh
-//! behaviour at scale, and how fast the double itself answers; it prints a
-//! markdown report and writes it to `BENCHMARKS.md`.
+//! behaviour at scale, what a driver restart costs Vault, and how fast the
+//! double itself answers; it prints a markdown report and writes it to
+//! `BENCHMARKS.md`.
 //!
 //! ```text
 //! cargo build --release --workspace --bins
@@ -22,7 +23,7 @@
 )]
 
 // One file per phase (capacity, latency, throughput, memory,
-// refresh_at_scale); the rest is shared: sizes and workload (what is
+// refresh_at_scale, restart); the rest is shared: sizes and workload (what is
 // published), floor (the Vault floor and the load generator), host and
 // procs (the double's and the driver's processes), kubelet (its calls),
 // refresh (reading the double's request log), stats and report.
@@ -36,6 +37,7 @@ mod procs;
 mod refresh;
 mod refresh_at_scale;
 mod report;
+mod restart;
 mod sizes;
 mod stats;
 mod throughput;
@@ -80,6 +82,8 @@ pub struct Results {
     pub memory: Memory,
     /// Refresh at scale.
     pub refresh: refresh::RefreshResult,
+    /// What restarting the driver cost Vault.
+    pub restart: restart::RestartCost,
     /// The refresh phase's TTL.
     pub refresh_ttl: Duration,
     /// Driver warnings and errors per phase.
@@ -131,7 +135,7 @@ pub fn step(what: &str) {
 }
 
 /// Runs every phase, or only those named in `only` (comma-separated:
-/// `capacity,latency,throughput,memory,refresh`; for development).
+/// `capacity,latency,throughput,memory,refresh,restart`; for development).
 async fn run(sizes: Sizes, quick: bool, only: &str) -> Results {
     let wanted = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
     let started = Instant::now();
@@ -164,6 +168,10 @@ async fn run(sizes: Sizes, quick: bool, only: &str) -> Results {
     if wanted("refresh") {
         step("refresh at scale");
         refresh_at_scale::refresh_at_scale(&scratch, &sizes, &mut results).await;
+    }
+    if wanted("restart") {
+        step("what a driver restart costs Vault");
+        restart::restart(&scratch, &sizes, &mut results).await;
     }
 
     let left = scratch.mounts().len();

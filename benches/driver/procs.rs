@@ -139,6 +139,12 @@ impl Driver {
     /// Starts `target/release/vault-csi-driver` for `node`, talking to
     /// `vault_addr`, and waits for its socket.
     pub async fn spawn(node: &NodeDirs, vault_addr: &str) -> Self {
+        Self::spawn_with_interval(node, vault_addr, "1h").await
+    }
+
+    /// [`Driver::spawn`], with `interval` as the default re-read interval
+    /// of static secrets (`--static-secret-refresh-interval`).
+    pub async fn spawn_with_interval(node: &NodeDirs, vault_addr: &str, interval: &str) -> Self {
         let out = std::fs::File::create(&node.log).expect("create the driver log");
         let err = out.try_clone().expect("clone the log handle");
         let _ = std::fs::remove_file(&node.socket);
@@ -151,7 +157,7 @@ impl Driver {
             .arg(format!("--kubelet-dir={}", node.kubelet.display()))
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             .arg("--log-level=warn")
-            .arg("--static-secret-refresh-interval=1h")
+            .arg(format!("--static-secret-refresh-interval={interval}"))
             // Every benchmark pod is in one namespace: without this, the
             // per-namespace Vault budget (10/s after a burst of 50) would
             // be what the throughput rows measure, not the driver.

@@ -440,8 +440,47 @@ one read when published, and the 1 h max TTLs force one more of each per hour, l
     }
     let _ = writeln!(md, "\n</details>\n");
 
-    // 6. The double.
-    let _ = writeln!(md, "## 6. The Vault double on its own\n");
+    // 6. A driver restart.
+    let restart = &r.restart;
+    let _ = writeln!(md, "## 6. A driver restart\n");
+    let _ = writeln!(
+        md,
+        "{} volumes, each rendering a dynamic credential (`database/creds/app`, one-hour lease) \
+and a KV secret re-read every 30 s. The driver is stopped with SIGTERM, as a rolling update does, \
+and a new one started on the same state; every Vault request from the stop until each volume has \
+re-read its KV secret once is counted. The volumes re-render from the answers their records kept.\n",
+        count(restart.volumes as f64)
+    );
+    let _ = writeln!(
+        md,
+        "| Restore (start to ready) | Window | Logins | Credentials issued | Writes | KV re-reads (due anyway) | Renewals (due anyway) | Live leases after |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        ms(restart.restore),
+        secs(restart.window),
+        restart.logins,
+        restart.issued,
+        restart.writes,
+        count(restart.kv_reads as f64),
+        restart.renewals,
+        count(restart.live_leases as f64)
+    );
+    let _ = writeln!(
+        md,
+        "Target: 0 logins, 0 credentials issued, 0 writes ({}), and one live lease per volume.\n",
+        verdict(
+            restart.logins == 0
+                && restart.issued == 0
+                && restart.writes == 0
+                && restart.live_leases == restart.volumes
+        )
+    );
+
+    // 7. The double.
+    let _ = writeln!(md, "## 7. The Vault double on its own\n");
     let _ = writeln!(
         md,
         "The standalone `target/release/vault-double --seed walkthrough --threads 1`{}, hammered from \

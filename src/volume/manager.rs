@@ -23,7 +23,6 @@ use super::{Error, off_runtime};
 use crate::metrics::{Metrics, PublishStep, VolumeLabels};
 use crate::refresh::RefreshScheduler;
 use crate::render::{RenderedFiles, Renderer};
-use crate::secret::Secret;
 use crate::storage::selinux;
 use crate::storage::tmpfs;
 use crate::storage::{PlainDirectories, Prepared, RootOptions, TmpfsRoots, VolumeRoots};
@@ -692,16 +691,19 @@ impl VolumeManager {
             self.revoke_record(record).await;
             return self.work.store.remove(&id);
         }
-        if let Err(addr) = record.spec_defaults(&self.config.spec_defaults) {
-            tracing::error!(volume.id = %id, vault.addr = %addr, "A volume was published against a Vault address the flags no longer allow (--vault-addr, --allowed-vault-addrs); nothing is sent there, so its files are no longer refreshed and its Vault token and leases are not revoked (they end with their TTLs). Allow the address again to keep managing the volume, or delete the pod");
-            return Ok(());
-        }
+        let defaults = match record.spec_defaults(&self.config.spec_defaults) {
+            Ok(defaults) => defaults,
+            Err(addr) => {
+                tracing::error!(volume.id = %id, vault.addr = %addr, "A volume was published against a Vault address the flags no longer allow (--vault-addr, --allowed-vault-addrs); nothing is sent there, so its files are no longer refreshed and its Vault token and leases are not revoked (they end with their TTLs). Allow the address again to keep managing the volume, or delete the pod");
+                return Ok(());
+            }
+        };
         let node_context = self.config.selinux_context.clone();
         match record
             .to_live(
                 &self.work,
                 target,
-                &self.config.spec_defaults,
+                &defaults,
                 node_context,
                 self.memory.charge(),
             )
@@ -719,17 +721,12 @@ impl VolumeManager {
                 // The files stay; kubelet's next publish adopts the volume
                 // in place and revokes the token this record holds.
                 tracing::warn!(volume.id = %id, %error, "Could not resume a volume from its record; waiting for kubelet to publish it again");
-                let salvaged = record.token.as_ref().map(|t| SalvagedToken {
-                    token: Secret::new(t.token.clone()),
-                    vault_addr: record.vault_addr.clone(),
-                    attributes: record.attributes.clone(),
-                });
                 self.keep_unread(
                     id,
                     Unreadable {
                         volume_id: record.volume_id.clone(),
                         reason: error.to_string(),
-                        salvaged,
+                        salvaged: record.salvaged_token(),
                     },
                 );
             }

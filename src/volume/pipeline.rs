@@ -456,7 +456,8 @@ fn fetch_priority(
                 .secrets
                 .iter()
                 .find(|t| &t.request == request)
-                // A static secret with no value yet (after a restart) is
+                // A static secret with no value yet (restored from a record
+                // that kept none) is
                 // needed for the render: not cosmetic.
                 .and_then(|t| match (t.expires_at, &t.answer) {
                     (Some(_), _) => Some(true),

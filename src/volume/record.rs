@@ -257,21 +257,19 @@ impl VolumeRecord {
     /// The live volume this record describes, at its checked `target`:
     /// attributes read again (with the Vault address it was published
     /// with), templates compiled, token, identity and secrets with their
-    /// answers and deadlines. `node_context` is the node's SELinux default,
-    /// applied when the request named none.
+    /// answers and deadlines. `defaults` are this record's
+    /// ([`VolumeRecord::spec_defaults`]); `node_context` is the node's
+    /// SELinux default, applied when the request named none.
     pub(super) async fn to_live(
         &self,
         work: &Pipeline,
         target: TargetPath,
-        current: &SpecDefaults,
+        defaults: &SpecDefaults,
         node_context: Option<selinux::Context>,
         memory: Charge,
     ) -> Result<LiveVolume, Error> {
         let context: HashMap<String, String> = self.attributes.clone().into_iter().collect();
-        let defaults = self
-            .spec_defaults(current)
-            .unwrap_or_else(|_| current.clone());
-        let (spec, pod) = spec::parse_attributes(&context, &defaults)?;
+        let (spec, pod) = spec::parse_attributes(&context, defaults)?;
         let templates = work.compile(&spec.templates).await?;
         Ok(LiveVolume {
             target,
@@ -300,6 +298,17 @@ impl VolumeRecord {
             token_retry_at: None,
             degraded: false,
             memory,
+        })
+    }
+
+    /// The Vault token this record holds, with where it lives, for a
+    /// volume that cannot be resumed from it: revoked once the volume's
+    /// next publish adopts it.
+    pub(super) fn salvaged_token(&self) -> Option<SalvagedToken> {
+        self.token.as_ref().map(|t| SalvagedToken {
+            token: Secret::new(t.token.clone()),
+            vault_addr: self.vault_addr.clone(),
+            attributes: self.attributes.clone(),
         })
     }
 

@@ -69,5 +69,6 @@ pub mod secret;
 pub mod signal;
 pub mod storage;
 pub mod telemetry;
+pub mod timing;
 pub mod vault;
 pub mod volume;

@@ -14,8 +14,6 @@
 //! refresher: the per-refresh deadline, the floor for re-read intervals and
 //! the node's Vault request [`Governor`].
 
-pub mod policy;
-
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -27,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::FairnessConfig;
+use crate::timing::fairness;
 use crate::vault::{BudgetSettings, Governor};
 
 /// What the scheduler can key deadlines by (the volume manager uses its
@@ -269,7 +268,7 @@ impl<K: Key> SchedulerTask<K> {
     ) {
         let max_concurrent = max_concurrent.max(1);
         let permits = Arc::new(Semaphore::new(max_concurrent));
-        let slots = Arc::new(NamespaceSlots::new(policy::namespace_slots(
+        let slots = Arc::new(NamespaceSlots::new(fairness::namespace_slots(
             max_concurrent,
             self.fairness.per_namespace,
         )));

@@ -7,7 +7,7 @@
 //! of static secrets) node-wide while renewals and replacements of what is
 //! about to expire still go out.
 //!
-//! The arithmetic is in [`crate::refresh::policy`]; this module holds the
+//! The arithmetic is in [`crate::timing`]; this module holds the
 //! state.
 
 use std::collections::HashMap;
@@ -17,22 +17,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Error;
-use crate::refresh::policy::{self, Admit};
-
-/// How much a Vault request matters when the budget is tight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Priority {
-    /// Something expires without it: token and lease renewals, logins that
-    /// replace a token, fetches that replace a lease or certificate near
-    /// its end. Never waits for the budget, never deferred.
-    Urgent,
-    /// Work a pod waits for (a publish) or a secret not fetched yet. Waits
-    /// for the namespace's budget.
-    Normal,
-    /// Re-reading a static secret that has not expired: waits for the
-    /// budget, and is deferred while Vault pushes back.
-    Cosmetic,
-}
+pub use crate::timing::Priority;
+use crate::timing::fairness::{self, Admit};
 
 /// A namespace's request budget: `rate` requests a second with bursts of
 /// `burst`; a request waits at most `max_wait` for it.
@@ -123,14 +109,15 @@ impl Governor {
                 let rate = self.settings.rate;
                 inner
                     .buckets
-                    .retain(|_, b| policy::refill(b.tokens, now - b.at, rate, burst) < burst);
+                    .retain(|_, b| fairness::refill(b.tokens, now - b.at, rate, burst) < burst);
             }
             let bucket = inner.buckets.entry(namespace.to_owned()).or_insert(Bucket {
                 tokens: burst,
                 at: now,
             });
-            let tokens = policy::refill(bucket.tokens, now - bucket.at, self.settings.rate, burst);
-            let (decision, left) = policy::admit(
+            let tokens =
+                fairness::refill(bucket.tokens, now - bucket.at, self.settings.rate, burst);
+            let (decision, left) = fairness::admit(
                 tokens,
                 self.settings.rate,
                 burst,
@@ -158,7 +145,7 @@ impl Governor {
     /// Takes note of a request's outcome: a 429 or 503 from Vault pauses
     /// cosmetic work node-wide. Returns the pause it started or extended.
     pub fn observe(&self, error: &Error) -> Option<Duration> {
-        let pause = policy::pushback(error.status()?, error.retry_after())?;
+        let pause = fairness::pushback(error.status()?, error.retry_after())?;
         let until = Instant::now() + pause;
         let mut inner = self.inner.lock().expect("governor poisoned");
         if inner.paused_until.is_some_and(|u| u >= until) {
@@ -273,7 +260,7 @@ mod tests {
             status: 503,
             message: String::new(),
         };
-        assert_eq!(g.observe(&sealed), Some(policy::PUSHBACK_DEFAULT));
+        assert_eq!(g.observe(&sealed), Some(fairness::PUSHBACK_DEFAULT));
         assert!(g.paused_until().is_some());
     }
 }

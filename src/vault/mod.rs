@@ -9,18 +9,19 @@ mod budget;
 mod client;
 mod identity;
 mod request;
+mod response;
+mod scrub;
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 pub use budget::{BudgetSettings, Governor, Priority};
-pub use client::{
-    HttpSettings, MAX_RESPONSE_BYTES, Renewal, VaultClient, build_http, error_message,
-    parse_retry_after,
-};
+pub use client::{HttpSettings, MAX_RESPONSE_BYTES, VaultClient, build_http};
 pub use identity::{IdentityError, ServiceAccountToken, TOKENS_KEY};
 pub use request::{InvalidRequest, SecretRequest, withhold_for};
+pub use response::{Renewal, parse_retry_after};
+pub use scrub::error_message;
 
 use crate::secret::Secret;
 

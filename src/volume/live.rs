@@ -13,10 +13,10 @@ use tokio::time::Instant;
 use super::memory::Charge;
 use super::spec::{PodInfo, TargetPath, VolumeSpec};
 use crate::metrics::VolumeLabels;
-use crate::refresh::policy::{self, Lifetime, Step};
 use crate::render::CompiledTemplates;
 use crate::secret::Secret;
 use crate::storage::selinux;
+use crate::timing::{self as policy, Lifetime, Step};
 use crate::vault::{
     AuthToken, LeaseId, SecretRequest, SecretResponse, ServiceAccountToken, VaultClient,
 };

@@ -25,7 +25,7 @@
 //! | `manager.rs` | the volume map, publish / republish / unpublish / restore, rollback |
 //! | `pipeline.rs` | the work on one volume: login, compile, fetch and render, write |
 //! | `refresh.rs` | the scheduled refresh: token, leases, re-render |
-//! | `live.rs` | the in-memory volume, applying [`crate::refresh::policy`]'s plans |
+//! | `live.rs` | the in-memory volume, applying [`crate::timing`]'s plans |
 //! | `record.rs` | the persisted volume, its formats, and every conversion to and from `live.rs` |
 //! | `memory.rs`, `guard.rs` | the node's memory budget; one operation per volume |
 //!

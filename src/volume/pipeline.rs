@@ -22,13 +22,14 @@ use super::memory;
 use super::record::{Phase, StateStore, VolumeRecord};
 use super::spec::{VolumeId, VolumeSpec};
 use crate::metrics::Metrics;
-use crate::refresh::{RefreshScheduler, policy};
+use crate::refresh::RefreshScheduler;
 use crate::render::{self, CompiledTemplates, Renderer};
 use crate::secret::Secret;
 use crate::storage::{
     AtomicWriter, FileContent, Payload, RelativePath, VolumeRoots, WriteOptions, WriteOutcome,
 };
-use crate::vault::{self, Priority, SecretRequest, ServiceAccountToken, VaultClient};
+use crate::timing::{self as policy, Priority, fairness};
+use crate::vault::{self, SecretRequest, ServiceAccountToken, VaultClient};
 
 /// Rendered files, before the token file is added.
 pub(super) type Files = render::RenderedFiles;
@@ -192,7 +193,7 @@ impl Pipeline {
     /// The volume's static re-read interval, raised to
     /// `--min-refresh-interval`; a publish says so when it is.
     fn static_interval(&self, volume: &LiveVolume, publishing: bool) -> Duration {
-        let (interval, clamped) = policy::clamp_interval(
+        let (interval, clamped) = fairness::clamp_interval(
             volume.spec.static_interval,
             self.scheduler.fairness().min_interval,
         );
@@ -440,7 +441,7 @@ impl Pipeline {
     }
 }
 
-/// How much fetching `request` matters (see [`policy::fetch_priority`]):
+/// How much fetching `request` matters (see [`fairness::fetch_priority`]):
 /// replacing a lease or certificate is urgent, re-reading a static secret
 /// whose value the volume has is cosmetic.
 fn fetch_priority(
@@ -466,7 +467,7 @@ fn fetch_priority(
                 })
         })
         .flatten();
-    policy::fetch_priority(publishing, expires)
+    fairness::fetch_priority(publishing, expires)
 }
 
 /// Directory mode matching a file mode: each class that may read may also

@@ -37,9 +37,9 @@ use super::pipeline::Pipeline;
 use super::spec::{self, SpecDefaults, TargetPath, normalise_addr};
 use super::{Error, VolumeId};
 use crate::metrics::VolumeLabels;
-use crate::refresh::policy::Step;
 use crate::secret::Secret;
 use crate::storage::selinux;
+use crate::timing::Step;
 use crate::vault::{LeaseId, SecretRequest, ServiceAccountToken};
 
 /// Format version written. Version 1 (no Vault answers) is migrated.

@@ -17,10 +17,10 @@ use super::pipeline::{Pipeline, WriteAt};
 use super::record::Phase;
 use super::spec::VolumeId;
 use crate::refresh::Refresher;
-use crate::refresh::policy::{self, Step};
 use crate::signal::PodRef;
 use crate::storage::WriteOutcome;
-use crate::vault::{Priority, SecretRequest};
+use crate::timing::{self as policy, Priority, Step, fairness};
+use crate::vault::SecretRequest;
 
 impl Pipeline {
     /// The token step: renew the Vault token when due, or log in again
@@ -104,7 +104,7 @@ impl Pipeline {
     }
 
     /// Renews every due renewable lease in place, up to
-    /// [`policy::RENEWALS_IN_FLIGHT`] at once so one slow answer does not
+    /// [`fairness::RENEWALS_IN_FLIGHT`] at once so one slow answer does not
     /// hold up the others; leases that cannot be renewed (or are not
     /// renewable) go into `refetch`. Returns how many were renewed and
     /// whether any failed transiently.
@@ -141,7 +141,7 @@ impl Pipeline {
                     .await;
                 (i, lease, result, Instant::now())
             }))
-            .buffer_unordered(policy::RENEWALS_IN_FLIGHT)
+            .buffer_unordered(fairness::RENEWALS_IN_FLIGHT)
             .collect()
             .await;
         for (i, lease, result, at) in results {

@@ -19,10 +19,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
-use crate::refresh::{Fairness, RefreshScheduler};
-use crate::storage::selinux;
-use crate::vault::{HttpSettings, build_http};
-use crate::volume::{ManagerConfig, SpecDefaults, VolumeManager, record::StateStore};
+use crate::refresh::{RefreshScheduler, Slots};
+use crate::storage::{PlainDirectories, TmpfsRoots, VolumeRoots, selinux};
+use crate::vault::{BudgetSettings, GovernedSettings, GovernedVault, HttpSettings, build_http};
+use crate::volume::record::FileStore;
+use crate::volume::{ManagerConfig, Ports, SpecDefaults, VolumeManager};
 use crate::{csi, volume};
 
 /// Why the driver could not start or stopped with an error.
@@ -52,9 +53,26 @@ pub enum Error {
 }
 
 /// How long an unpublish waits for its Vault clean-up once the target is
-/// gone (the revocation has 5 s; a refresh in flight may hold the volume
-/// longer, and the clean-up then finishes in the background).
+/// gone (the revocation has [`REVOKE_TIMEOUT`]; a refresh in flight may
+/// hold the volume longer, and the clean-up then finishes in the
+/// background).
 const UNPUBLISH_WAIT: Duration = Duration::from_secs(10);
+
+/// Longest a revocation of a volume's token or lease may take; what is not
+/// revoked in time ends with its TTL.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Attempts per Vault request while a pod waits for its publish (failures
+/// that may pass on their own only).
+const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// Inodes of one volume's tmpfs: files, their directories and the atomic
+/// writer's links.
+const VOLUME_INODES: u64 = 1024;
+
+/// The directory below the state directory that holds the driver's private
+/// mounts (staged volumes, writable views).
+const PRIVATE_MOUNTS: &str = "mounts";
 
 /// The memory budget for volumes: the flag, else what the cgroup's memory
 /// limit leaves after the driver's reserve. Logged once, as it decides how
@@ -157,6 +175,49 @@ fn check_flags(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// The volume core's ports, chosen from the flags: Vault through the
+/// node's request budget, records under `--state-dir`, and volumes as tmpfs
+/// mounts (or plain directories with `--insecure-plain-directories`).
+fn ports(
+    config: &Config,
+    http: reqwest::Client,
+    allowed_redirects: Vec<url::Url>,
+    metrics: &Arc<Metrics>,
+) -> Result<Ports, Error> {
+    let vault = GovernedVault::new(
+        http,
+        Arc::clone(metrics),
+        GovernedSettings {
+            allowed_redirects,
+            budget: BudgetSettings {
+                rate: config.fairness.namespace_vault_rate,
+                burst: config.fairness.namespace_vault_burst,
+                // Waiting longer for the budget than a request may take is
+                // refused.
+                max_wait: config.vault_request_timeout,
+            },
+            publish_attempts: PUBLISH_ATTEMPTS,
+            revoke_timeout: REVOKE_TIMEOUT,
+        },
+    );
+    let pods_dir = config.kubelet_dir.join("pods");
+    let roots: Arc<dyn VolumeRoots> = if config.insecure_plain_directories {
+        Arc::new(PlainDirectories::new(pods_dir))
+    } else {
+        Arc::new(TmpfsRoots::new(
+            pods_dir,
+            config.state_dir.join(PRIVATE_MOUNTS),
+            config.volume_size_bytes,
+            VOLUME_INODES,
+        ))
+    };
+    Ok(Ports {
+        vault: Arc::new(vault),
+        store: Arc::new(FileStore::open(&config.state_dir)?),
+        roots,
+    })
+}
+
 /// Runs the driver until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     check_flags(&config)?;
@@ -191,32 +252,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .map_err(Error::Config)?
         .resolve();
     let metrics = Arc::new(Metrics::with_per_volume(config.metrics_per_volume));
-    let store = StateStore::open(&config.state_dir)?;
     let tracker = TaskTracker::new();
-    let (scheduler, scheduler_task) = RefreshScheduler::with_fairness(Fairness::from_config(
-        &config.fairness,
-        config.vault_request_timeout,
-    ));
+    let (scheduler, scheduler_task) = RefreshScheduler::new(Slots {
+        total: config.max_concurrent_refreshes,
+        per_namespace: config.fairness.max_concurrent_refreshes_per_namespace,
+    });
     let manager = Arc::new(VolumeManager::new(
         ManagerConfig {
             kubelet_dir: config.kubelet_dir.clone(),
             spec_defaults: SpecDefaults {
                 vault_addr: config.vault_addr.clone(),
-                allowed_vault_addrs: allowed,
+                allowed_vault_addrs: allowed.clone(),
                 static_refresh_interval: config.static_secret_refresh_interval,
             },
-            tmpfs_size_bytes: config.volume_size_bytes,
-            tmpfs_inodes: 1024,
-            publish_attempts: 3,
-            revoke_timeout: std::time::Duration::from_secs(5),
-            plain_directories: config.insecure_plain_directories,
+            max_payload_bytes: ManagerConfig::payload_limit(config.volume_size_bytes),
             memory_budget_bytes,
             selinux_context,
             publish_timeout: config.publish_timeout,
             unpublish_wait: UNPUBLISH_WAIT,
+            // A refresh is allowed at least a second.
+            refresh_timeout: config.fairness.refresh_timeout.max(Duration::from_secs(1)),
+            min_refresh_interval: config.fairness.min_refresh_interval,
         },
-        http,
-        store,
+        ports(&config, http, allowed, &metrics)?,
         scheduler,
         Arc::clone(&metrics),
         tracker.clone(),
@@ -255,12 +313,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         "vault-csi-driver started"
     );
 
-    tracker.spawn(scheduler_task.run(
-        Arc::clone(&manager),
-        shutdown.clone(),
-        tracker.clone(),
-        config.max_concurrent_refreshes,
-    ));
+    tracker.spawn(scheduler_task.run(Arc::clone(&manager), shutdown.clone(), tracker.clone()));
     let (identity, node) = csi::services(
         config.driver_name.clone(),
         config.node_id.clone(),

@@ -150,7 +150,7 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
     // (how the record is spoiled, whether its token can be salvaged)
     let cases: [(Spoil, bool, &str); 3] = [
         (
-            |text| text.replace(r#""version":2"#, r#""version":99"#),
+            |text| text.replace(r#""version":3"#, r#""version":99"#),
             true,
             "cannot be read",
         ),
@@ -312,7 +312,7 @@ async fn records_of_the_previous_format_are_migrated_without_a_login() {
         "the recorded token was reused"
     );
     let migrated: serde_json::Value = serde_json::from_str(&read(&record)).unwrap();
-    assert_eq!(migrated["version"], 2, "written back in the current format");
+    assert_eq!(migrated["version"], 3, "written back in the current format");
     h.unpublish_ok("v").await;
     assert!(
         vault.tokens().iter().all(|t| t.revoked),

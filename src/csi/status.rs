@@ -24,7 +24,7 @@ pub fn code(error: &Error) -> Code {
         | Error::MissingAttribute { .. }
         | Error::Identity(_) => Code::InvalidArgument,
         Error::Template(e) => template_code(e),
-        Error::Login { source, .. } => vault_code(source, Code::InvalidArgument),
+        Error::Login { source, .. } => login_code(source),
         Error::Fetch { source, .. } => vault_code(source, Code::FailedPrecondition),
         // Refresh failures reach kubelet only through a republish that
         // re-creates a lost volume: all are retried.
@@ -38,7 +38,20 @@ pub fn code(error: &Error) -> Code {
         }
         Error::VaultTimeout { .. } | Error::CallDeadline => Code::DeadlineExceeded,
         Error::AlreadyExists { .. } => Code::AlreadyExists,
-        Error::TargetMismatch { .. } => Code::FailedPrecondition,
+        Error::TargetMismatch { .. } | Error::TargetInUse { .. } => Code::FailedPrecondition,
+    }
+}
+
+/// A login Vault refused is `PERMISSION_DENIED` whatever status the auth
+/// method chose (kubernetes auth answers 403 for an unbound service
+/// account, the jwt method 400); a missing auth mount (404) is a mistake in
+/// the volume's attributes.
+fn login_code(error: &vault::Error) -> Code {
+    match error {
+        vault::Error::Status { status, .. } if matches!(*status, 400 | 401 | 403) => {
+            Code::PermissionDenied
+        }
+        other => vault_code(other, Code::InvalidArgument),
     }
 }
 
@@ -157,11 +170,12 @@ mod tests {
             Error::VaultTimeout { .. } => 21,
             Error::CallDeadline => 22,
             Error::TargetMismatch { .. } => 23,
+            Error::TargetInUse { .. } => 24,
         }
     }
 
     /// Number of variants: one more than the largest row.
-    const VARIANTS: usize = 24;
+    const VARIANTS: usize = 25;
 
     /// Every variant, with the code kubelet must see for it.
     #[test]
@@ -279,6 +293,13 @@ mod tests {
                 },
                 Code::FailedPrecondition,
             ),
+            (
+                Error::TargetInUse {
+                    target: "t".into(),
+                    volume_id: "v".into(),
+                },
+                Code::FailedPrecondition,
+            ),
         ];
         let mut covered = [false; VARIANTS];
         for (error, expected) in &table {
@@ -302,7 +323,8 @@ mod tests {
         };
         let table = [
             (login(status(403)), Code::PermissionDenied),
-            (login(status(400)), Code::InvalidArgument),
+            (login(status(400)), Code::PermissionDenied),
+            (login(status(401)), Code::PermissionDenied),
             (login(status(404)), Code::InvalidArgument),
             (login(status(500)), Code::Unavailable),
             (login(status(503)), Code::Unavailable),

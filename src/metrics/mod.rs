@@ -141,6 +141,8 @@ pub struct Metrics {
     interval_clamped: Family<NamespaceLabels, Counter>,
     refresh_timeouts: Family<NamespaceLabels, Counter>,
     app_signals: Family<ResultLabels, Counter>,
+    unrevoked_leases: Family<NamespaceLabels, Counter>,
+    degraded: Gauge,
 }
 
 /// The gauges labelled with a pod's namespace, name and volume id.
@@ -288,6 +290,17 @@ impl Metrics {
             "Signals to apps after their volume's files changed, by result: sent (per process), no_process (no process of the pod had the name, or the driver cannot see the pod's processes), failed",
             app_signals.clone(),
         );
+        let unrevoked_leases = Family::<NamespaceLabels, Counter>::default();
+        registry.register(
+            "unrevoked_leases",
+            "Leases left to expire at unpublish because they could not be revoked (batch tokens whose policy does not allow sys/leases/revoke, or Vault unreachable)",
+            unrevoked_leases.clone(),
+        );
+        let degraded = gauge(
+            &mut registry,
+            "degraded_volumes",
+            "Volumes whose last refresh left something failed, or whose files hold a credential or certificate past its end",
+        );
         Self {
             registry,
             publishes,
@@ -309,6 +322,8 @@ impl Metrics {
             interval_clamped,
             refresh_timeouts,
             app_signals,
+            unrevoked_leases,
+            degraded,
         }
     }
 
@@ -488,6 +503,24 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Counts leases left to expire at unpublish.
+    pub fn observe_unrevoked_leases(&self, namespace: &str, count: usize) {
+        self.unrevoked_leases
+            .get_or_create(&NamespaceLabels {
+                pod_namespace: namespace.to_owned(),
+            })
+            .inc_by(count as u64);
+    }
+
+    /// One volume became degraded (`true`) or recovered (`false`).
+    pub fn observe_degraded(&self, degraded: bool) {
+        if degraded {
+            self.degraded.inc();
+        } else {
+            self.degraded.dec();
+        }
+    }
+
     /// Counts one app signal outcome: `sent`, `no_process` or `failed`.
     pub fn observe_app_signal(&self, result: &'static str) {
         self.app_signals

@@ -4,29 +4,24 @@
 //! `tokio::time::Instant`) and sleeps until the earliest deadline; nothing
 //! polls, so 1,000 volumes with hour-long leases cost nothing between
 //! deadlines. When a volume is due it is handed to a [`Refresher`] (the
-//! volume manager) on a tracked task, at most `max_concurrent` at a time
-//! and at most [`Fairness::per_namespace`] of one pod namespace, so one
+//! volume manager) on a tracked task, at most [`Slots::total`] at a time
+//! and at most [`Slots::per_namespace`] of one pod namespace, so one
 //! tenant's slow or numerous volumes cannot take every slot; the refresher
-//! answers with the volume's next deadline. *When* things are due is
-//! decided by the pure functions in [`policy`].
+//! answers with the volume's next deadline.
 //!
-//! The [`Fairness`] settings travel with the scheduler handle to the
-//! refresher: the per-refresh deadline, the floor for re-read intervals and
-//! the node's Vault request [`Governor`].
+//! The scheduler knows nothing of Vault, volumes or flags: *when* a volume
+//! is due is its refresher's answer, computed from [`crate::timing`].
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::FairnessConfig;
 use crate::timing::fairness;
-use crate::vault::{BudgetSettings, Governor};
 
 /// What the scheduler can key deadlines by (the volume manager uses its
 /// volume ids). The scheduler knows nothing else about what it schedules.
@@ -41,49 +36,32 @@ pub trait Refresher<K: Key>: Send + Sync + 'static {
     fn refresh(&self, item: K) -> impl Future<Output = Option<Instant>> + Send;
 
     /// The tenant (pod namespace) `item` belongs to, whose refreshes share
-    /// [`Fairness::per_namespace`] slots. `None`: not capped.
+    /// [`Slots::per_namespace`] slots. `None`: not capped.
     fn namespace(&self, item: &K) -> impl Future<Output = Option<String>> + Send {
         let _ = item;
         std::future::ready(None)
     }
 }
 
-/// What keeps one tenant from starving the others' refreshes or spending
-/// the node's Vault budget.
-#[derive(Debug)]
-pub struct Fairness {
-    /// Longest time one refresh of one volume may take; after it the
-    /// refresh gives up, keeps the files and is retried with backoff.
-    pub refresh_timeout: Duration,
-    /// Most refreshes of one pod namespace running at once.
+/// How many refreshes run at once: on the whole node, and of one pod
+/// namespace, so one tenant's slow or numerous volumes cannot take every
+/// slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    /// Refreshes running at once on the node (at least one).
+    pub total: usize,
+    /// Refreshes of one pod namespace running at once (see
+    /// [`fairness::namespace_slots`]).
     pub per_namespace: usize,
-    /// Floor for static re-read intervals (`staticSecretRefreshInterval`).
-    pub min_interval: Duration,
-    /// Per-namespace Vault request budgets and Vault's pushback.
-    pub governor: Governor,
 }
 
-impl Fairness {
-    /// The settings the flags ask for. Budget waits are bounded by the Vault
-    /// request timeout: waiting longer than a request may take is refused.
-    /// A refresh is allowed at least a second.
-    pub fn from_config(config: &FairnessConfig, request_timeout: Duration) -> Self {
-        Self {
-            refresh_timeout: config.refresh_timeout.max(Duration::from_secs(1)),
-            per_namespace: config.max_concurrent_refreshes_per_namespace,
-            min_interval: config.min_refresh_interval,
-            governor: Governor::new(BudgetSettings {
-                rate: config.namespace_vault_rate,
-                burst: config.namespace_vault_burst,
-                max_wait: request_timeout,
-            }),
-        }
-    }
-}
-
-impl Default for Fairness {
+impl Default for Slots {
+    /// The flags' defaults: 64 slots, 8 per namespace.
     fn default() -> Self {
-        Self::from_config(&FairnessConfig::default(), Duration::from_secs(30))
+        Self {
+            total: 64,
+            per_namespace: 8,
+        }
     }
 }
 
@@ -98,14 +76,12 @@ enum Command<K> {
 #[derive(Debug)]
 pub struct RefreshScheduler<K> {
     tx: mpsc::UnboundedSender<Command<K>>,
-    fairness: Arc<Fairness>,
 }
 
 impl<K> Clone for RefreshScheduler<K> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
-            fairness: Arc::clone(&self.fairness),
         }
     }
 }
@@ -121,32 +97,14 @@ impl<K> std::fmt::Debug for Command<K> {
 pub struct SchedulerTask<K> {
     rx: mpsc::UnboundedReceiver<Command<K>>,
     tx: mpsc::UnboundedSender<Command<K>>,
-    fairness: Arc<Fairness>,
+    slots: Slots,
 }
 
 impl<K: Key> RefreshScheduler<K> {
-    /// Creates the handle and the task that serves it, with the default
-    /// [`Fairness`].
-    pub fn new() -> (Self, SchedulerTask<K>) {
-        Self::with_fairness(Fairness::default())
-    }
-
-    /// Creates the handle and the task that serves it.
-    pub fn with_fairness(fairness: Fairness) -> (Self, SchedulerTask<K>) {
+    /// Creates the handle and the task that serves it, with `slots`.
+    pub fn new(slots: Slots) -> (Self, SchedulerTask<K>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let fairness = Arc::new(fairness);
-        (
-            Self {
-                tx: tx.clone(),
-                fairness: Arc::clone(&fairness),
-            },
-            SchedulerTask { rx, tx, fairness },
-        )
-    }
-
-    /// The fairness settings refreshes run under.
-    pub fn fairness(&self) -> &Fairness {
-        &self.fairness
+        (Self { tx: tx.clone() }, SchedulerTask { rx, tx, slots })
     }
 
     /// Makes `item` due at `at`, replacing any earlier deadline. An item
@@ -264,13 +222,12 @@ impl<K: Key> SchedulerTask<K> {
         refresher: Arc<R>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
-        max_concurrent: usize,
     ) {
-        let max_concurrent = max_concurrent.max(1);
-        let permits = Arc::new(Semaphore::new(max_concurrent));
+        let total = self.slots.total.max(1);
+        let permits = Arc::new(Semaphore::new(total));
         let slots = Arc::new(NamespaceSlots::new(fairness::namespace_slots(
-            max_concurrent,
-            self.fairness.per_namespace,
+            total,
+            self.slots.per_namespace,
         )));
         let mut queue = Queue::default();
         loop {
@@ -322,7 +279,7 @@ impl<K: Key> SchedulerTask<K> {
     }
 }
 
-/// One semaphore of [`Fairness::per_namespace`] permits per pod namespace.
+/// One semaphore of [`Slots::per_namespace`] permits per pod namespace.
 struct NamespaceSlots {
     per_namespace: usize,
     by_namespace: Mutex<HashMap<String, Arc<Semaphore>>>,

@@ -31,19 +31,17 @@ fn start(
     every: Duration,
     rounds: usize,
 ) -> (RefreshScheduler<Item>, Arc<Recorder>, CancellationToken) {
-    let (scheduler, task) = RefreshScheduler::new();
+    let (scheduler, task) = RefreshScheduler::new(Slots {
+        total: 4,
+        per_namespace: 4,
+    });
     let recorder = Arc::new(Recorder {
         calls: Mutex::new(Vec::new()),
         every,
         rounds,
     });
     let shutdown = CancellationToken::new();
-    tokio::spawn(task.run(
-        Arc::clone(&recorder),
-        shutdown.clone(),
-        TaskTracker::new(),
-        4,
-    ));
+    tokio::spawn(task.run(Arc::clone(&recorder), shutdown.clone(), TaskTracker::new()));
     (scheduler, recorder, shutdown)
 }
 
@@ -129,9 +127,9 @@ impl Refresher<Item> for Tenants {
 }
 
 fn start_tenants(per_namespace: usize) -> (RefreshScheduler<Item>, Arc<Tenants>) {
-    let (scheduler, task) = RefreshScheduler::with_fairness(Fairness {
+    let (scheduler, task) = RefreshScheduler::new(Slots {
+        total: 4,
         per_namespace,
-        ..Fairness::default()
     });
     let tenants = Arc::new(Tenants {
         done: Mutex::new(Vec::new()),
@@ -140,7 +138,6 @@ fn start_tenants(per_namespace: usize) -> (RefreshScheduler<Item>, Arc<Tenants>)
         Arc::clone(&tenants),
         CancellationToken::new(),
         TaskTracker::new(),
-        4,
     ));
     (scheduler, tenants)
 }

@@ -8,6 +8,8 @@
 //! Vault or templates.
 
 mod atomic;
+#[cfg(test)]
+pub mod memory;
 mod path;
 mod root;
 pub mod selinux;

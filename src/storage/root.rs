@@ -1,11 +1,14 @@
-//! A volume's root: the one seam between the volume manager and how a
-//! volume's files are held on the node.
+//! A volume's root: the one seam between the volume core and how a
+//! volume's files are held on the node. Storage owns everything about
+//! mounts and writes behind it, the first write and the private mount
+//! directory included.
 //!
-//! The manager asks the same five things of every volume whatever it is
-//! made of: [prepare](VolumeRoots::prepare) a target for its first files,
-//! [seal](Prepared::seal) it, [update](VolumeRoots::update) it later,
-//! [remove](VolumeRoots::remove) it, and [recognise](VolumeRoots::is_root)
-//! it after a restart. Two implementations answer:
+//! The core asks the same things of every volume whatever it is made of:
+//! [check](VolumeRoots::check_target) a target, [prepare](VolumeRoots::prepare)
+//! it and [write](Prepared::write) the first files, [seal](Prepared::seal) it,
+//! [update](VolumeRoots::update) and [read](VolumeRoots::read) it later,
+//! [remove](VolumeRoots::remove) it, and [recognise](VolumeRoots::is_root) it
+//! after a restart. Implementations:
 //!
 //! * [`TmpfsRoots`] (production): a tmpfs per volume, staged in the driver's
 //!   private mount directory, sealed read-only before it is attached, and
@@ -14,13 +17,16 @@
 //!   suite when it runs without root): a plain directory at the target,
 //!   written in place. Files land on the node's disk and `readOnly` is not
 //!   enforced; never for production.
+//! * [`super::memory::MemoryRoots`] (the volume core's unit tests): files
+//!   in a map.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use super::tmpfs::{self, StagedTmpfs, TmpfsOptions, WritableView};
-use super::{AtomicWriter, Error, Payload, WriteOptions, WriteOutcome};
+use super::{AtomicWriter, Error, Payload, RelativePath, WriteOptions, WriteOutcome};
+use crate::secret::Secret;
 
 /// What a volume's root is made of, for logs and the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +57,9 @@ pub struct RootOptions {
     pub selinux_context: Option<super::selinux::Context>,
 }
 
-/// How the node holds volumes' files. Every method may block (mounts,
-/// file system calls): call them off the async workers where it matters.
+/// How the node holds volumes' files: the volume core's port to mounts and
+/// writes. Every method may block (mounts, file system calls): call them
+/// off the async workers where it matters.
 pub trait VolumeRoots: Send + Sync + std::fmt::Debug {
     /// What the roots are made of.
     fn kind(&self) -> RootKind;
@@ -64,11 +71,22 @@ pub trait VolumeRoots: Send + Sync + std::fmt::Debug {
     /// Called once when the driver stops; volumes stay for their pods.
     fn close(&self);
 
-    /// Makes `target` ready for volume `id`'s first files. A target that
-    /// already holds a root of this kind (left by an earlier run, perhaps
-    /// still used by a container) is updated in place rather than
-    /// replaced, so the container sees the new files.
-    fn prepare(&self, target: &Path, id: &str, options: &RootOptions) -> Result<Prepared, Error>;
+    /// Refuses a `target` the driver must never touch: outside kubelet's
+    /// `pods/` directory, or reached through a symlink or a non-directory.
+    /// Called before anything else happens to a target (publish, restore).
+    fn check_target(&self, target: &Path) -> Result<(), Error>;
+
+    /// Makes `target` ready for volume `id`'s first files: write them with
+    /// [`Prepared::write`], then [`Prepared::seal`]. A target that already
+    /// holds a root of this kind (left by an earlier run, perhaps still
+    /// used by a container) is written in place rather than replaced, so
+    /// the container sees the new files.
+    fn prepare(
+        &self,
+        target: &Path,
+        id: &str,
+        options: &RootOptions,
+    ) -> Result<Box<dyn Prepared>, Error>;
 
     /// Writes `payload` into the sealed root at `target`, atomically; a
     /// payload equal to what is there writes nothing.
@@ -79,6 +97,15 @@ pub trait VolumeRoots: Send + Sync + std::fmt::Debug {
         payload: &Payload,
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error>;
+
+    /// The current bytes of one file of the root at `target` (at most
+    /// `limit`), read without following any link.
+    fn read(
+        &self,
+        target: &Path,
+        file: &RelativePath,
+        limit: u64,
+    ) -> Result<Option<Secret<Vec<u8>>>, Error>;
 
     /// Removes the root at `target` and the directory; a missing target is
     /// fine (unpublish is idempotent).
@@ -92,42 +119,28 @@ pub trait VolumeRoots: Send + Sync + std::fmt::Debug {
     fn bytes_used(&self, target: &Path) -> u64;
 }
 
-/// A target made ready for its first files by [`VolumeRoots::prepare`]:
-/// write at [`Prepared::path`], then [`Prepared::seal`]. Dropped unsealed,
-/// whatever was staged goes away (a failed publish leaves nothing).
-#[derive(Debug)]
-pub struct Prepared {
-    write_at: PathBuf,
-    staged: Option<StagedTmpfs>,
-    update: bool,
-}
+/// A target made ready for its first files by [`VolumeRoots::prepare`].
+/// Dropped unsealed, whatever was staged goes away (a failed publish leaves
+/// nothing).
+pub trait Prepared: Send + std::fmt::Debug {
+    /// True when the target already held a root (an earlier run's), which
+    /// is adopted in place.
+    fn is_existing(&self) -> bool;
 
-impl Prepared {
-    /// Where the first files are written.
-    pub fn path(&self) -> &Path {
-        &self.write_at
-    }
-
-    /// True when the target already held a root, which is then written
-    /// with [`VolumeRoots::update`] instead of at [`Prepared::path`].
-    pub fn is_existing(&self) -> bool {
-        self.update
-    }
+    /// Writes the first file set.
+    fn write(&mut self, payload: &Payload, options: WriteOptions) -> Result<WriteOutcome, Error>;
 
     /// Makes the written root the pod's: a staged tmpfs is sealed
     /// read-only and attached at `target`; a root written in place is
     /// already there.
-    pub fn seal(self, target: &Path) -> Result<(), Error> {
-        match self.staged {
-            Some(staged) => staged.attach(target),
-            None => Ok(()),
-        }
-    }
+    fn seal(self: Box<Self>, target: &Path) -> Result<(), Error>;
 }
 
 /// A tmpfs per volume (see [`tmpfs`]).
 #[derive(Debug)]
 pub struct TmpfsRoots {
+    /// Kubelet's `pods/` directory: every target lies below it.
+    pods_dir: PathBuf,
     /// The driver's private mount directory (`<state-dir>/mounts`).
     private_dir: PathBuf,
     /// Size limit of each volume's tmpfs.
@@ -137,9 +150,11 @@ pub struct TmpfsRoots {
 }
 
 impl TmpfsRoots {
-    /// Volumes of `size_bytes` and `inodes`, staged in `private_dir`.
-    pub fn new(private_dir: PathBuf, size_bytes: u64, inodes: u64) -> Self {
+    /// Volumes of `size_bytes` and `inodes` below `pods_dir`, staged in
+    /// `private_dir`.
+    pub fn new(pods_dir: PathBuf, private_dir: PathBuf, size_bytes: u64, inodes: u64) -> Self {
         Self {
+            pods_dir,
             private_dir,
             size_bytes,
             inodes,
@@ -151,6 +166,62 @@ impl TmpfsRoots {
     fn scratch(&self, use_: &str, id: &str) -> PathBuf {
         self.private_dir.join(format!("{use_}-{id}"))
     }
+}
+
+/// A new tmpfs, filled while staged in the private mount directory.
+#[derive(Debug)]
+struct StagedRoot(StagedTmpfs);
+
+impl Prepared for StagedRoot {
+    fn is_existing(&self) -> bool {
+        false
+    }
+
+    fn write(&mut self, payload: &Payload, options: WriteOptions) -> Result<WriteOutcome, Error> {
+        AtomicWriter::new(self.0.path()).write(payload, options)
+    }
+
+    fn seal(self: Box<Self>, target: &Path) -> Result<(), Error> {
+        self.0.attach(target)
+    }
+}
+
+/// A tmpfs an earlier run left at the target, adopted in place: written
+/// through a private writable view.
+#[derive(Debug)]
+struct AdoptedTmpfs {
+    target: PathBuf,
+    view_at: PathBuf,
+}
+
+impl Prepared for AdoptedTmpfs {
+    fn is_existing(&self) -> bool {
+        true
+    }
+
+    fn write(&mut self, payload: &Payload, options: WriteOptions) -> Result<WriteOutcome, Error> {
+        write_through_view(&self.target, &self.view_at, payload, options)
+    }
+
+    fn seal(self: Box<Self>, _target: &Path) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Writes a sealed tmpfs: nothing when it already holds `payload`, else
+/// through a private writable bind of the same tmpfs, opened only for the
+/// write (the pod's view is read-only in every namespace).
+fn write_through_view(
+    target: &Path,
+    view_at: &Path,
+    payload: &Payload,
+    options: WriteOptions,
+) -> Result<WriteOutcome, Error> {
+    if AtomicWriter::new(target).is_current(payload)? {
+        return Ok(WriteOutcome::Unchanged);
+    }
+    let view = WritableView::open(target, view_at)?;
+    AtomicWriter::new(view.path()).write(payload, options)
 }
 
 impl VolumeRoots for TmpfsRoots {
@@ -166,13 +237,21 @@ impl VolumeRoots for TmpfsRoots {
         tmpfs::release_private_mount_dir(&self.private_dir);
     }
 
-    fn prepare(&self, target: &Path, id: &str, options: &RootOptions) -> Result<Prepared, Error> {
+    fn check_target(&self, target: &Path) -> Result<(), Error> {
+        tmpfs::check_target(&self.pods_dir, target)
+    }
+
+    fn prepare(
+        &self,
+        target: &Path,
+        id: &str,
+        options: &RootOptions,
+    ) -> Result<Box<dyn Prepared>, Error> {
         if tmpfs::is_tmpfs_mount(target)? {
-            return Ok(Prepared {
-                write_at: target.to_path_buf(),
-                staged: None,
-                update: true,
-            });
+            return Ok(Box::new(AdoptedTmpfs {
+                target: target.to_path_buf(),
+                view_at: self.scratch("view", id),
+            }));
         }
         tmpfs::create_target(target)?;
         let staged = StagedTmpfs::mount(
@@ -185,11 +264,7 @@ impl VolumeRoots for TmpfsRoots {
                 selinux_context: options.selinux_context.clone(),
             },
         )?;
-        Ok(Prepared {
-            write_at: staged.path().to_path_buf(),
-            staged: Some(staged),
-            update: false,
-        })
+        Ok(Box::new(StagedRoot(staged)))
     }
 
     fn update(
@@ -199,14 +274,16 @@ impl VolumeRoots for TmpfsRoots {
         payload: &Payload,
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error> {
-        if AtomicWriter::new(target).is_current(payload)? {
-            return Ok(WriteOutcome::Unchanged);
-        }
-        // The pod's view is read-only in every namespace; the driver writes
-        // through a private writable bind of the same tmpfs, opened only
-        // when the files change.
-        let view = WritableView::open(target, &self.scratch("view", id))?;
-        AtomicWriter::new(view.path()).write(payload, options)
+        write_through_view(target, &self.scratch("view", id), payload, options)
+    }
+
+    fn read(
+        &self,
+        target: &Path,
+        file: &RelativePath,
+        limit: u64,
+    ) -> Result<Option<Secret<Vec<u8>>>, Error> {
+        AtomicWriter::new(target).read(file, limit)
     }
 
     fn remove(&self, target: &Path) -> Result<(), Error> {
@@ -223,8 +300,39 @@ impl VolumeRoots for TmpfsRoots {
 }
 
 /// A plain directory per volume, written in place (`--insecure-plain-directories`).
-#[derive(Debug, Default)]
-pub struct PlainDirectories;
+#[derive(Debug)]
+pub struct PlainDirectories {
+    /// Kubelet's `pods/` directory: every target lies below it.
+    pods_dir: PathBuf,
+}
+
+impl PlainDirectories {
+    /// Directories below `pods_dir`.
+    pub fn new(pods_dir: PathBuf) -> Self {
+        Self { pods_dir }
+    }
+}
+
+/// A plain directory at the target, written in place.
+#[derive(Debug)]
+struct InPlace {
+    at: PathBuf,
+    existing: bool,
+}
+
+impl Prepared for InPlace {
+    fn is_existing(&self) -> bool {
+        self.existing
+    }
+
+    fn write(&mut self, payload: &Payload, options: WriteOptions) -> Result<WriteOutcome, Error> {
+        AtomicWriter::new(&self.at).write(payload, options)
+    }
+
+    fn seal(self: Box<Self>, _target: &Path) -> Result<(), Error> {
+        Ok(())
+    }
+}
 
 impl VolumeRoots for PlainDirectories {
     fn kind(&self) -> RootKind {
@@ -237,18 +345,26 @@ impl VolumeRoots for PlainDirectories {
 
     fn close(&self) {}
 
-    fn prepare(&self, target: &Path, _id: &str, _options: &RootOptions) -> Result<Prepared, Error> {
+    fn check_target(&self, target: &Path) -> Result<(), Error> {
+        tmpfs::check_target(&self.pods_dir, target)
+    }
+
+    fn prepare(
+        &self,
+        target: &Path,
+        _id: &str,
+        _options: &RootOptions,
+    ) -> Result<Box<dyn Prepared>, Error> {
         let existing = self.is_root(target)?;
         fs::create_dir_all(target).map_err(|source| Error::Io {
             action: "create the target directory",
             path: target.to_path_buf(),
             source,
         })?;
-        Ok(Prepared {
-            write_at: target.to_path_buf(),
-            staged: None,
-            update: existing,
-        })
+        Ok(Box::new(InPlace {
+            at: target.to_path_buf(),
+            existing,
+        }))
     }
 
     fn update(
@@ -259,6 +375,15 @@ impl VolumeRoots for PlainDirectories {
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error> {
         AtomicWriter::new(target).write(payload, options)
+    }
+
+    fn read(
+        &self,
+        target: &Path,
+        file: &RelativePath,
+        limit: u64,
+    ) -> Result<Option<Secret<Vec<u8>>>, Error> {
+        AtomicWriter::new(target).read(file, limit)
     }
 
     fn remove(&self, target: &Path) -> Result<(), Error> {
@@ -317,18 +442,17 @@ mod tests {
     fn plain_directories_keep_the_roots_contract() {
         let dir = std::env::temp_dir().join(format!("vcd-root-{}", std::process::id()));
         let target = dir.join("target");
-        let roots = PlainDirectories;
+        let roots = PlainDirectories::new(dir.clone());
         let opts = RootOptions {
             mode: 0o555,
             gid: None,
             selinux_context: None,
         };
         assert!(!roots.is_root(&target).unwrap());
-        let prepared = roots.prepare(&target, "v", &opts).unwrap();
+        roots.check_target(&target).unwrap();
+        let mut prepared = roots.prepare(&target, "v", &opts).unwrap();
         assert!(!prepared.is_existing());
-        AtomicWriter::new(prepared.path())
-            .write(&payload("one"), options())
-            .unwrap();
+        prepared.write(&payload("one"), options()).unwrap();
         prepared.seal(&target).unwrap();
         assert!(roots.is_root(&target).unwrap());
         assert!(roots.prepare(&target, "v", &opts).unwrap().is_existing());
@@ -339,6 +463,9 @@ mod tests {
             WriteOutcome::Replaced
         );
         assert_eq!(fs::read_to_string(target.join("a.txt")).unwrap(), "two");
+        let file = RelativePath::parse("a.txt").unwrap();
+        let read = roots.read(&target, &file, 1024).unwrap().unwrap();
+        assert_eq!(read.expose(), b"two");
         roots.remove(&target).unwrap();
         assert!(!target.exists());
         roots.remove(&target).unwrap();

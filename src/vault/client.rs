@@ -258,6 +258,58 @@ impl VaultClient {
         .map(drop)
     }
 
+    /// `GET /v1/auth/token/lookup-self`: succeeds while Vault honours the
+    /// token.
+    pub async fn lookup_self(&self, token: &Secret<String>) -> Result<(), Error> {
+        self.call(
+            "lookup_self",
+            Method::GET,
+            "auth/token/lookup-self",
+            Some(token),
+            None,
+            &[token],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /v1/sys/capabilities-self` for one path: the token's
+    /// capabilities there (`read`, `update`, `deny`, …).
+    pub async fn capabilities_self(
+        &self,
+        token: &Secret<String>,
+        path: &str,
+    ) -> Result<Vec<String>, Error> {
+        let body = serde_json::json!({ "paths": [path] });
+        let body = Secret::new(body.to_string().into_bytes());
+        let raw = self
+            .call(
+                "capabilities_self",
+                Method::POST,
+                "sys/capabilities-self",
+                Some(token),
+                Some(&body),
+                &[token],
+            )
+            .await?;
+        super::response::capabilities("capabilities_self", path, &raw)
+    }
+
+    /// `GET /v1/sys/health`, which needs no token: succeeds when the server
+    /// is initialised, unsealed and active (or a standby).
+    pub async fn health(&self) -> Result<(), Error> {
+        self.call(
+            "health",
+            Method::GET,
+            "sys/health?standbyok=true&perfstandbyok=true",
+            None,
+            None,
+            &[],
+        )
+        .await
+        .map(drop)
+    }
+
     /// Sends one request and returns the body of a 2xx answer. `credentials`
     /// are scrubbed from any error text.
     async fn call(

@@ -5,8 +5,9 @@
 //! a token obtained by logging in *as the pod*, so Vault's policies for the
 //! pod's role decide what a volume can read.
 
-mod budget;
 mod client;
+mod governed;
+mod governor;
 mod identity;
 mod request;
 mod response;
@@ -16,8 +17,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use budget::{BudgetSettings, Governor, Priority};
 pub use client::{HttpSettings, MAX_RESPONSE_BYTES, VaultClient, build_http};
+pub use governed::{Caller, Endpoint, GovernedSettings, GovernedVault, Urgency};
+pub use governor::{BudgetSettings, Governor, Priority};
 pub use identity::{IdentityError, ServiceAccountToken, TOKENS_KEY};
 pub use request::{InvalidRequest, SecretRequest, withhold_for};
 pub use response::{Renewal, parse_retry_after};
@@ -64,6 +66,9 @@ pub struct AuthToken {
     pub renewable: bool,
     /// Vault's warnings (a capped renewal says so here).
     pub warnings: Vec<String>,
+    /// A batch token (`token_type: batch`): it cannot be renewed or
+    /// revoked, so its leases outlive it unless revoked one by one.
+    pub batch: bool,
     /// When the answer arrived.
     pub obtained_at: Instant,
 }
@@ -194,6 +199,24 @@ impl Error {
             | Self::Held { .. }
             | Self::Config { .. } => false,
         }
+    }
+
+    /// True when Vault did not answer at all or answered as a server that
+    /// cannot serve (sealed, or a proxy in front of it without a backend):
+    /// nothing is wrong with the request, and it may go again as soon as
+    /// Vault answers.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Status { status, .. } => matches!(status, 502..=504),
+            _ => false,
+        }
+    }
+
+    /// True for Vault's 403: the token may not do this (a policy), or the
+    /// token is no longer valid (revoked, expired).
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Self::Status { status: 403, .. })
     }
 
     /// How long Vault asked us to wait, if it said.

@@ -34,6 +34,8 @@ struct AuthBlock {
     lease_duration: u64,
     #[serde(default)]
     renewable: bool,
+    #[serde(default)]
+    token_type: Option<String>,
 }
 
 /// What a lease renewal granted.
@@ -159,6 +161,30 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
     Some(wait.min(RETRY_AFTER_CAP))
 }
 
+/// The capabilities a `sys/capabilities-self` answer gives for `path`
+/// (under the path's own key, or `capabilities` as older servers answer).
+pub(super) fn capabilities(
+    operation: &'static str,
+    path: &str,
+    body: &Secret<Vec<u8>>,
+) -> Result<Vec<String>, Error> {
+    let value: Value = parse(operation, body.expose())?;
+    let listed = value
+        .get(path)
+        .or_else(|| value.get("data").and_then(|d| d.get(path)))
+        .or_else(|| value.get("capabilities"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::InvalidResponse {
+            operation,
+            reason: format!("the answer lists no capabilities for {path}"),
+        })?;
+    Ok(listed
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect())
+}
+
 impl Renewal {
     /// Parses a `sys/leases/renew` response body.
     pub fn from_body(operation: &'static str, body: &Secret<Vec<u8>>) -> Result<Self, Error> {
@@ -189,6 +215,7 @@ impl AuthToken {
             ttl: super::ttl_from_secs(auth.lease_duration),
             renewable: auth.renewable,
             warnings: parsed.warnings.unwrap_or_default(),
+            batch: auth.token_type.as_deref() == Some("batch"),
             obtained_at: Instant::now(),
         })
     }

@@ -1,8 +1,10 @@
-//! The in-memory form of a published volume ([`LiveVolume`]): its Vault
-//! token ([`Session`]) and its secrets ([`LiveSecret`]), each with its next
-//! deadline. *When* something is due comes from [`policy`]; this module only
-//! applies the plans. The persisted form is [`super::record`], which also
-//! holds every conversion between the two.
+//! The in-memory form of a published volume ([`LiveVolume`]), built in one
+//! place ([`LiveVolume::new`]) from what a publish or a restore gathered:
+//! where its files are ([`Placement`]), what kubelet asked for
+//! ([`Published`]), its Vault token ([`TokenState`]) and its secrets
+//! ([`LiveSecret`]), each with its next deadline. *When* something is due
+//! comes from [`crate::timing`]; this module only applies the plans. The
+//! persisted form is [`super::record`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,14 +13,14 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::memory::Charge;
-use super::spec::{PodInfo, TargetPath, VolumeSpec};
+use super::spec::{PodInfo, TargetPath, VolumeId, VolumeSpec};
 use crate::metrics::VolumeLabels;
 use crate::render::CompiledTemplates;
 use crate::secret::Secret;
 use crate::storage::selinux;
-use crate::timing::{self as policy, Lifetime, Step};
+use crate::timing::{self, Lifetime, Step};
 use crate::vault::{
-    AuthToken, LeaseId, SecretRequest, SecretResponse, ServiceAccountToken, VaultClient,
+    AuthToken, Endpoint, LeaseId, SecretRequest, SecretResponse, ServiceAccountToken,
 };
 
 /// A volume's Vault token and when to renew or replace it.
@@ -29,29 +31,33 @@ pub(super) struct Session {
     /// TTL asked for on each renewal (the TTL granted at login).
     pub requested_ttl: Duration,
     pub renewable: bool,
+    /// A batch token: it cannot be revoked, so its leases are revoked one
+    /// by one at unpublish.
+    pub batch: bool,
     /// Renewal stopped extending the token: log in again at `due`.
     pub exhausted: bool,
     pub due: Instant,
 }
 
 impl Session {
-    /// A session from a fresh login, planned by [`policy::plan_login`].
+    /// A session from a fresh login, planned by [`timing::plan_login`].
     pub fn from_login(auth: AuthToken, u: f64) -> Self {
-        let plan = policy::plan_login(auth.ttl, auth.renewable, u);
+        let plan = timing::plan_login(auth.ttl, auth.renewable, u);
         let now = auth.obtained_at;
         Self {
             expires_at: now + plan.lifetime,
             requested_ttl: plan.lifetime,
             renewable: !plan.exhausted,
+            batch: auth.batch,
             exhausted: plan.exhausted,
             due: now + plan.due_in,
             token: auth.token,
         }
     }
 
-    /// Applies a `renew-self` answer ([`policy::plan_token_renewal`]).
+    /// Applies a `renew-self` answer ([`timing::plan_token_renewal`]).
     pub fn renewed(&mut self, auth: &AuthToken, u: f64) {
-        let plan = policy::plan_token_renewal(self.requested_ttl, auth.ttl, u);
+        let plan = timing::plan_token_renewal(self.requested_ttl, auth.ttl, u);
         let now = auth.obtained_at;
         self.expires_at = now + plan.lifetime;
         self.exhausted = plan.exhausted;
@@ -61,6 +67,48 @@ impl Session {
     /// True when the token must be replaced by a new login now.
     pub fn needs_login(&self, now: Instant) -> bool {
         self.expires_at <= now || (self.exhausted && self.due <= now)
+    }
+}
+
+/// The token side of a volume: the session (if a login succeeded) and the
+/// backoff of the token step.
+#[derive(Debug, Default)]
+pub(super) struct TokenState {
+    pub session: Option<Session>,
+    /// Failures of the token step in a row.
+    pub failures: u32,
+    /// When the token step may be tried again after a failure.
+    pub retry_at: Option<Instant>,
+    /// When Vault was last asked whether the token is still valid after a
+    /// refusal (see [`super::plan::VALIDITY_CHECK_INTERVAL`]).
+    pub checked_at: Option<Instant>,
+}
+
+impl TokenState {
+    /// Schedules the token step's retry after a failure, never past the
+    /// current token's end.
+    pub fn failed(&mut self, now: Instant, retry_after: Option<Duration>) {
+        let remaining = self
+            .session
+            .as_ref()
+            .map(|s| s.expires_at.saturating_duration_since(now));
+        let delay = timing::retry_delay(self.failures, timing::draw(), retry_after, remaining);
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = Some(now + delay);
+    }
+
+    /// The token step succeeded.
+    pub fn recovered(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+    }
+
+    /// The token, while it has not expired.
+    pub fn usable(&self, now: Instant) -> Option<&Secret<String>> {
+        self.session
+            .as_ref()
+            .filter(|s| s.expires_at > now)
+            .map(|s| &s.token)
     }
 }
 
@@ -81,7 +129,7 @@ pub(super) struct LiveSecret {
 }
 
 impl LiveSecret {
-    /// A fresh answer, planned by [`policy::plan_secret`].
+    /// A fresh answer, planned by [`timing::plan_secret`].
     pub fn from_response(
         request: SecretRequest,
         response: SecretResponse,
@@ -96,7 +144,7 @@ impl LiveSecret {
             rotation: response.rotation,
             certificate: response.expiration.map(unix_to_remaining),
         };
-        let plan = policy::plan_secret(life, static_interval, u);
+        let plan = timing::plan_secret(life, static_interval, u);
         Self {
             request,
             lease_id: response.lease_id,
@@ -110,25 +158,31 @@ impl LiveSecret {
     }
 
     /// Applies a lease renewal granted `ttl` at `at`
-    /// ([`policy::plan_lease_renewal`]).
+    /// ([`timing::plan_lease_renewal`]).
     pub fn renewed(&mut self, at: Instant, ttl: Duration, u: f64) {
-        let (step, due_in) = policy::plan_lease_renewal(self.increment, ttl, u);
+        let (step, due_in) = timing::plan_lease_renewal(self.increment, ttl, u);
         self.expires_at = Some(at + ttl);
         self.failures = 0;
         self.step = step;
         self.due = at + due_in;
     }
 
-    /// Puts off a re-read the node held back ([`policy::deferral_delay`]).
+    /// Puts off a re-read the node held back ([`timing::deferral_delay`]).
     /// Not a failure: the backoff is not raised.
     pub fn deferred(&mut self, now: Instant, wait: Duration, u: f64) {
-        self.due = now + policy::deferral_delay(wait, u, self.remaining(now));
+        self.due = now + timing::deferral_delay(wait, u, self.remaining(now));
     }
 
-    /// Schedules a retry after a failure ([`policy::retry_delay`]).
+    /// Schedules a retry after a failure ([`timing::retry_delay`]).
     pub fn failed(&mut self, now: Instant, retry_after: Option<Duration>, u: f64) {
-        self.due = now + policy::retry_delay(self.failures, u, retry_after, self.remaining(now));
+        self.due = now + timing::retry_delay(self.failures, u, retry_after, self.remaining(now));
         self.failures = self.failures.saturating_add(1);
+    }
+
+    /// True once what the secret protects has ended (its lease, or its
+    /// certificate): the file holds a dead credential.
+    pub fn has_ended(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|end| end <= now)
     }
 
     fn remaining(&self, now: Instant) -> Option<Duration> {
@@ -136,46 +190,126 @@ impl LiveSecret {
     }
 }
 
-/// Everything the driver knows about one published volume.
-pub(super) struct LiveVolume {
+/// Where and how a volume's files are held; fixed at publish.
+#[derive(Debug, Clone)]
+pub(super) struct Placement {
     pub target: TargetPath,
     pub readonly: bool,
     pub fs_group: Option<u32>,
     /// The SELinux label of the volume's tmpfs, if any.
     pub selinux_context: Option<selinux::Context>,
+}
+
+/// What kubelet asked for; fixed at publish (a republish that differs in
+/// anything but the token is refused).
+#[derive(Debug)]
+pub(super) struct Published {
     pub fingerprint: String,
+    /// The attributes, without kubelet's token attribute.
     pub attributes: BTreeMap<String, String>,
     pub spec: VolumeSpec,
     pub pod: PodInfo,
-    pub labels: VolumeLabels,
+}
+
+/// What a publish or a restore gathered to build a [`LiveVolume`].
+pub(super) struct VolumeParts {
+    pub id: VolumeId,
+    pub placement: Placement,
+    pub published: Published,
     pub templates: Arc<CompiledTemplates>,
-    pub client: VaultClient,
     pub identity: Option<ServiceAccountToken>,
     pub session: Option<Session>,
     pub secrets: Vec<LiveSecret>,
-    /// Retry counter for the token step.
-    pub token_failures: u32,
-    /// When the token step may be tried again after a failure.
-    pub token_retry_at: Option<Instant>,
-    /// The last refresh left something failed.
-    pub degraded: bool,
-    /// The volume's share of the node's memory budget.
     pub memory: Charge,
 }
 
+/// Everything the driver knows about one published volume.
+pub(super) struct LiveVolume {
+    pub id: VolumeId,
+    pub placement: Placement,
+    pub published: Published,
+    /// The volume's Vault, from its spec.
+    pub endpoint: Endpoint,
+    pub labels: VolumeLabels,
+    pub templates: Arc<CompiledTemplates>,
+    /// The newest service-account token kubelet sent.
+    pub identity: Option<ServiceAccountToken>,
+    pub token: TokenState,
+    pub secrets: Vec<LiveSecret>,
+    /// The last refresh left something failed, or a file holds something
+    /// past its end.
+    pub degraded: bool,
+    /// The volume's share of the node's memory budget.
+    pub memory: Charge,
+    /// A digest of the record last written, so an unchanged record is not
+    /// written again.
+    pub recorded: Option<u64>,
+}
+
 impl LiveVolume {
+    /// The one place a live volume is built, for a publish and a restore
+    /// alike.
+    pub fn new(parts: VolumeParts) -> Self {
+        let VolumeParts {
+            id,
+            placement,
+            published,
+            templates,
+            identity,
+            session,
+            secrets,
+            memory,
+        } = parts;
+        Self {
+            endpoint: Endpoint {
+                address: published.spec.vault_addr.clone(),
+                namespace: published.spec.namespace.clone(),
+            },
+            labels: VolumeLabels {
+                pod_namespace: published.pod.namespace.clone(),
+                pod_name: published.pod.name.clone(),
+                volume_id: id.to_string(),
+            },
+            id,
+            placement,
+            published,
+            templates,
+            identity,
+            token: TokenState {
+                session,
+                ..TokenState::default()
+            },
+            secrets,
+            degraded: false,
+            memory,
+            recorded: None,
+        }
+    }
+
+    /// The volume's spec.
+    pub fn spec(&self) -> &VolumeSpec {
+        &self.published.spec
+    }
+
+    /// The pod namespace: the tenant whose budgets the volume spends.
+    pub fn tenant(&self) -> &str {
+        &self.published.pod.namespace
+    }
+
     /// Mode of the files: `fileMode`, else 0440 with an fsGroup, else 0444.
     pub fn file_mode(&self) -> u32 {
-        self.spec.file_mode.unwrap_or(if self.fs_group.is_some() {
-            0o440
-        } else {
-            0o444
-        })
+        self.spec()
+            .file_mode
+            .unwrap_or(if self.placement.fs_group.is_some() {
+                0o440
+            } else {
+                0o444
+            })
     }
 
     /// The earliest deadline of the token and every secret.
     pub fn next_due(&self) -> Option<Instant> {
-        let token = match (&self.session, self.token_retry_at) {
+        let token = match (&self.token.session, self.token.retry_at) {
             (_, Some(retry)) => Some(retry),
             (Some(s), None) => Some(s.due.min(s.expires_at)),
             (None, None) => None,
@@ -188,7 +322,8 @@ impl LiveVolume {
 
     /// The soonest moment something in the volume expires.
     pub fn soonest_expiry(&self) -> Option<Instant> {
-        self.session
+        self.token
+            .session
             .as_ref()
             .map(|s| s.expires_at)
             .into_iter()
@@ -196,23 +331,9 @@ impl LiveVolume {
             .min()
     }
 
-    /// Schedules the token step's retry after a failure, never past the
-    /// current token's end.
-    pub fn token_failed(&mut self, now: Instant, retry_after: Option<Duration>) {
-        let remaining = self
-            .session
-            .as_ref()
-            .map(|s| s.expires_at.saturating_duration_since(now));
-        let delay =
-            policy::retry_delay(self.token_failures, policy::draw(), retry_after, remaining);
-        self.token_failures = self.token_failures.saturating_add(1);
-        self.token_retry_at = Some(now + delay);
-    }
-
-    /// The token step succeeded.
-    pub fn token_recovered(&mut self) {
-        self.token_failures = 0;
-        self.token_retry_at = None;
+    /// True while a file holds a credential past its end.
+    pub fn holds_ended(&self, now: Instant) -> bool {
+        self.secrets.iter().any(|s| s.has_ended(now))
     }
 
     /// Bytes of the Vault answers the volume keeps.
@@ -269,6 +390,7 @@ mod tests {
             ttl: secs(ttl),
             renewable,
             warnings: Vec::new(),
+            batch: false,
             obtained_at: at,
         }
     }
@@ -348,5 +470,7 @@ mod tests {
         secret.deferred(now, secs(2), 0.0);
         assert_eq!(secret.failures, failures, "a deferral is not a failure");
         assert_eq!(secret.due, now + secs(2));
+        assert!(!secret.has_ended(now));
+        assert!(secret.has_ended(t0 + secs(810)));
     }
 }

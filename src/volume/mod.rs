@@ -1,5 +1,8 @@
-//! The volume manager: turns publish and unpublish calls into mounted,
-//! rendered, refreshed volumes, and owns every volume's state.
+//! The volume core: turns publish and unpublish calls into mounted,
+//! rendered, refreshed volumes, and owns every volume's state. It reaches
+//! the world only through its ports ([`ports`]: the secret source, the
+//! record store, the volume roots), injected where the manager is built,
+//! so it is unit-tested against in-memory fakes under paused time.
 //!
 //! * **Idempotency**: a repeated publish of the same volume and target is a
 //!   republish (kubelet sends one about every minute under
@@ -10,8 +13,12 @@
 //! * **One operation per volume**: a second CSI call for a volume while one
 //!   runs is refused with `ABORTED` (kubelet retries); refreshes and CSI
 //!   calls on one volume are serialised by the volume's lock.
+//! * **One volume per target**: a target is bound to the volume id that
+//!   mounted it; another id's publish there is refused, and its unpublish
+//!   leaves it alone.
 //! * **Rollback**: a publish that fails leaves nothing mounted, no files, no
-//!   state, and revokes whatever Vault token it obtained.
+//!   state, and revokes whatever Vault token it obtained; a volume that was
+//!   serving its pod before (an adoption) stays as it was.
 //! * **Restart**: every change is persisted ([`record`]), Vault's answers
 //!   included, so a restarted driver re-adopts its volumes and re-renders
 //!   them without asking Vault again ([`VolumeManager::restore`]).
@@ -22,29 +29,39 @@
 //! |---|---|
 //! | `request.rs` | CSI requests checked into typed values, before the manager |
 //! | `spec/` | volume attributes, ids, target paths |
-//! | `manager.rs` | the volume map, publish / republish / unpublish / restore, rollback |
-//! | `pipeline.rs` | the work on one volume: login, compile, fetch and render, write |
-//! | `refresh.rs` | the scheduled refresh: token, leases, re-render |
+//! | `ports.rs` | what the core needs from the world, as traits |
+//! | `manager.rs` | the volume map, target bindings, records written |
+//! | `publish.rs`, `unpublish.rs`, `restore.rs` | the operations |
+//! | `materialise.rs` | the step publish and refresh share: fetch, render, write, with an explicit mode |
+//! | `plan.rs` | what a refresh does, as a pure function of state and time |
+//! | `refresh.rs` | the executor of a refresh plan |
+//! | `outage.rs` | volumes waiting for their Vault to answer again |
 //! | `live.rs` | the in-memory volume, applying [`crate::timing`]'s plans |
-//! | `record.rs` | the persisted volume, its formats, and every conversion to and from `live.rs` |
+//! | `record/` | the persisted volume: format and migration, conversions, stores |
 //! | `memory.rs`, `guard.rs` | the node's memory budget; one operation per volume |
-//!
-//! How a volume's files are held (tmpfs or plain directory) is behind
-//! [`crate::storage::VolumeRoots`]; nothing here branches on it.
 
 mod guard;
 mod live;
 mod manager;
+mod materialise;
 pub mod memory;
-mod pipeline;
+mod outage;
+mod plan;
+pub mod ports;
+mod publish;
 pub mod record;
 mod refresh;
 mod request;
+mod restore;
 mod spec;
+mod unpublish;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
-pub use manager::{ManagerConfig, PublishOutcome, VolumeManager};
+pub use manager::{ManagerConfig, Ports, PublishOutcome, VolumeManager};
 pub use request::{CheckedPublish, CheckedUnpublish, PublishCapability, PublishRequest};
 pub use spec::{
     MAX_FILES_PER_VOLUME, MAX_VOLUME_ID_BYTES, PodInfo, SpecDefaults, TargetPath, VolumeId,
@@ -206,6 +223,16 @@ pub enum Error {
         "the call's deadline is about to pass; the operation goes on and kubelet's retry will see its outcome"
     )]
     CallDeadline,
+    /// Another volume is published at the target path.
+    #[error(
+        "target path {target} belongs to volume {volume_id}; kubelet must unpublish that volume first"
+    )]
+    TargetInUse {
+        /// The target path.
+        target: String,
+        /// The volume holding it.
+        volume_id: String,
+    },
     /// The volume is published at another target path.
     #[error("volume {volume_id} is already published at {existing}")]
     TargetMismatch {
@@ -214,17 +241,4 @@ pub enum Error {
         /// Where it is.
         existing: String,
     },
-}
-
-/// Runs CPU-heavy or blocking work (compiling and rendering templates) on
-/// tokio's blocking pool, so one hostile template never stalls the workers
-/// that serve kubelet's calls. A panic in `work` is a bug and propagates.
-async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Error> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => Ok(value),
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(Error::ShuttingDown),
-    }
 }

@@ -7,8 +7,8 @@
 //! of static secrets) node-wide while renewals and replacements of what is
 //! about to expire still go out.
 //!
-//! The arithmetic is in [`crate::timing`]; this module holds the
-//! state.
+//! The arithmetic is in [`crate::timing::fairness`]; this module holds the
+//! state, and [`super::GovernedVault`] sends every request through it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,0 +1,1 @@
+//! Unit tests of the volume core against in-memory fakes.

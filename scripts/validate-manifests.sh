@@ -6,6 +6,7 @@
 #   deploy/overlays/k8s-1.35    base + CSIDriver.spec.serviceAccountTokenInSecrets
 #   deploy/overlays/app-signals base + hostPID (volumes may signal their app)
 #   deploy/examples             the nginx walkthrough's objects
+#   deploy/examples/*/          each example of docs/volumes/examples.md
 # and validates every document in STRICT mode (unknown fields are errors; so is
 # a kind the schemas do not know) against each supported Kubernetes minor
 # version, using the OpenAPI schemas bundled in the PyPI package
@@ -50,6 +51,11 @@ kubectl kustomize deploy/ >"$workdir/base.yaml"
 kubectl kustomize deploy/overlays/k8s-1.35 >"$workdir/overlay-k8s-1.35.yaml"
 kubectl kustomize deploy/overlays/app-signals >"$workdir/overlay-app-signals.yaml"
 kubectl kustomize deploy/examples >"$workdir/examples.yaml"
+mkdir "$workdir/example"
+for example in deploy/examples/*/; do
+  name="$(basename "$example")"
+  kubectl kustomize "$example" >"$workdir/example/$name.yaml"
+done
 
 python3 - "$MIN_SUPPORTED" "$OVERLAY_MIN" "$workdir" <<'PY'
 import sys
@@ -92,6 +98,9 @@ base = load("base.yaml")
 overlay = load("overlay-k8s-1.35.yaml")
 app_signals = load("overlay-app-signals.yaml")
 examples = load("examples.yaml")
+import os
+each_example = {name[:-len(".yaml")]: load(f"example/{name}")
+                for name in sorted(os.listdir(f"{workdir}/example"))}
 
 problems = []
 def check(cond, msg):
@@ -123,6 +132,14 @@ for name, docs, host_pid in (("base", base, None), ("app-signals overlay", app_s
           f"{name} must render one DaemonSet with hostPID {host_pid}")
 for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
     check(not by_kind(base, kind), f"base must grant no Kubernetes API access (found a {kind})")
+if not each_example:
+    problems.append("deploy/examples/*/ rendered no example")
+for name, docs in each_example.items():
+    volumes = [v for d in docs for v in
+               ((d.get("spec", {}).get("template", {}).get("spec") or d.get("spec") or {})
+                .get("volumes") or [])
+               if (v.get("csi") or {}).get("driver") == "vault.csi.driver"]
+    check(volumes, f"deploy/examples/{name} must have a vault.csi.driver volume")
 for p in problems:
     print(f"FAIL invariant: {p}")
 
@@ -164,6 +181,8 @@ validate("deploy/", base, versions)
 validate("deploy/overlays/k8s-1.35", overlay, overlay_versions)
 validate("deploy/overlays/app-signals", app_signals, versions)
 validate("deploy/examples", examples, versions)
+for name, docs in each_example.items():
+    validate(f"deploy/examples/{name}", docs, versions)
 
 failed += len(problems)
 print(f"manifests: {passed} passed, {failed} failed")

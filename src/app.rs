@@ -32,6 +32,9 @@ pub enum Error {
     /// A flag value is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A flag value is refused at start-up (`Config::check`).
+    #[error("invalid configuration: {0}")]
+    Flag(#[from] crate::config::InvalidFlag),
     /// The Vault HTTP client could not be built (bad CA bundle).
     #[error(transparent)]
     Vault(#[from] crate::vault::Error),
@@ -139,42 +142,6 @@ async fn serve_bounded(
     }
 }
 
-/// Refuses flag values the driver cannot run with, naming the flag.
-fn check_flags(config: &Config) -> Result<(), Error> {
-    if config.node_id.is_empty() {
-        return Err(Error::Config(
-            "--node-id (NODE_NAME) must not be empty".to_owned(),
-        ));
-    }
-    if config.volume_size_bytes < 64 * 1024 {
-        return Err(Error::Config(
-            "--volume-size-bytes must be at least 65536".to_owned(),
-        ));
-    }
-    if config.static_secret_refresh_interval < std::time::Duration::from_secs(1) {
-        return Err(Error::Config(
-            "--static-secret-refresh-interval (STATIC_SECRET_REFRESH_INTERVAL) must be at least 1s, as the staticSecretRefreshInterval attribute must".to_owned(),
-        ));
-    }
-    if config.metrics_max_connections == 0 {
-        return Err(Error::Config(
-            "--metrics-max-connections must be at least 1".to_owned(),
-        ));
-    }
-    for (flag, value) in [
-        ("--publish-timeout", config.publish_timeout),
-        ("--shutdown-timeout", config.shutdown_timeout),
-        ("--metrics-header-timeout", config.metrics_header_timeout),
-        ("--metrics-request-timeout", config.metrics_request_timeout),
-        ("--metrics-idle-timeout", config.metrics_idle_timeout),
-    ] {
-        if value.is_zero() {
-            return Err(Error::Config(format!("{flag} must be more than 0s")));
-        }
-    }
-    Ok(())
-}
-
 /// The volume core's ports, chosen from the flags: Vault through the
 /// node's request budget, records under `--state-dir`, and volumes as tmpfs
 /// mounts (or plain directories with `--insecure-plain-directories`).
@@ -220,7 +187,7 @@ fn ports(
 
 /// Runs the driver until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    check_flags(&config)?;
+    config.check()?;
     let metrics_limits = metrics::ListenerLimits {
         max_connections: config.metrics_max_connections,
         header_timeout: config.metrics_header_timeout,

@@ -1,6 +1,7 @@
 //! Command-line flags (each also read from an environment variable). The
 //! doc comments are the `--help` text.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -122,7 +123,7 @@ pub struct Config {
 
     /// The node's memory budget for volumes, in bytes: their tmpfs pages
     /// (twice, for updates) and the Vault answers kept for them. A publish
-    /// or refresh past it is refused with `RESOURCE_EXHAUSTED`. Unset: the
+    /// or refresh past it is refused with `ResourceExhausted`. Unset: the
     /// driver's cgroup memory limit minus 48 MiB; no limit found and no
     /// flag: unlimited.
     #[arg(long, env = "MEMORY_BUDGET_BYTES")]
@@ -136,7 +137,7 @@ pub struct Config {
     #[arg(long, env = "SELINUX_CONTEXT", default_value = "auto")]
     pub selinux_context: String,
 
-    /// Most refreshes running at once across all volumes.
+    /// Most refreshes running at once across all volumes; at least 1.
     #[arg(long, env = "MAX_CONCURRENT_REFRESHES", default_value_t = 64)]
     pub max_concurrent_refreshes: usize,
 
@@ -163,7 +164,7 @@ pub struct Config {
     /// Longest a publish waits for Vault (the login, the reads and their
     /// retries) or for a refresh holding the volume; past it the publish is
     /// rolled back, its Vault token revoked, and kubelet told
-    /// `DEADLINE_EXCEEDED` (it retries). Kubelet gives every CSI call 2
+    /// `DeadlineExceeded` (it retries). Kubelet gives every CSI call 2
     /// minutes; the driver also answers a little before the deadline the
     /// caller sends.
     #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "60s", value_parser = go_duration::parse)]
@@ -183,12 +184,13 @@ pub struct FairnessConfig {
     /// Longest time one refresh of one volume may take (renewals, re-reads,
     /// render, write). After it the refresh gives up, the previous files
     /// stay, and the volume is retried with backoff before anything expires.
+    /// At least 1s.
     #[arg(long, env = "REFRESH_TIMEOUT", default_value = "60s", value_parser = go_duration::parse)]
     pub refresh_timeout: Duration,
 
     /// Most refreshes of one pod namespace running at once, out of
     /// --max-concurrent-refreshes: one tenant's slow secrets engine cannot
-    /// hold every slot.
+    /// hold every slot. At least 1.
     #[arg(
         long,
         env = "MAX_CONCURRENT_REFRESHES_PER_NAMESPACE",
@@ -208,9 +210,157 @@ pub struct FairnessConfig {
     #[arg(long, env = "NAMESPACE_VAULT_RATE", default_value_t = 10.0)]
     pub namespace_vault_rate: f64,
 
-    /// Vault requests a pod namespace may send at once after a quiet spell.
+    /// Vault requests a pod namespace may send at once after a quiet spell;
+    /// at least 1 while the rate is on.
     #[arg(long, env = "NAMESPACE_VAULT_BURST", default_value_t = 50)]
     pub namespace_vault_burst: u32,
+}
+
+/// A flag value the driver cannot run with. The driver refuses it at
+/// start-up rather than run with another value than the one asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{flag} ({env}) {requirement}; it is {value}")]
+pub struct InvalidFlag {
+    /// The flag, e.g. `--refresh-timeout`.
+    pub flag: &'static str,
+    /// The environment variable that sets it.
+    pub env: &'static str,
+    /// What the value must be, e.g. `must be at least 1s`.
+    pub requirement: &'static str,
+    /// The value given.
+    pub value: String,
+}
+
+impl InvalidFlag {
+    fn new(
+        flag: &'static str,
+        env: &'static str,
+        requirement: &'static str,
+        value: impl fmt::Display,
+    ) -> Self {
+        Self {
+            flag,
+            env,
+            requirement,
+            value: value.to_string(),
+        }
+    }
+}
+
+/// A duration as the flags take it (`500ms`, `1m 30s`).
+fn shown(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+impl Config {
+    /// Refuses values the driver cannot run with, or could only run with by
+    /// quietly using another value (a refresh timeout under a second, no
+    /// refresh slots), naming the flag, its variable and what to set.
+    pub fn check(&self) -> Result<(), InvalidFlag> {
+        if self.node_id.is_empty() {
+            return Err(InvalidFlag::new(
+                "--node-id",
+                "NODE_NAME",
+                "must not be empty (the DaemonSet sets it from spec.nodeName)",
+                "empty",
+            ));
+        }
+        if self.volume_size_bytes < 64 * 1024 {
+            return Err(InvalidFlag::new(
+                "--volume-size-bytes",
+                "VOLUME_SIZE_BYTES",
+                "must be at least 65536",
+                self.volume_size_bytes,
+            ));
+        }
+        if self.static_secret_refresh_interval < Duration::from_secs(1) {
+            return Err(InvalidFlag::new(
+                "--static-secret-refresh-interval",
+                "STATIC_SECRET_REFRESH_INTERVAL",
+                "must be at least 1s, as the staticSecretRefreshInterval attribute must",
+                shown(self.static_secret_refresh_interval),
+            ));
+        }
+        for (flag, env, value) in [
+            (
+                "--metrics-max-connections",
+                "METRICS_MAX_CONNECTIONS",
+                self.metrics_max_connections,
+            ),
+            (
+                "--max-concurrent-refreshes",
+                "MAX_CONCURRENT_REFRESHES",
+                self.max_concurrent_refreshes,
+            ),
+            (
+                "--max-concurrent-refreshes-per-namespace",
+                "MAX_CONCURRENT_REFRESHES_PER_NAMESPACE",
+                self.fairness.max_concurrent_refreshes_per_namespace,
+            ),
+        ] {
+            if value == 0 {
+                return Err(InvalidFlag::new(flag, env, "must be at least 1", value));
+            }
+        }
+        for (flag, env, value) in [
+            ("--publish-timeout", "PUBLISH_TIMEOUT", self.publish_timeout),
+            (
+                "--shutdown-timeout",
+                "SHUTDOWN_TIMEOUT",
+                self.shutdown_timeout,
+            ),
+            (
+                "--metrics-header-timeout",
+                "METRICS_HEADER_TIMEOUT",
+                self.metrics_header_timeout,
+            ),
+            (
+                "--metrics-request-timeout",
+                "METRICS_REQUEST_TIMEOUT",
+                self.metrics_request_timeout,
+            ),
+            (
+                "--metrics-idle-timeout",
+                "METRICS_IDLE_TIMEOUT",
+                self.metrics_idle_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(InvalidFlag::new(flag, env, "must be more than 0s", "0s"));
+            }
+        }
+        self.fairness.check()
+    }
+}
+
+impl FairnessConfig {
+    fn check(&self) -> Result<(), InvalidFlag> {
+        if self.refresh_timeout < Duration::from_secs(1) {
+            return Err(InvalidFlag::new(
+                "--refresh-timeout",
+                "REFRESH_TIMEOUT",
+                "must be at least 1s",
+                shown(self.refresh_timeout),
+            ));
+        }
+        if !(self.namespace_vault_rate >= 0.0 && self.namespace_vault_rate.is_finite()) {
+            return Err(InvalidFlag::new(
+                "--namespace-vault-rate",
+                "NAMESPACE_VAULT_RATE",
+                "must be a number of requests a second, 0 (no budget) or more",
+                self.namespace_vault_rate,
+            ));
+        }
+        if self.namespace_vault_burst == 0 && self.namespace_vault_rate > 0.0 {
+            return Err(InvalidFlag::new(
+                "--namespace-vault-burst",
+                "NAMESPACE_VAULT_BURST",
+                "must be at least 1 while --namespace-vault-rate is more than 0",
+                0,
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for FairnessConfig {
@@ -256,5 +406,65 @@ mod tests {
                 namespace_vault_burst: 5,
             }
         );
+    }
+
+    fn parsed(args: &[&str]) -> Config {
+        let mut all = vec!["vault-csi-driver", "--node-id=n"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap()
+    }
+
+    /// The defaults start.
+    #[test]
+    fn the_defaults_pass_the_check() {
+        assert_eq!(parsed(&[]).check(), Ok(()));
+        assert_eq!(
+            parsed(&["--namespace-vault-rate=0", "--namespace-vault-burst=0"]).check(),
+            Ok(()),
+            "a burst of 0 is meaningless but harmless with the budget off"
+        );
+    }
+
+    /// Values the driver used to raise quietly (a refresh timeout under a
+    /// second, no refresh slots) are refused at start-up, naming the flag,
+    /// its variable, the rule and the value given.
+    #[test]
+    fn values_the_driver_would_change_are_refused_with_the_flag_named() {
+        let cases: [(&[&str], &str); 7] = [
+            (
+                &["--refresh-timeout=500ms"],
+                "--refresh-timeout (REFRESH_TIMEOUT) must be at least 1s; it is 500ms",
+            ),
+            (
+                &["--max-concurrent-refreshes=0"],
+                "--max-concurrent-refreshes (MAX_CONCURRENT_REFRESHES) must be at least 1; it is 0",
+            ),
+            (
+                &["--max-concurrent-refreshes-per-namespace=0"],
+                "--max-concurrent-refreshes-per-namespace (MAX_CONCURRENT_REFRESHES_PER_NAMESPACE) must be at least 1; it is 0",
+            ),
+            (
+                &["--namespace-vault-rate=-1"],
+                "--namespace-vault-rate (NAMESPACE_VAULT_RATE) must be a number of requests a second, 0 (no budget) or more; it is -1",
+            ),
+            (
+                &["--namespace-vault-burst=0"],
+                "--namespace-vault-burst (NAMESPACE_VAULT_BURST) must be at least 1 while --namespace-vault-rate is more than 0; it is 0",
+            ),
+            (
+                &["--static-secret-refresh-interval=900ms"],
+                "--static-secret-refresh-interval (STATIC_SECRET_REFRESH_INTERVAL) must be at least 1s, as the staticSecretRefreshInterval attribute must; it is 900ms",
+            ),
+            (
+                &["--publish-timeout=0s"],
+                "--publish-timeout (PUBLISH_TIMEOUT) must be more than 0s; it is 0s",
+            ),
+        ];
+        for (args, message) in cases {
+            let refused = parsed(args).check().expect_err(message);
+            assert_eq!(refused.to_string(), message);
+        }
+        let empty = Config::try_parse_from(["vault-csi-driver", "--node-id="]).unwrap();
+        assert_eq!(empty.check().unwrap_err().flag, "--node-id");
     }
 }

@@ -355,3 +355,50 @@ impl SystemTimeSecs {
             .as_secs_f64()
     }
 }
+
+/// The one JSON log line whose `message` is `message` and whose
+/// `volume.id` is `volume_id`, from a driver logging with
+/// `--log-format=json`.
+fn call_line(logs: &str, message: &str, volume_id: &str) -> serde_json::Value {
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == message && line["volume.id"] == volume_id)
+        .collect();
+    assert_eq!(lines.len(), 1, "one {message} line for {volume_id}: {logs}");
+    lines.into_iter().next().unwrap()
+}
+
+/// Asserts the fields every publish and unpublish line carries.
+fn assert_call_fields(line: &serde_json::Value) {
+    assert_eq!(line["pod.namespace"], "default", "{line}");
+    assert_eq!(line["pod.name"], "nginx", "{line}");
+    assert!(line["elapsed_ms"].is_u64(), "{line}");
+}
+
+/// Each NodePublishVolume and NodeUnpublishVolume is logged once with the
+/// volume id, the pod's namespace and name and the time it took. Kubelet's
+/// unpublish names no pod: the line takes it from the volume's publish,
+/// and after a restart from the republish kubelet sends every minute.
+#[tokio::test]
+async fn every_publish_and_unpublish_is_logged_with_its_pod_and_time() {
+    let mut h = Harness::builder().spawn(&["--log-format=json"]).await;
+    let attrs = [ROLE, ("template.index.html", INDEX_TEMPLATE)];
+    h.send_ok(h.request("a", &attrs)).await;
+    h.send_ok(h.request("b", &attrs)).await;
+    h.unpublish_ok("a").await;
+    let logs = h.driver.logs();
+    let a = h.pod.volume_id("a");
+    assert_call_fields(&call_line(&logs, "NodePublishVolume", &a));
+    assert_call_fields(&call_line(&logs, "NodeUnpublishVolume", &a));
+
+    // A restart: the pod of `b` is known again from kubelet's republish.
+    h.respawn("driver-2.log", &["--log-format=json"]).await;
+    h.send_ok(h.request("b", &attrs)).await;
+    h.unpublish_ok("b").await;
+    let logs = h.driver.logs();
+    let b = h.pod.volume_id("b");
+    let republish = call_line(&logs, "NodePublishVolume", &b);
+    assert_eq!(republish["outcome"], "republished", "{republish}");
+    assert_call_fields(&call_line(&logs, "NodeUnpublishVolume", &b));
+}

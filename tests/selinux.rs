@@ -2,7 +2,7 @@
 //! show it: the `context=` option is built and sent, a kernel that refuses
 //! it still gets a working volume (with a warning naming the flag), and
 //! `mount_flags` other than `context=` are refused, never ignored. What
-//! only an SELinux-enforcing node can show is the README's checklist.
+//! only an SELinux-enforcing node can show is the checklist in docs/security.md.
 #![allow(clippy::missing_panics_doc)]
 
 mod support;

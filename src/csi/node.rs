@@ -1,14 +1,17 @@
 //! The CSI Node service: publish and unpublish (handed to the volume
 //! manager), node info and capabilities. Everything else is
-//! `UNIMPLEMENTED`. Each call is logged once, with the volume, the pod and
-//! the outcome, never with a token.
+//! `UNIMPLEMENTED`. Each publish and unpublish is logged once, with the
+//! volume, the pod, the outcome and the time it took, never with a token.
+//! Kubelet's unpublish names no pod: its pod fields are those of the
+//! volume's last publish or republish this process served.
 //!
 //! Publish and unpublish run on the driver's task tracker and the handler
 //! only waits for them, until a little before the caller's `grpc-timeout`:
 //! tonic drops a handler when its client cancels, and that must never cut
 //! a publish or unpublish half-way.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -33,12 +36,26 @@ use crate::volume::{PublishCapability, PublishOutcome, PublishRequest, VolumeMan
 const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
 const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
 
+/// The pod a volume was published for, as kubelet's `podInfoOnMount`
+/// keys named it: for the log lines of calls that carry no pod.
+#[derive(Debug, Clone, Default)]
+struct PodName {
+    namespace: String,
+    name: String,
+}
+
 /// Serves the Node service for one node.
 #[derive(Debug)]
 pub struct NodeService {
     node_id: String,
     manager: Arc<VolumeManager>,
     metrics: Arc<Metrics>,
+    /// The pod of each volume this process published or republished, by
+    /// volume id, so its unpublish is logged with the pod. Kubelet
+    /// republishes every volume each minute or so (`requiresRepublish`),
+    /// so after a restart this fills again by itself. One entry per
+    /// managed volume, removed at its unpublish.
+    pods: Mutex<HashMap<String, PodName>>,
 }
 
 impl NodeService {
@@ -48,6 +65,7 @@ impl NodeService {
             node_id,
             manager,
             metrics,
+            pods: Mutex::default(),
         }
     }
 }
@@ -109,6 +127,13 @@ impl Node for NodeService {
                     PublishOutcome::Republished => "republished",
                 };
                 self.metrics.observe_publish(label, elapsed);
+                self.pods.lock().expect("pod names poisoned").insert(
+                    volume_id.clone(),
+                    PodName {
+                        namespace: pod_ns.clone(),
+                        name: pod_name.clone(),
+                    },
+                );
                 tracing::info!(volume.id = %volume_id, pod.namespace = %pod_ns, pod.name = %pod_name, outcome = label, elapsed_ms = millis(elapsed), "NodePublishVolume");
                 Ok(Response::new(NodePublishVolumeResponse {}))
             }
@@ -125,22 +150,35 @@ impl Node for NodeService {
         &self,
         request: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let started = Instant::now();
         let answer_by = deadline::answer_by(request.metadata());
         let r = request.into_inner();
+        let pod = self
+            .pods
+            .lock()
+            .expect("pod names poisoned")
+            .get(&r.volume_id)
+            .cloned()
+            .unwrap_or_default();
         let result = match self.manager.check_unpublish(&r.volume_id, &r.target_path) {
             Ok(checked) => self.manager.unpublish_by(checked, answer_by).await,
             Err(error) => Err(error),
         };
+        let elapsed = started.elapsed();
         match result {
             Ok(()) => {
                 self.metrics.observe_unpublish("ok");
-                tracing::info!(volume.id = %r.volume_id, target = %r.target_path, outcome = "unpublished", "NodeUnpublishVolume");
+                self.pods
+                    .lock()
+                    .expect("pod names poisoned")
+                    .remove(&r.volume_id);
+                tracing::info!(volume.id = %r.volume_id, pod.namespace = %pod.namespace, pod.name = %pod.name, target = %r.target_path, outcome = "unpublished", elapsed_ms = millis(elapsed), "NodeUnpublishVolume");
                 Ok(Response::new(NodeUnpublishVolumeResponse {}))
             }
             Err(error) => {
                 let status = status::to_status(&error);
                 self.metrics.observe_unpublish("error");
-                tracing::warn!(volume.id = %r.volume_id, target = %r.target_path, code = ?status.code(), error = %status.message(), "NodeUnpublishVolume failed");
+                tracing::warn!(volume.id = %r.volume_id, pod.namespace = %pod.namespace, pod.name = %pod.name, target = %r.target_path, code = ?status.code(), error = %status.message(), elapsed_ms = millis(elapsed), "NodeUnpublishVolume failed");
                 Err(status)
             }
         }

@@ -123,10 +123,149 @@ pub fn full_message(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// One example of every volume error, with realistic values, and the code
+/// kubelet receives for it. The unit tests check each against [`code`] and
+/// that no variant is missing; the error-code table of the operator's
+/// troubleshooting page is generated from it (`tests/docs_reference.rs`),
+/// so the docs show the codes and messages the driver really sends.
+#[allow(clippy::too_many_lines)] // one row per variant reads best as one table
+pub fn examples() -> Vec<(Error, Code)> {
+    let volume_id =
+        || "csi-3c5e0f2a9d7b41e8a6c2f1d0b9e87a4c5d3f2e1a0b9c8d7e6f5a4b3c2d1e0f9a".to_owned();
+    let refused = |operation, status, message: &str| vault::Error::Status {
+        operation,
+        status,
+        message: message.to_owned(),
+    };
+    vec![
+        (Error::MissingField { field: "target_path" }, Code::InvalidArgument),
+        (
+            Error::InvalidVolumeId {
+                reason: "it contains `/` or NUL".into(),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            Error::InvalidTargetPath {
+                path: "/var/lib/kubelet/plugins/x".into(),
+                reason: "it is not under /var/lib/kubelet/pods (set --kubelet-dir if kubelet uses another root)".into(),
+            },
+            Code::InvalidArgument,
+        ),
+        (Error::BlockVolume, Code::InvalidArgument),
+        (Error::NotEphemeral, Code::InvalidArgument),
+        (
+            Error::InvalidAttribute {
+                key: "fileMode".into(),
+                reason: "use an octal mode such as 0440".into(),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            Error::UnknownAttribute {
+                key: "fileMod".into(),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            Error::MissingAttribute { key: "roleName" },
+            Code::InvalidArgument,
+        ),
+        (
+            Error::Identity(vault::IdentityError::MissingAudience {
+                audience: "vault".into(),
+                available: Vec::new(),
+            }),
+            Code::InvalidArgument,
+        ),
+        (
+            Error::Template(render::Error::Busy),
+            Code::ResourceExhausted,
+        ),
+        (
+            Error::Login {
+                mount: "kubernetes".into(),
+                role: "example".into(),
+                source: refused("login", 403, "permission denied"),
+            },
+            Code::PermissionDenied,
+        ),
+        (Error::NoVaultToken, Code::Unavailable),
+        (
+            Error::TokenRenewal {
+                source: refused("renew_self", 503, "Vault is sealed"),
+            },
+            Code::Unavailable,
+        ),
+        (
+            Error::IdentityStale {
+                audience: "vault".into(),
+            },
+            Code::Unavailable,
+        ),
+        (
+            Error::Fetch {
+                path: "secret/data/myapp/config".into(),
+                source: refused("read", 404, "no secret at secret/data/myapp/config"),
+            },
+            Code::FailedPrecondition,
+        ),
+        (
+            Error::Storage(storage::Error::PayloadTooLarge {
+                bytes: 600_000,
+                limit: 520_192,
+            }),
+            Code::InvalidArgument,
+        ),
+        (
+            Error::MemoryBudget(crate::volume::memory::Exhausted {
+                needed: 1_048_576,
+                used: 83_361_792,
+                budget: 83_886_080,
+            }),
+            Code::ResourceExhausted,
+        ),
+        (
+            Error::State {
+                path: "/run/vault-csi-driver/volumes/csi-3c5e.json".into(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            },
+            Code::Internal,
+        ),
+        (
+            Error::OperationPending {
+                volume_id: volume_id(),
+            },
+            Code::Aborted,
+        ),
+        (
+            Error::AlreadyExists {
+                volume_id: volume_id(),
+            },
+            Code::AlreadyExists,
+        ),
+        (Error::ShuttingDown, Code::Unavailable),
+        (Error::VaultTimeout { secs: 60.0 }, Code::DeadlineExceeded),
+        (Error::CallDeadline, Code::DeadlineExceeded),
+        (
+            Error::TargetMismatch {
+                volume_id: volume_id(),
+                existing: "/var/lib/kubelet/pods/0b6e/volumes/kubernetes.io~csi/secrets/mount".into(),
+            },
+            Code::FailedPrecondition,
+        ),
+        (
+            Error::TargetInUse {
+                target: "/var/lib/kubelet/pods/0b6e/volumes/kubernetes.io~csi/secrets/mount".into(),
+                volume_id: volume_id(),
+            },
+            Code::FailedPrecondition,
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
 
     fn status(code: u16) -> vault::Error {
@@ -135,10 +274,6 @@ mod tests {
             status: code,
             message: String::new(),
         }
-    }
-
-    fn io() -> std::io::Error {
-        std::io::Error::other("x")
     }
 
     /// The row each variant is tested in. The match is exhaustive: a new
@@ -177,130 +312,10 @@ mod tests {
     /// Number of variants: one more than the largest row.
     const VARIANTS: usize = 25;
 
-    /// Every variant, with the code kubelet must see for it.
+    /// Every variant has an example, with the code kubelet must see for it.
     #[test]
     fn every_error_has_a_code_kubelet_acts_on_correctly() {
-        let table: Vec<(Error, Code)> = vec![
-            (
-                Error::MissingField { field: "volume_id" },
-                Code::InvalidArgument,
-            ),
-            (
-                Error::InvalidVolumeId { reason: "r".into() },
-                Code::InvalidArgument,
-            ),
-            (
-                Error::InvalidTargetPath {
-                    path: "p".into(),
-                    reason: "r".into(),
-                },
-                Code::InvalidArgument,
-            ),
-            (Error::BlockVolume, Code::InvalidArgument),
-            (Error::NotEphemeral, Code::InvalidArgument),
-            (
-                Error::InvalidAttribute {
-                    key: "k".into(),
-                    reason: "r".into(),
-                },
-                Code::InvalidArgument,
-            ),
-            (
-                Error::UnknownAttribute { key: "k".into() },
-                Code::InvalidArgument,
-            ),
-            (
-                Error::MissingAttribute { key: "roleName" },
-                Code::InvalidArgument,
-            ),
-            (
-                Error::Identity(vault::IdentityError::MissingAudience {
-                    audience: "vault".into(),
-                    available: Vec::new(),
-                }),
-                Code::InvalidArgument,
-            ),
-            (
-                Error::Template(render::Error::Busy),
-                Code::ResourceExhausted,
-            ),
-            (
-                Error::Login {
-                    mount: "kubernetes".into(),
-                    role: "r".into(),
-                    source: status(403),
-                },
-                Code::PermissionDenied,
-            ),
-            (Error::NoVaultToken, Code::Unavailable),
-            (
-                Error::TokenRenewal {
-                    source: status(503),
-                },
-                Code::Unavailable,
-            ),
-            (
-                Error::IdentityStale {
-                    audience: "vault".into(),
-                },
-                Code::Unavailable,
-            ),
-            (
-                Error::Fetch {
-                    path: "p".into(),
-                    source: status(404),
-                },
-                Code::FailedPrecondition,
-            ),
-            (
-                Error::Storage(storage::Error::PayloadTooLarge { bytes: 2, limit: 1 }),
-                Code::InvalidArgument,
-            ),
-            (
-                Error::MemoryBudget(crate::volume::memory::Exhausted {
-                    needed: 2,
-                    used: 1,
-                    budget: 2,
-                }),
-                Code::ResourceExhausted,
-            ),
-            (
-                Error::State {
-                    path: PathBuf::from("/run/x"),
-                    source: io(),
-                },
-                Code::Internal,
-            ),
-            (
-                Error::OperationPending {
-                    volume_id: "v".into(),
-                },
-                Code::Aborted,
-            ),
-            (
-                Error::AlreadyExists {
-                    volume_id: "v".into(),
-                },
-                Code::AlreadyExists,
-            ),
-            (Error::ShuttingDown, Code::Unavailable),
-            (Error::VaultTimeout { secs: 60.0 }, Code::DeadlineExceeded),
-            (Error::CallDeadline, Code::DeadlineExceeded),
-            (
-                Error::TargetMismatch {
-                    volume_id: "v".into(),
-                    existing: "t".into(),
-                },
-                Code::FailedPrecondition,
-            ),
-            (
-                Error::TargetInUse {
-                    target: "t".into(),
-                    volume_id: "v".into(),
-                },
-                Code::FailedPrecondition,
-            ),
-        ];
+        let table = examples();
         let mut covered = [false; VARIANTS];
         for (error, expected) in &table {
             covered[row(error)] = true;

@@ -179,39 +179,39 @@ impl Metrics {
         let publishes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "node_publish",
-            "NodePublishVolume calls by result",
+            "NodePublishVolume calls, by result: published (a new volume), republished (kubelet's periodic republish of a volume already served), error",
             publishes.clone(),
         );
         let unpublishes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "node_unpublish",
-            "NodeUnpublishVolume calls by result",
+            "NodeUnpublishVolume calls, by result: ok, error",
             unpublishes.clone(),
         );
         let publish_latency = latency_histogram();
         registry.register(
             "node_publish_duration_seconds",
-            "Time to serve NodePublishVolume, Vault round trips included",
+            "Time to serve NodePublishVolume, for every result, Vault round trips included",
             publish_latency.clone(),
         );
         let publish_steps: HistogramFamily<StepLabels> =
             Family::new_with_constructor(step_histogram);
         registry.register(
             "node_publish_step_duration_seconds",
-            "Time each step of a new volume's NodePublishVolume took: checks (request, target, token, templates), vault (login, reads, render), mount (waiting for the tmpfs after Vault answered), write (files), record (state)",
+            "Time each step of a successful new NodePublishVolume took, by step: checks (request, target, token, templates), vault (login, reads, render), mount (waiting for the tmpfs made meanwhile), write (files), record (state record)",
             publish_steps.clone(),
         );
         let refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
             "refresh",
-            "Background refresh steps by kind (renew_lease, refetch, static, renew_token, login) and result",
+            "Background refresh steps, by kind (renew_lease; refetch: a leased secret or certificate fetched again; static: a re-read of lease-less secrets only; renew_token; login; timeout: a refresh that ran out of --refresh-timeout) and result (ok, error)",
             refreshes.clone(),
         );
         let vault_latency: HistogramFamily<VaultLabels> =
             Family::new_with_constructor(latency_histogram);
         registry.register(
             "vault_request_duration_seconds",
-            "Vault API request latency by operation and HTTP status class",
+            "Vault API request latency, by operation (login, read, write, renew_lease, renew_self, revoke_self) and status_class (2xx, 3xx, 4xx, 5xx; error: no usable HTTP answer, i.e. unreachable, timed out, or an oversized or unreadable body)",
             vault_latency.clone(),
         );
         let volumes = gauge(&mut registry, "volumes", "Volumes currently managed");
@@ -228,25 +228,25 @@ impl Metrics {
         let memory_used = gauge(
             &mut registry,
             "memory_budget_used_bytes",
-            "Memory budget held by all volumes",
+            "Memory budget held by all volumes (twice their files' tmpfs pages plus kept Vault answers); new publishes are refused when it reaches the budget",
         );
         let listener_drops = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "metrics_listener_dropped_connections",
-            "Connections the metrics listener closed to stay within its limits, by reason (evicted, refused, timeout)",
+            "Connections the metrics listener closed to stay within its limits, by reason: evicted (to make room at --metrics-max-connections), refused (a new connection while every one was answering), timeout (past a header, request or idle deadline)",
             listener_drops.clone(),
         );
         let per_volume = per_volume.then(|| {
             let lease_expiry = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
             registry.register(
                 "volume_lease_expiry_timestamp_seconds",
-                "Unix time at which the volume's soonest lease (or its Vault token) expires",
+                "Unix time at which the volume's soonest lease, certificate or Vault token expires, by pod_namespace, pod_name and volume_id; absent for refresh: \"false\" volumes",
                 lease_expiry.clone(),
             );
             let next_refresh = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
             registry.register(
                 "volume_next_refresh_timestamp_seconds",
-                "Unix time of the volume's next scheduled refresh",
+                "Unix time of the volume's next scheduled refresh, by pod_namespace, pod_name and volume_id; absent for refresh: \"false\" volumes",
                 next_refresh.clone(),
             );
             PerVolume {
@@ -257,7 +257,7 @@ impl Metrics {
         let namespace_budget = Family::<BudgetLabels, Counter>::default();
         registry.register(
             "namespace_budget_held",
-            "Vault requests the pod namespace's request budget held back: delayed (sent after a wait) or refused (would have waited longer than allowed)",
+            "Vault requests a pod namespace's request budget held back, by pod_namespace and outcome: delayed (sent after a wait), refused (put off: the wait would have been longer than --vault-request-timeout)",
             namespace_budget.clone(),
         );
         let cosmetic_deferred = Counter::default();
@@ -275,13 +275,13 @@ impl Metrics {
         let interval_clamped = Family::<NamespaceLabels, Counter>::default();
         registry.register(
             "refresh_interval_clamped",
-            "Volumes published with a staticSecretRefreshInterval below --min-refresh-interval (raised to it)",
+            "Volumes published with a staticSecretRefreshInterval below --min-refresh-interval (raised to it), by pod_namespace",
             interval_clamped.clone(),
         );
         let refresh_timeouts = Family::<NamespaceLabels, Counter>::default();
         registry.register(
             "refresh_timeout",
-            "Volume refreshes that ran out of --refresh-timeout and were retried with backoff",
+            "Volume refreshes that ran out of --refresh-timeout and were retried with backoff, by pod_namespace",
             refresh_timeouts.clone(),
         );
         let app_signals = Family::<ResultLabels, Counter>::default();

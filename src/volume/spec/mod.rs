@@ -25,6 +25,26 @@ pub const MAX_FILES_PER_VOLUME: usize = 64;
 /// Shortest `staticSecretRefreshInterval` accepted.
 pub const MIN_STATIC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Every volume attribute a pod spec may set, in the order the docs list
+/// them (`template.<file>` stands for every `template.` key). The unit
+/// tests check it against [`parse_attributes`]' own keys and the
+/// unknown-attribute message; the attribute reference in the docs is
+/// checked against it (`tests/docs_reference.rs`).
+pub const ATTRIBUTES: &[&str] = &[
+    "roleName",
+    "vaultAddress",
+    "vaultAuthMountPath",
+    "vaultNamespace",
+    "audience",
+    "fileMode",
+    "refresh",
+    "tokenFile",
+    "staticSecretRefreshInterval",
+    "signal",
+    "signalProcess",
+    "template.<file>",
+];
+
 const TEMPLATE_PREFIX: &str = "template.";
 const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
 const POD_NAME: &str = "csi.storage.k8s.io/pod.name";

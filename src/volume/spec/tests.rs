@@ -178,3 +178,63 @@ fn fingerprint_ignores_only_the_rotating_token() {
     c.insert("template.index.html".to_owned(), "changed".to_owned());
     assert_ne!(fingerprint(&a, false, ""), fingerprint(&c, false, ""));
 }
+
+/// [`ATTRIBUTES`] is the parser's own list: every key the `match` in
+/// [`parse_attributes`] names, nothing more, in the unknown-attribute
+/// message too, and every one accepted with a valid value. A key added to
+/// the parser without the list (or the docs) fails here.
+#[test]
+fn the_attribute_list_is_the_parsers_own() {
+    let source = include_str!("mod.rs");
+    let body = &source[source.find("pub fn parse_attributes").unwrap()..];
+    let body = &body[..body.find("\n}\n").unwrap()];
+    // The arms of the `match` on the key, at the indentation of the first
+    // one (values matched inside an arm, like `refresh`'s, are deeper).
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let arms = indent(
+        body.lines()
+            .find(|l| l.contains("\"roleName\" =>"))
+            .unwrap(),
+    );
+    let mut parsed: Vec<&str> = body
+        .lines()
+        .filter(|line| indent(line) == arms)
+        .filter_map(|line| {
+            let arm = line.trim_start().strip_prefix('"')?;
+            let (key, rest) = arm.split_once('"')?;
+            rest.trim_start().starts_with("=>").then_some(key)
+        })
+        .collect();
+    parsed.push("template.<file>");
+    let mut listed = ATTRIBUTES.to_vec();
+    parsed.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(parsed, listed, "parse_attributes' keys against ATTRIBUTES");
+
+    let unknown = Error::UnknownAttribute { key: "x".into() }.to_string();
+    assert!(
+        unknown.ends_with(&format!("known: {}", ATTRIBUTES.join(", "))),
+        "{unknown}"
+    );
+
+    let valid = |key: &str| match key {
+        "roleName" | "signalProcess" => "nginx",
+        "vaultAddress" => "https://vault.example.com",
+        "vaultAuthMountPath" => "jwt",
+        "vaultNamespace" => "team-a",
+        "audience" => "vault",
+        "fileMode" => "0440",
+        "refresh" => "false",
+        "tokenFile" => "token",
+        "staticSecretRefreshInterval" => "1m",
+        "signal" => "SIGHUP",
+        "template.<file>" => "hi",
+        other => panic!("no valid value for {other} in this test"),
+    };
+    let every: Vec<(String, &str)> = ATTRIBUTES
+        .iter()
+        .map(|key| (key.replace("<file>", "app.conf"), valid(key)))
+        .collect();
+    let every: Vec<(&str, &str)> = every.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    parse_attributes(&context(&every), &defaults()).expect("every listed attribute is accepted");
+}

@@ -28,7 +28,8 @@ struct Args {
     threads: usize,
 
     /// Also print a service-account JWT for the seeded role (walkthrough:
-    /// `default/vault-auth`, audience `vault`) to use with `auth/kubernetes/login`.
+    /// `default/vault-auth`, audience `vault`) to use with `auth/kubernetes/login`,
+    /// as `SA_JWT=<jwt>` after `VAULT_ADDR=<address>` on standard output.
     #[arg(long)]
     print_jwt: bool,
 }
@@ -69,7 +70,10 @@ async fn run(args: &Args) -> ExitCode {
     if args.seed == Seed::Walkthrough {
         seed_walkthrough(&vault);
     }
-    println!("vault-double listening on {}", vault.addr());
+    // Standard output holds only shell assignments, so that
+    // `eval "$(head -n 2 file)"` (or a script reading `NAME=value` lines)
+    // can take them; anything for people goes to standard error.
+    eprintln!("vault-double listening on {}", vault.addr());
     println!("VAULT_ADDR={}", vault.addr());
     if args.print_jwt {
         println!(

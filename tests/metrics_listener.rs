@@ -250,8 +250,9 @@ async fn per_volume_series_are_off_by_default() {
     let volume_id = h.pod.volume_id("v");
     for revealing in [
         "nginx",
-        "pod_name",
-        "pod_namespace",
+        // Label names appear in help texts; label values must not.
+        "pod_name=\"",
+        "pod_namespace=\"",
         volume_id.as_str(),
         "vault_csi_volume_lease_expiry_timestamp_seconds",
         "vault_csi_volume_next_refresh_timestamp_seconds",

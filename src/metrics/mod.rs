@@ -135,14 +135,21 @@ pub struct Metrics {
     /// The per-volume gauges, when `--metrics-per-volume` is on.
     per_volume: Option<PerVolume>,
     ready: AtomicBool,
+    /// What keeps tenants from starving each other.
+    fairness: Fairness,
+    app_signals: Family<ResultLabels, Counter>,
+    unrevoked_leases: Family<NamespaceLabels, Counter>,
+    degraded: Gauge,
+}
+
+/// The families that count what the node's fairness rules did.
+#[derive(Debug)]
+struct Fairness {
     namespace_budget: Family<BudgetLabels, Counter>,
     cosmetic_deferred: Counter,
     vault_pushbacks: Counter,
     interval_clamped: Family<NamespaceLabels, Counter>,
     refresh_timeouts: Family<NamespaceLabels, Counter>,
-    app_signals: Family<ResultLabels, Counter>,
-    unrevoked_leases: Family<NamespaceLabels, Counter>,
-    degraded: Gauge,
 }
 
 /// The gauges labelled with a pod's namespace, name and volume id.
@@ -150,6 +157,59 @@ pub struct Metrics {
 struct PerVolume {
     lease_expiry: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
     next_refresh: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl Fairness {
+    fn register(registry: &mut Registry) -> Self {
+        let namespace_budget = registered(
+            registry,
+            "namespace_budget_held",
+            "Vault requests a pod namespace's request budget held back, by pod_namespace and outcome: delayed (sent after a wait), refused (put off: the wait would have been longer than --vault-request-timeout)",
+            Family::<BudgetLabels, Counter>::default(),
+        );
+        let cosmetic_deferred = registered(
+            registry,
+            "cosmetic_deferred",
+            "Re-reads of static secrets put off node-wide because Vault answered 429 or 503",
+            Counter::default(),
+        );
+        let vault_pushbacks = registered(
+            registry,
+            "vault_pushback",
+            "Times a 429 or 503 from Vault started or extended the node-wide pause of cosmetic work",
+            Counter::default(),
+        );
+        let interval_clamped = registered(
+            registry,
+            "refresh_interval_clamped",
+            "Volumes published with a staticSecretRefreshInterval below --min-refresh-interval (raised to it), by pod_namespace",
+            Family::<NamespaceLabels, Counter>::default(),
+        );
+        let refresh_timeouts = registered(
+            registry,
+            "refresh_timeout",
+            "Volume refreshes that ran out of --refresh-timeout and were retried with backoff, by pod_namespace",
+            Family::<NamespaceLabels, Counter>::default(),
+        );
+        Self {
+            namespace_budget,
+            cosmetic_deferred,
+            vault_pushbacks,
+            interval_clamped,
+            refresh_timeouts,
+        }
+    }
+}
+
+/// Registers `metric` and returns it.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Registers a plain gauge and returns it.
@@ -176,23 +236,23 @@ impl Metrics {
     /// `per_volume`, also the gauges that name each volume's pod.
     pub fn with_per_volume(per_volume: bool) -> Self {
         let mut registry = Registry::with_prefix("vault_csi");
-        let publishes = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let publishes = registered(
+            &mut registry,
             "node_publish",
             "NodePublishVolume calls, by result: published (a new volume), republished (kubelet's periodic republish of a volume already served), error",
-            publishes.clone(),
+            Family::<ResultLabels, Counter>::default(),
         );
-        let unpublishes = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let unpublishes = registered(
+            &mut registry,
             "node_unpublish",
             "NodeUnpublishVolume calls, by result: ok, error",
-            unpublishes.clone(),
+            Family::<ResultLabels, Counter>::default(),
         );
-        let publish_latency = latency_histogram();
-        registry.register(
+        let publish_latency = registered(
+            &mut registry,
             "node_publish_duration_seconds",
             "Time to serve NodePublishVolume, for every result, Vault round trips included",
-            publish_latency.clone(),
+            latency_histogram(),
         );
         let publish_steps: HistogramFamily<StepLabels> =
             Family::new_with_constructor(step_histogram);
@@ -201,11 +261,11 @@ impl Metrics {
             "Time each step of a successful new NodePublishVolume took, by step: checks (request, target, token, templates), vault (login, reads, render), mount (waiting for the tmpfs made meanwhile), write (files), record (state record)",
             publish_steps.clone(),
         );
-        let refreshes = Family::<RefreshLabels, Counter>::default();
-        registry.register(
+        let refreshes = registered(
+            &mut registry,
             "refresh",
             "Background refresh steps, by kind (renew_lease; refetch: a leased secret or certificate fetched again; static: a re-read of lease-less secrets only; renew_token; login; timeout: a refresh that ran out of --refresh-timeout) and result (ok, error)",
-            refreshes.clone(),
+            Family::<RefreshLabels, Counter>::default(),
         );
         let vault_latency: HistogramFamily<VaultLabels> =
             Family::new_with_constructor(latency_histogram);
@@ -230,11 +290,11 @@ impl Metrics {
             "memory_budget_used_bytes",
             "Memory budget held by all volumes (twice their files' tmpfs pages plus kept Vault answers); new publishes are refused when it reaches the budget",
         );
-        let listener_drops = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        let listener_drops = registered(
+            &mut registry,
             "metrics_listener_dropped_connections",
             "Connections the metrics listener closed to stay within its limits, by reason: evicted (to make room at --metrics-max-connections), refused (a new connection while every one was answering), timeout (past a header, request or idle deadline)",
-            listener_drops.clone(),
+            Family::<ReasonLabels, Counter>::default(),
         );
         let per_volume = per_volume.then(|| {
             let lease_expiry = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
@@ -254,53 +314,24 @@ impl Metrics {
                 next_refresh,
             }
         });
-        let namespace_budget = Family::<BudgetLabels, Counter>::default();
-        registry.register(
-            "namespace_budget_held",
-            "Vault requests a pod namespace's request budget held back, by pod_namespace and outcome: delayed (sent after a wait), refused (put off: the wait would have been longer than --vault-request-timeout)",
-            namespace_budget.clone(),
-        );
-        let cosmetic_deferred = Counter::default();
-        registry.register(
-            "cosmetic_deferred",
-            "Re-reads of static secrets put off node-wide because Vault answered 429 or 503",
-            cosmetic_deferred.clone(),
-        );
-        let vault_pushbacks = Counter::default();
-        registry.register(
-            "vault_pushback",
-            "Times a 429 or 503 from Vault started or extended the node-wide pause of cosmetic work",
-            vault_pushbacks.clone(),
-        );
-        let interval_clamped = Family::<NamespaceLabels, Counter>::default();
-        registry.register(
-            "refresh_interval_clamped",
-            "Volumes published with a staticSecretRefreshInterval below --min-refresh-interval (raised to it), by pod_namespace",
-            interval_clamped.clone(),
-        );
-        let refresh_timeouts = Family::<NamespaceLabels, Counter>::default();
-        registry.register(
-            "refresh_timeout",
-            "Volume refreshes that ran out of --refresh-timeout and were retried with backoff, by pod_namespace",
-            refresh_timeouts.clone(),
-        );
-        let app_signals = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let app_signals = registered(
+            &mut registry,
             "app_signals",
             "Signals to apps after their volume's files changed, by result: sent (per process), no_process (no process of the pod had the name, or the driver cannot see the pod's processes), failed",
-            app_signals.clone(),
+            Family::<ResultLabels, Counter>::default(),
         );
-        let unrevoked_leases = Family::<NamespaceLabels, Counter>::default();
-        registry.register(
+        let unrevoked_leases = registered(
+            &mut registry,
             "unrevoked_leases",
             "Leases left to expire at unpublish because they could not be revoked (batch tokens whose policy does not allow sys/leases/revoke, or Vault unreachable)",
-            unrevoked_leases.clone(),
+            Family::<NamespaceLabels, Counter>::default(),
         );
         let degraded = gauge(
             &mut registry,
             "degraded_volumes",
             "Volumes whose last refresh left something failed, or whose files hold a credential or certificate past its end",
         );
+        let fairness = Fairness::register(&mut registry);
         Self {
             registry,
             publishes,
@@ -316,11 +347,7 @@ impl Metrics {
             listener_drops,
             per_volume,
             ready: AtomicBool::new(false),
-            namespace_budget,
-            cosmetic_deferred,
-            vault_pushbacks,
-            interval_clamped,
-            refresh_timeouts,
+            fairness,
             app_signals,
             unrevoked_leases,
             degraded,
@@ -465,7 +492,8 @@ impl Metrics {
     /// Counts one Vault request of `namespace` its budget held back
     /// (`outcome`: `delayed` or `refused`).
     pub fn observe_namespace_budget(&self, namespace: &str, outcome: &'static str) {
-        self.namespace_budget
+        self.fairness
+            .namespace_budget
             .get_or_create(&BudgetLabels {
                 pod_namespace: namespace.to_owned(),
                 outcome,
@@ -475,17 +503,18 @@ impl Metrics {
 
     /// Counts `count` static re-reads put off while Vault pushes back.
     pub fn observe_cosmetic_deferred(&self, count: u64) {
-        self.cosmetic_deferred.inc_by(count);
+        self.fairness.cosmetic_deferred.inc_by(count);
     }
 
     /// Counts one 429 or 503 that paused cosmetic work.
     pub fn observe_vault_pushback(&self) {
-        self.vault_pushbacks.inc();
+        self.fairness.vault_pushbacks.inc();
     }
 
     /// Counts one volume whose static interval was raised to the floor.
     pub fn observe_interval_clamped(&self, namespace: &str) {
-        self.interval_clamped
+        self.fairness
+            .interval_clamped
             .get_or_create(&NamespaceLabels {
                 pod_namespace: namespace.to_owned(),
             })
@@ -494,7 +523,8 @@ impl Metrics {
 
     /// Counts one refresh that ran out of time.
     pub fn observe_refresh_timeout(&self, namespace: &str) {
-        self.refresh_timeouts
+        self.fairness
+            .refresh_timeouts
             .get_or_create(&NamespaceLabels {
                 pod_namespace: namespace.to_owned(),
             })

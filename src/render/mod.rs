@@ -271,6 +271,17 @@ impl Renderer {
         }
     }
 
+    /// A renderer that compiles and renders on the caller's thread: for
+    /// tests of the volume core under paused time, where render threads
+    /// would race the paused clock.
+    #[cfg(test)]
+    pub fn inline() -> Self {
+        Self {
+            pool: pool::Pool::sized(0, 0),
+            ..Self::new()
+        }
+    }
+
     /// Templates compiled earlier for the same sources, if a volume still
     /// uses them: the cheap path of [`Renderer::compile`].
     pub fn cached(&self, sources: &[(RelativePath, String)]) -> Option<Arc<CompiledTemplates>> {

@@ -54,7 +54,8 @@ impl Pool {
         Self::sized(RENDER_THREADS, RENDER_QUEUE)
     }
 
-    /// A pool of `threads` threads and `capacity` queued jobs.
+    /// A pool of `threads` threads and `capacity` queued jobs; zero
+    /// threads run every job inline, on the caller's thread.
     pub(super) fn sized(threads: usize, capacity: usize) -> Self {
         Self {
             threads,
@@ -93,6 +94,11 @@ impl Pool {
         limit: Duration,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
+        if self.threads == 0 {
+            // An inline pool (tests under paused time): the work runs on
+            // the caller's thread, waiting on no timer.
+            return Ok(work());
+        }
         let (started_tx, started) = oneshot::channel::<()>();
         let (done_tx, done) = oneshot::channel();
         let job: Job = Box::new(move || {

@@ -354,26 +354,36 @@ fn unix_to_remaining(unix_secs: u64) -> Duration {
         .map_or(Duration::ZERO, |d| d.min(crate::vault::MAX_TTL))
 }
 
+/// The one pairing of the monotonic clock with the wall clock this
+/// process converts deadlines by: taken once, so converting the same
+/// deadline twice gives the same wall-clock time (a record that did not
+/// change is byte for byte the same, and is not written again).
+fn anchor() -> (Instant, SystemTime) {
+    static ANCHOR: std::sync::OnceLock<(Instant, SystemTime)> = std::sync::OnceLock::new();
+    *ANCHOR.get_or_init(|| (Instant::now(), SystemTime::now()))
+}
+
 /// The wall-clock time of a monotonic deadline (for metrics and records).
 pub(super) fn wall_clock(at: Instant) -> SystemTime {
-    let (now_i, now_s) = (Instant::now(), SystemTime::now());
-    if at >= now_i {
-        now_s + (at - now_i)
+    let (anchor_i, anchor_s) = anchor();
+    if at >= anchor_i {
+        anchor_s + (at - anchor_i)
     } else {
-        now_s
-            .checked_sub(now_i - at)
+        anchor_s
+            .checked_sub(anchor_i - at)
             .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 }
 
 /// The monotonic deadline of a wall-clock time (capped at Vault's longest
-/// TTL ahead; a time in the past is now or earlier).
+/// TTL ahead of now; a time in the past is now or earlier).
 pub(super) fn monotonic(at: SystemTime) -> Instant {
-    let (now_i, now_s) = (Instant::now(), SystemTime::now());
-    match at.duration_since(now_s) {
-        Ok(ahead) => now_i + ahead.min(crate::vault::MAX_TTL),
-        Err(behind) => now_i.checked_sub(behind.duration()).unwrap_or(now_i),
-    }
+    let (anchor_i, anchor_s) = anchor();
+    let deadline = match at.duration_since(anchor_s) {
+        Ok(ahead) => anchor_i + ahead.min(crate::vault::MAX_TTL),
+        Err(behind) => anchor_i.checked_sub(behind.duration()).unwrap_or(anchor_i),
+    };
+    deadline.min(Instant::now() + crate::vault::MAX_TTL)
 }
 
 #[cfg(test)]

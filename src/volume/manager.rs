@@ -182,6 +182,14 @@ impl VolumeManager {
         }
     }
 
+    /// The same manager compiling and rendering with `renderer` (tests run
+    /// it inline, under paused time).
+    #[cfg(test)]
+    pub(super) fn with_renderer(mut self, renderer: Arc<Renderer>) -> Self {
+        self.materialiser.renderer = renderer;
+        self
+    }
+
     /// Makes publishes still waiting for Vault (or for a refresh holding
     /// their volume) give up and roll back: called during shutdown so the
     /// work in flight ends inside `--shutdown-timeout`.

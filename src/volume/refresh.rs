@@ -20,6 +20,7 @@ use super::plan::{self, AfterRenewal, SecretClock, TokenClock, TokenStep};
 use super::record::Phase;
 use super::spec::VolumeId;
 use crate::refresh::Refresher;
+use crate::secret::Secret;
 use crate::signal::PodRef;
 use crate::storage::WriteOutcome;
 use crate::timing::{self, Priority, fairness};
@@ -83,6 +84,7 @@ impl VolumeManager {
             self.vault.paused_until(),
         );
         let mut round = Round::default();
+        let old_token = volume.token.session.as_ref().map(|s| s.token.clone());
         let mut refetch = requests_at(volume, &plan.refetch);
         let token_changed = self.token_step(volume, plan.token, now, &mut round).await;
         if token_changed {
@@ -111,6 +113,7 @@ impl VolumeManager {
         if round.seen.denied && self.token_revoked(volume, now).await {
             self.replace_revoked_token(volume, &mut round).await;
         }
+        self.retire_replaced_token(volume, old_token, round);
         self.finish_refresh(volume, round)
     }
 
@@ -447,6 +450,29 @@ impl VolumeManager {
         }
         round.failed = false;
         self.rewrite(volume, &again, true, now, round).await;
+    }
+
+    /// A new login replaced `old`, and what it owned was fetched again
+    /// under the new token: the old token is revoked, so its leases do not
+    /// live on until their TTLs. While something still failed, the files
+    /// may hold the old token's credentials, and it is left to expire.
+    fn retire_replaced_token(
+        &self,
+        volume: &LiveVolume,
+        old: Option<Secret<String>>,
+        round: Round,
+    ) {
+        let Some(old) = old else {
+            return;
+        };
+        let replaced = volume
+            .token
+            .session
+            .as_ref()
+            .is_some_and(|s| s.token != old);
+        if replaced && !round.failed {
+            self.revoke_in_background(volume.endpoint.clone(), old);
+        }
     }
 
     /// Ends a refresh: signals the app if the files changed, records the

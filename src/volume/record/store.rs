@@ -131,6 +131,11 @@ impl MemoryStore {
             .insert(id.to_owned(), bytes.to_vec());
     }
 
+    /// The bytes of a record, by volume id.
+    pub fn load_bytes(&self, id: &str) -> Option<Vec<u8>> {
+        self.records.lock().unwrap().get(id).cloned()
+    }
+
     /// The ids with a record.
     pub fn ids(&self) -> Vec<String> {
         self.records.lock().unwrap().keys().cloned().collect()

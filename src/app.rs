@@ -195,29 +195,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         idle_timeout: config.metrics_idle_timeout,
     };
     let socket = csi::socket_path(&config.endpoint)?;
-    let ca_bundle_pem = match &config.vault_ca_cert {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            Error::Config(format!(
-                "cannot read --vault-ca-cert {}: {e}",
-                path.display()
-            ))
-        })?),
-        None => None,
-    };
-    let http = build_http(&HttpSettings {
-        ca_bundle_pem,
-        connect_timeout: config
-            .vault_request_timeout
-            .min(std::time::Duration::from_secs(5)),
-        request_timeout: config.vault_request_timeout,
-    })?;
     let mut allowed = config.allowed_vault_addrs.clone();
     allowed.extend(config.vault_addr.iter().cloned());
-
-    let memory_budget_bytes = memory_budget(config.memory_budget_bytes);
-    let selinux_context = selinux::Setting::parse(&config.selinux_context)
-        .map_err(Error::Config)?
-        .resolve();
     let metrics = Arc::new(Metrics::with_per_volume(config.metrics_per_volume));
     let tracker = TaskTracker::new();
     let (scheduler, scheduler_task) = RefreshScheduler::new(Slots {
@@ -225,23 +204,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         per_namespace: config.fairness.max_concurrent_refreshes_per_namespace,
     });
     let manager = Arc::new(VolumeManager::new(
-        ManagerConfig {
-            kubelet_dir: config.kubelet_dir.clone(),
-            spec_defaults: SpecDefaults {
-                vault_addr: config.vault_addr.clone(),
-                allowed_vault_addrs: allowed.clone(),
-                static_refresh_interval: config.static_secret_refresh_interval,
-            },
-            max_payload_bytes: ManagerConfig::payload_limit(config.volume_size_bytes),
-            memory_budget_bytes,
-            selinux_context,
-            publish_timeout: config.publish_timeout,
-            unpublish_wait: UNPUBLISH_WAIT,
-            // A refresh is allowed at least a second.
-            refresh_timeout: config.fairness.refresh_timeout.max(Duration::from_secs(1)),
-            min_refresh_interval: config.fairness.min_refresh_interval,
-        },
-        ports(&config, http, allowed, &metrics)?,
+        manager_config(&config, allowed.clone())?,
+        ports(&config, vault_http(&config)?, allowed, &metrics)?,
         scheduler,
         Arc::clone(&metrics),
         tracker.clone(),
@@ -296,8 +260,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     )
     .await;
     metrics.set_ready(false);
-    manager.stop_publishes();
+    drain(&manager, &tracker, stop_by).await;
+    let _ = std::fs::remove_file(&socket);
+    served.map_err(Error::from)
+}
 
+/// Lets the work in flight finish until `stop_by`, then releases the
+/// driver's private mounts; volumes stay for their pods.
+async fn drain(manager: &VolumeManager, tracker: &TaskTracker, stop_by: Instant) {
+    manager.stop_publishes();
     tracker.close();
     if tokio::time::timeout_at(stop_by, tracker.wait())
         .await
@@ -305,11 +276,50 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     {
         tracing::warn!("Work in flight did not finish within --shutdown-timeout; exiting anyway");
     }
-    let _ = std::fs::remove_file(&socket);
     manager.release_private_mounts();
     tracing::info!(
         volumes = manager.volume_count(),
         "vault-csi-driver stopped; mounted volumes stay in place"
     );
-    served.map_err(Error::from)
+}
+
+/// The process-wide HTTP client for Vault: `--vault-ca-cert` trusted,
+/// `--vault-request-timeout` bounding every request.
+fn vault_http(config: &Config) -> Result<reqwest::Client, Error> {
+    let ca_bundle_pem = match &config.vault_ca_cert {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read --vault-ca-cert {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    Ok(build_http(&HttpSettings {
+        ca_bundle_pem,
+        connect_timeout: config.vault_request_timeout.min(Duration::from_secs(5)),
+        request_timeout: config.vault_request_timeout,
+    })?)
+}
+
+/// The volume manager's settings from the flags.
+fn manager_config(config: &Config, allowed: Vec<url::Url>) -> Result<ManagerConfig, Error> {
+    Ok(ManagerConfig {
+        kubelet_dir: config.kubelet_dir.clone(),
+        spec_defaults: SpecDefaults {
+            vault_addr: config.vault_addr.clone(),
+            allowed_vault_addrs: allowed,
+            static_refresh_interval: config.static_secret_refresh_interval,
+        },
+        max_payload_bytes: ManagerConfig::payload_limit(config.volume_size_bytes),
+        memory_budget_bytes: memory_budget(config.memory_budget_bytes),
+        selinux_context: selinux::Setting::parse(&config.selinux_context)
+            .map_err(Error::Config)?
+            .resolve(),
+        publish_timeout: config.publish_timeout,
+        unpublish_wait: UNPUBLISH_WAIT,
+        // A refresh is allowed at least a second.
+        refresh_timeout: config.fairness.refresh_timeout.max(Duration::from_secs(1)),
+        min_refresh_interval: config.fairness.min_refresh_interval,
+    })
 }

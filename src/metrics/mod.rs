@@ -201,6 +201,27 @@ impl Fairness {
     }
 }
 
+impl PerVolume {
+    fn register(registry: &mut Registry) -> Self {
+        let lease_expiry = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "volume_lease_expiry_timestamp_seconds",
+            "Unix time at which the volume's soonest lease, certificate or Vault token expires, by pod_namespace, pod_name and volume_id; absent for refresh: \"false\" volumes",
+            lease_expiry.clone(),
+        );
+        let next_refresh = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "volume_next_refresh_timestamp_seconds",
+            "Unix time of the volume's next scheduled refresh, by pod_namespace, pod_name and volume_id; absent for refresh: \"false\" volumes",
+            next_refresh.clone(),
+        );
+        PerVolume {
+            lease_expiry,
+            next_refresh,
+        }
+    }
+}
+
 /// Registers `metric` and returns it.
 fn registered<M: prometheus_client::registry::Metric + Clone>(
     registry: &mut Registry,
@@ -296,24 +317,7 @@ impl Metrics {
             "Connections the metrics listener closed to stay within its limits, by reason: evicted (to make room at --metrics-max-connections), refused (a new connection while every one was answering), timeout (past a header, request or idle deadline)",
             Family::<ReasonLabels, Counter>::default(),
         );
-        let per_volume = per_volume.then(|| {
-            let lease_expiry = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
-            registry.register(
-                "volume_lease_expiry_timestamp_seconds",
-                "Unix time at which the volume's soonest lease, certificate or Vault token expires, by pod_namespace, pod_name and volume_id; absent for refresh: \"false\" volumes",
-                lease_expiry.clone(),
-            );
-            let next_refresh = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
-            registry.register(
-                "volume_next_refresh_timestamp_seconds",
-                "Unix time of the volume's next scheduled refresh, by pod_namespace, pod_name and volume_id; absent for refresh: \"false\" volumes",
-                next_refresh.clone(),
-            );
-            PerVolume {
-                lease_expiry,
-                next_refresh,
-            }
-        });
+        let per_volume = per_volume.then(|| PerVolume::register(&mut registry));
         let app_signals = registered(
             &mut registry,
             "app_signals",

@@ -22,6 +22,7 @@ use crate::metrics::{self, Metrics};
 use crate::refresh::{RefreshScheduler, Slots};
 use crate::storage::{PlainDirectories, TmpfsRoots, VolumeRoots, selinux};
 use crate::vault::{BudgetSettings, GovernedSettings, GovernedVault, HttpSettings, build_http};
+use crate::volume::memory::pressure::MemoryPressure;
 use crate::volume::record::FileStore;
 use crate::volume::{ManagerConfig, Ports, SpecDefaults, VolumeManager};
 use crate::{csi, volume};
@@ -80,12 +81,7 @@ const PRIVATE_MOUNTS: &str = "mounts";
 /// The memory budget for volumes: the flag, else what the cgroup's memory
 /// limit leaves after the driver's reserve. Logged once, as it decides how
 /// many volumes the node can hold.
-fn memory_budget(flag: Option<u64>) -> Option<u64> {
-    let limit = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|text| {
-            volume::memory::cgroup_memory_limit(&text, std::path::Path::new("/sys/fs/cgroup"))
-        });
+fn memory_budget(flag: Option<u64>, limit: Option<u64>) -> Option<u64> {
     let budget = flag.or_else(|| limit.map(volume::memory::budget_from_limit));
     match (flag, limit, budget) {
         (Some(_), _, Some(budget)) => {
@@ -304,6 +300,9 @@ fn vault_http(config: &Config) -> Result<reqwest::Client, Error> {
 
 /// The volume manager's settings from the flags.
 fn manager_config(config: &Config, allowed: Vec<url::Url>) -> Result<ManagerConfig, Error> {
+    let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let cgroup_root = std::path::Path::new("/sys/fs/cgroup");
+    let limit = volume::memory::cgroup_memory_limit(&proc_cgroup, cgroup_root);
     Ok(ManagerConfig {
         kubelet_dir: config.kubelet_dir.clone(),
         spec_defaults: SpecDefaults {
@@ -312,7 +311,9 @@ fn manager_config(config: &Config, allowed: Vec<url::Url>) -> Result<ManagerConf
             static_refresh_interval: config.static_secret_refresh_interval,
         },
         max_payload_bytes: ManagerConfig::payload_limit(config.volume_size_bytes),
-        memory_budget_bytes: memory_budget(config.memory_budget_bytes),
+        memory_budget_bytes: memory_budget(config.memory_budget_bytes, limit),
+        namespace_memory_share: config.fairness.namespace_memory_share,
+        memory_pressure: MemoryPressure::of_process(&proc_cgroup, cgroup_root, limit),
         selinux_context: selinux::Setting::parse(&config.selinux_context)
             .map_err(Error::Config)?
             .resolve(),

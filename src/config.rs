@@ -214,6 +214,12 @@ pub struct FairnessConfig {
     /// at least 1 while the rate is on.
     #[arg(long, env = "NAMESPACE_VAULT_BURST", default_value_t = 50)]
     pub namespace_vault_burst: u32,
+
+    /// The part of the node's memory budget for volumes (more than 0, at
+    /// most 1) one pod namespace may hold, so a namespace that filled its
+    /// share still leaves room for the others' volumes.
+    #[arg(long, env = "NAMESPACE_MEMORY_SHARE", default_value_t = 0.5)]
+    pub namespace_memory_share: f64,
 }
 
 /// A flag value the driver cannot run with. The driver refuses it at
@@ -351,6 +357,14 @@ impl FairnessConfig {
                 self.namespace_vault_rate,
             ));
         }
+        if !(self.namespace_memory_share > 0.0 && self.namespace_memory_share <= 1.0) {
+            return Err(InvalidFlag::new(
+                "--namespace-memory-share",
+                "NAMESPACE_MEMORY_SHARE",
+                "must be more than 0 and at most 1",
+                self.namespace_memory_share,
+            ));
+        }
         if self.namespace_vault_burst == 0 && self.namespace_vault_rate > 0.0 {
             return Err(InvalidFlag::new(
                 "--namespace-vault-burst",
@@ -372,6 +386,7 @@ impl Default for FairnessConfig {
             min_refresh_interval: Duration::from_secs(30),
             namespace_vault_rate: 10.0,
             namespace_vault_burst: 50,
+            namespace_memory_share: 0.5,
         }
     }
 }
@@ -394,6 +409,7 @@ mod tests {
             "--min-refresh-interval=1m",
             "--namespace-vault-rate=2.5",
             "--namespace-vault-burst=5",
+            "--namespace-memory-share=0.25",
         ])
         .unwrap();
         assert_eq!(
@@ -404,6 +420,7 @@ mod tests {
                 min_refresh_interval: Duration::from_secs(60),
                 namespace_vault_rate: 2.5,
                 namespace_vault_burst: 5,
+                namespace_memory_share: 0.25,
             }
         );
     }

@@ -30,7 +30,7 @@ pub fn code(error: &Error) -> Code {
         // re-creates a lost volume: all are retried.
         Error::TokenRenewal { source } => vault_code(source, Code::Unavailable),
         Error::Storage(e) => storage_code(e),
-        Error::MemoryBudget(_) => Code::ResourceExhausted,
+        Error::MemoryBudget(_) | Error::MemoryPressure(_) => Code::ResourceExhausted,
         Error::State { .. } => Code::Internal,
         Error::OperationPending { .. } => Code::Aborted,
         Error::NoVaultToken | Error::IdentityStale { .. } | Error::ShuttingDown => {
@@ -82,6 +82,7 @@ fn vault_code(error: &vault::Error, not_found: Code) -> Code {
         | vault::Error::Held { .. }
         | vault::Error::InvalidResponse { .. } => Code::Unavailable,
         vault::Error::Config { .. } => Code::InvalidArgument,
+        vault::Error::OverBudget { .. } => Code::ResourceExhausted,
         vault::Error::Status { status, .. } => match *status {
             401 | 403 => Code::PermissionDenied,
             404 => not_found,
@@ -219,9 +220,17 @@ pub fn examples() -> Vec<(Error, Code)> {
         ),
         (
             Error::MemoryBudget(crate::volume::memory::Exhausted {
+                limit: crate::volume::memory::Limit::Node,
                 needed: 1_048_576,
                 used: 83_361_792,
                 budget: 83_886_080,
+            }),
+            Code::ResourceExhausted,
+        ),
+        (
+            Error::MemoryPressure(crate::volume::memory::pressure::Pressure {
+                working_set: 127_926_272,
+                limit: 134_217_728,
             }),
             Code::ResourceExhausted,
         ),
@@ -306,11 +315,12 @@ mod tests {
             Error::CallDeadline => 22,
             Error::TargetMismatch { .. } => 23,
             Error::TargetInUse { .. } => 24,
+            Error::MemoryPressure(_) => 25,
         }
     }
 
     /// Number of variants: one more than the largest row.
-    const VARIANTS: usize = 25;
+    const VARIANTS: usize = 26;
 
     /// Every variant has an example, with the code kubelet must see for it.
     #[test]

@@ -17,7 +17,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::response::{Renewal, parse_retry_after};
 use super::scrub::error_message_for;
-use super::{AuthToken, Error, LeaseId, SecretRequest, SecretResponse};
+use super::{AuthToken, BodyMeter, Error, LeaseId, SecretRequest, SecretResponse, Unmetered};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::timing as policy;
@@ -152,11 +152,13 @@ impl VaultClient {
         AuthToken::from_body("login", &envelope)
     }
 
-    /// Reads (no arguments) or writes (arguments) one `secret` request.
+    /// Reads (no arguments) or writes (arguments) one `secret` request,
+    /// charging the answer to `meter` as it is read.
     pub async fn fetch(
         &self,
         token: &Secret<String>,
         request: &SecretRequest,
+        meter: &dyn BodyMeter,
     ) -> Result<SecretResponse, Error> {
         let (operation, method, body) = match request.body() {
             None => ("read", Method::GET, None),
@@ -166,16 +168,15 @@ impl VaultClient {
                 Some(Secret::new(json.as_bytes().to_vec())),
             ),
         };
-        let raw = self
-            .call(
-                operation,
-                method,
-                request.path(),
-                Some(token),
-                body.as_ref(),
-                &[token],
-            )
-            .await?;
+        let outgoing = Outgoing {
+            operation,
+            method,
+            path: request.path(),
+            token: Some(token),
+            body: body.as_ref(),
+            credentials: &[token],
+        };
+        let raw = self.call_metered(outgoing, meter).await?;
         if raw.expose().is_empty() {
             // 204: the write succeeded and Vault returned no data.
             return Ok(SecretResponse::no_content());
@@ -321,6 +322,32 @@ impl VaultClient {
         body: Option<&Secret<Vec<u8>>>,
         credentials: &[&Secret<String>],
     ) -> Result<Secret<Vec<u8>>, Error> {
+        let request = Outgoing {
+            operation,
+            method,
+            path,
+            token,
+            body,
+            credentials,
+        };
+        self.call_metered(request, &Unmetered).await
+    }
+
+    /// [`VaultClient::call`], the answer's body charged to `meter` as it
+    /// is read, before it is held.
+    async fn call_metered(
+        &self,
+        request: Outgoing<'_>,
+        meter: &dyn BodyMeter,
+    ) -> Result<Secret<Vec<u8>>, Error> {
+        let Outgoing {
+            operation,
+            method,
+            path,
+            token,
+            body,
+            credentials,
+        } = request;
         let url = self.url(path)?;
         let mut headers = HeaderMap::new();
         headers.insert("X-Vault-Request", HeaderValue::from_static("true"));
@@ -347,7 +374,7 @@ impl VaultClient {
                 .body(body.expose().clone());
         }
         let started = Instant::now();
-        let result = self.exchange(operation, request, credentials).await;
+        let result = self.exchange(operation, request, credentials, meter).await;
         let class = match &result {
             Ok(_) => "2xx",
             Err(Error::Status { status, .. } | Error::RateLimited { status, .. }) => {
@@ -365,6 +392,7 @@ impl VaultClient {
         operation: &'static str,
         request: reqwest::RequestBuilder,
         credentials: &[&Secret<String>],
+        meter: &dyn BodyMeter,
     ) -> Result<Secret<Vec<u8>>, Error> {
         let original = request.build().map_err(|e| self.transport(operation, &e))?;
         let mut follow: Option<Url> = None;
@@ -385,7 +413,7 @@ impl VaultClient {
             let status = response.status();
             if !status.is_redirection() {
                 return self
-                    .answer(operation, original.url(), response, credentials)
+                    .answer(operation, original.url(), response, credentials, meter)
                     .await;
             }
             // A standby without request forwarding answers 307 with the
@@ -442,6 +470,7 @@ impl VaultClient {
         url: &Url,
         mut response: reqwest::Response,
         credentials: &[&Secret<String>],
+        meter: &dyn BodyMeter,
     ) -> Result<Secret<Vec<u8>>, Error> {
         let status = response.status();
         let retry_after = response
@@ -449,23 +478,29 @@ impl VaultClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-        let too_large = || Error::InvalidResponse {
-            operation,
-            reason: format!("the response is larger than {MAX_RESPONSE_BYTES} bytes"),
+        let refused = |why: Refused| match why {
+            Refused::TooLarge => Error::InvalidResponse {
+                operation,
+                reason: format!("the response is larger than {MAX_RESPONSE_BYTES} bytes"),
+            },
+            Refused::OverBudget(reason) => Error::OverBudget { operation, reason },
         };
         let announced = response
             .content_length()
             .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
         if announced > MAX_RESPONSE_BYTES {
-            return Err(too_large());
+            return Err(refused(Refused::TooLarge));
         }
+        meter
+            .take(announced as u64)
+            .map_err(|reason| refused(Refused::OverBudget(reason)))?;
         let mut body = Zeroizing::new(Vec::with_capacity(announced));
         while let Some(chunk) = response
             .chunk()
             .await
             .map_err(|e| self.transport(operation, &e))?
         {
-            append_bounded(&mut body, &chunk, MAX_RESPONSE_BYTES).map_err(|()| too_large())?;
+            append_bounded(&mut body, &chunk, MAX_RESPONSE_BYTES, meter).map_err(refused)?;
         }
         let body = Secret::new(std::mem::take(&mut *body));
         if status.is_success() {
@@ -537,17 +572,46 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// Appends `chunk` to `body` without ever holding more than `limit` bytes.
-/// The buffer grows by doubling (at most to `limit`), so reading a body
-/// costs time proportional to its size however small its chunks are, and
-/// every buffer left behind is zeroed.
-fn append_bounded(body: &mut Zeroizing<Vec<u8>>, chunk: &[u8], limit: usize) -> Result<(), ()> {
-    let needed = body.len().checked_add(chunk.len()).ok_or(())?;
+/// One request, as [`VaultClient::call`] sends it.
+struct Outgoing<'a> {
+    operation: &'static str,
+    method: Method,
+    path: &'a str,
+    token: Option<&'a Secret<String>>,
+    body: Option<&'a Secret<Vec<u8>>>,
+    credentials: &'a [&'a Secret<String>],
+}
+
+/// Why a body was not read whole.
+enum Refused {
+    /// It is larger than the limit.
+    TooLarge,
+    /// Holding it would take its volume past its memory budget.
+    OverBudget(String),
+}
+
+/// Appends `chunk` to `body` without ever holding more than `limit` bytes,
+/// charging every buffer to `meter` before allocating it. The buffer grows
+/// by doubling (at most to `limit`), so reading a body costs time
+/// proportional to its size however small its chunks are, and every buffer
+/// left behind is zeroed.
+fn append_bounded(
+    body: &mut Zeroizing<Vec<u8>>,
+    chunk: &[u8],
+    limit: usize,
+    meter: &dyn BodyMeter,
+) -> Result<(), Refused> {
+    let needed = body
+        .len()
+        .checked_add(chunk.len())
+        .ok_or(Refused::TooLarge)?;
     if needed > limit {
-        return Err(());
+        return Err(Refused::TooLarge);
     }
     if needed > body.capacity() {
-        let mut grown = Vec::with_capacity(needed.max(body.capacity() * 2).min(limit));
+        let capacity = needed.max(body.capacity() * 2).min(limit);
+        meter.take(capacity as u64).map_err(Refused::OverBudget)?;
+        let mut grown = Vec::with_capacity(capacity);
         grown.extend_from_slice(body);
         body.zeroize();
         **body = grown;
@@ -567,7 +631,7 @@ mod tests {
         let mut reallocations = 0;
         let mut capacity = body.capacity();
         for _ in 0..(1_000_000 / 16) {
-            append_bounded(&mut body, &[7u8; 16], MAX_RESPONSE_BYTES).unwrap();
+            assert!(append_bounded(&mut body, &[7u8; 16], MAX_RESPONSE_BYTES, &Unmetered).is_ok());
             if body.capacity() != capacity {
                 reallocations += 1;
                 capacity = body.capacity();
@@ -576,7 +640,15 @@ mod tests {
         assert_eq!(body.len(), 1_000_000);
         assert!(reallocations <= 21, "{reallocations} reallocations");
         assert!(body.capacity() <= MAX_RESPONSE_BYTES);
-        assert!(append_bounded(&mut body, &vec![0u8; 48_577], MAX_RESPONSE_BYTES).is_err());
+        assert!(
+            append_bounded(
+                &mut body,
+                &vec![0u8; 48_577],
+                MAX_RESPONSE_BYTES,
+                &Unmetered
+            )
+            .is_err()
+        );
         assert_eq!(body.len(), 1_000_000, "a refused chunk is not appended");
     }
 
@@ -637,7 +709,7 @@ mod tests {
         let token = Secret::new("hvs.test".to_owned());
         let answer = tokio::time::timeout(
             Duration::from_secs(20),
-            client(address).fetch(&token, &request),
+            client(address).fetch(&token, &request, &crate::vault::Unmetered),
         )
         .await
         .expect("read in linear time")
@@ -655,7 +727,10 @@ mod tests {
             super::SecretRequest::new("pki/tidy", &args).unwrap()
         };
         let token = Secret::new("hvs.test".to_owned());
-        let answer = client(address).fetch(&token, &request).await.unwrap();
+        let answer = client(address)
+            .fetch(&token, &request, &crate::vault::Unmetered)
+            .await
+            .unwrap();
         assert!(answer.lease_id.is_none());
         let value: serde_json::Value = serde_json::from_slice(answer.raw.expose()).unwrap();
         assert_eq!(value["data"], serde_json::json!({}));

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{
-    AuthToken, BudgetSettings, Error, Governor, LeaseId, Renewal, SecretRequest, SecretResponse,
-    VaultClient,
+    AuthToken, BodyMeter, BudgetSettings, Error, Governor, LeaseId, Renewal, SecretRequest,
+    SecretResponse, VaultClient,
 };
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -143,16 +143,18 @@ impl GovernedVault {
             .await
     }
 
-    /// Reads or writes one `secret` call.
+    /// Reads or writes one `secret` call, charging the answer to `meter`
+    /// as it is read.
     pub async fn fetch(
         &self,
         at: &Endpoint,
         caller: Caller<'_>,
         token: &Secret<String>,
         request: &SecretRequest,
+        meter: &dyn BodyMeter,
     ) -> Result<SecretResponse, Error> {
         let client = self.client(at);
-        self.send(caller, "read", || client.fetch(token, request))
+        self.send(caller, "read", || client.fetch(token, request, meter))
             .await
     }
 

@@ -27,6 +27,26 @@ pub use scrub::error_message;
 
 use crate::secret::Secret;
 
+/// Where the bytes of a Vault answer are charged as they are read, before
+/// they are held: a volume's memory reservation. A body is read chunk by
+/// chunk, and every buffer it needs is taken from the meter first.
+pub trait BodyMeter: Send + Sync {
+    /// Takes `bytes` more; errs (saying which limit and the flag that sets
+    /// it) when they would take the volume past its budget.
+    fn take(&self, bytes: u64) -> Result<(), String>;
+}
+
+/// A meter that takes everything: for answers too small to matter (logins,
+/// renewals), bounded by [`MAX_RESPONSE_BYTES`] alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unmetered;
+
+impl BodyMeter for Unmetered {
+    fn take(&self, _bytes: u64) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Longest time to live the driver believes (ten years). A hostile or
 /// broken Vault can send any number; clamping keeps every deadline
 /// computation in range.
@@ -154,6 +174,15 @@ pub enum Error {
         /// When it may be tried again.
         retry_after: Duration,
     },
+    /// Holding Vault's answer would take the volume past its memory budget:
+    /// it was refused while being read, before it was held.
+    #[error("Vault's answer to {operation} was not read: {reason}")]
+    OverBudget {
+        /// The API call being made.
+        operation: &'static str,
+        /// Which limit, and the flag that sets it.
+        reason: String,
+    },
     /// Vault answered 2xx with a body the driver cannot use.
     #[error("Vault's answer to {operation} is unusable: {reason}")]
     InvalidResponse {
@@ -179,7 +208,7 @@ impl Error {
             Self::Status { status, .. } => {
                 *status >= 500 || *status == 412 || (300..400).contains(status)
             }
-            Self::Config { .. } | Self::InvalidResponse { .. } => false,
+            Self::Config { .. } | Self::InvalidResponse { .. } | Self::OverBudget { .. } => false,
         }
     }
 
@@ -197,7 +226,8 @@ impl Error {
             Self::Unreachable { .. }
             | Self::RateLimited { .. }
             | Self::Held { .. }
-            | Self::Config { .. } => false,
+            | Self::Config { .. }
+            | Self::OverBudget { .. } => false,
         }
     }
 

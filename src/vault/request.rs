@@ -154,6 +154,8 @@ pub fn withhold_for(request: &SecretRequest, error: super::Error) -> super::Erro
     let withheld = || "(withheld: the path came from secret data)".to_owned();
     match error {
         E::Config { .. } => E::Config { reason: withheld() },
+        // The reason names a memory limit, nothing of the request's.
+        over @ E::OverBudget { .. } => over,
         E::Unreachable {
             operation, address, ..
         } => E::Unreachable {

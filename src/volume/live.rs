@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::memory::Charge;
+use super::memory::cost::VolumeCost;
+use super::memory::{Charge, Exhausted};
 use super::spec::{PodInfo, TargetPath, VolumeId, VolumeSpec};
 use crate::metrics::VolumeLabels;
 use crate::render::CompiledTemplates;
@@ -239,8 +240,10 @@ pub(super) struct LiveVolume {
     /// The last refresh left something failed, or a file holds something
     /// past its end.
     pub degraded: bool,
-    /// The volume's share of the node's memory budget.
+    /// The volume's share of the node's memory budget, holding `cost`.
     pub memory: Charge,
+    /// What the volume costs, part by part.
+    pub cost: VolumeCost,
     /// A digest of the record last written, so an unchanged record is not
     /// written again.
     pub recorded: Option<u64>,
@@ -282,8 +285,28 @@ impl LiveVolume {
             secrets,
             degraded: false,
             memory,
+            cost: VolumeCost::default(),
             recorded: None,
         }
+    }
+
+    /// Charges the volume's cost as it stands, if the budget allows.
+    pub fn charge(&self) -> Result<(), Exhausted> {
+        self.memory.resize(self.cost.total()).map(drop)
+    }
+
+    /// Charges the volume's cost whatever the budget says (what exists).
+    pub fn force_charge(&self) {
+        self.memory.force(self.cost.total());
+    }
+
+    /// The cost of the volume's attributes as held: by the request and by
+    /// the record, each a copy.
+    pub fn attributes_cost(attributes: &BTreeMap<String, String>) -> u64 {
+        2 * attributes
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64 + 64)
+            .sum::<u64>()
     }
 
     /// The volume's spec.

@@ -18,6 +18,7 @@ use super::guard::OperationGuards;
 use super::live::LiveVolume;
 use super::materialise::Materialiser;
 use super::memory::MemoryBudget;
+use super::memory::pressure::MemoryPressure;
 use super::outage::Outages;
 use super::ports::{RecordStore, SecretSource};
 use super::record::{Phase, SalvagedToken, Unreadable, VolumeRecord};
@@ -40,6 +41,11 @@ pub struct ManagerConfig {
     pub max_payload_bytes: u64,
     /// The node's memory budget for volumes in bytes (`None`: unlimited).
     pub memory_budget_bytes: Option<u64>,
+    /// `--namespace-memory-share`: the part of the budget one pod
+    /// namespace may hold (0 to 1).
+    pub namespace_memory_share: f64,
+    /// The driver's memory cgroup, watched as a second line of defence.
+    pub memory_pressure: MemoryPressure,
     /// The SELinux context every volume's tmpfs gets (`--selinux-context`,
     /// resolved), unless a request's `mount_flags` name one.
     pub selinux_context: Option<selinux::Context>,
@@ -146,6 +152,7 @@ impl VolumeManager {
     ) -> Self {
         let memory = MemoryBudget::with_gauge(
             config.memory_budget_bytes,
+            config.namespace_memory_share,
             metrics.memory_budget(config.memory_budget_bytes),
         );
         let stopping = CancellationToken::new();

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::Error;
 use super::live::{LiveSecret, LiveVolume};
-use super::memory;
+use super::memory::cost;
 use super::ports::SecretSource;
 use crate::metrics::Metrics;
 use crate::render::{self, Renderer};
@@ -173,6 +173,9 @@ impl Materialiser {
         let Some(token) = volume.token.usable(now).cloned() else {
             return Err(Error::NoVaultToken);
         };
+        // Every answer is charged as it is read, before it is held; once
+        // kept, it is part of the volume's own cost.
+        let meter = volume.memory.reservation();
         let (vault, at, tenant) = (&self.vault, &volume.endpoint, volume.tenant());
         let results = join_all(to_fetch.iter().map(|(request, priority)| {
             let caller = if mode.publishing() {
@@ -180,8 +183,8 @@ impl Materialiser {
             } else {
                 Caller::refresh(tenant, *priority)
             };
-            let token = &token;
-            async move { vault.fetch(at, caller, token, request).await }
+            let (token, meter) = (&token, &meter);
+            async move { vault.fetch(at, caller, token, request, meter).await }
         }))
         .await;
         let now = Instant::now();
@@ -224,6 +227,11 @@ impl Materialiser {
                 }
             }
         }
+        // What the meter admitted moves to the volume's own charge (the
+        // replaced answers are gone), then the meter lets go.
+        volume.cost.kept_answers = volume.kept_bytes();
+        volume.force_charge();
+        drop(meter);
         first_error.map_or(Ok(()), Err)
     }
 
@@ -251,7 +259,7 @@ impl Materialiser {
     /// root whose files are unchanged is not written.
     pub fn write(
         &self,
-        volume: &LiveVolume,
+        volume: &mut LiveVolume,
         files: Files,
         at: WriteAt<'_>,
     ) -> Result<WriteOutcome, Error> {
@@ -274,9 +282,12 @@ impl Materialiser {
             dir_mode: dir_mode(mode),
             max_bytes: self.max_payload_bytes,
         };
-        let held = volume
-            .memory
-            .resize(memory::volume_cost(&payload, volume.kept_bytes()))?;
+        let before = volume.cost.files;
+        volume.cost.files = cost::files_cost(&payload);
+        if let Err(exhausted) = volume.charge() {
+            volume.cost.files = before;
+            return Err(exhausted.into());
+        }
         let written = match at {
             WriteAt::First(prepared) => prepared.write(&payload, options),
             WriteAt::Sealed => self.roots.update(
@@ -287,7 +298,8 @@ impl Materialiser {
             ),
         };
         if written.is_err() {
-            volume.memory.force(held);
+            volume.cost.files = before;
+            volume.force_charge();
         }
         Ok(written?)
     }

@@ -181,6 +181,10 @@ pub enum Error {
     /// files; its previous files (if any) stay.
     #[error(transparent)]
     MemoryBudget(#[from] memory::Exhausted),
+    /// The driver's memory cgroup is near its limit: a volume is refused
+    /// before the kernel's OOM killer acts.
+    #[error(transparent)]
+    MemoryPressure(#[from] memory::pressure::Pressure),
     /// The state directory could not be written.
     #[error("could not write the driver's state at {path}: {source}; check --state-dir")]
     State {

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use super::{Error, VolumeId};
 use crate::secret::Secret;
 use crate::vault::{
-    self, AuthToken, Caller, Endpoint, GovernedVault, LeaseId, Renewal, SecretRequest,
+    self, AuthToken, BodyMeter, Caller, Endpoint, GovernedVault, LeaseId, Renewal, SecretRequest,
     SecretResponse,
 };
 
@@ -40,13 +40,15 @@ pub trait SecretSource: Send + Sync + std::fmt::Debug {
         jwt: &'a Secret<String>,
     ) -> BoxFuture<'a, Result<AuthToken, vault::Error>>;
 
-    /// Reads or writes one `secret` call.
+    /// Reads or writes one `secret` call, charging the answer to `meter`
+    /// as it is read.
     fn fetch<'a>(
         &'a self,
         at: &'a Endpoint,
         caller: Caller<'a>,
         token: &'a Secret<String>,
         request: &'a SecretRequest,
+        meter: &'a dyn BodyMeter,
     ) -> BoxFuture<'a, Result<SecretResponse, vault::Error>>;
 
     /// Renews a lease in place.
@@ -124,8 +126,11 @@ impl SecretSource for GovernedVault {
         caller: Caller<'a>,
         token: &'a Secret<String>,
         request: &'a SecretRequest,
+        meter: &'a dyn BodyMeter,
     ) -> BoxFuture<'a, Result<SecretResponse, vault::Error>> {
-        Box::pin(GovernedVault::fetch(self, at, caller, token, request))
+        Box::pin(GovernedVault::fetch(
+            self, at, caller, token, request, meter,
+        ))
     }
 
     fn renew_lease<'a>(

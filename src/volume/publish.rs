@@ -151,6 +151,7 @@ impl VolumeManager {
         let adopted = self.take_unread(&new.id);
         let was_unread = adopted.is_some();
         let mut salvaged: Vec<SalvagedToken> = adopted.map(|u| u.salvaged).unwrap_or_default();
+        let memory = self.memory.charge(&new.pod.namespace);
         let mut volume = LiveVolume::new(VolumeParts {
             id: new.id,
             placement: Placement {
@@ -172,7 +173,7 @@ impl VolumeManager {
             identity: Some(new.identity),
             session: None,
             secrets: Vec::new(),
-            memory: self.memory.charge(),
+            memory,
         });
         // The target and the first record do not depend on Vault: they are
         // made ready on the blocking pool while the login and reads are in

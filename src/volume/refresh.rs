@@ -393,7 +393,7 @@ impl VolumeManager {
     /// Writes refreshed files into the sealed root. Returns whether it did.
     fn write_refreshed(
         &self,
-        volume: &LiveVolume,
+        volume: &mut LiveVolume,
         files: super::materialise::Files,
         round: &mut Round,
         kind: &'static str,

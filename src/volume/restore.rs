@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::Error;
 use super::live::{LiveVolume, VolumeParts};
 use super::manager::VolumeManager;
+use super::memory::cost::{self, VolumeCost};
 use super::record::{Loaded, Phase, SalvagedToken, VolumeRecord};
 use super::spec::{self, SpecDefaults, TargetPath, VolumeId};
 use crate::vault::Endpoint;
@@ -107,6 +108,7 @@ impl VolumeManager {
             .renderer
             .compile_off_thread(&restored.published.spec.templates)
             .await?;
+        let memory = self.memory.charge(&restored.published.pod.namespace);
         let mut live = LiveVolume::new(VolumeParts {
             id: id.clone(),
             placement: restored.placement,
@@ -115,12 +117,21 @@ impl VolumeManager {
             identity: restored.identity,
             session: restored.session,
             secrets: restored.secrets,
-            memory: self.memory.charge(),
+            memory,
         });
-        // What the files already take counts, whatever the budget says:
-        // they exist.
-        live.memory
-            .force(2 * self.roots.bytes_used(live.placement.target.as_path()) + live.kept_bytes());
+        // What exists counts, whatever the budget says: the files (their
+        // pages, twice, and at least an inode per template file, directory
+        // and link), the kept answers, the record, the attributes.
+        let files = 2 * self.roots.bytes_used(live.placement.target.as_path());
+        let inodes = (3 * live.templates.paths().count() as u64 + 4) * cost::INODE_BYTES;
+        live.cost = VolumeCost {
+            files: files + inodes,
+            kept_answers: live.kept_bytes(),
+            record: cost::record_cost(record.encode().len() as u64),
+            templates: 0,
+            attributes: LiveVolume::attributes_cost(&live.published.attributes),
+        };
+        live.force_charge();
         live.recorded = None;
         Ok(live)
     }

@@ -20,7 +20,7 @@ use crate::render::Renderer;
 use crate::secret::Secret;
 use crate::storage::memory::MemoryRoots;
 use crate::vault::{
-    self, AuthToken, Caller, Endpoint, LeaseId, Renewal, SecretRequest, SecretResponse,
+    self, AuthToken, BodyMeter, Caller, Endpoint, LeaseId, Renewal, SecretRequest, SecretResponse,
 };
 use crate::volume::ports::{BoxFuture, SecretSource};
 use crate::volume::record::MemoryStore;
@@ -319,11 +319,19 @@ impl SecretSource for FakeVault {
         _caller: Caller<'a>,
         token: &'a Secret<String>,
         request: &'a SecretRequest,
+        meter: &'a dyn BodyMeter,
     ) -> BoxFuture<'a, Result<SecretResponse, vault::Error>> {
         Box::pin(async move {
             self.begin("read", request.path())?;
             self.authorise("read", token)?;
-            self.read(token, request.path())
+            let response = self.read(token, request.path())?;
+            meter
+                .take(response.raw.expose().len() as u64)
+                .map_err(|reason| vault::Error::OverBudget {
+                    operation: "read",
+                    reason,
+                })?;
+            Ok(response)
         })
     }
 
@@ -459,6 +467,8 @@ pub fn config() -> ManagerConfig {
         },
         max_payload_bytes: 1 << 20,
         memory_budget_bytes: None,
+        namespace_memory_share: 0.5,
+        memory_pressure: crate::volume::memory::pressure::MemoryPressure::none(),
         selinux_context: None,
         publish_timeout: Duration::from_secs(60),
         unpublish_wait: Duration::from_secs(10),

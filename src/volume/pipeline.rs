@@ -327,14 +327,13 @@ impl Pipeline {
                 .renderer
                 .render_off_thread(Arc::clone(&volume.templates), answers)
                 .await;
-            match rendered {
-                Ok(files) => {
+            match rendered? {
+                render::Rendered::Files(files) => {
                     // Forget secrets the templates no longer ask for.
                     volume.secrets.retain(|t| wanted.contains(&t.request));
                     return Ok(files);
                 }
-                Err(render::Error::NeedsSecrets(more)) => wanted.extend(more),
-                Err(other) => return Err(other.into()),
+                render::Rendered::NeedsSecrets(more) => wanted.extend(more),
             }
         }
         Err(render::Error::TooManySecrets {

@@ -80,8 +80,9 @@ fn collect_transient(bytes: u64) -> u64 {
     4 * collect_held(bytes) + 64 * 1024
 }
 
-/// What one compiled template holds, at most.
-pub(super) fn template_held(shape: &Shape) -> u64 {
+/// What one compiled template may hold, bounded from its shape before it
+/// is parsed.
+fn template_held(shape: &Shape) -> u64 {
     TREE_PER_UNIT * shape.units
         + TREE_PER_MARK * shape.marks
         + TREE_PER_BYTE * shape.bytes
@@ -89,18 +90,20 @@ pub(super) fn template_held(shape: &Shape) -> u64 {
 }
 
 /// What parsing one template needs beyond the tree it builds: the token
-/// queue at its largest (twice the tokens: the vector doubles) and the
-/// copies of text.
+/// queue at its largest, and the copies of text. The queue is a vector
+/// that doubles as it grows; while it moves, the old and the new copy both
+/// exist, so it can take three times the space of its tokens.
 fn parse_transient(shape: &Shape) -> u64 {
     let tokens =
         TOKENS_PER_UNIT * shape.units + TOKENS_PER_MARK * shape.marks + TOKENS_PER_TEMPLATE;
-    2 * TOKEN_BYTES * tokens + PARSE_PER_BYTE * shape.bytes
+    3 * TOKEN_BYTES * tokens + PARSE_PER_BYTE * shape.bytes
 }
 
-/// What a compiled set of templates holds: its trees (bounded from their
-/// shapes) and the `secret` calls it collected (`request_bytes`).
-pub(super) fn set_held(shapes: &[Shape], request_bytes: u64) -> u64 {
-    shapes.iter().map(template_held).sum::<u64>() + request_bytes + SET_BYTES
+/// What a compiled set of templates holds: its trees (`tree_bytes`, counted
+/// on the parsed trees by `tree::held_bytes`) and the `secret` calls it
+/// collected (`request_bytes`).
+pub(super) fn set_held(tree_bytes: u64, request_bytes: u64) -> u64 {
+    tree_bytes + request_bytes + SET_BYTES
 }
 
 /// An upper bound, in bytes, of what compiling `sources` may hold at its

@@ -35,20 +35,24 @@
 //! - **Errors** quote at most [`MAX_ERROR_MESSAGE_BYTES`] of what they are
 //!   about, with its line and column: kubelet turns them into pod events.
 //!
-//! Measured factors (bytes allocated by the engine's parse and tree over the
-//! template's source, 64 KiB templates, `tests/render_memory.rs`):
+//! Measured factors: bytes allocated at the compile's peak, and kept by
+//! the compiled tree, over the template's source (debug build, templates at
+//! the unit limit; `tests/render_memory.rs` prints them):
 //!
-//! | template | units per byte | parse peak / source | tree / source |
+//! | template | units per byte | peak / source | tree / source |
 //! |---|---|---|---|
-//! | `{{a (b c c c c c c c) …}}`, dense subexpressions | 0.57 | 240 | 59 |
-//! | `{{a c c c …}}`, one tag of parameters | 0.50 | 290 | 41 |
-//! | `{{a (b c=d) …}}`, subexpressions with hashes | 0.63 | 384 | 106 |
+//! | `{{a (b c c c c c c c) …}}`, dense subexpressions | 0.57 | 273 | 59 |
+//! | `{{a (b)(b)(b)(b)(b)(b)(b)(b)}}`, repeated | 0.70 | 263 | 150 |
+//! | `{{a c c c …}}`, one tag (refused once parsed) | 0.50 | 291 | – |
+//! | `{{a (b)(b)(b)…}}`, one tag (refused once parsed) | 0.67 | 584 | – |
 //! | `{{a [0,0,0,…]}}`, an array literal | 0.50 | 120 | 17 |
-//! | the walkthrough's template, repeated | 0.26 | 40 | 20 |
+//! | the walkthrough's template, repeated | 0.26 | 41 | 19 |
 //! | text with no tags | 0 | 1 | 1 |
 //!
-//! Per unit the parse peaks at up to about 620 bytes and the tree holds up
-//! to about 180; [`compile_reservation`] counts 640 and 320 (`cost`).
+//! Per unit the peak reaches about 880 bytes and the tree about 215;
+//! [`compile_reservation`] counts 960 and 320 (`cost`), and
+//! [`CompiledTemplates::held_bytes`] counts the tree's allocations as the
+//! C allocator rounds them (a one-letter name takes 32 bytes).
 
 mod budget;
 mod builtins;
@@ -96,8 +100,10 @@ pub const MAX_BLOCK_DEPTH: usize = 32;
 pub const MAX_TAGS_PER_TEMPLATE: usize = 1024;
 /// Most units (bytes inside tags that are not part of a name: whitespace,
 /// punctuation; see the module docs) in one template, counted before it is
-/// parsed. Each can cost about a kilobyte while parsing and a few hundred
-/// bytes once parsed. The walkthrough's template has 31; a template of
+/// parsed. Each can cost about a kilobyte while parsing and up to a few
+/// hundred bytes once parsed: a template at the limit peaks at up to
+/// 21 MiB while compiling ([`compile_reservation`]) and keeps at most
+/// about 4 MiB. The walkthrough's template has 31; a template of
 /// 1024 tags like its lines has about 8,000.
 pub const MAX_TEMPLATE_UNITS: u64 = 16 * 1024;
 /// Most units in all of a volume's templates together.
@@ -309,10 +315,11 @@ impl CompiledTemplates {
         &self.requests
     }
 
-    /// Bytes this set holds while a volume uses it, at most: its parsed
-    /// templates (bounded from their sources, see `cost`) and its `secret`
-    /// calls. What a volume charges its memory budget for its templates;
-    /// never more than [`compile_reservation`] of the same sources.
+    /// Bytes this set holds while a volume uses it: its parsed templates
+    /// (counted on their trees, every allocation as the C allocator
+    /// rounds it) and its `secret` calls. What a volume charges its memory
+    /// budget for its templates; never more than [`compile_reservation`]
+    /// of the same sources.
     pub fn held_bytes(&self) -> u64 {
         self.held
     }
@@ -508,7 +515,8 @@ impl Renderer {
             .iter()
             .map(|r| (r.path().len() + r.body().map_or(0, str::len) + 64) as u64)
             .sum();
-        let held = cost::set_held(&shapes, request_bytes);
+        let tree_bytes = files.iter().map(|(_, t)| tree::held_bytes(t)).sum();
+        let held = cost::set_held(tree_bytes, request_bytes);
         let templates = Arc::new(CompiledTemplates {
             files,
             requests,

@@ -38,12 +38,21 @@ pub(super) struct Shape {
 /// Scans a template's source.
 pub(super) fn shape(source: &str) -> Shape {
     let b = source.as_bytes();
-    let mut shape = Shape {
+    let mut units_in_tags = 0;
+    let exact = tags(source, |tag| units_in_tags += units(&b[tag]));
+    Shape {
         bytes: b.len() as u64,
-        units: 0,
+        units: units_in_tags,
         marks: source.matches("{{").count() as u64,
-        exact: true,
-    };
+        exact,
+    }
+}
+
+/// Calls `on_tag` with the span of every tag (comments excepted), in
+/// order. Returns whether every tag's end was found exactly; if not, the
+/// last span runs from the tag the scan could not follow to the end.
+fn tags(source: &str, mut on_tag: impl FnMut(std::ops::Range<usize>)) -> bool {
+    let b = source.as_bytes();
     let mut i = 0;
     while let Some(p) = find(b, i, b"{{") {
         if escaped(b, i, p) {
@@ -63,18 +72,17 @@ pub(super) fn shape(source: &str) -> Shape {
             continue;
         }
         let Some(end) = tag_end(b, p) else {
-            shape.units += units(&b[p..]);
-            shape.exact = false;
-            break;
+            on_tag(p..b.len());
+            return false;
         };
-        shape.units += units(&b[p..end]);
+        on_tag(p..end);
         i = end;
         if b[p..].starts_with(b"{{{{") && !is_raw_end(b, p) {
             // A raw block's text runs to the next unescaped `{{{{`.
             i = raw_text_end(b, i);
         }
     }
-    shape
+    true
 }
 
 /// Whether `b` is inside a name (the grammar's `symbol_char`: letters,
@@ -380,4 +388,163 @@ fn number_end(b: &[u8], i: usize) -> Option<usize> {
         }
     }
     Some(j)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::{shape, tags};
+
+    /// The tags the engine's grammar finds, for a template it parses.
+    fn engine_tags(source: &str) -> Option<Vec<std::ops::Range<usize>>> {
+        super::super::guard::tag_spans(source)
+    }
+
+    /// Checks the scan against the engine's grammar on `source`: where the
+    /// grammar parses it, every tag the grammar sees is one the scan saw
+    /// (exactly, when the scan says it was exact), and the scan's units are
+    /// at least those inside the grammar's tags.
+    fn agrees(source: &str) -> bool {
+        let Some(expected) = engine_tags(source) else {
+            return false;
+        };
+        let mut seen = Vec::new();
+        let exact = tags(source, |tag| seen.push(tag));
+        let b = source.as_bytes();
+        let inside: u64 = expected.iter().map(|t| super::units(&b[t.clone()])).sum();
+        assert!(
+            shape(source).units >= inside,
+            "{source:?}: scanned {} units, the grammar's tags hold {inside}",
+            shape(source).units
+        );
+        if exact {
+            assert_eq!(seen, expected, "{source:?}");
+        } else {
+            let fallback = seen.last().expect("a fallback span").start;
+            for tag in &expected {
+                assert!(
+                    tag.start >= fallback || seen.contains(tag),
+                    "{source:?}: the grammar's tag {tag:?} was not scanned ({seen:?})"
+                );
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn tag_ends_are_found_where_the_grammar_finds_them() {
+        for source in [
+            "plain text",
+            "{{a}}",
+            "{{#with (secret \"kv/x\")}}{{data.a}}{{/with}}",
+            "{{a \"}} c c c\"}} text",
+            "{{a '}} c c' b}} text",
+            "{{a [\"]\", \"}} c c\"]}} text",
+            "{{a [1,2,[3]] b}}{{c}}",
+            "{{a [,1]}}",
+            "{{a x.[}}y z] b}}",
+            "{{a x.[a\"b] \"}} c c c\"}}",
+            "{{[a b]}} {{x ([c d])}}",
+            "{{a {\"k\":{\"l\":\"}}\"}} }} after",
+            "{{a {}}}",
+            "{{{a}}} {{{{raw}}}}{{x \"}}{{{{/raw}}}}{{b \"}} c\"}}",
+            "{{{{raw}}}} \\{{{{ {{{{/raw}}}}",
+            "{{!-- a }} {{\"--}}{{x \"}} c c c\"}}",
+            "{{! a }}{{b}}",
+            "\\{{a \"{{y \"}} c c c\"}}",
+            "\\\\{{a}}",
+            "{{#if a}}x{{else if b}}y{{else}}z{{/if}}",
+            "{{~a~}} {{~#if b~}}{{~/if~}}",
+            "{{#each a as |x y|}}{{x}}{{/each}}",
+            "{{a b=\"c}}\" d=(e f)}}",
+            "{{a 1.5E-3 -2 null true false}}",
+            "{{a @root.b ../c this.d ./e @index}}",
+            "{{& a}} {{ {b} }}",
+            "{{a \"\\\"}}\"}}",
+            "{{a '\\'}} c c'}}",
+            "{{> p}} {{#> q}}x{{/q}} {{#*inline \"n\"}}y{{/inline}}",
+        ] {
+            assert!(agrees(source), "the grammar does not parse {source:?}");
+        }
+    }
+
+    /// The `template_render` fuzz seeds, and the walkthrough's template.
+    #[test]
+    fn the_fuzz_seeds_agree_with_the_grammar() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/template_render");
+        let mut parsed = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            if let Ok(source) = std::fs::read_to_string(entry.unwrap().path())
+                && agrees(&source)
+            {
+                parsed += 1;
+            }
+        }
+        assert!(parsed >= 5, "{parsed} seeds parsed");
+    }
+
+    /// Random templates built from the pieces that make tag ends hard to
+    /// find: the scan agrees with the grammar on every one it parses.
+    #[test]
+    fn random_templates_agree_with_the_grammar() {
+        const PIECES: &[&str] = &[
+            "{{",
+            "}}",
+            "{{{",
+            "}}}",
+            "{{{{",
+            "}}}}",
+            "{{/",
+            "{{#",
+            "{{!",
+            "{{!--",
+            "--}}",
+            "{{else}}",
+            "\\",
+            "\"",
+            "'",
+            "[",
+            "]",
+            "{",
+            "}",
+            "(",
+            ")",
+            " ",
+            "\n",
+            "a",
+            "b",
+            "c.d",
+            "=",
+            "|",
+            "as",
+            "1",
+            ",",
+            ":",
+            "@",
+            "~",
+            "x y",
+            "{{a ",
+            "\"}}\"",
+            "[\"]\"]",
+            "{\"k\":1}",
+            "(a b)",
+            "raw",
+        ];
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let n = rng.random_range(1..16);
+            let source: String = (0..n)
+                .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+                .collect();
+            if agrees(&source) {
+                parsed += 1;
+            }
+        }
+        assert!(parsed > 1000, "only {parsed} random templates parsed");
+        eprintln!("{parsed} random templates parsed");
+    }
 }

@@ -973,3 +973,133 @@ fn deep_subexpressions_are_refused_before_the_engine_converts_them() {
         .unwrap();
     worker.join().expect("no overflow");
 }
+
+/// The helpers registered on `registry`, from the engine's own listing of
+/// them (its `Debug`; the engine has no other): helpers added later are
+/// covered without being named here.
+fn helper_names(registry: &Handlebars<'static>) -> Vec<String> {
+    let listing = format!("{registry:?}");
+    let start = listing
+        .find("helpers: [")
+        .expect("the registry lists its helpers")
+        + 10;
+    let end = start + listing[start..].find(']').unwrap();
+    listing[start..end]
+        .split(", ")
+        .map(|name| name.trim_matches('"').to_owned())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// Vault data at the data limit, shaped to make helpers work hard: a
+/// megabyte of text full of what encoders escape, a PEM scan's worst case
+/// (50,000 BEGIN lines before one END line, 950 KB), a wide list, a wide
+/// map, deep nesting, valid base64, numbers as Vault sends them. Parsed
+/// from JSON text, as the driver parses Vault's answers.
+fn adversarial_data() -> serde_json::Value {
+    let huge: String = "<>&\"\\\u{1}é\u{2028}-----BEGIN A-----\n %v {{x}}"
+        .chars()
+        .cycle()
+        .take(400_000)
+        .collect();
+    let pem = format!("{}-----END A-----", "-----BEGIN A-----\n".repeat(50_000));
+    let mut deep = String::new();
+    for _ in 0..100 {
+        deep.push_str("[1,\"x\",");
+    }
+    deep.push('0');
+    deep.push_str(&"]".repeat(100));
+    let text = serde_json::json!({
+        "huge": huge,
+        "pem": {"data": {"certificate": pem}},
+        "wide": (0..30_000).map(|i| format!("v{i}")).collect::<Vec<_>>(),
+        "map": (0..10_000).map(|i| (format!("k{i}"), serde_json::Value::from(i))).collect::<serde_json::Map<_, _>>(),
+        "b64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "x".repeat(300_000)),
+        "nums": "NUMS",
+        "deep": "DEEP",
+    })
+    .to_string()
+    .replace("\"DEEP\"", &deep)
+    .replace("\"NUMS\"", "[1.50, -0, 123456789012345678901234567890, 1E5]");
+    let data: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let weight = budget::weight(&data, u64::MAX);
+    assert!(weight <= MAX_RENDER_DATA, "the data weighs {weight}");
+    data
+}
+
+/// Every registered helper, called every way a template can (one to three
+/// parameters, a format first, keys after, a hash, a block) over data at
+/// the limits, stops where the render's budget says: its work is metered
+/// in proportion to what it touches, so the deterministic budgets stop it
+/// before the clock does, and with the work budget lifted the clock stops
+/// it within a small bound of its limit. `pkiCert`'s quadratic PEM scan
+/// ran for half a minute on the `pem` value and failed both.
+#[test]
+fn every_helper_stops_within_its_limits_over_adversarial_data() {
+    const OVERRUN: std::time::Duration = std::time::Duration::from_millis(500);
+    let r = Renderer::new();
+    let names = helper_names(&r.strict);
+    assert!(
+        names.iter().any(|n| n == "pkiCert") && names.len() >= 20,
+        "{names:?}"
+    );
+    let context = Context::from(json!({ "]0": {"data": adversarial_data()} }));
+    let keys = HashMap::from([(req("kv/x"), "]0".to_owned())]);
+    let clock_only = budget::Limits {
+        iterations: u32::MAX,
+        work: u64::MAX,
+        time: std::time::Duration::from_millis(50),
+        held: u64::MAX,
+    };
+    let mut ran = 0;
+    for name in &names {
+        for value in [
+            "data.huge",
+            "data.pem",
+            "data.wide",
+            "data.map",
+            "data.deep",
+            "data.b64",
+            "data.nums",
+            "data",
+        ] {
+            for call in [
+                format!("{{{{{name} {value}}}}}"),
+                format!("{{{{{name} {value} {value}}}}}"),
+                format!("{{{{{name} {value} {value} {value}}}}}"),
+                format!("{{{{{name} \"%v\" {value}}}}}"),
+                format!("{{{{{name} {value} \"k1\" 1}}}}"),
+                format!("{{{{{name} {value} key={value}}}}}"),
+                format!("{{{{#{name} {value}}}}}{{{{this}}}}{{{{else}}}}-{{{{/{name}}}}}"),
+            ] {
+                let text = format!("{{{{#with (secret \"kv/x\")}}}}{call}{{{{/with}}}}");
+                let Ok(t) = compile_one(&r, &text) else {
+                    continue;
+                };
+                for (limits, allowed) in [
+                    (budget::Limits::FULL, MAX_RENDER_TIME),
+                    (clock_only, clock_only.time + OVERRUN),
+                ] {
+                    let started = tokio::time::Instant::now();
+                    let result = r.render_context(&t, &context, keys.clone(), 1, limits);
+                    let took = started.elapsed();
+                    ran += 1;
+                    assert!(
+                        took < allowed,
+                        "{call}: ran for {took:?} (allowed {allowed:?})"
+                    );
+                    if limits == budget::Limits::FULL
+                        && let Err(e) = &result
+                    {
+                        assert_ne!(
+                            e.limit(),
+                            Some(Limit::Time),
+                            "{call}: only the clock stopped it: {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(ran > 1000, "{ran} renders");
+}

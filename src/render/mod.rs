@@ -701,13 +701,32 @@ fn parse(file: &RelativePath, source: &str) -> Result<Template, Error> {
     };
     guard::check_nesting(source).map_err(refuse)?;
     let template = Template::compile(source).map_err(|e| {
-        refuse(match e.pos() {
+        // The engine gives no position for a parameter it cannot read:
+        // it is where its text first appears.
+        let position = e.pos().or_else(|| match e.reason() {
+            handlebars::TemplateErrorReason::InvalidParam(param) => {
+                source.find(param.as_str()).map(|at| line_and_column(source, at))
+            }
+            _ => None,
+        });
+        refuse(match position {
             Some((line, column)) => format!("line {line}, column {column}: {}", e.reason()),
             None => e.reason().to_string(),
         })
     })?;
     tree::check(&template).map_err(refuse)?;
     Ok(template)
+}
+
+/// The line and column (both from 1, the column in characters) of byte
+/// `at` of `source`.
+fn line_and_column(source: &str, at: usize) -> (usize, usize) {
+    let before = &source[..at];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
 }
 
 fn check_count(count: usize) -> Result<(), Error> {

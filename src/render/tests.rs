@@ -1103,3 +1103,43 @@ fn every_helper_stops_within_its_limits_over_adversarial_data() {
     }
     assert!(ran > 1000, "{ran} renders");
 }
+
+/// Templates built to make the engine's or the driver's messages quote
+/// tens of kilobytes (a parameter the engine cannot read, a long helper
+/// name, a long path, mismatched block names, a long secret path): every
+/// error carries an excerpt of at most `MAX_ERROR_MESSAGE_BYTES`, with the
+/// line and column. Kubelet puts these messages into pod events; they used
+/// to be 45 to 75 KB.
+#[test]
+fn errors_quote_only_an_excerpt_however_the_template_is_built() {
+    let r = Renderer::new();
+    let long = "z".repeat(60_000);
+    let digits = "0".repeat(60_000);
+    let bombs = [
+        format!("{{{{x 0{digits}}}}}"),
+        format!("{{{{x [01,{}1]}}}}", "1,".repeat(10_000)),
+        format!("{{{{#a{half}}}}}{{{{/b{half}}}}}", half = &long[..30_000]),
+        format!("line\n{{{{#with (secret \"kv/x\")}}}}{{{{{long}}}}}{{{{/with}}}}"),
+        format!("{{{{#with (secret \"kv/x\")}}}}{{{{{long} 1}}}}{{{{/with}}}}"),
+        format!("{{{{#with (secret \"kv/x\")}}}}{{{{secret \"a/{long} b\"}}}}{{{{/with}}}}"),
+        format!("{{{{#with (secret \"kv/x\")}}}}{{{{lookup data \"{long}\"}}}}{{{{/with}}}}"),
+        format!("{{{{x \"{long}"),
+    ];
+    for bomb in bombs {
+        let message = match compile_one(&r, &bomb) {
+            Err(e) => e.to_string(),
+            Ok(t) => r
+                .render(&t, HashMap::from([(req("kv/x"), json!({"data": {}}))]))
+                .expect_err(&bomb[..40])
+                .to_string(),
+        };
+        assert!(
+            message.len() <= MAX_ERROR_MESSAGE_BYTES + 100,
+            "{}: a message of {} bytes: {}",
+            &bomb[..40],
+            message.len(),
+            &message[..200]
+        );
+        assert!(message.contains("line "), "{}: {message}", &bomb[..40]);
+    }
+}

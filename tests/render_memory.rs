@@ -258,10 +258,10 @@ fn compile_reservation_bounds_what_compiling_holds() {
             (f[0], n(1), n(2), n(3), n(4), n(5), n(6));
         let _ = writeln!(
             table,
-            "{name:26} {bytes:6} B  reserved {reservation:9}  peak {peak:9} ({:5.1}x)  \
-             resident {resident:9}  held_bytes {held_bytes:8}  held {held:8} ({:5.1}x)  {}",
-            peak as f64 / bytes as f64,
-            held as f64 / bytes as f64,
+            "{name:26} {bytes:6} B  reserved {reservation:9}  peak {peak:9} ({:4}x)  \
+             resident {resident:9}  held_bytes {held_bytes:8}  held {held:8} ({:4}x)  {}",
+            peak / bytes,
+            held / bytes,
             f[7]
         );
         assert!(

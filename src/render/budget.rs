@@ -167,11 +167,11 @@ impl Metered {
         }));
         Self(())
     }
+}
 
-    /// The first limit the render reached, if any.
-    pub(super) fn tripped(&self) -> Option<Limit> {
-        BUDGET.get().and_then(|b| b.tripped)
-    }
+/// The first limit the render on this thread reached, if any.
+pub(super) fn tripped() -> Option<Limit> {
+    BUDGET.get().and_then(|b| b.tripped)
 }
 
 impl Drop for Metered {

@@ -60,7 +60,7 @@ impl HelperDef for BoundedEach {
             h,
             r,
             ctx,
-            body,
+            template: body,
             by_path: base_path.is_some(),
             last: entries.len().saturating_sub(1),
         };
@@ -100,7 +100,7 @@ struct Body<'a, 'reg, 'rc> {
     h: &'a Helper<'rc>,
     r: &'reg Handlebars<'reg>,
     ctx: &'rc Context,
-    body: &'rc handlebars::Template,
+    template: &'rc handlebars::Template,
     /// The collection is a path into the context (entries are reached by
     /// path, not copied).
     by_path: bool,
@@ -129,7 +129,7 @@ impl<'reg: 'rc, 'rc> Body<'_, 'reg, 'rc> {
             }
             point_at(block, self.h, self.by_path, key, value)?;
         }
-        self.body.render(self.r, self.ctx, rc, out)
+        self.template.render(self.r, self.ctx, rc, out)
     }
 }
 

@@ -36,11 +36,11 @@ fn html_escape(name: &'static str, json: &str) -> Result<String, RenderError> {
             '\u{2029}' => "\\u2029",
             _ => continue,
         };
-        out.push(json[plain..at].as_bytes())?;
+        out.push(&json.as_bytes()[plain..at])?;
         out.push(escaped.as_bytes())?;
         plain = at + c.len_utf8();
     }
-    out.push(json[plain..].as_bytes())?;
+    out.push(&json.as_bytes()[plain..])?;
     out.finish()
 }
 

@@ -643,9 +643,8 @@ impl HelperDef for Printf {
             return Err(usage("goPrintf", "takes a verb (\"%s\") and one value"));
         };
         let mut chars = format.value().as_str().unwrap_or_default().chars();
-        let verb = match (chars.next(), chars.next(), chars.next()) {
-            (Some('%'), Some(verb), None) => verb,
-            _ => return Err(usage("goPrintf", "takes a verb such as \"%s\" first")),
+        let (Some('%'), Some(verb), None) = (chars.next(), chars.next(), chars.next()) else {
+            return Err(usage("goPrintf", "takes a verb such as \"%s\" first"));
         };
         let num = if flag(h, "int") { Num::Int } else { Num::Json };
         let text = match param_value(value) {

@@ -69,7 +69,7 @@ mod scan;
 mod tree;
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -272,7 +272,7 @@ fn excerpt(mut message: String) -> String {
     }
     let left_out = message.len() - cut;
     message.truncate(cut);
-    message.push_str(&format!("… ({left_out} more bytes)"));
+    let _ = write!(message, "… ({left_out} more bytes)");
     message
 }
 
@@ -612,7 +612,7 @@ impl Renderer {
         fetched: usize,
         limits: budget::Limits,
     ) -> Result<Rendered, Error> {
-        let metered = budget::Metered::start(limits);
+        let _metered = budget::Metered::start(limits);
         SCOPE.with_borrow_mut(|s| {
             *s = Some(Scope::Resolve {
                 keys,
@@ -622,7 +622,7 @@ impl Renderer {
         let mut out = Vec::with_capacity(templates.files.len());
         let mut first_error = None;
         for (file, template) in &templates.files {
-            match render_one(&self.strict, template, context, file, &metered) {
+            match render_one(&self.strict, template, context, file) {
                 Ok(text) => out.push((file.clone(), Secret::new(text.into_bytes()))),
                 Err(e) => {
                     let stopped = matches!(e, Error::Limit { .. });
@@ -704,9 +704,9 @@ fn parse(file: &RelativePath, source: &str) -> Result<Template, Error> {
         // The engine gives no position for a parameter it cannot read:
         // it is where its text first appears.
         let position = e.pos().or_else(|| match e.reason() {
-            handlebars::TemplateErrorReason::InvalidParam(param) => {
-                source.find(param.as_str()).map(|at| line_and_column(source, at))
-            }
+            handlebars::TemplateErrorReason::InvalidParam(param) => source
+                .find(param.as_str())
+                .map(|at| line_and_column(source, at)),
             _ => None,
         });
         refuse(match position {
@@ -741,7 +741,6 @@ fn render_one(
     template: &Template,
     context: &Context,
     file: &RelativePath,
-    metered: &budget::Metered,
 ) -> Result<String, Error> {
     let mut rc = RenderContext::new(None);
     let mut out = CappedOutput(String::new());
@@ -749,7 +748,7 @@ fn render_one(
         .render(registry, context, &mut rc, &mut out)
         .map_err(|e| {
             let message = describe(&e);
-            match metered.tripped() {
+            match budget::tripped() {
                 Some(limit) => Error::Limit {
                     file: file.clone(),
                     limit,

@@ -418,13 +418,12 @@ fn decode_metered(data: &str, meter: &mut Meter) -> Result<Option<Block>, Stop> 
             continue;
         }
         let eol_at = data.len() - rest_of_line.len();
-        let blank = match blank_lines.get(&eol_at) {
-            Some(&blank) => blank,
-            None => {
-                let blank = blank_to_eol(rest_of_line, meter)?;
-                blank_lines.insert(eol_at, blank);
-                blank
-            }
+        let blank = if let Some(&blank) = blank_lines.get(&eol_at) {
+            blank
+        } else {
+            let blank = blank_to_eol(rest_of_line, meter)?;
+            blank_lines.insert(eol_at, blank);
+            blank
         };
         if !blank {
             continue;

@@ -262,20 +262,24 @@ fn literal_end(b: &[u8], i: usize) -> Option<usize> {
             j = skip_space(b, j + 1);
         }
         j = match *b.get(j)? {
-            c @ (b'[' | b'{') => {
+            bracket @ (b'[' | b'{') => {
                 if depth == MAX_LITERAL_DEPTH {
                     return None;
                 }
-                let close = if c == b'[' { b']' } else { b'}' };
-                let k = skip_space(b, j + 1);
-                if b.get(k) == Some(&close) {
-                    k + 1
+                let close = if bracket == b'[' { b']' } else { b'}' };
+                let inside = skip_space(b, j + 1);
+                if b.get(inside) == Some(&close) {
+                    inside + 1
                 } else {
                     open[depth] = close;
                     depth += 1;
                     // The first element may be absent: `[,1]`.
-                    j = if b.get(k) == Some(&b',') { k + 1 } else { k };
-                    expect = if c == b'[' {
+                    j = if b.get(inside) == Some(&b',') {
+                        inside + 1
+                    } else {
+                        inside
+                    };
+                    expect = if bracket == b'[' {
                         Expect::Value
                     } else {
                         Expect::Entry
@@ -303,7 +307,7 @@ fn literal_end(b: &[u8], i: usize) -> Option<usize> {
                     };
                     break;
                 }
-                c if c == close => {
+                byte if byte == close => {
                     depth -= 1;
                     j += 1;
                 }

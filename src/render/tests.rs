@@ -444,23 +444,29 @@ fn identical_templates_compile_once_and_are_shared() {
             format!("{i}{}", "x".repeat(60_000)),
         )]
     };
-    let mut i = 0;
+    let mut compiled = 0;
     while r.cached(&sources).is_some() {
-        drop(r.compile(&big(i)).unwrap());
+        drop(r.compile(&big(compiled)).unwrap());
         assert!(r.cache_held_bytes() <= MAX_CACHE_HELD_BYTES);
-        i += 1;
+        compiled += 1;
         assert!(
-            i < 1000,
+            compiled < 1000,
             "templates no volume uses are not kept alive forever"
         );
     }
-    assert!(r.cached(&big(i - 1)).is_some(), "the most recent ones are");
+    assert!(
+        r.cached(&big(compiled - 1)).is_some(),
+        "the most recent ones are"
+    );
     // A set holding more than the bound is never kept beyond its volumes.
     let dense = format!(
         "{{{{#if false}}}}{}{{{{/if}}}}",
-        "{{a (b c c c c c c c)}}".repeat(900)
+        "{{a (b)(b)(b)(b)(b)(b)(b)(b)}}".repeat(750)
     );
-    let dense = vec![(RelativePath::parse("f").unwrap(), dense)];
+    let dense: Vec<_> = ["f", "g"]
+        .iter()
+        .map(|f| (RelativePath::parse(f).unwrap(), dense.clone()))
+        .collect();
     let t = r.compile(&dense).unwrap();
     assert!(t.held_bytes() > MAX_CACHE_HELD_BYTES, "{}", t.held_bytes());
     assert!(
@@ -1142,4 +1148,100 @@ fn errors_quote_only_an_excerpt_however_the_template_is_built() {
         );
         assert!(message.contains("line "), "{}: {message}", &bomb[..40]);
     }
+}
+
+/// Work whose caller stops waiting (its deadline passed, or the request
+/// was cancelled and its future dropped) stops at its next check of the
+/// clock, long before its own time limit, and frees its render thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_whose_caller_stops_waiting_stops_at_its_next_check() {
+    let p = Arc::new(pool::Pool::sized(1, 1));
+    let (started, is_started) = std::sync::mpsc::channel();
+    let (stopped, is_stopped) = std::sync::mpsc::channel();
+    let long = std::time::Duration::from_secs(600);
+    let p2 = Arc::clone(&p);
+    let caller = tokio::spawn(async move {
+        p2.run("rendering", long, move || {
+            let _metered = budget::Metered::start(budget::Limits {
+                time: long,
+                ..budget::Limits::FULL
+            });
+            started.send(()).unwrap();
+            let stop = loop {
+                if let Err(e) = budget::check_time() {
+                    break e;
+                }
+                std::thread::yield_now();
+            };
+            let _ = stopped.send((budget::tripped(), stop.reason().to_string()));
+        })
+        .await
+    });
+    tokio::task::spawn_blocking(move || is_started.recv().unwrap())
+        .await
+        .unwrap();
+    caller.abort();
+    let (limit, message) = tokio::task::spawn_blocking(move || {
+        is_stopped.recv_timeout(std::time::Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .expect("the abandoned work stops");
+    assert_eq!(limit, Some(Limit::Abandoned), "{message}");
+    assert!(message.contains("abandoned"), "{message}");
+    assert_eq!(p.run("rendering", long, || 7).await.unwrap(), 7);
+}
+
+/// Every way a render can stop at a limit is recognisable as one, with the
+/// limit named; mistakes in templates are not limits.
+#[test]
+fn renders_stopped_at_a_limit_say_which() {
+    let r = Renderer::new();
+    let render = |text: &str, limits: budget::Limits| {
+        let t = compile_one(&r, text).unwrap();
+        r.render_under(&t, big_array(), limits).unwrap_err()
+    };
+    let in_secret = |body: &str| format!("{{{{#with (secret \"kv/x\")}}}}{body}{{{{/with}}}}");
+    let cases = [
+        (
+            in_secret("{{data.data.s}}"),
+            budget::Limits {
+                time: std::time::Duration::ZERO,
+                ..budget::Limits::FULL
+            },
+            Limit::Time,
+        ),
+        (
+            in_secret(&"{{#if (lookup data.data \"a\")}}{{/if}}".repeat(100)),
+            budget::Limits::FULL,
+            Limit::Work,
+        ),
+        (
+            in_secret("{{#each data.data.a}}{{#each ../data.data.a}}{{/each}}{{/each}}"),
+            budget::Limits::FULL,
+            Limit::Iterations,
+        ),
+        (
+            in_secret(&"{{data.data.a}}".repeat(10)),
+            budget::Limits::FULL,
+            Limit::Output,
+        ),
+        (
+            in_secret(&"{{#if (toJson data.data.a)}}{{/if}}".repeat(100)),
+            budget::Limits {
+                held: 1024 * 1024,
+                ..budget::Limits::FULL
+            },
+            Limit::Held,
+        ),
+    ];
+    for (text, limits, limit) in cases {
+        let err = render(&text, limits);
+        assert!(err.is_limit(), "{text}: {err}");
+        assert_eq!(err.limit(), Some(limit), "{text}: {err}");
+    }
+    assert!(Error::DataTooLarge.is_limit());
+    let t = compile_one(&r, "{{#with (secret \"kv/x\")}}{{data.nope}}{{/with}}").unwrap();
+    let mistake = r.render(&t, big_array()).unwrap_err();
+    assert!(!mistake.is_limit(), "{mistake}");
 }

@@ -36,8 +36,9 @@
 //!   about, with its line and column: kubelet turns them into pod events.
 //!
 //! Measured factors: bytes allocated at the compile's peak, and kept by
-//! the compiled tree, over the template's source (debug build, templates at
-//! the unit limit; `tests/render_memory.rs` prints them):
+//! the compiled tree, over the template's source (templates at the unit
+//! limit; the allocations are the same in every build profile;
+//! `tests/render_memory.rs` prints them):
 //!
 //! | template | units per byte | peak / source | tree / source |
 //! |---|---|---|---|

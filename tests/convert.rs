@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use support::Harness;
 use vault_csi_driver::convert::{self, Options, gotemplate};
 use vault_csi_driver::render::go_json as go_helpers;
-use vault_csi_driver::render::{Renderer, SecretRequest};
+use vault_csi_driver::render::{Rendered, Renderer, SecretRequest};
 use vault_csi_driver::storage::RelativePath;
 
 fn fixture(path: &str) -> PathBuf {
@@ -1002,9 +1002,12 @@ fn render(template: &str, secrets: &[(String, Vec<String>, Value)]) -> Result<St
             (SecretRequest::new(path, &args).unwrap(), response.clone())
         })
         .collect();
-    let files = renderer
+    let Rendered::Files(files) = renderer
         .render(&compiled, responses)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+    else {
+        return Err("the template asks for a secret not given".to_owned());
+    };
     Ok(String::from_utf8(files[0].1.expose().clone()).unwrap())
 }
 

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use vault_csi_driver::render::{Error, Renderer};
+use vault_csi_driver::render::{Rendered, Renderer};
 use vault_csi_driver::storage::RelativePath;
 
 /// A quarter of the driver's render-thread stack.
@@ -38,7 +38,7 @@ fn run(text: String) {
         );
     }
     match rendered {
-        Ok(files) => {
+        Ok(Rendered::Files(files)) => {
             assert_eq!(
                 files.len(),
                 1,
@@ -47,7 +47,7 @@ fn run(text: String) {
             );
             assert_eq!(files[0].0, file);
         }
-        Err(Error::NeedsSecrets(missing)) => assert!(!missing.is_empty()),
+        Ok(Rendered::NeedsSecrets(missing)) => assert!(!missing.is_empty()),
         Err(_) => {}
     }
 }

@@ -59,15 +59,15 @@ fn template_code(error: &render::Error) -> Code {
     match error {
         render::Error::Parse { .. }
         | render::Error::TooLarge { .. }
+        | render::Error::TooComplex { .. }
         | render::Error::Render { .. }
+        | render::Error::Limit { .. }
         | render::Error::InvalidRequest(_)
         | render::Error::TooManySecrets { .. }
         | render::Error::DataTooLarge
         | render::Error::TimedOut { .. } => Code::InvalidArgument,
         // The node is overloaded with renders: kubelet retries.
         render::Error::Busy => Code::ResourceExhausted,
-        // Only reachable if the fetch loop gives up, which it does not.
-        render::Error::NeedsSecrets(_) => Code::Internal,
     }
 }
 

@@ -114,6 +114,7 @@ impl HelperDef for With {
             if let Some(path) = param.context_path() {
                 block.base_path_mut().clone_from(path);
             } else {
+                budget::hold(param.value())?;
                 block.set_base_value(param.value().clone());
             }
             // @key, @index, … of an enclosing loop stay visible.
@@ -127,6 +128,7 @@ impl HelperDef for With {
                 if param.context_path().is_some() {
                     params.add_path(name, Vec::with_capacity(0))?;
                 } else {
+                    budget::hold(param.value())?;
                     params.add_value(name, param.value().clone())?;
                 }
                 block.set_block_params(params);
@@ -155,7 +157,7 @@ impl HelperDef for Lookup {
         &self,
         h: &Helper<'rc>,
         r: &'reg Handlebars<'reg>,
-        _: &'rc Context,
+        ctx: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
         budget::charge_call(h)?;
@@ -165,22 +167,23 @@ impl HelperDef for Lookup {
         let index = h
             .param(1)
             .ok_or(RenderErrorReason::ParamNotFoundForIndex("lookup", 1))?;
-        let value = match collection.value() {
-            Value::Array(v) => index
-                .value()
-                .as_u64()
-                .and_then(|u| usize::try_from(u).ok())
-                .and_then(|u| v.get(u)),
-            Value::Object(m) => index.value().as_str().and_then(|k| m.get(k)),
-            _ => None,
+        let (value, step) = match collection.value() {
+            Value::Array(v) => {
+                let at = index.value().as_u64().and_then(|u| usize::try_from(u).ok());
+                (at.and_then(|u| v.get(u)), at.map(|u| u.to_string()))
+            }
+            Value::Object(m) => {
+                let key = index.value().as_str();
+                (key.and_then(|k| m.get(k)), key.map(str::to_owned))
+            }
+            _ => (None, None),
         };
-        if r.strict_mode() && value.is_none() {
-            Err(RenderError::strict_error(None))
-        } else {
-            // The result is a copy: charge its size too.
-            let value = value.unwrap_or(&Value::Null);
-            budget::charge(0, [value])?;
-            Ok(value.clone().into())
+        match (value, step) {
+            // A reference into the Vault data when the collection is one
+            // (a loop over it copies nothing); else a copy, charged.
+            (Some(found), Some(step)) => super::go_value::hand_on(ctx, collection, found, &[step]),
+            _ if r.strict_mode() => Err(RenderError::strict_error(None)),
+            _ => Ok(ScopedJson::Derived(Value::Null)),
         }
     }
 }

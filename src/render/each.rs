@@ -36,16 +36,9 @@ impl HelperDef for BoundedEach {
         let Some(body) = h.template() else {
             return Ok(());
         };
-        let entries: Vec<(Value, &Value)> = match param.value() {
-            Value::Array(list) if !list.is_empty() || h.inverse().is_none() => list
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (i.into(), v))
-                .collect(),
-            Value::Object(map) if !map.is_empty() || h.inverse().is_none() => map
-                .iter()
-                .map(|(k, v)| (Value::String(k.clone()), v))
-                .collect(),
+        let entries = match param.value() {
+            Value::Array(list) if !list.is_empty() || h.inverse().is_none() => Entries::List(list),
+            Value::Object(map) if !map.is_empty() || h.inverse().is_none() => Entries::Map(map),
             _ => {
                 return match h.inverse() {
                     Some(inverse) => inverse.render(r, ctx, rc, out),
@@ -56,7 +49,6 @@ impl HelperDef for BoundedEach {
                 };
             }
         };
-        let is_object = param.value().is_object();
         let base_path = param.context_path();
         let mut block = BlockContext::new();
         if let Some(path) = base_path {
@@ -64,51 +56,81 @@ impl HelperDef for BoundedEach {
             block.base_path_mut().push(String::new());
         }
         rc.push_block(block);
-        let result = iterate(
+        let mut body = Body {
             h,
             r,
             ctx,
-            rc,
-            out,
-            body,
-            entries,
-            base_path.is_some(),
-            is_object,
-        );
+            template: body,
+            by_path: base_path.is_some(),
+            last: entries.len().saturating_sub(1),
+        };
+        // The entries are visited in place: nothing proportional to the
+        // collection is built before the first iteration is charged.
+        let result = match entries {
+            Entries::List(list) => list
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, value)| body.iterate(rc, out, i, i.into(), value, false)),
+            Entries::Map(map) => map.iter().enumerate().try_for_each(|(i, (key, value))| {
+                body.iterate(rc, out, i, Value::String(key.clone()), value, true)
+            }),
+        };
         rc.pop_block();
         result
     }
 }
 
-/// Renders `body` once per entry, charging the budget first.
-#[allow(clippy::too_many_arguments)] // the helper's five plus the loop's shape; one call site
-fn iterate<'reg: 'rc, 'rc>(
-    h: &Helper<'rc>,
+/// What a loop runs over.
+enum Entries<'a> {
+    List(&'a [Value]),
+    Map(&'a serde_json::Map<String, Value>),
+}
+
+impl Entries<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::List(list) => list.len(),
+            Self::Map(map) => map.len(),
+        }
+    }
+}
+
+/// A loop's body and what each iteration needs to render it.
+struct Body<'a, 'reg, 'rc> {
+    h: &'a Helper<'rc>,
     r: &'reg Handlebars<'reg>,
     ctx: &'rc Context,
-    rc: &mut RenderContext<'reg, 'rc>,
-    out: &mut dyn Output,
-    body: &'rc handlebars::Template,
-    entries: Vec<(Value, &Value)>,
+    template: &'rc handlebars::Template,
+    /// The collection is a path into the context (entries are reached by
+    /// path, not copied).
     by_path: bool,
-    is_object: bool,
-) -> HelperResult {
-    let last = entries.len().saturating_sub(1);
-    for (i, (key, value)) in entries.into_iter().enumerate() {
+    last: usize,
+}
+
+impl<'reg: 'rc, 'rc> Body<'_, 'reg, 'rc> {
+    /// Renders the body once, for entry `i`, charging the budget first.
+    fn iterate(
+        &mut self,
+        rc: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+        i: usize,
+        key: Value,
+        value: &Value,
+        is_object: bool,
+    ) -> HelperResult {
         // Over a value (not a path), each entry is copied into the block.
-        budget::charge_iteration((!by_path).then_some(value))?;
+        budget::charge_iteration((!self.by_path).then_some(value))?;
         if let Some(block) = rc.block_mut() {
             block.set_local_var("first", Value::Bool(i == 0));
-            block.set_local_var("last", Value::Bool(i == last));
+            block.set_local_var("last", Value::Bool(i == self.last));
             block.set_local_var("index", i.into());
             if is_object {
                 block.set_local_var("key", key.clone());
             }
-            point_at(block, h, by_path, key, value)?;
+            point_at(block, self.h, self.by_path, key, value)?;
         }
-        body.render(r, ctx, rc, out)?;
+        self.template.render(self.r, self.ctx, rc, out)
     }
-    Ok(())
 }
 
 /// Points the loop's block at one entry: `this` and the block parameters.
@@ -153,6 +175,8 @@ fn add_value<'rc>(
     if by_path {
         params.add_path(name, Vec::new())
     } else {
+        // A second copy of the entry.
+        budget::hold(value)?;
         params.add_value(name, value.clone())
     }
 }

@@ -18,32 +18,38 @@
 use handlebars::{RenderError, RenderErrorReason};
 use serde_json::Value;
 
+use super::budget::Meter;
+use super::helpers::{CappedText, encode_json};
+
 /// Replaces the characters Go's encoder escapes for HTML safety. They can
 /// only occur inside strings in `serde_json`'s output, so a textual pass is
-/// exact.
-fn html_escape(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    for c in json.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
-        }
+/// exact. Metered, and refused once the result would be too large.
+fn html_escape(name: &'static str, json: &str) -> Result<String, RenderError> {
+    let mut out = CappedText::new(name);
+    let mut plain = 0;
+    for (at, c) in json.char_indices() {
+        let escaped = match c {
+            '<' => "\\u003c",
+            '>' => "\\u003e",
+            '&' => "\\u0026",
+            '\u{2028}' => "\\u2028",
+            '\u{2029}' => "\\u2029",
+            _ => continue,
+        };
+        out.push(&json.as_bytes()[plain..at])?;
+        out.push(escaped.as_bytes())?;
+        plain = at + c.len_utf8();
     }
-    out
-}
-
-fn failed(name: &str) -> RenderError {
-    RenderErrorReason::Other(format!("`{name}` could not encode its argument")).into()
+    out.push(&json.as_bytes()[plain..])?;
+    out.finish()
 }
 
 /// Refuses a value holding a number whose text Go would write otherwise.
 fn check_numbers(name: &str, value: &Value) -> Result<(), RenderError> {
+    let mut meter = Meter::new();
     let mut stack = vec![value];
     while let Some(v) = stack.pop() {
+        meter.add(1)?;
         match v {
             Value::Number(n) => {
                 if let Err(e) = super::go_value::number_text(n) {
@@ -55,23 +61,21 @@ fn check_numbers(name: &str, value: &Value) -> Result<(), RenderError> {
             Value::Null | Value::Bool(_) | Value::String(_) => {}
         }
     }
-    Ok(())
+    Ok(meter.finish()?)
 }
 
 /// `toGoJson`: compact JSON as Go's `json.Marshal` writes it.
 pub fn to_go_json(name: &'static str, value: &Value) -> Result<Value, RenderError> {
     check_numbers(name, value)?;
-    serde_json::to_string(value)
-        .map(|s| Value::String(html_escape(&s)))
-        .map_err(|_| failed(name))
+    let json = encode_json(name, value, false)?;
+    html_escape(name, &json).map(Value::String)
 }
 
 /// `toGoJsonPretty`: JSON as Go's `json.MarshalIndent(v, "", "  ")` writes it.
 pub fn to_go_json_pretty(name: &'static str, value: &Value) -> Result<Value, RenderError> {
     check_numbers(name, value)?;
-    serde_json::to_string_pretty(value)
-        .map(|s| Value::String(html_escape(&s)))
-        .map_err(|_| failed(name))
+    let json = encode_json(name, value, true)?;
+    html_escape(name, &json).map(Value::String)
 }
 
 #[cfg(test)]

@@ -30,15 +30,14 @@
 //! Errors name what went wrong and the field or key from the template,
 //! never a value.
 
-use std::fmt::Write as _;
-
 use handlebars::{
     Context, Handlebars, Helper, HelperDef, PathAndJson, RenderContext, RenderError,
     RenderErrorReason, ScopedJson,
 };
 use serde_json::Value;
 
-use super::budget;
+use super::MAX_RENDERED_BYTES;
+use super::budget::{self, Meter, Stop};
 
 /// Go's `nil`: a missing map key (in the agent's default mode) or JSON
 /// `null`, which Go decodes to the same `nil` interface.
@@ -103,6 +102,16 @@ pub enum GoError {
     /// A parameter the template engine could not resolve.
     #[error("the value is missing")]
     Missing,
+    /// The render stopped at one of its limits (work, time, or the printed
+    /// text growing past the largest file).
+    #[error("{0}")]
+    Stopped(Stop),
+}
+
+impl From<Stop> for GoError {
+    fn from(stop: Stop) -> Self {
+        Self::Stopped(stop)
+    }
 }
 
 /// What a JSON value is in Go, for messages.
@@ -259,27 +268,53 @@ pub fn printf(verb: char, value: &Value, num: Num) -> Result<String, GoError> {
     if !matches!(verb, 'v' | 's' | 'd' | 't') {
         return Err(GoError::Verb(verb));
     }
-    let mut out = String::new();
+    let mut out = Printed::default();
     match value {
         // A nil interface at the top: `<nil>` for %v, a wrong verb otherwise.
-        Value::Null if verb == 'v' => out.push_str("<nil>"),
-        Value::Null => {
-            let _ = write!(out, "%!{verb}(<nil>)");
-        }
+        Value::Null if verb == 'v' => out.push_str("<nil>")?,
+        Value::Null => out.push_str(&format!("%!{verb}(<nil>)"))?,
         Value::Number(n) if num == Num::Int => {
             let text = n.to_string();
             if !is_integer(&text) {
                 return Err(GoError::NotInt);
             }
             if matches!(verb, 'v' | 'd') {
-                out.push_str(&text);
+                out.push_str(&text)?;
             } else {
-                let _ = write!(out, "%!{verb}(int={text})");
+                out.push_str(&format!("%!{verb}(int={text})"))?;
             }
         }
         other => element(&mut out, verb, other)?,
     }
-    Ok(out)
+    out.finish()
+}
+
+/// Text being printed: refused once it would be larger than the largest
+/// file, and metered as it grows (printing a value touches all of it).
+#[derive(Default)]
+struct Printed {
+    text: String,
+    meter: Meter,
+}
+
+impl Printed {
+    fn push_str(&mut self, s: &str) -> Result<(), Stop> {
+        if self.text.len() + s.len() > MAX_RENDERED_BYTES {
+            return Err(budget::output_exceeded("the printed value"));
+        }
+        self.meter.text(s.len())?;
+        self.text.push_str(s);
+        Ok(())
+    }
+
+    fn push(&mut self, c: char) -> Result<(), Stop> {
+        self.push_str(c.encode_utf8(&mut [0; 4]))
+    }
+
+    fn finish(mut self) -> Result<String, GoError> {
+        self.meter.finish()?;
+        Ok(self.text)
+    }
 }
 
 fn is_integer(text: &str) -> bool {
@@ -289,61 +324,61 @@ fn is_integer(text: &str) -> bool {
 
 /// `fmt`'s `printValue` of an element of Vault data (below the top, where
 /// `nil` prints `<nil>` whatever the verb).
-fn element(out: &mut String, verb: char, value: &Value) -> Result<(), GoError> {
+fn element(out: &mut Printed, verb: char, value: &Value) -> Result<(), GoError> {
     match value {
-        Value::Null => out.push_str("<nil>"),
+        Value::Null => out.push_str("<nil>")?,
         Value::Bool(b) => {
             if matches!(verb, 'v' | 't') {
-                let _ = write!(out, "{b}");
+                out.push_str(&b.to_string())?;
             } else {
-                let _ = write!(out, "%!{verb}(bool={b})");
+                out.push_str(&format!("%!{verb}(bool={b})"))?;
             }
         }
-        Value::String(s) => string(out, verb, s),
+        Value::String(s) => string(out, verb, s)?,
         Value::Number(n) => {
             // json.Number is a Stringer: %v and %s print its text; other
             // verbs reach the string underneath, which they do not accept.
             let text = number_text(n)?;
             if matches!(verb, 'v' | 's') {
-                out.push_str(&text);
+                out.push_str(&text)?;
             } else {
-                let _ = write!(out, "%!{verb}(json.Number={text})");
+                out.push_str(&format!("%!{verb}(json.Number={text})"))?;
             }
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push('[')?;
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(' ');
+                    out.push(' ')?;
                 }
                 element(out, verb, item)?;
             }
-            out.push(']');
+            out.push(']')?;
         }
         Value::Object(map) => {
             // fmt sorts map keys; serde_json's map is sorted by the same
             // byte order.
-            out.push_str("map[");
+            out.push_str("map[")?;
             for (i, (key, item)) in map.iter().enumerate() {
                 if i > 0 {
-                    out.push(' ');
+                    out.push(' ')?;
                 }
-                string(out, verb, key);
-                out.push(':');
+                string(out, verb, key)?;
+                out.push(':')?;
                 element(out, verb, item)?;
             }
-            out.push(']');
+            out.push(']')?;
         }
     }
     Ok(())
 }
 
 /// `fmt` of a Go `string`.
-fn string(out: &mut String, verb: char, s: &str) {
+fn string(out: &mut Printed, verb: char, s: &str) -> Result<(), Stop> {
     if matches!(verb, 'v' | 's') {
-        out.push_str(s);
+        out.push_str(s)
     } else {
-        let _ = write!(out, "%!{verb}(string={s})");
+        out.push_str(&format!("%!{verb}(string={s})"))
     }
 }
 
@@ -394,7 +429,10 @@ pub fn eq(a: &Value, a_num: Num, b: &Value) -> Result<bool, GoError> {
 // ------------------------------------------------------------- helpers
 
 fn render_error(name: &str, e: &GoError) -> RenderError {
-    RenderErrorReason::Other(format!("`{name}`: {e}")).into()
+    match e {
+        GoError::Stopped(stop) => stop.clone().into(),
+        e => RenderErrorReason::Other(format!("`{name}`: {e}")).into(),
+    }
 }
 
 fn usage(name: &str, what: &str) -> RenderError {
@@ -433,7 +471,7 @@ fn in_context<'rc>(
 
 /// Hands on `found`, a value inside the first parameter reached by `steps`:
 /// as a reference into the context when the parameter is one, else a copy.
-fn hand_on<'rc>(
+pub(super) fn hand_on<'rc>(
     ctx: &'rc Context,
     base: &PathAndJson<'rc>,
     found: &Value,
@@ -462,7 +500,7 @@ fn hand_on<'rc>(
         }
     }
     // A copy: charge its size.
-    budget::charge(0, [found])?;
+    budget::hold(found)?;
     Ok(ScopedJson::Derived(found.clone()))
 }
 
@@ -562,18 +600,9 @@ impl HelperDef for Range {
 }
 
 /// Checks and charges a helper's text result, as the other helpers do.
-fn text_result<'rc>(name: &str, text: String) -> Result<ScopedJson<'rc>, RenderError> {
-    if text.len() > super::MAX_RENDERED_BYTES {
-        return Err(usage(
-            name,
-            &format!(
-                "would produce more than {} bytes",
-                super::MAX_RENDERED_BYTES
-            ),
-        ));
-    }
+fn text_result<'rc>(text: String) -> Result<ScopedJson<'rc>, RenderError> {
     let result = Value::String(text);
-    budget::charge(0, [&result])?;
+    budget::hold(&result)?;
     Ok(ScopedJson::Derived(result))
 }
 
@@ -594,7 +623,7 @@ impl HelperDef for Print {
         };
         let text = print(param_value(value), flag(h, "nilMap"))
             .map_err(|e| render_error("goPrint", &e))?;
-        text_result("goPrint", text)
+        text_result(text)
     }
 }
 
@@ -613,13 +642,9 @@ impl HelperDef for Printf {
         let [format, value] = h.params().as_slice() else {
             return Err(usage("goPrintf", "takes a verb (\"%s\") and one value"));
         };
-        let verb = match format
-            .value()
-            .as_str()
-            .map(|f| f.chars().collect::<Vec<_>>())
-        {
-            Some(chars) if chars.len() == 2 && chars[0] == '%' => chars[1],
-            _ => return Err(usage("goPrintf", "takes a verb such as \"%s\" first")),
+        let mut chars = format.value().as_str().unwrap_or_default().chars();
+        let (Some('%'), Some(verb), None) = (chars.next(), chars.next(), chars.next()) else {
+            return Err(usage("goPrintf", "takes a verb such as \"%s\" first"));
         };
         let num = if flag(h, "int") { Num::Int } else { Num::Json };
         let text = match param_value(value) {
@@ -628,7 +653,7 @@ impl HelperDef for Printf {
             Some(v) => printf(verb, v, num),
         }
         .map_err(|e| render_error("goPrintf", &e))?;
-        text_result("goPrintf", text)
+        text_result(text)
     }
 }
 

@@ -61,3 +61,35 @@ pub(super) fn check_nesting(source: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The spans of the tags (comments excepted) the engine's grammar finds in
+/// `source`, or `None` if it does not parse.
+#[cfg(test)]
+pub(super) fn tag_spans(source: &str) -> Option<Vec<std::ops::Range<usize>>> {
+    let pairs = Handlebars::parse(Rule::handlebars, source).ok()?;
+    Some(
+        pairs
+            .flatten()
+            .filter(|p| {
+                matches!(
+                    p.as_rule(),
+                    Rule::expression
+                        | Rule::html_expression
+                        | Rule::helper_block_start
+                        | Rule::helper_block_end
+                        | Rule::invert_tag
+                        | Rule::invert_chain_tag
+                        | Rule::raw_block_start
+                        | Rule::raw_block_end
+                        | Rule::decorator_expression
+                        | Rule::decorator_block_start
+                        | Rule::decorator_block_end
+                        | Rule::partial_expression
+                        | Rule::partial_block_start
+                        | Rule::partial_block_end
+                )
+            })
+            .map(|p| p.as_span().start()..p.as_span().end())
+            .collect(),
+    )
+}

@@ -20,7 +20,8 @@ use handlebars::{
 };
 use serde_json::Value;
 
-use super::{SecretRequest, budget};
+use super::budget::{self, Meter, Stop};
+use super::{MAX_RENDERED_BYTES, SecretRequest};
 
 /// What the `secret` helper does during one render on this thread.
 pub(super) enum Scope {
@@ -84,6 +85,9 @@ impl HelperDef for SecretHelper {
             .collect();
         let request = SecretRequest::build(path, &args, from_data)
             .map_err(|e| helper_error(e.to_string()))?;
+        // The request is kept (collected, or reported missing): it counts
+        // as a value the render derived.
+        budget::charge_held((request.path().len() + request.body().map_or(0, str::len)) as u64)?;
         SCOPE.with_borrow_mut(|scope| match scope {
             Some(Scope::Collect(seen)) => {
                 if !seen.contains(&request) {
@@ -133,16 +137,11 @@ impl HelperDef for Unary {
         let result = (self.apply)(self.name, value)?;
         if result
             .as_str()
-            .is_some_and(|s| s.len() > super::MAX_RENDERED_BYTES)
+            .is_some_and(|s| s.len() > MAX_RENDERED_BYTES)
         {
-            return Err(helper_error(format!(
-                "`{}` would produce more than {} bytes",
-                self.name,
-                super::MAX_RENDERED_BYTES
-            )));
+            return Err(budget::output_exceeded(&format!("the result of `{}`", self.name)).into());
         }
-        // Building the result cost about its size again.
-        budget::charge(0, [&result])?;
+        budget::hold(&result)?;
         Ok(ScopedJson::Derived(result))
     }
 }
@@ -153,31 +152,148 @@ fn as_text<'a>(name: &str, value: &'a Value) -> Result<&'a str, RenderError> {
         .ok_or_else(|| helper_error(format!("`{name}` takes a string argument")))
 }
 
+/// Text a helper builds: refused as soon as it would be larger than
+/// [`MAX_RENDERED_BYTES`], and metered as it is written. Encoders write
+/// into it, so a value too large to encode stops after the first megabyte,
+/// not after the whole value was encoded.
+pub(super) struct CappedText {
+    /// What the helper is called, for the message.
+    name: &'static str,
+    text: Vec<u8>,
+    meter: Meter,
+    /// Why writing stopped, when it did.
+    stopped: Option<Stop>,
+}
+
+impl CappedText {
+    pub(super) fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            text: Vec::new(),
+            meter: Meter::new(),
+            stopped: None,
+        }
+    }
+
+    /// Appends `bytes`, or stops.
+    pub(super) fn push(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+        if self.text.len() + bytes.len() > MAX_RENDERED_BYTES {
+            return Err(budget::output_exceeded(&format!(
+                "the result of `{}`",
+                self.name
+            )));
+        }
+        self.meter.text(bytes.len())?;
+        self.text.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The text written, as a string value; the limit that stopped the
+    /// writing, if one did.
+    pub(super) fn finish(mut self) -> Result<String, RenderError> {
+        if let Some(stop) = self.stopped {
+            return Err(stop.into());
+        }
+        self.meter.finish()?;
+        String::from_utf8(self.text).map_err(|_| {
+            helper_error(format!(
+                "`{}` produced bytes that are not UTF-8 text",
+                self.name
+            ))
+        })
+    }
+
+    /// Whether writing stopped at a limit (the writer's error then says
+    /// nothing more).
+    pub(super) fn stopped(&self) -> bool {
+        self.stopped.is_some()
+    }
+}
+
+impl std::io::Write for CappedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.push(buf) {
+            Ok(()) => Ok(buf.len()),
+            Err(stop) => {
+                let message = stop.to_string();
+                self.stopped = Some(stop);
+                Err(std::io::Error::other(message))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Input encoded per step: a multiple of 3 bytes, so the pieces of the
+/// encoding join without padding in between.
+const BASE64_STEP: usize = 48 * 1024;
+
 /// `base64Encode`: standard base64 of a string.
 pub(super) fn base64_encode(name: &'static str, value: &Value) -> Result<Value, RenderError> {
-    Ok(Value::String(STANDARD.encode(as_text(name, value)?)))
+    let text = as_text(name, value)?.as_bytes();
+    if text.len().div_ceil(3) * 4 > MAX_RENDERED_BYTES {
+        return Err(budget::output_exceeded(&format!("the result of `{name}`")).into());
+    }
+    let mut out = CappedText::new(name);
+    for piece in text.chunks(BASE64_STEP) {
+        out.push(STANDARD.encode(piece).as_bytes())?;
+    }
+    out.finish().map(Value::String)
 }
 
 /// `base64Decode`: the text a base64 string encodes (must be UTF-8).
 pub(super) fn base64_decode(name: &'static str, value: &Value) -> Result<Value, RenderError> {
-    let bytes = STANDARD
-        .decode(as_text(name, value)?.trim())
-        .map_err(|_| helper_error(format!("`{name}` was given text that is not valid base64")))?;
-    String::from_utf8(bytes)
-        .map(Value::String)
-        .map_err(|_| helper_error(format!("`{name}` produced bytes that are not UTF-8 text")))
+    let text = as_text(name, value)?.trim().as_bytes();
+    let invalid = || helper_error(format!("`{name}` was given text that is not valid base64"));
+    // Whole groups of four characters per step: every piece but the last
+    // decodes on its own (padding may only end the text).
+    let mut out = CappedText::new(name);
+    let pieces = text.chunks(BASE64_STEP / 3 * 4);
+    let last = pieces.len().saturating_sub(1);
+    for (i, piece) in pieces.enumerate() {
+        // Padding anywhere but at the very end is invalid, as in one piece.
+        if i < last && piece.ends_with(b"=") {
+            return Err(invalid());
+        }
+        out.push(&STANDARD.decode(piece).map_err(|_| invalid())?)?;
+    }
+    out.finish().map(Value::String)
+}
+
+/// Writes `value` as JSON (compact, or indented) into a [`CappedText`].
+fn json_text(name: &'static str, value: &Value, pretty: bool) -> Result<String, RenderError> {
+    let mut out = CappedText::new(name);
+    let written = if pretty {
+        serde_json::to_writer_pretty(&mut out, value)
+    } else {
+        serde_json::to_writer(&mut out, value)
+    };
+    if written.is_err() && !out.stopped() {
+        return Err(helper_error(format!(
+            "`{name}` could not encode its argument"
+        )));
+    }
+    out.finish()
 }
 
 /// `toJson`: compact JSON.
 pub(super) fn to_json(name: &'static str, value: &Value) -> Result<Value, RenderError> {
-    serde_json::to_string(value)
-        .map(Value::String)
-        .map_err(|_| helper_error(format!("`{name}` could not encode its argument")))
+    json_text(name, value, false).map(Value::String)
 }
 
 /// `toJsonPretty`: indented JSON.
 pub(super) fn to_json_pretty(name: &'static str, value: &Value) -> Result<Value, RenderError> {
-    serde_json::to_string_pretty(value)
-        .map(Value::String)
-        .map_err(|_| helper_error(format!("`{name}` could not encode its argument")))
+    json_text(name, value, true).map(Value::String)
+}
+
+/// [`to_json`] and [`to_json_pretty`], for `toGoJson`'s escaping.
+pub(super) fn encode_json(
+    name: &'static str,
+    value: &Value,
+    pretty: bool,
+) -> Result<String, RenderError> {
+    json_text(name, value, pretty)
 }

@@ -39,7 +39,7 @@
 //! issues a new certificate before expiry (`README.md`, "Migrating from
 //! Vault Agent").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -50,7 +50,7 @@ use handlebars::{
 };
 use serde_json::Value;
 
-use super::budget;
+use super::budget::{self, Meter, Stop};
 
 /// Most fields holding PEM blocks whose orders are compared (6! = 720
 /// orders). A PKI issue response has four.
@@ -88,6 +88,15 @@ pub enum PkiError {
     /// `data` is not a map.
     #[error("the response's data is not a map")]
     NotAMap,
+    /// The render stopped at one of its limits while deriving the fields.
+    #[error("{0}")]
+    Stopped(Stop),
+}
+
+impl From<Stop> for PkiError {
+    fn from(stop: Stop) -> Self {
+        Self::Stopped(stop)
+    }
 }
 
 /// The fields consul-template's `pkiCert` result has.
@@ -126,43 +135,68 @@ pub struct Block {
     pub bytes: Vec<u8>,
 }
 
-/// A block, classified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A block, classified; the number is the block's text as Go writes it,
+/// interned (equal texts, equal numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pem {
-    Key(String),
-    Ca(String),
-    Leaf(String),
+    Key(usize),
+    Ca(usize),
+    Leaf(usize),
+}
+
+/// consul-template's result for one order of the fields, as interned texts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Combined {
+    cert: usize,
+    key: Option<usize>,
+    ca: Option<usize>,
+    ca_chain: Vec<usize>,
 }
 
 /// Derives `.Cert`, `.Key`, `.CA` and `.CAChain` from a PKI response's
-/// `data` (see the module docs).
+/// `data` (see the module docs). Linear in the size of `data`, and metered
+/// when called during a render (see `budget`).
 pub fn pem_encoded(data: &Value) -> Result<PemEncoded, PkiError> {
+    pem_encoded_metered(data, &mut Meter::new())
+}
+
+fn pem_encoded_metered(data: &Value, meter: &mut Meter) -> Result<PemEncoded, PkiError> {
     let fields: Vec<(&str, String)> = match data {
         Value::Null => Vec::new(),
-        Value::Object(map) => map
-            .iter()
-            .filter_map(|(k, v)| match v {
-                Value::String(s) => Some((k.as_str(), format!("{s}\n"))),
-                Value::Array(items) if k == "ca_chain" => {
-                    let mut text = String::new();
-                    for item in items.iter().filter_map(Value::as_str) {
-                        text.push_str(item);
-                        text.push('\n');
+        Value::Object(map) => {
+            let mut fields = Vec::new();
+            for (k, v) in map {
+                meter.text(k.len())?;
+                match v {
+                    Value::String(s) => {
+                        meter.text(s.len())?;
+                        fields.push((k.as_str(), format!("{s}\n")));
                     }
-                    Some((k.as_str(), text))
+                    Value::Array(items) if k == "ca_chain" => {
+                        let mut text = String::new();
+                        for item in items.iter().filter_map(Value::as_str) {
+                            meter.text(item.len())?;
+                            text.push_str(item);
+                            text.push('\n');
+                        }
+                        fields.push((k.as_str(), text));
+                    }
+                    _ => meter.add(1)?,
                 }
-                _ => None,
-            })
-            .collect(),
+            }
+            fields
+        }
         _ => return Err(PkiError::NotAMap),
     };
+    let mut texts = Interned::default();
     let mut with_blocks = Vec::new();
     for (name, text) in &fields {
+        let malformed = || PkiError::Malformed((*name).to_owned());
         let mut blocks = Vec::new();
-        for chunk in chunks(text).ok_or_else(|| PkiError::Malformed((*name).to_owned()))? {
-            let block = decode(&format!("\n{chunk}\n"))
-                .ok_or_else(|| PkiError::Malformed((*name).to_owned()))?;
-            blocks.push(classify(&block, name)?);
+        for chunk in chunks(text).ok_or_else(malformed)? {
+            meter.text(chunk.len())?;
+            let block = decode_metered(&format!("\n{chunk}\n"), meter)?.ok_or_else(malformed)?;
+            blocks.push(classify(&block, name, &mut texts, meter)?);
         }
         if !blocks.is_empty() {
             with_blocks.push((*name, blocks));
@@ -171,33 +205,66 @@ pub fn pem_encoded(data: &Value) -> Result<PemEncoded, PkiError> {
     if with_blocks.len() > MAX_PEM_FIELDS {
         return Err(PkiError::TooManyFields(with_blocks.len()));
     }
+    let blocks: u64 = with_blocks.iter().map(|(_, b)| b.len() as u64).sum();
     let mut order: Vec<usize> = (0..with_blocks.len()).collect();
+    meter.add(blocks)?;
     let first = combine(&with_blocks, &order);
     while next_permutation(&mut order) {
+        meter.add(blocks)?;
         if combine(&with_blocks, &order) != first {
             let names: Vec<String> = with_blocks.iter().map(|(n, _)| format!("{n:?}")).collect();
             return Err(PkiError::OrderDependent(names.join(", ")));
         }
     }
-    first.ok_or(PkiError::NoCertificate)
+    meter.finish()?;
+    let first = first.ok_or(PkiError::NoCertificate)?;
+    let text = |id: usize| texts.text(id).to_owned();
+    Ok(PemEncoded {
+        cert: text(first.cert),
+        key: first.key.map(text).unwrap_or_default(),
+        ca: first.ca.map(text).unwrap_or_default(),
+        ca_chain: first.ca_chain.into_iter().map(text).collect(),
+    })
+}
+
+/// Block texts by number, each kept once.
+#[derive(Default)]
+struct Interned {
+    ids: HashMap<String, usize>,
+    texts: Vec<String>,
+}
+
+impl Interned {
+    fn id(&mut self, text: String) -> usize {
+        if let Some(&id) = self.ids.get(&text) {
+            return id;
+        }
+        let id = self.texts.len();
+        self.texts.push(text.clone());
+        self.ids.insert(text, id);
+        id
+    }
+
+    fn text(&self, id: usize) -> &str {
+        &self.texts[id]
+    }
 }
 
 /// consul-template's result for the fields taken in `order`, `None`
-/// without a leaf certificate.
-fn combine(fields: &[(&str, Vec<Pem>)], order: &[usize]) -> Option<PemEncoded> {
-    let mut result = PemEncoded::default();
+/// without a leaf certificate. Linear in the number of blocks.
+fn combine(fields: &[(&str, Vec<Pem>)], order: &[usize]) -> Option<Combined> {
+    let mut result = Combined::default();
     let mut cert = None;
+    let mut in_chain = HashSet::new();
     for &i in order {
         for pem in &fields[i].1 {
-            match pem {
-                Pem::Key(k) => result.key.clone_from(k),
-                Pem::Leaf(c) => cert = Some(c.clone()),
+            match *pem {
+                Pem::Key(k) => result.key = Some(k),
+                Pem::Leaf(c) => cert = Some(c),
                 Pem::Ca(c) => {
-                    if result.ca.is_empty() {
-                        result.ca.clone_from(c);
-                    }
-                    if !result.ca_chain.contains(c) {
-                        result.ca_chain.push(c.clone());
+                    result.ca.get_or_insert(c);
+                    if in_chain.insert(c) {
+                        result.ca_chain.push(c);
                     }
                 }
             }
@@ -221,8 +288,14 @@ fn next_permutation(order: &mut [usize]) -> bool {
     true
 }
 
-fn classify(block: &Block, field: &str) -> Result<Pem, PkiError> {
-    let encoded = encode(block);
+fn classify(
+    block: &Block,
+    field: &str,
+    texts: &mut Interned,
+    meter: &mut Meter,
+) -> Result<Pem, PkiError> {
+    meter.text(block.bytes.len())?;
+    let encoded = texts.id(encode(block));
     if block.kind.ends_with("PRIVATE KEY") {
         return Ok(Pem::Key(encoded));
     }
@@ -269,38 +342,68 @@ fn get_line(data: &str) -> (&str, &str) {
 /// The first PEM block in `data`, decoded as Go's `pem.Decode` (Go 1.19)
 /// does: blocks whose END line or base64 is wrong are skipped.
 pub fn decode(data: &str) -> Option<Block> {
-    const START: &str = "\n-----BEGIN ";
-    const END: &str = "\n-----END ";
-    const DASHES: &str = "-----";
-    let mut rest = data;
+    decode_metered(data, &mut Meter::new()).unwrap_or(None)
+}
+
+const START: &str = "\n-----BEGIN ";
+const END: &str = "\n-----END ";
+const DASHES: &str = "-----";
+
+/// [`decode`], in time linear in `data`, charging `meter` as it goes.
+///
+/// Go's loop tries every `-----BEGIN` line in turn and, for each, searches
+/// for the next `-----END` line and decodes everything in between: done
+/// literally, text with many BEGIN lines before one END line costs the
+/// square of its length (50,000 lines kept a render thread busy for half a
+/// minute). The result is the same here without the repeated work: the
+/// next END line is found once for all the BEGIN lines before it
+/// ([`NextEnd`]), what follows an END trailer is checked once per place
+/// ([`blank_to_eol`]), and a block's text is checked for characters base64
+/// cannot hold before it is decoded, which fails a candidate at the first
+/// such character (the next BEGIN line has some).
+fn decode_metered(data: &str, meter: &mut Meter) -> Result<Option<Block>, Stop> {
+    let mut next_end = NextEnd::default();
+    let mut blank_lines: HashMap<usize, bool> = HashMap::new();
+    // Byte offsets into `data` of what is left.
+    let mut at = 0;
     loop {
-        if let Some(after) = rest.strip_prefix(&START[1..]) {
-            rest = after;
+        let rest = &data[at..];
+        let skipped = if rest.starts_with(&START[1..]) {
+            START.len() - 1
         } else {
-            rest = &rest[rest.find(START)? + START.len()..];
-        }
-        let (type_line, after) = get_line(rest);
-        rest = after;
+            let Some(found) = rest.find(START) else {
+                meter.text(rest.len())?;
+                return Ok(None);
+            };
+            found + START.len()
+        };
+        meter.text(skipped)?;
+        at += skipped;
+        let (type_line, after) = get_line(&data[at..]);
+        meter.text(data.len() - at - after.len())?;
+        at = data.len() - after.len();
         let Some(kind) = type_line.strip_suffix(DASHES) else {
             continue;
         };
         let mut headers = BTreeMap::new();
         loop {
-            if rest.is_empty() {
-                return None;
+            if at == data.len() {
+                return Ok(None);
             }
-            let (line, next) = get_line(rest);
+            let (line, next) = get_line(&data[at..]);
             let Some((key, value)) = line.split_once(':') else {
                 break;
             };
+            meter.text(data.len() - at - next.len())?;
             headers.insert(key.trim().to_owned(), value.trim().to_owned());
-            rest = next;
+            at = data.len() - next.len();
         }
+        let rest = &data[at..];
         let (end_index, trailer_index) = if headers.is_empty() && rest.starts_with(&END[1..]) {
             (0, END.len() - 1)
         } else {
-            match rest.find(END) {
-                Some(i) => (i, i + END.len()),
+            match next_end.from(data, at, meter)? {
+                Some(i) => (i - at, i - at + END.len()),
                 None => continue,
             }
         };
@@ -310,38 +413,94 @@ pub fn decode(data: &str) -> Option<Block> {
             continue;
         }
         let (trailer, rest_of_line) = trailer.split_at(trailer_len);
+        meter.text(trailer_len)?;
         if !trailer.starts_with(kind) || !trailer.ends_with(DASHES) {
             continue;
         }
-        if !get_line(rest_of_line).0.is_empty() {
+        let eol_at = data.len() - rest_of_line.len();
+        let blank = if let Some(&blank) = blank_lines.get(&eol_at) {
+            blank
+        } else {
+            let blank = blank_to_eol(rest_of_line, meter)?;
+            blank_lines.insert(eol_at, blank);
+            blank
+        };
+        if !blank {
             continue;
         }
-        let Some(bytes) = go_base64(&rest[..end_index]) else {
+        let body = &rest[..end_index];
+        let Some(bytes) = go_base64(body, meter)? else {
             continue;
         };
-        return Some(Block {
+        return Ok(Some(Block {
             kind: kind.to_owned(),
             headers,
             bytes,
-        });
+        }));
     }
+}
+
+/// The next END line at or after a position, for positions that only grow:
+/// each byte is searched once, however many BEGIN lines ask.
+#[derive(Default)]
+struct NextEnd {
+    /// The last search: from where, and the END line found (its offset).
+    last: Option<(usize, Option<usize>)>,
+}
+
+impl NextEnd {
+    fn from(&mut self, data: &str, at: usize, meter: &mut Meter) -> Result<Option<usize>, Stop> {
+        if let Some((searched_from, found)) = self.last
+            && searched_from <= at
+            && found.is_none_or(|end| end >= at)
+        {
+            return Ok(found);
+        }
+        let found = data[at..].find(END).map(|i| at + i);
+        meter.text(found.map_or(data.len(), |end| end + END.len()) - at)?;
+        self.last = Some((at, found));
+        Ok(found)
+    }
+}
+
+/// Whether the rest of the line is blank as Go's `getLine` sees it:
+/// spaces and tabs, then an optional `\r`, then the line break or the end.
+fn blank_to_eol(rest: &str, meter: &mut Meter) -> Result<bool, Stop> {
+    let blanks = rest
+        .bytes()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count();
+    meter.text(blanks)?;
+    let after = &rest.as_bytes()[blanks..];
+    let after = after.strip_prefix(b"\r").unwrap_or(after);
+    Ok(after.first().is_none_or(|&b| b == b'\n'))
 }
 
 /// Go's `base64.StdEncoding` decoding of PEM text: spaces, tabs and line
 /// breaks are skipped, padding is required, the unused bits of the last
-/// character may be set.
-fn go_base64(text: &str) -> Option<Vec<u8>> {
+/// character may be set. Text holding any other character fails at that
+/// character, before anything is decoded.
+fn go_base64(text: &str, meter: &mut Meter) -> Result<Option<Vec<u8>>, Stop> {
     const LENIENT: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new()
             .with_decode_allow_trailing_bits(true)
             .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
     );
+    let valid = |b: &u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b' ' | b'\t' | b'\r' | b'\n')
+    };
+    let clean = text.bytes().take_while(valid).count();
+    meter.text(clean)?;
+    if clean < text.len() {
+        return Ok(None);
+    }
     let compact: String = text
         .chars()
         .filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n'))
         .collect();
-    LENIENT.decode(compact).ok()
+    meter.text(compact.len())?;
+    Ok(LENIENT.decode(compact).ok())
 }
 
 /// The block as Go's `pem.EncodeToMemory` writes it.
@@ -516,10 +675,12 @@ impl HelperDef for PkiCert {
             return Ok(ScopedJson::Derived(Value::Null));
         }
         let data = response.get("data").unwrap_or(&Value::Null);
-        let pems =
-            pem_encoded(data).map_err(|e| RenderErrorReason::Other(format!("`pkiCert`: {e}")))?;
+        let pems = pem_encoded_metered(data, &mut Meter::new()).map_err(|e| match e {
+            PkiError::Stopped(stop) => RenderError::from(stop),
+            e => RenderErrorReason::Other(format!("`pkiCert`: {e}")).into(),
+        })?;
         let result = pems.to_value();
-        budget::charge(0, [&result])?;
+        budget::hold(&result)?;
         Ok(ScopedJson::Derived(result))
     }
 }

@@ -10,10 +10,15 @@
 //! is full or the wait is over.
 //!
 //! The caller is answered at the work's deadline even if the work is still
-//! running ([`Error::TimedOut`]); the work itself checks the same limit
-//! often (see `budget`) and stops soon after.
+//! running ([`Error::TimedOut`]). The work itself checks the same limit
+//! often (see `budget`), and when the caller stops waiting (its deadline
+//! passed, or its request was cancelled and the future dropped) the work
+//! is marked abandoned: its next check stops it, so a thread is not held
+//! long after nobody wants the result. Work that has not started by then
+//! is not started at all.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -101,11 +106,16 @@ impl Pool {
         }
         let (started_tx, started) = oneshot::channel::<()>();
         let (done_tx, done) = oneshot::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        // Set when this future returns or is dropped, whatever the outcome:
+        // by then nobody waits for the work.
+        let _abandon = Abandon(Arc::clone(&abandoned));
         let job: Job = Box::new(move || {
             // The caller gave up waiting: do not start.
             if started_tx.send(()).is_err() {
                 return;
             }
+            let _watch = super::budget::abandon_on(abandoned);
             let _ = done_tx.send(catch_unwind(AssertUnwindSafe(work)));
         });
         match self.queue().try_send(job) {
@@ -124,6 +134,15 @@ impl Pool {
             Ok(Err(_)) => Err(Error::Busy),
             Err(_) => Err(Error::TimedOut { what, limit }),
         }
+    }
+}
+
+/// Marks a job abandoned when dropped.
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

@@ -15,7 +15,7 @@ use super::live::{LiveSecret, LiveVolume};
 use super::memory::cost;
 use super::ports::SecretSource;
 use crate::metrics::Metrics;
-use crate::render::{self, Renderer};
+use crate::render::{self, Rendered, Renderer};
 use crate::secret::Secret;
 use crate::storage::{FileContent, Payload, Prepared, VolumeRoots, WriteOptions, WriteOutcome};
 use crate::timing::{self, Priority, fairness};
@@ -129,14 +129,13 @@ impl Materialiser {
                 .renderer
                 .render_off_thread(Arc::clone(&volume.templates), answers)
                 .await;
-            match rendered {
-                Ok(files) => {
+            match rendered? {
+                Rendered::Files(files) => {
                     // Forget secrets the templates no longer ask for.
                     volume.secrets.retain(|t| wanted.contains(&t.request));
                     return Ok(files);
                 }
-                Err(render::Error::NeedsSecrets(asked)) => wanted.extend(asked),
-                Err(other) => return Err(other.into()),
+                Rendered::NeedsSecrets(asked) => wanted.extend(asked),
             }
         }
         Err(render::Error::TooManySecrets {

@@ -291,6 +291,45 @@ impl SaToken {
     }
 }
 
+/// The service account a verified token asserts, as a Kubernetes
+/// `TokenReview` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountIdentity {
+    /// The service account's namespace.
+    pub namespace: String,
+    /// The service account's name.
+    pub name: String,
+    /// The service account's uid (Vault's Kubernetes auth compares it with
+    /// the token's `kubernetes.io.serviceaccount.uid`).
+    pub uid: String,
+    /// The token's `aud` claim.
+    pub audience: Vec<String>,
+}
+
+/// Mints an RS256 projected service-account token with the demo key, as
+/// [`VaultDouble::sign_sa_token`] does, without a running double: tests
+/// that talk to a real Vault sign the same tokens for it.
+#[must_use]
+pub fn sign_sa_token(claims: &SaToken) -> String {
+    jwt::sign(claims)
+}
+
+/// Verifies a token signed with the demo key (signature, `exp`, `nbf`,
+/// and a `sub` of the form `system:serviceaccount:<ns>:<name>` that agrees
+/// with the `kubernetes.io` claims), as the Kubernetes API server's
+/// `TokenReview` does for a real Vault's Kubernetes auth.
+///
+/// # Errors
+/// The message Vault's Kubernetes auth would answer with.
+pub fn verify_sa_token(jwt: &str) -> Result<ServiceAccountIdentity, String> {
+    jwt::verify(jwt).map(|v| ServiceAccountIdentity {
+        namespace: v.namespace,
+        name: v.name,
+        uid: v.uid,
+        audience: v.audience,
+    })
+}
+
 /// An injected failure: every request gets `status` with
 /// `{"errors":[message]}` until cleared.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -702,7 +702,8 @@ pub struct AuditEntry {
     pub path: String,
     /// The namespace's path (`team1/`), empty for the root namespace.
     pub namespace: String,
-    /// The error Vault answered, if any.
+    /// The error Vault answered, if any (an `error` entry, or a plugin's
+    /// `data.error`).
     pub error: Option<String>,
     /// The token the request carried (raw: the device logs raw values).
     pub client_token: Option<String>,
@@ -784,6 +785,7 @@ impl AuditLog {
     /// Lease ids the server handed out to clients, oldest first.
     pub fn issued_leases(&self) -> Vec<String> {
         self.responses()
+            .filter(|e| !e.path.starts_with("sys/"))
             .filter_map(|e| e.answer["secret"]["lease_id"].as_str())
             .filter(|l| !l.is_empty())
             .map(str::to_owned)
@@ -800,7 +802,10 @@ impl AuditLog {
                 e.operation,
                 e.namespace,
                 e.path,
-                e.error.as_deref().unwrap_or("ok")
+                e.error.as_deref().map_or_else(
+                    || "ok".to_owned(),
+                    |e| e.split_whitespace().collect::<Vec<_>>().join(" ")
+                )
             );
         }
         out
@@ -815,9 +820,11 @@ fn entry(e: &Value) -> AuditEntry {
             time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
         })
         .map_or(SystemTime::UNIX_EPOCH, SystemTime::from);
+    // The root token's calls, and the device's own test entry at start.
     let root = e["auth"]["policies"]
         .as_array()
-        .is_some_and(|p| p.iter().any(|p| p == "root"));
+        .is_some_and(|p| p.iter().any(|p| p == "root"))
+        || request["path"] == "sys/audit/test";
     AuditEntry {
         response: e["type"] == "response",
         time,
@@ -827,7 +834,11 @@ fn entry(e: &Value) -> AuditEntry {
             .as_str()
             .unwrap_or_default()
             .to_owned(),
-        error: e["error"].as_str().map(str::to_owned),
+        // A refusal by a plugin (400) is an `error` in the response data.
+        error: e["error"]
+            .as_str()
+            .or_else(|| e["response"]["data"]["error"].as_str())
+            .map(str::to_owned),
         client_token: request["client_token"].as_str().map(str::to_owned),
         accessor: request["client_token_accessor"].as_str().map(str::to_owned),
         root,

@@ -131,6 +131,25 @@ pub enum TokenType {
     Batch,
 }
 
+/// Which server's answers the double gives where HashiCorp Vault and
+/// OpenBao differ. Everything else (statuses, envelopes, TTL arithmetic,
+/// error texts) is the same in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// HashiCorp Vault: `hvs.`/`hvb.` tokens, `mount_type` in every
+    /// envelope, a dead token answered `2 errors occurred: permission
+    /// denied, invalid token`.
+    #[default]
+    Vault,
+    /// OpenBao 2.x, as `tests/differential.rs` observes it: `s.`/`b.`
+    /// tokens, no `mount_type`, a dead token answered `permission denied`;
+    /// Kubernetes logins refused with its own texts (`invalid expiration
+    /// time (exp) claim: token is expired`, `invalid audience (aud) claim:
+    /// …`, and `permission denied` for a JWT its TokenReview rejects); PKI
+    /// answers carrying `not_before` (NotBefore, backdated 30 s).
+    OpenBao,
+}
+
 /// How a 429 states `Retry-After` when rate-limit response headers are on
 /// (`enable_rate_limit_response_headers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -570,6 +589,12 @@ impl VaultDouble {
     }
 
     // ---- seeding ----
+
+    /// Answers as `flavor` where Vault and OpenBao differ (tokens issued
+    /// before keep their prefix).
+    pub fn set_flavor(&self, flavor: Flavor) {
+        self.inner.shared.set_flavor(flavor);
+    }
 
     /// Enables a Kubernetes-style JWT login at `auth/<mount>/login` (mount
     /// e.g. `kubernetes`, `jwt`); JWTs are verified with

@@ -116,6 +116,13 @@ fn jwt(namespace: &str, account: &str, audience: &str, expires_in: Duration) -> 
 
 /// The sequence, on one server (the seal is the caller's).
 async fn run(side: &mut Side) {
+    let token = logins(side).await;
+    reads(side, &token).await;
+    leases_and_tokens(side, &token).await;
+}
+
+/// Logins, refused in each way and then accepted: the token.
+async fn logins(side: &mut Side) -> String {
     let hour = Duration::from_secs(3600);
     let good = jwt("default", "vault-auth", "vault", hour);
     let login = |role: &str, jwt: &str| json!({"role": role, "jwt": jwt});
@@ -171,11 +178,15 @@ async fn run(side: &mut Side) {
             Some(&login("example", &good)),
         )
         .await;
-    let token = answer.body["auth"]["client_token"]
+    answer.body["auth"]["client_token"]
         .as_str()
         .unwrap_or_else(|| panic!("login: {}", answer.body))
-        .to_owned();
-    let t = Some(token.as_str());
+        .to_owned()
+}
+
+/// KV v1 and v2 reads: found, deleted, missing, denied.
+async fn reads(side: &mut Side, token: &str) {
+    let t = Some(token);
     side.send(
         "token lookup-self",
         "GET",
@@ -221,6 +232,11 @@ async fn run(side: &mut Side) {
         None,
     )
     .await;
+}
+
+/// Database credentials, lease and token renewal and revocation, PKI.
+async fn leases_and_tokens(side: &mut Side, token: &str) {
+    let t = Some(token);
     let creds = side
         .send("database credentials", "GET", "database/creds/app", t, None)
         .await;

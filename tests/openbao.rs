@@ -201,13 +201,15 @@ async fn wait_explained(
     what: &str,
     timeout: Duration,
     mut check: impl FnMut() -> bool,
-    context: impl FnOnce() -> String,
+    context: impl Fn() -> String,
 ) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check() {
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out waiting for {what}\n{}", context());
-        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -498,11 +500,15 @@ async fn pki_certificates_are_reissued_at_about_seventy_percent_of_their_life() 
         .filter(|e| e.path == "pki/issue/web" && e.error.is_none())
         .collect();
     for pair in issues.windows(2) {
-        let issued = pair[0].time;
+        let issued_at = pair[0].time;
         let not_after = SystemTime::UNIX_EPOCH
             + Duration::from_secs(pair[0].answer["data"]["expiration"].as_u64().unwrap());
-        let life = not_after.duration_since(issued).unwrap().as_secs_f64();
-        let at = pair[1].time.duration_since(issued).unwrap().as_secs_f64();
+        let life = not_after.duration_since(issued_at).unwrap().as_secs_f64();
+        let at = pair[1]
+            .time
+            .duration_since(issued_at)
+            .unwrap()
+            .as_secs_f64();
         let share = at / life;
         assert!(
             (0.6..1.0).contains(&share),

@@ -2,6 +2,14 @@
 //! socket, and a tonic client that sends exactly what kubelet sends.
 //! [`Harness`] builds all of it for one test.
 //!
+//! The Vault can also be a real OpenBao ([`openbao::OpenBao`]: `bao server
+//! -dev` with an audit log to count requests from, its Kubernetes auth
+//! reviewing tokens through [`token_review`]'s stand-in for kube-apiserver,
+//! and [`postgres`] for its database engine): anything implementing
+//! [`TestVault`] goes to [`HarnessBuilder::vault`], and `Pod` tokens log in
+//! to both. Tests that need OpenBao or PostgreSQL skip with a message when
+//! they are not installed, and fail under `CI=true`.
+//!
 //! Storage follows the privilege the tests run with: as root every volume
 //! is a real tmpfs mount, as today's nodes have it; without root the driver
 //! runs with `--insecure-plain-directories` and volumes are plain
@@ -15,6 +23,7 @@
 pub mod kubelet_wire;
 pub mod openbao;
 pub mod postgres;
+mod test_vault;
 pub mod token_review;
 
 use std::fmt::Write as _;
@@ -22,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+pub use test_vault::TestVault;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use vault_csi_driver::config::{Config, FairnessConfig, LogFormat};
@@ -29,22 +39,6 @@ use vault_csi_driver::proto::identity_client::IdentityClient;
 use vault_csi_driver::proto::node_client::NodeClient;
 use vault_csi_driver::proto::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
 use vault_double::{SaToken, VaultDouble};
-
-/// A Vault the harness can point the driver at and sign pods'
-/// service-account tokens for: the Vault double, or a real OpenBao
-/// ([`openbao::OpenBao`]) whose Kubernetes auth trusts the same signing key.
-pub trait TestVault {
-    /// Base URL, what `VAULT_ADDR` would be.
-    fn addr(&self) -> String;
-
-    /// A projected service-account token for `claims`, as kubelet's
-    /// `TokenRequest` would get it from the API server.
-    fn sign_sa_token(&self, claims: &SaToken) -> String;
-
-    /// This kind of Vault seeded with the walkthrough (the harness'
-    /// default when a test names none).
-    async fn walkthrough() -> Self;
-}
 
 impl TestVault for VaultDouble {
     fn addr(&self) -> String {

@@ -3,8 +3,8 @@
 //! Runs the walkthrough on this machine, without a cluster:
 //!
 //! 1. starts a Vault (a real `vault server -dev` if `vault` is on `PATH`,
-//!    else the project's in-process Vault test double) and seeds it like
-//!    the walkthrough;
+//!    else `bao server -dev` if OpenBao's `bao` is, else the project's
+//!    in-process Vault test double) and seeds it like the walkthrough;
 //! 2. starts the driver in-process on a unix socket in a scratch folder;
 //! 3. acts as kubelet: signs a service-account token for `default/vault-auth`
 //!    and calls NodePublishVolume with the walkthrough's volume (a tmpfs
@@ -203,9 +203,10 @@ async fn quickstart(args: &Args) -> ExitCode {
 async fn run(args: &Args, stack: &mut Stack, started: Instant) -> anyhow::Result<()> {
     // 1. Vault.
     let step = Progress::step(1, "Starting Vault");
-    if let Some(binary) = vault::find_vault_binary() {
+    if let Some((binary, flavor)) = vault::find_vault_binary() {
         stack.vault = Some(Vault::DevServer(Box::new(DevServer::spawn(
             &binary,
+            flavor,
             &stack.scratch.root,
         )?)));
         if let Some(Vault::DevServer(dev)) = &mut stack.vault {
@@ -303,8 +304,8 @@ async fn run(args: &Args, stack: &mut Stack, started: Instant) -> anyhow::Result
     step.done(&url);
     stack.ready = true;
     say(&format!(
-        "Setup took {:.1} s. The page at {url}:",
-        started.elapsed().as_secs_f64()
+        "Setup took {}. The page at {url}:",
+        elapsed(started.elapsed())
     ));
     print_page(&page);
 
@@ -317,7 +318,7 @@ async fn run(args: &Args, stack: &mut Stack, started: Instant) -> anyhow::Result
         "      Waiting for the page to change in place (staticSecretRefreshInterval: {REFRESH_INTERVAL})"
     ));
     let page = wait_for_page(&http, &url, &format!("password: {NEW_PASSWORD}")).await?;
-    wait.done(&format!("{:.1} s later", changed.elapsed().as_secs_f64()));
+    wait.done(&format!("{} later", elapsed(changed.elapsed())));
     say(&format!("The same page at {url} now:"));
     print_page(&page);
     println!();
@@ -554,6 +555,17 @@ impl Drop for Progress {
                 println!("failed");
             }
         }
+    }
+}
+
+/// A duration as a reader wants it: milliseconds under a second (setup
+/// against the in-process double takes tens of them, which `{:.1} s`
+/// printed as "0.0 s"), else seconds to a tenth.
+fn elapsed(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{} ms", duration.as_millis().max(1))
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
     }
 }
 

@@ -27,7 +27,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 async fn quickstart_shows_the_in_place_update_and_leaves_nothing_behind() {
     let binary = example_binary();
     let root = nix::unistd::geteuid().is_root();
-    let real_vault = vault_on_path();
+    let dev_server = dev_server_on_path();
 
     let mut child = Command::new(&binary)
         .arg("--exit-after-update")
@@ -100,12 +100,28 @@ async fn quickstart_shows_the_in_place_update_and_leaves_nothing_behind() {
 
     // Which Vault and which storage it said it used.
     let vault_line = find(lines, "[1/5]", &context);
-    let expected_vault = if real_vault {
-        "done (vault server -dev at http://127.0.0.1:"
-    } else {
-        "done (Vault test double at http://127.0.0.1:"
+    let expected_vault = match dev_server {
+        Some("vault") => "done (vault server -dev at http://127.0.0.1:",
+        Some(_) => "done (bao server -dev at http://127.0.0.1:",
+        None => "done (Vault test double at http://127.0.0.1:",
     };
     assert!(vault_line.contains(expected_vault), "{vault_line}{context}");
+    if dev_server == Some("bao") {
+        assert!(vault_line.contains(", OpenBao 2."), "{vault_line}{context}");
+    }
+
+    // The setup time it reports is the real one, not a rounded-down zero.
+    let setup = find(lines, "Setup took ", &context);
+    let figure = between(setup, "Setup took ", ". The page").unwrap_or_default();
+    let reported = figure
+        .strip_suffix(" ms")
+        .and_then(|ms| ms.parse::<f64>().ok())
+        .map(|ms| ms / 1000.0)
+        .or_else(|| figure.strip_suffix(" s").and_then(|s| s.parse().ok()));
+    assert!(
+        reported.is_some_and(|secs| secs > 0.0 && secs < RUN_LIMIT.as_secs_f64()),
+        "{setup}{context}"
+    );
     let storage_line = find(lines, "[3/5]", &context);
     let expected_storage = if root {
         "done (tmpfs"
@@ -345,12 +361,13 @@ fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
     newest
 }
 
-/// Whether the quickstart will find `vault` on `PATH` (it then runs a real
-/// dev server instead of the double).
-fn vault_on_path() -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
+/// Which dev server the quickstart will find on `PATH` (`vault` first,
+/// then OpenBao's `bao`) and run instead of the double.
+fn dev_server_on_path() -> Option<&'static str> {
+    let path = std::env::var_os("PATH")?;
+    ["vault", "bao"].into_iter().find(|name| {
         std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join("vault")).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+            std::fs::metadata(dir.join(name)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
         })
     })
 }

@@ -23,16 +23,19 @@
 )]
 
 // One file per phase (capacity, latency, throughput, memory,
-// refresh_at_scale, restart); the rest is shared: sizes and workload (what is
-// published), floor (the Vault floor and the load generator), host and
-// procs (the double's and the driver's processes), kubelet (its calls),
-// refresh (reading the double's request log), stats and report.
+// refresh_at_scale, restart, openbao); the rest is shared: sizes and workload
+// (what is published), floor (the Vault floor and the load generator), host
+// and procs (the double's and the driver's processes), kubelet (its calls),
+// refresh (reading the double's request log), bao_support (the tests'
+// OpenBao fixtures), stats and report.
+mod bao_support;
 mod capacity;
 mod floor;
 mod host;
 mod kubelet;
 mod latency;
 mod memory;
+mod openbao;
 mod procs;
 mod refresh;
 mod refresh_at_scale;
@@ -84,6 +87,8 @@ pub struct Results {
     pub refresh: refresh::RefreshResult,
     /// What restarting the driver cost Vault.
     pub restart: restart::RestartCost,
+    /// The driver against a real OpenBao, and against `bao agent`.
+    pub openbao: openbao::OpenBaoResults,
     /// The refresh phase's TTL.
     pub refresh_ttl: Duration,
     /// Driver warnings and errors per phase.
@@ -135,7 +140,8 @@ pub fn step(what: &str) {
 }
 
 /// Runs every phase, or only those named in `only` (comma-separated:
-/// `capacity,latency,throughput,memory,refresh,restart`; for development).
+/// `capacity,latency,throughput,memory,refresh,restart,openbao`; for
+/// development).
 async fn run(sizes: Sizes, quick: bool, only: &str) -> Results {
     let wanted = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
     let started = Instant::now();
@@ -172,6 +178,10 @@ async fn run(sizes: Sizes, quick: bool, only: &str) -> Results {
     if wanted("restart") {
         step("what a driver restart costs Vault");
         restart::restart(&scratch, &sizes, &mut results).await;
+    }
+    if wanted("openbao") {
+        step("against a real OpenBao, and against bao agent");
+        openbao::openbao(&scratch, &sizes, &mut results).await;
     }
 
     let left = scratch.mounts().len();

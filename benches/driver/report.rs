@@ -510,6 +510,9 @@ the CPU time the double itself used, so it is its capacity on one core whatever 
     let _ = writeln!(md);
 
     // Driver logs.
+    if r.openbao.skipped.is_some() || !r.openbao.rows.is_empty() {
+        md.push_str(&crate::openbao::section(&r.openbao));
+    }
     let _ = writeln!(md, "## Driver warnings\n");
     for (phase, lines) in &r.driver_log {
         let _ = writeln!(

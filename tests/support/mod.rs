@@ -2,6 +2,14 @@
 //! socket, and a tonic client that sends exactly what kubelet sends.
 //! [`Harness`] builds all of it for one test.
 //!
+//! The Vault can also be a real OpenBao ([`openbao::OpenBao`]: `bao server
+//! -dev` with an audit log to count requests from, its Kubernetes auth
+//! reviewing tokens through [`token_review`]'s stand-in for kube-apiserver,
+//! and [`postgres`] for its database engine): anything implementing
+//! [`TestVault`] goes to [`HarnessBuilder::vault`], and `Pod` tokens log in
+//! to both. Tests that need OpenBao or PostgreSQL skip with a message when
+//! they are not installed, and fail under `CI=true`.
+//!
 //! Storage follows the privilege the tests run with: as root every volume
 //! is a real tmpfs mount, as today's nodes have it; without root the driver
 //! runs with `--insecure-plain-directories` and volumes are plain
@@ -13,12 +21,17 @@
 #![allow(dead_code, clippy::missing_panics_doc)]
 
 pub mod kubelet_wire;
+pub mod openbao;
+pub mod postgres;
+mod test_vault;
+pub mod token_review;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+pub use test_vault::TestVault;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use vault_csi_driver::config::{Config, FairnessConfig, LogFormat};
@@ -26,6 +39,20 @@ use vault_csi_driver::proto::identity_client::IdentityClient;
 use vault_csi_driver::proto::node_client::NodeClient;
 use vault_csi_driver::proto::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
 use vault_double::{SaToken, VaultDouble};
+
+impl TestVault for VaultDouble {
+    fn addr(&self) -> String {
+        VaultDouble::addr(self)
+    }
+
+    fn sign_sa_token(&self, claims: &SaToken) -> String {
+        VaultDouble::sign_sa_token(self, claims)
+    }
+
+    async fn walkthrough() -> Self {
+        walkthrough_vault().await
+    }
+}
 
 /// The walkthrough's `index.html` template, written for the driver.
 pub const INDEX_TEMPLATE: &str = r#"<html>
@@ -338,7 +365,7 @@ fn rand_bytes() -> [u8; 6] {
 
 /// Driver flags for a node, talking to `vault`; plain-directory volumes
 /// unless the tests run as root.
-pub fn driver_config(node: &Node, vault: &VaultDouble) -> Config {
+pub fn driver_config(node: &Node, vault: &impl TestVault) -> Config {
     Config {
         endpoint: format!("unix://{}", node.socket().display()),
         node_id: "test-node".to_owned(),
@@ -467,7 +494,7 @@ impl Pod {
 
     /// A token for this pod's service account, as kubelet's `TokenRequest`
     /// would mint it.
-    pub fn token(&self, vault: &VaultDouble, audience: &str, expires_in: Duration) -> String {
+    pub fn token(&self, vault: &impl TestVault, audience: &str, expires_in: Duration) -> String {
         let mut claims = SaToken::new(&self.namespace, &self.service_account, [audience]);
         claims.expires_in = expires_in;
         claims.pod_name.clone_from(&self.name);
@@ -476,7 +503,7 @@ impl Pod {
     }
 
     /// `csi.storage.k8s.io/serviceAccount.tokens` JSON.
-    pub fn tokens_json(&self, vault: &VaultDouble, audiences: &[&str]) -> String {
+    pub fn tokens_json(&self, vault: &impl TestVault, audiences: &[&str]) -> String {
         let tokens: Vec<String> = audiences
             .iter()
             .map(|audience| self.token(vault, audience, Duration::from_secs(3600)))
@@ -494,7 +521,7 @@ impl Pod {
     pub fn publish(
         &self,
         node: &Node,
-        vault: &VaultDouble,
+        vault: &impl TestVault,
         volume: &str,
         attributes: &[(&str, &str)],
     ) -> NodePublishVolumeRequest {
@@ -577,7 +604,7 @@ impl DriverProcess {
     /// Starts the binary with flags equivalent to [`driver_config`] (so
     /// `--insecure-plain-directories` without root), extra
     /// `args`, and stdout/stderr captured to `log_name` under the node root.
-    pub async fn spawn(node: &Node, vault: &VaultDouble, log_name: &str, args: &[&str]) -> Self {
+    pub async fn spawn(node: &Node, vault: &impl TestVault, log_name: &str, args: &[&str]) -> Self {
         Self::spawn_with(node, vault, log_name, args, false).await
     }
 
@@ -588,7 +615,7 @@ impl DriverProcess {
     /// the driver's (unshare execs it).
     pub async fn spawn_in_own_namespace(
         node: &Node,
-        vault: &VaultDouble,
+        vault: &impl TestVault,
         log_name: &str,
         args: &[&str],
     ) -> Self {
@@ -600,7 +627,7 @@ impl DriverProcess {
     /// applies to everything the driver allocates and writes to tmpfs.
     pub async fn spawn_in_cgroup(
         node: &Node,
-        vault: &VaultDouble,
+        vault: &impl TestVault,
         log_name: &str,
         args: &[&str],
         cgroup: &MemoryCgroup,
@@ -610,7 +637,7 @@ impl DriverProcess {
 
     async fn spawn_with(
         node: &Node,
-        vault: &VaultDouble,
+        vault: &impl TestVault,
         log_name: &str,
         args: &[&str],
         own_namespace: bool,
@@ -620,7 +647,7 @@ impl DriverProcess {
 
     async fn spawn_full(
         node: &Node,
-        vault: &VaultDouble,
+        vault: &impl TestVault,
         log_name: &str,
         args: &[&str],
         own_namespace: bool,
@@ -745,16 +772,17 @@ impl Serves for DriverProcess {
     }
 }
 
-/// One test's world: a [`Node`], a Vault double, the driver serving the
-/// node's socket, and the walkthrough's pod. [`Harness::walkthrough`] is
-/// the common case (Vault seeded with the walkthrough, the driver
+/// One test's world: a [`Node`], a Vault (the double unless a test
+/// passes a real OpenBao to [`HarnessBuilder::vault`]), the driver serving
+/// the node's socket, and the walkthrough's pod. [`Harness::walkthrough`]
+/// is the common case (Vault seeded with the walkthrough, the driver
 /// in-process with [`driver_config`]); [`Harness::builder`] sets up the
 /// variants. Fields drop driver first, node last, as a test's locals did.
-pub struct Harness<D = Driver> {
+pub struct Harness<D = Driver, V = VaultDouble> {
     /// The driver, in-process or its own process.
     pub driver: D,
-    /// The Vault double the driver talks to.
-    pub vault: VaultDouble,
+    /// The Vault the driver talks to.
+    pub vault: V,
     /// The walkthrough's pod (`default/nginx`, service account
     /// `vault-auth`), whose volumes the `publish_ok`/`unpublish_ok`
     /// helpers publish.
@@ -787,7 +815,9 @@ impl Harness {
             tweaks: Vec::new(),
         }
     }
+}
 
+impl<V: TestVault> Harness<Driver, V> {
     /// Stops the in-process driver and checks it stopped cleanly.
     pub async fn stop(self) {
         self.driver.stop().await;
@@ -805,7 +835,7 @@ impl Harness {
     }
 }
 
-impl<D: Serves> Harness<D> {
+impl<D: Serves, V: TestVault> Harness<D, V> {
     /// A client of the driver's node service, as kubelet dials it.
     pub async fn client(&self) -> NodeClient<Channel> {
         NodeClient::new(channel(self.driver.socket()).await)
@@ -860,7 +890,7 @@ impl<D: Serves> Harness<D> {
     }
 }
 
-impl Harness<DriverProcess> {
+impl<V: TestVault> Harness<DriverProcess, V> {
     /// Starts the next driver process, as after a crash or an upgrade, with
     /// `args`, its output in `log_name`; the current one is killed first if
     /// it still runs.
@@ -874,25 +904,29 @@ impl Harness<DriverProcess> {
 /// Sets up a [`Harness`]: which Vault, which driver settings, and whether
 /// the driver runs in-process ([`HarnessBuilder::start`]) or as its own
 /// process ([`HarnessBuilder::spawn`]).
-pub struct HarnessBuilder {
+pub struct HarnessBuilder<V = VaultDouble> {
     node: Node,
-    vault: Option<VaultDouble>,
+    vault: Option<V>,
     tweaks: Vec<ConfigTweak>,
 }
 
 /// A change to the in-process driver's configuration.
 type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
 
-impl HarnessBuilder {
+impl<V: TestVault> HarnessBuilder<V> {
     /// The node the driver will serve, to prepare before it starts.
     pub fn node(&self) -> &Node {
         &self.node
     }
 
-    /// Talks to `vault` instead of the walkthrough's.
-    pub fn vault(mut self, vault: VaultDouble) -> Self {
-        self.vault = Some(vault);
-        self
+    /// Talks to `vault` (a Vault double, or a real OpenBao) instead of
+    /// the walkthrough's double.
+    pub fn vault<W: TestVault>(self, vault: W) -> HarnessBuilder<W> {
+        HarnessBuilder {
+            node: self.node,
+            vault: Some(vault),
+            tweaks: self.tweaks,
+        }
     }
 
     /// Changes the in-process driver's configuration after
@@ -902,15 +936,15 @@ impl HarnessBuilder {
         self
     }
 
-    async fn take_vault(&mut self) -> VaultDouble {
+    async fn take_vault(&mut self) -> V {
         match self.vault.take() {
             Some(vault) => vault,
-            None => walkthrough_vault().await,
+            None => V::walkthrough().await,
         }
     }
 
     /// Starts the driver in-process.
-    pub async fn start(mut self) -> Harness<Driver> {
+    pub async fn start(mut self) -> Harness<Driver, V> {
         let vault = self.take_vault().await;
         let mut config = driver_config(&self.node, &vault);
         for tweak in self.tweaks {
@@ -927,7 +961,7 @@ impl HarnessBuilder {
 
     /// Starts the driver binary as its own process with extra `args`, its
     /// output in `driver.log` under the node's root.
-    pub async fn spawn(mut self, args: &[&str]) -> Harness<DriverProcess> {
+    pub async fn spawn(mut self, args: &[&str]) -> Harness<DriverProcess, V> {
         assert!(
             self.tweaks.is_empty(),
             "configuration tweaks apply in-process only: pass flags"

@@ -131,6 +131,25 @@ pub enum TokenType {
     Batch,
 }
 
+/// Which server's answers the double gives where HashiCorp Vault and
+/// OpenBao differ. Everything else (statuses, envelopes, TTL arithmetic,
+/// error texts) is the same in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// HashiCorp Vault: `hvs.`/`hvb.` tokens, `mount_type` in every
+    /// envelope, a dead token answered `2 errors occurred: permission
+    /// denied, invalid token`.
+    #[default]
+    Vault,
+    /// OpenBao 2.x, as `tests/differential.rs` observes it: `s.`/`b.`
+    /// tokens, no `mount_type`, a dead token answered `permission denied`;
+    /// Kubernetes logins refused with its own texts (`invalid expiration
+    /// time (exp) claim: token is expired`, `invalid audience (aud) claim:
+    /// …`, and `permission denied` for a JWT its TokenReview rejects); PKI
+    /// answers carrying `not_before` (NotBefore, backdated 30 s).
+    OpenBao,
+}
+
 /// How a 429 states `Retry-After` when rate-limit response headers are on
 /// (`enable_rate_limit_response_headers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +308,45 @@ impl SaToken {
             pod_uid: wire::uuid(),
         }
     }
+}
+
+/// The service account a verified token asserts, as a Kubernetes
+/// `TokenReview` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountIdentity {
+    /// The service account's namespace.
+    pub namespace: String,
+    /// The service account's name.
+    pub name: String,
+    /// The service account's uid (Vault's Kubernetes auth compares it with
+    /// the token's `kubernetes.io.serviceaccount.uid`).
+    pub uid: String,
+    /// The token's `aud` claim.
+    pub audience: Vec<String>,
+}
+
+/// Mints an RS256 projected service-account token with the demo key, as
+/// [`VaultDouble::sign_sa_token`] does, without a running double: tests
+/// that talk to a real Vault sign the same tokens for it.
+#[must_use]
+pub fn sign_sa_token(claims: &SaToken) -> String {
+    jwt::sign(claims)
+}
+
+/// Verifies a token signed with the demo key (signature, `exp`, `nbf`,
+/// and a `sub` of the form `system:serviceaccount:<ns>:<name>` that agrees
+/// with the `kubernetes.io` claims), as the Kubernetes API server's
+/// `TokenReview` does for a real Vault's Kubernetes auth.
+///
+/// # Errors
+/// The message Vault's Kubernetes auth would answer with.
+pub fn verify_sa_token(jwt: &str) -> Result<ServiceAccountIdentity, String> {
+    jwt::verify(jwt).map(|v| ServiceAccountIdentity {
+        namespace: v.namespace,
+        name: v.name,
+        uid: v.uid,
+        audience: v.audience,
+    })
 }
 
 /// An injected failure: every request gets `status` with
@@ -531,6 +589,12 @@ impl VaultDouble {
     }
 
     // ---- seeding ----
+
+    /// Answers as `flavor` where Vault and OpenBao differ (tokens issued
+    /// before keep their prefix).
+    pub fn set_flavor(&self, flavor: Flavor) {
+        self.inner.shared.set_flavor(flavor);
+    }
 
     /// Enables a Kubernetes-style JWT login at `auth/<mount>/login` (mount
     /// e.g. `kubernetes`, `jwt`); JWTs are verified with

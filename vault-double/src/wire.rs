@@ -110,6 +110,17 @@ pub(crate) fn go_duration(secs: u64) -> String {
     out
 }
 
+/// Go's `time.Duration.String()` for whole seconds (`1h0m0s`, `10m0s`,
+/// `30s`), what `%q` of a duration prints in Vault's PKI warnings.
+pub(crate) fn go_duration_string(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
 /// Parses a Vault duration field: a JSON integer of seconds, or a string
 /// holding either an integer of seconds or a Go duration (`"1h30m"`,
 /// `"90s"`, `"1.5h"`, `"2d"`). Returns whole seconds, `None` if invalid.
@@ -205,6 +216,15 @@ mod tests {
         assert_eq!(go_duration(3660), "1h1m");
         assert_eq!(go_duration(5400), "1h30m");
         assert_eq!(go_duration(768 * 3600), "768h");
+    }
+
+    #[test]
+    fn go_duration_string_prints_every_unit() {
+        assert_eq!(go_duration_string(3600), "1h0m0s");
+        assert_eq!(go_duration_string(600), "10m0s");
+        assert_eq!(go_duration_string(30), "30s");
+        assert_eq!(go_duration_string(0), "0s");
+        assert_eq!(go_duration_string(3605), "1h0m5s");
     }
 
     #[test]

@@ -1085,7 +1085,9 @@ async fn pki_issue_has_numeric_expiration_and_no_lease() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(
         r.json()["warnings"],
-        json!(["TTL \"3h\" is longer than permitted maxTTL \"2h\", so was truncated"])
+        json!([
+            "TTL \"3h0m0s\" is longer than permitted maxTTL \"2h0m0s\", so maxTTL is being used"
+        ])
     );
     let expiration = r.json()["data"]["expiration"].as_u64().unwrap();
     let now = SystemTime::now()

@@ -23,7 +23,7 @@ use crate::wire::{
     SYSTEM_MAX_TTL, base62, from_unix_secs, glob_match, go_duration, rfc3339_nano, secs_until,
     stable_uuid, unix_secs,
 };
-use crate::{Role, TokenState, TokenType, jwt};
+use crate::{Flavor, Role, TokenState, TokenType, jwt};
 
 /// A token plus what the double needs to renew and describe it.
 pub(super) struct TokenEntry {
@@ -178,6 +178,16 @@ impl State {
         };
         let sa = match jwt::verify(jwt_str) {
             Ok(sa) => sa,
+            // OpenBao checks `exp` itself and leaves the rest to the
+            // TokenReview API, which only says no.
+            Err(msg) if self.flavor == Flavor::OpenBao => {
+                let msg = if msg.contains("token is expired (exp)") {
+                    "invalid expiration time (exp) claim: token is expired"
+                } else {
+                    "permission denied"
+                };
+                return Reply::error(403, msg);
+            }
             Err(msg) => return Reply::error(403, &msg),
         };
         if !role
@@ -199,7 +209,15 @@ impl State {
             .as_deref()
             .is_some_and(|aud| !aud.is_empty() && !sa.audience.iter().any(|a| a == aud))
         {
-            return Reply::error(403, "permission denied");
+            return Reply::error(
+                403,
+                match self.flavor {
+                    Flavor::Vault => "permission denied",
+                    Flavor::OpenBao => {
+                        "invalid audience (aud) claim: audience claim does not match any expected audience"
+                    }
+                },
+            );
         }
         self.issue_token(mount, &role, &sa, namespace, now)
     }
@@ -245,9 +263,11 @@ impl State {
             max_ttl
         };
         let max_at = from_unix_secs(unix_secs(now) + max_ttl);
-        let prefix = match role.token_type {
-            TokenType::Service => "hvs",
-            TokenType::Batch => "hvb",
+        let prefix = match (self.flavor, role.token_type) {
+            (Flavor::Vault, TokenType::Service) => "hvs",
+            (Flavor::Vault, TokenType::Batch) => "hvb",
+            (Flavor::OpenBao, TokenType::Service) => "s",
+            (Flavor::OpenBao, TokenType::Batch) => "b",
         };
         let suffix = namespace
             .as_deref()
@@ -389,10 +409,13 @@ impl State {
             "path": format!("auth/{}/login", e.mount),
             "policies": s.policies,
             "renewable": e.renewable,
-            "period": e.period,
             "ttl": secs_until(s.expires_at, now),
             "type": e.type_name(),
         });
+        // `period` only for periodic tokens (`token_store.go` handleLookup).
+        if let (true, Value::Object(map)) = (e.period > 0, &mut data) {
+            map.insert("period".into(), json!(e.period));
+        }
         if let (Some(at), Value::Object(map)) = (e.last_renewal, &mut data) {
             map.insert("last_renewal".into(), json!(rfc3339_nano(at)));
             map.insert("last_renewal_time".into(), json!(unix_secs(at)));

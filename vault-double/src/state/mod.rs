@@ -35,7 +35,7 @@ use self::leases::LeaseEntry;
 use self::router::{Op, longest_prefix};
 use crate::policy::PolicyStore;
 use crate::wire::{stable_uuid, uuid};
-use crate::{Fault, RecordedRequest, RetryAfterFormat, Role};
+use crate::{Fault, Flavor, RecordedRequest, RetryAfterFormat, Role};
 
 /// Body for a missing, expired or revoked token (Vault's multierror text).
 pub(crate) const INVALID_TOKEN: &str =
@@ -159,6 +159,26 @@ fn envelope(
     Value::Object(env)
 }
 
+/// What OpenBao 2.x answers differently from Vault: no `mount_type`, a
+/// plain `permission denied` for a dead token, `not_before` (backdated
+/// 30 s, as `cert_util.go` does) next to a certificate's `expiration`.
+fn as_openbao(reply: &mut Reply, now: SystemTime) {
+    let Some(Value::Object(body)) = reply.body.as_mut() else {
+        return;
+    };
+    body.remove("mount_type");
+    if body.get("errors") == Some(&json!([INVALID_TOKEN])) {
+        body.insert("errors".into(), json!(["permission denied"]));
+    }
+    if let Some(Value::Object(data)) = body.get_mut("data")
+        && data.contains_key("certificate")
+        && data.contains_key("expiration")
+    {
+        let not_before = crate::wire::unix_secs(now).saturating_sub(30);
+        data.insert("not_before".into(), Value::from(not_before));
+    }
+}
+
 /// A plain data response without lease.
 fn data_envelope(data: Value, mount_type: &str) -> Value {
     envelope("", false, 0, data, &[], Value::Null, mount_type)
@@ -170,6 +190,8 @@ fn str_field<'b>(body: &'b Value, key: &str) -> &'b str {
 
 /// Everything mutable about the double.
 struct State {
+    /// Whose answers where Vault and OpenBao differ.
+    flavor: Flavor,
     fault: Option<Fault>,
     /// Added to every answer: (logins, everything else).
     latency: (Duration, Duration),
@@ -224,6 +246,7 @@ impl Shared {
     pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(State {
+                flavor: Flavor::Vault,
                 fault: None,
                 latency: (Duration::ZERO, Duration::ZERO),
                 rate_limited: 0,
@@ -306,6 +329,10 @@ impl Shared {
 
     // ---- faults ----
 
+    pub(crate) fn set_flavor(&self, flavor: Flavor) {
+        lock(&self.state).flavor = flavor;
+    }
+
     pub(crate) fn set_fault(&self, fault: Option<Fault>) {
         lock(&self.state).fault = fault;
     }
@@ -382,6 +409,14 @@ impl State {
     /// redirect (`respondStandby`), the index-state check, the index
     /// header on writes, and injected answer patches.
     fn dispatch(&mut self, req: &Request, now: SystemTime) -> Reply {
+        let mut reply = self.dispatch_as_vault(req, now);
+        if self.flavor == Flavor::OpenBao {
+            as_openbao(&mut reply, now);
+        }
+        reply
+    }
+
+    fn dispatch_as_vault(&mut self, req: &Request, now: SystemTime) -> Reply {
         if let Some(fault) = &self.fault {
             return Reply::error(fault.status, &fault.message);
         }

@@ -13,7 +13,7 @@ use super::Mount;
 use crate::state::leases::effective_max;
 use crate::state::router::Op;
 use crate::state::{Reply, Shared, duration_secs, envelope, lock, str_field};
-use crate::wire::{base62, go_duration, parse_duration_value, pem, unix_secs, uuid};
+use crate::wire::{base62, go_duration_string, parse_duration_value, pem, unix_secs, uuid};
 
 /// A PKI role's TTLs, in seconds.
 #[derive(Clone, Copy)]
@@ -82,9 +82,9 @@ fn pki_issue(roles: &HashMap<String, PkiRole>, role: &str, body: &Value, now: Sy
     let requested = requested.map(|t| {
         if t > max_ttl {
             warnings.push(format!(
-                "TTL {:?} is longer than permitted maxTTL {:?}, so was truncated",
-                go_duration(t),
-                go_duration(max_ttl)
+                "TTL {:?} is longer than permitted maxTTL {:?}, so maxTTL is being used",
+                go_duration_string(t),
+                go_duration_string(max_ttl)
             ));
             max_ttl
         } else {

@@ -279,9 +279,9 @@ async fn restore_never_touches_a_target_that_fails_the_publish_checks() {
 /// volumes of a 400 KB secret (100 under a 64 MiB limit) used to get the
 /// driver OOM-killed (exit 137),
 /// and killed again on restart, since the pages outlive it. Now the driver
-/// reads its cgroup's limit, refuses what does not fit with
-/// `RESOURCE_EXHAUSTED` naming the flag, stays alive, and admits again once
-/// volumes go away.
+/// reads its cgroup's limit, refuses what does not fit its share with
+/// `RESOURCE_EXHAUSTED` naming the flag, stays alive, still admits another
+/// namespace's volume, and admits again once volumes go away.
 #[tokio::test]
 async fn one_tenant_cannot_get_the_driver_oom_killed() {
     if !support::requires_root("a memory cgroup charged with tmpfs pages") {
@@ -317,8 +317,9 @@ async fn one_tenant_cannot_get_the_driver_oom_killed() {
                     driver.logs()
                 );
                 assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                // The tenant's share (half the budget) is used up first.
                 assert!(
-                    status.message().contains("--memory-budget-bytes"),
+                    status.message().contains("--namespace-memory-share"),
                     "{}",
                     status.message()
                 );
@@ -338,6 +339,24 @@ async fn one_tenant_cannot_get_the_driver_oom_killed() {
         let blob = std::fs::metadata(pod.target(&node, "v").join("blob")).unwrap();
         assert_eq!(blob.len(), 400 * 1024);
     }
+
+    // Another namespace still has room: one tenant cannot take the node.
+    vault.add_role(
+        "kubernetes",
+        vault_double::Role::new("quiet", ["vault-auth"], ["quiet"], ["myapp-kv-ro"])
+            .with_audience("vault"),
+    );
+    let other = Pod::new("quiet", "small", "vault-auth");
+    let small = r#"{{#with (secret "secret/data/myapp/config")}}{{data.data.username}}{{/with}}"#;
+    let mut request = other.publish(
+        &node,
+        &vault,
+        "v",
+        &[("roleName", "quiet"), ("template.user", small)],
+    );
+    request.readonly = true;
+    support::publish_ok(driver.node().await, request).await;
+    support::unpublish_ok(driver.node().await, other.unpublish(&node, "v")).await;
 
     // Once a volume goes, its share comes back and the refused one fits.
     let first = published.remove(0);

@@ -248,14 +248,28 @@ impl StagedTmpfs {
     /// bind inherits the read-only flag, and so does every copy propagated
     /// from it. The staging mount is then removed.
     pub fn attach(self, target: &Path) -> Result<(), Error> {
-        mount(
-            None::<&str>,
-            &self.path,
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | SAFE_FLAGS,
-            None::<&str>,
-        )
-        .map_err(|errno| Error::Mount {
+        let seal = || {
+            mount(
+                None::<&str>,
+                &self.path,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | SAFE_FLAGS,
+                None::<&str>,
+            )
+        };
+        // A remount read-only is refused with EBUSY while any file of the
+        // mount is open for writing: a process forked at the instant the
+        // writer had one open holds a copy until it execs. That passes in
+        // microseconds; the writer itself has closed every file.
+        let mut sealed = seal();
+        for pause_ms in [1, 5, 20, 50, 100] {
+            if sealed != Err(Errno::EBUSY) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            sealed = seal();
+        }
+        sealed.map_err(|errno| Error::Mount {
             action: "seal read-only",
             path: self.path.clone(),
             errno,

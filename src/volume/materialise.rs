@@ -73,9 +73,9 @@ impl Seen {
 }
 
 /// Where the files go.
-pub(super) enum WriteAt<'a> {
-    /// A root being prepared for its first files.
-    First(&'a mut dyn Prepared),
+pub(super) enum WriteAt {
+    /// A root prepared for its first files: written, then sealed.
+    First(Box<dyn Prepared>),
     /// The volume's sealed root at its target.
     Sealed,
 }
@@ -253,14 +253,16 @@ impl Materialiser {
     }
 
     /// Writes a rendered file set (plus the token file) atomically, at
-    /// `at`. The files' pages and the kept answers must fit the node's
-    /// memory budget; a refused write keeps the previous files. A sealed
-    /// root whose files are unchanged is not written.
-    pub fn write(
+    /// `at`, on the blocking pool (file system calls and mounts never run
+    /// on the async workers). The files' cost must fit the node's memory
+    /// budget before anything is written; a refused or failed write keeps
+    /// the previous files and their charge. A sealed root whose files are
+    /// unchanged is not written.
+    pub async fn write(
         &self,
         volume: &mut LiveVolume,
         files: Files,
-        at: WriteAt<'_>,
+        at: WriteAt,
     ) -> Result<WriteOutcome, Error> {
         let mode = volume.file_mode();
         let mut payload: Payload = files
@@ -287,20 +289,30 @@ impl Materialiser {
             volume.cost.files = before;
             return Err(exhausted.into());
         }
+        let target = volume.placement.target.as_path().to_path_buf();
         let written = match at {
-            WriteAt::First(prepared) => prepared.write(&payload, options),
-            WriteAt::Sealed => self.roots.update(
-                volume.placement.target.as_path(),
-                volume.id.as_str(),
-                &payload,
-                options,
-            ),
+            WriteAt::First(mut prepared) => {
+                off_runtime(move || {
+                    let written = prepared.write(&payload, options)?;
+                    prepared.seal(&target).map(|()| written)
+                })
+                .await
+            }
+            WriteAt::Sealed => {
+                let (roots, id) = (Arc::clone(&self.roots), volume.id.clone());
+                off_runtime(move || roots.update(&target, id.as_str(), &payload, options)).await
+            }
+        };
+        let written = match written {
+            Ok(Ok(written)) => Ok(written),
+            Ok(Err(storage)) => Err(Error::Storage(storage)),
+            Err(stopped) => Err(stopped),
         };
         if written.is_err() {
             volume.cost.files = before;
             volume.force_charge();
         }
-        Ok(written?)
+        written
     }
 
     /// The template outputs as they are in the volume, for a token-only
@@ -342,6 +354,19 @@ fn fetch_priority(volume: &LiveVolume, mode: Mode<'_>, request: &SecretRequest) 
         })
         .flatten();
     fairness::fetch_priority(mode.publishing(), expires)
+}
+
+/// Runs blocking work (mounts, file system calls) on tokio's blocking
+/// pool, so it never stalls the workers that answer kubelet. A panic in
+/// `work` is a bug and propagates.
+pub(super) async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Ok(value),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Error::ShuttingDown),
+    }
 }
 
 /// Directory mode matching a file mode: each class that may read may also

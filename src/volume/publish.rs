@@ -16,7 +16,7 @@ use super::Error;
 use super::guard::Operation;
 use super::live::{LiveVolume, Placement, Published, Session, VolumeParts};
 use super::manager::{PublishOutcome, Volume, VolumeManager};
-use super::materialise::{Files, Mode, Seen, WriteAt, dir_mode};
+use super::materialise::{Files, Mode, Seen, WriteAt, dir_mode, off_runtime};
 use super::record::{Phase, SalvagedToken, VolumeRecord};
 use super::request::CheckedPublish;
 use crate::metrics::PublishStep;
@@ -208,12 +208,13 @@ impl VolumeManager {
                 return Err(error);
             }
         };
-        let written = self
-            .write_first(&mut volume, prepared, files)
-            .and_then(|()| {
+        let written = match self.write_first(&mut volume, prepared, files).await {
+            Ok(()) => {
                 steps.lap(PublishStep::Write);
                 self.persist(&mut volume, Phase::Published)
-            });
+            }
+            Err(error) => Err(error),
+        };
         if let Err(error) = written {
             self.rollback(volume, adopting, salvaged);
             return Err(error);
@@ -330,15 +331,16 @@ impl VolumeManager {
     /// driver, as root, to follow on the next update. A target that already
     /// held a root (left by an earlier run) is written in place, so a
     /// container already using it sees the files.
-    fn write_first(
+    async fn write_first(
         &self,
         volume: &mut LiveVolume,
-        mut prepared: Box<dyn Prepared>,
+        prepared: Box<dyn Prepared>,
         files: Files,
     ) -> Result<(), Error> {
         self.materialiser
-            .write(volume, files, WriteAt::First(prepared.as_mut()))?;
-        Ok(prepared.seal(volume.placement.target.as_path())?)
+            .write(volume, files, WriteAt::First(prepared))
+            .await
+            .map(drop)
     }
 
     /// Re-creates a volume whose root disappeared, from its kept answers
@@ -359,7 +361,7 @@ impl VolumeManager {
             volume.id.as_str(),
             &root_options(volume),
         )?;
-        self.write_first(volume, prepared, files)?;
+        self.write_first(volume, prepared, files).await?;
         self.persist(volume, Phase::Published)
     }
 
@@ -418,19 +420,6 @@ pub(super) fn root_options(volume: &LiveVolume) -> RootOptions {
         mode: dir_mode(volume.file_mode()),
         gid: volume.placement.fs_group,
         selinux_context: volume.placement.selinux_context.clone(),
-    }
-}
-
-/// Runs blocking work (mounts, file system calls) on tokio's blocking
-/// pool, so it never stalls the workers that answer kubelet. A panic in
-/// `work` is a bug and propagates.
-async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Error> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => Ok(value),
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(Error::ShuttingDown),
     }
 }
 

@@ -34,6 +34,8 @@ struct Round {
     written: Option<WriteOutcome>,
     /// Something failed.
     failed: bool,
+    /// Vault said the token the round began with is no longer valid.
+    token_dead: bool,
     seen: Seen,
 }
 
@@ -108,10 +110,18 @@ impl VolumeManager {
                 t.due = retry;
             }
         }
-        self.rewrite(volume, &refetch, token_changed, now, &mut round)
-            .await;
+        // A renewal refused: the token may have been revoked. Asking now,
+        // before fetching with it, spares requests doomed to be refused.
         if round.seen.denied && self.token_revoked(volume, now).await {
-            self.replace_revoked_token(volume, &mut round).await;
+            self.replace_revoked_token(volume, refetch, &mut round)
+                .await;
+        } else {
+            self.rewrite(volume, &refetch, token_changed, now, &mut round)
+                .await;
+            if round.seen.denied && self.token_revoked(volume, now).await {
+                self.replace_revoked_token(volume, HashSet::new(), &mut round)
+                    .await;
+            }
         }
         self.retire_replaced_token(volume, old_token, round);
         self.finish_refresh(volume, round)
@@ -347,7 +357,7 @@ impl VolumeManager {
         let cache_complete = volume.secrets.iter().all(|t| t.answer.is_some());
         if refetch.is_empty() && !(rewrite_token && cache_complete) {
             if rewrite_token && let Some(files) = self.materialiser.files_in_volume(volume) {
-                self.write_refreshed(volume, files, round, "token");
+                self.write_refreshed(volume, files, round, "token").await;
             }
             return;
         }
@@ -365,7 +375,7 @@ impl VolumeManager {
             .await;
         match rendered {
             Ok(files) => {
-                if !self.write_refreshed(volume, files, round, kind) {
+                if !self.write_refreshed(volume, files, round, kind).await {
                     for t in volume
                         .secrets
                         .iter_mut()
@@ -391,14 +401,18 @@ impl VolumeManager {
     }
 
     /// Writes refreshed files into the sealed root. Returns whether it did.
-    fn write_refreshed(
+    async fn write_refreshed(
         &self,
         volume: &mut LiveVolume,
         files: super::materialise::Files,
         round: &mut Round,
         kind: &'static str,
     ) -> bool {
-        match self.materialiser.write(volume, files, WriteAt::Sealed) {
+        match self
+            .materialiser
+            .write(volume, files, WriteAt::Sealed)
+            .await
+        {
             Ok(written) => {
                 self.metrics.observe_refresh(kind, "ok");
                 round.written = Some(written);
@@ -433,15 +447,24 @@ impl VolumeManager {
         )
     }
 
-    /// The token was revoked: log in again at once, then fetch every lease
-    /// and whatever failed again, with their backoff reset.
-    async fn replace_revoked_token(&self, volume: &mut LiveVolume, round: &mut Round) {
+    /// The token was revoked: log in again at once, then fetch `again`,
+    /// every lease and whatever failed, with their backoff reset.
+    async fn replace_revoked_token(
+        &self,
+        volume: &mut LiveVolume,
+        mut again: HashSet<SecretRequest>,
+        round: &mut Round,
+    ) {
         tracing::warn!(volume.id = %volume.id, pod.namespace = %volume.tenant(), "Vault no longer honours the volume's token (revoked?); logging in again");
+        round.token_dead = true;
         let now = Instant::now();
         if !self.login(volume, now, round).await {
             return;
         }
-        let mut again = requests_at(volume, &plan::after_new_token(&secret_clocks(volume)));
+        again.extend(requests_at(
+            volume,
+            &plan::after_new_token(&secret_clocks(volume)),
+        ));
         for secret in &mut volume.secrets {
             if secret.failures > 0 {
                 secret.failures = 0;
@@ -470,7 +493,7 @@ impl VolumeManager {
             .session
             .as_ref()
             .is_some_and(|s| s.token != old);
-        if replaced && !round.failed {
+        if replaced && !round.failed && !round.token_dead {
             self.revoke_in_background(volume.endpoint.clone(), old);
         }
     }

@@ -243,6 +243,7 @@ impl Charge {
 
     /// A new, empty charge for the same tenant: a reservation for work in
     /// flight, given back when the work is done.
+    #[must_use]
     pub fn reservation(&self) -> Self {
         self.budget.charge(&self.tenant)
     }

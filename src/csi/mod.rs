@@ -30,6 +30,12 @@ pub use node::NodeService;
 pub use redact::{RedactedContext, RedactedSecrets};
 
 use crate::proto::identity_server::IdentityServer;
+
+/// Largest CSI request the driver decodes: a pod object, attributes and
+/// all, cannot weigh more than etcd's 1.5 MiB, so anything larger is not
+/// kubelet's; tonic's default (4 MiB) would let a request cost several
+/// times that while it is decoded.
+pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 use crate::proto::node_server::NodeServer;
 
 /// Why the CSI endpoint could not be served.
@@ -118,8 +124,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     tonic::transport::Server::builder()
-        .add_service(IdentityServer::new(identity))
-        .add_service(NodeServer::new(node))
+        .add_service(IdentityServer::new(identity).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(NodeServer::new(node).max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             shutdown.cancelled().await;
         })

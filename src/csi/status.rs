@@ -67,7 +67,7 @@ fn template_code(error: &render::Error) -> Code {
         | render::Error::DataTooLarge
         | render::Error::TimedOut { .. } => Code::InvalidArgument,
         // The node is overloaded with renders: kubelet retries.
-        render::Error::Busy => Code::ResourceExhausted,
+        render::Error::Busy | render::Error::OverBudget(_) => Code::ResourceExhausted,
     }
 }
 

@@ -143,16 +143,52 @@ struct Budget {
     tripped: Option<Limit>,
 }
 
+/// Where the memory a render holds is reserved before it is held: the
+/// volume's share of the node's memory budget (see
+/// `crate::volume::memory`). The render's own limits bound it; this makes
+/// the node's budget see it.
+pub trait Reserve: Send + Sync {
+    /// Reserves `bytes` more; errs (naming the limit and the flag that sets
+    /// it) when the volume's budget cannot hold them.
+    fn reserve(&self, bytes: u64) -> Result<(), String>;
+}
+
 thread_local! {
     /// Rendering is synchronous, so a thread-local is an exact per-render
     /// slot (like the `secret` helper's scope).
     static BUDGET: Cell<Option<Budget>> = const { Cell::new(None) };
+    /// Where the render on this thread reserves what it holds, if anywhere.
+    static RESERVE: RefCell<Option<Arc<dyn Reserve>>> = const { RefCell::new(None) };
     /// Set while a render thread runs a job whose caller may stop waiting.
     static ABANDONED: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
 }
 
-/// Holds the budget of one render; dropping it ends the render's budget.
+/// Holds the budget of one render; dropping it ends the render's budget
+/// (and its reservation).
 pub(super) struct Metered(());
+
+impl Metered {
+    /// Reserves what this render holds in `reserve` until it ends.
+    pub(super) fn reserving(self, reserve: Arc<dyn Reserve>) -> Self {
+        RESERVE.set(Some(reserve));
+        self
+    }
+}
+
+/// Reserves `bytes` the render on this thread is about to hold; outside a
+/// render with a reservation, nothing is reserved.
+pub(super) fn reserve(bytes: u64) -> Result<(), Stop> {
+    let refused =
+        RESERVE.with_borrow(|reserve| reserve.as_ref().and_then(|r| r.reserve(bytes).err()));
+    match (refused, BUDGET.get()) {
+        (None, _) => Ok(()),
+        (Some(message), Some(budget)) => Err(trip(budget, Limit::Held, message)),
+        (Some(message), None) => Err(Stop {
+            limit: Limit::Held,
+            message,
+        }),
+    }
+}
 
 impl Metered {
     /// Starts a fresh budget on this thread.
@@ -176,6 +212,7 @@ pub(super) fn tripped() -> Option<Limit> {
 
 impl Drop for Metered {
     fn drop(&mut self) {
+        RESERVE.set(None);
         BUDGET.set(None);
     }
 }
@@ -324,7 +361,7 @@ pub(super) fn charge_held(bytes: u64) -> Result<(), Stop> {
     }
     budget.held_left -= bytes;
     BUDGET.set(Some(budget));
-    Ok(())
+    reserve(bytes)
 }
 
 /// Charges a value a helper made (its result, or a copy): its size in

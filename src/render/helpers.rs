@@ -83,8 +83,15 @@ impl HelperDef for SecretHelper {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.value().clone()))
             .collect();
+        // An argument that is not a literal came from data too: Vault's
+        // messages about the request may echo it.
+        let args_from_data = h
+            .hash()
+            .values()
+            .any(|v| v.try_get_constant_value().is_none());
         let request = SecretRequest::build(path, &args, from_data)
-            .map_err(|e| helper_error(e.to_string()))?;
+            .map_err(|e| helper_error(e.to_string()))?
+            .with_arguments_from_data(args_from_data);
         // The request is kept (collected, or reported missing): it counts
         // as a value the render derived.
         budget::charge_held((request.path().len() + request.body().map_or(0, str::len)) as u64)?;

@@ -80,8 +80,14 @@ use serde_json::Value;
 use crate::secret::Secret;
 use crate::storage::RelativePath;
 pub use budget::{
-    Limit, MAX_LOOP_ITERATIONS, MAX_RENDER_HELD_BYTES, MAX_RENDER_TIME, MAX_RENDER_WORK, Stop,
+    Limit, MAX_LOOP_ITERATIONS, MAX_RENDER_HELD_BYTES, MAX_RENDER_TIME, MAX_RENDER_WORK, Reserve,
+    Stop,
 };
+
+/// What one unit of parse weight (a JSON value, or 16 bytes of text) costs
+/// at most once parsed into a `serde_json::Value`: the 32-byte value plus
+/// its share of the vector or map holding it, which may have doubled.
+pub const PARSED_VALUE_BYTES: u64 = 96;
 pub use cache::MAX_CACHE_HELD_BYTES;
 use cache::TemplateCache;
 pub use cost::compile_reservation;
@@ -214,6 +220,10 @@ pub enum Error {
          value, one per 16 bytes of text); read smaller secrets or fewer of them"
     )]
     DataTooLarge,
+    /// The volume's share of the node's memory budget cannot hold what the
+    /// render needs: the answers parsed, the values derived, the output.
+    #[error("the node's memory budget cannot hold this render: {0}")]
+    OverBudget(String),
     /// The render (or compile) did not finish within its time limit; the
     /// caller was answered at the deadline and the work stops on its own.
     #[error(
@@ -249,6 +259,31 @@ impl Error {
         )
     }
 
+    /// The same error with every string of `data` (the volume's Vault
+    /// answers) that its message quotes replaced by `***`: a second line
+    /// behind messages that are written never to quote data. Strings of
+    /// fewer than four bytes are left: they cannot be told from the
+    /// message's own words.
+    #[must_use]
+    pub fn scrubbed(self, data: &Value) -> Self {
+        match self {
+            Self::Render { file, message } => Self::Render {
+                file,
+                message: scrub_values(message, data),
+            },
+            Self::Limit {
+                file,
+                limit,
+                message,
+            } => Self::Limit {
+                file,
+                limit,
+                message: scrub_values(message, data),
+            },
+            other => other,
+        }
+    }
+
     /// The render limit reached, for [`Error::Limit`] and
     /// [`Error::TimedOut`] (which is [`Limit::Time`]).
     pub fn limit(&self) -> Option<Limit> {
@@ -258,6 +293,30 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// `message` with every string leaf of `data` it contains (of four bytes
+/// or more) replaced by `***`, longest first. The message is short (an
+/// excerpt), so this costs one short search per string of the data, and
+/// only when a render failed.
+fn scrub_values(mut message: String, data: &Value) -> String {
+    let mut leaves = Vec::new();
+    let mut stack = vec![data];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(s) if s.len() >= 4 && s.len() <= message.len() => leaves.push(s),
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    leaves.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for leaf in leaves {
+        if message.contains(leaf.as_str()) {
+            message = message.replace(leaf.as_str(), "***");
+        }
+    }
+    message
 }
 
 /// At most [`MAX_ERROR_MESSAGE_BYTES`] of `message` (cut at a character
@@ -450,30 +509,39 @@ impl Renderer {
     /// a render never runs on the threads that answer kubelet. The
     /// responses are Vault's bodies, parsed there too (a body that is not
     /// JSON counts as not fetched).
+    ///
+    /// What the render holds is reserved in `reserve` before it is held:
+    /// the parsed answers ([`parse_reservation`]), the values the templates
+    /// derive, and the output as it grows.
     pub async fn render_off_thread(
         self: &Arc<Self>,
         templates: Arc<CompiledTemplates>,
         responses: Vec<(SecretRequest, Secret<Vec<u8>>)>,
+        reserve: Arc<dyn Reserve>,
     ) -> Result<Rendered, Error> {
         let renderer = Arc::clone(self);
         self.pool
             .run("rendering", MAX_RENDER_TIME, move || {
                 // Weighed before parsing: what a body would cost in memory
-                // once parsed is bounded before it is spent.
+                // once parsed is bounded before it is spent, and reserved.
                 let mut left = MAX_RENDER_DATA.saturating_add(1);
+                let mut parsing = 0u64;
                 for (_, raw) in &responses {
-                    left = left.saturating_sub(budget::raw_weight(raw.expose(), left));
+                    let weight = budget::raw_weight(raw.expose(), left);
+                    left = left.saturating_sub(weight);
                     if left == 0 {
                         return Err(Error::DataTooLarge);
                     }
+                    parsing += weight * PARSED_VALUE_BYTES + raw.expose().len() as u64;
                 }
+                reserve.reserve(parsing).map_err(Error::OverBudget)?;
                 let parsed = responses
                     .into_iter()
                     .filter_map(|(request, raw)| {
                         Some((request, serde_json::from_slice(raw.expose()).ok()?))
                     })
                     .collect();
-                renderer.render(&templates, parsed)
+                renderer.render_under(&templates, parsed, budget::Limits::FULL, Some(reserve))
             })
             .await?
     }
@@ -582,7 +650,7 @@ impl Renderer {
         templates: &CompiledTemplates,
         responses: HashMap<SecretRequest, Value>,
     ) -> Result<Rendered, Error> {
-        self.render_under(templates, responses, budget::Limits::FULL)
+        self.render_under(templates, responses, budget::Limits::FULL, None)
     }
 
     /// [`Renderer::render`] under `limits`.
@@ -591,6 +659,7 @@ impl Renderer {
         templates: &CompiledTemplates,
         responses: HashMap<SecretRequest, Value>,
         limits: budget::Limits,
+        reserve: Option<Arc<dyn Reserve>>,
     ) -> Result<Rendered, Error> {
         let mut left = MAX_RENDER_DATA.saturating_add(1);
         for value in responses.values() {
@@ -611,7 +680,7 @@ impl Renderer {
             keys.insert(request, key);
         }
         let context = Context::from(Value::Object(data));
-        self.render_context(templates, &context, keys, fetched, limits)
+        self.render_context(templates, &context, keys, fetched, limits, reserve)
     }
 
     /// Renders every file over `context`, where `keys` say under which key
@@ -623,8 +692,13 @@ impl Renderer {
         keys: HashMap<SecretRequest, String>,
         fetched: usize,
         limits: budget::Limits,
+        reserve: Option<Arc<dyn Reserve>>,
     ) -> Result<Rendered, Error> {
-        let _metered = budget::Metered::start(limits);
+        let metered = budget::Metered::start(limits);
+        let _metered = match reserve {
+            Some(reserve) => metered.reserving(reserve),
+            None => metered,
+        };
         SCOPE.with_borrow_mut(|s| {
             *s = Some(Scope::Resolve {
                 keys,
@@ -649,6 +723,9 @@ impl Renderer {
         let Some(Scope::Resolve { mut missing, .. }) = SCOPE.with_borrow_mut(Option::take) else {
             unreachable!("the resolve scope was set above");
         };
+        // A message that quotes a value of the volume's secrets (a helper
+        // naming what it was given, say) shows it nowhere.
+        let first_error = first_error.map(|e| e.scrubbed(context.data()));
         if let Some(e @ Error::Limit { .. }) = first_error {
             return Err(e);
         }
@@ -782,12 +859,24 @@ struct CappedOutput(String);
 
 impl handlebars::Output for CappedOutput {
     fn write(&mut self, segment: &str) -> std::io::Result<()> {
-        if self.0.len() + segment.len() > MAX_RENDERED_BYTES {
+        let needed = self.0.len() + segment.len();
+        if needed > MAX_RENDERED_BYTES {
             return Err(std::io::Error::other(
                 budget::output_exceeded("the file").to_string(),
             ));
         }
         write_cost(segment.len())?;
+        if needed > self.0.capacity() {
+            // The output grows by doubling, and every growth is reserved
+            // before it is allocated.
+            let capacity = needed
+                .max(self.0.capacity() * 2)
+                .clamp(256, MAX_RENDERED_BYTES);
+            budget::reserve((capacity - self.0.capacity()) as u64).map_err(|stop| {
+                std::io::Error::other(handlebars::RenderError::from(stop).to_string())
+            })?;
+            self.0.reserve_exact(capacity - self.0.len());
+        }
         self.0.push_str(segment);
         Ok(())
     }

@@ -766,7 +766,7 @@ fn plain_expressions_stop_at_the_output_cap_and_the_clock() {
         ..budget::Limits::FULL
     };
     let err = r
-        .render_under(&t, big_array(), expired)
+        .render_under(&t, big_array(), expired, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("took longer than"), "{err}");
@@ -1087,7 +1087,7 @@ fn every_helper_stops_within_its_limits_over_adversarial_data() {
                     (clock_only, clock_only.time + OVERRUN),
                 ] {
                     let started = tokio::time::Instant::now();
-                    let result = r.render_context(&t, &context, keys.clone(), 1, limits);
+                    let result = r.render_context(&t, &context, keys.clone(), 1, limits, None);
                     let took = started.elapsed();
                     ran += 1;
                     assert!(
@@ -1199,7 +1199,7 @@ fn renders_stopped_at_a_limit_say_which() {
     let r = Renderer::new();
     let render = |text: &str, limits: budget::Limits| {
         let t = compile_one(&r, text).unwrap();
-        r.render_under(&t, big_array(), limits).unwrap_err()
+        r.render_under(&t, big_array(), limits, None).unwrap_err()
     };
     let in_secret = |body: &str| format!("{{{{#with (secret \"kv/x\")}}}}{body}{{{{/with}}}}");
     let cases = [
@@ -1244,4 +1244,20 @@ fn renders_stopped_at_a_limit_say_which() {
     let t = compile_one(&r, "{{#with (secret \"kv/x\")}}{{data.nope}}{{/with}}").unwrap();
     let mistake = r.render(&t, big_array()).unwrap_err();
     assert!(!mistake.is_limit(), "{mistake}");
+}
+
+/// A render error's message never quotes a string of the volume's data,
+/// whatever a helper wrote into it (strings under four bytes excepted).
+#[test]
+fn render_errors_never_quote_a_value_of_the_data() {
+    let data = serde_json::json!({"]0": {"data": {"password": "hunter2-secret", "n": 1, "short": "abc", "list": ["x-token-77"]}}});
+    let error = Error::Render {
+        file: RelativePath::parse("f").unwrap(),
+        message: "line 1, column 3: cannot compare hunter2-secret with abc or x-token-77"
+            .to_owned(),
+    };
+    let shown = error.scrubbed(&data).to_string();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(!shown.contains("x-token-77"), "{shown}");
+    assert!(shown.contains("with abc"), "{shown}");
 }

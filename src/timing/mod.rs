@@ -322,6 +322,24 @@ pub fn retry_delay(
     before_expiry(backoff_delay(failures, u, retry_after), remaining)
 }
 
+/// Longest a volume waits after renders that stopped at a render limit.
+pub const RENDER_LIMIT_CAP: Duration = Duration::from_secs(3600);
+/// First wait after a render stopped at a render limit.
+pub const RENDER_LIMIT_BASE: Duration = Duration::from_secs(60);
+
+/// Delay before rendering a volume again after `strikes` renders in a row
+/// (1-based) stopped at a render limit (time, work, output): a minute,
+/// doubling, at most an hour, jittered down by up to a quarter. Such a
+/// render would stop there again; waiting keeps one tenant from holding
+/// the render threads.
+pub fn render_limit_delay(strikes: u32, u: f64) -> Duration {
+    let shift = strikes.saturating_sub(1).min(16);
+    RENDER_LIMIT_BASE
+        .saturating_mul(1u32 << shift)
+        .min(RENDER_LIMIT_CAP)
+        .mul_f64(1.0 - 0.25 * u.clamp(0.0, 1.0))
+}
+
 /// Delay before a re-read the node held back (Vault pushed back, or the
 /// namespace's budget is spent) is tried again: after `wait`, spread by up
 /// to a fifth so deferred volumes do not return together, never past the
@@ -668,6 +686,23 @@ mod tests {
         ];
         for (wait, u, remaining, expected) in deferrals {
             assert_eq!(deferral_delay(wait, u, remaining), expected, "{wait:?} {u}");
+        }
+    }
+
+    #[test]
+    fn renders_at_their_limits_wait_longer_each_time() {
+        // (strikes, u, delay)
+        let table = [
+            (1, 0.0, s(60)),
+            (2, 0.0, s(120)),
+            (3, 0.0, s(240)),
+            (7, 0.0, s(3600)),
+            (30, 0.0, s(3600)),
+            (1, 1.0, s(45)),
+            (0, 0.0, s(60)),
+        ];
+        for (strikes, u, delay) in table {
+            assert_eq!(render_limit_delay(strikes, u), delay, "{strikes} {u}");
         }
     }
 }

@@ -26,6 +26,11 @@ pub struct SecretRequest {
     /// show [`SecretRequest::PATH_FROM_DATA`] instead.
     #[serde(default)]
     from_data: bool,
+    /// An argument was not a literal in the template but came from data
+    /// (`common_name=data.data.user`): Vault's messages may echo it, so
+    /// they are withheld.
+    #[serde(default)]
+    args_from_data: bool,
 }
 
 impl PartialEq for SecretRequest {
@@ -64,6 +69,14 @@ impl SecretRequest {
         Self::build(path, args, false)
     }
 
+    /// The same request, noting that some of its arguments came from data
+    /// (Vault's messages about it are then withheld).
+    #[must_use]
+    pub fn with_arguments_from_data(mut self, from_data: bool) -> Self {
+        self.args_from_data = from_data;
+        self
+    }
+
     /// [`SecretRequest::new`], for a path that came from data when
     /// `from_data` (its errors then never echo it).
     pub fn build(
@@ -99,6 +112,7 @@ impl SecretRequest {
             path: path.to_owned(),
             body,
             from_data,
+            args_from_data: false,
         })
     }
 
@@ -143,15 +157,22 @@ impl fmt::Debug for SecretRequest {
 }
 
 /// Vault's error about `request`, as errors and logs may show it: when the
-/// path came from data, every word Vault or the HTTP client said is
-/// withheld (Vault's messages, a "no handler for route" for instance, and
-/// connection errors can quote the path); the operation and status stay.
+/// path or an argument came from data, every word Vault or the HTTP client
+/// said is withheld (Vault's messages, a "no handler for route" or
+/// "common name … not allowed by this role" for instance, and connection
+/// errors can quote the path or the arguments); the operation and status
+/// stay.
 pub fn withhold_for(request: &SecretRequest, error: super::Error) -> super::Error {
     use super::Error as E;
-    if !request.from_data {
+    if !request.from_data && !request.args_from_data {
         return error;
     }
-    let withheld = || "(withheld: the path came from secret data)".to_owned();
+    let what = if request.from_data {
+        "the path"
+    } else {
+        "an argument"
+    };
+    let withheld = || format!("(withheld: {what} came from secret data)");
     match error {
         E::Config { .. } => E::Config { reason: withheld() },
         // The reason names a memory limit, nothing of the request's.

@@ -240,6 +240,8 @@ pub(super) struct LiveVolume {
     /// The last refresh left something failed, or a file holds something
     /// past its end.
     pub degraded: bool,
+    /// Renders in a row that stopped at a render limit (time, work, …).
+    pub render_strikes: u32,
     /// The volume's share of the node's memory budget, holding `cost`.
     pub memory: Charge,
     /// What the volume costs, part by part.
@@ -284,6 +286,7 @@ impl LiveVolume {
             },
             secrets,
             degraded: false,
+            render_strikes: 0,
             memory,
             cost: VolumeCost::default(),
             recorded: None,

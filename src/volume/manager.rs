@@ -17,8 +17,8 @@ use super::Error;
 use super::guard::OperationGuards;
 use super::live::LiveVolume;
 use super::materialise::Materialiser;
-use super::memory::MemoryBudget;
 use super::memory::pressure::MemoryPressure;
+use super::memory::{MemoryBudget, cost};
 use super::outage::Outages;
 use super::ports::{RecordStore, SecretSource};
 use super::record::{Phase, SalvagedToken, Unreadable, VolumeRecord};
@@ -329,6 +329,11 @@ impl VolumeManager {
         phase: Phase,
         salvaged: &[SalvagedToken],
     ) -> Result<(), Error> {
+        // Serialising holds a copy of the record: its worst case (answers
+        // escaped at most twice, attributes already bounded) is reserved
+        // first; the stored record is then charged at its real size.
+        let buffer = volume.memory.reservation();
+        buffer.resize(2 * volume.kept_bytes() + volume.cost.attributes + RECORD_SLACK)?;
         let bytes = VolumeRecord::of(volume, phase, salvaged).encode();
         let digest = digest(&bytes);
         if volume.recorded == Some(digest) {
@@ -336,6 +341,8 @@ impl VolumeManager {
         }
         self.store.save(&volume.id, &bytes)?;
         volume.recorded = Some(digest);
+        volume.cost.record = cost::record_cost(bytes.len() as u64);
+        volume.force_charge();
         Ok(())
     }
 
@@ -346,6 +353,10 @@ impl VolumeManager {
         }
     }
 }
+
+/// Room in a record beyond its answers and attributes: tokens, deadlines,
+/// requests, field names.
+const RECORD_SLACK: u64 = 64 * 1024;
 
 /// A digest of a record's bytes, to skip writing an unchanged record.
 fn digest(bytes: &[u8]) -> u64 {

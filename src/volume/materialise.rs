@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::Error;
 use super::live::{LiveSecret, LiveVolume};
-use super::memory::cost;
+use super::memory::{Charge, cost};
 use super::ports::SecretSource;
 use crate::metrics::Metrics;
 use crate::render::{self, Rendered, Renderer};
@@ -21,8 +21,14 @@ use crate::storage::{FileContent, Payload, Prepared, VolumeRoots, WriteOptions, 
 use crate::timing::{self, Priority, fairness};
 use crate::vault::{self, Caller, SecretRequest};
 
-/// Rendered files, before the token file is added.
-pub(super) type Files = render::RenderedFiles;
+/// Rendered files, before the token file is added, with the reservation
+/// that holds their memory until they are written (the files' own cost is
+/// charged then).
+pub(super) struct Files {
+    /// Each template's path and its bytes.
+    pub files: render::RenderedFiles,
+    held: Option<Arc<Charge>>,
+}
 
 /// Why files are being made.
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +123,7 @@ impl Materialiser {
         for _round in 0..=render::MAX_SECRETS_PER_VOLUME {
             self.fetch_round(volume, mode, &wanted, static_interval, seen)
                 .await?;
+            let reservation = Arc::new(volume.memory.reservation());
             let answers: Vec<(SecretRequest, Secret<Vec<u8>>)> = volume
                 .secrets
                 .iter()
@@ -127,13 +134,20 @@ impl Materialiser {
             // workers.
             let rendered = self
                 .renderer
-                .render_off_thread(Arc::clone(&volume.templates), answers)
+                .render_off_thread(
+                    Arc::clone(&volume.templates),
+                    answers,
+                    Arc::clone(&reservation) as Arc<dyn render::Reserve>,
+                )
                 .await;
             match rendered? {
                 Rendered::Files(files) => {
                     // Forget secrets the templates no longer ask for.
                     volume.secrets.retain(|t| wanted.contains(&t.request));
-                    return Ok(files);
+                    return Ok(Files {
+                        files,
+                        held: Some(reservation),
+                    });
                 }
                 Rendered::NeedsSecrets(asked) => wanted.extend(asked),
             }
@@ -265,6 +279,7 @@ impl Materialiser {
         at: WriteAt,
     ) -> Result<WriteOutcome, Error> {
         let mode = volume.file_mode();
+        let Files { files, held } = files;
         let mut payload: Payload = files
             .into_iter()
             .map(|(path, bytes)| (path, FileContent { bytes, mode }))
@@ -289,6 +304,8 @@ impl Materialiser {
             volume.cost.files = before;
             return Err(exhausted.into());
         }
+        // The files' cost now holds what the render's reservation held.
+        drop(held);
         let target = volume.placement.target.as_path().to_path_buf();
         let written = match at {
             WriteAt::First(mut prepared) => {
@@ -319,7 +336,10 @@ impl Materialiser {
     /// rewrite when the answers they came from are not kept.
     pub fn files_in_volume(&self, volume: &LiveVolume) -> Option<Files> {
         let target = volume.placement.target.as_path();
-        volume
+        // What is read is at most the payload limit, reserved first.
+        let held = Arc::new(volume.memory.reservation());
+        held.resize(self.max_payload_bytes).ok()?;
+        let files = volume
             .templates
             .paths()
             .map(|p| {
@@ -329,7 +349,11 @@ impl Materialiser {
                     .flatten()
                     .map(|bytes| (p.clone(), bytes))
             })
-            .collect()
+            .collect::<Option<_>>()?;
+        Some(Files {
+            files,
+            held: Some(held),
+        })
     }
 }
 

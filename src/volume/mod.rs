@@ -64,8 +64,8 @@ use std::path::PathBuf;
 pub use manager::{ManagerConfig, Ports, PublishOutcome, VolumeManager};
 pub use request::{CheckedPublish, CheckedUnpublish, PublishCapability, PublishRequest};
 pub use spec::{
-    ATTRIBUTES, MAX_FILES_PER_VOLUME, MAX_VOLUME_ID_BYTES, PodInfo, SpecDefaults, TargetPath,
-    VolumeId, VolumeSpec, normalise_addr, parse_attributes,
+    ATTRIBUTES, MAX_ATTRIBUTE_BYTES, MAX_ATTRIBUTES, MAX_FILES_PER_VOLUME, MAX_VOLUME_ID_BYTES,
+    PodInfo, SpecDefaults, TargetPath, VolumeId, VolumeSpec, normalise_addr, parse_attributes,
 };
 
 use crate::{render, storage, vault};

@@ -17,9 +17,11 @@ use super::guard::Operation;
 use super::live::{LiveVolume, Placement, Published, Session, VolumeParts};
 use super::manager::{PublishOutcome, Volume, VolumeManager};
 use super::materialise::{Files, Mode, Seen, WriteAt, dir_mode, off_runtime};
+use super::memory::cost;
 use super::record::{Phase, SalvagedToken, VolumeRecord};
 use super::request::CheckedPublish;
 use crate::metrics::PublishStep;
+use crate::render;
 use crate::storage::{Prepared, RootOptions, selinux};
 use crate::timing;
 use crate::vault::Caller;
@@ -133,6 +135,18 @@ impl VolumeManager {
 
     async fn publish_new(&self, new: CheckedPublish, started: Instant) -> Result<(), Error> {
         let mut steps = StepClock::new(started);
+        // Admission: what the request makes the driver hold before Vault
+        // answers (its attributes, the compile's worst case, the driver's
+        // bookkeeping) is reserved first, and a cgroup already near its
+        // limit admits nothing.
+        self.config.memory_pressure.check()?;
+        let memory = self.memory.charge(&new.pod.namespace);
+        let attributes = LiveVolume::attributes_cost(&new.attributes);
+        let compile = match self.materialiser.renderer.cached(&new.spec.templates) {
+            Some(templates) => templates.held_bytes(),
+            None => render::compile_reservation(&new.spec.templates),
+        };
+        memory.resize(attributes + compile + cost::VOLUME_BOOKKEEPING_BYTES)?;
         // Compiling collects the `secret` calls and checks their paths and
         // count before the pod's token is sent anywhere.
         let templates = self
@@ -151,7 +165,7 @@ impl VolumeManager {
         let adopted = self.take_unread(&new.id);
         let was_unread = adopted.is_some();
         let mut salvaged: Vec<SalvagedToken> = adopted.map(|u| u.salvaged).unwrap_or_default();
-        let memory = self.memory.charge(&new.pod.namespace);
+        let templates_held = templates.held_bytes();
         let mut volume = LiveVolume::new(VolumeParts {
             id: new.id,
             placement: Placement {
@@ -175,6 +189,10 @@ impl VolumeManager {
             secrets: Vec::new(),
             memory,
         });
+        // From here on the volume holds its templates, not the compile.
+        volume.cost.attributes = attributes;
+        volume.cost.templates = templates_held;
+        volume.force_charge();
         // The target and the first record do not depend on Vault: they are
         // made ready on the blocking pool while the login and reads are in
         // flight.

@@ -389,12 +389,28 @@ impl VolumeManager {
                 self.metrics.observe_refresh(kind, "error");
                 tracing::warn!(volume.id = %volume.id, %error, "Refreshing secrets failed; the previous files stay");
                 round.failed = true;
+                // A render stopped at its limits would stop there again:
+                // the volume waits long before it gets a render thread
+                // again, so one tenant cannot keep them busy.
+                let penalty = match &error {
+                    Error::Template(e) if e.is_limit() => {
+                        volume.render_strikes = volume.render_strikes.saturating_add(1);
+                        Some(timing::render_limit_delay(
+                            volume.render_strikes,
+                            timing::draw(),
+                        ))
+                    }
+                    _ => None,
+                };
                 for t in volume
                     .secrets
                     .iter_mut()
                     .filter(|t| refetch.contains(&t.request) && t.due <= now)
                 {
                     t.failed(now, None, timing::draw());
+                    if let Some(penalty) = penalty {
+                        t.due = t.due.max(now + penalty);
+                    }
                 }
             }
         }
@@ -408,6 +424,8 @@ impl VolumeManager {
         round: &mut Round,
         kind: &'static str,
     ) -> bool {
+        // The render finished within its limits.
+        volume.render_strikes = 0;
         match self
             .materialiser
             .write(volume, files, WriteAt::Sealed)

@@ -98,6 +98,7 @@ impl PublishRequest {
         kubelet_dir: &Path,
         defaults: &SpecDefaults,
     ) -> Result<CheckedPublish, Error> {
+        spec::check_attribute_sizes(&self.volume_context)?;
         let id = required_id(&self.volume_id)?;
         let target = required_target(&self.target_path, kubelet_dir)?;
         let (mount_group, mount_flags) = match &self.capability {

@@ -128,7 +128,7 @@ impl VolumeManager {
             files: files + inodes,
             kept_answers: live.kept_bytes(),
             record: cost::record_cost(record.encode().len() as u64),
-            templates: 0,
+            templates: live.templates.held_bytes(),
             attributes: LiveVolume::attributes_cost(&live.published.attributes),
         };
         live.force_charge();

@@ -255,6 +255,12 @@ impl crate::vault::BodyMeter for Charge {
     }
 }
 
+impl crate::render::Reserve for Charge {
+    fn reserve(&self, bytes: u64) -> Result<(), String> {
+        self.grow(bytes).map_err(|e| e.to_string())
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         self.force(0);

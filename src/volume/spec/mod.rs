@@ -24,6 +24,92 @@ pub const MAX_VOLUME_ID_BYTES: usize = 128;
 pub const MAX_FILES_PER_VOLUME: usize = 64;
 /// Shortest `staticSecretRefreshInterval` accepted.
 pub const MIN_STATIC_INTERVAL: Duration = Duration::from_secs(1);
+/// Most attributes one volume may have: a template per file, the known
+/// keys and kubelet's. More can only be padding, held for nothing.
+pub const MAX_ATTRIBUTES: usize = MAX_FILES_PER_VOLUME + 32;
+/// Most bytes of attributes (keys and values) one volume may have: what
+/// etcd lets a whole pod object weigh (`--max-request-bytes`, 1.5 MiB), so
+/// no real pod is refused.
+pub const MAX_ATTRIBUTE_BYTES: usize = 1536 * 1024;
+/// Largest value of an attribute that is not a template or kubelet's
+/// token attribute: names, addresses, modes and durations are short.
+pub const MAX_SHORT_VALUE_BYTES: usize = 4096;
+/// Largest value of kubelet's token attribute (one JWT per audience).
+const MAX_TOKENS_VALUE_BYTES: usize = 64 * 1024;
+
+/// Refuses, before anything else reads them, attributes the driver would
+/// hold for nothing or hold at a cost their size does not show: too many
+/// keys, too many bytes, a short attribute with a long value, and control
+/// characters other than tab and newline (which JSON escapes to six bytes
+/// each in the volume's record).
+pub fn check_attribute_sizes<H: std::hash::BuildHasher>(
+    context: &HashMap<String, String, H>,
+) -> Result<(), Error> {
+    if context.len() > MAX_ATTRIBUTES {
+        return Err(Error::InvalidAttribute {
+            key: "(all)".to_owned(),
+            reason: format!(
+                "the volume has {} attributes; at most {MAX_ATTRIBUTES} are allowed (one template per file, at most {MAX_FILES_PER_VOLUME})",
+                context.len()
+            ),
+        });
+    }
+    let total: usize = context.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_ATTRIBUTE_BYTES {
+        return Err(Error::InvalidAttribute {
+            key: "(all)".to_owned(),
+            reason: format!(
+                "the attributes take {total} bytes; at most {MAX_ATTRIBUTE_BYTES} are allowed"
+            ),
+        });
+    }
+    for (key, value) in context {
+        let limit = if key.starts_with(TEMPLATE_PREFIX) {
+            usize::MAX
+        } else if key == TOKENS_KEY {
+            MAX_TOKENS_VALUE_BYTES
+        } else {
+            MAX_SHORT_VALUE_BYTES
+        };
+        let bad = |reason: String| Error::InvalidAttribute {
+            key: shown_key(key),
+            reason,
+        };
+        if value.len() > limit {
+            return Err(bad(format!(
+                "its value is {} bytes; at most {limit} are allowed",
+                value.len()
+            )));
+        }
+        // A NUL in a key is left to the checks that name it (a template's
+        // file path refuses it, any other key is unknown).
+        if let Some(c) = key
+            .chars()
+            .filter(|c| *c != '\0')
+            .chain(value.chars())
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            return Err(bad(format!(
+                "it holds the control character U+{:04X}; only tab and newline are allowed",
+                u32::from(c)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An attribute's name as an error shows it: at most 64 bytes.
+fn shown_key(key: &str) -> String {
+    let mut end = key.len().min(64);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < key.len() {
+        format!("{}…", &key[..end])
+    } else {
+        key.to_owned()
+    }
+}
 
 /// Every volume attribute a pod spec may set, in the order the docs list
 /// them (`template.<file>` stands for every `template.` key). The unit

@@ -17,7 +17,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use support::Harness;
-use vault_csi_driver::convert::{self, Options, gotemplate};
+use vault_csi_driver::convert::{self, DriverChecks, Options, gotemplate};
 use vault_csi_driver::render::go_json as go_helpers;
 use vault_csi_driver::render::{Renderer, SecretRequest};
 use vault_csi_driver::storage::RelativePath;
@@ -44,7 +44,8 @@ fn convert_walkthrough(args: &[&str]) -> (Vec<serde_norway::Value>, String) {
         docs.extend(convert::parse_yaml(&text, f).unwrap());
     }
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let (out, report) = convert::convert_documents(docs, &Options::parse(&args).unwrap()).unwrap();
+    let (out, report) =
+        convert::convert_documents(docs, &Options::parse(&args).unwrap(), &DriverChecks).unwrap();
     let summary = report.summary(&Options::parse(&args).unwrap());
     (convert::parse_yaml(&out, "output").unwrap(), summary)
 }
@@ -245,7 +246,7 @@ spec:
 #[test]
 fn injector_annotations_become_a_volume_at_vault_secrets() {
     let docs = convert::parse_yaml(INJECTED, "in").unwrap();
-    let (out, report) = convert::convert_documents(docs, &options()).unwrap();
+    let (out, report) = convert::convert_documents(docs, &options(), &DriverChecks).unwrap();
     let docs = convert::parse_yaml(&out, "out").unwrap();
     let template = &docs[0]["spec"]["template"];
     let annotations = template["metadata"]["annotations"].as_mapping().unwrap();
@@ -337,7 +338,7 @@ fn injector_default_templates_are_converted() {
         ),
     ] {
         let docs = convert::parse_yaml(&pod(extra), "in").unwrap();
-        let (out, _) = convert::convert_documents(docs, &options()).unwrap();
+        let (out, _) = convert::convert_documents(docs, &options(), &DriverChecks).unwrap();
         let expected = gotemplate::convert(go_template, gotemplate::GoOptions::default())
             .unwrap()
             .handlebars;
@@ -366,7 +367,7 @@ fn injector_default_templates_are_converted() {
 fn pki_cert_summary_notes_the_agents_cache_and_shared_certificates() {
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    vault.hashicorp.com/agent-inject: \"true\"\n    vault.hashicorp.com/role: r\n    vault.hashicorp.com/agent-inject-secret-tls.crt: pki/issue/web\n    vault.hashicorp.com/agent-inject-template-tls.crt: '{{ with pkiCert \"pki/issue/web\" \"common_name=a.example\" }}{{ .Cert }}{{ end }}'\n    vault.hashicorp.com/agent-inject-secret-tls.key: pki/issue/web\n    vault.hashicorp.com/agent-inject-template-tls.key: '{{ with pkiCert \"pki/issue/web\" \"common_name=a.example\" }}{{ .Key }}{{ end }}'\nspec:\n  containers:\n    - name: app\n      image: app\n";
     let docs = convert::parse_yaml(pod, "in").unwrap();
-    let (out, report) = convert::convert_documents(docs, &options()).unwrap();
+    let (out, report) = convert::convert_documents(docs, &options(), &DriverChecks).unwrap();
     assert_eq!(
         volume_attributes(&out)
             .get("template.tls.key")
@@ -418,7 +419,7 @@ fn injector_refusals_say_why() {
         ),
     ] {
         let docs = convert::parse_yaml(&format!("{base}{extra}{spec}"), "in").unwrap();
-        let err = convert::convert_documents(docs, &options())
+        let err = convert::convert_documents(docs, &options(), &DriverChecks)
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "{extra}: {err}");
@@ -1216,10 +1217,6 @@ fn refused_constructs_name_line_column_and_construct() {
         ),
         ("{{ \"a\\x41\" }}", "escape `\\x`"),
         ("{{/* open", "unclosed comment"),
-        (
-            "{{ with secret \"secret/data/a?version=2\" }}{{ end }}",
-            "is not a Vault path",
-        ),
         ("{{ with secret \"a\" }}{{ .Data.data.x", "unclosed action"),
     ] {
         let err = gotemplate::convert(template, gotemplate::GoOptions::default())
@@ -1324,7 +1321,7 @@ fn sidecar_deployment_converts_every_agent_setting() {
         "https://vault.internal:8200/".to_owned(),
     ])
     .unwrap();
-    let (out, report) = convert::convert_documents(docs, &options).unwrap();
+    let (out, report) = convert::convert_documents(docs, &options, &DriverChecks).unwrap();
     let docs = convert::parse_yaml(&out, "out").unwrap();
     assert_eq!(docs.len(), 2);
     let spec = &docs[1]["spec"]["template"]["spec"];
@@ -1400,7 +1397,7 @@ spec:
             - {name: job, image: report:1}
 "#;
     let docs = convert::parse_yaml(cron, "in").unwrap();
-    let (out, _) = convert::convert_documents(docs, &options()).unwrap();
+    let (out, _) = convert::convert_documents(docs, &options(), &DriverChecks).unwrap();
     let docs = convert::parse_yaml(&out, "out").unwrap();
     let template = &docs[0]["spec"]["jobTemplate"]["spec"]["template"];
     assert!(template["metadata"].get("annotations").is_none());

@@ -7,7 +7,7 @@ use serde_norway::{Mapping, Value};
 
 use super::agent::{self, AgentConfig};
 use super::gotemplate::{self, GoOptions};
-use super::{Options, Report};
+use super::{Driver, Options, Report};
 
 const INJECT: &str = "vault.hashicorp.com/";
 
@@ -59,7 +59,7 @@ impl ConfigMaps {
     }
 }
 
-pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+pub(crate) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     let mut cur = v;
     for key in path {
         cur = cur.get(*key)?;
@@ -109,6 +109,7 @@ fn refuse<T>(reason: impl Into<String>) -> Result<T, String> {
 /// Converts the pod template inside `doc`, if it has one that uses Vault
 /// Agent. `Ok(None)` when there is nothing to convert.
 pub fn convert_doc(
+    driver: &dyn Driver,
     doc: &mut Value,
     config_maps: &ConfigMaps,
     options: &Options,
@@ -147,14 +148,22 @@ pub fn convert_doc(
         );
     }
     if injected {
-        convert_injected(template, &object, options, report)?;
+        convert_injected(driver, template, &object, options, report)?;
         return Ok(Some(PodConversion {
             unused_config_maps: Vec::new(),
         }));
     }
     if has_agent {
-        return convert_agent_pod(template, &namespace, &object, config_maps, options, report)
-            .map(Some);
+        return convert_agent_pod(
+            driver,
+            template,
+            &namespace,
+            &object,
+            config_maps,
+            options,
+            report,
+        )
+        .map(Some);
     }
     Ok(None)
 }
@@ -314,6 +323,7 @@ impl Attributes {
 }
 
 fn add_template(
+    driver: &dyn Driver,
     attrs: &mut Attributes,
     relative: &str,
     source: &str,
@@ -323,6 +333,14 @@ fn add_template(
 ) -> Result<(), String> {
     let converted = gotemplate::convert(source, options)
         .map_err(|e| format!("template for {relative} ({what}), {e}"))?;
+    for call in &converted.requests {
+        if let Err(reason) = driver.check_secret(&call.path, &call.args) {
+            return refuse(format!(
+                "template for {relative} ({what}), line {}, column {}: {}: {reason}",
+                call.line, call.column, call.construct
+            ));
+        }
+    }
     let key = format!("template.{relative}");
     if attrs.map.contains_key(&key) {
         return refuse(format!("two templates write {relative}"));
@@ -401,18 +419,17 @@ fn finish_address(
 /// Compiles the volume's templates with the driver's own renderer, so
 /// whatever it would refuse at publish (paths, size, syntax, limits, secret
 /// paths and count) is refused now.
-fn check_with_renderer(attrs: &Attributes) -> Result<(), String> {
-    let mut sources = Vec::new();
-    for (key, source) in &attrs.map {
-        if let Some(path) = key.strip_prefix("template.") {
-            let path = crate::storage::RelativePath::parse(path)
-                .map_err(|e| format!("template path {path:?}: {e}"))?;
-            sources.push((path, source.clone()));
-        }
-    }
-    crate::render::Renderer::new()
-        .compile(&sources)
-        .map(|_| ())
+fn check_with_renderer(driver: &dyn Driver, attrs: &Attributes) -> Result<(), String> {
+    let sources: Vec<(String, String)> = attrs
+        .map
+        .iter()
+        .filter_map(|(key, source)| {
+            key.strip_prefix("template.")
+                .map(|path| (path.to_owned(), source.clone()))
+        })
+        .collect();
+    driver
+        .check_templates(&sources)
         .map_err(|e| format!("the driver would refuse the converted templates: {e}"))
 }
 
@@ -455,6 +472,7 @@ fn perms_to_mode(perms: &[String]) -> Result<Option<String>, String> {
 
 #[allow(clippy::too_many_lines)]
 fn convert_agent_pod(
+    driver: &dyn Driver,
     template: &mut Value,
     namespace: &str,
     object: &str,
@@ -580,6 +598,7 @@ fn convert_agent_pod(
                 (None, None) => unreachable!("agent::parse requires contents or source"),
             };
             add_template(
+                driver,
                 &mut attrs,
                 &relative,
                 &source,
@@ -633,7 +652,7 @@ fn convert_agent_pod(
     if let Some(ns) = namespace_attr {
         attrs.set("vaultNamespace", ns);
     }
-    check_with_renderer(&attrs)?;
+    check_with_renderer(driver, &attrs)?;
     // Rewrite the pod: drop the agent containers, replace the output
     // volume (same name, so every mount keeps working), drop volumes only
     // the agents used.
@@ -759,6 +778,7 @@ fn droppable(key: &str) -> bool {
 
 #[allow(clippy::too_many_lines)]
 fn convert_injected(
+    driver: &dyn Driver,
     template: &mut Value,
     object: &str,
     options: &Options,
@@ -839,6 +859,7 @@ fn convert_injected(
                 .unwrap_or_else(|| default_template.replace("%s", value));
             let strict = get(&format!("error-on-missing-key-{name}")).is_some_and(|v| v == "true");
             add_template(
+                driver,
                 &mut attrs,
                 &file,
                 &source,
@@ -906,7 +927,7 @@ fn convert_injected(
         options,
         report,
     );
-    check_with_renderer(&attrs)?;
+    check_with_renderer(driver, &attrs)?;
     let only: Option<Vec<String>> =
         get("agent-inject-containers").map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
     // Rewrite: annotations, the volume, the mounts.

@@ -58,6 +58,24 @@ pub struct Converted {
     pub pki_requests: Vec<(String, String)>,
     /// `secret` calls with arguments (writes), likewise.
     pub write_requests: Vec<(String, String)>,
+    /// Every `secret` call the template makes, to be checked with the
+    /// driver's own rules ([`crate::Driver::check_secret`]).
+    pub requests: Vec<SecretCall>,
+}
+
+/// One `secret` call of a converted template, where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretCall {
+    /// 1-based line in the template.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The call as the refusal names it (`secret "path"`).
+    pub construct: String,
+    /// The path, as consul-template reads it.
+    pub path: String,
+    /// The `key=value` arguments.
+    pub args: serde_json::Map<String, serde_json::Value>,
 }
 
 type Pos = (usize, usize);
@@ -826,6 +844,8 @@ struct Gen {
     pki_requests: Vec<(String, String)>,
     /// `secret` writes: (path, the request).
     write_requests: Vec<(String, String)>,
+    /// Every `secret` call, for the driver's check.
+    requests: Vec<SecretCall>,
     names: usize,
     /// (start, end) of block tags that begin a line.
     standalone_candidates: Vec<(usize, usize)>,
@@ -1126,22 +1146,27 @@ impl Gen {
 
     /// `(secret "path" k="v" …)`, checked as the driver checks it at
     /// publish.
-    fn request_call(request: &Request, pos: Pos, what: &str) -> Result<String, Refusal> {
+    fn request_call(&mut self, request: &Request, pos: Pos, what: &str) -> Result<String, Refusal> {
+        let requests = &mut self.requests;
         let mut call = format!("(secret {}", hbs_string(&request.path));
         for (k, v) in &request.args {
             write!(call, " {k}={}", hbs_string(v)).unwrap_or_default();
         }
         call.push(')');
-        // The driver's own check, so a path it would refuse at publish is
-        // refused here, with the template position.
+        // Checked with the driver's own rules by the caller
+        // ([`crate::Driver::check_secret`]), with this position.
         let args: serde_json::Map<String, serde_json::Value> = request
             .args
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
-        if let Err(e) = crate::render::SecretRequest::new(&request.path, &args) {
-            return refuse(pos, format!("{what} {:?}", request.path), e.to_string());
-        }
+        requests.push(SecretCall {
+            line: pos.0,
+            column: pos.1,
+            construct: format!("{what} {:?}", request.path),
+            path: request.path.clone(),
+            args,
+        });
         Ok(call)
     }
 
@@ -1154,7 +1179,7 @@ impl Gen {
                 "every argument is empty: the agent writes to the path with no data, the driver would read it",
             );
         }
-        let call = Self::request_call(&request, pos, "secret")?;
+        let call = self.request_call(&request, pos, "secret")?;
         self.secret_paths.push(request.path.clone());
         if request.write {
             self.write_requests
@@ -1188,7 +1213,7 @@ impl Gen {
                 "a second pkiCert on the same path with other arguments: Vault Agent gives both calls the same certificate (it tells pkiCert calls apart by path and file only); not converted",
             );
         }
-        let call = Self::request_call(&request, pos, "pkiCert")?;
+        let call = self.request_call(&request, pos, "pkiCert")?;
         self.secret_paths.push(request.path.clone());
         self.pki_requests.push((request.path, canonical));
         Ok(format!("(pkiCert {call})"))
@@ -1715,5 +1740,6 @@ pub fn convert(source: &str, options: GoOptions) -> Result<Converted, Refusal> {
         secret_paths: generator.secret_paths,
         pki_requests: generator.pki_requests,
         write_requests: generator.write_requests,
+        requests: generator.requests,
     })
 }

@@ -12,7 +12,12 @@
 mod budget;
 mod builtins;
 mod each;
+mod go_fmt;
 pub mod go_json;
+mod go_runtime;
+mod go_strings;
+mod go_template;
+mod go_truth;
 pub mod go_value;
 mod guard;
 mod helpers;
@@ -250,6 +255,7 @@ impl Renderer {
             registry.register_helper("each", Box::new(each::BoundedEach));
             // For templates converted from consul-template (`convert`).
             go_value::register(&mut registry);
+            go_runtime::register(&mut registry);
             registry.register_helper("pkiCert", Box::new(pki_cert::PkiCert));
             for (name, apply) in [
                 ("base64Encode", helpers::base64_encode as helpers::UnaryFn),
@@ -451,7 +457,7 @@ impl Renderer {
         let mut first_error = None;
         for (file, template) in &templates.files {
             match render_one(&self.strict, template, &context, file) {
-                Ok(text) => out.push((file.clone(), Secret::new(text.into_bytes()))),
+                Ok(bytes) => out.push((file.clone(), Secret::new(bytes))),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -485,7 +491,10 @@ fn render_one(
     template: &Template,
     context: &Context,
     file: &RelativePath,
-) -> Result<String, Error> {
+) -> Result<Vec<u8>, Error> {
+    // Each file is its own Go template: its own variables, and a fresh
+    // nonce for the bytes its strings carry (see `go_runtime`).
+    let _go = go_runtime::start();
     let mut rc = RenderContext::new(None);
     let mut out = CappedOutput(String::new());
     template
@@ -494,7 +503,7 @@ fn render_one(
             file: file.clone(),
             message: describe(&e),
         })?;
-    Ok(out.0)
+    Ok(go_runtime::output_bytes(out.0))
 }
 
 /// Render output that refuses to grow past [`MAX_RENDERED_BYTES`], and

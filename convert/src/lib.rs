@@ -144,8 +144,6 @@ pub struct Report {
     pub addresses: Vec<(String, String)>,
     /// (object, role, auth mount) pairs whose audience must be checked.
     pub roles: Vec<(String, String, String)>,
-    /// Some template uses `toGoJson`.
-    pub needs_go_json: bool,
     /// Some template uses `pkiCert`.
     pub uses_pki_cert: bool,
     /// `secret` paths without a `data` segment (KV v2 paths need one).
@@ -183,9 +181,6 @@ impl Report {
                     ""
                 }
             );
-        }
-        if self.needs_go_json {
-            s.push_str("  - toJSON/toJSONPretty became toGoJson/toGoJsonPretty (Go's encoding/json output: HTML-escaped < > &)\n");
         }
         if self.uses_pki_cert {
             s.push_str("  - pkiCert became (pkiCert (secret \"…\" …)): the same .Cert, .Key, .CA and .CAChain for the same issue response; the agent reused a valid certificate it found in the template's destination file (after a restart, say), the driver issues a certificate when the volume is published, keeps the response (across its own restarts too) and issues the next before expiry\n");

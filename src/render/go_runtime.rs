@@ -236,6 +236,31 @@ pub(super) fn nil_map() -> Value {
     tag("nilmap", Value::Null)
 }
 
+/// The arguments `(goArgs …)` packed for a call of more than a tag's
+/// parameters, to be spliced into it.
+pub(super) fn spliced(value: &Value) -> Option<&Vec<Value>> {
+    let map = value.as_object()?;
+    let nonce = nonce();
+    (map.len() == 3
+        && map.get(TAG).and_then(Value::as_str) == Some(nonce.as_str())
+        && !nonce.is_empty()
+        && map.get("t").and_then(Value::as_str) == Some("args"))
+    .then(|| map.get("v").and_then(Value::as_array))
+    .flatten()
+}
+
+go_helper!(Args, |h| {
+    // `(goArgs a b …)`: arguments packed for `goCall`.
+    let mut values = Vec::new();
+    for p in h.params() {
+        match spliced(p.value()) {
+            Some(packed) => values.extend(packed.iter().cloned()),
+            None => values.push(p.value().clone()),
+        }
+    }
+    result(tag("args", Value::Array(values)))
+});
+
 /// Back to JSON (for values the helpers pass on unchanged).
 pub(super) fn value(go: &Go<'_>) -> Value {
     match go {
@@ -338,7 +363,14 @@ go_helper!(SetVar, |h| {
         return Err(fail("`goSet` takes a name and a value"));
     };
     let name = name.value().as_str().unwrap_or_default().to_owned();
-    raise("variable", &go(value.value()))?;
+    // `keep=true`: a value kept for a later tag, whose error is raised
+    // where it is used.
+    let keep = h
+        .hash_get("keep")
+        .is_some_and(|v| v.value().as_bool() == Some(true));
+    if !keep {
+        raise("variable", &go(value.value()))?;
+    }
     budget::charge(0, [value.value()])?;
     set_var(name, value.value().clone());
     Ok(ScopedJson::Derived(Value::String(String::new())))
@@ -402,6 +434,7 @@ pub(super) fn register(registry: &mut Handlebars<'static>) {
     registry.register_helper("goInt", Box::new(Int));
     registry.register_helper("goFloat", Box::new(Float));
     registry.register_helper("goCall", Box::new(super::go_strings::Call));
+    registry.register_helper("goArgs", Box::new(Args));
     super::go_truth::register(registry);
     super::go_template::register(registry);
 }

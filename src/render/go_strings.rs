@@ -668,11 +668,18 @@ go_helper!(Call, |h| {
         .and_then(|p| p.value().as_str())
         .unwrap_or_default()
         .to_owned();
-    let mut args = Vec::with_capacity(h.params().len());
+    let mut flat: Vec<&Value> = Vec::with_capacity(h.params().len());
     for p in &h.params()[1..] {
-        let g = go(p.value());
+        match go_runtime::spliced(p.value()) {
+            Some(packed) => flat.extend(packed),
+            None => flat.push(p.value()),
+        }
+    }
+    let mut args = Vec::with_capacity(flat.len());
+    for value in flat {
+        let g = go(value);
         if let Go::Error(_) = g {
-            return result(p.value().clone());
+            return result(value.clone());
         }
         args.push(g);
     }

@@ -345,9 +345,6 @@ fn add_template(
     if attrs.map.contains_key(&key) {
         return refuse(format!("two templates write {relative}"));
     }
-    if converted.needs_go_json {
-        report.needs_go_json = true;
-    }
     if !converted.pki_requests.is_empty() {
         report.uses_pki_cert = true;
     }

@@ -402,8 +402,8 @@ fn injector_refusals_say_why() {
             "the driver always verifies Vault's certificate",
         ),
         (
-            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: x\n    vault.hashicorp.com/agent-inject-command-a: kill -HUP $(pidof nginx)\n",
-            "the driver runs no commands and has no signal attributes yet",
+            "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: x\n    vault.hashicorp.com/agent-inject-command-a: nginx -s reload\n",
+            "the driver runs no commands in the pod",
         ),
         (
             "    vault.hashicorp.com/agent-inject-secret-a: secret/data/a\n    vault.hashicorp.com/agent-inject-template-a: \"{{ pkiCert \\\"pki/issue/x\\\" }}\"\n",
@@ -1434,4 +1434,42 @@ fn render_bytes(
         .render(&compiled, responses)
         .map_err(|e| e.to_string())?;
     Ok(files[0].1.expose().clone())
+}
+
+/// OpenBao's injector (`openbao.org/` annotations) converts like Vault's,
+/// and a `kill -HUP` reload command becomes `signal` + `signalProcess`.
+#[test]
+fn openbao_injector_and_reload_commands_convert() {
+    let yaml = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  annotations:
+    openbao.org/agent-inject: "true"
+    openbao.org/role: web
+    openbao.org/agent-inject-secret-db: database/creds/app
+    openbao.org/agent-inject-template-db: "{{ with secret \"database/creds/app\" }}{{ .Data.username }}{{ end }}"
+    openbao.org/agent-inject-command-db: kill -HUP $(pidof nginx)
+spec:
+  containers:
+    - name: nginx
+      image: nginx
+"#;
+    let docs = convert::parse_yaml(yaml, "in").unwrap();
+    let (out, report) = convert::convert_documents(docs, &options(), &DriverChecks).unwrap();
+    let attributes = volume_attributes(&out);
+    assert_eq!(attributes.get("signal").map(String::as_str), Some("SIGHUP"));
+    assert_eq!(
+        attributes.get("signalProcess").map(String::as_str),
+        Some("nginx")
+    );
+    assert_eq!(attributes.get("roleName").map(String::as_str), Some("web"));
+    assert!(!out.contains("openbao.org/"), "{out}");
+    let summary = report.summary(&options());
+    assert!(
+        summary.contains("delete the pod and create it again"),
+        "{summary}"
+    );
+    assert!(!summary.contains("no `data/` segment"), "{summary}");
 }

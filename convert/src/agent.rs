@@ -309,6 +309,9 @@ fn method_config(value: &Value, config: &mut AgentConfig) -> Result<(), Error> {
     for (key, value) in object {
         match (key.as_str(), value) {
             ("role", Value::String(role)) => config.role = Some(role.clone()),
+            ("remove_jwt_after_reading", Value::Bool(_)) => config.notes.push(
+                "`auto_auth.method.config.remove_jwt_after_reading` dropped: the driver reads no token file (kubelet hands it the pod's token)".to_owned(),
+            ),
             ("token_path" | "path", _) => config.notes.push(format!(
                 "`auto_auth.method.config.{key}` dropped: the driver logs in with the token kubelet issues for the CSIDriver's audience"
             )),

@@ -146,8 +146,8 @@ pub struct Report {
     pub roles: Vec<(String, String, String)>,
     /// Some template uses `pkiCert`.
     pub uses_pki_cert: bool,
-    /// `secret` paths without a `data` segment (KV v2 paths need one).
-    pub undata_paths: Vec<String>,
+    /// Some converted object is a bare Pod.
+    pub bare_pods: Vec<String>,
 }
 
 impl Report {
@@ -185,10 +185,10 @@ impl Report {
         if self.uses_pki_cert {
             s.push_str("  - pkiCert became (pkiCert (secret \"…\" …)): the same .Cert, .Key, .CA and .CAChain for the same issue response; the agent reused a valid certificate it found in the template's destination file (after a restart, say), the driver issues a certificate when the volume is published, keeps the response (across its own restarts too) and issues the next before expiry\n");
         }
-        for path in &self.undata_paths {
+        for pod in &self.bare_pods {
             let _ = writeln!(
                 s,
-                "  - secret {path:?} has no `data/` segment: the agent adds `data/` to KV v2 paths, the driver reads paths as written; write `<mount>/data/<path>` if it is KV v2"
+                "  - {pod}: a running pod's volumes cannot change: delete the pod and create it again from this output (`kubectl delete pod …` then `kubectl apply -f …`); workloads (Deployments, StatefulSets, …) roll their pods by themselves"
             );
         }
         for note in &self.notes {

@@ -9,7 +9,9 @@ use super::agent::{self, AgentConfig};
 use super::gotemplate::{self, GoOptions};
 use super::{Driver, Options, Report};
 
-const INJECT: &str = "vault.hashicorp.com/";
+/// The annotation prefixes of the injectors: Vault's (`vault-k8s`) and
+/// OpenBao's fork (`openbao-k8s`), whose annotations have the same names.
+const INJECTORS: [&str; 2] = ["vault.hashicorp.com/", "openbao.org/"];
 
 /// One refused object: which, and why.
 #[derive(Debug, Clone)]
@@ -131,12 +133,15 @@ pub fn convert_doc(
     let Some(template) = at_mut(doc, path) else {
         return Ok(None);
     };
-    let injected = template
-        .get("metadata")
-        .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(format!("{INJECT}agent-inject").as_str()))
-        .and_then(Value::as_str)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let inject = INJECTORS.into_iter().find(|prefix| {
+        template
+            .get("metadata")
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(format!("{prefix}agent-inject").as_str()))
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    });
+    let injected = inject.is_some();
     let has_agent = template.get("spec").is_some_and(|spec| {
         ["initContainers", "containers"]
             .iter()
@@ -147,8 +152,18 @@ pub fn convert_doc(
             "the pod has both injector annotations and its own Vault Agent container; convert one of them first",
         );
     }
+    if (injected || has_agent) && kind == "Pod" {
+        report.bare_pods.push(object.clone());
+    }
     if injected {
-        convert_injected(driver, template, &object, options, report)?;
+        convert_injected(
+            driver,
+            template,
+            inject.unwrap_or(INJECTORS[0]),
+            &object,
+            options,
+            report,
+        )?;
         return Ok(Some(PodConversion {
             unused_config_maps: Vec::new(),
         }));
@@ -177,8 +192,13 @@ fn agent_config_path(container: &Value) -> Option<String> {
         .flat_map(str::split_whitespace)
         .collect();
     let image = str_at(container, &["image"]).unwrap_or_default();
-    let is_vault =
-        image.contains("vault") || words.iter().any(|w| w.rsplit('/').next() == Some("vault"));
+    // Vault's agent (`vault agent`) or OpenBao's (`bao agent`, image
+    // `openbao/openbao`).
+    let is_vault = image.contains("vault")
+        || image.contains("openbao")
+        || words
+            .iter()
+            .any(|w| matches!(w.rsplit('/').next(), Some("vault" | "bao")));
     if !is_vault || !words.contains(&"agent") {
         return None;
     }
@@ -383,11 +403,6 @@ fn add_template(
             .iter()
             .map(|(p, r)| (relative.to_owned(), p.clone(), r.clone())),
     );
-    for path in &converted.secret_paths {
-        if !path.split('/').any(|s| s == "data") && !report.undata_paths.contains(path) {
-            report.undata_paths.push(path.clone());
-        }
-    }
     attrs.set(&key, converted.handlebars);
     Ok(())
 }
@@ -696,7 +711,7 @@ fn convert_agent_pod(
                 str_at(&v, &["configMap", "name"]).filter(|cm| used_cms.iter().any(|u| u == cm))
             {
                 unused_cms.push((namespace.to_owned(), cm.to_owned()));
-            } else if v.get("emptyDir").is_some() {
+            } else if v.get("emptyDir").is_some() || v.get("projected").is_some() {
                 report.notes.push(format!(
                     "{object}: volume {name} was used only by the agent; removed"
                 ));
@@ -749,6 +764,47 @@ fn mark_read_only(container: &mut Value, volume: &str) {
     }
 }
 
+/// A reload command the driver can do itself: `kill -HUP <process>`,
+/// `pkill -HUP <process>`, `killall -HUP <process>` (or `-s HUP`,
+/// `-SIGHUP`, `$(pidof <process>)` as the target): the signal's name and
+/// the process name.
+fn reload_command(command: &str) -> Option<(String, String)> {
+    let command = command
+        .trim()
+        .trim_start_matches("sh -c ")
+        .trim_matches(['"', '\''])
+        .replace("$(pidof ", "$(pidof:");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let (tool, rest) = words.split_first()?;
+    if !matches!(
+        *tool,
+        "kill" | "pkill" | "killall" | "/bin/kill" | "/usr/bin/pkill"
+    ) {
+        return None;
+    }
+    let (signal, target) = match rest {
+        ["-s", signal, target] => (*signal, *target),
+        [flag, target] if flag.starts_with('-') => (&flag[1..], *target),
+        _ => return None,
+    };
+    let signal = signal.trim_start_matches("SIG").to_ascii_uppercase();
+    if !matches!(
+        signal.as_str(),
+        "HUP" | "INT" | "QUIT" | "USR1" | "USR2" | "TERM" | "WINCH"
+    ) {
+        return None;
+    }
+    let process = target
+        .strip_prefix("$(pidof:")
+        .and_then(|t| t.strip_suffix(')'))
+        .or_else(|| (*tool != "kill").then_some(target))?;
+    let valid = !process.is_empty()
+        && process
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    valid.then(|| (format!("SIG{signal}"), process.to_owned()))
+}
+
 /// Annotations of the injector the converter drops silently: they tune the
 /// agent container that no longer exists.
 fn droppable(key: &str) -> bool {
@@ -777,6 +833,7 @@ fn droppable(key: &str) -> bool {
 fn convert_injected(
     driver: &dyn Driver,
     template: &mut Value,
+    inject: &str,
     object: &str,
     options: &Options,
     report: &mut Report,
@@ -788,7 +845,7 @@ fn convert_injected(
         .map(|m| {
             m.iter()
                 .filter_map(|(k, v)| {
-                    let k = k.as_str()?.strip_prefix(INJECT)?;
+                    let k = k.as_str()?.strip_prefix(inject)?;
                     let v = match v {
                         Value::String(s) => s.clone(),
                         Value::Bool(b) => b.to_string(),
@@ -889,11 +946,24 @@ fn convert_injected(
             || key.starts_with("agent-inject-template-")
             || key.starts_with("agent-inject-file-")
             || key.starts_with("agent-inject-perms-")
-            || key.starts_with("error-on-missing-key-");
+            || key.starts_with("error-on-missing-key-")
+            || key.starts_with("agent-inject-command-");
         if let Some(name) = key.strip_prefix("agent-inject-command-") {
-            return refuse(format!(
-                "vault.hashicorp.com/agent-inject-command-{name} = {value:?}: the driver runs no commands and has no signal attributes yet; have the application watch the file (it is replaced atomically) and drop the annotation"
-            ));
+            let (signal, process) = reload_command(value).ok_or_else(|| format!(
+                "{inject}agent-inject-command-{name} = {value:?}: the driver runs no commands in the pod (a command would run with the driver's rights on the node); it can signal a process after a change: write `kill -HUP <process>` (or -USR1, -TERM …, `pkill -HUP <process>`, `killall -HUP <process>`), which becomes the volume's `signal` and `signalProcess`, or have the application watch the file (it is replaced atomically)"
+            ))?;
+            if attrs
+                .map
+                .get("signalProcess")
+                .is_some_and(|p| *p != process)
+            {
+                return refuse(
+                    "two agent-inject-command annotations signal different processes; the driver signals one process per volume",
+                );
+            }
+            attrs.set("signal", signal);
+            attrs.set("signalProcess", process);
+            continue;
         }
         if key == "agent-pre-populate" && value == "false" {
             return refuse(
@@ -932,7 +1002,7 @@ fn convert_injected(
         .get_mut("metadata")
         .and_then(|m| m.get_mut("annotations"))
     {
-        ann.retain(|k, _| !k.as_str().is_some_and(|k| k.starts_with(INJECT)));
+        ann.retain(|k, _| !k.as_str().is_some_and(|k| k.starts_with(inject)));
         if ann.is_empty()
             && let Some(Value::Mapping(meta)) = template.get_mut("metadata")
         {

@@ -49,7 +49,7 @@
 //! * [`app`]: wiring and graceful shutdown; [`config`]: flags;
 //!   [`telemetry`]: log set-up.
 //! * [`convert`]: the `vault-csi-driver convert` subcommand, which turns
-//!   Vault Agent and OpenBao Agent pods (agent containers, injector
+//!   Vault Agent and `OpenBao` Agent pods (agent containers, injector
 //!   annotations) into pods with this driver's volume: the
 //!   `vault-csi-convert` crate, with the driver's checks as its port. It is
 //!   not part of the data flow above.

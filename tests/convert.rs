@@ -1436,7 +1436,7 @@ fn render_bytes(
     Ok(files[0].1.expose().clone())
 }
 
-/// OpenBao's injector (`openbao.org/` annotations) converts like Vault's,
+/// The `OpenBao` injector (`openbao.org/` annotations) converts like Vault's,
 /// and a `kill -HUP` reload command becomes `signal` + `signalProcess`.
 #[test]
 fn openbao_injector_and_reload_commands_convert() {

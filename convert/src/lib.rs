@@ -90,7 +90,7 @@ pub struct Options {
     pub drop_agent_config: bool,
     /// The driver's default Vault address.
     pub vault_addr: Option<String>,
-    /// The CSIDriver's name.
+    /// The `CSIDriver`'s name.
     pub driver_name: String,
     /// Input files; empty means stdin.
     pub files: Vec<String>,

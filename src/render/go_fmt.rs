@@ -46,7 +46,8 @@ pub(super) fn sprint(args: &[Go<'_>], newline: bool) -> Result<Vec<u8>, Failed> 
     Ok(out)
 }
 
-/// Flags, width and precision of one verb.
+/// Flags, width and precision of one verb (fmt's own flags).
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Copy, Default)]
 struct Printer {
     verb: char,
@@ -156,10 +157,6 @@ pub(super) fn sprintf(format: &[u8], args: &[Go<'_>]) -> Result<Vec<u8>, Failed>
         }
         let Some(verb) = std::str::from_utf8(&format[i.min(format.len())..])
             .ok()
-            .or_else(|| {
-                // A verb after bytes that are not UTF-8 text.
-                None
-            })
             .and_then(|s| s.chars().next())
             .or_else(|| (i < format.len()).then(|| char::from(format[i])))
         else {
@@ -276,8 +273,7 @@ impl Printer {
             }
             Go::Int(n) => self.integer(out, *n, value)?,
             Go::Float(f) => self.float(out, *f, value)?,
-            Go::List(items) => self.list(out, items.iter().map(go), depth)?,
-            Go::Strings(items) => self.list(out, items.iter().map(go), depth)?,
+            Go::List(items) | Go::Strings(items) => self.list(out, items.iter().map(go), depth)?,
             Go::Map(map) => {
                 out.extend_from_slice(b"map[");
                 for (i, (k, v)) in map.iter().enumerate() {
@@ -536,23 +532,24 @@ impl Printer {
             _ => return self.bad(out, value),
         };
         if f.is_nan() || f.is_infinite() {
-            let word = if f.is_nan() {
-                "NaN"
-            } else if f > 0.0 {
-                if self.plus { "+Inf" } else { "+Inf" }
+            // Go pads infinities and NaN with spaces only, and drops
+            // NaN's sign unless a flag asks for one.
+            let sign = if f.is_infinite() && f < 0.0 {
+                '-'
+            } else if self.space && !self.plus {
+                ' '
             } else {
-                "-Inf"
+                '+'
             };
-            let word = if f.is_infinite() && f > 0.0 && !self.plus {
-                if self.space { " Inf" } else { "+Inf" }
-            } else {
-                word
-            };
+            let mut word = format!("{sign}{}", if f.is_nan() { "NaN" } else { "Inf" });
+            if f.is_nan() && !self.space && !self.plus {
+                word.remove(0);
+            }
             let keep = Self {
                 zero: false,
                 ..*self
             };
-            keep.pad(out, word.trim_start_matches('+').as_bytes());
+            keep.pad(out, word.as_bytes());
             return Ok(());
         }
         let negative = f.is_sign_negative();
@@ -767,10 +764,10 @@ mod tests {
 
     #[test]
     fn floats_are_gos() {
-        assert_eq!(run("%.2f", &[Go::Float(3.14159)]), "3.14");
+        assert_eq!(run("%.2f", &[Go::Float(1.23456)]), "1.23");
         assert_eq!(run("%f", &[Go::Float(1.5)]), "1.500000");
         assert_eq!(run("%8.3f|", &[Go::Float(-1.5)]), "  -1.500|");
-        assert_eq!(run("%e", &[Go::Float(123456.0)]), "1.234560e+05");
+        assert_eq!(run("%e", &[Go::Float(123_456.0)]), "1.234560e+05");
         assert_eq!(format_g(1_000_000.0, None, false, false), "1e+06");
         assert_eq!(format_g(123_456.0, None, false, false), "123456");
         assert_eq!(format_g(0.0001, None, false, false), "0.0001");

@@ -97,7 +97,7 @@ fn decode_bytes<'a>(text: &'a str, nonce: &str) -> Cow<'a, [u8]> {
         out.extend_from_slice(&rest.as_bytes()[..at]);
         let after = &rest[at + start.len()..];
         let Some(end) = after.find(&format!("]{MARK}")) else {
-            out.extend_from_slice(rest[at..].as_bytes());
+            out.extend_from_slice(&rest.as_bytes()[at..]);
             return Cow::Owned(out);
         };
         let hex = &after[..end];
@@ -458,7 +458,7 @@ mod tests {
 
     #[test]
     fn data_cannot_forge_a_marker_or_a_tag() {
-        let _session = start();
+        let session = start();
         // A marker of another render (or one guessed) is text.
         let forged = "\u{FDD0}00000000000000000000000000000000[ff]\u{FDD0}";
         assert_eq!(output_bytes(forged.to_owned()), forged.as_bytes());
@@ -468,7 +468,7 @@ mod tests {
         assert!(matches!(go(&int(7)), Go::Int(7)));
         // A tag from an earlier session is plain data in the next.
         let old = tag("int", json!(1));
-        drop(_session);
+        drop(session);
         let _next = start();
         assert!(matches!(go(&old), Go::Map(_)));
     }

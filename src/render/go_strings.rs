@@ -62,10 +62,12 @@ fn strs<'a>(g: &'a Go<'_>) -> Result<Vec<Cow<'a, [u8]>>, String> {
     }
 }
 
+#[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps)] // the shape of a function's result
 fn text(bytes: Vec<u8>) -> Out {
     Ok(go_runtime::string_value(&bytes))
 }
 
+#[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps)] // likewise
 fn string_list(items: Vec<Vec<u8>>) -> Out {
     Ok(go_runtime::strings(
         items.iter().map(|b| go_runtime::string_value(b)).collect(),
@@ -148,20 +150,13 @@ fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
 /// consul-template's `in(l, v)`.
 fn member(list: &Go<'_>, v: &Go<'_>) -> bool {
     match list {
-        Go::List(items) | Go::Strings(items) => items.iter().any(|item| {
-            let item = if matches!(list, Go::Strings(_)) {
-                go(item)
-            } else {
-                go(item)
-            };
-            match (&item, v) {
-                (Go::Str(a), Go::Str(b)) => a == b,
-                (Go::Number(a), Go::Number(b)) => a.as_str() == b.as_str(),
-                (Go::Int(a), Go::Int(b)) => a == b,
-                #[allow(clippy::float_cmp)]
-                (Go::Float(a), Go::Float(b)) => a == b,
-                _ => false,
-            }
+        Go::List(items) | Go::Strings(items) => items.iter().any(|item| match (&go(item), v) {
+            (Go::Str(a), Go::Str(b)) => a == b,
+            (Go::Number(a), Go::Number(b)) => a.as_str() == b.as_str(),
+            (Go::Int(a), Go::Int(b)) => a == b,
+            #[allow(clippy::float_cmp)]
+            (Go::Float(a), Go::Float(b)) => a == b,
+            _ => false,
         }),
         Go::Str(hay) => matches!(v, Go::Str(n) if contains_bytes(hay, n)),
         Go::Number(n) => matches!(v, Go::Number(m) if n.as_str().contains(m.as_str())),
@@ -240,11 +235,11 @@ fn floats(value: Value) -> Value {
 }
 
 /// The Go model as the JSON Go's `encoding/json` writes for it.
-fn json_value(g: &Go<'_>) -> Result<Value, String> {
-    Ok(match g {
+fn json_value(value: &Go<'_>) -> Result<Value, String> {
+    Ok(match value {
         Go::Nil | Go::NilMap => Value::Null,
         Go::Bool(b) => Value::Bool(*b),
-        Go::Str(b) => Value::String(lossy(b).into_owned()),
+        Go::Str(bytes) => Value::String(lossy(bytes).into_owned()),
         Go::Number(n) => Value::Number((*n).clone()),
         Go::Int(n) => Value::Number((*n).into()),
         Go::Float(f) => {

@@ -19,7 +19,7 @@ use super::go_runtime::{self, Go, go, go_helper, raise, result};
 /// Go's truth of a value (`isTrue`).
 pub(super) fn truth(value: &Go<'_>) -> bool {
     match value {
-        Go::Nil | Go::NilMap => false,
+        Go::Nil | Go::NilMap | Go::Error(_) => false,
         Go::Bool(b) => *b,
         Go::Str(bytes) => !bytes.is_empty(),
         // json.Number is a string: "0" is true.
@@ -30,7 +30,6 @@ pub(super) fn truth(value: &Go<'_>) -> bool {
         Go::Map(map) => !map.is_empty(),
         // Pointers and structs.
         Go::Secret(_) | Go::Pki(_) => true,
-        Go::Error(_) => false,
     }
 }
 

@@ -84,7 +84,7 @@ impl Request {
 impl Gen {
     /// `(secret "path" k="v" …)`, checked as the driver checks it at
     /// publish.
-    fn request_call(&mut self, request: &Request, pos: Pos, what: &str) -> Result<String, Refusal> {
+    fn request_call(&mut self, request: &Request, pos: Pos, what: &str) -> String {
         let requests = &mut self.requests;
         let mut call = format!("(secret {}", hbs_string(&request.path));
         for (k, v) in &request.args {
@@ -105,7 +105,7 @@ impl Gen {
             path: request.path.clone(),
             args,
         });
-        Ok(call)
+        call
     }
 
     pub(super) fn secret_call(
@@ -121,7 +121,7 @@ impl Gen {
                 "every argument is empty: the agent writes to the path with no data, the driver would read it",
             );
         }
-        let call = self.request_call(&request, pos, "secret")?;
+        let call = self.request_call(&request, pos, "secret");
         self.secret_paths.push(request.path.clone());
         if request.write {
             self.write_requests
@@ -155,7 +155,7 @@ impl Gen {
                 "a second pkiCert on the same path with other arguments: Vault Agent gives both calls the same certificate (it tells pkiCert calls apart by path and file only); not converted",
             );
         }
-        let call = self.request_call(&request, pos, "pkiCert")?;
+        let call = self.request_call(&request, pos, "pkiCert");
         self.secret_paths.push(request.path.clone());
         self.pki_requests.push((request.path, canonical));
         Ok(format!("(pkiCert {call})"))

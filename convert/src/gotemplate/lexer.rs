@@ -105,6 +105,11 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
         let Some(&c) = bytes.get(i) else {
             return refuse(pos, "action", "unclosed action: `}}` is missing");
         };
+        if let Some((tok, len)) = punctuation(&src[i..]) {
+            toks.push((tok, here));
+            i += len;
+            continue;
+        }
         match c {
             b' ' | b'\t' | b'\r' | b'\n' => {
                 let ws_end = i + src[i..].len() - src[i..].trim_start_matches(GO_SPACE).len();
@@ -114,10 +119,6 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 i = ws_end;
             }
             b'}' if src[i..].starts_with("}}") => return Ok((toks, i + 2, false)),
-            b'(' => {
-                toks.push((Tok::LParen, here));
-                i += 1;
-            }
             b')' => {
                 toks.push((Tok::RParen, here));
                 i += 1;
@@ -127,22 +128,6 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                     toks.push((Tok::Field(names), here));
                     i = end;
                 }
-            }
-            b'|' => {
-                toks.push((Tok::Pipe, here));
-                i += 1;
-            }
-            b',' => {
-                toks.push((Tok::Comma, here));
-                i += 1;
-            }
-            b':' if src[i..].starts_with(":=") => {
-                toks.push((Tok::Declare, here));
-                i += 2;
-            }
-            b'=' => {
-                toks.push((Tok::Assign, here));
-                i += 1;
             }
             b'.' => {
                 let (names, end) = field_chain(src, i);
@@ -206,6 +191,18 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 );
             }
         }
+    }
+}
+
+/// `(`, `|`, `,`, `=` and `:=`: the token and its length.
+fn punctuation(rest: &str) -> Option<(Tok, usize)> {
+    match rest.as_bytes().first()? {
+        b'(' => Some((Tok::LParen, 1)),
+        b'|' => Some((Tok::Pipe, 1)),
+        b',' => Some((Tok::Comma, 1)),
+        b'=' => Some((Tok::Assign, 1)),
+        b':' if rest.starts_with(":=") => Some((Tok::Declare, 2)),
+        _ => None,
     }
 }
 

@@ -134,6 +134,88 @@ impl Parser {
         }
     }
 
+    /// `{{if}}` … `{{else if}}` … `{{else}}` … `{{end}}`.
+    fn if_block(
+        &mut self,
+        toks: &[(Tok, Pos)],
+        pos: Pos,
+        nodes: &mut Vec<Node>,
+    ) -> Result<Option<End>, Refusal> {
+        let head = pipeline(toks, pos)?;
+        let mut branches = vec![];
+        let mut cond = (head, pos);
+        loop {
+            let (body, end) = self.block("if", pos)?;
+            branches.push((cond.0, cond.1, body));
+            match end {
+                End::Close(_) => {
+                    nodes.push(Node::If {
+                        branches,
+                        otherwise: None,
+                    });
+                    return Ok(None);
+                }
+                End::Else(_) => {
+                    let (otherwise, end) = self.block("if", pos)?;
+                    if let End::Else(p) | End::ElseIf(_, p) = end {
+                        return refuse(
+                            p,
+                            "{{else}}",
+                            "an {{else}} after the final {{else}} of an {{if}}",
+                        );
+                    }
+                    nodes.push(Node::If {
+                        branches,
+                        otherwise: Some(otherwise),
+                    });
+                    return Ok(None);
+                }
+                End::ElseIf(expr, p) => cond = (expr, p),
+                End::Eof => unreachable!("block() refuses EOF"),
+            }
+        }
+    }
+
+    /// `{{range [$k, $v :=] pipeline}}` … `{{else}}` … `{{end}}`.
+    fn range_block(
+        &mut self,
+        toks: &[(Tok, Pos)],
+        pos: Pos,
+        nodes: &mut Vec<Node>,
+    ) -> Result<Option<End>, Refusal> {
+        let (key, value, head_toks) = match toks.iter().position(|(t, _)| matches!(t, Tok::Declare))
+        {
+            None => (None, None, toks),
+            Some(at) => {
+                let vars: Vec<&Tok> = toks[..at].iter().map(|(t, _)| t).collect();
+                match vars.as_slice() {
+                    [Tok::Var(v)] => (None, Some(v.clone()), &toks[at + 1..]),
+                    [Tok::Var(k), Tok::Comma, Tok::Var(v)] => {
+                        (Some(k.clone()), Some(v.clone()), &toks[at + 1..])
+                    }
+                    _ => {
+                        return refuse(
+                            pos,
+                            "{{range …}}",
+                            "expected `range $v := …` or `range $k, $v := …`",
+                        );
+                    }
+                }
+            }
+        };
+        let head = pipeline(head_toks, pos)?;
+        let (body, otherwise) = self.body_else("range", pos)?;
+        nodes.push(Node::Range {
+            key,
+            value,
+            head,
+            pos,
+            body,
+            otherwise,
+        });
+        Ok(None)
+    }
+
     fn action(
         &mut self,
         toks: &[(Tok, Pos)],
@@ -145,7 +227,6 @@ impl Parser {
             None => return refuse(pos, "{{}}", "empty action"),
             _ => String::new(),
         };
-        let rest = || toks[1..].to_vec();
         match keyword.as_str() {
             "end" => Ok(Some(End::Close(pos))),
             "else" => {
@@ -160,41 +241,7 @@ impl Parser {
                     _ => refuse(pos, "{{else …}}", "only `else` and `else if` are converted"),
                 }
             }
-            "if" => {
-                let head = pipeline(&rest(), pos)?;
-                let mut branches = vec![];
-                let mut cond = (head, pos);
-                loop {
-                    let (body, end) = self.block("if", pos)?;
-                    branches.push((cond.0, cond.1, body));
-                    match end {
-                        End::Close(_) => {
-                            nodes.push(Node::If {
-                                branches,
-                                otherwise: None,
-                            });
-                            return Ok(None);
-                        }
-                        End::Else(_) => {
-                            let (otherwise, end) = self.block("if", pos)?;
-                            if let End::Else(p) | End::ElseIf(_, p) = end {
-                                return refuse(
-                                    p,
-                                    "{{else}}",
-                                    "an {{else}} after the final {{else}} of an {{if}}",
-                                );
-                            }
-                            nodes.push(Node::If {
-                                branches,
-                                otherwise: Some(otherwise),
-                            });
-                            return Ok(None);
-                        }
-                        End::ElseIf(expr, p) => cond = (expr, p),
-                        End::Eof => unreachable!("block() refuses EOF"),
-                    }
-                }
-            }
+            "if" => self.if_block(&toks[1..], pos, nodes),
             "with" => {
                 let (var, head_toks) = declared(&toks[1..], pos)?;
                 let head = pipeline(head_toks, pos)?;
@@ -208,40 +255,7 @@ impl Parser {
                 });
                 Ok(None)
             }
-            "range" => {
-                let toks = rest();
-                let (key, value, head_toks) =
-                    match toks.iter().position(|(t, _)| matches!(t, Tok::Declare)) {
-                        None => (None, None, &toks[..]),
-                        Some(at) => {
-                            let vars: Vec<&Tok> = toks[..at].iter().map(|(t, _)| t).collect();
-                            match vars.as_slice() {
-                                [Tok::Var(v)] => (None, Some(v.clone()), &toks[at + 1..]),
-                                [Tok::Var(k), Tok::Comma, Tok::Var(v)] => {
-                                    (Some(k.clone()), Some(v.clone()), &toks[at + 1..])
-                                }
-                                _ => {
-                                    return refuse(
-                                        pos,
-                                        "{{range …}}",
-                                        "expected `range $v := …` or `range $k, $v := …`",
-                                    );
-                                }
-                            }
-                        }
-                    };
-                let head = pipeline(head_toks, pos)?;
-                let (body, otherwise) = self.body_else("range", pos)?;
-                nodes.push(Node::Range {
-                    key,
-                    value,
-                    head,
-                    pos,
-                    body,
-                    otherwise,
-                });
-                Ok(None)
-            }
+            "range" => self.range_block(&toks[1..], pos, nodes),
             "define" | "block" => {
                 let (name, arg) = template_call(&toks[1..], pos, &keyword)?;
                 let (body, end) = self.block(&keyword, pos)?;
@@ -292,8 +306,11 @@ impl Parser {
     }
 }
 
+/// A variable declared at the head of a block, and the tokens after it.
+type Declared<'a> = (Option<String>, &'a [(Tok, Pos)]);
+
 /// `$x := pipeline` at the head of a `with`: the variable and the rest.
-fn declared(toks: &[(Tok, Pos)], pos: Pos) -> Result<(Option<String>, &[(Tok, Pos)]), Refusal> {
+fn declared(toks: &[(Tok, Pos)], pos: Pos) -> Result<Declared<'_>, Refusal> {
     match toks {
         [(Tok::Var(v), _), (Tok::Declare, _), rest @ ..] => Ok((Some(v.clone()), rest)),
         _ if toks

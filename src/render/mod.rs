@@ -14,6 +14,7 @@ mod builtins;
 mod each;
 mod go_fmt;
 pub mod go_json;
+mod go_number;
 mod go_runtime;
 mod go_strings;
 mod go_template;
@@ -36,6 +37,7 @@ use serde_json::Value;
 use crate::secret::Secret;
 use crate::storage::RelativePath;
 pub use budget::{MAX_LOOP_ITERATIONS, MAX_RENDER_TIME, MAX_RENDER_WORK};
+pub use go_number::parse_response;
 use helpers::{SCOPE, Scope};
 pub use pool::{MAX_QUEUE_WAIT, RENDER_QUEUE, RENDER_THREADS};
 
@@ -329,9 +331,7 @@ impl Renderer {
                 }
                 let parsed = responses
                     .into_iter()
-                    .filter_map(|(request, raw)| {
-                        Some((request, serde_json::from_slice(raw.expose()).ok()?))
-                    })
+                    .filter_map(|(request, raw)| Some((request, parse_response(raw.expose())?)))
                     .collect();
                 renderer.render(&templates, parsed)
             })

@@ -13,6 +13,7 @@
 #![allow(dead_code, clippy::missing_panics_doc)]
 
 pub mod kubelet_wire;
+pub mod openbao;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

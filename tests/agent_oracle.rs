@@ -125,6 +125,8 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("range over a missing key", d("{{ range @.nope }}x{{ else }}none{{ end }}")),
         ("range over text", d("{{ range @.user }}x{{ end }}")),
         ("range with break", d("{{ range @.list }}{{ . }}{{ break }}{{ end }}")),
+        ("break mid-body", d("{{ range @.list }}<{{ . }}{{ if eq . \"x\" }}{{ break }}{{ end }}>{{ end }}|")),
+        ("continue", d("{{ range $i, $v := @.list }}{{ if eq $i 0 }}{{ continue }}{{ end }}[{{ $v }}]{{ end }}")),
         ("index of a map", d("{{ index @ \"user\" }} {{ index @.map \"a\" }}")),
         ("index of a list", d("{{ index @.list 1 }}")),
         ("index out of range", d("{{ index @.list 5 }}")),

@@ -1106,10 +1106,7 @@ fn refused_constructs_name_line_column_and_construct() {
             "{{ define \"x\" }}{{ template \"x\" }}{{ end }}{{ template \"x\" }}",
             "a template that calls itself",
         ),
-        (
-            "{{ with secret \"a\" }}{{ range .Data.data.l }}{{ continue }}{{ end }}{{ end }}",
-            "{{continue}}: write the rest of the loop's body inside",
-        ),
+        ("{{ continue }}", "{{continue}}: outside a range"),
         ("x\n {{ $y }}", "line 2, column 2: $y: undefined variable"),
         (
             "{{ with secret \"a\" }}{{ if .Data.data.a }}{{ else with .Data.data.b }}{{ end }}{{ end }}",

@@ -57,8 +57,8 @@ pub(super) struct Gen {
     prelude: Vec<String>,
     /// (start, end) of block tags that begin a line.
     standalone_candidates: Vec<(usize, usize)>,
-    /// Inside a range: the variable that `break` sets, if any.
-    loops: Vec<String>,
+    /// The ranges around: the variables `break` and `continue` set.
+    loops: Vec<(String, String)>,
 }
 
 fn hbs_string(s: &str) -> String {
@@ -190,8 +190,26 @@ impl Gen {
     }
 
     pub(super) fn nodes(&mut self, nodes: &[Node], scope: &mut Scope) -> Result<(), Refusal> {
-        for node in nodes {
+        for (i, node) in nodes.iter().enumerate() {
             self.node(node, scope)?;
+            // After a `break` or `continue` that may have run, the rest of
+            // the iteration renders only if neither did.
+            if let Some((stop, skip)) = self.loops.last().cloned()
+                && jumps(node)
+                && i + 1 < nodes.len()
+            {
+                self.tag(
+                    &format!(
+                        "{{{{#unless (goOr (goGet {}) (goGet {}))}}}}",
+                        hbs_string(&stop),
+                        hbs_string(&skip)
+                    ),
+                    true,
+                );
+                self.nodes(&nodes[i + 1..], scope)?;
+                self.tag("{{/unless}}", true);
+                break;
+            }
         }
         Ok(())
     }
@@ -366,15 +384,21 @@ impl Gen {
             (None, Some(value)) => inner.vars.push((value.to_owned(), v.clone())),
             _ => {}
         }
-        let stop = self.fresh("b");
-        self.loops.push(stop.clone());
-        self.tag(
-            &format!("{{{{#unless (goGet {})}}}}", hbs_string(&stop)),
-            true,
-        );
+        let (stop, skip) = (self.fresh("b"), self.fresh("c"));
+        let uses_jumps = body.iter().any(jumps);
+        if uses_jumps {
+            self.tag(&format!("{{{{goSet {} false}}}}", hbs_string(&skip)), false);
+            self.tag(
+                &format!("{{{{#unless (goGet {})}}}}", hbs_string(&stop)),
+                true,
+            );
+        }
+        self.loops.push((stop, skip));
         self.nodes(body, &mut inner)?;
-        self.tag("{{/unless}}", true);
         self.loops.pop();
+        if uses_jumps {
+            self.tag("{{/unless}}", true);
+        }
         self.tag("{{else}}", true);
         if let Some(otherwise) = otherwise {
             self.nodes(otherwise, &mut scope.clone())?;
@@ -384,23 +408,14 @@ impl Gen {
     }
 
     /// `break` stops the loop: what follows in the body, and later
-    /// iterations, render nothing. `continue` is refused: handlebars
-    /// cannot skip the rest of one iteration only.
+    /// iterations, render nothing (the loop still runs to its end, within
+    /// the render's budget). `continue` skips the rest of the iteration.
     fn jump(&mut self, stop: bool, pos: Pos) -> Result<(), Refusal> {
-        let Some(flag) = self.loops.last().cloned() else {
-            return refuse(
-                pos,
-                "{{break}}",
-                "outside a range (Go refuses the template too)",
-            );
+        let what = if stop { "{{break}}" } else { "{{continue}}" };
+        let Some((stop_flag, skip_flag)) = self.loops.last().cloned() else {
+            return refuse(pos, what, "outside a range (Go refuses the template too)");
         };
-        if !stop {
-            return refuse(
-                pos,
-                "{{continue}}",
-                "write the rest of the loop's body inside `{{ if … }}` instead",
-            );
-        }
+        let flag = if stop { stop_flag } else { skip_flag };
         self.tag(&format!("{{{{goSet {} true}}}}", hbs_string(&flag)), false);
         Ok(())
     }
@@ -605,6 +620,25 @@ impl Gen {
             hbs_string(&captured)
         ));
         Ok(format!("(goGet {})", hbs_string(&captured)))
+    }
+}
+
+/// Whether a `break` or `continue` of the innermost range may run inside
+/// `node` (not counting nested ranges, whose jumps are their own).
+fn jumps(node: &Node) -> bool {
+    match node {
+        Node::Jump { .. } => true,
+        Node::If {
+            branches,
+            otherwise,
+        } => {
+            branches.iter().any(|(_, _, body)| body.iter().any(jumps))
+                || otherwise.iter().flatten().any(jumps)
+        }
+        Node::With {
+            body, otherwise, ..
+        } => body.iter().any(jumps) || otherwise.iter().flatten().any(jumps),
+        _ => false,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The real agent is the oracle: every construct of the corpus is rendered
-//! by `bao agent` (OpenBao's agent, consul-template inside) and by
+//! by `bao agent` (`OpenBao`'s agent, consul-template inside) and by
 //! `convert` + the driver's renderer, from one `bao server -dev` holding
 //! the same data, and the bytes are compared.
 //!
@@ -91,10 +91,10 @@ const APP: &str = r#"{"data": {
 /// KV v1, written as Vault stores it: numbers with exponents as sent.
 const V1: &str = r#"{"n": 1E5, "m": 2.5e-3, "p": 1e+2, "s": "v", "i": 42}"#;
 
-/// The corpus: (name, template, error_on_missing_key).
+/// The corpus: (name, template, `error_on_missing_key`).
 fn corpus() -> Vec<(String, String, bool)> {
     let w = |body: &str| format!("{{{{ with secret \"secret/data/app\" }}}}{body}{{{{ end }}}}");
-    let d = |body: &str| w(&body.replace("@", ".Data.data"));
+    let d = |body: &str| w(&body.replace('@', ".Data.data"));
     let mut cases: Vec<(&str, String)> = vec![
         // Printing.
         ("print a string", d("{{ @.user }}")),
@@ -265,7 +265,7 @@ template {{
         ))
         .spawn()
         .expect("bao agent starts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return match std::fs::read(&out) {
@@ -281,7 +281,7 @@ template {{
             return Outcome::Failed(line.to_owned());
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "{name}: the agent neither rendered nor failed within 60 s"
         );
         std::thread::sleep(Duration::from_millis(20));

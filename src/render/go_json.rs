@@ -76,7 +76,7 @@ pub fn to_go_json_pretty(name: &'static str, value: &Value) -> Result<Value, Ren
 
 #[cfg(test)]
 mod tests {
-    use super::{to_go_json, to_go_json_pretty};
+    use super::to_go_json;
 
     #[test]
     fn numbers_are_written_as_sent_exponents_included() {

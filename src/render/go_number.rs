@@ -2,9 +2,9 @@
 //!
 //! Go decodes Vault's data with `UseNumber`: a number is the text Vault
 //! sent, `1E5` as much as `1.50`, and consul-template prints that text.
-//! serde_json (with `arbitrary_precision`) keeps a number's digits but
+//! `serde_json` (with `arbitrary_precision`) keeps a number's digits but
 //! writes its exponent as `e+5` whatever Vault wrote (`1E5`, `1e5`,
-//! `1e+5`), so a response is parsed in two steps: serde_json's parse, then
+//! `1e+5`), so a response is parsed in two steps: `serde_json`'s parse, then
 //! a scan of the raw text that puts back the text of every number with an
 //! exponent.
 
@@ -27,7 +27,7 @@ enum Frame {
     List(usize),
 }
 
-/// Scans `raw` (valid JSON: serde_json parsed it) for numbers written with
+/// Scans `raw` (valid JSON: `serde_json` parsed it) for numbers written with
 /// an exponent and puts their text into `value` at the same place.
 fn restore_exponents(raw: &[u8], value: &mut Value) {
     let mut frames: Vec<Frame> = Vec::new();
@@ -94,7 +94,7 @@ fn string_end(raw: &[u8], start: usize) -> usize {
 
 /// Replaces the number at the scan's place with `text`, if the parsed
 /// value there is that number (a repeated key's last value wins in
-/// serde_json, as in Go, and may be another).
+/// `serde_json`, as in Go, and may be another).
 fn put_back(value: &mut Value, frames: &[Frame], text: &str) {
     let mut at = value;
     for frame in frames {

@@ -1,8 +1,8 @@
-//! A real OpenBao server for tests: `bao server -dev` on a free loopback
+//! A real `OpenBao` server for tests: `bao server -dev` on a free loopback
 //! port, with a known root token, stopped when dropped.
 //!
 //! Minimal on purpose (a dev server, nothing else), so a fuller fixture
-//! (audit device, PostgreSQL, PKI) can take its place.
+//! (audit device, `PostgreSQL`, PKI) can take its place.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -676,3 +676,102 @@ fn number(text: &str, pos: Pos) -> Result<String, Refusal> {
         "not a number Go reads (or too large for an int)",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{GoOptions, convert};
+    use super::depth;
+
+    fn hbs(src: &str) -> String {
+        convert(src, GoOptions::default()).unwrap().handlebars
+    }
+
+    #[test]
+    fn values_go_through_the_go_helpers() {
+        assert_eq!(
+            hbs(r#"{{ with secret "kv/data/a" }}{{ .Data.data.k | toUpper }}{{ end }}"#),
+            r#"{{#each (goWith (goSecret (secret "kv/data/a"))) as |w1|}}{{goOut (goCall "toUpper" (goDot w1 "Data" "data" "k"))}}{{else}}{{/each}}"#
+        );
+        assert_eq!(hbs("{{ . }}"), "{{goOut null}}");
+        assert_eq!(
+            hbs("{{ 1 }} {{ 1.5 }} {{ 0x10 }}"),
+            "{{goOut (goInt 1)}} {{goOut (goFloat \"1.5\")}} {{goOut (goInt 16)}}"
+        );
+        assert_eq!(
+            hbs("{{ if and .a (not .b) }}x{{ end }}"),
+            "{{#if (goTruth (goAnd (goDot null \"a\") (goNot (goDot null \"b\"))))}}x{{/if}}"
+        );
+        let strict = convert(
+            "{{ .a }}",
+            GoOptions {
+                error_on_missing_key: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            strict.handlebars,
+            "{{goOut (goDot null \"a\" missingkey=\"error\")}}"
+        );
+    }
+
+    #[test]
+    fn variables_live_in_the_render_and_keep_gos_scopes() {
+        assert_eq!(
+            hbs("{{ $x := 1 }}{{ if true }}{{ $x := 2 }}{{ $x = 3 }}{{ end }}{{ $x }}"),
+            "{{goSet \"x1\" (goInt 1)}}{{#if (goTruth true)}}{{goSet \"x2\" (goInt 2)}}{{goSet \"x2\" (goInt 3)}}{{/if}}{{goOut (goGet \"x1\")}}"
+        );
+    }
+
+    #[test]
+    fn text_that_would_change_the_tags_is_written_through_a_tag() {
+        assert_eq!(hbs("a{{ \"{{\" }}b"), "a{{goOut \"{{\"}}b");
+        assert_eq!(hbs("a {{ \"x\" }}"), "a {{goOut \"x\"}}");
+        assert_eq!(hbs("{{`{{`}}"), "{{goOut \"{{\"}}");
+        assert_eq!(
+            hbs("C:\\{{ 1 }}"),
+            "C:{{goOut \"\\\\\"}}{{goOut (goInt 1)}}"
+        );
+        assert_eq!(
+            hbs("a{{`}}`}}{{ \"{{x\" }}"),
+            "a{{goOut \"}}\"}}{{goOut \"{{x\"}}"
+        );
+        // A block tag alone on its line keeps the line's whitespace.
+        assert_eq!(
+            hbs("  {{ if true }}\nx\n{{ end }}\n"),
+            "  {{!}}{{#if (goTruth true)}}\nx\n{{!}}{{/if}}\n"
+        );
+    }
+
+    #[test]
+    fn deep_expressions_are_kept_in_variables_first() {
+        let out = hbs(
+            "{{ .a | toUpper | toLower | trimSpace | toUpper | toLower | trimSpace | toUpper }}",
+        );
+        assert!(out.contains("keep=true"), "{out}");
+        assert!(out.split("}}").all(|tag| depth(tag) <= 7), "{out}");
+    }
+
+    #[test]
+    fn named_templates_expand_and_recursion_is_refused() {
+        assert_eq!(
+            hbs("{{ define \"t\" }}[{{ . }}]{{ end }}{{ template \"t\" 1 }}"),
+            "{{goSet \"a1\" (goInt 1) keep=true}}[{{goOut (goGet \"a1\")}}]"
+        );
+        let e = convert(
+            "{{ define \"t\" }}{{ template \"t\" }}{{ end }}{{ template \"t\" }}",
+            GoOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("calls itself"), "{e}");
+    }
+
+    #[test]
+    fn refusals_say_why_and_what_to_write() {
+        let e = convert("{{ env \"HOME\" }}", GoOptions::default()).unwrap_err();
+        assert!(e.reason.starts_with("refused for security"), "{e}");
+        let e = convert("{{ timestamp }}", GoOptions::default()).unwrap_err();
+        assert!(e.reason.contains("put the time in the secret"), "{e}");
+        let e = convert("{{ $y }}", GoOptions::default()).unwrap_err();
+        assert!(e.reason.contains("undefined variable"), "{e}");
+    }
+}

@@ -347,3 +347,96 @@ fn unquote_go(raw: &str, pos: Pos) -> Result<String, Refusal> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Piece, Tok, lex};
+
+    fn tokens(src: &str) -> Vec<Tok> {
+        lex(src)
+            .unwrap()
+            .into_iter()
+            .filter_map(|p| match p {
+                Piece::Action { toks, .. } => Some(toks.into_iter().map(|(t, _)| t)),
+                Piece::Text(_) => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn texts(src: &str) -> Vec<String> {
+        lex(src)
+            .unwrap()
+            .into_iter()
+            .filter_map(|p| match p {
+                Piece::Text(t) => Some(t),
+                Piece::Action { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn trim_markers_eat_go_whitespace_only() {
+        assert_eq!(texts("a \n {{- 1 -}} \t\n b"), ["a", "b"]);
+        // `{{-1}}` is the number -1, not a trim marker.
+        assert_eq!(texts("a {{-1}} b"), ["a ", " b"]);
+        assert_eq!(tokens("{{-1}}"), [Tok::Num("-1".to_owned())]);
+        assert_eq!(
+            texts("a {{/* c */}} b {{- /* c */ -}} c"),
+            ["a ", " b", "c"]
+        );
+    }
+
+    #[test]
+    fn actions_lex_to_gos_tokens() {
+        assert_eq!(
+            tokens(r#"{{ $x := .Data.data.k | printf "%s\t" (index . "a") }}"#),
+            [
+                Tok::Var("x".to_owned()),
+                Tok::Declare,
+                Tok::Field(vec!["Data".to_owned(), "data".to_owned(), "k".to_owned()]),
+                Tok::Pipe,
+                Tok::Ident("printf".to_owned()),
+                Tok::Str("%s\t".to_owned()),
+                Tok::LParen,
+                Tok::Ident("index".to_owned()),
+                Tok::Dot,
+                Tok::Str("a".to_owned()),
+                Tok::RParen,
+            ]
+        );
+        assert_eq!(
+            tokens("{{ 'a' '\\n' }}"),
+            [Tok::Num("97".to_owned()), Tok::Num("10".to_owned())]
+        );
+        assert_eq!(tokens("{{ `raw\\n` }}"), [Tok::Str("raw\\n".to_owned())]);
+        assert_eq!(
+            tokens(r#"{{ "\u00e9\x41\101" }}"#),
+            [Tok::Str("éAA".to_owned())]
+        );
+        assert_eq!(
+            tokens("{{ (.a).b }}"),
+            [
+                Tok::LParen,
+                Tok::Field(vec!["a".to_owned()]),
+                Tok::RParen,
+                Tok::Field(vec!["b".to_owned()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_actions_are_refused_with_their_position() {
+        let e = lex("x\n  {{ .a").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 3));
+        assert!(lex("{{ \"a }}").is_err());
+        assert!(lex("{{ \"\\q\" }}").is_err());
+        assert!(
+            lex("{{ \"\\xff\" }}")
+                .unwrap_err()
+                .reason
+                .contains("not UTF-8")
+        );
+        assert!(lex("{{/* a */ x}}").is_err());
+    }
+}

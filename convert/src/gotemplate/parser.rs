@@ -62,6 +62,7 @@ pub(super) enum Node {
 }
 
 /// How a block list ended.
+#[derive(Debug)]
 pub(super) enum End {
     Eof,
     Close(Pos),
@@ -462,5 +463,77 @@ fn operands(toks: &[(Tok, Pos)], pos: Pos) -> Result<Vec<(Expr, Pos)>, Refusal> 
             }
         }
         _ => Ok(items),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::lexer::lex;
+    use super::{End, Expr, Node, Parser};
+
+    fn parse(src: &str) -> (Vec<Node>, Vec<(String, Vec<Node>)>) {
+        let mut parser = Parser {
+            pieces: lex(src).unwrap().into_iter(),
+            defines: Vec::new(),
+        };
+        let (nodes, end) = parser.list().unwrap();
+        assert!(matches!(end, End::Eof));
+        (nodes, parser.defines)
+    }
+
+    #[test]
+    fn pipelines_feed_the_last_argument() {
+        let (nodes, _) = parse(r#"{{ .a | printf "%s" | toUpper }}"#);
+        let [Node::Print(Expr::Call(outer, args), _)] = nodes.as_slice() else {
+            panic!("{nodes:?}");
+        };
+        assert_eq!(outer, "toUpper");
+        let [(Expr::Call(inner, inner_args), _)] = args.as_slice() else {
+            panic!("{args:?}");
+        };
+        assert_eq!(inner, "printf");
+        assert!(matches!(inner_args.last(), Some((Expr::Field(_, f), _)) if f == &["a"]));
+    }
+
+    #[test]
+    fn blocks_variables_and_named_templates() {
+        let (nodes, defines) = parse(
+            "{{ define \"t\" }}x{{ end }}{{ $v := 1 }}{{ $v = 2 }}{{ if .a }}1{{ else if .b }}2{{ else }}3{{ end }}{{ range $k, $e := .l }}{{ break }}{{ end }}{{ with $w := .c }}{{ end }}{{ template \"t\" . }}{{ block \"u\" . }}y{{ end }}",
+        );
+        assert_eq!(
+            defines.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["t", "u"]
+        );
+        assert!(matches!(&nodes[0], Node::Set { var, declare: true, .. } if var == "v"));
+        assert!(matches!(&nodes[1], Node::Set { declare: false, .. }));
+        assert!(
+            matches!(&nodes[2], Node::If { branches, otherwise: Some(_) } if branches.len() == 2)
+        );
+        assert!(
+            matches!(&nodes[3], Node::Range { key: Some(k), value: Some(v), .. } if k == "k" && v == "e")
+        );
+        assert!(matches!(&nodes[4], Node::With { var: Some(w), .. } if w == "w"));
+        assert!(matches!(&nodes[5], Node::Template { name, arg: Some(_), .. } if name == "t"));
+        assert!(matches!(&nodes[6], Node::Template { name, .. } if name == "u"));
+    }
+
+    #[test]
+    fn structure_errors_are_refused() {
+        let mut parser = Parser {
+            pieces: lex("{{ if .a }}x").unwrap().into_iter(),
+            defines: Vec::new(),
+        };
+        assert!(
+            parser
+                .list()
+                .unwrap_err()
+                .reason
+                .contains("no matching {{end}}")
+        );
+        let mut parser = Parser {
+            pieces: lex("{{ .a 1 }}").unwrap().into_iter(),
+            defines: Vec::new(),
+        };
+        assert!(parser.list().is_err());
     }
 }

@@ -193,6 +193,22 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("toJSON of parsed JSON", d("{{ toJSON (parseJSON @.json) }}")),
         // Arithmetic.
         ("arithmetic", "{{ add 1 2 }} {{ subtract 1 5 }} {{ multiply 3 4 }} {{ divide 2 7 }} {{ modulo 3 7 }} {{ minimum 2 3 }} {{ maximum 2 3 }} {{ add 1.5 2 }}".to_owned()),
+        // text/template's escapers and slice; loop; HMAC.
+        ("html, js, urlquery", d("{{ html @.html }}|{{ js \"a'b\\\"<=>\\n\" }}|{{ urlquery \"a b&c=d/é\" }}|{{ html @.nope }}|{{ js 1 2 }}")),
+        ("slice", d("{{ slice @.user 1 }} {{ slice @.user 0 2 }} {{ slice @.list 1 }} {{ slice (split \",\" @.csv) 0 1 }}")),
+        ("slice out of range", d("{{ slice @.user 5 }}")),
+        ("loop", "{{ range loop 3 }}{{ . }}{{ end }}|{{ range $i := loop 2 5 }}{{ $i }}{{ end }}|{{ range loop \"2\" }}x{{ end }}".to_owned()),
+        ("hmacSHA256Hex", d("{{ hmacSHA256Hex @.user @.password }}")),
+        // More of Sprig.
+        ("sprig hashes", d("{{ sprig_sha512sum @.user }} {{ sprig_adler32sum @.user }}")),
+        ("sprig strval, cat, quote", d("{{ sprig_toString @.zero }} {{ sprig_toString @.list }} {{ sprig_cat @.user 1 @.nope @.yes }} {{ sprig_quote @.user @.zero }} {{ sprig_squote @.user }}")),
+        ("sprig title, substr, trunc, plural", d("{{ sprig_title \"hello wide_world x-y\" }} {{ sprig_substr 1 3 @.user }} {{ sprig_substr -1 2 @.user }} {{ sprig_trunc 2 @.user }} {{ sprig_trunc -2 @.user }} {{ sprig_plural \"one\" \"many\" 2 }}")),
+        ("sprig arithmetic", d("{{ sprig_atoi @.intstr }} {{ sprig_add1 4 }} {{ sprig_add 1 @.one \"3\" }} {{ sprig_sub 5 2 }} {{ sprig_mul 2 3 4 }} {{ sprig_div 7 2 }} {{ sprig_mod 7 2 }} {{ sprig_max 1 5 3 }} {{ sprig_min 4 2 8 }}")),
+        ("sprig defaults", d("{{ sprig_default \"d\" @.empty }} {{ sprig_default \"d\" @.user }} {{ sprig_empty @.emptymap }} {{ sprig_coalesce @.empty @.null @.user }} {{ sprig_all @.user @.zero }} {{ sprig_any @.empty @.flag }} {{ sprig_ternary \"y\" \"n\" true }}")),
+        ("sprig lists", d("{{ sprig_list 1 @.user }} {{ sprig_first @.list }} {{ sprig_last @.list }} {{ sprig_rest @.list }} {{ sprig_initial @.list }} {{ sprig_reverse @.list }} {{ sprig_has \"x\" @.list }} {{ sprig_rest @.emptylist }}")),
+        ("sprig dicts", d("{{ sprig_hasKey @.map \"a\" }} {{ sprig_get @.map \"a\" }} [{{ sprig_get @.map \"z\" }}] {{ sprig_dict \"k\" 1 \"j\" }}")),
+        ("sprig types", d("{{ sprig_kindOf @.zero }} {{ sprig_kindOf @.list }} {{ sprig_typeOf @.zero }} {{ sprig_typeOf @.map }} {{ sprig_kindIs \"map\" @.map }} {{ sprig_typeIs \"string\" @.user }}")),
+        ("sprig JSON", d("{{ sprig_toJson @.map }} {{ sprig_toPrettyJson @.nums }} {{ sprig_toRawJson @.html }}")),
         // Named templates.
         ("define and template", format!("{{{{ define \"u\" }}}}[{{{{ . }}}}]{{{{ end }}}}{}", d("{{ template \"u\" @.user }}"))),
         ("block", d("{{ block \"b\" @.user }}<{{ . }}>{{ end }}")),

@@ -550,7 +550,10 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Out {
             };
             text(out.to_vec())
         }
-        "sprig_trimPrefix" | "sprig_trimSuffix" => call(&name[6..], args),
+        "sprig_trimPrefix" | "sprig_trimSuffix" => {
+            // Sprig's take the string last, like consul-template's.
+            call(&name[6..], args)
+        }
         "toLower" | "toUpper" | "sprig_lower" | "sprig_upper" => {
             arity(1)?;
             let src = s(&args[0])?;
@@ -652,7 +655,8 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Out {
             arity(2)?;
             arithmetic(name, &args[0], &args[1])
         }
-        _ => Err(format!("function {name:?} is not available in the driver")),
+        _ => super::go_sprig::call(name, args)
+            .unwrap_or_else(|| Err(format!("function {name:?} is not available in the driver"))),
     }
 }
 

@@ -16,6 +16,7 @@ mod go_fmt;
 pub mod go_json;
 mod go_number;
 mod go_runtime;
+mod go_sprig;
 mod go_strings;
 mod go_template;
 mod go_truth;

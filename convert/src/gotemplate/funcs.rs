@@ -1,6 +1,6 @@
 //! The functions a consul-template template can call (text/template's
 //! builtins, consul-template's own, and the `sprig_*` family consul-template
-//! adds), and what `convert` does with each: the table
+//! adds: all of Sprig's functions, as the agent registers them), and what `convert` does with each: the table
 //! `docs/migrating-from-vault-agent.md` publishes (a test compares them).
 
 /// What `convert` does with a function.
@@ -23,17 +23,17 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
         "call",
         Status::Semantic("calls a function value: consul-template's data holds none"),
     ),
-    ("html", Status::NotYet),
+    ("html", Status::Converted),
     ("index", Status::Converted),
-    ("slice", Status::NotYet),
-    ("js", Status::NotYet),
+    ("slice", Status::Converted),
+    ("js", Status::Converted),
     ("len", Status::Converted),
     ("not", Status::Converted),
     ("or", Status::Converted),
     ("print", Status::Converted),
     ("printf", Status::Converted),
     ("println", Status::Converted),
-    ("urlquery", Status::NotYet),
+    ("urlquery", Status::Converted),
     ("eq", Status::Converted),
     ("ge", Status::Converted),
     ("gt", Status::Converted),
@@ -51,19 +51,19 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     (
         "byKey",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "byPort",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "byTag",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     ("contains", Status::Converted),
@@ -93,20 +93,20 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     (
         "explode",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "explodeMap",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     ("mergeMap", Status::NotYet),
     ("mergeMapWithOverride", Status::NotYet),
     ("in", Status::Converted),
     ("indent", Status::Converted),
-    ("loop", Status::NotYet),
+    ("loop", Status::Converted),
     ("join", Status::Converted),
     ("trim", Status::Converted),
     ("trimPrefix", Status::Converted),
@@ -127,7 +127,7 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("replaceAll", Status::Converted),
     ("sha256Hex", Status::Converted),
     ("md5sum", Status::NotYet),
-    ("hmacSHA256Hex", Status::NotYet),
+    ("hmacSHA256Hex", Status::Converted),
     (
         "timestamp",
         Status::Semantic(
@@ -148,7 +148,7 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     (
         "byMeta",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
@@ -177,19 +177,19 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     (
         "datacenters",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "exportedServices",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "importedServices",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
@@ -201,122 +201,134 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     (
         "key",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "keyExists",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "keyOrDefault",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "ls",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "safeLs",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "node",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "nodes",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "partitions",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "peerings",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "service",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "connect",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "services",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "tree",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "safeTree",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "caRoots",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "caLeaf",
         Status::Semantic(
-            "reads Consul (or Consul's data): the driver talks to Vault only; render Consul data with consul-template itself",
+            "a Consul function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too; render Consul data with consul-template itself",
         ),
     ),
     (
         "nomadServices",
-        Status::Semantic("reads Nomad: the driver talks to Vault only"),
+        Status::Semantic(
+            "a Nomad function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too",
+        ),
     ),
     (
         "nomadService",
-        Status::Semantic("reads Nomad: the driver talks to Vault only"),
+        Status::Semantic(
+            "a Nomad function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too",
+        ),
     ),
     (
         "nomadVarList",
-        Status::Semantic("reads Nomad: the driver talks to Vault only"),
+        Status::Semantic(
+            "a Nomad function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too",
+        ),
     ),
     (
         "nomadVarListSafe",
-        Status::Semantic("reads Nomad: the driver talks to Vault only"),
+        Status::Semantic(
+            "a Nomad function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too",
+        ),
     ),
     (
         "nomadVar",
-        Status::Semantic("reads Nomad: the driver talks to Vault only"),
+        Status::Semantic(
+            "a Nomad function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too",
+        ),
     ),
     (
         "nomadVarExists",
-        Status::Semantic("reads Nomad: the driver talks to Vault only"),
+        Status::Semantic(
+            "a Nomad function: Vault's and OpenBao's agents leave it out, so the agent refuses the template too",
+        ),
     ),
     ("sprig_hello", Status::NotYet),
     (
@@ -334,13 +346,13 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("sprig_unixEpoch", Status::NotYet),
     ("sprig_abbrev", Status::NotYet),
     ("sprig_abbrevboth", Status::NotYet),
-    ("sprig_trunc", Status::NotYet),
+    ("sprig_trunc", Status::Converted),
     ("sprig_trim", Status::Converted),
     ("sprig_upper", Status::Converted),
     ("sprig_lower", Status::Converted),
-    ("sprig_title", Status::NotYet),
+    ("sprig_title", Status::Converted),
     ("sprig_untitle", Status::NotYet),
-    ("sprig_substr", Status::NotYet),
+    ("sprig_substr", Status::Converted),
     ("sprig_repeat", Status::Converted),
     ("sprig_trimall", Status::NotYet),
     ("sprig_trimAll", Status::Converted),
@@ -363,19 +375,24 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("sprig_contains", Status::Converted),
     ("sprig_hasPrefix", Status::Converted),
     ("sprig_hasSuffix", Status::Converted),
-    ("sprig_quote", Status::NotYet),
-    ("sprig_squote", Status::NotYet),
-    ("sprig_cat", Status::NotYet),
+    ("sprig_quote", Status::Converted),
+    ("sprig_squote", Status::Converted),
+    ("sprig_cat", Status::Converted),
     ("sprig_indent", Status::Converted),
     ("sprig_nindent", Status::Converted),
     ("sprig_replace", Status::Converted),
-    ("sprig_plural", Status::NotYet),
+    ("sprig_plural", Status::Converted),
     ("sprig_sha1sum", Status::NotYet),
     ("sprig_sha256sum", Status::Converted),
-    ("sprig_sha512sum", Status::NotYet),
-    ("sprig_adler32sum", Status::NotYet),
-    ("sprig_toString", Status::NotYet),
-    ("sprig_atoi", Status::NotYet),
+    (
+        "sprig_sha512sum",
+        Status::Semantic(
+            "not in the Sprig version the agent embeds, so the agent refuses the template too; use sprig_sha256sum or sha256Hex",
+        ),
+    ),
+    ("sprig_adler32sum", Status::Converted),
+    ("sprig_toString", Status::Converted),
+    ("sprig_atoi", Status::Converted),
     ("sprig_int64", Status::NotYet),
     ("sprig_int", Status::NotYet),
     ("sprig_float64", Status::NotYet),
@@ -387,12 +404,12 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("sprig_toStrings", Status::NotYet),
     ("sprig_until", Status::NotYet),
     ("sprig_untilStep", Status::NotYet),
-    ("sprig_add1", Status::NotYet),
-    ("sprig_add", Status::NotYet),
-    ("sprig_sub", Status::NotYet),
-    ("sprig_div", Status::NotYet),
-    ("sprig_mod", Status::NotYet),
-    ("sprig_mul", Status::NotYet),
+    ("sprig_add1", Status::Converted),
+    ("sprig_add", Status::Converted),
+    ("sprig_sub", Status::Converted),
+    ("sprig_div", Status::Converted),
+    ("sprig_mod", Status::Converted),
+    ("sprig_mul", Status::Converted),
     (
         "sprig_randInt",
         Status::Semantic(
@@ -404,9 +421,9 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("sprig_subf", Status::NotYet),
     ("sprig_divf", Status::NotYet),
     ("sprig_mulf", Status::NotYet),
-    ("sprig_biggest", Status::NotYet),
-    ("sprig_max", Status::NotYet),
-    ("sprig_min", Status::NotYet),
+    ("sprig_biggest", Status::Converted),
+    ("sprig_max", Status::Converted),
+    ("sprig_min", Status::Converted),
     ("sprig_maxf", Status::NotYet),
     ("sprig_minf", Status::NotYet),
     ("sprig_ceil", Status::NotYet),
@@ -414,29 +431,29 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("sprig_round", Status::NotYet),
     ("sprig_join", Status::NotYet),
     ("sprig_sortAlpha", Status::NotYet),
-    ("sprig_default", Status::NotYet),
-    ("sprig_empty", Status::NotYet),
-    ("sprig_coalesce", Status::NotYet),
-    ("sprig_all", Status::NotYet),
-    ("sprig_any", Status::NotYet),
+    ("sprig_default", Status::Converted),
+    ("sprig_empty", Status::Converted),
+    ("sprig_coalesce", Status::Converted),
+    ("sprig_all", Status::Converted),
+    ("sprig_any", Status::Converted),
     ("sprig_compact", Status::NotYet),
     ("sprig_mustCompact", Status::NotYet),
     ("sprig_fromJson", Status::NotYet),
-    ("sprig_toJson", Status::NotYet),
-    ("sprig_toPrettyJson", Status::NotYet),
-    ("sprig_toRawJson", Status::NotYet),
+    ("sprig_toJson", Status::Converted),
+    ("sprig_toPrettyJson", Status::Converted),
+    ("sprig_toRawJson", Status::Converted),
     ("sprig_mustFromJson", Status::NotYet),
     ("sprig_mustToJson", Status::NotYet),
     ("sprig_mustToPrettyJson", Status::NotYet),
     ("sprig_mustToRawJson", Status::NotYet),
-    ("sprig_ternary", Status::NotYet),
+    ("sprig_ternary", Status::Converted),
     ("sprig_deepCopy", Status::NotYet),
     ("sprig_mustDeepCopy", Status::NotYet),
-    ("sprig_typeOf", Status::NotYet),
-    ("sprig_typeIs", Status::NotYet),
+    ("sprig_typeOf", Status::Converted),
+    ("sprig_typeIs", Status::Converted),
     ("sprig_typeIsLike", Status::NotYet),
-    ("sprig_kindOf", Status::NotYet),
-    ("sprig_kindIs", Status::NotYet),
+    ("sprig_kindOf", Status::Converted),
+    ("sprig_kindIs", Status::Converted),
     ("sprig_deepEqual", Status::NotYet),
     ("sprig_base", Status::NotYet),
     ("sprig_dir", Status::NotYet),
@@ -453,12 +470,12 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("sprig_b32enc", Status::NotYet),
     ("sprig_b32dec", Status::NotYet),
     ("sprig_tuple", Status::NotYet),
-    ("sprig_list", Status::NotYet),
-    ("sprig_dict", Status::NotYet),
-    ("sprig_get", Status::NotYet),
+    ("sprig_list", Status::Converted),
+    ("sprig_dict", Status::Converted),
+    ("sprig_get", Status::Converted),
     ("sprig_set", Status::NotYet),
     ("sprig_unset", Status::NotYet),
-    ("sprig_hasKey", Status::NotYet),
+    ("sprig_hasKey", Status::Converted),
     ("sprig_pluck", Status::NotYet),
     ("sprig_keys", Status::NotYet),
     ("sprig_pick", Status::NotYet),
@@ -472,21 +489,21 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("sprig_mustAppend", Status::NotYet),
     ("sprig_prepend", Status::NotYet),
     ("sprig_mustPrepend", Status::NotYet),
-    ("sprig_first", Status::NotYet),
+    ("sprig_first", Status::Converted),
     ("sprig_mustFirst", Status::NotYet),
-    ("sprig_rest", Status::NotYet),
+    ("sprig_rest", Status::Converted),
     ("sprig_mustRest", Status::NotYet),
-    ("sprig_last", Status::NotYet),
+    ("sprig_last", Status::Converted),
     ("sprig_mustLast", Status::NotYet),
-    ("sprig_initial", Status::NotYet),
+    ("sprig_initial", Status::Converted),
     ("sprig_mustInitial", Status::NotYet),
-    ("sprig_reverse", Status::NotYet),
+    ("sprig_reverse", Status::Converted),
     ("sprig_mustReverse", Status::NotYet),
     ("sprig_uniq", Status::NotYet),
     ("sprig_mustUniq", Status::NotYet),
     ("sprig_without", Status::NotYet),
     ("sprig_mustWithout", Status::NotYet),
-    ("sprig_has", Status::NotYet),
+    ("sprig_has", Status::Converted),
     ("sprig_mustHas", Status::NotYet),
     ("sprig_slice", Status::NotYet),
     ("sprig_mustSlice", Status::NotYet),
@@ -581,15 +598,93 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("sprig_urlParse", Status::NotYet),
     ("sprig_urlJoin", Status::NotYet),
     (
+        "sprig_date",
+        Status::Semantic(
+            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
+        ),
+    ),
+    (
+        "sprig_date_in_zone",
+        Status::Semantic(
+            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
+        ),
+    ),
+    (
+        "sprig_now",
+        Status::Semantic(
+            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
+        ),
+    ),
+    (
+        "sprig_htmlDate",
+        Status::Semantic(
+            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
+        ),
+    ),
+    (
+        "sprig_htmlDateInZone",
+        Status::Semantic(
+            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
+        ),
+    ),
+    (
+        "sprig_dateInZone",
+        Status::Semantic(
+            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
+        ),
+    ),
+    (
+        "sprig_randAlphaNum",
+        Status::Semantic(
+            "random on every call: each render writes other bytes (the agent's too), and the driver renders at every refresh where the agent renders when a secret changes; generate the value once and store it in Vault",
+        ),
+    ),
+    (
+        "sprig_randAlpha",
+        Status::Semantic(
+            "random on every call: each render writes other bytes (the agent's too), and the driver renders at every refresh where the agent renders when a secret changes; generate the value once and store it in Vault",
+        ),
+    ),
+    (
+        "sprig_randAscii",
+        Status::Semantic(
+            "random on every call: each render writes other bytes (the agent's too), and the driver renders at every refresh where the agent renders when a secret changes; generate the value once and store it in Vault",
+        ),
+    ),
+    (
+        "sprig_randNumeric",
+        Status::Semantic(
+            "random on every call: each render writes other bytes (the agent's too), and the driver renders at every refresh where the agent renders when a secret changes; generate the value once and store it in Vault",
+        ),
+    ),
+    (
+        "sprig_randBytes",
+        Status::Semantic(
+            "random on every call: each render writes other bytes (the agent's too), and the driver renders at every refresh where the agent renders when a secret changes; generate the value once and store it in Vault",
+        ),
+    ),
+    (
+        "sprig_uuidv4",
+        Status::Semantic(
+            "random on every call: each render writes other bytes (the agent's too), and the driver renders at every refresh where the agent renders when a secret changes; generate the value once and store it in Vault",
+        ),
+    ),
+    (
+        "sprig_getHostByName",
+        Status::Security(
+            "resolves a name from the node: the driver reveals nothing of the node's network to a tenant",
+        ),
+    ),
+    (
         "sprig_env",
         Status::Security(
-            "reads the environment (the agent has no such function either): the driver's environment is never a tenant's to read",
+            "reads the environment: the driver's environment is never a tenant's to read",
         ),
     ),
     (
         "sprig_expandenv",
         Status::Security(
-            "reads the environment (the agent has no such function either): the driver's environment is never a tenant's to read",
+            "reads the environment: the driver's environment is never a tenant's to read",
         ),
     ),
 ];

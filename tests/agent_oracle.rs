@@ -199,6 +199,11 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("slice out of range", d("{{ slice @.user 5 }}")),
         ("loop", "{{ range loop 3 }}{{ . }}{{ end }}|{{ range $i := loop 2 5 }}{{ $i }}{{ end }}|{{ range loop \"2\" }}x{{ end }}".to_owned()),
         ("hmacSHA256Hex", d("{{ hmacSHA256Hex @.user @.password }}")),
+        // Regular expressions (Go's RE2: ASCII \d, \w, \s, \b).
+        ("regexMatch", d("{{ regexMatch \"^[a-z]+$\" @.user }} {{ regexMatch \"^\\\\d+$\" \"١٢\" }} {{ regexMatch \"\\\\bpp\" @.user }}")),
+        ("regexReplaceAll", d("{{ regexReplaceAll \"(\\\\w)(\\\\w)\" \"$2$1\" @.user }} {{ regexReplaceAll \"[,\\\\s]+\" \"-\" @.csv }} {{ regexReplaceAll \"a(?P<x>p)\" \"${x}$1x$$\" @.user }}")),
+        ("a bad pattern", d("{{ regexMatch \"(\" @.user }}")),
+        ("sprig regex", d("{{ sprig_regexFind \"[a-z]\" @.user }} {{ sprig_regexFindAll \"[a-z]\" @.user -1 }} {{ sprig_regexFindAll \"[a-z]\" @.user 2 }} {{ sprig_regexSplit \",\" @.csv -1 }} {{ sprig_regexSplit \",\" @.csv 2 }} {{ sprig_regexReplaceAll \"p\" @.user \"$0$0\" }} {{ sprig_regexReplaceAllLiteral \"p\" @.user \"$0\" }} {{ sprig_regexQuoteMeta \"a.b*c#-~\" }}")),
         // More of Sprig.
         ("sprig hashes", d("{{ sprig_sha512sum @.user }} {{ sprig_adler32sum @.user }}")),
         ("sprig strval, cat, quote", d("{{ sprig_toString @.zero }} {{ sprig_toString @.list }} {{ sprig_cat @.user 1 @.nope @.yes }} {{ sprig_quote @.user @.zero }} {{ sprig_squote @.user }}")),

@@ -15,6 +15,7 @@ mod each;
 mod go_fmt;
 pub mod go_json;
 mod go_number;
+mod go_regex;
 mod go_runtime;
 mod go_sprig;
 mod go_strings;

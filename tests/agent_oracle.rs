@@ -140,6 +140,7 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("and short-circuits", d("{{ and @.empty (index @.list 9) }}-")),
         ("else if", d("{{ if @.empty }}a{{ else if @.user }}b{{ else }}c{{ end }}")),
         ("with over a value", d("{{ with @.user }}[{{ . }}]{{ end }}{{ with @.empty }}x{{ else }}empty{{ end }}")),
+        ("else with", d("{{ with @.empty }}a{{ else with @.null }}b{{ else with $u := @.user }}[{{ $u }}]{{ else }}c{{ end }}")),
         ("with a variable", d("{{ with $u := @.user }}{{ $u }}{{ end }}")),
         // Comparisons.
         ("eq a number with its text", d("{{ eq @.zero \"0\" }} {{ eq @.float \"1.5\" }}")),

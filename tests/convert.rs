@@ -1110,7 +1110,7 @@ fn refused_constructs_name_line_column_and_construct() {
         ("x\n {{ $y }}", "line 2, column 2: $y: undefined variable"),
         (
             "{{ with secret \"a\" }}{{ if .Data.data.a }}{{ else with .Data.data.b }}{{ end }}{{ end }}",
-            "only `else` and `else if`",
+            "Go takes `else with` in a `with` only",
         ),
         (
             "{{ env \"HOME\" }}",

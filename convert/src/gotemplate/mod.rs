@@ -109,7 +109,7 @@ pub fn convert(source: &str, options: GoOptions) -> Result<Converted, Refusal> {
                 "unexpected {{end}} (Go refuses the template too)",
             );
         }
-        parser::End::Else(p) | parser::End::ElseIf(_, p) => {
+        parser::End::Else(p) | parser::End::ElseIf(_, p) | parser::End::ElseWith(_, _, p) => {
             return refuse(
                 p,
                 "{{else}}",

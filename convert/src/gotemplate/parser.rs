@@ -68,6 +68,8 @@ pub(super) enum End {
     Close(Pos),
     Else(Pos),
     ElseIf(Expr, Pos),
+    /// `{{else with [$x :=] pipeline}}`.
+    ElseWith(Option<String>, Expr, Pos),
 }
 
 /// The parser: the pieces still to read, and the named templates found.
@@ -118,18 +120,33 @@ impl Parser {
                 let (otherwise, end) = self.block(what, pos)?;
                 match end {
                     End::Close(_) => Ok((body, Some(otherwise))),
-                    End::Else(p) | End::ElseIf(_, p) => refuse(
+                    End::Else(p) | End::ElseIf(_, p) | End::ElseWith(_, _, p) => refuse(
                         p,
                         "{{else}}",
-                        format!("a second {{{{else}}}} in one {{{{{what}}}}}"),
+                        format!(
+                            "a second {{{{else}}}} in one {{{{{what}}}}} (Go refuses the template too)"
+                        ),
                     ),
                     End::Eof => unreachable!("block() refuses EOF"),
                 }
             }
-            End::ElseIf(_, p) => refuse(
+            // `{{with a}}…{{else with b}}…{{end}}` (Go 1.23) is
+            // `{{with a}}…{{else}}{{with b}}…{{end}}{{end}}`.
+            End::ElseWith(var, head, p) if what == "with" => {
+                let (inner, otherwise) = self.body_else("with", p)?;
+                let nested = Node::With {
+                    var,
+                    head,
+                    pos: p,
+                    body: inner,
+                    otherwise,
+                };
+                Ok((body, Some(vec![nested])))
+            }
+            End::ElseIf(_, p) | End::ElseWith(_, _, p) => refuse(
                 p,
-                format!("{{{{else {what}}}}}"),
-                "`else if` is converted only in an `if` block; `else with` (Go 1.23) is not converted: nest a `with` in the `else`",
+                format!("{{{{else …}}}} in a {{{{{what}}}}}"),
+                "Go takes `else if` in an `if` and `else with` in a `with` only (it refuses the template too): nest the block in the `else`",
             ),
             End::Eof => unreachable!("block() refuses EOF"),
         }
@@ -158,7 +175,7 @@ impl Parser {
                 }
                 End::Else(_) => {
                     let (otherwise, end) = self.block("if", pos)?;
-                    if let End::Else(p) | End::ElseIf(_, p) = end {
+                    if let End::Else(p) | End::ElseIf(_, p) | End::ElseWith(_, _, p) = end {
                         return refuse(
                             p,
                             "{{else}}",
@@ -172,6 +189,13 @@ impl Parser {
                     return Ok(None);
                 }
                 End::ElseIf(expr, p) => cond = (expr, p),
+                End::ElseWith(_, _, p) => {
+                    return refuse(
+                        p,
+                        "{{else with}} in an {{if}}",
+                        "Go takes `else with` in a `with` only (it refuses the template too): write `{{else}}{{with …}}…{{end}}`",
+                    );
+                }
                 End::Eof => unreachable!("block() refuses EOF"),
             }
         }
@@ -239,7 +263,15 @@ impl Parser {
                         let expr = pipeline(&toks[2..], pos)?;
                         Ok(Some(End::ElseIf(expr, pos)))
                     }
-                    _ => refuse(pos, "{{else …}}", "only `else` and `else if` are converted"),
+                    Tok::Ident(k) if k == "with" => {
+                        let (var, head_toks) = declared(&toks[2..], pos)?;
+                        Ok(Some(End::ElseWith(var, pipeline(head_toks, pos)?, pos)))
+                    }
+                    _ => refuse(
+                        pos,
+                        "{{else …}}",
+                        "Go takes `else`, `else if` and `else with` only (it refuses the template too)",
+                    ),
                 }
             }
             "if" => self.if_block(&toks[1..], pos, nodes),

@@ -1120,7 +1120,7 @@ fn refused_constructs_name_line_column_and_construct() {
             "{{ file \"/etc/passwd\" }}",
             "function `file`: refused for security: reads a file of the node",
         ),
-        ("{{ key \"a\" }}", "function `key`: reads Consul"),
+        ("{{ key \"a\" }}", "function `key`: a Consul function"),
         ("{{ nosuch 1 }}", "function `nosuch`: not a function"),
         (
             "{{ with secret .Data }}{{ end }}",

@@ -1470,3 +1470,85 @@ spec:
     );
     assert!(!summary.contains("no `data/` segment"), "{summary}");
 }
+
+/// An `OpenBao` agent sidecar (`bao agent`, `openbao/openbao`) converts
+/// like Vault's: `remove_jwt_after_reading` is accepted (and noted), the
+/// projected token volume only the agent mounted is dropped, and a KV v2
+/// path without `data/` passes through unchanged, without a warning.
+#[test]
+fn openbao_agent_pods_convert_and_lose_the_agents_volumes() {
+    let yaml = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: bao}
+data:
+  agent.hcl: |
+    auto_auth {
+      method "kubernetes" {
+        config = {
+          role = "web"
+          remove_jwt_after_reading = false
+        }
+      }
+    }
+    template {
+      contents    = "{{ with secret \"secret/myapp/config\" }}{{ .Data.data.user }}{{ end }}"
+      destination = "/out/user"
+    }
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  volumes:
+    - {name: cfg, configMap: {name: bao}}
+    - {name: out, emptyDir: {}}
+    - name: bao-token
+      projected:
+        sources:
+          - serviceAccountToken: {path: token, audience: openbao}
+  containers:
+    - name: web
+      image: nginx
+      volumeMounts: [{name: out, mountPath: /usr/share/nginx/html}]
+    - name: bao
+      image: openbao/openbao:2.7.2
+      args: ["bao", "agent", "-config=/etc/bao/agent.hcl"]
+      volumeMounts:
+        - {name: cfg, mountPath: /etc/bao}
+        - {name: out, mountPath: /out}
+        - {name: bao-token, mountPath: /var/run/secrets/openbao}
+"#;
+    let docs = convert::parse_yaml(yaml, "in").unwrap();
+    let (out, report) = convert::convert_documents(docs, &options(), &DriverChecks).unwrap();
+    let pod = convert::parse_yaml(&out, "out")
+        .unwrap()
+        .into_iter()
+        .find(|d| d["kind"] == "Pod")
+        .unwrap();
+    let volumes: Vec<&str> = pod["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(volumes, ["out"], "{out}");
+    let template = pod["spec"]["volumes"][0]["csi"]["volumeAttributes"]["template.user"]
+        .as_str()
+        .unwrap();
+    assert!(
+        template.contains("(secret \"secret/myapp/config\")"),
+        "{template}"
+    );
+    let summary = report.summary(&options());
+    assert!(summary.contains("remove_jwt_after_reading"), "{summary}");
+    assert!(
+        summary.contains("volume bao-token was used only by the agent"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("delete the pod and create it again"),
+        "{summary}"
+    );
+    assert!(!summary.contains("data/"), "{summary}");
+}

@@ -214,6 +214,13 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("sprig lists", d("{{ sprig_list 1 @.user }} {{ sprig_first @.list }} {{ sprig_last @.list }} {{ sprig_rest @.list }} {{ sprig_initial @.list }} {{ sprig_reverse @.list }} {{ sprig_has \"x\" @.list }} {{ sprig_rest @.emptylist }}")),
         ("sprig dicts", d("{{ sprig_hasKey @.map \"a\" }} {{ sprig_get @.map \"a\" }} [{{ sprig_get @.map \"z\" }}] {{ sprig_dict \"k\" 1 \"j\" }}")),
         ("sprig types", d("{{ sprig_kindOf @.zero }} {{ sprig_kindOf @.list }} {{ sprig_typeOf @.zero }} {{ sprig_typeOf @.map }} {{ sprig_kindIs \"map\" @.map }} {{ sprig_typeIs \"string\" @.user }}")),
+        ("sprig list building", d("{{ sprig_append @.list \"z\" }} {{ sprig_prepend @.list 1 }} {{ sprig_concat @.list @.nums }} {{ sprig_uniq (sprig_list 1 1 \"a\" \"a\" @.one) }} {{ sprig_without @.list \"x\" }} {{ sprig_compact (sprig_list 0 \"\" @.user @.empty) }}")),
+        ("sprig sorting and joining", d("{{ sprig_sortAlpha (sprig_list \"b\" \"a\" 3) }} {{ sprig_join \"-\" @.list }} {{ sprig_join \",\" @.nums }} {{ sprig_toStrings @.nums }} {{ sprig_keys @.map | sprig_sortAlpha }} {{ sprig_sortAlpha @.nope }}")),
+        ("sprig split, splitn, until", d("{{ sprig_split \",\" @.csv }} {{ sprig_splitn \",\" 2 @.csv }} {{ sprig_until 3 }} {{ sprig_until -2 }} {{ sprig_untilStep 1 10 3 }} {{ sprig_untilStep 5 1 -2 }}")),
+        ("sprig fromJson, deepEqual, paths", d("{{ sprig_fromJson @.json }} [{{ sprig_fromJson \"nope\" }}] {{ sprig_deepEqual @.list @.list }} {{ sprig_deepEqual @.zero \"0\" }} {{ sprig_base \"/a/b.txt\" }} {{ sprig_ext \"/a/b.txt\" }} {{ sprig_isAbs \"/a\" }} {{ sprig_base \"\" }}")),
+        ("sprig must forms", d("{{ sprig_mustFirst @.list }} {{ sprig_mustRegexMatch \"^a\" @.user }} {{ sprig_mustToJson @.map }} {{ sprig_mustAppend @.list 1 }}")),
+        ("sprig mustRegexMatch of a bad pattern", d("{{ sprig_mustRegexMatch \"(\" @.user }}")),
+        ("sprig regexMatch of a bad pattern", d("{{ sprig_regexMatch \"(\" @.user }}")),
         ("sprig JSON", d("{{ sprig_toJson @.map }} {{ sprig_toPrettyJson @.nums }} {{ sprig_toRawJson @.html }}")),
         // Named templates.
         ("define and template", format!("{{{{ define \"u\" }}}}[{{{{ . }}}}]{{{{ end }}}}{}", d("{{ template \"u\" @.user }}"))),

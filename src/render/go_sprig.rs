@@ -388,11 +388,14 @@ fn regex_call(name: &str, args: &[Go<'_>]) -> Out {
     }
     let count = |a: &Go<'_>| int(a).map(|n| usize::try_from(n).ok());
     match name {
-        "regexMatch" | "sprig_regexMatch" => {
+        "regexMatch" | "sprig_regexMatch" | "sprig_mustRegexMatch" => {
             let s = strings(2)?;
-            Ok(Value::Bool(
-                super::go_regex::compile(s[0].as_bytes())?.is_match(&s[1]),
-            ))
+            match super::go_regex::compile(s[0].as_bytes()) {
+                Ok(re) => Ok(Value::Bool(re.is_match(&s[1]))),
+                // Sprig's regexMatch answers false for a bad pattern.
+                Err(_) if name == "sprig_regexMatch" => Ok(Value::Bool(false)),
+                Err(e) => Err(e),
+            }
         }
         "regexReplaceAll" | "sprig_regexReplaceAll" | "sprig_regexReplaceAllLiteral" => {
             let s = strings(3)?;
@@ -457,13 +460,145 @@ fn regex_call(name: &str, args: &[Go<'_>]) -> Out {
     }
 }
 
+/// Sprig's `mustX`: `X` with its errors (the `X` here already fails where
+/// Sprig's `mustX` does).
+fn unmust(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("sprig_must")?;
+    let mut chars = rest.chars();
+    let first = chars.next()?.to_ascii_lowercase();
+    (rest != "RegexMatch").then(|| format!("sprig_{first}{}", chars.as_str()))
+}
+
+/// `strslice`: Sprig's list of strings from a list (`nil`s left out) or
+/// one value.
+fn strslice(g: &Go<'_>) -> Result<Vec<Vec<u8>>, String> {
+    match g {
+        Go::List(items) | Go::Strings(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in *items {
+                let item = go(item);
+                if !matches!(item, Go::Nil) {
+                    out.push(strval(&item)?);
+                }
+            }
+            Ok(out)
+        }
+        Go::Nil => Ok(Vec::new()),
+        other => Ok(vec![strval(other)?]),
+    }
+}
+
+fn string_list(items: &[Vec<u8>]) -> Value {
+    go_runtime::strings(items.iter().map(|b| text(b)).collect())
+}
+
+fn ints(items: impl Iterator<Item = i64>) -> Result<Value, String> {
+    let mut out = Vec::new();
+    for i in items {
+        if out.len() >= 100_000 {
+            return Err("a list of more than 100000 numbers".to_owned());
+        }
+        out.push(go_runtime::int(i));
+    }
+    super::budget::charge(u64::try_from(out.len()).unwrap_or(u64::MAX), [])
+        .map_err(|e| e.to_string())?;
+    Ok(Value::Array(out))
+}
+
+/// `path.Base`.
+fn base(p: &[u8]) -> Vec<u8> {
+    if p.is_empty() {
+        return b".".to_vec();
+    }
+    let trimmed = {
+        let mut end = p.len();
+        while end > 0 && p[end - 1] == b'/' {
+            end -= 1;
+        }
+        &p[..end]
+    };
+    if trimmed.is_empty() {
+        return b"/".to_vec();
+    }
+    let start = trimmed
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(0, |i| i + 1);
+    trimmed[start..].to_vec()
+}
+
+/// `path.Ext`.
+fn ext(p: &[u8]) -> Vec<u8> {
+    for i in (0..p.len()).rev() {
+        match p[i] {
+            b'/' => break,
+            b'.' => return p[i..].to_vec(),
+            _ => {}
+        }
+    }
+    Vec::new()
+}
+
+/// Sprig's list functions that build lists.
+fn lists(name: &str, args: &[Go<'_>]) -> Out {
+    let items = |g: &Go<'_>| list_items(g).map(<[Value]>::to_vec);
+    match (name, args) {
+        ("sprig_append", [list, v]) => items(list).map(|mut l| {
+            l.push(go_runtime::value(v));
+            Value::Array(l)
+        }),
+        ("sprig_prepend", [list, v]) => items(list).map(|mut l| {
+            l.insert(0, go_runtime::value(v));
+            Value::Array(l)
+        }),
+        ("sprig_concat", _) => {
+            let mut out = Vec::new();
+            for list in args {
+                out.extend(items(list)?);
+            }
+            Ok(Value::Array(out))
+        }
+        ("sprig_uniq", [list]) => items(list).map(|l| {
+            let mut out: Vec<Value> = Vec::new();
+            for v in l {
+                if !out.iter().any(|o| deep_equal(&go(o), &go(&v))) {
+                    out.push(v);
+                }
+            }
+            Value::Array(out)
+        }),
+        ("sprig_without", [list, omit @ ..]) => items(list).map(|l| {
+            Value::Array(
+                l.into_iter()
+                    .filter(|v| !omit.iter().any(|o| deep_equal(&go(v), o)))
+                    .collect(),
+            )
+        }),
+        ("sprig_compact", [list]) => {
+            items(list).map(|l| Value::Array(l.into_iter().filter(|v| truth(&go(v))).collect()))
+        }
+        _ => Err(format!("wrong number of args for {name}")),
+    }
+}
+
 /// The functions of this file; `None` for a name it does not have.
 #[allow(clippy::too_many_lines)] // one table: a few lines per function
 pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
+    match name {
+        // The must forms fail where the plain ones write "".
+        "sprig_mustToJson" => return Some(super::go_strings::call("toJSON", args)),
+        "sprig_mustToPrettyJson" => return Some(super::go_strings::call("toJSONPretty", args)),
+        "sprig_mustToRawJson" => return Some(super::go_strings::call("toUnescapedJSON", args)),
+        _ => {}
+    }
+    if let Some(plain) = unmust(name) {
+        return call(&plain, args);
+    }
     let one = || args.first().cloned().unwrap_or(Go::Nil);
     Some(match name {
         "regexMatch"
         | "sprig_regexMatch"
+        | "sprig_mustRegexMatch"
         | "regexReplaceAll"
         | "sprig_regexReplaceAll"
         | "sprig_regexReplaceAllLiteral"
@@ -471,6 +606,110 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
         | "sprig_regexFindAll"
         | "sprig_regexSplit"
         | "sprig_regexQuoteMeta" => regex_call(name, args),
+        "sprig_append" | "sprig_prepend" | "sprig_concat" | "sprig_uniq" | "sprig_without"
+        | "sprig_compact" => lists(name, args),
+        "sprig_sortAlpha" => match one() {
+            Go::Nil => Ok(string_list(&[b"<nil>".to_vec()])),
+            list => strslice(&list).map(|mut l| {
+                l.sort();
+                string_list(&l)
+            }),
+        },
+        "sprig_toStrings" => strslice(&one()).map(|l| string_list(&l)),
+        "sprig_join" => match args {
+            [sep, list] => {
+                string(sep).and_then(|sep| strslice(list).map(|l| text(&l.join(sep.as_slice()))))
+            }
+            _ => Err("wrong number of args for join".to_owned()),
+        },
+        // Go's map order is random: sorted is one of the orders the agent
+        // writes.
+        "sprig_keys" => {
+            let mut out = Vec::new();
+            for dict in args {
+                match dict {
+                    Go::Map(map) => out.extend(map.keys().map(|k| k.as_bytes().to_vec())),
+                    Go::NilMap => {}
+                    other => {
+                        return Some(Err(format!(
+                            "wrong type for value; expected map[string]interface {{}}; got {}",
+                            go_runtime::type_name(other)
+                        )));
+                    }
+                }
+            }
+            Ok(string_list(&out))
+        }
+        "sprig_split" | "sprig_splitn" => {
+            let parts = match (name, args) {
+                ("sprig_split", [sep, orig]) => {
+                    string(sep).and_then(|sep| string(orig).map(|o| (sep, o, None)))
+                }
+                ("sprig_splitn", [sep, n, orig]) => string(sep)
+                    .and_then(|sep| int(n).and_then(|n| string(orig).map(|o| (sep, o, Some(n))))),
+                _ => Err(format!("wrong number of args for {name}")),
+            };
+            parts.map(|(sep, orig, n)| {
+                let orig = String::from_utf8_lossy(&orig).into_owned();
+                let sep = String::from_utf8_lossy(&sep).into_owned();
+                let chars: Vec<String> = orig.chars().map(String::from).collect();
+                let pieces: Vec<&str> = match n {
+                    // An empty separator splits after each character.
+                    _ if sep.is_empty() => chars.iter().map(String::as_str).collect(),
+                    Some(n) if n < 0 => orig.split(sep.as_str()).collect(),
+                    Some(n) => orig
+                        .splitn(usize::try_from(n).unwrap_or(0), sep.as_str())
+                        .collect(),
+                    None => orig.split(sep.as_str()).collect(),
+                };
+                let map: Map<String, Value> = pieces
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("_{i}"), Value::String((*p).to_owned())))
+                    .collect();
+                Value::Object(map)
+            })
+        }
+        "sprig_until" => int(&one()).and_then(|n| {
+            if n >= 0 {
+                ints(0..n)
+            } else {
+                ints((n + 1..=0).rev())
+            }
+        }),
+        "sprig_untilStep" => match args {
+            [from, to, by] => int(from).and_then(|start| {
+                int(to).and_then(|stop| {
+                    int(by).and_then(|step| {
+                        if step == 0 || (step > 0 && start > stop) || (step < 0 && start < stop) {
+                            return Ok(Value::Array(Vec::new()));
+                        }
+                        let mut i = start;
+                        let it = std::iter::from_fn(move || {
+                            let keep = if step > 0 { i < stop } else { i > stop };
+                            keep.then(|| {
+                                let v = i;
+                                i += step;
+                                v
+                            })
+                        });
+                        ints(it)
+                    })
+                })
+            }),
+            _ => Err("wrong number of args for untilStep".to_owned()),
+        },
+        "sprig_fromJson" => string(&one()).map(|s| {
+            super::go_strings::call("parseJSON", &[Go::Str(s.as_slice().into())])
+                .unwrap_or(Value::Null)
+        }),
+        "sprig_deepEqual" => match args {
+            [a, b] => Ok(Value::Bool(deep_equal(a, b))),
+            _ => Err("wrong number of args for deepEqual".to_owned()),
+        },
+        "sprig_base" => string(&one()).map(|p| text(&base(&p))),
+        "sprig_ext" => string(&one()).map(|p| text(&ext(&p))),
+        "sprig_isAbs" => string(&one()).map(|p| Value::Bool(p.first() == Some(&b'/'))),
         "html" => eval_args(args).map(|b| text(&html(&b))),
         "js" => eval_args(args).map(|b| text(&js(&b))),
         "urlquery" => eval_args(args).map(|b| text(&query_escape(&b))),

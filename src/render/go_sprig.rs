@@ -581,6 +581,95 @@ fn lists(name: &str, args: &[Go<'_>]) -> Out {
     }
 }
 
+/// Sprig's `values` (in one of Go's map orders: sorted), `pick`, `omit`,
+/// `dig`, `slice` and `chunk`.
+fn maps_and_slices(name: &str, args: &[Go<'_>]) -> Out {
+    let keys = |rest: &[Go<'_>]| -> Result<Vec<String>, String> {
+        rest.iter()
+            .map(|k| string(k).map(|b| String::from_utf8_lossy(&b).into_owned()))
+            .collect()
+    };
+    let map_of = |g: &Go<'_>| -> Result<Map<String, Value>, String> {
+        match g {
+            Go::Map(map) => Ok((*map).clone()),
+            Go::NilMap => Ok(Map::new()),
+            other => Err(format!(
+                "wrong type for value; expected map[string]interface {{}}; got {}",
+                go_runtime::type_name(other)
+            )),
+        }
+    };
+    match (name, args) {
+        ("sprig_values", [dict]) => {
+            map_of(dict).map(|m| Value::Array(m.into_iter().map(|(_, v)| v).collect()))
+        }
+        ("sprig_pick" | "sprig_omit", [dict, rest @ ..]) => {
+            let (map, keys) = (map_of(dict)?, keys(rest)?);
+            let keep = name == "sprig_pick";
+            Ok(Value::Object(
+                map.into_iter()
+                    .filter(|(k, _)| keys.contains(k) == keep)
+                    .collect(),
+            ))
+        }
+        ("sprig_dig", [path @ .., fallback, dict]) if !path.is_empty() => {
+            let path = keys(path)?;
+            let mut current = map_of(dict)?;
+            for (i, key) in path.iter().enumerate() {
+                let Some(step) = current.get(key).cloned() else {
+                    return Ok(go_runtime::value(fallback));
+                };
+                if i + 1 == path.len() {
+                    return Ok(step);
+                }
+                current = match step {
+                    Value::Object(map) => map,
+                    _ => {
+                        return Err(
+                            "interface conversion: interface {} is not map[string]interface {}"
+                                .to_owned(),
+                        );
+                    }
+                };
+            }
+            Ok(go_runtime::value(fallback))
+        }
+        ("sprig_slice", [list, bounds @ ..]) => {
+            let items = list_items(list)?;
+            let mut at = Vec::new();
+            for b in bounds {
+                at.push(
+                    usize::try_from(to_int64(b))
+                        .map_err(|_| "slice bounds out of range".to_owned())?,
+                );
+            }
+            let (from, to) = match at.as_slice() {
+                [] => (0, items.len()),
+                [from] => (*from, items.len()),
+                [from, to, ..] => (*from, *to),
+            };
+            if from > to || to > items.len() {
+                return Err(format!("slice bounds out of range [{from}:{to}]"));
+            }
+            Ok(Value::Array(items[from..to].to_vec()))
+        }
+        ("sprig_chunk", [size, list]) => {
+            let size = usize::try_from(int(size)?)
+                .ok()
+                .filter(|&s| s > 0)
+                .ok_or("chunk size must be positive")?;
+            let items = list_items(list)?;
+            Ok(Value::Array(
+                items
+                    .chunks(size)
+                    .map(|c| Value::Array(c.to_vec()))
+                    .collect(),
+            ))
+        }
+        _ => Err(format!("wrong number of args for {name}")),
+    }
+}
+
 /// The functions of this file; `None` for a name it does not have.
 #[allow(clippy::too_many_lines)] // one table: a few lines per function
 pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
@@ -589,6 +678,13 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
         "sprig_mustToJson" => return Some(super::go_strings::call("toJSON", args)),
         "sprig_mustToPrettyJson" => return Some(super::go_strings::call("toJSONPretty", args)),
         "sprig_mustToRawJson" => return Some(super::go_strings::call("toUnescapedJSON", args)),
+        "sprig_mustFromJson" => {
+            return Some(
+                string(&args.first().cloned().unwrap_or(Go::Nil)).and_then(|s| {
+                    super::go_strings::call("parseJSON", &[Go::Str(s.as_slice().into())])
+                }),
+            );
+        }
         _ => {}
     }
     if let Some(plain) = unmust(name) {
@@ -710,6 +806,10 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
         "sprig_base" => string(&one()).map(|p| text(&base(&p))),
         "sprig_ext" => string(&one()).map(|p| text(&ext(&p))),
         "sprig_isAbs" => string(&one()).map(|p| Value::Bool(p.first() == Some(&b'/'))),
+        "sprig_hello" => Ok(Value::String("Hello!".to_owned())),
+        "sprig_fail" => string(&one()).and_then(|m| Err(String::from_utf8_lossy(&m).into_owned())),
+        "sprig_values" | "sprig_pick" | "sprig_omit" | "sprig_dig" | "sprig_slice"
+        | "sprig_chunk" => maps_and_slices(name, args),
         "html" => eval_args(args).map(|b| text(&html(&b))),
         "js" => eval_args(args).map(|b| text(&js(&b))),
         "urlquery" => eval_args(args).map(|b| text(&query_escape(&b))),
@@ -817,7 +917,9 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
             )),
             _ => Err("wrong number of args for ternary".to_owned()),
         },
-        "sprig_list" => Ok(Value::Array(args.iter().map(go_runtime::value).collect())),
+        "sprig_list" | "sprig_tuple" => {
+            Ok(Value::Array(args.iter().map(go_runtime::value).collect()))
+        }
         "sprig_first" | "sprig_last" => list_items(&one()).map(|items| {
             let item = if name == "sprig_first" {
                 items.first()

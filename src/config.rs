@@ -23,7 +23,13 @@ pub enum LogFormat {
 /// each pod's own service account, renders handlebars templates into a
 /// tmpfs at the pod's volume path, and keeps the files fresh.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "vault-csi-driver", version, about, long_about = None)]
+#[command(
+    name = "vault-csi-driver",
+    version,
+    about,
+    long_about = None,
+    after_help = "Subcommand:\n  vault-csi-driver convert [FILE...]  convert Vault Agent / OpenBao Agent pods (agent containers,\n                                     injector annotations) to this driver's CSI volume;\n                                     `vault-csi-driver convert --help` for its options"
+)]
 pub struct Config {
     /// CSI endpoint kubelet and the sidecars connect to. Only unix sockets;
     /// the socket is created with mode 0600.

@@ -49,8 +49,10 @@
 //! * [`app`]: wiring and graceful shutdown; [`config`]: flags;
 //!   [`telemetry`]: log set-up.
 //! * [`convert`]: the `vault-csi-driver convert` subcommand, which turns
-//!   Vault Agent pods (agent containers, injector annotations) into pods
-//!   with this driver's volume. It is not part of the data flow above.
+//!   Vault Agent and `OpenBao` Agent pods (agent containers, injector
+//!   annotations) into pods with this driver's volume: the
+//!   `vault-csi-convert` crate, with the driver's checks as its port. It is
+//!   not part of the data flow above.
 //!
 //! Secrets never reach logs, errors or metrics: secret-bearing values are
 //! [`secret::Secret`]s (`Debug` prints `***`, zeroed on drop), requests are

@@ -1,6 +1,7 @@
 //! The `vault-csi-driver` binary: parse flags, set up logging, run until
 //! SIGTERM or Ctrl-C. `vault-csi-driver convert …` runs the manifest
-//! converter instead (see `vault_csi_driver::convert`).
+//! converter instead (the `vault-csi-convert` crate, checked with the driver's
+//! own rules through `vault_csi_driver::convert::DriverChecks`).
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -14,7 +15,10 @@ fn main() -> anyhow::Result<()> {
     // own flags all start with `--`, so no driver invocation is taken for it.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("convert") {
-        std::process::exit(vault_csi_driver::convert::main(&args[2..]));
+        std::process::exit(vault_csi_driver::convert::main(
+            &args[2..],
+            &vault_csi_driver::convert::DriverChecks,
+        ));
     }
     let config = Config::parse();
     let filter =

@@ -57,7 +57,7 @@ fn converted_walkthrough() -> Vec<(String, String)> {
         "http://EXTERNAL_VAULT_ADDR:8200".to_owned(),
     ])
     .unwrap();
-    let (out, _) = convert::convert_documents(docs, &options).unwrap();
+    let (out, _) = convert::convert_documents(docs, &options, &convert::DriverChecks).unwrap();
     let docs = convert::parse_yaml(&out, "output").unwrap();
     let pod = docs
         .iter()

@@ -23,9 +23,8 @@
 //! number that Go holds as an `int` (a range index, `.LeaseDuration`), not
 //! a `json.Number`.
 //!
-//! A number whose text has an exponent is refused wherever its text
-//! matters: the JSON parser keeps the digits Vault sent but writes every
-//! exponent as `e+N`/`e-N`, so `1E5` and `1e+5` cannot be told apart.
+//! A number keeps the text Vault sent, exponents included
+//! (`go_number::parse_response`).
 //!
 //! Errors name what went wrong and the field or key from the template,
 //! never a value.
@@ -88,11 +87,6 @@ pub enum GoError {
     /// A comparison Go refuses.
     #[error("incompatible types for comparison ({0} and {1})")]
     Compare(&'static str, &'static str),
-    /// A number written with an exponent, whose exact text is lost.
-    #[error(
-        "a number with an exponent: the driver cannot tell how Vault wrote it (1E5 or 1e+5), and Go prints it as Vault sent it"
-    )]
-    Exponent,
     /// A verb the helper does not implement.
     #[error("printf verb %{0} is not supported (only %v, %s, %d, %t)")]
     Verb(char),
@@ -126,14 +120,11 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// The text of a number as Vault sent it (`json.Number`), refused when it
-/// has an exponent (see the module docs).
+/// The text of a number as Vault sent it (`json.Number`).
 pub fn number_text(n: &serde_json::Number) -> Result<String, GoError> {
-    let text = n.to_string();
-    if text.contains(['e', 'E']) {
-        return Err(GoError::Exponent);
-    }
-    Ok(text)
+    // Responses keep every number's text, exponents included
+    // (`go_number::parse_response`).
+    Ok(n.to_string())
 }
 
 /// A `.key` step on a value, as Go's `evalField` does it on consul-template's
@@ -718,7 +709,11 @@ mod tests {
             print(d.get("big"), false).unwrap(),
             "123456789012345678901234567890"
         );
-        assert_eq!(print(d.get("e"), false), Err(GoError::Exponent));
+        assert_eq!(
+            print(d.get("e"), false).unwrap(),
+            "1e+5",
+            "as serde_json wrote it"
+        );
     }
 
     #[test]

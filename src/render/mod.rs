@@ -60,7 +60,15 @@ mod builtins;
 mod cache;
 mod cost;
 mod each;
+mod go_fmt;
 pub mod go_json;
+mod go_number;
+mod go_regex;
+mod go_runtime;
+mod go_sprig;
+mod go_strings;
+mod go_template;
+mod go_truth;
 pub mod go_value;
 mod guard;
 mod helpers;
@@ -83,6 +91,7 @@ pub use budget::{
     Limit, MAX_LOOP_ITERATIONS, MAX_RENDER_HELD_BYTES, MAX_RENDER_TIME, MAX_RENDER_WORK, Reserve,
     Stop,
 };
+pub use go_number::parse_response;
 
 /// What one unit of parse weight (a JSON value, or 16 bytes of text) costs
 /// at most once parsed into a `serde_json::Value`: the 32-byte value plus
@@ -431,6 +440,7 @@ impl Renderer {
             registry.register_helper("each", Box::new(each::BoundedEach));
             // For templates converted from consul-template (`convert`).
             go_value::register(&mut registry);
+            go_runtime::register(&mut registry);
             registry.register_helper("pkiCert", Box::new(pki_cert::PkiCert));
             for (name, apply) in [
                 ("base64Encode", helpers::base64_encode as helpers::UnaryFn),
@@ -537,9 +547,7 @@ impl Renderer {
                 reserve.reserve(parsing).map_err(Error::OverBudget)?;
                 let parsed = responses
                     .into_iter()
-                    .filter_map(|(request, raw)| {
-                        Some((request, serde_json::from_slice(raw.expose()).ok()?))
-                    })
+                    .filter_map(|(request, raw)| Some((request, parse_response(raw.expose())?)))
                     .collect();
                 renderer.render_under(&templates, parsed, budget::Limits::FULL, Some(reserve))
             })
@@ -709,7 +717,7 @@ impl Renderer {
         let mut first_error = None;
         for (file, template) in &templates.files {
             match render_one(&self.strict, template, context, file) {
-                Ok(text) => out.push((file.clone(), Secret::new(text.into_bytes()))),
+                Ok(bytes) => out.push((file.clone(), Secret::new(bytes))),
                 Err(e) => {
                     let stopped = matches!(e, Error::Limit { .. });
                     first_error.get_or_insert(e);
@@ -830,7 +838,10 @@ fn render_one(
     template: &Template,
     context: &Context,
     file: &RelativePath,
-) -> Result<String, Error> {
+) -> Result<Vec<u8>, Error> {
+    // Each file is its own Go template: its own variables, and a fresh
+    // nonce for the bytes its strings carry (see `go_runtime`).
+    let _go = go_runtime::start();
     let mut rc = RenderContext::new(None);
     let mut out = CappedOutput(String::new());
     template
@@ -849,7 +860,7 @@ fn render_one(
                 },
             }
         })?;
-    Ok(out.0)
+    Ok(go_runtime::output_bytes(out.0))
 }
 
 /// Render output that refuses to grow past [`MAX_RENDERED_BYTES`], and

@@ -183,6 +183,68 @@ pub fn parse(source: &str) -> Result<AgentConfig, Error> {
     Ok(config)
 }
 
+/// `auto_auth { method … }`: the login (type, mount, namespace, role).
+fn auth_method(block: &hcl::Block, config: &mut AgentConfig) -> Result<(), Error> {
+    if config.method.is_some() {
+        return unsupported("auto_auth.method", "only one auth method is converted");
+    }
+    let mut kind = block.labels().first().map(|l| l.as_str().to_owned());
+    for attr in block.body().attributes() {
+        match attr.key() {
+            "type" => kind = Some(string("auto_auth.method.type", attr.expr())?),
+            "mount_path" => {
+                config.mount_path = Some(string("auto_auth.method.mount_path", attr.expr())?);
+            }
+            "namespace" => {
+                config.method_namespace = Some(string("auto_auth.method.namespace", attr.expr())?);
+            }
+            "config" => {
+                method_config(&eval("auto_auth.method.config", attr.expr())?, config)?;
+            }
+            "wrap_ttl" => {
+                return unsupported(
+                    "auto_auth.method.wrap_ttl",
+                    "the driver does not wrap tokens",
+                );
+            }
+            other => {
+                return unsupported(
+                    &format!("auto_auth.method.{other}"),
+                    "no equivalent in the driver",
+                );
+            }
+        }
+    }
+    for inner in block.body().blocks() {
+        if inner.identifier() == "config" {
+            let mut object = hcl::Map::new();
+            for attr in inner.body().attributes() {
+                object.insert(
+                    attr.key().to_owned(),
+                    eval("auto_auth.method.config", attr.expr())?,
+                );
+            }
+            method_config(&Value::Object(object), config)?;
+        } else {
+            return unsupported(
+                &format!("auto_auth.method.{}", inner.identifier()),
+                "no equivalent in the driver",
+            );
+        }
+    }
+    match kind.as_deref() {
+        Some("kubernetes" | "jwt") => config.method = kind,
+        Some(other) => {
+            return unsupported(
+                &format!("auto_auth.method \"{other}\""),
+                "the driver logs in with the pod's service-account token, through a `kubernetes` or `jwt` auth method",
+            );
+        }
+        None => return unsupported("auto_auth.method", "the method has no type"),
+    }
+    Ok(())
+}
+
 fn auto_auth(body: &Body, config: &mut AgentConfig) -> Result<(), Error> {
     if let Some(attr) = body.attributes().next() {
         return unsupported(
@@ -192,67 +254,7 @@ fn auto_auth(body: &Body, config: &mut AgentConfig) -> Result<(), Error> {
     }
     for block in body.blocks() {
         match block.identifier() {
-            "method" => {
-                if config.method.is_some() {
-                    return unsupported("auto_auth.method", "only one auth method is converted");
-                }
-                let mut kind = block.labels().first().map(|l| l.as_str().to_owned());
-                for attr in block.body().attributes() {
-                    match attr.key() {
-                        "type" => kind = Some(string("auto_auth.method.type", attr.expr())?),
-                        "mount_path" => {
-                            config.mount_path =
-                                Some(string("auto_auth.method.mount_path", attr.expr())?);
-                        }
-                        "namespace" => {
-                            config.method_namespace =
-                                Some(string("auto_auth.method.namespace", attr.expr())?);
-                        }
-                        "config" => {
-                            method_config(&eval("auto_auth.method.config", attr.expr())?, config)?;
-                        }
-                        "wrap_ttl" => {
-                            return unsupported(
-                                "auto_auth.method.wrap_ttl",
-                                "the driver does not wrap tokens",
-                            );
-                        }
-                        other => {
-                            return unsupported(
-                                &format!("auto_auth.method.{other}"),
-                                "no equivalent in the driver",
-                            );
-                        }
-                    }
-                }
-                for inner in block.body().blocks() {
-                    if inner.identifier() == "config" {
-                        let mut object = hcl::Map::new();
-                        for attr in inner.body().attributes() {
-                            object.insert(
-                                attr.key().to_owned(),
-                                eval("auto_auth.method.config", attr.expr())?,
-                            );
-                        }
-                        method_config(&Value::Object(object), config)?;
-                    } else {
-                        return unsupported(
-                            &format!("auto_auth.method.{}", inner.identifier()),
-                            "no equivalent in the driver",
-                        );
-                    }
-                }
-                match kind.as_deref() {
-                    Some("kubernetes" | "jwt") => config.method = kind,
-                    Some(other) => {
-                        return unsupported(
-                            &format!("auto_auth.method \"{other}\""),
-                            "the driver logs in with the pod's service-account token, through a `kubernetes` or `jwt` auth method",
-                        );
-                    }
-                    None => return unsupported("auto_auth.method", "the method has no type"),
-                }
-            }
+            "method" => auth_method(block, config)?,
             "sink" => {
                 let kind = block.labels().first().map(|l| l.as_str().to_owned());
                 let mut path = None;
@@ -309,6 +311,9 @@ fn method_config(value: &Value, config: &mut AgentConfig) -> Result<(), Error> {
     for (key, value) in object {
         match (key.as_str(), value) {
             ("role", Value::String(role)) => config.role = Some(role.clone()),
+            ("remove_jwt_after_reading", Value::Bool(_)) => config.notes.push(
+                "`auto_auth.method.config.remove_jwt_after_reading` dropped: the driver reads no token file (kubelet hands it the pod's token)".to_owned(),
+            ),
             ("token_path" | "path", _) => config.notes.push(format!(
                 "`auto_auth.method.config.{key}` dropped: the driver logs in with the token kubelet issues for the CSIDriver's audience"
             )),

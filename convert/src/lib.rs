@@ -1,6 +1,6 @@
-//! `vault-csi-driver convert`: turns pods that use Vault Agent (their own
-//! agent container with a ConfigMap, or the injector's annotations) into
-//! pods with one CSI volume of this driver.
+//! `vault-csi-driver convert`: turns pods that use Vault Agent or OpenBao
+//! Agent (their own agent container with a ConfigMap, or the injector's
+//! annotations) into pods with one CSI volume of this driver.
 //!
 //! It reads Kubernetes YAML and writes YAML; it never contacts Vault or a
 //! cluster. Templates are converted from consul-template to handlebars
@@ -18,6 +18,27 @@ use std::io::Read as _;
 
 use serde::Deserialize as _;
 use serde_norway::Value;
+
+/// What `convert` asks of the driver: its own checks of a `secret` call
+/// and of a volume's templates, so that whatever the driver would refuse
+/// at publish is refused when converting, with the template's position.
+///
+/// The driver's binary implements it with its renderer (`src/main.rs`);
+/// this crate does not depend on the driver, which depends on it.
+pub trait Driver {
+    /// Checks one `secret "path" "k=v" …` call (the path as
+    /// consul-template reads it, the arguments as strings) as the driver's
+    /// `secret` helper does; the error says what is wrong.
+    fn check_secret(
+        &self,
+        path: &str,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String>;
+
+    /// Compiles one volume's templates, (file path in the volume,
+    /// handlebars source), as the driver does at publish.
+    fn check_templates(&self, templates: &[(String, String)]) -> Result<(), String>;
+}
 
 /// What went wrong running `convert`.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +90,7 @@ pub struct Options {
     pub drop_agent_config: bool,
     /// The driver's default Vault address.
     pub vault_addr: Option<String>,
-    /// The CSIDriver's name.
+    /// The `CSIDriver`'s name.
     pub driver_name: String,
     /// Input files; empty means stdin.
     pub files: Vec<String>,
@@ -123,12 +144,10 @@ pub struct Report {
     pub addresses: Vec<(String, String)>,
     /// (object, role, auth mount) pairs whose audience must be checked.
     pub roles: Vec<(String, String, String)>,
-    /// Some template uses `toGoJson`.
-    pub needs_go_json: bool,
     /// Some template uses `pkiCert`.
     pub uses_pki_cert: bool,
-    /// `secret` paths without a `data` segment (KV v2 paths need one).
-    pub undata_paths: Vec<String>,
+    /// Some converted object is a bare Pod.
+    pub bare_pods: Vec<String>,
 }
 
 impl Report {
@@ -163,16 +182,13 @@ impl Report {
                 }
             );
         }
-        if self.needs_go_json {
-            s.push_str("  - toJSON/toJSONPretty became toGoJson/toGoJsonPretty (Go's encoding/json output: HTML-escaped < > &)\n");
-        }
         if self.uses_pki_cert {
             s.push_str("  - pkiCert became (pkiCert (secret \"…\" …)): the same .Cert, .Key, .CA and .CAChain for the same issue response; the agent reused a valid certificate it found in the template's destination file (after a restart, say), the driver issues a certificate when the volume is published, keeps the response (across its own restarts too) and issues the next before expiry\n");
         }
-        for path in &self.undata_paths {
+        for pod in &self.bare_pods {
             let _ = writeln!(
                 s,
-                "  - secret {path:?} has no `data/` segment: the agent adds `data/` to KV v2 paths, the driver reads paths as written; write `<mount>/data/<path>` if it is KV v2"
+                "  - {pod}: a running pod's volumes cannot change: delete the pod and create it again from this output (`kubectl delete pod …` then `kubectl apply -f …`); workloads (Deployments, StatefulSets, …) roll their pods by themselves"
             );
         }
         for note in &self.notes {
@@ -230,6 +246,7 @@ pub fn parse_yaml(text: &str, file: &str) -> Result<Vec<Value>, Error> {
 pub fn convert_documents(
     mut docs: Vec<Value>,
     options: &Options,
+    driver: &dyn Driver,
 ) -> Result<(String, Report), Error> {
     let config_maps = k8s::ConfigMaps::collect(&docs);
     let mut report = Report::default();
@@ -241,7 +258,7 @@ pub fn convert_documents(
             k8s::str_at(doc, &["kind"]).unwrap_or("?"),
             k8s::str_at(doc, &["metadata", "name"]).unwrap_or("?")
         );
-        match k8s::convert_doc(doc, &config_maps, options, &mut report) {
+        match k8s::convert_doc(driver, doc, &config_maps, options, &mut report) {
             Ok(Some(done)) => unused.extend(done.unused_config_maps),
             Ok(None) => {}
             Err(reason) => refused.push(k8s::Refused { object, reason }),
@@ -278,10 +295,10 @@ pub fn convert_documents(
 }
 
 /// Runs `convert` with the arguments after it; the process exit code.
-pub fn main(args: &[String]) -> i32 {
+pub fn main(args: &[String], driver: &dyn Driver) -> i32 {
     let result = Options::parse(args).and_then(|options| {
         let docs = read_inputs(&options)?;
-        let (out, report) = convert_documents(docs, &options)?;
+        let (out, report) = convert_documents(docs, &options, driver)?;
         Ok((out, report, options))
     });
     match result {

@@ -1,0 +1,163 @@
+//! `secret` and `pkiCert` calls: their arguments as consul-template reads
+//! them, and the driver's `secret` call for them.
+
+use std::fmt::Write as _;
+
+use super::generator::Gen;
+use super::parser::Expr;
+use super::{Pos, Refusal, SecretCall, refuse};
+
+fn is_hbs_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn hbs_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// A `secret` or `pkiCert` call's arguments as consul-template reads them:
+/// the path without surrounding spaces and `/`, and `key=value` pairs with
+/// spaces trimmed, empty arguments skipped, a repeated key's last value.
+struct Request {
+    path: String,
+    args: std::collections::BTreeMap<String, String>,
+    /// Some arguments were given (even if all empty): a write.
+    write: bool,
+}
+
+impl Request {
+    fn parse(args: &[(Expr, Pos)], pos: Pos, what: &str) -> Result<Self, Refusal> {
+        let mut strings = Vec::new();
+        for (arg, p) in args {
+            match arg {
+                Expr::Str(s) => strings.push(s.clone()),
+                _ => {
+                    return refuse(
+                        *p,
+                        format!("{what} argument"),
+                        format!("`{what}` arguments must be string literals to be converted"),
+                    );
+                }
+            }
+        }
+        let Some((path, rest)) = strings.split_first() else {
+            return refuse(pos, what, format!("`{what}` needs a path"));
+        };
+        let mut parsed = std::collections::BTreeMap::new();
+        for kv in rest.iter().filter(|kv| !kv.is_empty()) {
+            let Some((k, v)) = kv.split_once('=') else {
+                return refuse(
+                    pos,
+                    format!("{what} argument {kv:?}"),
+                    "write arguments must be `key=value`",
+                );
+            };
+            let (k, v) = (k.trim(), v.trim());
+            if !is_hbs_ident(k) {
+                return refuse(
+                    pos,
+                    format!("{what} argument {kv:?}"),
+                    "the key must be letters, digits and `_`",
+                );
+            }
+            parsed.insert(k.to_owned(), v.to_owned());
+        }
+        Ok(Self {
+            path: path.trim().trim_matches('/').to_owned(),
+            args: parsed,
+            write: !rest.is_empty(),
+        })
+    }
+
+    /// The request, canonically: compares calls that send the same thing.
+    fn canonical(&self) -> String {
+        format!(
+            "{}\0{}",
+            self.path,
+            serde_json::to_string(&self.args).unwrap_or_default()
+        )
+    }
+}
+
+impl Gen {
+    /// `(secret "path" k="v" …)`, checked as the driver checks it at
+    /// publish.
+    fn request_call(&mut self, request: &Request, pos: Pos, what: &str) -> String {
+        let requests = &mut self.requests;
+        let mut call = format!("(secret {}", hbs_string(&request.path));
+        for (k, v) in &request.args {
+            write!(call, " {k}={}", hbs_string(v)).unwrap_or_default();
+        }
+        call.push(')');
+        // Checked with the driver's own rules by the caller
+        // ([`crate::Driver::check_secret`]), with this position.
+        let args: serde_json::Map<String, serde_json::Value> = request
+            .args
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        requests.push(SecretCall {
+            line: pos.0,
+            column: pos.1,
+            construct: format!("{what} {:?}", request.path),
+            path: request.path.clone(),
+            args,
+        });
+        call
+    }
+
+    pub(super) fn secret_call(
+        &mut self,
+        args: &[(Expr, Pos)],
+        pos: Pos,
+    ) -> Result<String, Refusal> {
+        let request = Request::parse(args, pos, "secret")?;
+        if request.write && request.args.is_empty() {
+            return refuse(
+                pos,
+                "secret",
+                "every argument is empty: the agent writes to the path with no data, the driver would read it",
+            );
+        }
+        let call = self.request_call(&request, pos, "secret");
+        self.secret_paths.push(request.path.clone());
+        if request.write {
+            self.write_requests
+                .push((request.path.clone(), request.canonical()));
+        }
+        Ok(call)
+    }
+
+    /// `(pkiCert (secret "path" k="v" …))`: the write that issues the
+    /// certificate, and the helper that reads it as consul-template does.
+    pub(super) fn pki_call(&mut self, args: &[(Expr, Pos)], pos: Pos) -> Result<String, Refusal> {
+        let request = Request::parse(args, pos, "pkiCert")?;
+        if request.args.is_empty() {
+            return refuse(
+                pos,
+                "pkiCert",
+                "pkiCert needs `key=value` arguments (`\"common_name=…\"`): without them the agent writes to the path with no data, the driver would read it",
+            );
+        }
+        let canonical = request.canonical();
+        // The agent tells pkiCert calls apart by path and file only: two
+        // calls on one path get one certificate.
+        if let Some((path, _)) = self
+            .pki_requests
+            .iter()
+            .find(|(p, c)| *p == request.path && *c != canonical)
+        {
+            return refuse(
+                pos,
+                format!("pkiCert {path:?}"),
+                "a second pkiCert on the same path with other arguments: Vault Agent gives both calls the same certificate (it tells pkiCert calls apart by path and file only); not converted",
+            );
+        }
+        let call = self.request_call(&request, pos, "pkiCert");
+        self.secret_paths.push(request.path.clone());
+        self.pki_requests.push((request.path, canonical));
+        Ok(format!("(pkiCert {call})"))
+    }
+}

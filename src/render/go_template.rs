@@ -1,0 +1,340 @@
+//! text/template's own evaluation over the Go model
+//! ([`super::go_runtime`]): fields (`.A.B`, on maps, consul-template's
+//! structs and `json.Number`'s methods), `index`, `len`, `slice`, `range`,
+//! printing an action, and capturing a named template's output for
+//! `executeTemplate`.
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, Renderable,
+    ScopedJson,
+};
+use serde_json::Value;
+
+use super::budget;
+use super::go_runtime::{self, Go, fail, go, go_helper, raise, result};
+
+/// `.key` on a value, as text/template's `evalField` does it.
+fn field(base: &Go<'_>, key: &str, missing_error: bool) -> Result<Value, String> {
+    let missing = || {
+        if missing_error {
+            Err(format!("map has no entry for key {key:?}"))
+        } else {
+            Ok(Value::Null)
+        }
+    };
+    match base {
+        Go::Map(map) => map.get(key).map_or_else(missing, |v| Ok(v.clone())),
+        Go::NilMap => missing(),
+        Go::Secret(response) => secret_field(response, key),
+        Go::Pki(found) => match key {
+            "Cert" | "Key" | "CA" => Ok(found
+                .get(key)
+                .cloned()
+                .unwrap_or(Value::String(String::new()))),
+            "CAChain" => Ok(go_runtime::strings(
+                found
+                    .get("CAChain")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            )),
+            // consul-template's PemEncoded has a `Data` method giving itself.
+            "Data" => Ok(go_runtime::pki((*found).clone())),
+            _ => Err(format!(
+                "can't evaluate field {key} in type dependency.PemEncoded"
+            )),
+        },
+        Go::Number(n) => match key {
+            "String" => Ok(Value::String(n.as_str().to_owned())),
+            "Int64" => n.as_str().parse::<i64>().map(go_runtime::int).map_err(|_| {
+                format!(
+                    "error calling Int64: strconv.ParseInt: parsing {:?}: invalid syntax",
+                    n.as_str()
+                )
+            }),
+            "Float64" => n
+                .as_str()
+                .parse::<f64>()
+                .map(go_runtime::float)
+                .map_err(|_| {
+                    format!(
+                        "error calling Float64: strconv.ParseFloat: parsing {:?}: invalid syntax",
+                        n.as_str()
+                    )
+                }),
+            _ => Err(format!("can't evaluate field {key} in type json.Number")),
+        },
+        Go::Nil => Err(format!("nil pointer evaluating interface {{}}.{key}")),
+        other => Err(format!(
+            "can't evaluate field {key} in type {}",
+            go_runtime::type_name(other)
+        )),
+    }
+}
+
+fn secret_field(response: &Value, key: &str) -> Result<Value, String> {
+    let get = |k: &str| response.get(k).cloned().unwrap_or(Value::Null);
+    Ok(match key {
+        "RequestID" | "LeaseID" => {
+            let k = if key == "RequestID" {
+                "request_id"
+            } else {
+                "lease_id"
+            };
+            Value::String(
+                response
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        }
+        "LeaseDuration" => go_runtime::int(
+            response
+                .get("lease_duration")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+        ),
+        "Renewable" => Value::Bool(
+            response
+                .get("renewable")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        ),
+        "Data" => match get("data") {
+            Value::Object(map) => Value::Object(map),
+            _ => go_runtime::nil_map(),
+        },
+        "Warnings" => go_runtime::strings(get("warnings").as_array().cloned().unwrap_or_default()),
+        "Auth" | "WrapInfo" => {
+            let k = if key == "Auth" { "auth" } else { "wrap_info" };
+            if get(k).is_null() {
+                Value::Null
+            } else {
+                return Err(format!("the secret's .{key} is not converted"));
+            }
+        }
+        _ => {
+            return Err(format!(
+                "can't evaluate field {key} in type *dependency.Secret"
+            ));
+        }
+    })
+}
+
+go_helper!(Dot, |h| {
+    // `(goDot x "A" "B" [missingkey="error"])`.
+    let strict = h
+        .hash_get("missingkey")
+        .is_some_and(|v| v.value().as_str() == Some("error"));
+    let mut current = h.param(0).map_or(Value::Null, |p| p.value().clone());
+    for p in &h.params()[1..] {
+        let key = p.value().as_str().unwrap_or_default();
+        let base = go(&current);
+        if let Go::Error(_) = base {
+            break;
+        }
+        current = match field(&base, key, strict) {
+            Ok(v) => v,
+            Err(e) => go_runtime::error(e),
+        };
+    }
+    result(current)
+});
+
+/// Go's `index`.
+fn index(base: &Go<'_>, key: &Go<'_>) -> Result<Value, String> {
+    let position = |len: usize| -> Result<usize, String> {
+        let n = match key {
+            Go::Int(n) => *n,
+            Go::Number(_) | Go::Str(_) => {
+                return Err("cannot index slice/array with type string".to_owned());
+            }
+            Go::Nil => return Err("cannot index slice/array with nil".to_owned()),
+            other => {
+                return Err(format!(
+                    "cannot index slice/array with type {}",
+                    go_runtime::type_name(other)
+                ));
+            }
+        };
+        usize::try_from(n)
+            .ok()
+            .filter(|&i| i < len)
+            .ok_or_else(|| format!("error calling index: index out of range: {n}"))
+    };
+    match base {
+        Go::Map(map) => match key {
+            Go::Str(k) => Ok(std::str::from_utf8(k)
+                .ok()
+                .and_then(|k| map.get(k))
+                .cloned()
+                .unwrap_or(Value::Null)),
+            Go::Nil => Err("value is nil; should be of type string".to_owned()),
+            other => Err(format!(
+                "value has type {}; should be string",
+                go_runtime::type_name(other)
+            )),
+        },
+        Go::NilMap => match key {
+            Go::Str(_) => Ok(Value::Null),
+            _ => Err("value has the wrong type; should be string".to_owned()),
+        },
+        Go::List(items) | Go::Strings(items) => Ok(items[position(items.len())?].clone()),
+        Go::Str(bytes) => Ok(go_runtime::int(i64::from(bytes[position(bytes.len())?]))),
+        Go::Nil => Err("error calling index: index of untyped nil".to_owned()),
+        other => Err(format!(
+            "error calling index: can't index item of type {}",
+            go_runtime::type_name(other)
+        )),
+    }
+}
+
+go_helper!(Index, |h| {
+    // `(goAt x k1 k2 …)`: `index`.
+    let mut current = h.param(0).map_or(Value::Null, |p| p.value().clone());
+    for p in &h.params()[1..] {
+        let (base, key) = (go(&current), go(p.value()));
+        if let Go::Error(_) = base {
+            break;
+        }
+        if let Go::Error(_) = key {
+            current = p.value().clone();
+            break;
+        }
+        current = index(&base, &key).unwrap_or_else(go_runtime::error);
+    }
+    result(current)
+});
+
+/// Go's `len`: bytes of a string, entries of a list or map.
+pub(super) fn len(value: &Go<'_>) -> Result<usize, String> {
+    match value {
+        Go::Str(bytes) => Ok(bytes.len()),
+        Go::Number(n) => Ok(n.as_str().len()),
+        Go::List(items) | Go::Strings(items) => Ok(items.len()),
+        Go::Map(map) => Ok(map.len()),
+        Go::NilMap => Ok(0),
+        Go::Nil => Err("error calling len: len of nil pointer".to_owned()),
+        other => Err(format!(
+            "error calling len: len of type {}",
+            go_runtime::type_name(other)
+        )),
+    }
+}
+
+go_helper!(Range, |h| {
+    // `(goEach x)`: what `range` iterates, for `{{#each}}`: a list, a
+    // map (sorted keys, as Go), `nil` (nothing), an int n (0 … n-1).
+    let value = h.param(0).map_or(&Value::Null, |p| p.value());
+    let g = go(value);
+    raise("range", &g)?;
+    match g {
+        Go::List(_) | Go::Map(_) => Ok(ScopedJson::Derived(value.clone())),
+        Go::Strings(items) => result(Value::Array(items.to_vec())),
+        Go::Nil | Go::NilMap => Ok(ScopedJson::Derived(Value::Array(Vec::new()))),
+        Go::Int(n) => {
+            let n = u32::try_from(n).map_err(|_| fail("range over a negative or huge int"))?;
+            budget::charge(u64::from(n), [])?;
+            Ok(ScopedJson::Derived(Value::Array(
+                (0..i64::from(n)).map(go_runtime::int).collect(),
+            )))
+        }
+        other => Err(fail(format!(
+            "range can't iterate over {}",
+            go_runtime::type_name(&other)
+        ))),
+    }
+});
+
+go_helper!(Print, |h| {
+    // `{{goOut x}}`: what `{{ x }}` writes.
+    let value = go(h.param(0).map_or(&Value::Null, |p| p.value()));
+    let bytes = super::go_fmt::print_action(&value).map_err(fail)?;
+    result(go_runtime::string_value(&bytes))
+});
+
+/// `{{#goCapture "var"}}…{{/goCapture}}`: renders its block into the
+/// variable (as a Go string) instead of the output: `executeTemplate`.
+pub(super) struct Capture;
+
+impl HelperDef for Capture {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        rc: &mut RenderContext<'reg, 'rc>,
+        _: &mut dyn Output,
+    ) -> HelperResult {
+        budget::charge_call(h)?;
+        let name = h
+            .param(0)
+            .and_then(|p| p.value().as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let text = match h.template() {
+            Some(t) => t.renders(r, ctx, rc)?,
+            None => String::new(),
+        };
+        if text.len() > super::MAX_RENDERED_BYTES {
+            return Err(fail("executeTemplate's output is too large"));
+        }
+        go_runtime::set_var(name, Value::String(text));
+        Ok(())
+    }
+}
+
+/// Registers `goDot`, `goAt` (index), `goEach` (range), `goOut` (print)
+/// and `goCapture`.
+pub(super) fn register(registry: &mut Handlebars<'static>) {
+    registry.register_helper("goDot", Box::new(Dot));
+    registry.register_helper("goAt", Box::new(Index));
+    registry.register_helper("goEach", Box::new(Range));
+    registry.register_helper("goOut", Box::new(Print));
+    registry.register_helper("goCapture", Box::new(Capture));
+}
+
+/// For the function table: `len`, `index`, `slice`.
+pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Result<Value, String>> {
+    Some(match (name, args) {
+        ("len", [v]) => len(v).map(|n| go_runtime::int(i64::try_from(n).unwrap_or(i64::MAX))),
+        ("index", [base, keys @ ..]) => {
+            let mut current = go_runtime::value(base);
+            for key in keys {
+                current = match index(&go(&current), key) {
+                    Ok(v) => v,
+                    Err(e) => return Some(Err(e)),
+                };
+            }
+            Ok(current)
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Go, field, index, len};
+    use serde_json::json;
+
+    #[test]
+    fn fields_indexes_and_len_are_gos() {
+        let _session = super::go_runtime::start();
+        let data = json!({"a": "héllo", "l": [1, 2]});
+        let Some(map) = data.as_object() else {
+            panic!()
+        };
+        assert_eq!(field(&Go::Map(map), "a", false), Ok(json!("héllo")));
+        assert_eq!(field(&Go::Map(map), "x", false), Ok(json!(null)));
+        assert!(field(&Go::Map(map), "x", true).is_err());
+        assert!(field(&Go::Nil, "x", false).is_err());
+        assert_eq!(len(&Go::Str("héllo".as_bytes().into())), Ok(6));
+        assert_eq!(len(&Go::Map(map)), Ok(2));
+        assert!(index(&Go::Map(map), &Go::Int(0)).is_err());
+        assert_eq!(
+            index(&Go::Map(map), &Go::Str(b"l".as_slice().into())),
+            Ok(json!([1, 2]))
+        );
+    }
+}

@@ -1,0 +1,441 @@
+//! The real agent is the oracle: every construct of the corpus is rendered
+//! by `bao agent` (`OpenBao`'s agent, consul-template inside) and by
+//! `convert` + the driver's renderer, from one `bao server -dev` holding
+//! the same data, and the bytes are compared.
+//!
+//! - **The agent** logs in with the `token_file` auto-auth method (the dev
+//!   server's root token in a file) and renders each construct's template
+//!   once (`exit_after_auth`). A construct the agent cannot render keeps
+//!   retrying; its error line in the agent's log is the answer, and the
+//!   agent is stopped.
+//! - **The driver's side** converts the template with `convert`, compiles
+//!   it with the driver's renderer, reads every `secret` the renderer asks
+//!   for from the same server (the bodies the driver's Vault client would
+//!   hand the renderer, parsed as the driver parses them) and renders.
+//!
+//! Both sides failing counts as identical. Request ids (UUIDs), which
+//! differ between two reads, are replaced by `<uuid>` on both sides before
+//! comparing (only a whole secret printed shows one).
+#![allow(clippy::too_many_lines)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::openbao::{self, OpenBao};
+use vault_csi_driver::convert::gotemplate::{self, GoOptions};
+use vault_csi_driver::render::{self as render, Renderer, SecretRequest, parse_response};
+use vault_csi_driver::storage::RelativePath;
+
+/// What one side did with a construct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Rendered(Vec<u8>),
+    Failed(String),
+}
+
+impl Outcome {
+    fn same_as(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Rendered(a), Self::Rendered(b)) => normalize(a) == normalize(b),
+            (Self::Failed(_), Self::Failed(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Replaces UUIDs (request ids) with `<uuid>`.
+fn normalize(bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::new();
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let candidate: String = chars[i..chars.len().min(i + 36)].iter().collect();
+        let is_uuid = candidate.len() == 36
+            && candidate.char_indices().all(|(j, c)| {
+                if [8, 13, 18, 23].contains(&j) {
+                    c == '-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            });
+        if is_uuid {
+            out.push_str("<uuid>");
+            i += 36;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    if std::str::from_utf8(bytes).is_ok() {
+        out.into_bytes()
+    } else {
+        bytes.to_vec()
+    }
+}
+
+const APP: &str = r#"{"data": {
+  "user": "app", "password": "s3cr3t", "zero": 0, "one": 1, "float": 1.50, "neg": -0,
+  "big": 123456789012345678901234567890, "flag": false, "yes": true, "null": null, "empty": "",
+  "csv": " a,b ,c ", "list": ["x", "y"], "nums": [1, 2.5], "map": {"b": "2", "a": "1"},
+  "emptylist": [], "emptymap": {}, "json": "{\"k\": [1, 2.5], \"n\": 1000000, \"s\": \"<v>\"}",
+  "bin": "/w==", "wrapped": "aGVs\nbG8=", "b64": "aGVsbG8=", "html": "<a&b>", "spaces": "  pad  ",
+  "multi": "l1\nl2", "unicode": "héllo", "braces": "{{x}}", "port": "8080", "boolstr": "true",
+  "ctrl": "a\u0001b", "kv": "a=1,b=2", "intstr": "42", "floatstr": "2.5"
+}}"#;
+
+/// KV v1, written as Vault stores it: numbers with exponents as sent.
+const V1: &str = r#"{"n": 1E5, "m": 2.5e-3, "p": 1e+2, "s": "v", "i": 42}"#;
+
+/// The corpus: (name, template, `error_on_missing_key`).
+fn corpus() -> Vec<(String, String, bool)> {
+    let w = |body: &str| format!("{{{{ with secret \"secret/data/app\" }}}}{body}{{{{ end }}}}");
+    let d = |body: &str| w(&body.replace('@', ".Data.data"));
+    let mut cases: Vec<(&str, String)> = vec![
+        // Printing.
+        ("print a string", d("{{ @.user }}")),
+        ("print numbers", d("{{ @.zero }} {{ @.one }} {{ @.float }} {{ @.neg }} {{ @.big }}")),
+        ("print booleans", d("{{ @.flag }} {{ @.yes }}")),
+        ("print null", d("{{ @.null }}")),
+        ("print a list", d("{{ @.list }} {{ @.nums }} {{ @.emptylist }}")),
+        ("print a map", d("{{ @.map }} {{ @.emptymap }}")),
+        ("print a whole secret", w("{{ . }}")),
+        ("print .Data.data", d("{{ @ }}")),
+        ("lease fields", w("[{{ .LeaseID }}] {{ .LeaseDuration }} {{ .Renewable }}")),
+        ("the top-level dot", "{{ . }}|{{ $ }}".to_owned()),
+        ("a constant with braces", "{{ \"{{\" }} {{ `}}` }}".to_owned()),
+        ("text ending in a backslash", d("C:\\{{ @.user }}\\x")),
+        ("data holding braces", d("{{ @.braces }}")),
+        ("comments", d("a{{/* c */}}b{{- /* c */ -}} c")),
+        ("whitespace trimming", d("a\n  {{- @.user -}}  \n  b\n{{ @.user -}}\n\n")),
+        ("unicode and control bytes", d("{{ @.unicode }}{{ @.ctrl }}")),
+        // Missing keys.
+        ("a missing key", d("[{{ @.nope }}]")),
+        ("a field of a missing key", d("{{ @.nope.deeper }}")),
+        ("index of a missing key", d("[{{ index @ \"nope\" }}]")),
+        // Ranges and index.
+        ("range over a map", d("{{ range $k, $v := @.map }}{{ $k }}={{ $v }};{{ end }}")),
+        ("range over a list", d("{{ range $i, $v := @.list }}{{ $i }}:{{ $v }} {{ end }}")),
+        ("range with dot", d("{{ range @.list }}<{{ . }}>{{ end }}")),
+        ("range over nothing", d("{{ range @.emptylist }}x{{ else }}none{{ end }}")),
+        ("range over a missing key", d("{{ range @.nope }}x{{ else }}none{{ end }}")),
+        ("range over text", d("{{ range @.user }}x{{ end }}")),
+        ("range with break", d("{{ range @.list }}{{ . }}{{ break }}{{ end }}")),
+        ("break mid-body", d("{{ range @.list }}<{{ . }}{{ if eq . \"x\" }}{{ break }}{{ end }}>{{ end }}|")),
+        ("continue", d("{{ range $i, $v := @.list }}{{ if eq $i 0 }}{{ continue }}{{ end }}[{{ $v }}]{{ end }}")),
+        ("index of a map", d("{{ index @ \"user\" }} {{ index @.map \"a\" }}")),
+        ("index of a list", d("{{ index @.list 1 }}")),
+        ("index out of range", d("{{ index @.list 5 }}")),
+        // Conditions and truth.
+        ("if not a false flag", d("{{ if not @.flag }}off{{ end }}")),
+        ("a Vault zero is true", d("{{ if @.zero }}true{{ else }}false{{ end }}")),
+        ("empty values are false", d("{{ if @.empty }}a{{ end }}{{ if @.emptylist }}b{{ end }}{{ if @.emptymap }}c{{ end }}{{ if @.null }}d{{ end }}-")),
+        ("and", d("{{ and @.user @.zero }}|{{ and @.empty @.user }}")),
+        ("or", d("{{ or @.empty @.user }}|{{ or @.empty @.null }}")),
+        ("or with a default", d("{{ or @.nope \"default\" }}")),
+        ("and short-circuits", d("{{ and @.empty (index @.list 9) }}-")),
+        ("else if", d("{{ if @.empty }}a{{ else if @.user }}b{{ else }}c{{ end }}")),
+        ("with over a value", d("{{ with @.user }}[{{ . }}]{{ end }}{{ with @.empty }}x{{ else }}empty{{ end }}")),
+        ("else with", d("{{ with @.empty }}a{{ else with @.null }}b{{ else with $u := @.user }}[{{ $u }}]{{ else }}c{{ end }}")),
+        ("with a variable", d("{{ with $u := @.user }}{{ $u }}{{ end }}")),
+        // Comparisons.
+        ("eq a number with its text", d("{{ eq @.zero \"0\" }} {{ eq @.float \"1.5\" }}")),
+        ("eq with several", d("{{ eq @.user \"x\" \"app\" }}")),
+        ("ne and lt", d("{{ ne @.user \"x\" }} {{ lt @.port \"9\" }} {{ gt 3 2 }} {{ le 2 2 }}")),
+        ("eq of a boolean", d("{{ eq @.yes true }}")),
+        ("eq of text and a boolean", d("{{ eq @.boolstr true }}")),
+        // Variables.
+        ("variables", d("{{ $u := @.user }}{{ $n := 0 }}{{ range @.list }}{{ $n = . }}{{ end }}{{ $u }} {{ $n }}")),
+        ("variable scope", d("{{ $x := 1 }}{{ if true }}{{ $x := 2 }}{{ $x }}{{ end }}{{ $x }}")),
+        // printf and print.
+        ("printf verbs", d("{{ printf \"%s|%v|%d|%t|%%\" @.user @.list 42 @.yes }}")),
+        ("printf widths", d("{{ printf \"[%-10s][%5s][%05d][%x][%X]\" @.user @.user 42 255 @.user }}")),
+        ("printf quoting", d("{{ printf \"%q %q\" @.html @.unicode }}")),
+        ("printf floats", d("{{ printf \"%.2f %f %e %g\" 3.14159 1.5 123456.0 0.00001 }}")),
+        ("printf of Vault numbers", d("{{ printf \"%s %v %d\" @.float @.zero @.one }}")),
+        ("printf wrong and missing", d("{{ printf \"%d %s\" @.user }}")),
+        ("printf extra", d("{{ printf \"%s\" @.user 1 }}")),
+        ("print and println", d("{{ print @.user 1 2 \"x\" }}|{{ println @.user }}")),
+        // Length.
+        ("len", d("{{ len @.unicode }} {{ len @.list }} {{ len @.map }} {{ len @.zero }}")),
+        // Strings.
+        ("toUpper and toLower", d("{{ @.user | toUpper }} {{ toLower \"ABC\" }}")),
+        ("toUpper of a number", d("{{ toUpper @.zero }}")),
+        ("trimSpace and trim", d("[{{ trimSpace @.spaces }}][{{ trim \" p\" @.spaces }}]")),
+        ("trimPrefix and trimSuffix", d("{{ trimPrefix \"a\" @.user }} {{ trimSuffix \"p\" @.user }}")),
+        ("contains", d("{{ contains \"pp\" @.user }} {{ contains \"z\" @.user }}")),
+        ("in and containsAny", d("{{ in @.list \"x\" }} {{ containsAny @.list @.list }} {{ containsAll @.list @.list }}")),
+        ("split", d("{{ split \",\" @.csv }} {{ len (split \",\" @.csv) }}")),
+        ("join a split", d("{{ join \";\" (split \",\" @.csv) }}")),
+        ("join a Vault list", d("{{ join \",\" @.list }}")),
+        ("replaceAll", d("{{ replaceAll \",\" \";\" @.csv }} {{ @.user | replaceAll \"p\" \"q\" }}")),
+        ("toTitle", d("{{ toTitle \"hello wide world\" }}")),
+        ("indent", d("{{ indent 2 @.multi }}")),
+        ("splitToMap", d("{{ splitToMap \",\" \"=\" @.kv }}")),
+        ("sprig strings", d("{{ sprig_upper @.user }} {{ sprig_lower \"AB\" }} {{ sprig_trim @.spaces }} {{ sprig_replace \"a\" \"b\" @.user }} {{ sprig_contains \"p\" @.user }} {{ sprig_hasPrefix \"a\" @.user }} {{ sprig_repeat 3 \"ab\" }} {{ sprig_nospace \" a b \" }}")),
+        ("sprig indents", d("[{{ sprig_indent 2 @.multi }}][{{ sprig_nindent 2 @.multi }}]")),
+        ("sprig splitList", d("{{ sprig_splitList \",\" @.csv }}")),
+        // Encodings.
+        ("base64", d("{{ base64Encode @.user }} {{ base64Decode @.b64 }} {{ base64URLEncode \"??>\" }}")),
+        ("base64 of wrapped text", d("{{ base64Decode @.wrapped }}")),
+        ("base64 to bytes that are not UTF-8", d("{{ base64Decode @.bin }}")),
+        ("sprig base64", d("{{ sprig_b64enc @.user }} {{ sprig_b64dec @.b64 }}")),
+        ("sha256", d("{{ sha256Hex @.user }} {{ sprig_sha256sum @.user }}")),
+        // Parsing and JSON.
+        ("parseJSON", d("{{ (parseJSON @.json).k }} {{ (parseJSON @.json).n }} {{ parseJSON @.json }}")),
+        ("parse numbers", d("{{ parseInt @.intstr }} {{ parseFloat @.floatstr }} {{ parseBool @.boolstr }} {{ parseUint @.intstr }}")),
+        ("toJSON", d("{{ toJSON @ }}")),
+        ("toJSONPretty", d("{{ toJSONPretty @.map }}")),
+        ("toUnescapedJSON", d("{{ toUnescapedJSON @.html }} {{ toJSON @.html }} {{ toUnescapedJSONPretty @.nums }}")),
+        ("toJSON of parsed JSON", d("{{ toJSON (parseJSON @.json) }}")),
+        // Arithmetic.
+        ("arithmetic", "{{ add 1 2 }} {{ subtract 1 5 }} {{ multiply 3 4 }} {{ divide 2 7 }} {{ modulo 3 7 }} {{ minimum 2 3 }} {{ maximum 2 3 }} {{ add 1.5 2 }}".to_owned()),
+        // text/template's escapers and slice; loop; HMAC.
+        ("html, js, urlquery", d("{{ html @.html }}|{{ js \"a'b\\\"<=>\\n\" }}|{{ urlquery \"a b&c=d/é\" }}|{{ html @.nope }}|{{ js 1 2 }}")),
+        ("slice", d("{{ slice @.user 1 }} {{ slice @.user 0 2 }} {{ slice @.list 1 }} {{ slice (split \",\" @.csv) 0 1 }}")),
+        ("slice out of range", d("{{ slice @.user 5 }}")),
+        ("loop", "{{ range loop 3 }}{{ . }}{{ end }}|{{ range $i := loop 2 5 }}{{ $i }}{{ end }}|{{ range loop \"2\" }}x{{ end }}".to_owned()),
+        ("hmacSHA256Hex", d("{{ hmacSHA256Hex @.user @.password }}")),
+        // Regular expressions (Go's RE2: ASCII \d, \w, \s, \b).
+        ("regexMatch", d("{{ regexMatch \"^[a-z]+$\" @.user }} {{ regexMatch \"^\\\\d+$\" \"١٢\" }} {{ regexMatch \"\\\\bpp\" @.user }}")),
+        ("regexReplaceAll", d("{{ regexReplaceAll \"(\\\\w)(\\\\w)\" \"$2$1\" @.user }} {{ regexReplaceAll \"[,\\\\s]+\" \"-\" @.csv }} {{ regexReplaceAll \"a(?P<x>p)\" \"${x}$1x$$\" @.user }}")),
+        ("a bad pattern", d("{{ regexMatch \"(\" @.user }}")),
+        ("sprig regex", d("{{ sprig_regexFind \"[a-z]\" @.user }} {{ sprig_regexFindAll \"[a-z]\" @.user -1 }} {{ sprig_regexFindAll \"[a-z]\" @.user 2 }} {{ sprig_regexSplit \",\" @.csv -1 }} {{ sprig_regexSplit \",\" @.csv 2 }} {{ sprig_regexReplaceAll \"p\" @.user \"$0$0\" }} {{ sprig_regexReplaceAllLiteral \"p\" @.user \"$0\" }} {{ sprig_regexQuoteMeta \"a.b*c#-~\" }}")),
+        // More of Sprig.
+        ("sprig hashes", d("{{ sprig_sha512sum @.user }} {{ sprig_adler32sum @.user }}")),
+        ("sprig strval, cat, quote", d("{{ sprig_toString @.zero }} {{ sprig_toString @.list }} {{ sprig_cat @.user 1 @.nope @.yes }} {{ sprig_quote @.user @.zero }} {{ sprig_squote @.user }}")),
+        ("sprig title, substr, trunc, plural", d("{{ sprig_title \"hello wide_world x-y\" }} {{ sprig_substr 1 3 @.user }} {{ sprig_substr -1 2 @.user }} {{ sprig_trunc 2 @.user }} {{ sprig_trunc -2 @.user }} {{ sprig_plural \"one\" \"many\" 2 }}")),
+        ("sprig arithmetic", d("{{ sprig_atoi @.intstr }} {{ sprig_add1 4 }} {{ sprig_add 1 @.one \"3\" }} {{ sprig_sub 5 2 }} {{ sprig_mul 2 3 4 }} {{ sprig_div 7 2 }} {{ sprig_mod 7 2 }} {{ sprig_max 1 5 3 }} {{ sprig_min 4 2 8 }}")),
+        ("sprig defaults", d("{{ sprig_default \"d\" @.empty }} {{ sprig_default \"d\" @.user }} {{ sprig_empty @.emptymap }} {{ sprig_coalesce @.empty @.null @.user }} {{ sprig_all @.user @.zero }} {{ sprig_any @.empty @.flag }} {{ sprig_ternary \"y\" \"n\" true }}")),
+        ("sprig lists", d("{{ sprig_list 1 @.user }} {{ sprig_first @.list }} {{ sprig_last @.list }} {{ sprig_rest @.list }} {{ sprig_initial @.list }} {{ sprig_reverse @.list }} {{ sprig_has \"x\" @.list }} {{ sprig_rest @.emptylist }}")),
+        ("sprig dicts", d("{{ sprig_hasKey @.map \"a\" }} {{ sprig_get @.map \"a\" }} [{{ sprig_get @.map \"z\" }}] {{ sprig_dict \"k\" 1 \"j\" }}")),
+        ("sprig types", d("{{ sprig_kindOf @.zero }} {{ sprig_kindOf @.list }} {{ sprig_typeOf @.zero }} {{ sprig_typeOf @.map }} {{ sprig_kindIs \"map\" @.map }} {{ sprig_typeIs \"string\" @.user }}")),
+        ("sprig list building", d("{{ sprig_append @.list \"z\" }} {{ sprig_prepend @.list 1 }} {{ sprig_concat @.list @.nums }} {{ sprig_uniq (sprig_list 1 1 \"a\" \"a\" @.one) }} {{ sprig_without @.list \"x\" }} {{ sprig_compact (sprig_list 0 \"\" @.user @.empty) }}")),
+        ("sprig sorting and joining", d("{{ sprig_sortAlpha (sprig_list \"b\" \"a\" 3) }} {{ sprig_join \"-\" @.list }} {{ sprig_join \",\" @.nums }} {{ sprig_toStrings @.nums }} {{ sprig_keys @.map | sprig_sortAlpha }} {{ sprig_sortAlpha @.nope }}")),
+        ("sprig split, splitn, until", d("{{ sprig_split \",\" @.csv }} {{ sprig_splitn \",\" 2 @.csv }} {{ sprig_until 3 }} {{ sprig_until -2 }} {{ sprig_untilStep 1 10 3 }} {{ sprig_untilStep 5 1 -2 }}")),
+        ("sprig fromJson, deepEqual, paths", d("{{ sprig_fromJson @.json }} [{{ sprig_fromJson \"nope\" }}] {{ sprig_deepEqual @.list @.list }} {{ sprig_deepEqual @.zero \"0\" }} {{ sprig_base \"/a/b.txt\" }} {{ sprig_ext \"/a/b.txt\" }} {{ sprig_isAbs \"/a\" }} {{ sprig_base \"\" }}")),
+        ("sprig maps and slices", d("{{ sprig_hello }} {{ sprig_tuple 1 @.user }} {{ sprig_values @.map }} {{ sprig_pick @.map \"a\" \"z\" }} {{ sprig_omit @.map \"a\" }} {{ sprig_dig \"map\" \"a\" \"none\" @ }} {{ sprig_dig \"map\" \"zz\" \"none\" @ }} {{ sprig_slice @.list 1 }} {{ sprig_slice @.nums 0 1 }} {{ sprig_chunk 1 @.list }} {{ sprig_mustFromJson @.json }}")),
+        ("sprig fail", d("{{ sprig_fail \"no\" }}")),
+        ("sprig mustFromJson of bad JSON", d("{{ sprig_mustFromJson \"{\" }}")),
+        ("sprig must forms", d("{{ sprig_mustFirst @.list }} {{ sprig_mustRegexMatch \"^a\" @.user }} {{ sprig_mustToJson @.map }} {{ sprig_mustAppend @.list 1 }}")),
+        ("sprig mustRegexMatch of a bad pattern", d("{{ sprig_mustRegexMatch \"(\" @.user }}")),
+        ("sprig regexMatch of a bad pattern", d("{{ sprig_regexMatch \"(\" @.user }}")),
+        ("sprig JSON", d("{{ sprig_toJson @.map }} {{ sprig_toPrettyJson @.nums }} {{ sprig_toRawJson @.html }}")),
+        // Named templates.
+        ("define and template", format!("{{{{ define \"u\" }}}}[{{{{ . }}}}]{{{{ end }}}}{}", d("{{ template \"u\" @.user }}"))),
+        ("block", d("{{ block \"b\" @.user }}<{{ . }}>{{ end }}")),
+        ("executeTemplate", format!("{{{{ define \"u\" }}}}{{{{ . }}}}{{{{ end }}}}{}", d("{{ executeTemplate \"u\" @.user | toUpper }}"))),
+        // Methods of json.Number.
+        ("json.Number methods", d("{{ @.one.String }} {{ @.one.Int64 }} {{ @.float.Float64 }}")),
+        // KV v1, numbers with exponents.
+        ("KV v1 exponents", "{{ with secret \"kv1/app\" }}{{ .Data.n }} {{ .Data.m }} {{ .Data.p }} {{ .Data }} {{ toJSON .Data }}{{ end }}".to_owned()),
+        ("a secret without data", "{{ with secret \"secret/data/empty\" }}{{ .Data.data }}|{{ .Data.data.x }}{{ end }}".to_owned()),
+    ];
+    let mut out: Vec<(String, String, bool)> = cases
+        .drain(..)
+        .map(|(n, t)| (n.to_owned(), t, false))
+        .collect();
+    out.push((
+        "a missing key, error_on_missing_key".to_owned(),
+        d("[{{ @.nope }}]"),
+        true,
+    ));
+    out.push((
+        "a present key, error_on_missing_key".to_owned(),
+        d("[{{ @.user }}]"),
+        true,
+    ));
+    out
+}
+
+/// Renders `template` with `bao agent`.
+fn agent_render(server: &OpenBao, name: &str, template: &str, strict: bool) -> Outcome {
+    let dir = server.dir().join(format!(
+        "agent-{}",
+        name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), openbao::ROOT_TOKEN).unwrap();
+    std::fs::write(dir.join("in.tpl"), template).unwrap();
+    let out = dir.join("out");
+    let config = format!(
+        r#"vault {{ address = "{addr}" }}
+exit_after_auth = true
+auto_auth {{
+  method "token_file" {{
+    config {{ token_file_path = "{dir}/token" }}
+  }}
+}}
+template {{
+  source = "{dir}/in.tpl"
+  destination = "{dir}/out"
+  error_on_missing_key = {strict}
+}}
+"#,
+        addr = server.addr(),
+        dir = dir.display(),
+    );
+    std::fs::write(dir.join("agent.hcl"), config).unwrap();
+    let log = dir.join("agent.log");
+    let mut child = Command::new("bao")
+        .args([
+            "agent",
+            &format!("-config={}", dir.join("agent.hcl").display()),
+        ])
+        .env("HOME", &dir)
+        .env_remove("BAO_ADDR")
+        .env_remove("VAULT_ADDR")
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_TOKEN")
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("agent.err")).unwrap(),
+        ))
+        .spawn()
+        .expect("bao agent starts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return match std::fs::read(&out) {
+                Ok(bytes) if status.success() => Outcome::Rendered(bytes),
+                _ => Outcome::Failed(format!("agent exited {status}")),
+            };
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(dir.join("agent.err")).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("[ERROR]")) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Outcome::Failed(line.to_owned());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: the agent neither rendered nor failed within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Converts `template` and renders it with the driver's renderer, reading
+/// the secrets it asks for from the server.
+async fn driver_render(server: &OpenBao, template: &str, strict: bool) -> Outcome {
+    let converted = match gotemplate::convert(
+        template,
+        GoOptions {
+            error_on_missing_key: strict,
+        },
+    ) {
+        Ok(c) => c.handlebars,
+        Err(e) => return Outcome::Failed(format!("convert refused: {e}")),
+    };
+    let renderer = Renderer::new();
+    let sources = vec![(RelativePath::parse("out").unwrap(), converted)];
+    let compiled = match renderer.compile(&sources) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed(format!("compile: {e}")),
+    };
+    let mut responses: HashMap<SecretRequest, Value> = HashMap::new();
+    let mut wanted: Vec<SecretRequest> = compiled.requests().to_vec();
+    for _ in 0..4 {
+        for request in wanted.drain(..) {
+            let raw = raw(server, reqwest::Method::GET, request.path(), None).await;
+            responses.insert(request, parse_response(&raw).expect("Vault answers JSON"));
+        }
+        match renderer.render(&compiled, responses.clone()) {
+            Ok(render::Rendered::Files(files)) => {
+                return Outcome::Rendered(files[0].1.expose().clone());
+            }
+            Ok(render::Rendered::NeedsSecrets(more)) => wanted = more,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+    }
+    Outcome::Failed("secrets kept changing".to_owned())
+}
+
+/// A root-token request that must succeed; the body's bytes as sent.
+async fn raw(server: &OpenBao, method: reqwest::Method, path: &str, body: Option<&str>) -> Vec<u8> {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}/v1/{path}", server.addr()))
+        .header("X-Vault-Token", openbao::ROOT_TOKEN);
+    if let Some(body) = body {
+        request = request.body(body.to_owned());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap().to_vec();
+    assert!(
+        status.is_success(),
+        "{path}: {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    bytes
+}
+
+async fn seed(server: &OpenBao) {
+    use reqwest::Method;
+    raw(server, Method::PUT, "secret/data/app", Some(APP)).await;
+    raw(
+        server,
+        Method::PUT,
+        "secret/data/empty",
+        Some(r#"{"data": {}}"#),
+    )
+    .await;
+    raw(
+        server,
+        Method::POST,
+        "sys/mounts/kv1",
+        Some(r#"{"type": "kv", "options": {"version": "1"}}"#),
+    )
+    .await;
+    raw(server, Method::PUT, "kv1/app", Some(V1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converted_templates_render_the_agents_bytes() {
+    let Some(server) = OpenBao::start().await else {
+        return;
+    };
+    seed(&server).await;
+    let corpus = corpus();
+    let mut report = Vec::new();
+    let mut identical = 0;
+    for (name, template, strict) in &corpus {
+        let agent = agent_render(&server, name, template, *strict);
+        let driver = driver_render(&server, template, *strict).await;
+        let same = agent.same_as(&driver);
+        if std::env::var_os("VCD_ORACLE_SHOW").is_some() {
+            eprintln!("{name}: {}", show(&agent));
+        }
+        if same {
+            identical += 1;
+        } else {
+            report.push(format!(
+                "{name}:\n  template: {template}\n  agent:  {:?}\n  driver: {:?}",
+                show(&agent),
+                show(&driver)
+            ));
+        }
+    }
+    eprintln!(
+        "{identical} of {} constructs identical to the agent's output",
+        corpus.len()
+    );
+    assert!(
+        report.is_empty(),
+        "{} constructs differ:\n{}",
+        report.len(),
+        report.join("\n")
+    );
+}
+
+fn show(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Rendered(bytes) => format!("rendered {:?}", String::from_utf8_lossy(bytes)),
+        Outcome::Failed(e) => format!("failed: {e}"),
+    }
+}

@@ -471,4 +471,49 @@ mod tests {
         roots.remove(&target).unwrap();
         let _ = fs::remove_dir_all(&dir);
     }
+
+    /// An update racing an unpublish (which does not wait for a refresh)
+    /// finds the target no longer a tmpfs: it writes nothing there, so no
+    /// secret lands on the node's disk under kubelet's directory.
+    #[test]
+    fn an_update_never_writes_through_a_target_that_lost_its_tmpfs() {
+        if !nix::unistd::geteuid().is_root() {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI=true runs as root: mounts are needed"
+            );
+            eprintln!("skipping: needs root (tmpfs mounts)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("vcd-race-{}", rand::random::<u64>()));
+        let (pods, private) = (dir.join("pods"), dir.join("private"));
+        let target = pods.join("uid/volumes/kubernetes.io~csi/v/mount");
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let roots = TmpfsRoots::new(pods.clone(), private, 1 << 20, 64);
+        roots.open().unwrap();
+        let opts = RootOptions {
+            mode: 0o555,
+            gid: None,
+            selinux_context: None,
+        };
+        let mut prepared = roots.prepare(&target, "v", &opts).unwrap();
+        prepared.write(&payload("one"), options()).unwrap();
+        prepared.seal(&target).unwrap();
+        assert!(roots.is_root(&target).unwrap());
+        // The unpublish's unmount, before the refresh's write.
+        nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        let refused = roots.update(&target, "v", &payload("two"), options());
+        assert!(
+            matches!(refused, Err(Error::UnsafeTarget { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            fs::read_dir(&target).unwrap().count(),
+            0,
+            "nothing written to the node's disk"
+        );
+        roots.close();
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::statfs::{TMPFS_MAGIC, statfs};
+use nix::sys::statfs::{TMPFS_MAGIC, fstatfs, statfs};
 
 use super::Error;
 
@@ -392,8 +392,24 @@ pub struct WritableView {
 impl WritableView {
     /// Bind-mounts `target` at `scratch` and makes that one mount writable.
     pub fn open(target: &Path, scratch: &Path) -> Result<Self, Error> {
-        prepare_scratch(scratch)?;
         let source = open_dir_nofollow(target)?;
+        // The target may have been unmounted since the caller looked (an
+        // unpublish does not wait for a refresh): then what is there is
+        // kubelet's own directory, and writing through it would put the
+        // volume's files on the node's disk.
+        let is_tmpfs = fstatfs(&source).is_ok_and(|fs| fs.filesystem_type() == TMPFS_MAGIC);
+        let parent_dev = target
+            .parent()
+            .and_then(|p| fs::metadata(p).ok())
+            .map(|m| m.dev());
+        let is_root = source.metadata().is_ok_and(|m| Some(m.dev()) != parent_dev);
+        if !is_tmpfs || !is_root {
+            return Err(Error::UnsafeTarget {
+                path: target.to_path_buf(),
+                reason: "the volume's tmpfs is no longer mounted there (unpublished meanwhile?); nothing is written".to_owned(),
+            });
+        }
+        prepare_scratch(scratch)?;
         let mount_err = |action, errno| Error::Mount {
             action,
             path: scratch.to_path_buf(),

@@ -8,6 +8,7 @@
 mod client;
 mod governed;
 mod governor;
+mod http;
 mod identity;
 mod request;
 mod response;
@@ -17,9 +18,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use client::{HttpSettings, MAX_RESPONSE_BYTES, VaultClient, build_http};
+pub use client::VaultClient;
 pub use governed::{Caller, Endpoint, GovernedSettings, GovernedVault, Urgency};
 pub use governor::{BudgetSettings, Governor, Priority};
+pub use http::{HttpSettings, MAX_RESPONSE_BYTES, build_http};
 pub use identity::{IdentityError, ServiceAccountToken, TOKENS_KEY};
 pub use request::{InvalidRequest, SecretRequest, withhold_for};
 pub use response::{Renewal, parse_retry_after};

@@ -368,32 +368,6 @@ async fn readers_never_see_a_partial_file() {
     h.stop().await;
 }
 
-/// `refresh: "false"` renders once (the agent's init-container mode).
-#[tokio::test]
-async fn refresh_false_renders_once() {
-    let h = Harness::walkthrough().await;
-    let attrs = [
-        ROLE,
-        ("template.index.html", INDEX_TEMPLATE),
-        ("staticSecretRefreshInterval", "1s"),
-        ("refresh", "false"),
-    ];
-    let target = h.publish_ok(&attrs).await;
-    h.vault.kv2_put(
-        "secret",
-        "myapp/config",
-        serde_json::json!({"username": "appuser", "password": "changed"}),
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        read(&target.join("index.html")),
-        expected_index("appuser", "suP3rsec(et!")
-    );
-    assert_eq!(h.vault.count("GET", "/v1/secret/data/myapp/config"), 1);
-    assert_eq!(h.vault.count("POST", "/v1/auth/token/renew-self"), 0);
-    h.stop().await;
-}
-
 /// A certificate (PKI issue with no lease) is re-issued before its
 /// `expiration` (NotAfter) passes.
 #[tokio::test]

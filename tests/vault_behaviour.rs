@@ -69,47 +69,6 @@ async fn kv1_expiration_keys_are_user_data() {
     h.stop().await;
 }
 
-/// A login answered `lease_duration: 0` used to log in (and re-read every
-/// leased credential) hundreds of times a second.
-#[tokio::test]
-async fn a_login_without_a_ttl_does_not_spin() {
-    let creds = DynamicRole::new(Duration::from_secs(600), Duration::from_secs(1200));
-    let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
-    vault.patch_answers(
-        "/v1/auth/kubernetes/login",
-        "/auth/lease_duration",
-        json!(0),
-    );
-    let h = Harness::builder().vault(vault).start().await;
-    h.publish_ok(&[ROLE, ("template.creds", CREDS_TEMPLATE)])
-        .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(h.vault.count("POST", "/v1/auth/kubernetes/login"), 1);
-    assert_eq!(h.vault.count("GET", "/v1/database/creds/app"), 1);
-    h.stop().await;
-}
-
-/// A certificate whose `expiration` is already past (a skewed clock) used
-/// to be re-issued in a tight loop.
-#[tokio::test]
-async fn an_expired_certificate_is_not_reissued_in_a_loop() {
-    let creds = DynamicRole::new(Duration::from_secs(600), Duration::from_secs(1200));
-    let vault = dynamic_vault(creds, Duration::from_secs(3600), Duration::from_secs(7200)).await;
-    vault.patch_answers("/v1/pki/issue/web", "/data/expiration", json!(1_000_000));
-    let h = Harness::builder().vault(vault).start().await;
-    let attrs = [
-        ROLE,
-        (
-            "template.cert",
-            r#"{{#with (secret "pki/issue/web" common_name="web")}}{{data.certificate}}{{/with}}"#,
-        ),
-    ];
-    h.publish_ok(&attrs).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(h.vault.count("PUT", "/v1/pki/issue/web"), 1);
-    h.stop().await;
-}
-
 /// A standby's 307 is temporary: the publish retries at the configured
 /// address and never sends the JWT to an address nobody allowed; once the
 /// redirects outlast the retries, the publish fails `UNAVAILABLE`.

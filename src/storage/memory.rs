@@ -135,13 +135,13 @@ impl Prepared for Staged {
         Ok(WriteOutcome::Replaced)
     }
 
-    fn seal(self: Box<Self>, target: &Path) -> Result<(), Error> {
+    fn seal(self: Box<Self>, target: &Path) -> Result<super::Leftover, Error> {
         if self.roots.take_fault(Fault::Seal) {
             return Err(injected("seal", target));
         }
         let files = self.files.unwrap_or_default();
         self.roots.store(target, &files);
-        Ok(())
+        Ok(super::Leftover::default())
     }
 }
 

@@ -19,7 +19,9 @@ use std::path::PathBuf;
 
 pub use atomic::{AtomicWriter, FileContent, Payload, WriteOptions, WriteOutcome, remove_tree};
 pub use path::{MAX_ELEMENT_BYTES, MAX_PATH_BYTES, RelativePath, check_disjoint};
-pub use root::{PlainDirectories, Prepared, RootKind, RootOptions, TmpfsRoots, VolumeRoots};
+pub use root::{
+    Leftover, PlainDirectories, Prepared, RootKind, RootOptions, TmpfsRoots, VolumeRoots,
+};
 
 /// Everything that can go wrong while placing files on the node.
 #[derive(Debug, thiserror::Error)]

@@ -132,8 +132,31 @@ pub trait Prepared: Send + std::fmt::Debug {
 
     /// Makes the written root the pod's: a staged tmpfs is sealed
     /// read-only and attached at `target`; a root written in place is
-    /// already there.
-    fn seal(self: Box<Self>, target: &Path) -> Result<(), Error>;
+    /// already there. Returns what is left to release (a staging mount),
+    /// which need not delay the pod.
+    fn seal(self: Box<Self>, target: &Path) -> Result<Leftover, Error>;
+}
+
+/// What sealing a root left behind (a staging mount), released when
+/// dropped: the caller may drop it after answering the pod.
+#[derive(Default)]
+pub struct Leftover(Option<StagedTmpfs>);
+
+impl std::fmt::Debug for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Leftover(staging)"
+        } else {
+            "Leftover(none)"
+        })
+    }
+}
+
+impl Leftover {
+    /// Whether there is anything to release.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
 }
 
 /// A tmpfs per volume (see [`tmpfs`]).
@@ -181,8 +204,8 @@ impl Prepared for StagedRoot {
         AtomicWriter::new(self.0.path()).write(payload, options)
     }
 
-    fn seal(self: Box<Self>, target: &Path) -> Result<(), Error> {
-        self.0.attach(target)
+    fn seal(self: Box<Self>, target: &Path) -> Result<Leftover, Error> {
+        self.0.attach(target).map(|staging| Leftover(Some(staging)))
     }
 }
 
@@ -203,8 +226,8 @@ impl Prepared for AdoptedTmpfs {
         write_through_view(&self.target, &self.view_at, payload, options)
     }
 
-    fn seal(self: Box<Self>, _target: &Path) -> Result<(), Error> {
-        Ok(())
+    fn seal(self: Box<Self>, _target: &Path) -> Result<Leftover, Error> {
+        Ok(Leftover::default())
     }
 }
 
@@ -329,8 +352,8 @@ impl Prepared for InPlace {
         AtomicWriter::new(&self.at).write(payload, options)
     }
 
-    fn seal(self: Box<Self>, _target: &Path) -> Result<(), Error> {
-        Ok(())
+    fn seal(self: Box<Self>, _target: &Path) -> Result<Leftover, Error> {
+        Ok(Leftover::default())
     }
 }
 

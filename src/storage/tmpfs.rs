@@ -246,8 +246,9 @@ impl StagedTmpfs {
     /// Makes the staged mount read-only, then binds it onto `target` (opened
     /// `O_PATH|O_NOFOLLOW`, so a swapped-in symlink is never followed). The
     /// bind inherits the read-only flag, and so does every copy propagated
-    /// from it. The staging mount is then removed.
-    pub fn attach(self, target: &Path) -> Result<(), Error> {
+    /// from it. The staging mount is left for the caller to remove (with
+    /// [`StagedTmpfs::release`], or by dropping it), off the pod's way.
+    pub fn attach(self, target: &Path) -> Result<Self, Error> {
         let seal = || {
             mount(
                 None::<&str>,
@@ -287,9 +288,12 @@ impl StagedTmpfs {
             path: target.to_path_buf(),
             errno,
         })?;
-        Ok(())
-        // Dropping `self` removes the staging mount; the target keeps the
-        // tmpfs.
+        Ok(self)
+    }
+
+    /// Removes the staging mount (the target keeps the tmpfs).
+    pub fn release(self) {
+        drop(self);
     }
 }
 

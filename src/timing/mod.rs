@@ -68,9 +68,27 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
-/// A uniform random draw in `[0, 1)` from the thread's CSPRNG.
+/// A uniform random draw in `[0, 1)` from the thread's CSPRNG (or, in the
+/// tests that call [`seed`], from a seeded generator, so a run repeats).
 pub fn draw() -> f64 {
+    #[cfg(test)]
+    if let Some(u) = SEEDED.with_borrow_mut(|rng| rng.as_mut().map(rand::Rng::random::<f64>)) {
+        return u;
+    }
     rand::rng().random::<f64>()
+}
+
+#[cfg(test)]
+thread_local! {
+    static SEEDED: std::cell::RefCell<Option<rand::rngs::StdRng>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes [`draw`] on this thread repeat the sequence of `seed` (tests).
+#[cfg(test)]
+pub fn seed(seed: u64) {
+    use rand::SeedableRng as _;
+    SEEDED.set(Some(rand::rngs::StdRng::seed_from_u64(seed)));
 }
 
 fn at_least_min(d: Duration) -> Duration {

@@ -311,7 +311,12 @@ impl Materialiser {
             WriteAt::First(mut prepared) => {
                 off_runtime(move || {
                     let written = prepared.write(&payload, options)?;
-                    prepared.seal(&target).map(|()| written)
+                    let leftover = prepared.seal(&target)?;
+                    // The staging mount goes after the pod has its answer.
+                    if !leftover.is_empty() {
+                        tokio::task::spawn_blocking(move || drop(leftover));
+                    }
+                    Ok(written)
                 })
                 .await
             }

@@ -322,20 +322,19 @@ impl VolumeManager {
         salvaged: &[SalvagedToken],
         saved: tokio::sync::oneshot::Sender<Phase>,
     ) -> impl Future<Output = Result<Box<dyn Prepared>, Error>> + use<> {
-        let publishing = VolumeRecord::of(volume, Phase::Publishing, &[]).encode();
-        let adopting = VolumeRecord::of(volume, Phase::Adopting, salvaged).encode();
+        // Encoded on the blocking pool too, once the phase is known.
+        let mut record = VolumeRecord::of(volume, Phase::Adopting, salvaged).into_owned();
         let (store, roots) = (Arc::clone(&self.store), Arc::clone(&self.roots));
         let (target, id) = (volume.placement.target.clone(), volume.id.clone());
         let options = root_options(volume);
         let work = off_runtime(move || {
             let prepared = roots.prepare(target.as_path(), id.as_str(), &options)?;
-            let (phase, bytes) = if was_unread || prepared.is_existing() {
-                (Phase::Adopting, adopting)
-            } else {
-                (Phase::Publishing, publishing)
-            };
-            store.save(&id, &bytes)?;
-            let _ = saved.send(phase);
+            if !was_unread && !prepared.is_existing() {
+                record.phase = Phase::Publishing;
+                record.salvaged.clear();
+            }
+            store.save(&id, &record.encode())?;
+            let _ = saved.send(record.phase);
             Ok(prepared)
         });
         async move { work.await.and_then(|prepared| prepared) }

@@ -213,6 +213,38 @@ impl Drop for VolumeRecord<'_> {
 }
 
 impl VolumeRecord<'_> {
+    /// The same record, owning everything it borrowed.
+    pub fn into_owned(mut self) -> VolumeRecord<'static> {
+        let secrets = std::mem::take(&mut self.secrets)
+            .into_iter()
+            .map(|s| StoredSecret {
+                request: s.request,
+                lease_id: s.lease_id,
+                action: s.action,
+                increment_secs: s.increment_secs,
+                expires_at_ms: s.expires_at_ms,
+                due_ms: s.due_ms,
+                answer: s.answer.map(|a| Cow::Owned(a.into_owned())),
+            })
+            .collect();
+        VolumeRecord {
+            version: self.version,
+            volume_id: std::mem::take(&mut self.volume_id),
+            target_path: std::mem::take(&mut self.target_path),
+            readonly: self.readonly,
+            fs_group: self.fs_group,
+            selinux_context: self.selinux_context.take(),
+            vault_addr: self.vault_addr.take(),
+            fingerprint: std::mem::take(&mut self.fingerprint),
+            attributes: std::mem::take(&mut self.attributes),
+            phase: self.phase,
+            identity: self.identity.take(),
+            token: self.token.take(),
+            secrets,
+            salvaged: std::mem::take(&mut self.salvaged),
+        }
+    }
+
     /// The record's bytes, as they are stored.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         // Serialising plain data into a Vec cannot fail.

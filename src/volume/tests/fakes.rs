@@ -47,6 +47,8 @@ pub struct FakeSecret {
     pub data: serde_json::Value,
     /// A lease of this TTL (renewable up to `max_ttl`), if leased.
     pub lease: Option<(Duration, Duration)>,
+    /// A certificate's NotAfter (unix seconds), if it carries one.
+    pub expiration: Option<u64>,
 }
 
 /// One lease of the fake.
@@ -108,6 +110,19 @@ impl FakeVault {
             FakeSecret {
                 data,
                 lease: lease.map(|(ttl, max)| (Duration::from_secs(ttl), Duration::from_secs(max))),
+                expiration: None,
+            },
+        );
+    }
+
+    /// Serves a certificate at `path` whose NotAfter is `expiration`.
+    pub fn put_certificate(&self, path: &str, expiration: u64) {
+        self.state().secrets.insert(
+            path.to_owned(),
+            FakeSecret {
+                data: serde_json::json!({ "certificate": "PEM", "expiration": expiration }),
+                lease: None,
+                expiration: Some(expiration),
             },
         );
     }
@@ -222,7 +237,12 @@ impl FakeVault {
         state.tokens.insert(
             token.clone(),
             FakeToken {
-                expires_at: Instant::now() + ttl,
+                // Vault's tokens without a TTL (root-like) never expire.
+                expires_at: if ttl.is_zero() {
+                    Instant::now() + Duration::from_secs(100 * 365 * 86_400)
+                } else {
+                    Instant::now() + ttl
+                },
                 revoked: false,
                 batch,
             },
@@ -269,7 +289,7 @@ impl FakeVault {
             lease_id: lease_id.map(LeaseId::new),
             lease_duration: Duration::from_secs(ttl),
             renewable: secret.lease.is_some(),
-            expiration: None,
+            expiration: secret.expiration,
             rotation: None,
             raw: Secret::new(body.to_string().into_bytes()),
             fetched_at: Instant::now(),
@@ -488,8 +508,10 @@ impl Core {
     }
 
     /// A manager over these fakes (a restarted driver keeps the store and
-    /// the roots).
+    /// the roots). Jitter comes from a seeded generator, so a test repeats
+    /// exactly (the tests run on one thread).
     pub fn over(vault: FakeVault, store: MemoryStore, roots: MemoryRoots) -> Self {
+        crate::timing::seed(0x5eed);
         let (scheduler, task) = RefreshScheduler::new(Slots::default());
         let ports = Ports {
             vault: Arc::new(vault.clone()),

@@ -239,3 +239,54 @@ async fn a_batch_tokens_leases_are_revoked_one_by_one() {
     assert_eq!(core.vault.count("revoke_lease"), 1);
     assert!(core.vault.leases().values().all(|l| l.revoked));
 }
+
+/// A login answered with no TTL (`lease_duration: 0`) is planned as a
+/// five-minute token: the driver does not log in again in a loop.
+#[tokio::test(start_paused = true)]
+async fn a_token_without_a_ttl_is_not_replaced_in_a_loop() {
+    let mut core = Core::new();
+    seeded(&core, "one");
+    core.vault.token_ttl(Duration::ZERO);
+    core.run_scheduler();
+    let pod = Pod::with_template("u1", TEMPLATE);
+    publish(&core, &pod).await;
+    tokio::time::sleep(secs(150)).await;
+    assert_eq!(core.vault.count("login"), 1, "{:?}", core.vault.calls());
+}
+
+/// A certificate already past its NotAfter on arrival (a skewed clock) is
+/// asked for again after 10 to 20 s, not in a loop.
+#[tokio::test(start_paused = true)]
+async fn an_expired_certificate_is_not_fetched_again_in_a_loop() {
+    let mut core = Core::new();
+    core.vault.put_certificate("pki/cert/web", 1_000_000);
+    core.run_scheduler();
+    let pod = Pod::with_template(
+        "u1",
+        r#"{{#with (secret "pki/cert/web")}}{{data.certificate}}{{/with}}"#,
+    );
+    publish(&core, &pod).await;
+    tokio::time::sleep(secs(9)).await;
+    assert_eq!(core.vault.count("read"), 1, "{:?}", core.vault.calls());
+    tokio::time::sleep(secs(60)).await;
+    assert!(core.vault.count("read") <= 7, "{:?}", core.vault.calls());
+}
+
+/// `refresh: "false"` renders once and never again (the agent's
+/// init-container mode): no re-read, no renewal, no login.
+#[tokio::test(start_paused = true)]
+async fn a_volume_that_does_not_refresh_is_rendered_once() {
+    let mut core = Core::new();
+    seeded(&core, "one");
+    core.vault.token_ttl(secs(60));
+    core.run_scheduler();
+    let pod = Pod::with_template("u1", TEMPLATE).attribute("refresh", "false");
+    publish(&core, &pod).await;
+    seeded(&core, "two");
+    tokio::time::sleep(secs(3600)).await;
+    assert_eq!(index(&core, &pod), "one v-app");
+    assert_eq!(core.vault.count("read"), 2, "{:?}", core.vault.calls());
+    assert_eq!(core.vault.count("renew_self"), 0);
+    assert_eq!(core.vault.count("renew_lease"), 0);
+    assert_eq!(core.vault.count("login"), 1);
+}

@@ -1,8 +1,8 @@
 //! # vault-csi-driver
 //!
-//! A Kubernetes CSI node plugin that delivers HashiCorp Vault secrets to
-//! pods as files, replacing the Vault Agent container each pod would
-//! otherwise run. One process per node serves every pod: it logs in to
+//! A Kubernetes CSI node plugin that delivers HashiCorp Vault (and
+//! OpenBao) secrets to pods as files, replacing the Vault Agent container
+//! each pod would otherwise run. One process per node serves every pod: it logs in to
 //! Vault *as the pod's own service account* (kubelet passes the token via
 //! the CSIDriver's `tokenRequests`), renders handlebars templates into a
 //! tmpfs mounted at the pod's volume path, and keeps the files fresh by
@@ -10,44 +10,44 @@
 //!
 //! ## Architecture
 //!
-//! Data flows one way, one module per stage:
+//! The volume core is a hub; the arrows are imports, without cycles
+//! (ARCHITECTURE.md has the walk of a publish and of a refresh):
 //!
 //! ```text
-//!  kubelet ──gRPC over unix socket──▶ csi       NodePublish/NodeUnpublish, Identity
-//!                                      │
-//!                                      ▼
-//!                                    volume     VolumeManager: idempotency, one op per
-//!                                      │        volume, rollback, state for restarts
-//!                                      ▼
-//!                                    vault      login as the pod, read/write secrets,
-//!                                      │        renew/revoke leases and tokens
-//!                                      ▼
-//!                                    render     handlebars templates + `secret` helper
-//!                                      │
-//!                                      ▼
-//!                                    storage    VolumeRoots (tmpfs per volume, or plain
-//!                                               directories), AtomicWriter
+//!  kubelet ──gRPC over a unix socket──▶ csi ──▶ volume ◀── refresh (one scheduler:
+//!                                                 │          due volumes go back to
+//!                                                 │          volume as a Refresher)
+//!                     ┌──────────────┬────────────┼─────────────┐
+//!                     ▼              ▼            ▼             ▼
+//!                   vault          render      storage        signal
+//!             (SecretSource     (templates)  (VolumeRoots)  (app signals)
+//!                 port)
 //!
-//!                                    refresh    one RefreshScheduler (deadline queue) for
-//!                                      │        all volumes; pure timing policy
-//!                                      └──────▶ hands each due volume back to `volume`,
-//!                                               whose refresh runs the same pipeline
+//!  timing: when things are due, pure; a leaf every module may use
+//!  convert: the vault-csi-convert crate, reaching the driver through a port
 //! ```
 //!
 //! * [`csi`]: the gRPC services and the socket; [`csi::status`] is the only
 //!   place errors become gRPC codes.
-//! * [`volume`]: the [`volume::VolumeManager`], the checked requests, the
-//!   per-volume pipeline and refresh, the live and recorded forms.
-//! * [`vault`]: the HTTP client and the pod identity (service-account token).
-//! * [`render`]: the [`render::Renderer`] and its helpers.
+//! * [`volume`]: the [`volume::VolumeManager`] (publish, unpublish,
+//!   restore, refresh), which reaches the world only through its ports
+//!   ([`volume::ports`]: Vault, the record store, the volume roots), so it
+//!   is unit-tested against in-memory fakes; the records
+//!   ([`volume::record`]) and the memory budget ([`volume::memory`]).
+//! * [`vault`]: the HTTP client and [`vault::GovernedVault`] (every request
+//!   under the node's budget), the pod identity.
+//! * [`render`]: the [`render::Renderer`] and its helpers, on render threads
+//!   of their own.
 //! * [`storage`]: the [`storage::VolumeRoots`] seam (tmpfs mounts, or plain
 //!   directories) and the [`storage::AtomicWriter`].
-//! * [`refresh`]: the [`refresh::RefreshScheduler`] and [`refresh::policy`].
+//! * [`refresh`]: the [`refresh::RefreshScheduler`], generic over its key.
+//! * [`timing`]: every timing rule as a pure function; imports nothing of
+//!   the crate.
 //! * [`signal`]: the signal a volume asks for after its files changed,
 //!   sent to its pod's processes ([`signal::AppSignal`]).
 //! * [`metrics`]: Prometheus metrics, `/healthz`, `/readyz`.
-//! * [`app`]: wiring and graceful shutdown; [`config`]: flags;
-//!   [`telemetry`]: log set-up.
+//! * [`app`]: wiring (it chooses the ports) and graceful shutdown;
+//!   [`config`]: flags; [`telemetry`]: log set-up.
 //! * [`convert`]: the `vault-csi-driver convert` subcommand, which turns
 //!   Vault Agent and `OpenBao` Agent pods (agent containers, injector
 //!   annotations) into pods with this driver's volume: the

@@ -12,7 +12,10 @@
 //!
 //! Checked, because their prose is written by hand:
 //! - the attribute reference against the parser's list ([`ATTRIBUTES`]);
-//! - the limits table against the constants it names;
+//! - the limits table against the constants it names, and so the
+//!   memory-model table of the sizing page;
+//! - the sizing page's worked examples against the memory model's own
+//!   functions (`volume::memory::cost`, `budget_from_limit`);
 //! - gRPC codes spelled as kubelet's events and the driver's log print them
 //!   (`InvalidArgument`, not `INVALID_ARGUMENT`);
 //! - every page reachable from the README, every relative link and anchor
@@ -368,10 +371,26 @@ fn secs(duration: Duration) -> String {
 /// The limits table names each constant with the value it has.
 #[test]
 fn the_limits_table_matches_the_constants() {
-    use vault_csi_driver::{render, storage, vault, volume};
+    use vault_csi_driver::{render, storage, timing, vault, volume};
     let file = "docs/volumes/templates.md";
-    let constants: [(&str, String); 19] = [
+    let constants: [(&str, String); 26] = [
         ("MAX_TEMPLATE_BYTES", render::MAX_TEMPLATE_BYTES.to_string()),
+        ("MAX_TEMPLATE_UNITS", render::MAX_TEMPLATE_UNITS.to_string()),
+        ("MAX_VOLUME_UNITS", render::MAX_VOLUME_UNITS.to_string()),
+        (
+            "MAX_RENDER_HELD_BYTES",
+            render::MAX_RENDER_HELD_BYTES.to_string(),
+        ),
+        (
+            "MAX_CACHE_HELD_BYTES",
+            render::MAX_CACHE_HELD_BYTES.to_string(),
+        ),
+        (
+            "MAX_ERROR_MESSAGE_BYTES",
+            render::MAX_ERROR_MESSAGE_BYTES.to_string(),
+        ),
+        ("RENDER_LIMIT_BASE", secs(timing::RENDER_LIMIT_BASE)),
+        ("RENDER_LIMIT_CAP", secs(timing::RENDER_LIMIT_CAP)),
         (
             "MAX_SECRETS_PER_VOLUME",
             render::MAX_SECRETS_PER_VOLUME.to_string(),
@@ -409,17 +428,23 @@ fn the_limits_table_matches_the_constants() {
             volume::MAX_VOLUME_ID_BYTES.to_string(),
         ),
     ];
+    check_constants(file, "<!-- checked: limits -->", &constants);
+}
+
+/// The table after `marker` in `file` names each constant in backticks, in
+/// a row that also states its value (written without thousands
+/// separators, as the code has it).
+fn check_constants(file: &str, marker: &str, constants: &[(&str, String)]) {
     let page = read(file);
-    let rows = table_after(&page, "<!-- checked: limits -->");
+    let rows = table_after(&page, marker);
     let mut wrong = Vec::new();
-    for (name, value) in &constants {
+    for (name, value) in constants {
         let tag = format!("`{name}`");
         let Some(row) = rows.iter().find(|row| row.iter().any(|c| c.contains(&tag))) else {
             wrong.push(format!("no row names {tag}"));
             continue;
         };
-        // Values are written without thousands separators, as the code has them.
-        if !row[1..].iter().any(|c| c.contains(value.as_str())) {
+        if !row.iter().any(|c| c.contains(value.as_str())) {
             wrong.push(format!(
                 "the row naming {tag} does not say {value}: {row:?}"
             ));
@@ -427,8 +452,49 @@ fn the_limits_table_matches_the_constants() {
     }
     assert!(
         wrong.is_empty(),
-        "{file}'s limits table and the code disagree (edit the table by hand):\n{}",
+        "{file}'s table after {marker} and the code disagree (edit the table by hand):\n{}",
         wrong.join("\n")
+    );
+}
+
+/// The memory model's table names its bounds and charges with the values
+/// they have.
+#[test]
+fn the_memory_table_matches_the_constants() {
+    use vault_csi_driver::volume::memory::{RESERVE_BYTES, cost, pressure};
+    use vault_csi_driver::{csi, render, vault, volume};
+    let constants = [
+        ("MAX_REQUEST_BYTES", csi::MAX_REQUEST_BYTES.to_string()),
+        ("MAX_ATTRIBUTES", volume::MAX_ATTRIBUTES.to_string()),
+        (
+            "MAX_ATTRIBUTE_BYTES",
+            volume::MAX_ATTRIBUTE_BYTES.to_string(),
+        ),
+        ("MAX_RESPONSE_BYTES", vault::MAX_RESPONSE_BYTES.to_string()),
+        ("MAX_RENDER_DATA", render::MAX_RENDER_DATA.to_string()),
+        ("PARSED_VALUE_BYTES", render::PARSED_VALUE_BYTES.to_string()),
+        (
+            "MAX_RENDER_HELD_BYTES",
+            render::MAX_RENDER_HELD_BYTES.to_string(),
+        ),
+        ("MAX_RENDERED_BYTES", render::MAX_RENDERED_BYTES.to_string()),
+        ("PAGE", cost::PAGE.to_string()),
+        ("INODE_BYTES", cost::INODE_BYTES.to_string()),
+        (
+            "VOLUME_BOOKKEEPING_BYTES",
+            cost::VOLUME_BOOKKEEPING_BYTES.to_string(),
+        ),
+        (
+            "MAX_CACHE_HELD_BYTES",
+            render::MAX_CACHE_HELD_BYTES.to_string(),
+        ),
+        ("RESERVE_BYTES", RESERVE_BYTES.to_string()),
+        ("HEADROOM_BYTES", pressure::HEADROOM_BYTES.to_string()),
+    ];
+    check_constants(
+        "docs/operate/sizing.md",
+        "<!-- checked: memory -->",
+        &constants,
     );
 }
 
@@ -623,5 +689,285 @@ fn every_page_is_reachable_and_every_link_resolves() {
         broken.is_empty() && unreached.is_empty(),
         "broken links:\n{}\npages no link from README.md leads to: {unreached:?}",
         broken.join("\n")
+    );
+}
+
+/// One volume of the sizing page's worked examples: its attributes (as
+/// kubelet sends them, without the token attribute), its one template,
+/// the Vault answer it keeps and the bytes it renders.
+struct ExampleVolume {
+    template_file: &'static str,
+    template: &'static str,
+    answer: String,
+    rendered: usize,
+}
+
+/// A KV v2 answer as Vault and OpenBao send it, holding `data`.
+fn kv2_answer(data: &str) -> String {
+    format!(
+        r#"{{"request_id":"5f0e0b4c-6c1e-4b7e-9d55-6b1f3a0c2d9e","lease_id":"","renewable":false,"lease_duration":0,"data":{{"data":{data},"metadata":{{"created_time":"2026-12-01T10:00:00.123456789Z","custom_metadata":null,"deletion_time":"","destroyed":false,"version":1}}}},"wrap_info":null,"warnings":null,"auth":null,"mount_type":"kv"}}"#
+    )
+}
+
+impl ExampleVolume {
+    /// The walkthrough's volume (`deploy/examples/nginx-pod.yaml`).
+    fn walkthrough() -> Self {
+        Self {
+            template_file: "index.html",
+            template: "<html>\n<body>\n<p>Some secrets:</p>\n{{#with (secret \"secret/data/myapp/config\")}}\n<ul>\n<li><pre>username: {{data.data.username}}</pre></li>\n<li><pre>password: {{data.data.password}}</pre></li>\n</ul>\n{{/with}}\n</body>\n</html>\n",
+            answer: kv2_answer(r#"{"password":"suP3rsec(et!","username":"appuser"}"#),
+            rendered: 160,
+        }
+    }
+
+    /// One file of 400 KiB rendered from a KV secret holding it.
+    fn large() -> Self {
+        let blob = "x".repeat(400 * 1024);
+        Self {
+            template_file: "blob",
+            template: r#"{{#with (secret "secret/data/myapp/big")}}{{data.data.blob}}{{/with}}"#,
+            answer: kv2_answer(&format!(r#"{{"blob":"{blob}"}}"#)),
+            rendered: blob.len(),
+        }
+    }
+
+    fn attributes(&self) -> BTreeMap<String, String> {
+        [
+            ("roleName", "example".to_owned()),
+            (
+                "csi.storage.k8s.io/pod.name",
+                "nginx-7c9f8d6b5-x2k4q".to_owned(),
+            ),
+            ("csi.storage.k8s.io/pod.namespace", "default".to_owned()),
+            (
+                "csi.storage.k8s.io/pod.uid",
+                "0b6e9c7a-1d2e-4f3a-8b5c-6d7e8f9a0b1c".to_owned(),
+            ),
+            (
+                "csi.storage.k8s.io/serviceAccount.name",
+                "vault-auth".to_owned(),
+            ),
+            ("csi.storage.k8s.io/ephemeral", "true".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain([(
+            format!("template.{}", self.template_file),
+            self.template.to_owned(),
+        )])
+        .collect()
+    }
+
+    /// The volume's record with or without its answer, as the driver
+    /// writes it (a kubelet service-account JWT is about 1,150 bytes, a
+    /// Vault service token 95).
+    fn record_bytes(&self, with_answer: bool) -> usize {
+        use vault_csi_driver::volume::record::{
+            Phase, RECORD_VERSION, StoredAction, StoredIdentity, StoredSecret, StoredToken,
+            VolumeRecord,
+        };
+        let path = if self.template_file == "blob" {
+            "secret/data/myapp/big"
+        } else {
+            "secret/data/myapp/config"
+        };
+        let record = VolumeRecord {
+            version: RECORD_VERSION,
+            volume_id: format!("csi-{}", "3c5e0f2a9d7b41e8".repeat(4)),
+            target_path: "/var/lib/kubelet/pods/0b6e9c7a-1d2e-4f3a-8b5c-6d7e8f9a0b1c/volumes/kubernetes.io~csi/secrets/mount".into(),
+            readonly: true,
+            fs_group: None,
+            selinux_context: None,
+            vault_addr: Some("https://vault.example.com:8200/".to_owned()),
+            fingerprint: "9f86d081884c7d65".repeat(4),
+            attributes: self.attributes(),
+            phase: Phase::Published,
+            identity: Some(StoredIdentity {
+                jwt: "e".repeat(1150),
+                expires_at_ms: 1_764_583_200_000,
+            }),
+            token: Some(StoredToken {
+                token: format!("hvs.{}", "C".repeat(91)),
+                expires_at_ms: 1_764_583_200_000,
+                requested_ttl_secs: 3600,
+                renewable: true,
+                batch: false,
+                exhausted: false,
+                due_ms: 1_764_581_600_000,
+            }),
+            secrets: vec![StoredSecret {
+                request: vault_csi_driver::vault::SecretRequest::new(path, &serde_json::Map::new())
+                    .unwrap(),
+                lease_id: None,
+                action: StoredAction::Refetch,
+                increment_secs: 0,
+                expires_at_ms: None,
+                due_ms: 1_764_580_300_000,
+                answer: with_answer.then(|| self.answer.as_str().into()),
+            }],
+            salvaged: Vec::new(),
+        };
+        record.encode().len()
+    }
+}
+
+/// `render`'s parse weight of a Vault answer, as the renderer weighs a
+/// body before parsing it: one per string, per value opened or separated,
+/// and per 16 bytes of text.
+fn parse_weight(raw: &str) -> u64 {
+    let (mut total, mut in_string, mut escaped, mut text) = (1u64, false, false, 0u64);
+    for byte in raw.bytes() {
+        if in_string {
+            text += 1;
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => {
+                    in_string = false;
+                    total += 1 + text / 16;
+                    text = 0;
+                }
+                _ => {}
+            }
+        } else if matches!(byte, b'[' | b'{' | b',') {
+            total += 1;
+        } else if byte == b'"' {
+            in_string = true;
+        }
+    }
+    total
+}
+
+/// Room a record's serialisation reserves beyond its answers and
+/// attributes (`RECORD_SLACK` in `volume::manager`).
+const RECORD_SLACK: u64 = 64 * 1024;
+
+/// What one example volume costs, part by part, and its peak while it is
+/// published.
+struct ExampleCost {
+    parts: vault_csi_driver::volume::memory::cost::VolumeCost,
+    peak: u64,
+}
+
+fn example_cost(volume: &ExampleVolume) -> ExampleCost {
+    use vault_csi_driver::render::{PARSED_VALUE_BYTES, Renderer};
+    use vault_csi_driver::secret::Secret;
+    use vault_csi_driver::storage::{FileContent, Payload, RelativePath};
+    use vault_csi_driver::volume::memory::cost::{self, VOLUME_BOOKKEEPING_BYTES, VolumeCost};
+    let path = RelativePath::parse(volume.template_file).unwrap();
+    let sources = vec![(path.clone(), volume.template.to_owned())];
+    let templates = Renderer::new().compile(&sources).unwrap().held_bytes();
+    let payload: Payload = [(
+        path,
+        FileContent {
+            bytes: Secret::new(vec![b'x'; volume.rendered]),
+            mode: 0o444,
+        },
+    )]
+    .into_iter()
+    .collect();
+    // `LiveVolume::attributes_cost`: each key and value, with 64 bytes of
+    // map overhead, held twice (the request's and the record's copy).
+    let attributes = 2 * volume
+        .attributes()
+        .iter()
+        .map(|(k, v)| (k.len() + v.len()) as u64 + 64)
+        .sum::<u64>();
+    let kept = volume.answer.len() as u64;
+    let parts = VolumeCost {
+        files: cost::files_cost(&payload),
+        kept_answers: kept,
+        record: cost::record_cost(volume.record_bytes(true) as u64),
+        templates,
+        attributes,
+    };
+    // While it is published: when its files are charged, the render still
+    // holds what it reserved (the parsed answer and the output), and the
+    // record is the one written before the answers came; then the record's
+    // serialisation reserves twice the answers, the attributes and slack.
+    let early_record = cost::record_cost(volume.record_bytes(false) as u64);
+    let before_record = parts.total() - parts.record;
+    let render = parse_weight(&volume.answer) * PARSED_VALUE_BYTES + kept + volume.rendered as u64;
+    let at_write = before_record + early_record + render;
+    let at_record = before_record + early_record + 2 * kept + attributes + RECORD_SLACK;
+    let admission = attributes + templates + VOLUME_BOOKKEEPING_BYTES;
+    ExampleCost {
+        peak: at_write.max(at_record).max(admission),
+        parts,
+    }
+}
+
+/// How many volumes of `cost` a limit of `limit` bytes admits: the last
+/// one needs room for its peak.
+fn volumes_within(limit: u64, cost: &ExampleCost) -> u64 {
+    if cost.peak > limit {
+        return 0;
+    }
+    (limit - cost.peak) / cost.parts.total() + 1
+}
+
+/// The sizing page's worked examples follow from the memory model's own
+/// functions (`volume::memory::cost`, `budget_from_limit`, the compiled
+/// templates' size), for a 128 MiB limit and the default namespace share.
+#[test]
+fn the_sizing_examples_follow_the_memory_model() {
+    use vault_csi_driver::volume::memory::budget_from_limit;
+    let file = "docs/operate/sizing.md";
+    let budget = budget_from_limit(128 * 1024 * 1024);
+    // `MemoryBudget`: the share of a u64 budget, rounded down.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let share = ((budget as f64) * 0.5) as u64;
+    let costs = [
+        example_cost(&ExampleVolume::walkthrough()),
+        example_cost(&ExampleVolume::large()),
+    ];
+    let row = |name: &str, f: &dyn Fn(&ExampleCost) -> u64| {
+        (name.to_owned(), costs.iter().map(f).collect::<Vec<u64>>())
+    };
+    let expected = [
+        row("Files", &|c| c.parts.files),
+        row("Kept answers", &|c| c.parts.kept_answers),
+        row("Record", &|c| c.parts.record),
+        row("Compiled templates", &|c| c.parts.templates),
+        row("Attributes", &|c| c.parts.attributes),
+        row("Bookkeeping", &|_| {
+            vault_csi_driver::volume::memory::cost::VOLUME_BOOKKEEPING_BYTES
+        }),
+        row("Standing cost", &|c| c.parts.total()),
+        row("Peak", &|c| c.peak),
+        row("One namespace", &|c| volumes_within(share, c)),
+        row("The node", &|c| volumes_within(budget, c)),
+    ];
+    let page = read(file);
+    let rows = table_after(&page, "<!-- checked: sizing -->");
+    let mut wrong = Vec::new();
+    for (name, values) in &expected {
+        let Some(row) = rows.iter().find(|r| r[0].contains(name.as_str())) else {
+            wrong.push(format!("no row starts with {name:?}"));
+            continue;
+        };
+        for (i, value) in values.iter().enumerate() {
+            let cell = row.get(i + 1).map_or("", String::as_str);
+            let numbers: Vec<&str> = cell
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|n| !n.is_empty())
+                .collect();
+            if numbers.first() != Some(&value.to_string().as_str()) {
+                wrong.push(format!(
+                    "row {name:?}, column {}: the model gives {value}, the page says {cell:?}",
+                    i + 1
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{file}'s worked examples and the memory model disagree (edit the table by hand; \
+         each cell starts with the figure in bytes, or the count):\n{}",
+        wrong.join("\n")
     );
 }

@@ -127,9 +127,11 @@ pub struct Config {
     #[arg(long, env = "VOLUME_SIZE_BYTES", default_value_t = 1024 * 1024)]
     pub volume_size_bytes: u64,
 
-    /// The node's memory budget for volumes, in bytes: their tmpfs pages
-    /// (twice, for updates) and the Vault answers kept for them. A publish
-    /// or refresh past it is refused with `ResourceExhausted`. Unset: the
+    /// The node's memory budget for volumes, in bytes: everything a volume
+    /// makes the driver hold (tmpfs pages twice for updates, inodes, kept
+    /// Vault answers, records, compiled templates, attributes, bookkeeping),
+    /// reserved before a publish or refresh holds it. A publish or refresh
+    /// past it is refused with `ResourceExhausted`. Unset: the
     /// driver's cgroup memory limit minus 48 MiB; no limit found and no
     /// flag: unlimited.
     #[arg(long, env = "MEMORY_BUDGET_BYTES")]

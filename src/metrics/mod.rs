@@ -304,12 +304,12 @@ impl Metrics {
         let memory_budget = gauge(
             &mut registry,
             "memory_budget_bytes",
-            "The node's memory budget for volumes (their tmpfs pages, twice for updates, and kept Vault answers); 0 when unlimited",
+            "The node's memory budget for everything volumes make the driver hold (files twice, inodes, kept answers, records, compiled templates, attributes, bookkeeping); 0 when unlimited",
         );
         let memory_used = gauge(
             &mut registry,
             "memory_budget_used_bytes",
-            "Memory budget held by all volumes (twice their files' tmpfs pages plus kept Vault answers); new publishes are refused when it reaches the budget",
+            "Memory budget held by all volumes and by publishes and refreshes in flight (files twice, inodes, kept answers, records, compiled templates, attributes, bookkeeping); new publishes are refused when it reaches the budget",
         );
         let listener_drops = registered(
             &mut registry,

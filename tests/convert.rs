@@ -18,7 +18,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use support::Harness;
 use vault_csi_driver::convert::{self, DriverChecks, Options, gotemplate};
-use vault_csi_driver::render::go_json as go_helpers;
+use vault_csi_driver::render::go::json as go_helpers;
 use vault_csi_driver::render::{Rendered, Renderer, SecretRequest};
 use vault_csi_driver::storage::RelativePath;
 

@@ -181,7 +181,7 @@ impl HelperDef for Lookup {
         match (value, step) {
             // A reference into the Vault data when the collection is one
             // (a loop over it copies nothing); else a copy, charged.
-            (Some(found), Some(step)) => super::go_value::hand_on(ctx, collection, found, &[step]),
+            (Some(found), Some(step)) => super::go::value::hand_on(ctx, collection, found, &[step]),
             _ if r.strict_mode() => Err(RenderError::strict_error(None)),
             _ => Ok(ScopedJson::Derived(Value::Null)),
         }

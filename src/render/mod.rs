@@ -60,16 +60,7 @@ mod builtins;
 mod cache;
 mod cost;
 mod each;
-mod go_fmt;
-pub mod go_json;
-mod go_number;
-mod go_regex;
-mod go_runtime;
-mod go_sprig;
-mod go_strings;
-mod go_template;
-mod go_truth;
-pub mod go_value;
+pub mod go;
 mod guard;
 mod helpers;
 pub mod pki_cert;
@@ -91,7 +82,7 @@ pub use budget::{
     Limit, MAX_LOOP_ITERATIONS, MAX_RENDER_HELD_BYTES, MAX_RENDER_TIME, MAX_RENDER_WORK, Reserve,
     Stop,
 };
-pub use go_number::parse_response;
+pub use go::number::parse_response;
 
 /// What one unit of parse weight (a JSON value, or 16 bytes of text) costs
 /// at most once parsed into a `serde_json::Value`: the 32-byte value plus
@@ -439,16 +430,15 @@ impl Renderer {
             registry.register_helper("secret", Box::new(helpers::SecretHelper));
             registry.register_helper("each", Box::new(each::BoundedEach));
             // For templates converted from consul-template (`convert`).
-            go_value::register(&mut registry);
-            go_runtime::register(&mut registry);
+            go::register(&mut registry);
             registry.register_helper("pkiCert", Box::new(pki_cert::PkiCert));
             for (name, apply) in [
                 ("base64Encode", helpers::base64_encode as helpers::UnaryFn),
                 ("base64Decode", helpers::base64_decode),
                 ("toJson", helpers::to_json),
                 ("toJsonPretty", helpers::to_json_pretty),
-                ("toGoJson", go_json::to_go_json),
-                ("toGoJsonPretty", go_json::to_go_json_pretty),
+                ("toGoJson", go::json::to_go_json),
+                ("toGoJsonPretty", go::json::to_go_json_pretty),
             ] {
                 registry.register_helper(name, Box::new(helpers::Unary { name, apply }));
             }
@@ -840,8 +830,8 @@ fn render_one(
     file: &RelativePath,
 ) -> Result<Vec<u8>, Error> {
     // Each file is its own Go template: its own variables, and a fresh
-    // nonce for the bytes its strings carry (see `go_runtime`).
-    let _go = go_runtime::start();
+    // nonce for the bytes its strings carry (see `go::session`).
+    let _go = go::session::start();
     let mut rc = RenderContext::new(None);
     let mut out = CappedOutput(String::new());
     template
@@ -860,7 +850,7 @@ fn render_one(
                 },
             }
         })?;
-    Ok(go_runtime::output_bytes(out.0))
+    Ok(go::session::output_bytes(out.0))
 }
 
 /// Render output that refuses to grow past [`MAX_RENDERED_BYTES`], and

@@ -1,4 +1,4 @@
-//! Go's `fmt` over the Go model ([`super::go_runtime`]): what `{{ x }}`
+//! Go's `fmt` over the Go model ([`super::model`]): what `{{ x }}`
 //! prints, and `printf`/`print`/`println` with every verb, flag, width and
 //! precision, wrong verbs, missing and extra arguments included.
 //!
@@ -11,14 +11,14 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::budget;
-use super::go_runtime::{Go, go};
+use super::model::{Go, go};
+use crate::render::budget;
 
 /// A failed print: a Go error (the template fails).
-pub(super) type Failed = String;
+pub(in crate::render) type Failed = String;
 
 /// What `{{ value }}` writes in Go's text/template.
-pub(super) fn print_action(value: &Go<'_>) -> Result<Vec<u8>, Failed> {
+pub(in crate::render) fn print_action(value: &Go<'_>) -> Result<Vec<u8>, Failed> {
     let mut out = Vec::new();
     match value {
         Go::Nil => out.extend_from_slice(b"<no value>"),
@@ -31,7 +31,7 @@ pub(super) fn print_action(value: &Go<'_>) -> Result<Vec<u8>, Failed> {
 
 /// `fmt.Sprint(args...)`: spaces between operands when neither side is a
 /// string.
-pub(super) fn sprint(args: &[Go<'_>], newline: bool) -> Result<Vec<u8>, Failed> {
+pub(in crate::render) fn sprint(args: &[Go<'_>], newline: bool) -> Result<Vec<u8>, Failed> {
     let mut out = Vec::new();
     for (i, arg) in args.iter().enumerate() {
         let is_string = |g: &Go<'_>| matches!(g, Go::Str(_));
@@ -61,7 +61,7 @@ struct Printer {
 }
 
 /// `fmt.Sprintf(format, args...)`.
-pub(super) fn sprintf(format: &[u8], args: &[Go<'_>]) -> Result<Vec<u8>, Failed> {
+pub(in crate::render) fn sprintf(format: &[u8], args: &[Go<'_>]) -> Result<Vec<u8>, Failed> {
     let mut out = Vec::with_capacity(format.len());
     let mut next = 0usize;
     let mut reordered = false;
@@ -189,7 +189,7 @@ pub(super) fn sprintf(format: &[u8], args: &[Go<'_>]) -> Result<Vec<u8>, Failed>
             if matches!(arg, Go::Nil) {
                 out.extend_from_slice(b"<nil>");
             } else {
-                out.extend_from_slice(super::go_runtime::type_name(arg).as_bytes());
+                out.extend_from_slice(super::model::type_name(arg).as_bytes());
                 out.push(b'=');
                 Printer::plain('v').arg(&mut out, arg)?;
             }
@@ -241,7 +241,7 @@ impl Printer {
             }
             Go::Error(m) => Err(m.to_string()),
             _ if self.verb == 'T' => {
-                self.pad(out, super::go_runtime::type_name(arg).as_bytes());
+                self.pad(out, super::model::type_name(arg).as_bytes());
                 Ok(())
             }
             other => self.value(out, other, 0),
@@ -374,7 +374,7 @@ impl Printer {
             Bytes(out),
             "%!{}({}=",
             self.verb,
-            super::go_runtime::type_name(value)
+            super::model::type_name(value)
         );
         Self::plain('v').value(out, value, 1)?;
         out.push(b')');
@@ -647,7 +647,7 @@ fn format_g(f: f64, precision: Option<usize>, upper: bool, sharp: bool) -> Strin
 }
 
 /// Go's `unicode.IsPrint`, as far as the tables here go (see the module).
-pub(super) fn is_print(c: char) -> bool {
+pub(in crate::render) fn is_print(c: char) -> bool {
     let n = u32::from(c);
     if n < 0x80 {
         return (0x20..0x7f).contains(&n);
@@ -709,7 +709,7 @@ fn escape(out: &mut String, c: char, quote: char, ascii: bool) {
 }
 
 /// `strconv.Quote` (or `QuoteToASCII` with `ascii`).
-pub(super) fn quote(bytes: &[u8], ascii: bool) -> String {
+pub(in crate::render) fn quote(bytes: &[u8], ascii: bool) -> String {
     let mut out = String::from("\"");
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -739,7 +739,7 @@ mod tests {
     }
 
     fn run(format: &str, args: &[Go<'_>]) -> String {
-        let _metered = super::super::budget::Metered::start(super::super::budget::Limits::FULL);
+        let _metered = crate::render::budget::Metered::start(crate::render::budget::Limits::FULL);
         String::from_utf8(sprintf(format.as_bytes(), args).unwrap()).unwrap()
     }
 
@@ -779,7 +779,7 @@ mod tests {
 
     #[test]
     fn sprint_spaces_operands_that_are_not_strings() {
-        let _metered = super::super::budget::Metered::start(super::super::budget::Limits::FULL);
+        let _metered = crate::render::budget::Metered::start(crate::render::budget::Limits::FULL);
         assert_eq!(sprint(&[s("a"), s("b")], false).unwrap(), b"ab");
         assert_eq!(sprint(&[Go::Int(1), Go::Int(2)], false).unwrap(), b"1 2");
         assert_eq!(sprint(&[s("a"), Go::Int(2)], true).unwrap(), b"a 2\n");

@@ -9,9 +9,10 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value};
 use sha2::Digest as _;
 
-use super::go_fmt;
-use super::go_runtime::{self, Go, go};
-use super::go_truth::truth;
+use super::encoding;
+use super::fmt;
+use super::model::{self, Go, go};
+use super::truth::truth;
 
 type Out = Result<Value, String>;
 
@@ -21,7 +22,7 @@ fn string(g: &Go<'_>) -> Result<Vec<u8>, String> {
         Go::Nil => Err("invalid value; expected string".to_owned()),
         other => Err(format!(
             "wrong type for value; expected string; got {}",
-            go_runtime::type_name(other)
+            model::type_name(other)
         )),
     }
 }
@@ -32,13 +33,13 @@ fn int(g: &Go<'_>) -> Result<i64, String> {
         Go::Nil => Err("invalid value; expected int".to_owned()),
         other => Err(format!(
             "wrong type for value; expected int; got {}",
-            go_runtime::type_name(other)
+            model::type_name(other)
         )),
     }
 }
 
 fn text(bytes: &[u8]) -> Value {
-    go_runtime::string_value(bytes)
+    model::string_value(bytes)
 }
 
 /// Sprig's `strval`: a string as is, a Stringer's text, else `%v`.
@@ -47,7 +48,7 @@ fn strval(g: &Go<'_>) -> Result<Vec<u8>, String> {
         Go::Str(b) => Ok(b.to_vec()),
         Go::Number(n) => Ok(n.as_str().as_bytes().to_vec()),
         Go::Nil => Ok(b"<nil>".to_vec()),
-        other => go_fmt::sprintf(b"%v", std::slice::from_ref(other)),
+        other => fmt::sprintf(b"%v", std::slice::from_ref(other)),
     }
 }
 
@@ -64,7 +65,7 @@ fn eval_args(args: &[Go<'_>]) -> Result<Vec<u8>, String> {
             other => other.clone(),
         })
         .collect();
-    go_fmt::sprint(&printable, false)
+    fmt::sprint(&printable, false)
 }
 
 fn html(src: &[u8]) -> Vec<u8> {
@@ -98,7 +99,7 @@ fn js(src: &[u8]) -> Vec<u8> {
                 c if u32::from(c) < 0x20 => {
                     let _ = write!(Sink(&mut out), "\\u00{:02X}", u32::from(c));
                 }
-                c if c.is_ascii() || go_fmt::is_print(c) => {
+                c if c.is_ascii() || fmt::is_print(c) => {
                     let mut buf = [0; 4];
                     out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
                 }
@@ -152,7 +153,7 @@ fn slice(base: &Go<'_>, indexes: &[Go<'_>]) -> Out {
         other => {
             return Err(format!(
                 "can't slice item of type {}",
-                go_runtime::type_name(other)
+                model::type_name(other)
             ));
         }
     };
@@ -170,7 +171,7 @@ fn slice(base: &Go<'_>, indexes: &[Go<'_>]) -> Out {
     }
     Ok(match base {
         Go::Str(b) => text(&b[from..to]),
-        Go::Strings(items) => go_runtime::strings(items[from..to].to_vec()),
+        Go::Strings(items) => model::strings(items[from..to].to_vec()),
         Go::List(items) => Value::Array(items[from..to].to_vec()),
         _ => Value::Null,
     })
@@ -211,7 +212,7 @@ fn counting(args: &[Go<'_>]) -> Out {
             .ok_or_else(|| "parseInt: invalid syntax".to_owned()),
         other => Err(format!(
             "loop: bad argument type: {}",
-            go_runtime::type_name(other)
+            model::type_name(other)
         )),
     };
     let (start, stop) = match args {
@@ -225,8 +226,8 @@ fn counting(args: &[Go<'_>]) -> Out {
         }
     };
     let count = u64::try_from(stop.saturating_sub(start)).unwrap_or(0);
-    super::budget::charge(count, []).map_err(|e| e.to_string())?;
-    Ok(Value::Array((start..stop).map(go_runtime::int).collect()))
+    crate::render::budget::charge(count, []).map_err(|e| e.to_string())?;
+    Ok(Value::Array((start..stop).map(model::int).collect()))
 }
 
 /// Sprig's `cast.ToInt64`-style conversion of its arithmetic.
@@ -325,7 +326,7 @@ fn list_items<'a>(g: &'a Go<'_>) -> Result<&'a [Value], String> {
         Go::List(items) | Go::Strings(items) => Ok(items),
         other => Err(format!(
             "Cannot find first on type {}",
-            go_runtime::type_name(other)
+            model::type_name(other)
         )),
     }
 }
@@ -336,7 +337,7 @@ fn joined(name: &str, args: &[Go<'_>]) -> Out {
     for a in args.iter().filter(|a| !matches!(a, Go::Nil)) {
         let s = strval(a)?;
         parts.push(match name {
-            "sprig_quote" => go_fmt::quote(&s, false).into_bytes(),
+            "sprig_quote" => fmt::quote(&s, false).into_bytes(),
             "sprig_squote" => [b"'".as_slice(), &s, b"'"].concat(),
             _ => s,
         });
@@ -351,7 +352,7 @@ fn dict(args: &[Go<'_>]) -> Out {
         let key = strval(&pair[0])?;
         let value = pair
             .get(1)
-            .map_or(Value::String(String::new()), go_runtime::value);
+            .map_or(Value::String(String::new()), model::value);
         map.insert(String::from_utf8_lossy(&key).into_owned(), value);
     }
     Ok(Value::Object(map))
@@ -390,7 +391,7 @@ fn regex_call(name: &str, args: &[Go<'_>]) -> Out {
     match name {
         "regexMatch" | "sprig_regexMatch" | "sprig_mustRegexMatch" => {
             let s = strings(2)?;
-            match super::go_regex::compile(s[0].as_bytes()) {
+            match super::regex::compile(s[0].as_bytes()) {
                 Ok(re) => Ok(Value::Bool(re.is_match(&s[1]))),
                 // Sprig's regexMatch answers false for a bad pattern.
                 Err(_) if name == "sprig_regexMatch" => Ok(Value::Bool(false)),
@@ -406,22 +407,25 @@ fn regex_call(name: &str, args: &[Go<'_>]) -> Out {
             } else {
                 (&s[1], &s[2])
             };
-            let re = super::go_regex::compile(s[0].as_bytes())?;
-            super::budget::charge(u64::try_from(text_in.len() / 16).unwrap_or(u64::MAX), [])
-                .map_err(|e| e.to_string())?;
+            let re = super::regex::compile(s[0].as_bytes())?;
+            crate::render::budget::charge(
+                u64::try_from(text_in.len() / 16).unwrap_or(u64::MAX),
+                [],
+            )
+            .map_err(|e| e.to_string())?;
             let out = if name == "sprig_regexReplaceAllLiteral" {
                 re.replace_all(text_in, regex::NoExpand(with))
             } else {
                 re.replace_all(text_in, with.as_str())
             };
-            if out.len() > super::MAX_RENDERED_BYTES {
+            if out.len() > crate::render::MAX_RENDERED_BYTES {
                 return Err("the result is too large".to_owned());
             }
             Ok(Value::String(out.into_owned()))
         }
         "sprig_regexFind" => {
             let s = strings(2)?;
-            let re = super::go_regex::compile(s[0].as_bytes())?;
+            let re = super::regex::compile(s[0].as_bytes())?;
             Ok(Value::String(
                 re.find(&s[1]).map_or("", |m| m.as_str()).to_owned(),
             ))
@@ -435,7 +439,7 @@ fn regex_call(name: &str, args: &[Go<'_>]) -> Out {
             };
             let (pattern, input) = (string(pattern)?, string(input)?);
             let input = String::from_utf8_lossy(&input).into_owned();
-            let re = super::go_regex::compile(&pattern)?;
+            let re = super::regex::compile(&pattern)?;
             let limit = count(n)?;
             let parts: Vec<Value> = if name == "sprig_regexFindAll" {
                 re.find_iter(&input)
@@ -455,7 +459,7 @@ fn regex_call(name: &str, args: &[Go<'_>]) -> Out {
                         .collect(),
                 }
             };
-            Ok(go_runtime::strings(parts))
+            Ok(model::strings(parts))
         }
     }
 }
@@ -489,7 +493,7 @@ fn strslice(g: &Go<'_>) -> Result<Vec<Vec<u8>>, String> {
 }
 
 fn string_list(items: &[Vec<u8>]) -> Value {
-    go_runtime::strings(items.iter().map(|b| text(b)).collect())
+    model::strings(items.iter().map(|b| text(b)).collect())
 }
 
 fn ints(items: impl Iterator<Item = i64>) -> Result<Value, String> {
@@ -498,9 +502,9 @@ fn ints(items: impl Iterator<Item = i64>) -> Result<Value, String> {
         if out.len() >= 100_000 {
             return Err("a list of more than 100000 numbers".to_owned());
         }
-        out.push(go_runtime::int(i));
+        out.push(model::int(i));
     }
-    super::budget::charge(u64::try_from(out.len()).unwrap_or(u64::MAX), [])
+    crate::render::budget::charge(u64::try_from(out.len()).unwrap_or(u64::MAX), [])
         .map_err(|e| e.to_string())?;
     Ok(Value::Array(out))
 }
@@ -544,11 +548,11 @@ fn lists(name: &str, args: &[Go<'_>]) -> Out {
     let items = |g: &Go<'_>| list_items(g).map(<[Value]>::to_vec);
     match (name, args) {
         ("sprig_append", [list, v]) => items(list).map(|mut l| {
-            l.push(go_runtime::value(v));
+            l.push(model::value(v));
             Value::Array(l)
         }),
         ("sprig_prepend", [list, v]) => items(list).map(|mut l| {
-            l.insert(0, go_runtime::value(v));
+            l.insert(0, model::value(v));
             Value::Array(l)
         }),
         ("sprig_concat", _) => {
@@ -595,7 +599,7 @@ fn maps_and_slices(name: &str, args: &[Go<'_>]) -> Out {
             Go::NilMap => Ok(Map::new()),
             other => Err(format!(
                 "wrong type for value; expected map[string]interface {{}}; got {}",
-                go_runtime::type_name(other)
+                model::type_name(other)
             )),
         }
     };
@@ -617,7 +621,7 @@ fn maps_and_slices(name: &str, args: &[Go<'_>]) -> Out {
             let mut current = map_of(dict)?;
             for (i, key) in path.iter().enumerate() {
                 let Some(step) = current.get(key).cloned() else {
-                    return Ok(go_runtime::value(fallback));
+                    return Ok(model::value(fallback));
                 };
                 if i + 1 == path.len() {
                     return Ok(step);
@@ -632,7 +636,7 @@ fn maps_and_slices(name: &str, args: &[Go<'_>]) -> Out {
                     }
                 };
             }
-            Ok(go_runtime::value(fallback))
+            Ok(model::value(fallback))
         }
         ("sprig_slice", [list, bounds @ ..]) => {
             let items = list_items(list)?;
@@ -672,17 +676,16 @@ fn maps_and_slices(name: &str, args: &[Go<'_>]) -> Out {
 
 /// The functions of this file; `None` for a name it does not have.
 #[allow(clippy::too_many_lines)] // one table: a few lines per function
-pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
+pub(in crate::render) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
     match name {
         // The must forms fail where the plain ones write "".
-        "sprig_mustToJson" => return Some(super::go_strings::call("toJSON", args)),
-        "sprig_mustToPrettyJson" => return Some(super::go_strings::call("toJSONPretty", args)),
-        "sprig_mustToRawJson" => return Some(super::go_strings::call("toUnescapedJSON", args)),
+        "sprig_mustToJson" => return encoding::call("toJSON", args),
+        "sprig_mustToPrettyJson" => return encoding::call("toJSONPretty", args),
+        "sprig_mustToRawJson" => return encoding::call("toUnescapedJSON", args),
         "sprig_mustFromJson" => {
             return Some(
-                string(&args.first().cloned().unwrap_or(Go::Nil)).and_then(|s| {
-                    super::go_strings::call("parseJSON", &[Go::Str(s.as_slice().into())])
-                }),
+                string(&args.first().cloned().unwrap_or(Go::Nil))
+                    .and_then(|s| encoding::parse_json(&s)),
             );
         }
         _ => {}
@@ -729,7 +732,7 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
                     other => {
                         return Some(Err(format!(
                             "wrong type for value; expected map[string]interface {{}}; got {}",
-                            go_runtime::type_name(other)
+                            model::type_name(other)
                         )));
                     }
                 }
@@ -795,10 +798,7 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
             }),
             _ => Err("wrong number of args for untilStep".to_owned()),
         },
-        "sprig_fromJson" => string(&one()).map(|s| {
-            super::go_strings::call("parseJSON", &[Go::Str(s.as_slice().into())])
-                .unwrap_or(Value::Null)
-        }),
+        "sprig_fromJson" => string(&one()).map(|s| encoding::parse_json(&s).unwrap_or(Value::Null)),
         "sprig_deepEqual" => match args {
             [a, b] => Ok(Value::Bool(deep_equal(a, b))),
             _ => Err("wrong number of args for deepEqual".to_owned()),
@@ -853,28 +853,28 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
             _ => Err("wrong number of args for plural".to_owned()),
         },
         "sprig_atoi" => string(&one()).map(|s| {
-            go_runtime::int(
+            model::int(
                 std::str::from_utf8(&s)
                     .ok()
                     .and_then(|t| t.parse().ok())
                     .unwrap_or(0),
             )
         }),
-        "sprig_add1" => Ok(go_runtime::int(to_int64(&one()).wrapping_add(1))),
-        "sprig_add" => Ok(go_runtime::int(
+        "sprig_add1" => Ok(model::int(to_int64(&one()).wrapping_add(1))),
+        "sprig_add" => Ok(model::int(
             args.iter().map(to_int64).fold(0i64, i64::wrapping_add),
         )),
-        "sprig_mul" => Ok(go_runtime::int(
+        "sprig_mul" => Ok(model::int(
             args.iter().map(to_int64).fold(1i64, i64::wrapping_mul),
         )),
         "sprig_sub" | "sprig_div" | "sprig_mod" => match args {
             [a, b] => {
                 let (a, b) = (to_int64(a), to_int64(b));
                 match name {
-                    "sprig_sub" => Ok(go_runtime::int(a.wrapping_sub(b))),
+                    "sprig_sub" => Ok(model::int(a.wrapping_sub(b))),
                     _ if b == 0 => Err("runtime error: integer divide by zero".to_owned()),
-                    "sprig_div" => Ok(go_runtime::int(a.wrapping_div(b))),
-                    _ => Ok(go_runtime::int(a.wrapping_rem(b))),
+                    "sprig_div" => Ok(model::int(a.wrapping_div(b))),
+                    _ => Ok(model::int(a.wrapping_rem(b))),
                 }
             }
             _ => Err(format!("wrong number of args for {name}")),
@@ -888,7 +888,7 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
                         best = v;
                     }
                 }
-                Ok(go_runtime::int(best))
+                Ok(model::int(best))
             }
             None => Err(format!("wrong number of args for {name}")),
         },
@@ -899,27 +899,25 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
                     Some(g) if truth(g) => g,
                     _ => fallback,
                 };
-                Ok(go_runtime::value(chosen))
+                Ok(model::value(chosen))
             }
             None => Err("wrong number of args for default".to_owned()),
         },
         "sprig_coalesce" => Ok(args
             .iter()
             .find(|a| truth(a))
-            .map_or(Value::Null, go_runtime::value)),
+            .map_or(Value::Null, model::value)),
         "sprig_all" => Ok(Value::Bool(args.iter().all(truth))),
         "sprig_any" => Ok(Value::Bool(args.iter().any(truth))),
         "sprig_ternary" => match args {
-            [yes, no, Go::Bool(cond)] => Ok(go_runtime::value(if *cond { yes } else { no })),
+            [yes, no, Go::Bool(cond)] => Ok(model::value(if *cond { yes } else { no })),
             [_, _, other] => Err(format!(
                 "wrong type for value; expected bool; got {}",
-                go_runtime::type_name(other)
+                model::type_name(other)
             )),
             _ => Err("wrong number of args for ternary".to_owned()),
         },
-        "sprig_list" | "sprig_tuple" => {
-            Ok(Value::Array(args.iter().map(go_runtime::value).collect()))
-        }
+        "sprig_list" | "sprig_tuple" => Ok(Value::Array(args.iter().map(model::value).collect())),
         "sprig_first" | "sprig_last" => list_items(&one()).map(|items| {
             let item = if name == "sprig_first" {
                 items.first()
@@ -963,14 +961,14 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
         "sprig_kindOf" => Ok(Value::String(kind_of(&one()).to_owned())),
         "sprig_typeOf" => Ok(Value::String(match one() {
             Go::Nil => "<nil>".to_owned(),
-            other => go_runtime::type_name(&other).to_owned(),
+            other => model::type_name(&other).to_owned(),
         })),
         "sprig_kindIs" | "sprig_typeIs" => match args {
             [target, value] => string(target).map(|t| {
                 let actual = if name == "sprig_kindIs" {
                     kind_of(value)
                 } else {
-                    go_runtime::type_name(value)
+                    model::type_name(value)
                 };
                 Value::Bool(t == actual.as_bytes())
             }),
@@ -983,7 +981,9 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
                 _ => "toUnescapedJSON",
             };
             // Sprig writes "" where encoding fails.
-            Ok(super::go_strings::call(consul, args).unwrap_or(Value::String(String::new())))
+            Ok(encoding::call(consul, args)
+                .and_then(Result::ok)
+                .unwrap_or(Value::String(String::new())))
         }
         _ => return None,
     })

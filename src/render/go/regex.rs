@@ -90,7 +90,7 @@ fn translate(pattern: &str) -> Result<String, String> {
 }
 
 /// Compiles a Go pattern.
-pub(super) fn compile(pattern: &[u8]) -> Result<Regex, String> {
+pub(in crate::render) fn compile(pattern: &[u8]) -> Result<Regex, String> {
     let pattern = std::str::from_utf8(pattern)
         .map_err(|_| "error parsing regexp: invalid UTF-8".to_owned())?;
     if pattern.len() > MAX_PATTERN {

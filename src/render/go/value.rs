@@ -35,8 +35,8 @@ use handlebars::{
 };
 use serde_json::Value;
 
-use super::MAX_RENDERED_BYTES;
-use super::budget::{self, Meter, Stop};
+use crate::render::MAX_RENDERED_BYTES;
+use crate::render::budget::{self, Meter, Stop};
 
 /// Go's `nil`: a missing map key (in the agent's default mode) or JSON
 /// `null`, which Go decodes to the same `nil` interface.
@@ -121,10 +121,10 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// The text of a number as Vault sent it (`json.Number`).
-pub fn number_text(n: &serde_json::Number) -> Result<String, GoError> {
+fn number_text(n: &serde_json::Number) -> String {
     // Responses keep every number's text, exponents included
-    // (`go_number::parse_response`).
-    Ok(n.to_string())
+    // (`super::number::parse_response`).
+    n.to_string()
 }
 
 /// A `.key` step on a value, as Go's `evalField` does it on consul-template's
@@ -329,7 +329,7 @@ fn element(out: &mut Printed, verb: char, value: &Value) -> Result<(), GoError> 
         Value::Number(n) => {
             // json.Number is a Stringer: %v and %s print its text; other
             // verbs reach the string underneath, which they do not accept.
-            let text = number_text(n)?;
+            let text = number_text(n);
             if matches!(verb, 'v' | 's') {
                 out.push_str(&text)?;
             } else {
@@ -404,7 +404,7 @@ pub fn eq(a: &Value, a_num: Num, b: &Value) -> Result<bool, GoError> {
     let text = |v: &Value| -> Result<String, GoError> {
         match v {
             Value::String(s) => Ok(s.clone()),
-            Value::Number(n) => number_text(n),
+            Value::Number(n) => Ok(number_text(n)),
             _ => Ok(String::new()),
         }
     };
@@ -462,7 +462,7 @@ fn in_context<'rc>(
 
 /// Hands on `found`, a value inside the first parameter reached by `steps`:
 /// as a reference into the context when the parameter is one, else a copy.
-pub(super) fn hand_on<'rc>(
+pub(in crate::render) fn hand_on<'rc>(
     ctx: &'rc Context,
     base: &PathAndJson<'rc>,
     found: &Value,
@@ -496,7 +496,7 @@ pub(super) fn hand_on<'rc>(
 }
 
 /// `goField`.
-pub(super) struct Field;
+pub(in crate::render) struct Field;
 
 impl HelperDef for Field {
     fn call_inner<'reg: 'rc, 'rc>(
@@ -535,7 +535,7 @@ impl HelperDef for Field {
 }
 
 /// `goIndex`.
-pub(super) struct Index;
+pub(in crate::render) struct Index;
 
 impl HelperDef for Index {
     fn call_inner<'reg: 'rc, 'rc>(
@@ -571,7 +571,7 @@ impl HelperDef for Index {
 }
 
 /// `goRange`.
-pub(super) struct Range;
+pub(in crate::render) struct Range;
 
 impl HelperDef for Range {
     fn call_inner<'reg: 'rc, 'rc>(
@@ -598,7 +598,7 @@ fn text_result<'rc>(text: String) -> Result<ScopedJson<'rc>, RenderError> {
 }
 
 /// `goPrint`.
-pub(super) struct Print;
+pub(in crate::render) struct Print;
 
 impl HelperDef for Print {
     fn call_inner<'reg: 'rc, 'rc>(
@@ -619,7 +619,7 @@ impl HelperDef for Print {
 }
 
 /// `goPrintf`.
-pub(super) struct Printf;
+pub(in crate::render) struct Printf;
 
 impl HelperDef for Printf {
     fn call_inner<'reg: 'rc, 'rc>(
@@ -649,7 +649,7 @@ impl HelperDef for Printf {
 }
 
 /// `goEq`.
-pub(super) struct Eq;
+pub(in crate::render) struct Eq;
 
 impl HelperDef for Eq {
     fn call_inner<'reg: 'rc, 'rc>(
@@ -673,7 +673,7 @@ impl HelperDef for Eq {
 }
 
 /// Registers the helpers on a registry.
-pub(super) fn register(registry: &mut Handlebars<'static>) {
+pub(in crate::render) fn register(registry: &mut Handlebars<'static>) {
     registry.register_helper("goField", Box::new(Field));
     registry.register_helper("goIndex", Box::new(Index));
     registry.register_helper("goRange", Box::new(Range));

@@ -1,14 +1,13 @@
 //! consul-template's functions over the Go model
-//! ([`super::go_runtime`]), called as `(goCall "name" args…)`: strings,
+//! ([`super::model`]), called as `(goCall "name" args…)`: strings,
 //! lists, encodings, parsing, JSON, arithmetic, and the `sprig_*`
 //! functions a Vault user reaches, each with Go's types: a function that
 //! takes a `string` refuses a `json.Number` (a Vault number) or `nil` as
 //! text/template does, so the driver fails where the agent fails.
 //!
-//! A function's failure is an error value ([`go_runtime::error`]), raised
+//! A function's failure is an error value ([`model::error`]), raised
 //! where the value is used (so `and`/`or` can skip it, as Go does).
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -16,71 +15,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use serde_json::{Map, Value};
 use sha2::Digest as _;
 
-use super::budget;
-use super::go_runtime::{self, Go, fail, go, go_helper, result};
-
-type Out = Result<Value, String>;
-
-fn wrong(want: &str, got: &Go<'_>) -> String {
-    match got {
-        Go::Nil => format!("invalid value; expected {want}"),
-        other => format!(
-            "wrong type for value; expected {want}; got {}",
-            go_runtime::type_name(other)
-        ),
-    }
-}
-
-/// A `string` parameter.
-fn s<'a>(g: &'a Go<'_>) -> Result<&'a [u8], String> {
-    match g {
-        Go::Str(b) => Ok(b),
-        other => Err(wrong("string", other)),
-    }
-}
-
-/// An `int` parameter.
-fn int(g: &Go<'_>) -> Result<i64, String> {
-    match g {
-        Go::Int(n) => Ok(*n),
-        other => Err(wrong("int", other)),
-    }
-}
-
-/// A `[]string` parameter (`nil` is an empty one).
-fn strs<'a>(g: &'a Go<'_>) -> Result<Vec<Cow<'a, [u8]>>, String> {
-    match g {
-        Go::Strings(items) => Ok(items
-            .iter()
-            .map(|v| match go(v) {
-                Go::Str(b) => Cow::Owned(b.into_owned()),
-                _ => Cow::Borrowed(&b""[..]),
-            })
-            .collect()),
-        Go::Nil => Ok(Vec::new()),
-        other => Err(wrong("[]string", other)),
-    }
-}
-
-#[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps)] // the shape of a function's result
-fn text(bytes: Vec<u8>) -> Out {
-    Ok(go_runtime::string_value(&bytes))
-}
-
-#[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps)] // likewise
-fn string_list(items: Vec<Vec<u8>>) -> Out {
-    Ok(go_runtime::strings(
-        items.iter().map(|b| go_runtime::string_value(b)).collect(),
-    ))
-}
-
-fn charge(units: usize) -> Result<(), String> {
-    budget::charge(u64::try_from(units / 16).unwrap_or(u64::MAX), []).map_err(|e| e.to_string())
-}
-
-fn lossy(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
-}
+use super::args::{Out, charge, int, lossy, s, string_list, strs, text, wrong};
+use super::helper::{fail, go_helper, result};
+use super::model::{self, Go, go};
+use crate::render::budget;
 
 /// Go's `strings.TrimSpace` (ASCII and Unicode white space).
 fn trim_space(bytes: &[u8]) -> Vec<u8> {
@@ -174,7 +112,7 @@ fn base64_decode(input: &[u8], url: bool) -> Out {
     let engine = if url { &URL_SAFE } else { &STANDARD };
     engine
         .decode(&cleaned)
-        .map(|b| go_runtime::string_value(&b))
+        .map(|b| model::string_value(&b))
         .map_err(|e| format!("base64Decode: {e}"))
 }
 
@@ -215,89 +153,6 @@ fn title(src: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn parse_json(src: &[u8]) -> Out {
-    if src.is_empty() {
-        return Ok(Value::Object(Map::new()));
-    }
-    charge(src.len())?;
-    let parsed: Value = serde_json::from_slice(src).map_err(|e| e.to_string())?;
-    Ok(floats(parsed))
-}
-
-/// Go's `json.Unmarshal` into `interface{}`: numbers are `float64`.
-fn floats(value: Value) -> Value {
-    match value {
-        Value::Number(n) => go_runtime::float(n.as_str().parse().unwrap_or(0.0)),
-        Value::Array(items) => Value::Array(items.into_iter().map(floats).collect()),
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, floats(v))).collect()),
-        other => other,
-    }
-}
-
-/// The Go model as the JSON Go's `encoding/json` writes for it.
-fn json_value(value: &Go<'_>) -> Result<Value, String> {
-    Ok(match value {
-        Go::Nil | Go::NilMap => Value::Null,
-        Go::Bool(b) => Value::Bool(*b),
-        Go::Str(bytes) => Value::String(lossy(bytes).into_owned()),
-        Go::Number(n) => Value::Number((*n).clone()),
-        Go::Int(n) => Value::Number((*n).into()),
-        Go::Float(f) => {
-            if !f.is_finite() {
-                return Err(format!("json: unsupported value: {f}"));
-            }
-            let abs = f.abs();
-            let text = if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
-                let e = format!("{f:e}");
-                let (m, x) = e.split_once('e').unwrap_or((&e, "0"));
-                let x: i32 = x.parse().unwrap_or(0);
-                format!("{m}e{}{}", if x < 0 { '-' } else { '+' }, x.unsigned_abs())
-            } else {
-                format!("{f}")
-            };
-            Value::Number(serde_json::from_str(&text).map_err(|e| e.to_string())?)
-        }
-        Go::List(items) | Go::Strings(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| json_value(&go(v)))
-                .collect::<Result<_, _>>()?,
-        ),
-        Go::Map(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), json_value(&go(v))?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        Go::Secret(_) | Go::Pki(_) => {
-            return Err("JSON of a secret or pkiCert result is not converted".to_owned());
-        }
-        Go::Error(m) => return Err(m.to_string()),
-    })
-}
-
-fn to_json(g: &Go<'_>, pretty: bool, escape_html: bool) -> Out {
-    let value = json_value(g)?;
-    budget::charge(0, [&value]).map_err(|e| e.to_string())?;
-    let out = if pretty {
-        serde_json::to_string_pretty(&value)
-    } else {
-        serde_json::to_string(&value)
-    }
-    .map_err(|e| e.to_string())?;
-    let mut escaped = String::with_capacity(out.len());
-    for c in out.chars() {
-        match c {
-            '<' if escape_html => escaped.push_str("\\u003c"),
-            '>' if escape_html => escaped.push_str("\\u003e"),
-            '&' if escape_html => escaped.push_str("\\u0026"),
-            '\u{2028}' => escaped.push_str("\\u2028"),
-            '\u{2029}' => escaped.push_str("\\u2029"),
-            c => escaped.push(c),
-        }
-    }
-    Ok(Value::String(escaped))
-}
-
 /// A number of the arithmetic functions.
 #[derive(Clone, Copy)]
 enum Num {
@@ -312,14 +167,14 @@ fn num(g: &Go<'_>, name: &str) -> Result<Num, String> {
         other => Err(format!(
             "{name}: unknown type for {} ({})",
             quoted_value(other),
-            go_runtime::type_name(other)
+            model::type_name(other)
         )),
     }
 }
 
 fn quoted_value(g: &Go<'_>) -> String {
     match g {
-        Go::Str(b) => super::go_fmt::quote(b, false),
+        Go::Str(b) => super::fmt::quote(b, false),
         Go::Number(n) => format!("%!q(json.Number={})", n.as_str()),
         _ => "%!q(<nil>)".to_owned(),
     }
@@ -363,17 +218,17 @@ fn arithmetic(name: &str, b: &Go<'_>, a: &Go<'_>) -> Out {
         _ => return Err(format!("unknown function {name}")),
     };
     Ok(match out {
-        Num::I(i) => go_runtime::int(i),
-        Num::F(f) => go_runtime::float(f),
+        Num::I(i) => model::int(i),
+        Num::F(f) => model::float(f),
     })
 }
 
 fn parse_number(name: &str, src: &[u8]) -> Out {
     if src.is_empty() {
         return Ok(match name {
-            "parseFloat" => go_runtime::float(0.0),
+            "parseFloat" => model::float(0.0),
             "parseBool" => Value::Bool(false),
-            _ => go_runtime::int(0),
+            _ => model::int(0),
         });
     }
     let t = std::str::from_utf8(src).map_err(|_| format!("{name}: invalid syntax"))?;
@@ -386,7 +241,7 @@ fn parse_number(name: &str, src: &[u8]) -> Out {
                 "parseUint" => "ParseUint",
                 _ => "ParseInt",
             },
-            super::go_fmt::quote(src, false)
+            super::fmt::quote(src, false)
         )
     };
     match name {
@@ -395,20 +250,23 @@ fn parse_number(name: &str, src: &[u8]) -> Out {
             "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(Value::Bool(false)),
             _ => Err(bad()),
         },
-        "parseFloat" => t.parse::<f64>().map(go_runtime::float).map_err(|_| bad()),
+        "parseFloat" => t.parse::<f64>().map(model::float).map_err(|_| bad()),
         "parseUint" => t
             .parse::<u64>()
             .map_err(|_| bad())
-            .and_then(|u| i64::try_from(u).map(go_runtime::int).map_err(|_| bad())),
-        _ => t.parse::<i64>().map(go_runtime::int).map_err(|_| bad()),
+            .and_then(|u| i64::try_from(u).map(model::int).map_err(|_| bad())),
+        _ => t.parse::<i64>().map(model::int).map_err(|_| bad()),
     }
 }
 
 /// One of consul-template's functions (and Go's builtins `print`,
 /// `printf`, `println`, `len`, `index`) over evaluated arguments.
 #[allow(clippy::too_many_lines)] // one table: a line or two per function
-pub(super) fn call(name: &str, args: &[Go<'_>]) -> Out {
-    if let Some(out) = super::go_template::call(name, args) {
+pub(in crate::render) fn call(name: &str, args: &[Go<'_>]) -> Out {
+    if let Some(out) = super::template::call(name, args) {
+        return out;
+    }
+    if let Some(out) = super::encoding::call(name, args) {
         return out;
     }
     let arity = |n: usize| {
@@ -426,10 +284,10 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Out {
             let (format, rest) = args
                 .split_first()
                 .ok_or("wrong number of args for printf")?;
-            super::go_fmt::sprintf(s(format)?, rest).and_then(text)
+            super::fmt::sprintf(s(format)?, rest).and_then(text)
         }
-        "print" => super::go_fmt::sprint(args, false).and_then(text),
-        "println" => super::go_fmt::sprint(args, true).and_then(text),
+        "print" => super::fmt::sprint(args, false).and_then(text),
+        "println" => super::fmt::sprint(args, true).and_then(text),
         "base64Decode" | "sprig_b64dec" => {
             arity(1)?;
             let out = base64_decode(s(&args[0])?, false);
@@ -522,7 +380,7 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Out {
                     let cut = split_bytes(part, sep2);
                     if cut.len() > 1 {
                         let value = &part[cut[0].len() + sep2.len()..];
-                        map.insert(lossy(cut[0]).into_owned(), go_runtime::string_value(value));
+                        map.insert(lossy(cut[0]).into_owned(), model::string_value(value));
                     }
                 }
             }
@@ -612,7 +470,7 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Out {
             let count =
                 usize::try_from(count).map_err(|_| "strings: negative Repeat count".to_owned())?;
             charge(src.len().saturating_mul(count))?;
-            if src.len().saturating_mul(count) > super::MAX_RENDERED_BYTES {
+            if src.len().saturating_mul(count) > crate::render::MAX_RENDERED_BYTES {
                 return Err("sprig_repeat: the result is too large".to_owned());
             }
             text(src.repeat(count))
@@ -627,35 +485,15 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Out {
                     .into_bytes(),
             )
         }
-        "parseJSON" => {
-            arity(1)?;
-            parse_json(s(&args[0])?)
-        }
         "parseBool" | "parseFloat" | "parseInt" | "parseUint" => {
             arity(1)?;
             parse_number(name, s(&args[0])?)
-        }
-        "toJSON" => {
-            arity(1)?;
-            to_json(&args[0], false, true)
-        }
-        "toJSONPretty" => {
-            arity(1)?;
-            to_json(&args[0], true, true)
-        }
-        "toUnescapedJSON" => {
-            arity(1)?;
-            to_json(&args[0], false, false)
-        }
-        "toUnescapedJSONPretty" => {
-            arity(1)?;
-            to_json(&args[0], true, false)
         }
         "add" | "subtract" | "multiply" | "divide" | "modulo" | "minimum" | "maximum" => {
             arity(2)?;
             arithmetic(name, &args[0], &args[1])
         }
-        _ => super::go_sprig::call(name, args)
+        _ => super::sprig::call(name, args)
             .unwrap_or_else(|| Err(format!("function {name:?} is not available in the driver"))),
     }
 }
@@ -669,7 +507,7 @@ go_helper!(Call, |h| {
         .to_owned();
     let mut flat: Vec<&Value> = Vec::with_capacity(h.params().len());
     for p in &h.params()[1..] {
-        match go_runtime::spliced(p.value()) {
+        match model::spliced(p.value()) {
             Some(packed) => flat.extend(packed),
             None => flat.push(p.value()),
         }
@@ -685,7 +523,7 @@ go_helper!(Call, |h| {
     match call(&name, &args) {
         Ok(v) => result(v),
         Err(e) if e.contains("units of work") || e.contains("took longer") => Err(fail(e)),
-        Err(e) => result(go_runtime::error(format!("error calling {name}: {e}"))),
+        Err(e) => result(model::error(format!("error calling {name}: {e}"))),
     }
 });
 
@@ -695,7 +533,7 @@ mod tests {
     use serde_json::{Value, json};
 
     fn run(name: &str, args: &[Go<'_>]) -> Result<Value, String> {
-        let _metered = super::super::budget::Metered::start(super::super::budget::Limits::FULL);
+        let _metered = crate::render::budget::Metered::start(crate::render::budget::Limits::FULL);
         call(name, args)
     }
 
@@ -705,7 +543,7 @@ mod tests {
 
     #[test]
     fn string_functions_are_gos() {
-        let _session = super::go_runtime::start();
+        let _session = super::super::session::start();
         assert_eq!(run("toUpper", &[s("abc")]), Ok(json!("ABC")));
         assert_eq!(
             run("replaceAll", &[s("a"), s("b"), s("banana")]),

@@ -1,5 +1,5 @@
 //! text/template's own evaluation over the Go model
-//! ([`super::go_runtime`]): fields (`.A.B`, on maps, consul-template's
+//! ([`super::model`]): fields (`.A.B`, on maps, consul-template's
 //! structs and `json.Number`'s methods), `index`, `len`, `slice`, `range`,
 //! printing an action, and capturing a named template's output for
 //! `executeTemplate`.
@@ -10,8 +10,9 @@ use handlebars::{
 };
 use serde_json::Value;
 
-use super::budget;
-use super::go_runtime::{self, Go, fail, go, go_helper, raise, result};
+use super::helper::{fail, go_helper, raise, result};
+use super::model::{self, Go, go};
+use crate::render::budget;
 
 /// `.key` on a value, as text/template's `evalField` does it.
 fn field(base: &Go<'_>, key: &str, missing_error: bool) -> Result<Value, String> {
@@ -31,7 +32,7 @@ fn field(base: &Go<'_>, key: &str, missing_error: bool) -> Result<Value, String>
                 .get(key)
                 .cloned()
                 .unwrap_or(Value::String(String::new()))),
-            "CAChain" => Ok(go_runtime::strings(
+            "CAChain" => Ok(model::strings(
                 found
                     .get("CAChain")
                     .and_then(Value::as_array)
@@ -39,35 +40,31 @@ fn field(base: &Go<'_>, key: &str, missing_error: bool) -> Result<Value, String>
                     .unwrap_or_default(),
             )),
             // consul-template's PemEncoded has a `Data` method giving itself.
-            "Data" => Ok(go_runtime::pki((*found).clone())),
+            "Data" => Ok(model::pki((*found).clone())),
             _ => Err(format!(
                 "can't evaluate field {key} in type dependency.PemEncoded"
             )),
         },
         Go::Number(n) => match key {
             "String" => Ok(Value::String(n.as_str().to_owned())),
-            "Int64" => n.as_str().parse::<i64>().map(go_runtime::int).map_err(|_| {
+            "Int64" => n.as_str().parse::<i64>().map(model::int).map_err(|_| {
                 format!(
                     "error calling Int64: strconv.ParseInt: parsing {:?}: invalid syntax",
                     n.as_str()
                 )
             }),
-            "Float64" => n
-                .as_str()
-                .parse::<f64>()
-                .map(go_runtime::float)
-                .map_err(|_| {
-                    format!(
-                        "error calling Float64: strconv.ParseFloat: parsing {:?}: invalid syntax",
-                        n.as_str()
-                    )
-                }),
+            "Float64" => n.as_str().parse::<f64>().map(model::float).map_err(|_| {
+                format!(
+                    "error calling Float64: strconv.ParseFloat: parsing {:?}: invalid syntax",
+                    n.as_str()
+                )
+            }),
             _ => Err(format!("can't evaluate field {key} in type json.Number")),
         },
         Go::Nil => Err(format!("nil pointer evaluating interface {{}}.{key}")),
         other => Err(format!(
             "can't evaluate field {key} in type {}",
-            go_runtime::type_name(other)
+            model::type_name(other)
         )),
     }
 }
@@ -89,7 +86,7 @@ fn secret_field(response: &Value, key: &str) -> Result<Value, String> {
                     .to_owned(),
             )
         }
-        "LeaseDuration" => go_runtime::int(
+        "LeaseDuration" => model::int(
             response
                 .get("lease_duration")
                 .and_then(Value::as_i64)
@@ -103,9 +100,9 @@ fn secret_field(response: &Value, key: &str) -> Result<Value, String> {
         ),
         "Data" => match get("data") {
             Value::Object(map) => Value::Object(map),
-            _ => go_runtime::nil_map(),
+            _ => model::nil_map(),
         },
-        "Warnings" => go_runtime::strings(get("warnings").as_array().cloned().unwrap_or_default()),
+        "Warnings" => model::strings(get("warnings").as_array().cloned().unwrap_or_default()),
         "Auth" | "WrapInfo" => {
             let k = if key == "Auth" { "auth" } else { "wrap_info" };
             if get(k).is_null() {
@@ -136,7 +133,7 @@ go_helper!(Dot, |h| {
         }
         current = match field(&base, key, strict) {
             Ok(v) => v,
-            Err(e) => go_runtime::error(e),
+            Err(e) => model::error(e),
         };
     }
     result(current)
@@ -154,7 +151,7 @@ fn index(base: &Go<'_>, key: &Go<'_>) -> Result<Value, String> {
             other => {
                 return Err(format!(
                     "cannot index slice/array with type {}",
-                    go_runtime::type_name(other)
+                    model::type_name(other)
                 ));
             }
         };
@@ -173,7 +170,7 @@ fn index(base: &Go<'_>, key: &Go<'_>) -> Result<Value, String> {
             Go::Nil => Err("value is nil; should be of type string".to_owned()),
             other => Err(format!(
                 "value has type {}; should be string",
-                go_runtime::type_name(other)
+                model::type_name(other)
             )),
         },
         Go::NilMap => match key {
@@ -181,11 +178,11 @@ fn index(base: &Go<'_>, key: &Go<'_>) -> Result<Value, String> {
             _ => Err("value has the wrong type; should be string".to_owned()),
         },
         Go::List(items) | Go::Strings(items) => Ok(items[position(items.len())?].clone()),
-        Go::Str(bytes) => Ok(go_runtime::int(i64::from(bytes[position(bytes.len())?]))),
+        Go::Str(bytes) => Ok(model::int(i64::from(bytes[position(bytes.len())?]))),
         Go::Nil => Err("error calling index: index of untyped nil".to_owned()),
         other => Err(format!(
             "error calling index: can't index item of type {}",
-            go_runtime::type_name(other)
+            model::type_name(other)
         )),
     }
 }
@@ -202,13 +199,13 @@ go_helper!(Index, |h| {
             current = p.value().clone();
             break;
         }
-        current = index(&base, &key).unwrap_or_else(go_runtime::error);
+        current = index(&base, &key).unwrap_or_else(model::error);
     }
     result(current)
 });
 
 /// Go's `len`: bytes of a string, entries of a list or map.
-pub(super) fn len(value: &Go<'_>) -> Result<usize, String> {
+pub(in crate::render) fn len(value: &Go<'_>) -> Result<usize, String> {
     match value {
         Go::Str(bytes) => Ok(bytes.len()),
         Go::Number(n) => Ok(n.as_str().len()),
@@ -218,7 +215,7 @@ pub(super) fn len(value: &Go<'_>) -> Result<usize, String> {
         Go::Nil => Err("error calling len: len of nil pointer".to_owned()),
         other => Err(format!(
             "error calling len: len of type {}",
-            go_runtime::type_name(other)
+            model::type_name(other)
         )),
     }
 }
@@ -237,12 +234,12 @@ go_helper!(Range, |h| {
             let n = u32::try_from(n).map_err(|_| fail("range over a negative or huge int"))?;
             budget::charge(u64::from(n), [])?;
             Ok(ScopedJson::Derived(Value::Array(
-                (0..i64::from(n)).map(go_runtime::int).collect(),
+                (0..i64::from(n)).map(model::int).collect(),
             )))
         }
         other => Err(fail(format!(
             "range can't iterate over {}",
-            go_runtime::type_name(&other)
+            model::type_name(&other)
         ))),
     }
 });
@@ -250,13 +247,13 @@ go_helper!(Range, |h| {
 go_helper!(Print, |h| {
     // `{{goOut x}}`: what `{{ x }}` writes.
     let value = go(h.param(0).map_or(&Value::Null, |p| p.value()));
-    let bytes = super::go_fmt::print_action(&value).map_err(fail)?;
-    result(go_runtime::string_value(&bytes))
+    let bytes = super::fmt::print_action(&value).map_err(fail)?;
+    result(model::string_value(&bytes))
 });
 
 /// `{{#goCapture "var"}}…{{/goCapture}}`: renders its block into the
 /// variable (as a Go string) instead of the output: `executeTemplate`.
-pub(super) struct Capture;
+pub(in crate::render) struct Capture;
 
 impl HelperDef for Capture {
     fn call<'reg: 'rc, 'rc>(
@@ -277,17 +274,17 @@ impl HelperDef for Capture {
             Some(t) => t.renders(r, ctx, rc)?,
             None => String::new(),
         };
-        if text.len() > super::MAX_RENDERED_BYTES {
+        if text.len() > crate::render::MAX_RENDERED_BYTES {
             return Err(fail("executeTemplate's output is too large"));
         }
-        go_runtime::set_var(name, Value::String(text));
+        super::session::set_var(name, Value::String(text));
         Ok(())
     }
 }
 
 /// Registers `goDot`, `goAt` (index), `goEach` (range), `goOut` (print)
 /// and `goCapture`.
-pub(super) fn register(registry: &mut Handlebars<'static>) {
+pub(in crate::render) fn register(registry: &mut Handlebars<'static>) {
     registry.register_helper("goDot", Box::new(Dot));
     registry.register_helper("goAt", Box::new(Index));
     registry.register_helper("goEach", Box::new(Range));
@@ -296,11 +293,11 @@ pub(super) fn register(registry: &mut Handlebars<'static>) {
 }
 
 /// For the function table: `len`, `index`, `slice`.
-pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Result<Value, String>> {
+pub(in crate::render) fn call(name: &str, args: &[Go<'_>]) -> Option<Result<Value, String>> {
     Some(match (name, args) {
-        ("len", [v]) => len(v).map(|n| go_runtime::int(i64::try_from(n).unwrap_or(i64::MAX))),
+        ("len", [v]) => len(v).map(|n| model::int(i64::try_from(n).unwrap_or(i64::MAX))),
         ("index", [base, keys @ ..]) => {
-            let mut current = go_runtime::value(base);
+            let mut current = model::value(base);
             for key in keys {
                 current = match index(&go(&current), key) {
                     Ok(v) => v,
@@ -320,7 +317,7 @@ mod tests {
 
     #[test]
     fn fields_indexes_and_len_are_gos() {
-        let _session = super::go_runtime::start();
+        let _session = super::super::session::start();
         let data = json!({"a": "héllo", "l": [1, 2]});
         let Some(map) = data.as_object() else {
             panic!()

@@ -6,20 +6,18 @@
 //! driver holds: keys sorted (`serde_json`'s map is ordered), the same short
 //! escapes (Go ≥ 1.22 writes `\b` and `\f` as `serde_json` does; older Go
 //! wrote `\u0008`, `\u000c`), two-space indentation, `{}` and `[]` for empty
-//! containers. Numbers are written with the text Vault sent (`1.50`), which
-//! the driver's JSON parser keeps, as Go does; a number with an exponent is
-//! refused, because the parser writes every exponent as `e+N`/`e-N` and
-//! Go would write `1E5` as sent (see `go_value::number_text`).
+//! containers. Numbers are written with the text Vault sent (`1.50`, `1E5`),
+//! which the driver's response parser keeps ([`super::number`]), as Go's
+//! `json.Number` does.
 //!
 //! `vault-csi-driver convert` turns consul-template's `toJSON` and
 //! `toJSONPretty` into these, so a converted template renders the bytes the
 //! agent rendered.
 
-use handlebars::{RenderError, RenderErrorReason};
+use handlebars::RenderError;
 use serde_json::Value;
 
-use super::budget::Meter;
-use super::helpers::{CappedText, encode_json};
+use crate::render::helpers::{CappedText, encode_json};
 
 /// Replaces the characters Go's encoder escapes for HTML safety. They can
 /// only occur inside strings in `serde_json`'s output, so a textual pass is
@@ -44,36 +42,14 @@ fn html_escape(name: &'static str, json: &str) -> Result<String, RenderError> {
     out.finish()
 }
 
-/// Refuses a value holding a number whose text Go would write otherwise.
-fn check_numbers(name: &str, value: &Value) -> Result<(), RenderError> {
-    let mut meter = Meter::new();
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        meter.add(1)?;
-        match v {
-            Value::Number(n) => {
-                if let Err(e) = super::go_value::number_text(n) {
-                    return Err(RenderErrorReason::Other(format!("`{name}`: {e}")).into());
-                }
-            }
-            Value::Array(items) => stack.extend(items),
-            Value::Object(map) => stack.extend(map.values()),
-            Value::Null | Value::Bool(_) | Value::String(_) => {}
-        }
-    }
-    Ok(meter.finish()?)
-}
-
 /// `toGoJson`: compact JSON as Go's `json.Marshal` writes it.
 pub fn to_go_json(name: &'static str, value: &Value) -> Result<Value, RenderError> {
-    check_numbers(name, value)?;
     let json = encode_json(name, value, false)?;
     html_escape(name, &json).map(Value::String)
 }
 
 /// `toGoJsonPretty`: JSON as Go's `json.MarshalIndent(v, "", "  ")` writes it.
 pub fn to_go_json_pretty(name: &'static str, value: &Value) -> Result<Value, RenderError> {
-    check_numbers(name, value)?;
     let json = encode_json(name, value, true)?;
     html_escape(name, &json).map(Value::String)
 }

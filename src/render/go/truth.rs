@@ -1,4 +1,4 @@
-//! Go's truth and comparisons over the Go model ([`super::go_runtime`]):
+//! Go's truth and comparisons over the Go model ([`super::model`]):
 //! `if`, `with`, `and`, `or`, `not`, `eq`, `ne`, `lt`, `le`, `gt`, `ge`,
 //! as text/template does them.
 //!
@@ -13,11 +13,12 @@ use std::cmp::Ordering;
 use handlebars::{Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, ScopedJson};
 use serde_json::Value;
 
-use super::budget;
-use super::go_runtime::{self, Go, go, go_helper, raise, result};
+use super::helper::{go_helper, raise, result};
+use super::model::{self, Go, go};
+use crate::render::budget;
 
 /// Go's truth of a value (`isTrue`).
-pub(super) fn truth(value: &Go<'_>) -> bool {
+pub(in crate::render) fn truth(value: &Go<'_>) -> bool {
     match value {
         Go::Nil | Go::NilMap | Go::Error(_) => false,
         Go::Bool(b) => *b,
@@ -64,7 +65,7 @@ fn text<'a>(value: &'a Go<'_>) -> &'a [u8] {
 }
 
 /// Go's `eq a b…`: true if `a` equals any of the others.
-pub(super) fn eq(a: &Go<'_>, others: &[Go<'_>]) -> Result<bool, String> {
+pub(in crate::render) fn eq(a: &Go<'_>, others: &[Go<'_>]) -> Result<bool, String> {
     if others.is_empty() {
         return Err("missing argument for comparison".to_owned());
     }
@@ -82,8 +83,8 @@ pub(super) fn eq(a: &Go<'_>, others: &[Go<'_>]) -> Result<bool, String> {
                 _ => {
                     return Err(format!(
                         "non-comparable types {} and {}",
-                        go_runtime::type_name(a),
-                        go_runtime::type_name(b)
+                        model::type_name(a),
+                        model::type_name(b)
                     ));
                 }
             }
@@ -100,7 +101,7 @@ pub(super) fn eq(a: &Go<'_>, others: &[Go<'_>]) -> Result<bool, String> {
 }
 
 /// Go's `lt a b`.
-pub(super) fn lt(a: &Go<'_>, b: &Go<'_>) -> Result<bool, String> {
+pub(in crate::render) fn lt(a: &Go<'_>, b: &Go<'_>) -> Result<bool, String> {
     let (ka, kb) = (kind(a), kind(b));
     if ka != kb {
         return Err("incompatible types for comparison".to_owned());
@@ -158,7 +159,7 @@ go_helper!(With, |h| {
 go_helper!(Not, |h| {
     let value = go(h.param(0).map_or(&Value::Null, |p| p.value()));
     if let Go::Error(_) = value {
-        return result(go_runtime::value(&value));
+        return result(model::value(&value));
     }
     Ok(ScopedJson::Derived(Value::Bool(!truth(&value))))
 });
@@ -166,7 +167,7 @@ go_helper!(Not, |h| {
 /// `(goAnd a b …)` and `(goOr a b …)`: the first argument that decides
 /// (false for `and`, true for `or`), else the last. An error value fails
 /// only if it is reached.
-pub(super) struct AndOr(pub(super) bool);
+pub(in crate::render) struct AndOr(pub(in crate::render) bool);
 
 impl HelperDef for AndOr {
     fn call_inner<'reg: 'rc, 'rc>(
@@ -197,16 +198,16 @@ go_helper!(Compare, |h| {
         .to_owned();
     let args: Vec<Go<'_>> = h.params()[1..].iter().map(|p| go(p.value())).collect();
     if let Some(e) = args.iter().find(|a| matches!(a, Go::Error(_))) {
-        return result(go_runtime::value(e));
+        return result(model::value(e));
     }
     match compare(&name, &args) {
         Ok(b) => Ok(ScopedJson::Derived(Value::Bool(b))),
-        Err(e) => result(go_runtime::error(format!("error calling {name}: {e}"))),
+        Err(e) => result(model::error(format!("error calling {name}: {e}"))),
     }
 });
 
 /// Registers `goTruth`, `goWith`, `goNot`, `goAnd`, `goOr`, `goCmp`.
-pub(super) fn register(registry: &mut Handlebars<'static>) {
+pub(in crate::render) fn register(registry: &mut Handlebars<'static>) {
     registry.register_helper("goTruth", Box::new(Truth));
     registry.register_helper("goWith", Box::new(With));
     registry.register_helper("goNot", Box::new(Not));

@@ -1,0 +1,187 @@
+//! Go's values as the Go-model helpers see them: Vault data stays plain
+//! JSON; every other kind Go has (`int`, `float64`, `[]string`,
+//! consul-template's `*Secret` and `PemEncoded`, an error raised where it
+//! is used) is a JSON object tagged with the session's nonce, which no
+//! tenant's data can spell ([`super::session`]).
+
+use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+
+use std::fmt::Write as _;
+
+use super::session::{MARK, TAG, decode_bytes, nonce};
+
+/// A Go string as JSON: itself when it is UTF-8, else with its other bytes
+/// between markers.
+pub(in crate::render) fn string_value(bytes: &[u8]) -> Value {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Value::String(text.to_owned());
+    }
+    let nonce = nonce();
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            let _ = write!(out, "{MARK}{nonce}[");
+            for b in chunk.invalid() {
+                let _ = write!(out, "{b:02x}");
+            }
+            let _ = write!(out, "]{MARK}");
+        }
+    }
+    Value::String(out)
+}
+
+/// A Go value, as the helpers see it.
+#[derive(Debug, Clone)]
+pub(in crate::render) enum Go<'a> {
+    /// `nil` (an empty interface).
+    Nil,
+    /// `bool`.
+    Bool(bool),
+    /// `string`: its bytes.
+    Str(Cow<'a, [u8]>),
+    /// `json.Number`: Vault's number, as Vault wrote it.
+    Number(&'a Number),
+    /// `int`.
+    Int(i64),
+    /// `float64`.
+    Float(f64),
+    /// `[]interface{}`.
+    List(&'a [Value]),
+    /// `map[string]interface{}`.
+    Map(&'a Map<String, Value>),
+    /// A `nil` `map[string]interface{}` (a secret without data).
+    NilMap,
+    /// `[]string`.
+    Strings(&'a [Value]),
+    /// consul-template's `*Secret`: the Vault response.
+    Secret(&'a Value),
+    /// consul-template's `PemEncoded` (pkiCert's result).
+    Pki(&'a Value),
+    /// An error Go raises where the value is used.
+    Error(Cow<'a, str>),
+}
+
+/// Reads a JSON value as a Go value.
+pub(in crate::render) fn go(value: &Value) -> Go<'_> {
+    match value {
+        Value::Null => Go::Nil,
+        Value::Bool(b) => Go::Bool(*b),
+        Value::Number(n) => Go::Number(n),
+        Value::String(s) => Go::Str(decode_bytes(s, &nonce())),
+        Value::Array(items) => Go::List(items),
+        Value::Object(map) => tagged(map).unwrap_or(Go::Map(map)),
+    }
+}
+
+fn tagged(map: &Map<String, Value>) -> Option<Go<'_>> {
+    let mark = map.get(TAG)?.as_str()?;
+    if map.len() != 3 || mark.is_empty() || mark != nonce() {
+        return None;
+    }
+    let v = map.get("v")?;
+    Some(match (map.get("t")?.as_str()?, v) {
+        ("int", Value::Number(n)) => Go::Int(n.as_i64()?),
+        ("float64", Value::String(s)) => Go::Float(s.parse().ok()?),
+        ("[]string", Value::Array(items)) => Go::Strings(items),
+        ("nilmap", _) => Go::NilMap,
+        ("secret", v) => Go::Secret(v),
+        ("pki", v) => Go::Pki(v),
+        ("error", Value::String(s)) => Go::Error(Cow::Borrowed(s)),
+        _ => return None,
+    })
+}
+
+pub(super) fn tag(kind: &str, value: Value) -> Value {
+    let mut map = Map::new();
+    map.insert(TAG.to_owned(), Value::String(nonce()));
+    map.insert("t".to_owned(), Value::String(kind.to_owned()));
+    map.insert("v".to_owned(), value);
+    Value::Object(map)
+}
+
+/// A Go `int`.
+pub(in crate::render) fn int(n: i64) -> Value {
+    tag("int", Value::Number(n.into()))
+}
+
+/// A Go `float64`.
+pub(in crate::render) fn float(f: f64) -> Value {
+    tag("float64", Value::String(format!("{f:?}")))
+}
+
+/// A Go `[]string`.
+pub(in crate::render) fn strings(items: Vec<Value>) -> Value {
+    tag("[]string", Value::Array(items))
+}
+
+/// A Go error, raised where the value is used.
+pub(in crate::render) fn error(message: impl Into<String>) -> Value {
+    tag("error", Value::String(message.into()))
+}
+
+/// consul-template's `*Secret` around a Vault response.
+pub(in crate::render) fn secret(response: Value) -> Value {
+    tag("secret", response)
+}
+
+/// consul-template's `PemEncoded` around pkiCert's result.
+pub(in crate::render) fn pki(result: Value) -> Value {
+    tag("pki", result)
+}
+
+/// A `nil` map.
+pub(in crate::render) fn nil_map() -> Value {
+    tag("nilmap", Value::Null)
+}
+
+/// The arguments `(goArgs …)` packed for a call of more than a tag's
+/// parameters, to be spliced into it.
+pub(in crate::render) fn spliced(value: &Value) -> Option<&Vec<Value>> {
+    let map = value.as_object()?;
+    let nonce = nonce();
+    (map.len() == 3
+        && map.get(TAG).and_then(Value::as_str) == Some(nonce.as_str())
+        && !nonce.is_empty()
+        && map.get("t").and_then(Value::as_str) == Some("args"))
+    .then(|| map.get("v").and_then(Value::as_array))
+    .flatten()
+}
+
+/// Back to JSON (for values the helpers pass on unchanged).
+pub(in crate::render) fn value(go: &Go<'_>) -> Value {
+    match go {
+        Go::Nil => Value::Null,
+        Go::Bool(b) => Value::Bool(*b),
+        Go::Str(bytes) => string_value(bytes),
+        Go::Number(n) => Value::Number((*n).clone()),
+        Go::Int(n) => int(*n),
+        Go::Float(f) => float(*f),
+        Go::List(items) => Value::Array(items.to_vec()),
+        Go::Map(map) => Value::Object((*map).clone()),
+        Go::NilMap => nil_map(),
+        Go::Strings(items) => strings(items.to_vec()),
+        Go::Secret(v) => secret((*v).clone()),
+        Go::Pki(v) => pki((*v).clone()),
+        Go::Error(m) => error(m.as_ref()),
+    }
+}
+
+/// What a Go value's type is called in Go's messages.
+pub(in crate::render) fn type_name(go: &Go<'_>) -> &'static str {
+    match go {
+        Go::Nil => "<nil>",
+        Go::Bool(_) => "bool",
+        Go::Str(_) => "string",
+        Go::Number(_) => "json.Number",
+        Go::Int(_) => "int",
+        Go::Float(_) => "float64",
+        Go::List(_) => "[]interface {}",
+        Go::Map(_) | Go::NilMap => "map[string]interface {}",
+        Go::Strings(_) => "[]string",
+        Go::Secret(_) => "*dependency.Secret",
+        Go::Pki(_) => "dependency.PemEncoded",
+        Go::Error(_) => "error",
+    }
+}

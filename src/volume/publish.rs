@@ -17,11 +17,11 @@ use super::guard::Operation;
 use super::live::{LiveVolume, Placement, Published, Session, VolumeParts};
 use super::manager::{PublishOutcome, Volume, VolumeManager};
 use super::materialise::{Files, Mode, Seen, WriteAt, dir_mode, off_runtime};
-use super::memory::cost;
+use super::memory::{Charge, cost};
 use super::record::{Phase, SalvagedToken, VolumeRecord};
 use super::request::CheckedPublish;
 use crate::metrics::PublishStep;
-use crate::render;
+use crate::render::{self, CompiledTemplates};
 use crate::storage::{Prepared, RootOptions, selinux};
 use crate::timing;
 use crate::vault::Caller;
@@ -135,25 +135,7 @@ impl VolumeManager {
 
     async fn publish_new(&self, new: CheckedPublish, started: Instant) -> Result<(), Error> {
         let mut steps = StepClock::new(started);
-        // Admission: what the request makes the driver hold before Vault
-        // answers (its attributes, the compile's worst case, the driver's
-        // bookkeeping) is reserved first, and a cgroup already near its
-        // limit admits nothing.
-        self.config.memory_pressure.check()?;
-        let memory = self.memory.charge(&new.pod.namespace);
-        let attributes = LiveVolume::attributes_cost(&new.attributes);
-        let compile = match self.materialiser.renderer.cached(&new.spec.templates) {
-            Some(templates) => templates.held_bytes(),
-            None => render::compile_reservation(&new.spec.templates),
-        };
-        memory.resize(attributes + compile + cost::VOLUME_BOOKKEEPING_BYTES)?;
-        // Compiling collects the `secret` calls and checks their paths and
-        // count before the pod's token is sent anywhere.
-        let templates = self
-            .materialiser
-            .renderer
-            .compile_off_thread(&new.spec.templates)
-            .await?;
+        let (memory, attributes, templates) = self.admit(&new).await?;
         if let Some(holder) = self.bind_target(new.target.as_path(), &new.id) {
             return Err(Error::TargetInUse {
                 target: new.target.as_path().display().to_string(),
@@ -164,35 +146,8 @@ impl VolumeManager {
         // the tokens it held are revoked once its files are replaced.
         let adopted = self.take_unread(&new.id);
         let was_unread = adopted.is_some();
-        let mut salvaged: Vec<SalvagedToken> = adopted.map(|u| u.salvaged).unwrap_or_default();
-        let templates_held = templates.held_bytes();
-        let mut volume = LiveVolume::new(VolumeParts {
-            id: new.id,
-            placement: Placement {
-                target: new.target,
-                readonly: new.readonly,
-                fs_group: new.fs_group,
-                selinux_context: new
-                    .selinux_label
-                    .map(selinux::Context::required)
-                    .or_else(|| self.config.selinux_context.clone()),
-            },
-            published: Published {
-                fingerprint: new.fingerprint,
-                attributes: new.attributes,
-                spec: new.spec,
-                pod: new.pod,
-            },
-            templates,
-            identity: Some(new.identity),
-            session: None,
-            secrets: Vec::new(),
-            memory,
-        });
-        // From here on the volume holds its templates, not the compile.
-        volume.cost.attributes = attributes;
-        volume.cost.templates = templates_held;
-        volume.force_charge();
+        let salvaged: Vec<SalvagedToken> = adopted.map(|u| u.salvaged).unwrap_or_default();
+        let mut volume = self.assemble(new, memory, attributes, templates);
         // The target and the first record do not depend on Vault: they are
         // made ready on the blocking pool while the login and reads are in
         // flight.
@@ -243,10 +198,76 @@ impl VolumeManager {
             if was_unread && salvaged.is_empty() {
                 tracing::warn!(volume.id = %volume.id, "Adopted a volume whose record was unreadable; its old Vault token could not be salvaged and ends with its TTL");
             }
-            self.revoke_salvaged(&volume.id, std::mem::take(&mut salvaged));
+            self.revoke_salvaged(&volume.id, salvaged);
         }
         self.adopt(volume);
         Ok(())
+    }
+
+    /// Admission: what the request makes the driver hold before Vault
+    /// answers (its attributes, the compile's worst case, the driver's
+    /// bookkeeping) is reserved first, and a cgroup already near its limit
+    /// admits nothing. Compiling then collects the `secret` calls and
+    /// checks their paths and count before the pod's token is sent
+    /// anywhere. Returns the charge, the attributes' cost and the
+    /// templates.
+    async fn admit(
+        &self,
+        new: &CheckedPublish,
+    ) -> Result<(Charge, u64, Arc<CompiledTemplates>), Error> {
+        self.config.memory_pressure.check()?;
+        let memory = self.memory.charge(&new.pod.namespace);
+        let attributes = LiveVolume::attributes_cost(&new.attributes);
+        let compile = match self.materialiser.renderer.cached(&new.spec.templates) {
+            Some(templates) => templates.held_bytes(),
+            None => render::compile_reservation(&new.spec.templates),
+        };
+        memory.resize(attributes + compile + cost::VOLUME_BOOKKEEPING_BYTES)?;
+        let templates = self
+            .materialiser
+            .renderer
+            .compile_off_thread(&new.spec.templates)
+            .await?;
+        Ok((memory, attributes, templates))
+    }
+
+    /// The live volume of an admitted publish, charged for its templates
+    /// rather than the compile's worst case.
+    fn assemble(
+        &self,
+        new: CheckedPublish,
+        memory: Charge,
+        attributes: u64,
+        templates: Arc<CompiledTemplates>,
+    ) -> LiveVolume {
+        let templates_held = templates.held_bytes();
+        let mut volume = LiveVolume::new(VolumeParts {
+            id: new.id,
+            placement: Placement {
+                target: new.target,
+                readonly: new.readonly,
+                fs_group: new.fs_group,
+                selinux_context: new
+                    .selinux_label
+                    .map(selinux::Context::required)
+                    .or_else(|| self.config.selinux_context.clone()),
+            },
+            published: Published {
+                fingerprint: new.fingerprint,
+                attributes: new.attributes,
+                spec: new.spec,
+                pod: new.pod,
+            },
+            templates,
+            identity: Some(new.identity),
+            session: None,
+            secrets: Vec::new(),
+            memory,
+        });
+        volume.cost.attributes = attributes;
+        volume.cost.templates = templates_held;
+        volume.force_charge();
+        volume
     }
 
     /// Logs in as the pod and renders. The token goes on record before

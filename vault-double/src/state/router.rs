@@ -88,6 +88,45 @@ impl State {
         let Some(path) = req.path.strip_prefix("/v1/") else {
             return Reply::not_found_empty();
         };
+        if let Some(reply) = self.rate_limit(path, now) {
+            return reply;
+        }
+        let body = match &req.body {
+            Ok(Some(v)) => v,
+            Ok(None) => &Value::Null,
+            Err(e) => return Reply::error(400, &format!("failed to parse JSON input: {e}")),
+        };
+        let op = Op::of(&req.method, &req.query);
+        if let Some(reply) = self.unauthenticated(req, path, op, body, now) {
+            return reply;
+        }
+
+        // Everything else needs a live token, from the namespace that
+        // created it.
+        let namespace = namespace_of(req);
+        let Some(token) = req.token.as_deref().filter(|t| {
+            !t.is_empty()
+                && self.token_live(t, now)
+                && self.tokens[*t].state.vault_namespace == namespace
+        }) else {
+            return Reply::invalid_token();
+        };
+        let token = token.to_owned();
+        if let Some(reply) = self.token_self(&token, path, op, body, now) {
+            return reply;
+        }
+        if let Some(reply) = self.lease_request(&token, path, op, body, now) {
+            return reply;
+        }
+        if let Some(target) = path.strip_prefix("sys/internal/ui/mounts/") {
+            return self.ui_mount(target);
+        }
+        self.engine_request(&token, path, op, req, body, now)
+    }
+
+    /// A 429 from the global quota (with its headers, if asked) or from a
+    /// path's.
+    fn rate_limit(&mut self, path: &str, now: SystemTime) -> Option<Reply> {
         if self.rate_limited > 0 {
             self.rate_limited -= 1;
             let mut reply = Reply::error(
@@ -114,79 +153,86 @@ impl State {
                     (unix_secs(now) + self.retry_after).to_string(),
                 ));
             }
-            return reply;
+            return Some(reply);
         }
-        if let Some((_, retry_after)) = longest_prefix(&self.path_limits, path) {
-            let mut reply = Reply::error(
-                429,
-                &format!("request path {path:?}: rate limit quota exceeded"),
-            );
-            // A test fault: the header exactly as the test asked for it.
-            if let Some(secs) = retry_after {
-                reply.headers.push(("retry-after", secs.to_string()));
-            }
-            return reply;
+        let (_, retry_after) = longest_prefix(&self.path_limits, path)?;
+        let mut reply = Reply::error(
+            429,
+            &format!("request path {path:?}: rate limit quota exceeded"),
+        );
+        // A test fault: the header exactly as the test asked for it.
+        if let Some(secs) = retry_after {
+            reply.headers.push(("retry-after", secs.to_string()));
         }
-        let body = match &req.body {
-            Ok(Some(v)) => v,
-            Ok(None) => &Value::Null,
-            Err(e) => return Reply::error(400, &format!("failed to parse JSON input: {e}")),
-        };
-        let op = Op::of(&req.method, &req.query);
+        Some(reply)
+    }
 
-        // Unauthenticated endpoints.
+    /// The endpoints that need no token: health, seal status and logins.
+    fn unauthenticated(
+        &mut self,
+        req: &Request,
+        path: &str,
+        op: Op,
+        body: &Value,
+        now: SystemTime,
+    ) -> Option<Reply> {
         match (path, op) {
-            ("sys/health", Op::Read | Op::Head) => return self.health(now),
-            ("sys/seal-status", Op::Read) => return self.seal_status(),
+            ("sys/health", Op::Read | Op::Head) => return Some(self.health(now)),
+            ("sys/seal-status", Op::Read) => return Some(self.seal_status()),
             _ => {}
         }
-        if let Some(mount) = path
+        let mount = path
             .strip_prefix("auth/")
             .and_then(|p| p.strip_suffix("/login"))
-            .filter(|m| *m != "token")
-        {
-            if !self.auth_mounts.contains_key(mount) {
-                return Reply::no_handler(path);
-            }
-            if op != Op::Write {
-                return Reply::unsupported_operation();
-            }
-            return self.login(mount, body, namespace_of(req), now);
-        }
+            .filter(|m| *m != "token")?;
+        Some(if !self.auth_mounts.contains_key(mount) {
+            Reply::no_handler(path)
+        } else if op != Op::Write {
+            Reply::unsupported_operation()
+        } else {
+            self.login(mount, body, namespace_of(req), now)
+        })
+    }
 
-        // Everything else needs a live token, from the namespace that
-        // created it.
-        let namespace = namespace_of(req);
-        let Some(token) = req.token.as_deref().filter(|t| {
-            !t.is_empty()
-                && self.token_live(t, now)
-                && self.tokens[*t].state.vault_namespace == namespace
-        }) else {
-            return Reply::invalid_token();
-        };
-        let token = token.to_owned();
-
+    /// `auth/token/{lookup,renew,revoke}-self`, under the token's policies.
+    fn token_self(
+        &mut self,
+        token: &str,
+        path: &str,
+        op: Op,
+        body: &Value,
+        now: SystemTime,
+    ) -> Option<Reply> {
         if matches!(
             path,
             "auth/token/lookup-self" | "auth/token/renew-self" | "auth/token/revoke-self"
         ) {
             // The default policy grants these; a token without it may not.
-            let policies = &self.tokens[&token].state.policies;
+            let policies = &self.tokens[token].state.policies;
             if self.policies.capabilities(policies, path) & op.required() == 0 {
-                return Reply::policy_denied();
+                return Some(Reply::policy_denied());
             }
         }
         match (path, op) {
-            ("auth/token/lookup-self", Op::Read | Op::Write) => {
-                return self.lookup_self(&token, now);
-            }
-            ("auth/token/renew-self", Op::Write) => return self.renew_self(&token, body, now),
+            ("auth/token/lookup-self", Op::Read | Op::Write) => Some(self.lookup_self(token, now)),
+            ("auth/token/renew-self", Op::Write) => Some(self.renew_self(token, body, now)),
             ("auth/token/revoke-self", Op::Write) => {
-                self.revoke_token(&token);
-                return Reply::no_content();
+                self.revoke_token(token);
+                Some(Reply::no_content())
             }
-            _ => {}
+            _ => None,
         }
+    }
+
+    /// `sys/leases/renew`, `sys/leases/revoke` and their old names.
+    fn lease_request(
+        &mut self,
+        token: &str,
+        path: &str,
+        op: Op,
+        body: &Value,
+        now: SystemTime,
+    ) -> Option<Reply> {
         for (prefix, renew) in [
             ("sys/leases/renew", true),
             ("sys/renew", true),
@@ -204,19 +250,27 @@ impl State {
                 continue;
             };
             if op != Op::Write {
-                return Reply::unsupported_operation();
+                return Some(Reply::unsupported_operation());
             }
-            return if renew {
-                self.lease_renew(&token, url_id, body, now)
+            return Some(if renew {
+                self.lease_renew(token, url_id, body, now)
             } else {
-                self.lease_revoke(&token, url_id, body, now)
-            };
+                self.lease_revoke(token, url_id, body, now)
+            });
         }
-        if let Some(target) = path.strip_prefix("sys/internal/ui/mounts/") {
-            return self.ui_mount(target);
-        }
+        None
+    }
 
-        // Secret engines.
+    /// A request to a secrets engine, under the token's policies.
+    fn engine_request(
+        &mut self,
+        token: &str,
+        path: &str,
+        op: Op,
+        req: &Request,
+        body: &Value,
+        now: SystemTime,
+    ) -> Reply {
         let Some((mount, rest)) = self.find_mount(path) else {
             return Reply::no_handler(path);
         };
@@ -225,12 +279,12 @@ impl State {
         } else {
             path.to_owned()
         };
-        let policies = &self.tokens[&token].state.policies;
+        let policies = &self.tokens[token].state.policies;
         if self.policies.capabilities(policies, &acl_path) & op.required() == 0 {
             return Reply::policy_denied();
         }
         let rest = rest.to_owned();
-        self.mount_request(&mount, &rest, op, &req.query, body, &token, now)
+        self.mount_request(&mount, &rest, op, &req.query, body, token, now)
     }
 
     /// The longest mount that `path` lives under, and the remainder.

@@ -155,51 +155,14 @@ pub(super) fn kv2_request(
             return Reply::error(404, "unsupported path");
         }
         return match op {
-            Op::Read => {
-                let Some(versions) = entries.get(key) else {
-                    return Reply::not_found_empty();
-                };
-                let wanted = match query_param(query, "version").map(str::parse::<usize>) {
-                    None | Some(Ok(0)) => versions.len(),
-                    Some(Ok(n)) => n,
-                    Some(Err(_)) => {
-                        return Reply::error(400, "error converting input for field \"version\"");
-                    }
-                };
-                let Some(version) = wanted.checked_sub(1).and_then(|i| versions.get(i)) else {
-                    return Reply::not_found_empty();
-                };
-                if version.deleted.is_some() || version.destroyed {
-                    // `path_data.go`: the whole envelope, data null, 404, no
-                    // `errors`.
-                    return Reply::json(
-                        404,
-                        data_envelope(
-                            json!({"data": null, "metadata": kv2_metadata(version, wanted)}),
-                            "kv",
-                        ),
-                    );
-                }
-                Reply::ok(data_envelope(
-                    json!({"data": version.data, "metadata": kv2_metadata(version, wanted)}),
-                    "kv",
-                ))
-            }
+            Op::Read => read_data(entries, key, query),
             Op::Delete => {
                 if let Some(list) = entries.get_mut(key) {
                     kv2_apply(list, &[], Kv2Change::Delete, now);
                 }
                 Reply::no_content()
             }
-            Op::Write => {
-                let Some(data) = body.get("data").filter(|d| d.is_object()) else {
-                    return Reply::error(400, "no data provided");
-                };
-                let versions = entries.entry(key.to_owned()).or_default();
-                versions.push(Kv2Version::new(data.clone(), now));
-                let n = versions.len();
-                Reply::ok(data_envelope(kv2_metadata(&versions[n - 1], n), "kv"))
-            }
+            Op::Write => write_data(entries, key, body, now),
             _ => Reply::unsupported_operation(),
         };
     }
@@ -208,23 +171,9 @@ pub(super) fn kv2_request(
         ("undelete/", Kv2Change::Undelete),
         ("destroy/", Kv2Change::Destroy),
     ] {
-        let Some(key) = rest.strip_prefix(prefix).map(|k| k.trim_matches('/')) else {
-            continue;
-        };
-        if op != Op::Write {
-            return Reply::unsupported_operation();
+        if let Some(key) = rest.strip_prefix(prefix).map(|k| k.trim_matches('/')) {
+            return change_versions(entries, key, op, change, body, now);
         }
-        let versions = match versions_field(body) {
-            Ok(v) => v,
-            Err(reply) => return reply,
-        };
-        if versions.is_empty() && !matches!(change, Kv2Change::Delete) {
-            return Reply::error(400, "no version number provided");
-        }
-        if let Some(list) = entries.get_mut(key) {
-            kv2_apply(list, &versions, change, now);
-        }
-        return Reply::no_content();
     }
     if let Some(key) = rest
         .strip_prefix("metadata")
@@ -233,37 +182,112 @@ pub(super) fn kv2_request(
     {
         return match op {
             Op::List => list_keys(entries.keys(), key),
-            Op::Read => {
-                let Some(versions) = entries.get(key).filter(|v| !v.is_empty()) else {
-                    return Reply::not_found_empty();
-                };
-                let history: Map<String, Value> = versions
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        (
-                            (i + 1).to_string(),
-                            json!({"created_time": rfc3339_nano(v.created), "deletion_time": v.deleted.map(rfc3339_nano).unwrap_or_default(), "destroyed": v.destroyed}),
-                        )
-                    })
-                    .collect();
-                Reply::ok(data_envelope(
-                    json!({
-                        "cas_required": false,
-                        "created_time": rfc3339_nano(versions[0].created),
-                        "current_version": versions.len(),
-                        "custom_metadata": null,
-                        "delete_version_after": "0s",
-                        "max_versions": 0,
-                        "oldest_version": 0,
-                        "updated_time": rfc3339_nano(versions[versions.len() - 1].created),
-                        "versions": history,
-                    }),
-                    "kv",
-                ))
-            }
+            Op::Read => read_metadata(entries, key),
             _ => Reply::unsupported_operation(),
         };
     }
     Reply::error(404, "unsupported path")
+}
+
+/// A read of `data/<key>` (`?version=` or the latest).
+fn read_data(entries: &HashMap<String, Vec<Kv2Version>>, key: &str, query: &str) -> Reply {
+    let Some(versions) = entries.get(key) else {
+        return Reply::not_found_empty();
+    };
+    let wanted = match query_param(query, "version").map(str::parse::<usize>) {
+        None | Some(Ok(0)) => versions.len(),
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return Reply::error(400, "error converting input for field \"version\"");
+        }
+    };
+    let Some(version) = wanted.checked_sub(1).and_then(|i| versions.get(i)) else {
+        return Reply::not_found_empty();
+    };
+    if version.deleted.is_some() || version.destroyed {
+        // `path_data.go`: the whole envelope, data null, 404, no `errors`.
+        return Reply::json(
+            404,
+            data_envelope(
+                json!({"data": null, "metadata": kv2_metadata(version, wanted)}),
+                "kv",
+            ),
+        );
+    }
+    Reply::ok(data_envelope(
+        json!({"data": version.data, "metadata": kv2_metadata(version, wanted)}),
+        "kv",
+    ))
+}
+
+/// A write of `data/<key>`: a new version.
+fn write_data(
+    entries: &mut HashMap<String, Vec<Kv2Version>>,
+    key: &str,
+    body: &Value,
+    now: SystemTime,
+) -> Reply {
+    let Some(data) = body.get("data").filter(|d| d.is_object()) else {
+        return Reply::error(400, "no data provided");
+    };
+    let versions = entries.entry(key.to_owned()).or_default();
+    versions.push(Kv2Version::new(data.clone(), now));
+    let n = versions.len();
+    Reply::ok(data_envelope(kv2_metadata(&versions[n - 1], n), "kv"))
+}
+
+/// `delete/`, `undelete/` or `destroy/` of some versions of a key.
+fn change_versions(
+    entries: &mut HashMap<String, Vec<Kv2Version>>,
+    key: &str,
+    op: Op,
+    change: Kv2Change,
+    body: &Value,
+    now: SystemTime,
+) -> Reply {
+    if op != Op::Write {
+        return Reply::unsupported_operation();
+    }
+    let versions = match versions_field(body) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    if versions.is_empty() && !matches!(change, Kv2Change::Delete) {
+        return Reply::error(400, "no version number provided");
+    }
+    if let Some(list) = entries.get_mut(key) {
+        kv2_apply(list, &versions, change, now);
+    }
+    Reply::no_content()
+}
+
+/// A read of `metadata/<key>`: every version's times.
+fn read_metadata(entries: &HashMap<String, Vec<Kv2Version>>, key: &str) -> Reply {
+    let Some(versions) = entries.get(key).filter(|v| !v.is_empty()) else {
+        return Reply::not_found_empty();
+    };
+    let history: Map<String, Value> = versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            (
+                (i + 1).to_string(),
+                json!({"created_time": rfc3339_nano(v.created), "deletion_time": v.deleted.map(rfc3339_nano).unwrap_or_default(), "destroyed": v.destroyed}),
+            )
+        })
+        .collect();
+    Reply::ok(data_envelope(
+        json!({
+            "cas_required": false,
+            "created_time": rfc3339_nano(versions[0].created),
+            "current_version": versions.len(),
+            "custom_metadata": null,
+            "delete_version_after": "0s",
+            "max_versions": 0,
+            "oldest_version": 0,
+            "updated_time": rfc3339_nano(versions[versions.len() - 1].created),
+            "versions": history,
+        }),
+        "kv",
+    ))
 }

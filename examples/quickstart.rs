@@ -199,9 +199,9 @@ async fn quickstart(args: &Args) -> ExitCode {
     code
 }
 
-/// Steps 1 to 5, then (unless `--exit-after-update`) waits for Ctrl-C.
-async fn run(args: &Args, stack: &mut Stack, started: Instant) -> anyhow::Result<()> {
-    // 1. Vault.
+/// Step 1: a Vault dev server (or OpenBao's) if one is on the PATH, else
+/// the test double, seeded as in the walkthrough.
+async fn start_vault(stack: &mut Stack) -> anyhow::Result<()> {
     let step = Progress::step(1, "Starting Vault");
     if let Some((binary, flavor)) = vault::find_vault_binary() {
         stack.vault = Some(Vault::DevServer(Box::new(DevServer::spawn(
@@ -222,6 +222,38 @@ async fn run(args: &Args, stack: &mut Stack, started: Instant) -> anyhow::Result
         "Seeded as in the walkthrough: KV {SECRET_PATH} (username={USERNAME}, password={PASSWORD}), policy myapp-kv-ro, role \"example\" for default/vault-auth on auth mount \"{}\".",
         vault.auth_mount()
     ));
+
+    Ok(())
+}
+
+/// Step 3's check: the target is what the driver said it would make (a
+/// tmpfs as root, else a plain folder), described for the transcript.
+fn check_storage(storage: &Storage, target: &std::path::Path) -> anyhow::Result<String> {
+    let fs_type = scratch::fs_type_at(target);
+    Ok(match storage {
+        Storage::Tmpfs => {
+            ensure!(
+                fs_type.as_deref() == Some("tmpfs"),
+                "expected a tmpfs at {}, found {fs_type:?}",
+                target.display()
+            );
+            "tmpfs mounted by the driver, because this runs as root".to_owned()
+        }
+        Storage::PlainFolder { reason } => {
+            ensure!(
+                fs_type.is_none() && target.is_dir(),
+                "expected a plain folder at {}, found mount {fs_type:?}",
+                target.display()
+            );
+            format!("plain folder, {reason}")
+        }
+    })
+}
+
+/// Steps 1 to 5, then (unless `--exit-after-update`) waits for Ctrl-C.
+async fn run(args: &Args, stack: &mut Stack, started: Instant) -> anyhow::Result<()> {
+    start_vault(stack).await?;
+    let vault = stack.vault.as_ref().context("Vault was just started")?;
 
     // 2. The driver.
     let step = Progress::step(2, "Starting the CSI driver");
@@ -259,25 +291,7 @@ async fn run(args: &Args, stack: &mut Stack, started: Instant) -> anyhow::Result
         .await
         .context("NodePublishVolume did not answer within 30 s")?
         .context("NodePublishVolume failed")?;
-    let fs_type = scratch::fs_type_at(&target);
-    let storage_text = match &storage {
-        Storage::Tmpfs => {
-            ensure!(
-                fs_type.as_deref() == Some("tmpfs"),
-                "expected a tmpfs at {}, found {fs_type:?}",
-                target.display()
-            );
-            "tmpfs mounted by the driver, because this runs as root".to_owned()
-        }
-        Storage::PlainFolder { reason } => {
-            ensure!(
-                fs_type.is_none() && target.is_dir(),
-                "expected a plain folder at {}, found mount {fs_type:?}",
-                target.display()
-            );
-            format!("plain folder, {reason}")
-        }
-    };
+    let storage_text = check_storage(&storage, &target)?;
     step.done(&storage_text);
     say(&format!(
         "Signed a service-account JWT for {}/{} (audience \"vault\") and called NodePublishVolume; the driver logged in to Vault with it (auth/{}/login, role \"example\") and rendered index.html.",

@@ -208,6 +208,52 @@ fn assert_publish_steps(text: &str) {
     );
 }
 
+/// None of `secrets` (what, value) in the logs or any metrics page.
+fn assert_no_leak(logs: &str, pages: &[&str], secrets: &[(&str, &str)]) {
+    for &(what, secret) in secrets {
+        assert!(secret.len() > 8, "{what} is a real value");
+        let leaks: Vec<String> = logs
+            .lines()
+            .filter(|l| l.contains(secret))
+            .map(|l| l.replace(secret, "<SECRET>").chars().take(400).collect())
+            .collect();
+        assert!(
+            leaks.is_empty(),
+            "the {what} leaked into the logs: {leaks:#?}"
+        );
+        assert!(
+            pages.iter().all(|page| !page.contains(secret)),
+            "the {what} leaked into the metrics"
+        );
+    }
+}
+
+/// The per-volume gauges of the cycle's volume: its soonest expiry is the
+/// 4 s lease, and its next refresh comes before it.
+fn assert_volume_gauges(text: &str, volume_id: &str) {
+    let labels =
+        format!("{{pod_namespace=\"default\",pod_name=\"nginx\",volume_id=\"{volume_id}\"}}");
+    let now = SystemTimeSecs::now();
+    let expiry = metric(
+        text,
+        &format!("vault_csi_volume_lease_expiry_timestamp_seconds{labels}"),
+    )
+    .expect("expiry gauge");
+    let next = metric(
+        text,
+        &format!("vault_csi_volume_next_refresh_timestamp_seconds{labels}"),
+    )
+    .expect("next refresh gauge");
+    assert!(
+        expiry > now && expiry < now + 10.0,
+        "the soonest expiry is the 4s lease: {expiry} vs {now}"
+    );
+    assert!(
+        next > now - 1.0 && next <= expiry,
+        "the next refresh comes before the expiry: {next} vs {expiry}"
+    );
+}
+
 /// The metrics endpoint shows every family with correct values during a
 /// publish/refresh/unpublish cycle, and no secret, token or JWT, while the
 /// driver logs at the most verbose level without leaking one either.
@@ -272,27 +318,7 @@ async fn metrics_and_logs_show_the_cycle_and_never_a_secret() {
     );
     assert!(text.contains("vault_csi_vault_request_duration_seconds_count{operation=\"login\",status_class=\"2xx\"} 1"), "{text}");
     assert!(text.contains("operation=\"read\""));
-    let labels =
-        format!("{{pod_namespace=\"default\",pod_name=\"nginx\",volume_id=\"{volume_id}\"}}");
-    let now = SystemTimeSecs::now();
-    let expiry = metric(
-        &text,
-        &format!("vault_csi_volume_lease_expiry_timestamp_seconds{labels}"),
-    )
-    .expect("expiry gauge");
-    let next = metric(
-        &text,
-        &format!("vault_csi_volume_next_refresh_timestamp_seconds{labels}"),
-    )
-    .expect("next refresh gauge");
-    assert!(
-        expiry > now && expiry < now + 10.0,
-        "the soonest expiry is the 4s lease: {expiry} vs {now}"
-    );
-    assert!(
-        next > now - 1.0 && next <= expiry,
-        "the next refresh comes before the expiry: {next} vs {expiry}"
-    );
+    assert_volume_gauges(&text, &volume_id);
 
     let token = read(&target.join("token"));
     let creds = read(&target.join("creds"));
@@ -320,27 +346,13 @@ async fn metrics_and_logs_show_the_cycle_and_never_a_secret() {
         logs.contains("\"level\":\"TRACE\"") || logs.contains("\"level\":\"DEBUG\""),
         "verbose logging was on"
     );
-    for (what, secret) in [
+    let secrets = [
         ("service-account JWT", jwt.as_str()),
         ("Vault token", token.as_str()),
         ("KV password", "suP3rsec(et!"),
         ("dynamic password", password.as_str()),
-    ] {
-        assert!(secret.len() > 8, "{what} is a real value");
-        let leaks: Vec<String> = logs
-            .lines()
-            .filter(|l| l.contains(secret))
-            .map(|l| l.replace(secret, "<SECRET>").chars().take(400).collect())
-            .collect();
-        assert!(
-            leaks.is_empty(),
-            "the {what} leaked into the logs: {leaks:#?}"
-        );
-        assert!(
-            !text.contains(secret) && !after.contains(secret),
-            "the {what} leaked into the metrics"
-        );
-    }
+    ];
+    assert_no_leak(&logs, &[&text, &after], &secrets);
     assert!(!logs.contains("eyJ"), "nothing JWT-shaped is logged");
     assert!(!logs.contains("hvs."), "nothing token-shaped is logged");
 }

@@ -98,8 +98,34 @@ async fn quickstart_shows_the_in_place_update_and_leaves_nothing_behind() {
         scratch.display()
     );
 
+    assert_setup_lines(lines, dev_server, root, &context);
+
+    // The URL it printed, served the page while it ran.
+    let url = watch.url.as_deref().expect("a [4/5] line with the URL");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}{context}");
+    assert!(watch.served, "the page was fetched from {url}{context}");
+    assert!(
+        watch.volume_checked,
+        "the volume was inspected while published{context}"
+    );
+
+    assert_rotation_in_order(lines, &context);
+
+    // Cleanup as narrated: unpublished, and the summary names the folder.
+    let unpublished = find(lines, "NodeUnpublishVolume", &context);
+    assert!(unpublished.ends_with("done"), "{unpublished}{context}");
+    let summary = find(lines, "Nothing left behind", &context);
+    assert!(
+        summary.contains(&scratch.display().to_string()),
+        "{summary}{context}"
+    );
+}
+
+/// The Vault and the storage the transcript says it used, and the setup
+/// time it reports (the real one, not a rounded-down zero).
+fn assert_setup_lines(lines: &[String], dev_server: Option<&str>, root: bool, context: &str) {
     // Which Vault and which storage it said it used.
-    let vault_line = find(lines, "[1/5]", &context);
+    let vault_line = find(lines, "[1/5]", context);
     let expected_vault = match dev_server {
         Some("vault") => "done (vault server -dev at http://127.0.0.1:",
         Some(_) => "done (bao server -dev at http://127.0.0.1:",
@@ -111,7 +137,7 @@ async fn quickstart_shows_the_in_place_update_and_leaves_nothing_behind() {
     }
 
     // The setup time it reports is the real one, not a rounded-down zero.
-    let setup = find(lines, "Setup took ", &context);
+    let setup = find(lines, "Setup took ", context);
     let figure = between(setup, "Setup took ", ". The page").unwrap_or_default();
     let reported = figure
         .strip_suffix(" ms")
@@ -122,7 +148,7 @@ async fn quickstart_shows_the_in_place_update_and_leaves_nothing_behind() {
         reported.is_some_and(|secs| secs > 0.0 && secs < RUN_LIMIT.as_secs_f64()),
         "{setup}{context}"
     );
-    let storage_line = find(lines, "[3/5]", &context);
+    let storage_line = find(lines, "[3/5]", context);
     let expected_storage = if root {
         "done (tmpfs"
     } else {
@@ -132,36 +158,20 @@ async fn quickstart_shows_the_in_place_update_and_leaves_nothing_behind() {
         storage_line.contains(expected_storage),
         "{storage_line}{context}"
     );
+}
 
-    // The URL it printed, served the page while it ran.
-    let url = watch.url.as_deref().expect("a [4/5] line with the URL");
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}{context}");
-    assert!(watch.served, "the page was fetched from {url}{context}");
-    assert!(
-        watch.volume_checked,
-        "the volume was inspected while published{context}"
-    );
-
-    // The page before and after the rotation, in that order.
-    let username = position(lines, USERNAME_LINE, &context);
-    let original = position(lines, ORIGINAL_PASSWORD_LINE, &context);
-    let rotated = position(lines, "[5/5] Changing the password in Vault", &context);
-    let changed = position(lines, CHANGED_PASSWORD_LINE, &context);
+/// The page before and after the rotation, in that order.
+fn assert_rotation_in_order(lines: &[String], context: &str) {
+    let username = position(lines, USERNAME_LINE, context);
+    let original = position(lines, ORIGINAL_PASSWORD_LINE, context);
+    let rotated = position(lines, "[5/5] Changing the password in Vault", context);
+    let changed = position(lines, CHANGED_PASSWORD_LINE, context);
     assert!(
         username < rotated && original < rotated && rotated < changed,
         "expected the original page, then the change, then the new page{context}"
     );
-    let waited = find(lines, "Waiting for the page to change in place", &context);
+    let waited = find(lines, "Waiting for the page to change in place", context);
     assert!(waited.contains("done ("), "{waited}{context}");
-
-    // Cleanup as narrated: unpublished, and the summary names the folder.
-    let unpublished = find(lines, "NodeUnpublishVolume", &context);
-    assert!(unpublished.ends_with("done"), "{unpublished}{context}");
-    let summary = find(lines, "Nothing left behind", &context);
-    assert!(
-        summary.contains(&scratch.display().to_string()),
-        "{summary}{context}"
-    );
 }
 
 /// Checks the live system at the moments the transcript describes.

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::{
-    CREDS_TEMPLATE, Harness, INDEX_TEMPLATE, dynamic_vault, expected_index, requires_root, wait_for,
+    CREDS_TEMPLATE, DriverProcess, Harness, INDEX_TEMPLATE, dynamic_vault, expected_index,
+    requires_root, wait_for,
 };
 use vault_double::{DynamicRole, VaultDouble};
 
@@ -137,6 +138,40 @@ async fn a_restart_re_renders_from_kept_answers_and_asks_vault_nothing_new() {
     let _ = h.driver.terminate().await;
 }
 
+/// The device and inode of a path: the same pair is the same mount.
+fn mount_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// After an adoption: the old record's token and its lease are revoked
+/// when the token could be salvaged, and reported when it could not.
+async fn assert_old_token_handled(
+    h: &Harness<DriverProcess>,
+    old_token: &str,
+    old_lease: &str,
+    salvageable: bool,
+) {
+    let vault = &h.vault;
+    if salvageable {
+        wait_for(
+            "the salvaged token revoked",
+            Duration::from_secs(10),
+            || vault.token(old_token).is_some_and(|t| t.revoked),
+        )
+        .await;
+        assert!(
+            vault.lease(old_lease).is_some_and(|l| l.revoked),
+            "and the lease it created with it"
+        );
+    } else {
+        assert!(
+            h.driver.logs().contains("could not be salvaged"),
+            "an unsalvageable token is reported"
+        );
+    }
+}
+
 /// A record the driver cannot read (damaged, or a format it does not
 /// know) never breaks the live volume: the mount stays and keeps serving,
 /// kubelet's next publish adopts it in place (the same mount, updated
@@ -175,10 +210,7 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
         let old_token = vault.tokens()[0].client_token.clone();
         let old_lease = vault.leases()[0].lease_id.clone();
         let mount_before = support::mount_options(&target).expect("mounted");
-        let inode_before = std::fs::metadata(&target).map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (m.dev(), m.ino())
-        });
+        let inode_before = mount_identity(&target);
         h.driver.kill9();
 
         let record = h.node.record(&request.volume_id);
@@ -214,13 +246,9 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
             expected_index("appuser", "while-unread"),
             "the adopted volume has the current files"
         );
-        let inode_after = std::fs::metadata(&target).map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (m.dev(), m.ino())
-        });
+        let inode_after = mount_identity(&target);
         assert_eq!(
-            inode_before.ok(),
-            inode_after.ok(),
+            inode_before, inode_after,
             "the same mount, not a new one a running container cannot see"
         );
         assert_eq!(
@@ -229,23 +257,7 @@ async fn an_unreadable_record_keeps_the_volume_and_its_next_publish_adopts_it() 
             "nothing stacked on the target"
         );
         assert_eq!(unadopted(port).await, 0, "and no longer counted");
-        if salvageable {
-            wait_for(
-                "the salvaged token revoked",
-                Duration::from_secs(10),
-                || vault.token(&old_token).is_some_and(|t| t.revoked),
-            )
-            .await;
-            assert!(
-                vault.lease(&old_lease).is_some_and(|l| l.revoked),
-                "and the lease it created with it"
-            );
-        } else {
-            assert!(
-                h.driver.logs().contains("could not be salvaged"),
-                "an unsalvageable token is reported"
-            );
-        }
+        assert_old_token_handled(&h, &old_token, &old_lease, salvageable).await;
         h.unpublish_ok("v").await;
         assert!(h.node.mounts().is_empty(), "{:?}", h.node.mounts());
         // A record too damaged to name its token leaves that token and its

@@ -170,14 +170,9 @@ impl<'a> Rig<'a> {
     }
 }
 
-/// Publish latency for 1, 3 and 10 secrets, interleaved with the same
-/// requests sent directly, one caller at a time.
-pub async fn latency(scratch: &Scratch, sizes: &Sizes, results: &mut Results) {
-    let mut host = DoubleHost::spawn(seed(2, DAY, 32 * DAY, HOUR));
-    let node = scratch.node("latency");
-    let driver = Driver::spawn(&node, &host.addr).await;
-    let mut rig = Rig::new(&driver, &mut host, &node, &scratch.root).await;
-
+/// The gRPC round trip alone, back to back and after a pause as long as
+/// the remote rows' Vault calls.
+async fn grpc_round_trips(rig: &mut Rig<'_>, sizes: &Sizes, results: &mut Results) {
     // The gRPC round trip alone.
     let mut rtt = Vec::new();
     for i in 0..sizes.latency_iterations + sizes.latency_warmup {
@@ -191,7 +186,7 @@ pub async fn latency(scratch: &Scratch, sizes: &Sizes, results: &mut Results) {
         }
     }
     results.grpc_rtt = stats::summarize(&rtt);
-    // And after a pause as long as the remote rows' Vault calls.
+    // After a pause as long as the remote rows' Vault calls.
     let mut rtt = Vec::new();
     for _ in 0..(sizes.latency_iterations / 4).max(1) {
         tokio::time::sleep(IDLE_GAP).await;
@@ -203,29 +198,45 @@ pub async fn latency(scratch: &Scratch, sizes: &Sizes, results: &mut Results) {
         rtt.push(t.elapsed());
     }
     results.grpc_rtt_after_gap = stats::summarize(&rtt);
+}
+
+/// One local row's line on the console.
+fn report_local_row(k: usize, row: &Latency) {
+    step(&format!(
+        "  {k} secret(s): publish p50 {} p99 {}, floor concurrent p50 {} (×{:.2}); \
+before/between/after Vault: publish {} / {} / {}, floor {} / {} / {}; driver CPU {}; \
+template compile first/cached, render {} / {} / {}",
+        stats::ms(row.publish.p50),
+        stats::ms(row.publish.p99),
+        stats::ms(row.concurrent.p50),
+        ratio(row.publish.p50, row.concurrent.p50),
+        stats::ms(row.publish_split[0]),
+        stats::ms(row.publish_split[1]),
+        stats::ms(row.publish_split[2]),
+        stats::ms(row.floor_split[0]),
+        stats::ms(row.floor_split[1]),
+        stats::ms(row.floor_split[2]),
+        stats::ms(row.publish_cpu.p50),
+        stats::ms(row.template[0]),
+        stats::ms(row.template[1]),
+        stats::ms(row.template[2]),
+    ));
+}
+
+/// Publish latency for 1, 3 and 10 secrets, interleaved with the same
+/// requests sent directly, one caller at a time.
+pub async fn latency(scratch: &Scratch, sizes: &Sizes, results: &mut Results) {
+    let mut host = DoubleHost::spawn(seed(2, DAY, 32 * DAY, HOUR));
+    let node = scratch.node("latency");
+    let driver = Driver::spawn(&node, &host.addr).await;
+    let mut rig = Rig::new(&driver, &mut host, &node, &scratch.root).await;
+
+    grpc_round_trips(&mut rig, sizes, results).await;
     (results.mount_cost, results.umount_cost) = mount_cost(&node.kubelet, sizes.latency_iterations);
 
     for k in [1, 3, 10] {
         let row = latency_row(&mut rig, sizes, k, &format!("lat{k}")).await;
-        step(&format!(
-            "  {k} secret(s): publish p50 {} p99 {}, floor concurrent p50 {} (×{:.2}); \
-before/between/after Vault: publish {} / {} / {}, floor {} / {} / {}; driver CPU {}; \
-template compile first/cached, render {} / {} / {}",
-            stats::ms(row.publish.p50),
-            stats::ms(row.publish.p99),
-            stats::ms(row.concurrent.p50),
-            ratio(row.publish.p50, row.concurrent.p50),
-            stats::ms(row.publish_split[0]),
-            stats::ms(row.publish_split[1]),
-            stats::ms(row.publish_split[2]),
-            stats::ms(row.floor_split[0]),
-            stats::ms(row.floor_split[1]),
-            stats::ms(row.floor_split[2]),
-            stats::ms(row.publish_cpu.p50),
-            stats::ms(row.template[0]),
-            stats::ms(row.template[1]),
-            stats::ms(row.template[2]),
-        ));
+        report_local_row(k, &row);
         results.latency.push(row);
     }
     drop(rig);

@@ -7,118 +7,120 @@ const OTHER: &str = "7c9d2e4f-1a3b-4c5d-8e6f-0a1b2c3d4e5f";
 
 /// `/proc/<pid>/cgroup` of a container process in each layout, cgroup
 /// version and cgroup-namespace view, and whether it belongs to `UID`.
-#[test]
-fn cgroup_files_name_the_pod_in_every_layout() {
-    let table: &[(&str, &str, bool)] = &[
-        (
-            "v2, systemd driver",
-            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/cri-containerd-0123abcd.scope\n",
-            true,
-        ),
-        (
-            "v2, systemd driver, Guaranteed pod",
-            "0::/kubepods.slice/kubepods-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/crio-0123abcd.scope\n",
-            true,
-        ),
-        (
-            "v2, cgroupfs driver",
-            "0::/kubepods/besteffort/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n",
-            true,
-        ),
-        (
-            "v2, cgroupfs driver, Guaranteed pod",
-            "0::/kubepods/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n",
-            true,
-        ),
-        (
-            "v1, systemd driver, every hierarchy",
-            "12:pids:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/docker-0123.scope\n\
+const CGROUP_FILES: &[(&str, &str, bool)] = &[
+    (
+        "v2, systemd driver",
+        "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/cri-containerd-0123abcd.scope\n",
+        true,
+    ),
+    (
+        "v2, systemd driver, Guaranteed pod",
+        "0::/kubepods.slice/kubepods-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/crio-0123abcd.scope\n",
+        true,
+    ),
+    (
+        "v2, cgroupfs driver",
+        "0::/kubepods/besteffort/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n",
+        true,
+    ),
+    (
+        "v2, cgroupfs driver, Guaranteed pod",
+        "0::/kubepods/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n",
+        true,
+    ),
+    (
+        "v1, systemd driver, every hierarchy",
+        "12:pids:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/docker-0123.scope\n\
              4:memory:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/docker-0123.scope\n\
              1:name=systemd:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/docker-0123.scope\n\
              0::/\n",
-            true,
-        ),
-        (
-            "v1, cgroupfs driver",
-            "8:cpu,cpuacct:/kubepods/burstable/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n\
+        true,
+    ),
+    (
+        "v1, cgroupfs driver",
+        "8:cpu,cpuacct:/kubepods/burstable/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n\
              1:name=systemd:/kubepods/burstable/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n",
-            true,
-        ),
-        (
-            "kind-style nested node (systemd, kubelet.slice)",
-            "0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/cri-containerd-0123.scope\n",
-            true,
-        ),
-        (
-            "reader in its own cgroup namespace, systemd driver",
-            "0::/../../kubepods-besteffort-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/cri-containerd-0123.scope\n",
-            true,
-        ),
-        (
-            "reader in its own cgroup namespace, cgroupfs driver, other QoS",
-            "0::/../../../besteffort/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n",
-            true,
-        ),
-        (
-            "reader in its own cgroup namespace, cgroupfs driver, same QoS",
-            "0::/../../pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n",
-            true,
-        ),
-        (
-            "the pod's sandbox cgroup is still the pod",
-            "0::/kubepods/besteffort/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/ffff\n",
-            true,
-        ),
-        (
-            "another pod, systemd driver",
-            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7c9d2e4f_1a3b_4c5d_8e6f_0a1b2c3d4e5f.slice/cri-containerd-0123.scope\n",
-            false,
-        ),
-        (
-            "another pod, cgroupfs driver",
-            "0::/kubepods/besteffort/pod7c9d2e4f-1a3b-4c5d-8e6f-0a1b2c3d4e5f/0123abcd\n",
-            false,
-        ),
-        (
-            "another pod naming ours in a cgroup it made below its own",
-            "0::/kubepods/besteffort/pod7c9d2e4f-1a3b-4c5d-8e6f-0a1b2c3d4e5f/0123abcd/kubepods/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60\n",
-            false,
-        ),
-        (
-            "another pod in one hierarchy, ours in another",
-            "8:pids:/kubepods/besteffort/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n\
+        true,
+    ),
+    (
+        "kind-style nested node (systemd, kubelet.slice)",
+        "0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/cri-containerd-0123.scope\n",
+        true,
+    ),
+    (
+        "reader in its own cgroup namespace, systemd driver",
+        "0::/../../kubepods-besteffort-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice/cri-containerd-0123.scope\n",
+        true,
+    ),
+    (
+        "reader in its own cgroup namespace, cgroupfs driver, other QoS",
+        "0::/../../../besteffort/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n",
+        true,
+    ),
+    (
+        "reader in its own cgroup namespace, cgroupfs driver, same QoS",
+        "0::/../../pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n",
+        true,
+    ),
+    (
+        "the pod's sandbox cgroup is still the pod",
+        "0::/kubepods/besteffort/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/ffff\n",
+        true,
+    ),
+    (
+        "another pod, systemd driver",
+        "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7c9d2e4f_1a3b_4c5d_8e6f_0a1b2c3d4e5f.slice/cri-containerd-0123.scope\n",
+        false,
+    ),
+    (
+        "another pod, cgroupfs driver",
+        "0::/kubepods/besteffort/pod7c9d2e4f-1a3b-4c5d-8e6f-0a1b2c3d4e5f/0123abcd\n",
+        false,
+    ),
+    (
+        "another pod naming ours in a cgroup it made below its own",
+        "0::/kubepods/besteffort/pod7c9d2e4f-1a3b-4c5d-8e6f-0a1b2c3d4e5f/0123abcd/kubepods/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60\n",
+        false,
+    ),
+    (
+        "another pod in one hierarchy, ours in another",
+        "8:pids:/kubepods/besteffort/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/0123abcd\n\
              0::/kubepods/besteffort/pod7c9d2e4f-1a3b-4c5d-8e6f-0a1b2c3d4e5f/0123abcd\n",
-            false,
-        ),
-        (
-            "a host daemon",
-            "0::/system.slice/containerd.service\n",
-            false,
-        ),
-        ("host init", "0::/init.scope\n", false),
-        (
-            "a prefix of the UID is not the UID",
-            "0::/kubepods/besteffort/pod3f0a6c1e-8d2b-4c5f-9e7a/0123abcd\n",
-            false,
-        ),
-        (
-            "the UID not as kubelet's pod cgroup (no kubepods parent)",
-            "0::/user.slice/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/x\n",
-            false,
-        ),
-        (
-            "the UID in a slice that is not kubepods'",
-            "0::/machine.slice/machine-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice\n",
-            false,
-        ),
-        (
-            "a systemd UID spelled with dashes",
-            "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60.slice/x.scope\n",
-            false,
-        ),
-        ("empty file", "", false),
-        ("garbage", "not a cgroup file\n::\n", false),
-    ];
+        false,
+    ),
+    (
+        "a host daemon",
+        "0::/system.slice/containerd.service\n",
+        false,
+    ),
+    ("host init", "0::/init.scope\n", false),
+    (
+        "a prefix of the UID is not the UID",
+        "0::/kubepods/besteffort/pod3f0a6c1e-8d2b-4c5f-9e7a/0123abcd\n",
+        false,
+    ),
+    (
+        "the UID not as kubelet's pod cgroup (no kubepods parent)",
+        "0::/user.slice/pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60/x\n",
+        false,
+    ),
+    (
+        "the UID in a slice that is not kubepods'",
+        "0::/machine.slice/machine-pod3f0a6c1e_8d2b_4c5f_9e7a_1b2c3d4e5f60.slice\n",
+        false,
+    ),
+    (
+        "a systemd UID spelled with dashes",
+        "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3f0a6c1e-8d2b-4c5f-9e7a-1b2c3d4e5f60.slice/x.scope\n",
+        false,
+    ),
+    ("empty file", "", false),
+    ("garbage", "not a cgroup file\n::\n", false),
+];
+
+#[test]
+fn cgroup_files_name_the_pod_in_every_layout() {
+    let table = CGROUP_FILES;
     for (case, contents, expected) in table {
         assert_eq!(belongs_to_pod(contents, UID), *expected, "{case}");
     }

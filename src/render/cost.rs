@@ -124,7 +124,7 @@ pub fn compile_reservation(sources: &[(RelativePath, String)]) -> u64 {
         .sum();
     // The sources are copied once for the render thread.
     let copy = bytes + SET_BYTES;
-    if super::refused_before_parsing(sources, &shapes) {
+    if super::compile::refused_before_parsing(sources, &shapes) {
         return copy;
     }
     let held: u64 = shapes.iter().map(template_held).sum();

@@ -58,22 +58,25 @@
 mod budget;
 mod builtins;
 mod cache;
+mod compile;
 mod cost;
 mod each;
+mod error;
 pub mod go;
 mod guard;
 mod helpers;
+mod output;
 pub mod pki_cert;
 mod pool;
 mod scan;
 mod tree;
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use handlebars::{Context, Handlebars, RenderContext, Renderable, Template};
+use handlebars::{Context, Handlebars};
 use serde_json::Value;
 
 use crate::secret::Secret;
@@ -90,8 +93,12 @@ pub use go::number::parse_response;
 pub const PARSED_VALUE_BYTES: u64 = 96;
 pub use cache::MAX_CACHE_HELD_BYTES;
 use cache::TemplateCache;
+pub use compile::CompiledTemplates;
+use compile::check_count;
 pub use cost::compile_reservation;
+pub use error::Error;
 use helpers::{SCOPE, Scope};
+use output::render_one;
 pub use pool::{MAX_QUEUE_WAIT, RENDER_QUEUE, RENDER_THREADS};
 
 /// Largest template source accepted, per file.
@@ -138,204 +145,6 @@ pub const MAX_COMPILE_TIME: Duration = Duration::from_secs(5);
 /// driver build gigabytes (nested `toJson` doubles its input each level).
 pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
 
-/// What went wrong turning templates into files. All of these are mistakes
-/// in the pod spec's templates or what they do with the data, except
-/// `Busy`; [`Error::is_limit`] tells the ones that stopped at a limit.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The template source does not parse; the message carries the line and
-    /// column.
-    #[error("template for {file} does not parse: {message}")]
-    Parse {
-        /// The file the template renders into.
-        file: RelativePath,
-        /// The parser's message, with position (an excerpt: at most
-        /// [`MAX_ERROR_MESSAGE_BYTES`]).
-        message: String,
-    },
-    /// The template is larger than [`MAX_TEMPLATE_BYTES`].
-    #[error("template for {file} is {bytes} bytes; the limit is {MAX_TEMPLATE_BYTES}")]
-    TooLarge {
-        /// The file the template renders into.
-        file: RelativePath,
-        /// Its size.
-        bytes: usize,
-    },
-    /// A template, or a volume's templates together, have more units than
-    /// [`MAX_TEMPLATE_UNITS`] or [`MAX_VOLUME_UNITS`]: their tags are too
-    /// dense to parse within the memory a volume may use.
-    #[error(
-        "{} {units} units (whitespace and punctuation inside {{{{…}}}} tags: \
-         parameters, path segments, literal elements); at most {limit} are allowed. Use fewer \
-         or simpler tags, or split the templates into several volumes",
-        match file { Some(file) => format!("the template for {file} has"), None => "the volume's templates have".to_owned() }
-    )]
-    TooComplex {
-        /// The file whose template is too complex, or `None` for the
-        /// volume's templates together.
-        file: Option<RelativePath>,
-        /// Units counted (the count stops at the first template past a
-        /// limit).
-        units: u64,
-        /// The limit exceeded.
-        limit: u64,
-    },
-    /// Rendering failed: a missing field (strict mode) or a helper called
-    /// wrongly. The message names the template line.
-    #[error("rendering {file} failed: {message}")]
-    Render {
-        /// The file being rendered.
-        file: RelativePath,
-        /// What went wrong, with position (an excerpt: at most
-        /// [`MAX_ERROR_MESSAGE_BYTES`]).
-        message: String,
-    },
-    /// Rendering stopped at one of its limits ([`Limit`]): time, work, loop
-    /// iterations, output size or derived values; or its caller stopped
-    /// waiting. The message names the limit and the template line.
-    #[error("rendering {file} stopped: {message}")]
-    Limit {
-        /// The file being rendered when the limit was reached.
-        file: RelativePath,
-        /// The limit.
-        limit: Limit,
-        /// What was exceeded, with position.
-        message: String,
-    },
-    /// A `secret` call is malformed (bad path or arguments).
-    #[error("invalid secret call: {0}")]
-    InvalidRequest(#[from] crate::vault::InvalidRequest),
-    /// The templates make more distinct `secret` calls than allowed.
-    #[error(
-        "the templates read {count} distinct secrets; at most {MAX_SECRETS_PER_VOLUME} are allowed per volume"
-    )]
-    TooManySecrets {
-        /// How many were found.
-        count: usize,
-    },
-    /// The Vault responses a volume reads are larger, together, than
-    /// [`MAX_RENDER_DATA`].
-    #[error(
-        "the secrets the templates read weigh more than {MAX_RENDER_DATA} units (one per JSON \
-         value, one per 16 bytes of text); read smaller secrets or fewer of them"
-    )]
-    DataTooLarge,
-    /// The volume's share of the node's memory budget cannot hold what the
-    /// render needs: the answers parsed, the values derived, the output.
-    #[error("the node's memory budget cannot hold this render: {0}")]
-    OverBudget(String),
-    /// The render (or compile) did not finish within its time limit; the
-    /// caller was answered at the deadline and the work stops on its own.
-    #[error(
-        "{what} took longer than {limit:?}; simplify the templates (fewer nested loops or \
-         helper calls over large values)"
-    )]
-    TimedOut {
-        /// `rendering` or `compiling the templates`.
-        what: &'static str,
-        /// The limit that was reached.
-        limit: Duration,
-    },
-    /// Every render thread is busy and the queue is full, or the work
-    /// waited longer than [`MAX_QUEUE_WAIT`] for a thread: the node is
-    /// overloaded with renders. Retrying later helps.
-    #[error(
-        "the driver is busy rendering other volumes' templates ({RENDER_THREADS} threads, \
-         {RENDER_QUEUE} queued); retry later"
-    )]
-    Busy,
-}
-
-impl Error {
-    /// Whether the render or compile stopped at a resource limit (time,
-    /// work, loop iterations, output size, derived values, data size) rather
-    /// than failing on a mistake. The same templates over the same data
-    /// will stop there again: the caller backs such a volume off instead of
-    /// retrying it soon, so one tenant cannot keep the render threads busy.
-    pub fn is_limit(&self) -> bool {
-        matches!(
-            self,
-            Self::Limit { .. } | Self::TimedOut { .. } | Self::DataTooLarge
-        )
-    }
-
-    /// The same error with every string of `data` (the volume's Vault
-    /// answers) that its message quotes replaced by `***`: a second line
-    /// behind messages that are written never to quote data. Strings of
-    /// fewer than four bytes are left: they cannot be told from the
-    /// message's own words.
-    #[must_use]
-    pub fn scrubbed(self, data: &Value) -> Self {
-        match self {
-            Self::Render { file, message } => Self::Render {
-                file,
-                message: scrub_values(message, data),
-            },
-            Self::Limit {
-                file,
-                limit,
-                message,
-            } => Self::Limit {
-                file,
-                limit,
-                message: scrub_values(message, data),
-            },
-            other => other,
-        }
-    }
-
-    /// The render limit reached, for [`Error::Limit`] and
-    /// [`Error::TimedOut`] (which is [`Limit::Time`]).
-    pub fn limit(&self) -> Option<Limit> {
-        match self {
-            Self::Limit { limit, .. } => Some(*limit),
-            Self::TimedOut { .. } => Some(Limit::Time),
-            _ => None,
-        }
-    }
-}
-
-/// `message` with every string leaf of `data` it contains (of four bytes
-/// or more) replaced by `***`, longest first. The message is short (an
-/// excerpt), so this costs one short search per string of the data, and
-/// only when a render failed.
-fn scrub_values(mut message: String, data: &Value) -> String {
-    let mut leaves = Vec::new();
-    let mut stack = vec![data];
-    while let Some(value) = stack.pop() {
-        match value {
-            Value::String(s) if s.len() >= 4 && s.len() <= message.len() => leaves.push(s),
-            Value::Array(items) => stack.extend(items),
-            Value::Object(map) => stack.extend(map.values()),
-            _ => {}
-        }
-    }
-    leaves.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for leaf in leaves {
-        if message.contains(leaf.as_str()) {
-            message = message.replace(leaf.as_str(), "***");
-        }
-    }
-    message
-}
-
-/// At most [`MAX_ERROR_MESSAGE_BYTES`] of `message` (cut at a character
-/// boundary), saying how much was left out. Messages start with the line
-/// and column, so the excerpt keeps where the problem is.
-fn excerpt(mut message: String) -> String {
-    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
-        return message;
-    }
-    let mut cut = MAX_ERROR_MESSAGE_BYTES;
-    while !message.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let left_out = message.len() - cut;
-    message.truncate(cut);
-    let _ = write!(message, "… ({left_out} more bytes)");
-    message
-}
-
 /// Rendered files: each template's path and its exact bytes.
 pub type RenderedFiles = Vec<(RelativePath, Secret<Vec<u8>>)>;
 
@@ -351,52 +160,6 @@ pub enum Rendered {
 }
 
 pub use crate::vault::{SecretRequest, withhold_for};
-
-/// A volume's templates, parsed once, with the `secret` calls they make.
-/// Volumes with the same templates share one (see [`Renderer::compile`]).
-#[derive(Debug)]
-pub struct CompiledTemplates {
-    files: Vec<(RelativePath, Template)>,
-    requests: Vec<SecretRequest>,
-    held: u64,
-}
-
-impl CompiledTemplates {
-    /// The files these templates produce.
-    pub fn paths(&self) -> impl Iterator<Item = &RelativePath> {
-        self.files.iter().map(|(p, _)| p)
-    }
-
-    /// The `secret` calls the templates make without any data, in
-    /// first-seen order: what a publish fetches before the first render
-    /// (calls that depend on fetched data show up as
-    /// [`Rendered::NeedsSecrets`]).
-    pub fn requests(&self) -> &[SecretRequest] {
-        &self.requests
-    }
-
-    /// Bytes this set holds while a volume uses it: its parsed templates
-    /// (counted on their trees, every allocation as the C allocator
-    /// rounds it) and its `secret` calls. What a volume charges its memory
-    /// budget for its templates; never more than [`compile_reservation`]
-    /// of the same sources.
-    pub fn held_bytes(&self) -> u64 {
-        self.held
-    }
-}
-
-/// Whether the compile refuses `sources` before parsing them (too large,
-/// too many tags, too many units), given their `shapes` (`scan::shape`).
-fn refused_before_parsing(sources: &[(RelativePath, String)], shapes: &[scan::Shape]) -> bool {
-    let mut total = 0;
-    sources.iter().zip(shapes).any(|((_, source), shape)| {
-        total += shape.units;
-        source.len() > MAX_TEMPLATE_BYTES
-            || shape.marks > MAX_TAGS_PER_TEMPLATE as u64
-            || shape.units > MAX_TEMPLATE_UNITS
-            || total > MAX_VOLUME_UNITS
-    })
-}
 
 /// Renders templates. One per process: it holds the helper registries, the
 /// cache of compiled templates and the render threads.
@@ -544,96 +307,6 @@ impl Renderer {
             .await?
     }
 
-    /// Parses every template and collects the `secret` calls they make, so
-    /// syntax errors (with the line that is wrong), unsupported constructs,
-    /// bad secret paths and too many secrets surface at publish, before a
-    /// token is sent anywhere. Volumes with identical templates (the
-    /// replicas of a deployment) get the same shared result.
-    ///
-    /// Templates too large or too dense to parse within their memory bounds
-    /// ([`MAX_TEMPLATE_BYTES`], [`MAX_TAGS_PER_TEMPLATE`],
-    /// [`MAX_TEMPLATE_UNITS`], [`MAX_VOLUME_UNITS`]) are refused before
-    /// anything is parsed. What the compile holds at its peak is at most
-    /// [`compile_reservation`] of the sources; the result holds
-    /// [`CompiledTemplates::held_bytes`].
-    ///
-    /// A cache miss costs up to hundreds of milliseconds for the largest
-    /// templates accepted, and runs on the calling thread: the driver uses
-    /// [`Renderer::compile_off_thread`].
-    pub fn compile(
-        &self,
-        sources: &[(RelativePath, String)],
-    ) -> Result<Arc<CompiledTemplates>, Error> {
-        let key = cache::key(sources);
-        if let Some(templates) = self
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Ok(templates);
-        }
-        let shapes = check_shapes(sources)?;
-        let deadline = tokio::time::Instant::now() + MAX_COMPILE_TIME;
-        let mut files = Vec::with_capacity(sources.len());
-        for (file, source) in sources {
-            // Parsing is not interruptible: stop between templates once the
-            // caller has stopped waiting.
-            if tokio::time::Instant::now() > deadline || budget::abandoned() {
-                return Err(Error::TimedOut {
-                    what: "compiling the templates",
-                    limit: MAX_COMPILE_TIME,
-                });
-            }
-            files.push((file.clone(), parse(file, source)?));
-        }
-        let source_bytes = shapes.iter().map(|s| s.bytes).sum();
-        let requests = self.collect(&files, source_bytes)?;
-        let request_bytes = requests
-            .iter()
-            .map(|r| (r.path().len() + r.body().map_or(0, str::len) + 64) as u64)
-            .sum();
-        let tree_bytes = files.iter().map(|(_, t)| tree::held_bytes(t)).sum();
-        let held = cost::set_held(tree_bytes, request_bytes);
-        let templates = Arc::new(CompiledTemplates {
-            files,
-            requests,
-            held,
-        });
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, &templates);
-        Ok(templates)
-    }
-
-    /// The `secret` calls the templates make, in first-seen order. The
-    /// pass's output is discarded as it is written, and what it may derive
-    /// is bounded by the sources' size (`cost::collect_held`).
-    fn collect(
-        &self,
-        files: &[(RelativePath, Template)],
-        source_bytes: u64,
-    ) -> Result<Vec<SecretRequest>, Error> {
-        let _metered = budget::Metered::start(budget::Limits {
-            held: cost::collect_held(source_bytes),
-            ..budget::Limits::FULL
-        });
-        SCOPE.with_borrow_mut(|s| *s = Some(Scope::Collect(Vec::new())));
-        let context = Context::null();
-        for (_, template) in files {
-            // Errors in the lenient pass are expected (helpers fed `null`);
-            // the strict pass reports the real ones.
-            let mut rc = RenderContext::new(None);
-            let _ = template.render(&self.lenient, &context, &mut rc, &mut DiscardedOutput(0));
-        }
-        let Some(Scope::Collect(found)) = SCOPE.with_borrow_mut(Option::take) else {
-            unreachable!("the collect scope was set above");
-        };
-        check_count(found.len())?;
-        Ok(found)
-    }
-
     /// Renders every file with the given responses, on the calling thread.
     /// Answers [`Rendered::NeedsSecrets`] when a template asks for a secret
     /// not given.
@@ -739,197 +412,6 @@ impl Renderer {
             Ok(Rendered::NeedsSecrets(missing))
         }
     }
-}
-
-/// Scans every source and refuses, before anything is parsed, what is too
-/// large or too dense: the checks [`refused_before_parsing`] makes, with
-/// the error naming the file and the limit.
-fn check_shapes(sources: &[(RelativePath, String)]) -> Result<Vec<scan::Shape>, Error> {
-    let mut shapes = Vec::with_capacity(sources.len());
-    let mut total = 0;
-    for (file, source) in sources {
-        if source.len() > MAX_TEMPLATE_BYTES {
-            return Err(Error::TooLarge {
-                file: file.clone(),
-                bytes: source.len(),
-            });
-        }
-        count_tags(source).map_err(|message| Error::Parse {
-            file: file.clone(),
-            message,
-        })?;
-        let shape = scan::shape(source);
-        if shape.units > MAX_TEMPLATE_UNITS {
-            return Err(Error::TooComplex {
-                file: Some(file.clone()),
-                units: shape.units,
-                limit: MAX_TEMPLATE_UNITS,
-            });
-        }
-        total += shape.units;
-        if total > MAX_VOLUME_UNITS {
-            return Err(Error::TooComplex {
-                file: None,
-                units: total,
-                limit: MAX_VOLUME_UNITS,
-            });
-        }
-        shapes.push(shape);
-    }
-    Ok(shapes)
-}
-
-/// Parses one template: the nesting guard, the engine's parse, and the
-/// checks on its tree.
-fn parse(file: &RelativePath, source: &str) -> Result<Template, Error> {
-    let refuse = |message| Error::Parse {
-        file: file.clone(),
-        message: excerpt(message),
-    };
-    guard::check_nesting(source).map_err(refuse)?;
-    let template = Template::compile(source).map_err(|e| {
-        // The engine gives no position for a parameter it cannot read:
-        // it is where its text first appears.
-        let position = e.pos().or_else(|| match e.reason() {
-            handlebars::TemplateErrorReason::InvalidParam(param) => source
-                .find(param.as_str())
-                .map(|at| line_and_column(source, at)),
-            _ => None,
-        });
-        refuse(match position {
-            Some((line, column)) => format!("line {line}, column {column}: {}", e.reason()),
-            None => e.reason().to_string(),
-        })
-    })?;
-    tree::check(&template).map_err(refuse)?;
-    Ok(template)
-}
-
-/// The line and column (both from 1, the column in characters) of byte
-/// `at` of `source`.
-fn line_and_column(source: &str, at: usize) -> (usize, usize) {
-    let before = &source[..at];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        before.matches('\n').count() + 1,
-        before[line_start..].chars().count() + 1,
-    )
-}
-
-fn check_count(count: usize) -> Result<(), Error> {
-    if count > MAX_SECRETS_PER_VOLUME {
-        return Err(Error::TooManySecrets { count });
-    }
-    Ok(())
-}
-
-fn render_one(
-    registry: &Handlebars<'static>,
-    template: &Template,
-    context: &Context,
-    file: &RelativePath,
-) -> Result<Vec<u8>, Error> {
-    // Each file is its own Go template: its own variables, and a fresh
-    // nonce for the bytes its strings carry (see `go::session`).
-    let _go = go::session::start();
-    let mut rc = RenderContext::new(None);
-    let mut out = CappedOutput(String::new());
-    template
-        .render(registry, context, &mut rc, &mut out)
-        .map_err(|e| {
-            let message = describe(&e);
-            match budget::tripped() {
-                Some(limit) => Error::Limit {
-                    file: file.clone(),
-                    limit,
-                    message,
-                },
-                None => Error::Render {
-                    file: file.clone(),
-                    message,
-                },
-            }
-        })?;
-    Ok(go::session::output_bytes(out.0))
-}
-
-/// Render output that refuses to grow past [`MAX_RENDERED_BYTES`], and
-/// charges what it writes as work, checking the clock (plain `{{…}}`
-/// expressions call no helper, but every one writes here).
-struct CappedOutput(String);
-
-impl handlebars::Output for CappedOutput {
-    fn write(&mut self, segment: &str) -> std::io::Result<()> {
-        let needed = self.0.len() + segment.len();
-        if needed > MAX_RENDERED_BYTES {
-            return Err(std::io::Error::other(
-                budget::output_exceeded("the file").to_string(),
-            ));
-        }
-        write_cost(segment.len())?;
-        if needed > self.0.capacity() {
-            // The output grows by doubling, and every growth is reserved
-            // before it is allocated.
-            let capacity = needed
-                .max(self.0.capacity() * 2)
-                .clamp(256, MAX_RENDERED_BYTES);
-            budget::reserve((capacity - self.0.capacity()) as u64).map_err(|stop| {
-                std::io::Error::other(handlebars::RenderError::from(stop).to_string())
-            })?;
-            self.0.reserve_exact(capacity - self.0.len());
-        }
-        self.0.push_str(segment);
-        Ok(())
-    }
-}
-
-/// The collect pass's output: counted (up to [`MAX_RENDERED_BYTES`]) and
-/// charged like a file's, then dropped.
-struct DiscardedOutput(usize);
-
-impl handlebars::Output for DiscardedOutput {
-    fn write(&mut self, segment: &str) -> std::io::Result<()> {
-        self.0 += segment.len();
-        if self.0 > MAX_RENDERED_BYTES {
-            return Err(std::io::Error::other(
-                budget::output_exceeded("the file").to_string(),
-            ));
-        }
-        write_cost(segment.len())
-    }
-}
-
-/// Charges writing `bytes` of output (one unit per 16 bytes) and checks
-/// the clock.
-fn write_cost(bytes: usize) -> std::io::Result<()> {
-    budget::charge_units(bytes as u64 / 16).map_err(|e| std::io::Error::other(e.to_string()))
-}
-
-/// Refuses, before parsing, a template with more than
-/// [`MAX_TAGS_PER_TEMPLATE`] tags: the parser's cost grows with tags ×
-/// length. Every tag starts with `{{`, so counting every `{{` (in text,
-/// comments and raw blocks too) over-counts and can never be fooled by
-/// spelling. Subexpression nesting is checked next ([`guard`]), because
-/// the engine's conversion of a parse recurses per level; everything else
-/// is checked on the parsed template ([`tree::check`]).
-fn count_tags(source: &str) -> Result<(), String> {
-    let tags = source.matches("{{").count();
-    if tags > MAX_TAGS_PER_TEMPLATE {
-        return Err(format!(
-            "{tags} {{{{…}}}} tags in one template; at most {MAX_TAGS_PER_TEMPLATE} are allowed"
-        ));
-    }
-    Ok(())
-}
-
-/// The message of a render error, with its line and column, as an
-/// excerpt.
-fn describe(e: &handlebars::RenderError) -> String {
-    let reason = e.reason().to_string();
-    excerpt(match (e.line_no, e.column_no) {
-        (Some(line), Some(col)) => format!("line {line}, column {col}: {reason}"),
-        _ => reason,
-    })
 }
 
 #[cfg(test)]

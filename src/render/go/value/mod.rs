@@ -35,12 +35,11 @@ use handlebars::{
 };
 use serde_json::Value;
 
-use crate::render::MAX_RENDERED_BYTES;
-use crate::render::budget::{self, Meter, Stop};
+use crate::render::budget::{self, Stop};
 
 /// Go's `nil`: a missing map key (in the agent's default mode) or JSON
 /// `null`, which Go decodes to the same `nil` interface.
-static NIL: Value = Value::Null;
+pub(super) static NIL: Value = Value::Null;
 
 /// Why a helper failed; where Go fails too, the agent would not have
 /// rendered the file either.
@@ -109,7 +108,7 @@ impl From<Stop> for GoError {
 }
 
 /// What a JSON value is in Go, for messages.
-fn kind(value: &Value) -> &'static str {
+pub(super) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "nil",
         Value::Bool(_) => "a boolean",
@@ -121,257 +120,17 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// The text of a number as Vault sent it (`json.Number`).
-fn number_text(n: &serde_json::Number) -> String {
+pub(super) fn number_text(n: &serde_json::Number) -> String {
     // Responses keep every number's text, exponents included
     // (`super::number::parse_response`).
     n.to_string()
 }
 
-/// A `.key` step on a value, as Go's `evalField` does it on consul-template's
-/// data (`missingkey=zero` by default, `missingkey=error` when strict).
-///
-/// `base` is `None` when the template engine found nothing at the path;
-/// with `nil_map` that is a secret without data, a `nil` map.
-pub fn field<'a>(
-    base: Option<&'a Value>,
-    keys: &[&str],
-    missing_key_error: bool,
-    nil_map: bool,
-) -> Result<&'a Value, GoError> {
-    let mut current = base;
-    for (i, key) in keys.iter().enumerate() {
-        let missing = || {
-            if missing_key_error {
-                Err(GoError::MissingKey((*key).to_owned()))
-            } else {
-                Ok(&NIL)
-            }
-        };
-        let next = match current {
-            None | Some(Value::Null) if i == 0 && nil_map => missing()?,
-            None => return Err(GoError::Missing),
-            Some(Value::Null) => return Err(GoError::FieldOfNil((*key).to_owned())),
-            Some(Value::Object(map)) => match map.get(*key) {
-                Some(value) => value,
-                None => missing()?,
-            },
-            Some(other) => {
-                return Err(GoError::FieldOf {
-                    key: (*key).to_owned(),
-                    kind: kind(other),
-                });
-            }
-        };
-        current = Some(next);
-    }
-    current.ok_or(GoError::Missing)
-}
+mod lookup;
+mod print;
 
-/// A key or position given to `index`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Key {
-    /// A map key (a string literal in the template).
-    Str(String),
-    /// A list position (an integer literal).
-    Int(u64),
-}
-
-impl std::fmt::Display for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Str(s) => write!(f, "{s:?}"),
-            Self::Int(i) => write!(f, "{i}"),
-        }
-    }
-}
-
-/// Go's `index base keys…`. A missing map key gives `nil` whatever the
-/// agent's mode (`missingkey` does not apply to `index`).
-pub fn index<'a>(
-    base: Option<&'a Value>,
-    keys: &[Key],
-    nil_map: bool,
-) -> Result<&'a Value, GoError> {
-    static EMPTY: std::sync::LazyLock<Value> =
-        std::sync::LazyLock::new(|| Value::Object(serde_json::Map::new()));
-    let mut current = match base {
-        None | Some(Value::Null) if nil_map => &*EMPTY,
-        None => return Err(GoError::Missing),
-        Some(Value::Null) => return Err(GoError::IndexOfNil),
-        Some(value) => value,
-    };
-    for key in keys {
-        current = match (current, key) {
-            // A `nil` element reached by an earlier key.
-            (Value::Null, _) => return Err(GoError::IndexOfNil),
-            (Value::Object(map), Key::Str(k)) => map.get(k).unwrap_or(&NIL),
-            (Value::Array(list), Key::Int(at)) => usize::try_from(*at)
-                .ok()
-                .and_then(|at| list.get(at))
-                .ok_or(GoError::OutOfRange(*at))?,
-            (Value::String(_) | Value::Number(_), Key::Int(at)) => {
-                return Err(GoError::IndexOfText(*at));
-            }
-            (other, key) => {
-                return Err(GoError::IndexWith {
-                    kind: kind(other),
-                    key: key.to_string(),
-                });
-            }
-        };
-    }
-    Ok(current)
-}
-
-/// Go's `range`: a list, a map or `nil` (nothing to iterate); anything
-/// else is an error.
-pub fn range(value: Option<&Value>) -> Result<(), GoError> {
-    match value {
-        Some(Value::Null | Value::Array(_) | Value::Object(_)) => Ok(()),
-        Some(other) => Err(GoError::Range(kind(other))),
-        None => Err(GoError::Missing),
-    }
-}
-
-/// How Go holds a JSON number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Num {
-    /// `json.Number`: Vault data.
-    Json,
-    /// `int`: a range index or `.LeaseDuration`.
-    Int,
-}
-
-/// What `{{ value }}` prints in Go: `<no value>` for `nil`, else `fmt`'s
-/// `%v`. With `nil_map`, `nil` is a `nil` map, which prints `map[]`.
-pub fn print(value: Option<&Value>, nil_map: bool) -> Result<String, GoError> {
-    match value {
-        None | Some(Value::Null) if nil_map => Ok("map[]".to_owned()),
-        None => Err(GoError::Missing),
-        Some(Value::Null) => Ok("<no value>".to_owned()),
-        Some(value) => printf('v', value, Num::Json),
-    }
-}
-
-/// What `printf "%<verb>" value` prints in Go (`fmt`'s `printArg`), for the
-/// verbs `v`, `s`, `d` and `t`.
-pub fn printf(verb: char, value: &Value, num: Num) -> Result<String, GoError> {
-    if !matches!(verb, 'v' | 's' | 'd' | 't') {
-        return Err(GoError::Verb(verb));
-    }
-    let mut out = Printed::default();
-    match value {
-        // A nil interface at the top: `<nil>` for %v, a wrong verb otherwise.
-        Value::Null if verb == 'v' => out.push_str("<nil>")?,
-        Value::Null => out.push_str(&format!("%!{verb}(<nil>)"))?,
-        Value::Number(n) if num == Num::Int => {
-            let text = n.to_string();
-            if !is_integer(&text) {
-                return Err(GoError::NotInt);
-            }
-            if matches!(verb, 'v' | 'd') {
-                out.push_str(&text)?;
-            } else {
-                out.push_str(&format!("%!{verb}(int={text})"))?;
-            }
-        }
-        other => element(&mut out, verb, other)?,
-    }
-    out.finish()
-}
-
-/// Text being printed: refused once it would be larger than the largest
-/// file, and metered as it grows (printing a value touches all of it).
-#[derive(Default)]
-struct Printed {
-    text: String,
-    meter: Meter,
-}
-
-impl Printed {
-    fn push_str(&mut self, s: &str) -> Result<(), Stop> {
-        if self.text.len() + s.len() > MAX_RENDERED_BYTES {
-            return Err(budget::output_exceeded("the printed value"));
-        }
-        self.meter.text(s.len())?;
-        self.text.push_str(s);
-        Ok(())
-    }
-
-    fn push(&mut self, c: char) -> Result<(), Stop> {
-        self.push_str(c.encode_utf8(&mut [0; 4]))
-    }
-
-    fn finish(mut self) -> Result<String, GoError> {
-        self.meter.finish()?;
-        Ok(self.text)
-    }
-}
-
-fn is_integer(text: &str) -> bool {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// `fmt`'s `printValue` of an element of Vault data (below the top, where
-/// `nil` prints `<nil>` whatever the verb).
-fn element(out: &mut Printed, verb: char, value: &Value) -> Result<(), GoError> {
-    match value {
-        Value::Null => out.push_str("<nil>")?,
-        Value::Bool(b) => {
-            if matches!(verb, 'v' | 't') {
-                out.push_str(&b.to_string())?;
-            } else {
-                out.push_str(&format!("%!{verb}(bool={b})"))?;
-            }
-        }
-        Value::String(s) => string(out, verb, s)?,
-        Value::Number(n) => {
-            // json.Number is a Stringer: %v and %s print its text; other
-            // verbs reach the string underneath, which they do not accept.
-            let text = number_text(n);
-            if matches!(verb, 'v' | 's') {
-                out.push_str(&text)?;
-            } else {
-                out.push_str(&format!("%!{verb}(json.Number={text})"))?;
-            }
-        }
-        Value::Array(items) => {
-            out.push('[')?;
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(' ')?;
-                }
-                element(out, verb, item)?;
-            }
-            out.push(']')?;
-        }
-        Value::Object(map) => {
-            // fmt sorts map keys; serde_json's map is sorted by the same
-            // byte order.
-            out.push_str("map[")?;
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(' ')?;
-                }
-                string(out, verb, key)?;
-                out.push(':')?;
-                element(out, verb, item)?;
-            }
-            out.push(']')?;
-        }
-    }
-    Ok(())
-}
-
-/// `fmt` of a Go `string`.
-fn string(out: &mut Printed, verb: char, s: &str) -> Result<(), Stop> {
-    if matches!(verb, 'v' | 's') {
-        out.push_str(s)
-    } else {
-        out.push_str(&format!("%!{verb}(string={s})"))
-    }
-}
+pub use lookup::{Key, field, index, range};
+pub use print::{Num, print, printf};
 
 /// What `eq a b` gives in Go, for `a` of Vault data (or an `int` with
 /// [`Num::Int`]) and `b` of Vault data or a template constant.

@@ -50,22 +50,6 @@ impl CompiledTemplates {
     }
 }
 
-/// Whether the compile refuses `sources` before parsing them (too large,
-/// too many tags, too many units), given their `shapes` (`scan::shape`).
-pub(super) fn refused_before_parsing(
-    sources: &[(RelativePath, String)],
-    shapes: &[scan::Shape],
-) -> bool {
-    let mut total = 0;
-    sources.iter().zip(shapes).any(|((_, source), shape)| {
-        total += shape.units;
-        source.len() > MAX_TEMPLATE_BYTES
-            || shape.marks > MAX_TAGS_PER_TEMPLATE as u64
-            || shape.units > MAX_TEMPLATE_UNITS
-            || total > MAX_VOLUME_UNITS
-    })
-}
-
 impl Renderer {
     /// Parses every template and collects the `secret` calls they make, so
     /// syntax errors (with the line that is wrong), unsupported constructs,
@@ -159,7 +143,7 @@ impl Renderer {
 }
 
 /// Scans every source and refuses, before anything is parsed, what is too
-/// large or too dense: the checks [`refused_before_parsing`] makes, with
+/// large or too dense: the checks [`cost::refused_before_parsing`] makes, with
 /// the error naming the file and the limit.
 fn check_shapes(sources: &[(RelativePath, String)]) -> Result<Vec<scan::Shape>, Error> {
     let mut shapes = Vec::with_capacity(sources.len());

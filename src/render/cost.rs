@@ -20,6 +20,7 @@
 //! checks it never exceeds the bound.
 
 use super::scan::{self, Shape};
+use super::{MAX_TAGS_PER_TEMPLATE, MAX_TEMPLATE_BYTES, MAX_TEMPLATE_UNITS, MAX_VOLUME_UNITS};
 use crate::storage::RelativePath;
 
 /// Bytes of one token in the parser's queue (pest's `QueueableToken` on a
@@ -124,7 +125,7 @@ pub fn compile_reservation(sources: &[(RelativePath, String)]) -> u64 {
         .sum();
     // The sources are copied once for the render thread.
     let copy = bytes + SET_BYTES;
-    if super::compile::refused_before_parsing(sources, &shapes) {
+    if refused_before_parsing(sources, &shapes) {
         return copy;
     }
     let held: u64 = shapes.iter().map(template_held).sum();
@@ -132,4 +133,20 @@ pub fn compile_reservation(sources: &[(RelativePath, String)]) -> u64 {
     // The `secret` calls the set keeps are bounded by what the collect
     // pass may derive.
     copy + held + collect_held(bytes) + parse.max(collect_transient(bytes))
+}
+
+/// Whether the compile refuses `sources` before parsing them (too large,
+/// too many tags, too many units), given their `shapes` (`scan::shape`).
+pub(super) fn refused_before_parsing(
+    sources: &[(RelativePath, String)],
+    shapes: &[scan::Shape],
+) -> bool {
+    let mut total = 0;
+    sources.iter().zip(shapes).any(|((_, source), shape)| {
+        total += shape.units;
+        source.len() > MAX_TEMPLATE_BYTES
+            || shape.marks > MAX_TAGS_PER_TEMPLATE as u64
+            || shape.units > MAX_TEMPLATE_UNITS
+            || total > MAX_VOLUME_UNITS
+    })
 }

@@ -201,6 +201,15 @@ pub(crate) fn glob_match(pattern: &str, value: &str) -> bool {
     remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
+/// The effective max TTL: zero means the system max, and nothing exceeds it.
+pub fn effective_max(max: u64) -> u64 {
+    if max == 0 {
+        SYSTEM_MAX_TTL
+    } else {
+        max.min(SYSTEM_MAX_TTL)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,11 +14,12 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-use super::leases::{calculate_ttl, effective_max, expiry, parse_increment};
+use super::leases::{calculate_ttl, expiry, parse_increment};
 use super::{
     Reply, Shared, State, clean_mount, data_envelope, duration_secs, envelope, lock, nsid,
     str_field,
 };
+use crate::wire::effective_max;
 use crate::wire::{
     SYSTEM_MAX_TTL, base62, from_unix_secs, glob_match, go_duration, rfc3339_nano, secs_until,
     stable_uuid, unix_secs,

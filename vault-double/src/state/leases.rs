@@ -11,9 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::engines::Mount;
-use super::sys::sys_inject;
-use super::{Reply, Shared, State, duration_secs, envelope, lock, str_field};
+use super::{Reply, Shared, State, envelope, lock, str_field, sys_inject};
 use crate::LeaseState;
 use crate::policy::cap;
 use crate::wire::{SYSTEM_MAX_TTL, from_unix_secs, go_duration, parse_duration_value, unix_secs};
@@ -76,15 +74,6 @@ pub(super) fn calculate_ttl(
         Ok((remaining, Some(warning)))
     } else {
         Ok((ttl, None))
-    }
-}
-
-/// The effective max TTL: zero means the system max, and nothing exceeds it.
-pub(super) fn effective_max(max: u64) -> u64 {
-    if max == 0 {
-        SYSTEM_MAX_TTL
-    } else {
-        max.min(SYSTEM_MAX_TTL)
     }
 }
 
@@ -220,15 +209,7 @@ impl State {
         let current = self
             .leases
             .get(&id)
-            .and_then(|l| match self.mounts.get(&l.mount) {
-                Some(Mount::Dynamic(roles)) => roles.get(&l.role).map(|r| {
-                    (
-                        duration_secs(r.default_ttl),
-                        effective_max(duration_secs(r.max_ttl)),
-                    )
-                }),
-                _ => None,
-            });
+            .and_then(|l| self.role_ttls(&l.mount, &l.role));
         let Some(lease) = self.leases.get_mut(&id) else {
             return Reply::error(400, "lease not found");
         };

@@ -179,6 +179,18 @@ fn as_openbao(reply: &mut Reply, now: SystemTime) {
     }
 }
 
+/// Vault's `HTTPSysInjector`: `sys/*` responses repeat `data`'s keys at the
+/// top level.
+fn sys_inject(mut body: Value) -> Value {
+    let data = body.get("data").and_then(Value::as_object).cloned();
+    if let (Some(data), Value::Object(top)) = (data, &mut body) {
+        for (k, v) in data {
+            top.entry(k).or_insert(v);
+        }
+    }
+    body
+}
+
 /// A plain data response without lease.
 fn data_envelope(data: Value, mount_type: &str) -> Value {
     envelope("", false, 0, data, &[], Value::Null, mount_type)

@@ -9,20 +9,8 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use super::engines::Mount;
-use super::{Reply, State, data_envelope};
+use super::{Reply, State, data_envelope, sys_inject};
 use crate::wire::{stable_uuid, unix_secs};
-
-/// Vault's `HTTPSysInjector`: `sys/*` responses repeat `data`'s keys at the
-/// top level.
-pub(super) fn sys_inject(mut body: Value) -> Value {
-    let data = body.get("data").and_then(Value::as_object).cloned();
-    if let (Some(data), Value::Object(top)) = (data, &mut body) {
-        for (k, v) in data {
-            top.entry(k).or_insert(v);
-        }
-    }
-    body
-}
 
 impl State {
     /// `sys/health`: unauthenticated, raw JSON (no envelope).

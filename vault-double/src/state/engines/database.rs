@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use super::Mount;
-use crate::state::leases::{LeaseEntry, effective_max, expiry};
+use crate::state::leases::{LeaseEntry, expiry};
 use crate::state::router::Op;
 use crate::state::{Reply, Shared, State, clean_mount, duration_secs, envelope, lock, nsid};
+use crate::wire::effective_max;
 use crate::wire::{
     SYSTEM_MAX_TTL, base62, from_unix_secs, go_duration, rfc3339_nano, stable_uuid, unix_secs,
 };

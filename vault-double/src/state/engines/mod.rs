@@ -14,8 +14,9 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use super::router::Op;
-use super::{Reply, State, clean_mount, data_envelope};
+use super::{Reply, State, clean_mount, data_envelope, duration_secs};
 use crate::DynamicRole;
+use crate::wire::effective_max;
 
 /// A secret engine mount.
 pub(super) enum Mount {
@@ -37,6 +38,20 @@ impl Mount {
 }
 
 impl State {
+    /// A dynamic role's TTLs as a renewal re-reads them: its default and
+    /// its effective max, in seconds.
+    pub(in crate::state) fn role_ttls(&self, mount: &str, role: &str) -> Option<(u64, u64)> {
+        match self.mounts.get(mount) {
+            Some(Mount::Dynamic(roles)) => roles.get(role).map(|r| {
+                (
+                    duration_secs(r.default_ttl),
+                    effective_max(duration_secs(r.max_ttl)),
+                )
+            }),
+            _ => None,
+        }
+    }
+
     /// Returns mount `name`, creating it with `make` if absent.
     ///
     /// # Panics

@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use super::Mount;
-use crate::state::leases::effective_max;
 use crate::state::router::Op;
 use crate::state::{Reply, Shared, duration_secs, envelope, lock, str_field};
+use crate::wire::effective_max;
 use crate::wire::{base62, go_duration_string, parse_duration_value, pem, unix_secs, uuid};
 
 /// A PKI role's TTLs, in seconds.

@@ -20,6 +20,8 @@ use tonic::Code;
 
 const ROLE: (&str, &str) = ("roleName", "example");
 const KV: &str = "secret/data/myapp/config";
+/// Where the driver asks which mount `KV` lies on (once per mount).
+const MOUNT_OF_KV: &str = "sys/internal/ui/mounts/secret/data/myapp/config";
 const CREDS: &str = "database/creds/app";
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -302,10 +304,16 @@ async fn kv_rotation_reaches_the_file() {
     assert!(audit.count("read", KV) >= 2, "{}", audit.describe());
     let others: Vec<String> = audit
         .requests()
-        .filter(|e| e.path != KV && e.path != "auth/kubernetes/login")
+        .filter(|e| e.path != KV && e.path != "auth/kubernetes/login" && e.path != MOUNT_OF_KV)
         .map(|e| format!("{} {}", e.operation, e.path))
         .collect();
     assert!(others.is_empty(), "only KV reads: {others:?}");
+    assert_eq!(
+        audit.count("read", MOUNT_OF_KV),
+        1,
+        "the mount is asked about once: {}",
+        audit.describe()
+    );
     h.unpublish_ok("v").await;
     h.stop().await;
 }
@@ -588,7 +596,7 @@ async fn a_restart_costs_no_login_and_no_issue_on_the_real_server() {
         let audit = h.vault.audit();
         let since: Vec<String> = audit.entries[mark..]
             .iter()
-            .filter(|e| !e.response && !e.root && e.path != KV)
+            .filter(|e| !e.response && !e.root && e.path != KV && e.path != MOUNT_OF_KV)
             .map(|e| format!("{} {}", e.operation, e.path))
             .collect();
         assert!(
@@ -764,6 +772,7 @@ async fn a_volume_lives_in_its_vault_namespace() {
         mine,
         [
             "team1/auth/kubernetes/login",
+            &format!("team1/{MOUNT_OF_KV}"),
             &format!("team1/{KV}"),
             "team1/auth/token/revoke-self"
         ],

@@ -270,6 +270,61 @@ fn metric_sum(text: &str, word: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// KV v2 paths as Vault Agent's users write them, without `data/` (a
+/// read) or `metadata/` (a `secrets` list), render on the real server:
+/// the driver asks which mount the first path lies on, once, and reads
+/// and lists where the agent does, as the audit log shows; nothing is sent
+/// at the paths as written.
+#[tokio::test]
+async fn kv2_paths_without_data_render_on_the_real_server() {
+    let Some(bao) = OpenBao::walkthrough().await else {
+        return;
+    };
+    bao.kv_put("myapp/second", &json!({"password": "two"}))
+        .await;
+    let h = Harness::builder().vault(bao).start().await;
+    let page = r#"{{#with (secret "secret/myapp/config")}}{{data.data.username}}:{{data.data.password}}{{/with}}"#;
+    let target = h.publish_ok(&[ROLE, ("template.page", page)]).await;
+    assert_eq!(read(&target.join("page")), format!("appuser:{PASSWORD}"));
+    let keys =
+        r#"{{#with (secrets "secret/myapp")}}{{#each data.keys}}{{this}};{{/each}}{{/with}}"#;
+    let listed = h
+        .send_ok(h.request("keys", &[ROLE, ("template.keys", keys)]))
+        .await;
+    assert_eq!(read(&listed.join("keys")), "config;second;");
+
+    let audit = h.vault.audit();
+    let lookups = audit.count_prefix("read", "sys/internal/ui/mounts/");
+    assert_eq!(lookups, 1, "{}", audit.describe());
+    assert_eq!(
+        audit.count("read", "sys/internal/ui/mounts/secret/myapp/config"),
+        1,
+        "{}",
+        audit.describe()
+    );
+    assert_eq!(audit.count("read", KV), 1, "{}", audit.describe());
+    assert_eq!(
+        audit.count("list", "secret/metadata/myapp/"),
+        1,
+        "{}",
+        audit.describe()
+    );
+    let as_written: Vec<String> = audit
+        .requests()
+        .filter(|e| e.path.starts_with("secret/myapp"))
+        .map(|e| format!("{} {}", e.operation, e.path))
+        .collect();
+    assert!(as_written.is_empty(), "{as_written:?}");
+    assert!(
+        audit.responses().all(|e| e.error.is_none()),
+        "{}",
+        audit.describe()
+    );
+    h.unpublish_ok("v").await;
+    h.unpublish_ok("keys").await;
+    h.stop().await;
+}
+
 /// A KV change reaches the file on the next re-read, through the real
 /// server; one login, and every re-read is a KV read.
 #[tokio::test]

@@ -529,3 +529,20 @@ async fn secrets_lists_keys_and_an_empty_folder_lists_nothing() {
     );
     h.stop().await;
 }
+
+/// A lookup Vault pushes back on (429) is no answer: the publish fails as
+/// temporary (kubelet retries) instead of reading the path as written,
+/// where KV v2 could only refuse it; once Vault answers, it renders.
+#[tokio::test]
+async fn a_lookup_vault_pushes_back_on_fails_the_publish_as_temporary() {
+    let h = Harness::walkthrough().await;
+    h.vault.rate_limit_path("sys/internal/ui/mounts/", Some(60));
+    let attrs = [ROLE, ("template.page", INDEX_WITHOUT_DATA)];
+    let status = h.send_err(h.request("v", &attrs)).await;
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert_eq!(sent(&h.vault, "GET", "secret/myapp/config"), 0);
+    h.vault.clear_rate_limit_path("sys/internal/ui/mounts/");
+    let target = h.publish_ok(&attrs).await;
+    assert_eq!(read(&target.join("page")), "appuser:suP3rsec(et!");
+    h.stop().await;
+}

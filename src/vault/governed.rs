@@ -222,12 +222,6 @@ impl GovernedVault {
         }
     }
 
-    /// How many mount answers the node keeps (at most
-    /// [`super::MAX_CACHED_MOUNTS`]).
-    pub fn cached_mounts(&self) -> usize {
-        self.mounts.len()
-    }
-
     /// Renews a lease in place.
     pub async fn renew_lease(
         &self,

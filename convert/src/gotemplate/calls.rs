@@ -211,3 +211,41 @@ impl Gen {
         Ok(format!("(pkiCert {call})"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::gotemplate::{GoOptions, convert};
+
+    /// `secrets` is a list of the path as consul-template trims it; `""`
+    /// lists nothing without a request; a path of only `/` or a value
+    /// from data is refused.
+    #[test]
+    fn secrets_calls_become_lists() {
+        let converted = convert(
+            r#"{{ range secrets " /secret/myapp/ " }}{{ . }};{{ end }}[{{ secrets "" }}]"#,
+            GoOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            converted
+                .handlebars
+                .contains(r#"(goSecrets (secrets "secret/myapp"))"#),
+            "{}",
+            converted.handlebars
+        );
+        assert!(
+            converted.handlebars.contains("(goSecrets null)"),
+            "{}",
+            converted.handlebars
+        );
+        let lists: Vec<(&str, bool)> = converted
+            .requests
+            .iter()
+            .map(|r| (r.path.as_str(), r.list))
+            .collect();
+        assert_eq!(lists, [("secret/myapp", true)]);
+        for refused in [r#"{{ secrets "/" }}"#, "{{ secrets . }}", "{{ secrets }}"] {
+            assert!(convert(refused, GoOptions::default()).is_err(), "{refused}");
+        }
+    }
+}

@@ -26,6 +26,12 @@ impl Driver for DriverChecks {
             .map_err(|e| e.to_string())
     }
 
+    fn check_list(&self, path: &str) -> Result<(), String> {
+        SecretRequest::list(path, false)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     fn check_templates(&self, templates: &[(String, String)]) -> Result<(), String> {
         let mut sources = Vec::with_capacity(templates.len());
         for (path, source) in templates {

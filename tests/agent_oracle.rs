@@ -25,7 +25,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::Harness;
 use support::openbao::{self, OpenBao};
+use support::postgres::Postgres;
 use vault_csi_driver::convert::gotemplate::{self, GoOptions};
 use vault_csi_driver::render::{self as render, Renderer, SecretRequest, parse_response};
 use vault_csi_driver::storage::RelativePath;
@@ -253,23 +255,61 @@ fn corpus() -> Vec<(String, String, bool)> {
     out
 }
 
-/// Renders `template` with `bao agent`.
+/// How the agent logs in.
+enum Login<'a> {
+    /// `token_file` with the dev server's root token.
+    Root,
+    /// `kubernetes` as the walkthrough's pod, with this service-account
+    /// token, role `example`: as the driver logs in.
+    Kubernetes(&'a str),
+}
+
+/// Renders `template` with `bao agent`, logged in with the root token.
 fn agent_render(server: &OpenBao, name: &str, template: &str, strict: bool) -> Outcome {
+    agent_render_as(server, name, template, strict, &Login::Root)
+}
+
+/// Renders `template` with `bao agent`, logged in as `login` says.
+fn agent_render_as(
+    server: &OpenBao,
+    name: &str,
+    template: &str,
+    strict: bool,
+    login: &Login<'_>,
+) -> Outcome {
     let dir = server.dir().join(format!(
         "agent-{}",
         name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), openbao::ROOT_TOKEN).unwrap();
     std::fs::write(dir.join("in.tpl"), template).unwrap();
     let out = dir.join("out");
+    let method = match login {
+        Login::Root => {
+            std::fs::write(dir.join("token"), openbao::ROOT_TOKEN).unwrap();
+            format!(
+                r#"method "token_file" {{
+    config {{ token_file_path = "{}/token" }}
+  }}"#,
+                dir.display()
+            )
+        }
+        Login::Kubernetes(jwt) => {
+            std::fs::write(dir.join("token"), jwt).unwrap();
+            format!(
+                r#"method "kubernetes" {{
+    mount_path = "auth/kubernetes"
+    config = {{ role = "example", token_path = "{}/token" }}
+  }}"#,
+                dir.display()
+            )
+        }
+    };
     let config = format!(
         r#"vault {{ address = "{addr}" }}
 exit_after_auth = true
 auto_auth {{
-  method "token_file" {{
-    config {{ token_file_path = "{dir}/token" }}
-  }}
+  {method}
 }}
 template {{
   source = "{dir}/in.tpl"
@@ -439,4 +479,163 @@ fn show(outcome: &Outcome) -> String {
         Outcome::Rendered(bytes) => format!("rendered {:?}", String::from_utf8_lossy(bytes)),
         Outcome::Failed(e) => format!("failed: {e}"),
     }
+}
+
+/// The walkthrough's template, as its ConfigMap holds it.
+const WALKTHROUGH: &str = r#"<html>
+<body>
+<p>Some secrets:</p>
+{{- with secret "secret/data/myapp/config" }}
+<ul>
+<li><pre>username: {{ .Data.data.username }}</pre></li>
+<li><pre>password: {{ .Data.data.password }}</pre></li>
+</ul>
+{{ end }}
+</body>
+</html>
+"#;
+
+/// Role `example`'s policy for the comparison through the driver.
+const THROUGH_DRIVER_POLICY: &str = r#"
+path "secret/data/myapp/*" { capabilities = ["read"] }
+path "secret/metadata/myapp/*" { capabilities = ["list"] }
+path "kv1/*" { capabilities = ["read"] }
+path "database/creds/*" { capabilities = ["read"] }
+path "pki/issue/*" { capabilities = ["create", "update"] }
+"#;
+
+/// The constructs compared through the whole driver: (name, template).
+/// Dynamic secrets print what two issues share (the lease's length, the
+/// credential's lengths, the issuing CA), never the credential itself.
+fn through_driver_corpus(with_database: bool) -> Vec<(&'static str, &'static str)> {
+    let mut cases = vec![
+        ("the walkthrough", WALKTHROUGH),
+        (
+            "a KV v2 path without data/",
+            "{{ with secret \"secret/myapp/config\" }}{{ .Data.data.username }}:{{ .Data.data.password }} v{{ .Data.metadata.version }} {{ .LeaseDuration }} {{ .Renewable }}|{{ .Data }}{{ end }}",
+        ),
+        (
+            "secrets, with and without metadata/",
+            "{{ range secrets \"secret/myapp\" }}{{ . }};{{ end }}|{{ secrets \"secret/metadata/myapp/\" }}|{{ len (secrets \"secret/myapp\") }}",
+        ),
+        (
+            "secrets of a folder with no keys",
+            "[{{ secrets \"secret/metadata/myapp/none\" }}]{{ range secrets \"secret/myapp/none\" }}x{{ else }}none{{ end }}",
+        ),
+        (
+            "KV v1",
+            "{{ with secret \"kv1/app\" }}{{ .Data.password }} {{ .LeaseDuration }} {{ .Data }}{{ end }}",
+        ),
+        (
+            "PKI",
+            "{{ with pkiCert \"pki/issue/web\" \"common_name=web.example\" }}{{ .CA }}{{ end }}|{{ with secret \"pki/issue/web\" \"common_name=web.example\" }}{{ .Data.issuing_ca }} {{ .Data.private_key_type }} {{ .Renewable }}{{ end }}",
+        ),
+    ];
+    if with_database {
+        cases.push((
+            "a database credential",
+            "{{ with secret \"database/creds/app\" }}{{ .LeaseDuration }} {{ .Renewable }} {{ len .Data.username }} {{ len .Data.password }}{{ end }}",
+        ));
+    }
+    cases
+}
+
+/// One `bao server -dev` for both sides: the walkthrough (Kubernetes auth,
+/// role `example`), a second key under `secret/myapp/`, a KV v1 mount,
+/// PKI and, with PostgreSQL, database credentials.
+async fn through_driver_server(pg: Option<&Postgres>) -> Option<OpenBao> {
+    use serde_json::json;
+    let bao = OpenBao::walkthrough().await?;
+    bao.kv_put("myapp/second", &json!({"password": "two"}))
+        .await;
+    bao.write(
+        "sys/mounts/kv1",
+        &json!({"type": "kv", "options": {"version": "1"}}),
+    )
+    .await;
+    bao.write("kv1/app", &json!({"password": "v1-secret"}))
+        .await;
+    bao.enable_pki(Duration::from_secs(600), Duration::from_secs(3600))
+        .await;
+    if let Some(pg) = pg {
+        bao.enable_database(pg).await;
+        bao.database_role("app", Duration::from_secs(600), Duration::from_secs(3600))
+            .await;
+    }
+    bao.put_policy("myapp-kv-ro", THROUGH_DRIVER_POLICY).await;
+    Some(bao)
+}
+
+/// Publishes the walkthrough pod's `volume` with `handlebars` as its file
+/// `out` over the CSI socket, as kubelet would; the file's bytes, or the
+/// driver's refusal. The volume is unpublished again.
+async fn driver_publish(
+    h: &Harness<support::Driver, OpenBao>,
+    volume: &str,
+    handlebars: &str,
+) -> Outcome {
+    let attrs = [("roleName", "example"), ("template.out", handlebars)];
+    let request = h.request(volume, &attrs);
+    let target = std::path::PathBuf::from(&request.target_path);
+    match h.client().await.node_publish_volume(request).await {
+        Ok(_) => {
+            let bytes = std::fs::read(target.join("out")).unwrap();
+            h.unpublish_ok(volume).await;
+            Outcome::Rendered(bytes)
+        }
+        Err(status) => Outcome::Failed(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+/// The whole driver against the real agent: each construct is rendered by
+/// `bao agent` (logged in through Kubernetes auth as the pod) and
+/// published by the driver (converted by `convert`, sent over the CSI
+/// socket as kubelet sends it, logged in as the same pod), from the same
+/// server; the files' bytes are compared. Both must render.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_publishes_the_agents_bytes() {
+    let pg = Postgres::start().await;
+    let Some(bao) = through_driver_server(pg.as_ref()).await else {
+        return;
+    };
+    let h = Harness::builder().vault(bao).start().await;
+    let jwt = h.pod.token(&h.vault, "vault", Duration::from_secs(3600));
+    let mut report = Vec::new();
+    let corpus = through_driver_corpus(pg.is_some());
+    for (i, (name, template)) in corpus.iter().enumerate() {
+        let agent = agent_render_as(
+            &h.vault,
+            &format!("driver {name}"),
+            template,
+            false,
+            &Login::Kubernetes(&jwt),
+        );
+        let driver = match gotemplate::convert(template, GoOptions::default()) {
+            Ok(converted) => driver_publish(&h, &format!("c{i}"), &converted.handlebars).await,
+            Err(e) => Outcome::Failed(format!("convert refused: {e}")),
+        };
+        if std::env::var_os("VCD_ORACLE_SHOW").is_some() {
+            eprintln!("{name}: {}", show(&agent));
+        }
+        let rendered = matches!(agent, Outcome::Rendered(_));
+        if !rendered || !agent.same_as(&driver) {
+            report.push(format!(
+                "{name}:\n  template: {template}\n  agent:  {}\n  driver: {}",
+                show(&agent),
+                show(&driver)
+            ));
+        }
+    }
+    eprintln!(
+        "{} of {} constructs published as the agent renders them",
+        corpus.len() - report.len(),
+        corpus.len()
+    );
+    assert!(
+        report.is_empty(),
+        "{} constructs differ:\n{}",
+        report.len(),
+        report.join("\n")
+    );
+    h.stop().await;
 }

@@ -232,6 +232,72 @@ async fn reads(side: &mut Side, token: &str) {
         None,
     )
     .await;
+    mounts_and_lists(side, token).await;
+}
+
+/// What the driver asks to read KV v2 paths written without `data/` and
+/// to list (`secrets`): the mount of a path (KV v2, KV v1, none the token
+/// may use, none at all), a path as written on KV v2, and LISTs found,
+/// empty and denied.
+async fn mounts_and_lists(side: &mut Side, token: &str) {
+    let t = Some(token);
+    for (step, path) in [
+        ("mount of a KV v2 path", "secret/myapp/config"),
+        ("mount of a KV v1 path", "kv/app"),
+        ("mount of a path under no mount", "nowhere/app"),
+        ("mount of the database mount", "database/creds/app"),
+    ] {
+        side.send(
+            step,
+            "GET",
+            &format!("sys/internal/ui/mounts/{path}"),
+            t,
+            None,
+        )
+        .await;
+    }
+    side.send(
+        "KV v2 read without data/",
+        "GET",
+        "secret/myapp/config",
+        t,
+        None,
+    )
+    .await;
+    side.send(
+        "LIST of KV v2 metadata",
+        "LIST",
+        "secret/metadata/myapp",
+        t,
+        None,
+    )
+    .await;
+    side.send(
+        "LIST of an empty KV v2 folder",
+        "LIST",
+        "secret/metadata/myapp/none",
+        t,
+        None,
+    )
+    .await;
+    side.send("LIST without metadata/", "LIST", "secret/myapp", t, None)
+        .await;
+    side.send(
+        "list as Vault's Go client sends it",
+        "GET",
+        "secret/metadata/myapp?list=true",
+        t,
+        None,
+    )
+    .await;
+    side.send(
+        "LIST of a mount's entry",
+        "LIST",
+        "sys/internal/ui/mounts/secret/myapp",
+        t,
+        None,
+    )
+    .await;
 }
 
 /// Database credentials, lease and token renewal and revocation, PKI.

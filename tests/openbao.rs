@@ -20,6 +20,8 @@ use tonic::Code;
 
 const ROLE: (&str, &str) = ("roleName", "example");
 const KV: &str = "secret/data/myapp/config";
+/// Where the driver asks which mount `KV` lies on (once per mount).
+const MOUNT_OF_KV: &str = "sys/internal/ui/mounts/secret/data/myapp/config";
 const CREDS: &str = "database/creds/app";
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -268,6 +270,61 @@ fn metric_sum(text: &str, word: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// KV v2 paths as Vault Agent's users write them, without `data/` (a
+/// read) or `metadata/` (a `secrets` list), render on the real server:
+/// the driver asks which mount the first path lies on, once, and reads
+/// and lists where the agent does, as the audit log shows; nothing is sent
+/// at the paths as written.
+#[tokio::test]
+async fn kv2_paths_without_data_render_on_the_real_server() {
+    let Some(bao) = OpenBao::walkthrough().await else {
+        return;
+    };
+    bao.kv_put("myapp/second", &json!({"password": "two"}))
+        .await;
+    let h = Harness::builder().vault(bao).start().await;
+    let page = r#"{{#with (secret "secret/myapp/config")}}{{data.data.username}}:{{data.data.password}}{{/with}}"#;
+    let target = h.publish_ok(&[ROLE, ("template.page", page)]).await;
+    assert_eq!(read(&target.join("page")), format!("appuser:{PASSWORD}"));
+    let keys =
+        r#"{{#with (secrets "secret/myapp")}}{{#each data.keys}}{{this}};{{/each}}{{/with}}"#;
+    let listed = h
+        .send_ok(h.request("keys", &[ROLE, ("template.keys", keys)]))
+        .await;
+    assert_eq!(read(&listed.join("keys")), "config;second;");
+
+    let audit = h.vault.audit();
+    let lookups = audit.count_prefix("read", "sys/internal/ui/mounts/");
+    assert_eq!(lookups, 1, "{}", audit.describe());
+    assert_eq!(
+        audit.count("read", "sys/internal/ui/mounts/secret/myapp/config"),
+        1,
+        "{}",
+        audit.describe()
+    );
+    assert_eq!(audit.count("read", KV), 1, "{}", audit.describe());
+    assert_eq!(
+        audit.count("list", "secret/metadata/myapp/"),
+        1,
+        "{}",
+        audit.describe()
+    );
+    let as_written: Vec<String> = audit
+        .requests()
+        .filter(|e| e.path.starts_with("secret/myapp"))
+        .map(|e| format!("{} {}", e.operation, e.path))
+        .collect();
+    assert!(as_written.is_empty(), "{as_written:?}");
+    assert!(
+        audit.responses().all(|e| e.error.is_none()),
+        "{}",
+        audit.describe()
+    );
+    h.unpublish_ok("v").await;
+    h.unpublish_ok("keys").await;
+    h.stop().await;
+}
+
 /// A KV change reaches the file on the next re-read, through the real
 /// server; one login, and every re-read is a KV read.
 #[tokio::test]
@@ -302,10 +359,16 @@ async fn kv_rotation_reaches_the_file() {
     assert!(audit.count("read", KV) >= 2, "{}", audit.describe());
     let others: Vec<String> = audit
         .requests()
-        .filter(|e| e.path != KV && e.path != "auth/kubernetes/login")
+        .filter(|e| e.path != KV && e.path != "auth/kubernetes/login" && e.path != MOUNT_OF_KV)
         .map(|e| format!("{} {}", e.operation, e.path))
         .collect();
     assert!(others.is_empty(), "only KV reads: {others:?}");
+    assert_eq!(
+        audit.count("read", MOUNT_OF_KV),
+        1,
+        "the mount is asked about once: {}",
+        audit.describe()
+    );
     h.unpublish_ok("v").await;
     h.stop().await;
 }
@@ -588,7 +651,7 @@ async fn a_restart_costs_no_login_and_no_issue_on_the_real_server() {
         let audit = h.vault.audit();
         let since: Vec<String> = audit.entries[mark..]
             .iter()
-            .filter(|e| !e.response && !e.root && e.path != KV)
+            .filter(|e| !e.response && !e.root && e.path != KV && e.path != MOUNT_OF_KV)
             .map(|e| format!("{} {}", e.operation, e.path))
             .collect();
         assert!(
@@ -764,6 +827,7 @@ async fn a_volume_lives_in_its_vault_namespace() {
         mine,
         [
             "team1/auth/kubernetes/login",
+            &format!("team1/{MOUNT_OF_KV}"),
             &format!("team1/{KV}"),
             "team1/auth/token/revoke-self"
         ],

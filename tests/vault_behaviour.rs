@@ -400,3 +400,149 @@ async fn unpublish_sends_no_lease_revocations() {
     assert!(h.vault.leases().iter().all(|l| l.revoked));
     h.stop().await;
 }
+
+/// The walkthrough's template reading `secret/myapp/config`, the KV v2
+/// path as Vault Agent's users write it (no `data/`).
+const INDEX_WITHOUT_DATA: &str = r#"{{#with (secret "secret/myapp/config")}}{{data.data.username}}:{{data.data.password}}{{/with}}"#;
+
+/// Requests the double answered at exactly `path` (no query).
+fn sent(vault: &VaultDouble, method: &str, path: &str) -> usize {
+    vault
+        .requests()
+        .iter()
+        .filter(|r| r.method == method && r.path == format!("/v1/{path}"))
+        .count()
+}
+
+/// A KV v2 path written without `data/` is read where Vault Agent reads
+/// it: the mount is looked up once (`sys/internal/ui/mounts`), and the
+/// read goes to `secret/data/…`; later reads on that mount, by any pod,
+/// use the kept answer.
+#[tokio::test]
+async fn kv2_paths_without_data_are_read_where_the_agent_reads_them() {
+    let h = Harness::walkthrough().await;
+    let target = h
+        .publish_ok(&[ROLE, ("template.page", INDEX_WITHOUT_DATA)])
+        .await;
+    assert_eq!(read(&target.join("page")), "appuser:suP3rsec(et!");
+    let v = &h.vault;
+    assert_eq!(
+        sent(v, "GET", "sys/internal/ui/mounts/secret/myapp/config"),
+        1
+    );
+    assert_eq!(sent(v, "GET", "secret/data/myapp/config"), 1);
+    assert_eq!(
+        sent(v, "GET", "secret/myapp/config"),
+        0,
+        "{:?}",
+        v.requests()
+    );
+
+    // Another pod's volume on the same mount, and the walkthrough's own
+    // `data/` path: no more lookups.
+    let other = Pod::new("default", "other", "vault-auth");
+    h.send_ok(h.request_for(&other, "v", &[ROLE, ("template.page", INDEX_WITHOUT_DATA)]))
+        .await;
+    let third = Pod::new("default", "third", "vault-auth");
+    h.send_ok(h.request_for(
+        &third,
+        "v",
+        &[ROLE, ("template.index.html", INDEX_TEMPLATE)],
+    ))
+    .await;
+    assert_eq!(v.count("GET", "/v1/sys/internal/ui/mounts/"), 1);
+    assert_eq!(sent(v, "GET", "secret/data/myapp/config"), 3);
+    h.stop().await;
+}
+
+/// KV v1 paths are read as written; a token Vault refuses the lookup
+/// (no capability under the mount) reads the path as written, as the
+/// agent does, and is refused there.
+#[tokio::test]
+async fn kv1_paths_and_refused_lookups_read_the_path_as_written() {
+    let vault = walkthrough_vault().await;
+    vault.kv1_put("kv", "app", json!({"password": "v1"}));
+    vault.enable_kv2("private");
+    vault.kv2_put("private", "app", json!({"password": "hidden"}));
+    vault.put_policy(
+        "myapp-kv-ro",
+        &[("secret/data/myapp/*", &["read"]), ("kv/*", &["read"])],
+    );
+    let h = Harness::builder().vault(vault).start().await;
+    let v1 = r#"{{#with (secret "kv/app")}}{{data.password}}{{/with}}"#;
+    let target = h.publish_ok(&[ROLE, ("template.pw", v1)]).await;
+    assert_eq!(read(&target.join("pw")), "v1");
+    assert_eq!(sent(&h.vault, "GET", "sys/internal/ui/mounts/kv/app"), 1);
+    assert_eq!(sent(&h.vault, "GET", "kv/app"), 1);
+
+    let private = r#"{{#with (secret "private/app")}}{{data.data.password}}{{/with}}"#;
+    let status = h
+        .send_err(h.request("p", &[ROLE, ("template.pw", private)]))
+        .await;
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
+    let requests = h.vault.requests();
+    let lookup = requests
+        .iter()
+        .find(|r| r.path == "/v1/sys/internal/ui/mounts/private/app")
+        .expect("the mount was asked about");
+    assert_eq!(lookup.status, 403);
+    assert!(sent(&h.vault, "GET", "private/app") >= 1, "{requests:?}");
+    assert_eq!(sent(&h.vault, "GET", "private/data/app"), 0);
+    h.stop().await;
+}
+
+/// `secrets` lists as Vault's Go client does (`GET …?list=true`); a KV v2
+/// folder written without `metadata/` is listed where the agent lists it,
+/// and a folder with no keys (404) lists nothing.
+#[tokio::test]
+async fn secrets_lists_keys_and_an_empty_folder_lists_nothing() {
+    let h = Harness::walkthrough().await;
+    h.vault
+        .kv2_put("secret", "myapp/second", json!({"password": "2"}));
+    let each =
+        r#"{{#with (secrets "secret/myapp")}}{{#each data.keys}}{{this}};{{/each}}{{/with}}"#;
+    let empty = r#"[{{#with (secrets "secret/metadata/myapp/none/")}}{{#each data.keys}}{{this}};{{/each}}{{/with}}]"#;
+    let target = h
+        .publish_ok(&[ROLE, ("template.keys", each), ("template.none", empty)])
+        .await;
+    assert_eq!(read(&target.join("keys")), "config;second;");
+    assert_eq!(read(&target.join("none")), "[]");
+    let requests = h.vault.requests();
+    let mut lists: Vec<(&str, u16)> = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.query == "list=true")
+        .map(|r| (r.path.as_str(), r.status))
+        .collect();
+    lists.sort_unstable();
+    assert_eq!(
+        lists,
+        [
+            ("/v1/secret/metadata/myapp", 200),
+            ("/v1/secret/metadata/myapp/none", 404)
+        ],
+        "{requests:?}"
+    );
+    h.stop().await;
+}
+
+/// A lookup Vault pushes back on (429) is no answer: the publish fails as
+/// temporary (kubelet retries) instead of reading the path as written,
+/// where KV v2 could only refuse it; once Vault answers, it renders.
+#[tokio::test]
+async fn a_lookup_vault_pushes_back_on_fails_the_publish_as_temporary() {
+    let h = Harness::walkthrough().await;
+    h.vault.rate_limit_path("sys/internal/ui/mounts/", Some(60));
+    let attrs = [ROLE, ("template.page", INDEX_WITHOUT_DATA)];
+    let status = h.send_err(h.request("v", &attrs)).await;
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert_eq!(sent(&h.vault, "GET", "secret/myapp/config"), 0);
+    h.vault.clear_rate_limit_path("sys/internal/ui/mounts/");
+    let target = h.publish_ok(&attrs).await;
+    assert_eq!(read(&target.join("page")), "appuser:suP3rsec(et!");
+    h.stop().await;
+}

@@ -35,6 +35,12 @@ pub trait Driver {
         args: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), String>;
 
+    /// Checks one `secrets "path"` call (a LIST of the keys under the
+    /// path) as the driver's `secrets` helper does.
+    fn check_list(&self, path: &str) -> Result<(), String> {
+        self.check_secret(path, &serde_json::Map::new())
+    }
+
     /// Compiles one volume's templates, (file path in the volume,
     /// handlebars source), as the driver does at publish.
     fn check_templates(&self, templates: &[(String, String)]) -> Result<(), String>;

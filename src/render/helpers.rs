@@ -4,6 +4,7 @@
 //! | helper | use | result |
 //! |---|---|---|
 //! | `secret` | `(secret "secret/data/app")`, `(secret "pki/issue/web" common_name="a.example")` | the whole Vault response: `data`, `lease_id`, `lease_duration`, `renewable`, `warnings` |
+//! | `secrets` | `(secrets "secret/metadata/app")` | the answer to a LIST of the path: the keys under it in `data.keys` (none when Vault answers 404, as its Go client reads it) |
 //! | `base64Encode` | `{{base64Encode data.data.key}}` | standard base64 of the string |
 //! | `base64Decode` | `{{base64Decode data.data.blob}}` | the decoded text (must be UTF-8) |
 //! | `toJson` | `{{toJson data.data}}` | compact JSON |
@@ -60,8 +61,12 @@ fn one_string<'a>(h: &'a Helper<'_>, name: &str) -> Result<&'a str, RenderError>
     as_text(name, one_param(h, name)?)
 }
 
-/// `(secret "path" key=value …)`.
-pub(super) struct SecretHelper;
+/// `(secret "path" key=value …)`, or with `list`, `(secrets "path")`: the
+/// LIST of the keys under the path (its answer's `data.keys`).
+pub(super) struct SecretHelper {
+    /// A `secrets` call: a LIST, which takes no arguments.
+    pub(super) list: bool,
+}
 
 impl HelperDef for SecretHelper {
     fn call_inner<'reg: 'rc, 'rc>(
@@ -72,7 +77,8 @@ impl HelperDef for SecretHelper {
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
         budget::charge_call(h)?;
-        let path = one_string(h, "secret")?;
+        let name = if self.list { "secrets" } else { "secret" };
+        let path = one_string(h, name)?;
         // A path that is not a literal in the template came from data
         // (possibly a secret): it is never echoed in errors or logs.
         let from_data = h
@@ -89,9 +95,18 @@ impl HelperDef for SecretHelper {
             .hash()
             .values()
             .any(|v| v.try_get_constant_value().is_none());
-        let request = SecretRequest::build(path, &args, from_data)
-            .map_err(|e| helper_error(e.to_string()))?
-            .with_arguments_from_data(args_from_data);
+        let request = if self.list {
+            if !args.is_empty() {
+                return Err(helper_error(
+                    "`secrets` takes only a path: it lists the keys under it",
+                ));
+            }
+            SecretRequest::list(path, from_data)
+        } else {
+            SecretRequest::build(path, &args, from_data)
+        }
+        .map_err(|e| helper_error(e.to_string()))?
+        .with_arguments_from_data(args_from_data);
         // The request is kept (collected, or reported missing): it counts
         // as a value the render derived.
         budget::charge_held((request.path().len() + request.body().map_or(0, str::len)) as u64)?;
@@ -108,12 +123,14 @@ impl HelperDef for SecretHelper {
                     Ok(ScopedJson::Context(value, vec![key.clone()]))
                 } else {
                     let reply =
-                        helper_error(format!("secret {:?} was not fetched", request.shown_path()));
+                        helper_error(format!("{name} {:?} was not fetched", request.shown_path()));
                     missing.push(request);
                     Err(reply)
                 }
             }
-            None => Err(helper_error("`secret` used outside a volume render")),
+            None => Err(helper_error(format!(
+                "`{name}` used outside a volume render"
+            ))),
         })
     }
 }

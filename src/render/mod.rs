@@ -190,7 +190,8 @@ impl Renderer {
             registry.set_strict_mode(strict);
             registry.register_escape_fn(handlebars::no_escape);
             builtins::register(&mut registry);
-            registry.register_helper("secret", Box::new(helpers::SecretHelper));
+            registry.register_helper("secret", Box::new(helpers::SecretHelper { list: false }));
+            registry.register_helper("secrets", Box::new(helpers::SecretHelper { list: true }));
             registry.register_helper("each", Box::new(each::BoundedEach));
             // For templates converted from consul-template (`convert`).
             go::register(&mut registry);

@@ -18,7 +18,9 @@ use zeroize::Zeroizing;
 use super::http::{MAX_RESPONSE_BYTES, Refused, append_bounded, source_chain, status_class};
 use super::response::{Renewal, parse_retry_after};
 use super::scrub::error_message_for;
-use super::{AuthToken, BodyMeter, Error, LeaseId, SecretRequest, SecretResponse, Unmetered};
+use super::{
+    AuthToken, BodyMeter, Error, LeaseId, Mount, SecretRequest, SecretResponse, Unmetered,
+};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::timing as policy;
@@ -101,8 +103,10 @@ impl VaultClient {
         AuthToken::from_body("login", &envelope)
     }
 
-    /// Reads (no arguments) or writes (arguments) one `secret` request,
-    /// charging the answer to `meter` as it is read.
+    /// Reads (no arguments) or writes (arguments) one `secret` request, or
+    /// lists the keys under a path (`secrets`: `GET …?list=true`, as
+    /// Vault's Go client sends a list, which proxies that refuse unknown
+    /// methods let through), charging the answer to `meter` as it is read.
     pub async fn fetch(
         &self,
         token: &Secret<String>,
@@ -110,6 +114,7 @@ impl VaultClient {
         meter: &dyn BodyMeter,
     ) -> Result<SecretResponse, Error> {
         let (operation, method, body) = match request.body() {
+            None if request.is_list() => ("list", Method::GET, None),
             None => ("read", Method::GET, None),
             Some(json) => (
                 "write",
@@ -117,10 +122,17 @@ impl VaultClient {
                 Some(Secret::new(json.as_bytes().to_vec())),
             ),
         };
+        let listed;
+        let path = if request.is_list() {
+            listed = format!("{}?list=true", request.path());
+            &listed
+        } else {
+            request.path()
+        };
         let outgoing = Outgoing {
             operation,
             method,
-            path: request.path(),
+            path,
             token: Some(token),
             body: body.as_ref(),
             credentials: &[token],
@@ -131,6 +143,34 @@ impl VaultClient {
             return Ok(SecretResponse::no_content());
         }
         SecretResponse::from_body(operation, request.path(), raw)
+    }
+
+    /// `GET /v1/sys/internal/ui/mounts/<path>`: the mount `path` lies on
+    /// (its path and whether it is KV version 2), as Vault Agent asks it.
+    /// Vault answers a token only about a mount its policies grant
+    /// something under (403 otherwise, and for a path under no mount).
+    pub async fn mount_of(&self, token: &Secret<String>, path: &str) -> Result<Mount, Error> {
+        let raw = self
+            .call(
+                "mount",
+                Method::GET,
+                &format!("sys/internal/ui/mounts/{path}"),
+                Some(token),
+                None,
+                &[token],
+            )
+            .await?;
+        let body: serde_json::Value =
+            serde_json::from_slice(raw.expose()).map_err(|_| Error::InvalidResponse {
+                operation: "mount",
+                reason: "the body is not the JSON Vault sends".to_owned(),
+            })?;
+        body.get("data")
+            .and_then(Mount::from_data)
+            .ok_or_else(|| Error::InvalidResponse {
+                operation: "mount",
+                reason: "the answer names no mount path".to_owned(),
+            })
     }
 
     /// `PUT /v1/sys/leases/renew`.

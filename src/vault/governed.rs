@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{
-    AuthToken, BodyMeter, BudgetSettings, Error, Governor, LeaseId, Renewal, SecretRequest,
-    SecretResponse, VaultClient,
+    AuthToken, BodyMeter, BudgetSettings, Error, Governor, LeaseId, MountCache, Renewal,
+    SecretRequest, SecretResponse, VaultClient,
 };
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -101,6 +101,8 @@ pub struct GovernedVault {
     governor: Governor,
     publish_attempts: u32,
     revoke_timeout: Duration,
+    /// Mount answers for KV version 2 paths written without `data/`.
+    mounts: MountCache,
 }
 
 /// How often a Vault that stopped answering is asked whether it is back.
@@ -116,6 +118,7 @@ impl GovernedVault {
             governor: Governor::new(settings.budget),
             publish_attempts: settings.publish_attempts.max(1),
             revoke_timeout: settings.revoke_timeout,
+            mounts: MountCache::default(),
         }
     }
 
@@ -143,8 +146,15 @@ impl GovernedVault {
             .await
     }
 
-    /// Reads or writes one `secret` call, charging the answer to `meter`
-    /// as it is read.
+    /// Reads, writes or lists one `secret` (`secrets`) call, charging the
+    /// answer to `meter` as it is read.
+    ///
+    /// A read or list is sent where Vault Agent sends it (see
+    /// [`super::mounts`]): on a KV version 2 mount, a path written without
+    /// `data/` (`metadata/` for a list) gets it, the mount being asked
+    /// about once (`sys/internal/ui/mounts`) and its answer kept for the
+    /// node. A list Vault answers 404 has no keys, as its Go client reads
+    /// it.
     pub async fn fetch(
         &self,
         at: &Endpoint,
@@ -153,9 +163,63 @@ impl GovernedVault {
         request: &SecretRequest,
         meter: &dyn BodyMeter,
     ) -> Result<SecretResponse, Error> {
+        let shimmed = self
+            .agent_path(at, caller, token, request)
+            .await?
+            .map(|path| request.at_path(&path));
+        let sent = shimmed.as_ref().unwrap_or(request);
         let client = self.client(at);
-        self.send(caller, "read", || client.fetch(token, request, meter))
+        let operation = if request.is_list() { "list" } else { "read" };
+        let answer = self
+            .send(caller, operation, || client.fetch(token, sent, meter))
+            .await;
+        match answer {
+            Err(error) if request.is_list() && error.status() == Some(404) => {
+                Ok(SecretResponse::empty_list())
+            }
+            other => other,
+        }
+    }
+
+    /// Where the agent sends `request`, when that is not the path as
+    /// written: a read or list on a KV version 2 mount. The mount comes
+    /// from the cache, or is asked about now. As the agent does, a lookup
+    /// refused (403), unknown (404) or answered unusably leaves the path
+    /// as written; one that may pass on its own (Vault unreachable,
+    /// sealed, rate-limited, the budget) fails the request instead, to be
+    /// retried like any other (the agent would read the path as written
+    /// for the rest of its life).
+    async fn agent_path(
+        &self,
+        at: &Endpoint,
+        caller: Caller<'_>,
+        token: &Secret<String>,
+        request: &SecretRequest,
+    ) -> Result<Option<String>, Error> {
+        if request.body().is_some() {
+            // Writes go where they are written.
+            return Ok(None);
+        }
+        let path = request.path();
+        if let Some(mount) = self.mounts.get(at, path) {
+            return Ok(mount.agent_path(request));
+        }
+        let client = self.client(at);
+        match self
+            .send(caller, "mount", || client.mount_of(token, path))
             .await
+        {
+            Ok(mount) => {
+                if path.starts_with(&mount.path) || mount.path.strip_suffix('/') == Some(path) {
+                    self.mounts.put(at, mount.clone());
+                }
+                Ok(mount.agent_path(request))
+            }
+            Err(error) if error.is_transient() || matches!(error, Error::Config { .. }) => {
+                Err(error)
+            }
+            Err(_) => Ok(None),
+        }
     }
 
     /// Renews a lease in place.

@@ -14,13 +14,23 @@ use serde_json::Value;
 pub struct InvalidRequest(pub String);
 
 /// One `secret` call: a Vault path, plus the arguments that make it a write
-/// (PUT) rather than a read (GET). Equal requests are fetched once per render
-/// (equality, hashing and order are by path and arguments only).
+/// (PUT) rather than a read (GET); or one `secrets` call, a list (LIST) of
+/// the keys under a path. Equal requests are fetched once per render
+/// (equality, hashing and order are by kind, path and arguments only).
+///
+/// Records store requests as JSON: a request recorded before lists
+/// existed has no `list` field and reads as what it was, a read or a
+/// write; a list is recorded with `"list": true` (and only then, so the
+/// records of reads and writes keep their form).
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct SecretRequest {
     path: String,
-    /// Canonical JSON of the arguments (keys sorted), or `None` for a read.
+    /// Canonical JSON of the arguments (keys sorted), or `None` for a read
+    /// or a list.
     body: Option<String>,
+    /// A LIST of the keys under the path (`secrets "path"`), not a read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    list: bool,
     /// The path was not a literal in the template but came from data
     /// (`(secret data.data.path)`): it may be a secret, so errors and logs
     /// show [`SecretRequest::PATH_FROM_DATA`] instead.
@@ -35,7 +45,7 @@ pub struct SecretRequest {
 
 impl PartialEq for SecretRequest {
     fn eq(&self, other: &Self) -> bool {
-        (&self.path, &self.body) == (&other.path, &other.body)
+        (self.list, &self.path, &self.body) == (other.list, &other.path, &other.body)
     }
 }
 
@@ -43,7 +53,7 @@ impl Eq for SecretRequest {}
 
 impl Hash for SecretRequest {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        (&self.path, &self.body).hash(state);
+        (self.list, &self.path, &self.body).hash(state);
     }
 }
 
@@ -55,7 +65,7 @@ impl PartialOrd for SecretRequest {
 
 impl Ord for SecretRequest {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (&self.path, &self.body).cmp(&(&other.path, &other.body))
+        (&self.path, self.list, &self.body).cmp(&(&other.path, other.list, &other.body))
     }
 }
 
@@ -111,9 +121,37 @@ impl SecretRequest {
         Ok(Self {
             path: path.to_owned(),
             body,
+            list: false,
             from_data,
             args_from_data: false,
         })
+    }
+
+    /// A LIST of the keys under `path` (consul-template's `secrets`),
+    /// validated as [`SecretRequest::build`] validates a read's path.
+    /// A trailing `/` (`secret/metadata/app/`) is Vault's own way of
+    /// naming a folder, and is dropped: Vault lists `path` and `path/` alike.
+    pub fn list(path: &str, from_data: bool) -> Result<Self, InvalidRequest> {
+        let trimmed = path.trim_end_matches('/');
+        let mut request = Self::build(trimmed, &serde_json::Map::new(), from_data)?;
+        request.list = true;
+        Ok(request)
+    }
+
+    /// Whether this is a LIST (`secrets`) rather than a read or a write.
+    pub fn is_list(&self) -> bool {
+        self.list
+    }
+
+    /// The same request at another path (KV version 2's `data/` or
+    /// `metadata/` inserted): what the Vault client sends when the path as
+    /// written is not the engine's route.
+    #[must_use]
+    pub fn at_path(&self, path: &str) -> Self {
+        Self {
+            path: path.to_owned(),
+            ..self.clone()
+        }
     }
 
     /// The Vault path, without `/v1/`. Only for the request itself: errors
@@ -139,7 +177,7 @@ impl SecretRequest {
         self.from_data
     }
 
-    /// The JSON body for a write, or `None` for a read.
+    /// The JSON body for a write, or `None` for a read or a list.
     pub fn body(&self) -> Option<&str> {
         self.body.as_deref()
     }
@@ -152,6 +190,7 @@ impl fmt::Debug for SecretRequest {
         f.debug_struct("SecretRequest")
             .field("path", &self.shown_path())
             .field("write", &self.body.is_some())
+            .field("list", &self.list)
             .finish_non_exhaustive()
     }
 }
@@ -208,5 +247,51 @@ pub fn withhold_for(request: &SecretRequest, error: super::Error) -> super::Erro
         },
         // The driver's own words, naming no path.
         held @ E::Held { .. } => held,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SecretRequest;
+    use serde_json::json;
+
+    /// Records written before lists existed have no `list` field: a
+    /// request reads back as the read or write it was, and reads and
+    /// writes are still written in that form.
+    #[test]
+    fn records_without_the_list_field_read_as_reads_and_writes() {
+        let old_read: SecretRequest =
+            serde_json::from_value(json!({"path": "secret/data/app", "body": null})).unwrap();
+        assert!(!old_read.is_list());
+        assert_eq!(old_read.body(), None);
+        assert_eq!(
+            old_read,
+            SecretRequest::new("secret/data/app", &serde_json::Map::new()).unwrap()
+        );
+        let old_write: SecretRequest = serde_json::from_value(
+            json!({"path": "pki/issue/web", "body": "{\"common_name\":\"a\"}", "from_data": false}),
+        )
+        .unwrap();
+        assert!(!old_write.is_list());
+        assert_eq!(old_write.body(), Some("{\"common_name\":\"a\"}"));
+        let written = serde_json::to_value(&old_read).unwrap();
+        assert!(written.get("list").is_none(), "{written}");
+    }
+
+    /// A list is its own request: not equal to the read of its path, and
+    /// recorded as a list.
+    #[test]
+    fn a_list_is_recorded_as_a_list_and_differs_from_a_read() {
+        let list = SecretRequest::list("secret/metadata/app/", false).unwrap();
+        assert!(list.is_list());
+        assert_eq!(list.path(), "secret/metadata/app");
+        let read = SecretRequest::new("secret/metadata/app", &serde_json::Map::new()).unwrap();
+        assert_ne!(list, read);
+        let written = serde_json::to_value(&list).unwrap();
+        assert_eq!(written["list"], json!(true));
+        let back: SecretRequest = serde_json::from_value(written).unwrap();
+        assert_eq!(back, list);
+        assert!(back.is_list());
+        assert!(SecretRequest::list("/", false).is_err());
     }
 }

@@ -117,6 +117,20 @@ impl SecretResponse {
         })
     }
 
+    /// The answer to a LIST Vault answered 404: no keys, as Vault's Go
+    /// client (and so consul-template's `secrets`) reads it.
+    pub fn empty_list() -> Self {
+        Self {
+            lease_id: None,
+            lease_duration: Duration::ZERO,
+            renewable: false,
+            expiration: None,
+            rotation: None,
+            raw: Secret::new(br#"{"data":{"keys":[]}}"#.to_vec()),
+            fetched_at: Instant::now(),
+        }
+    }
+
     /// The answer to a write Vault acknowledged with 204 and no body: a
     /// success with no data and no lease.
     pub fn no_content() -> Self {

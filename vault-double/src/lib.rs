@@ -383,6 +383,9 @@ pub struct RecordedRequest {
     pub method: String,
     /// Request path without query, including `/v1/`.
     pub path: String,
+    /// The raw query string (`list=true` for a list sent as Vault's Go
+    /// client sends it), empty for none.
+    pub query: String,
     /// Status the double answered with.
     pub status: u16,
     /// `X-Vault-Token` (or `Authorization: Bearer`) value, if any.

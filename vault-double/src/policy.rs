@@ -100,6 +100,51 @@ impl PolicyStore {
     }
 }
 
+impl PolicyStore {
+    /// Whether `policies` grant any capability on some path under
+    /// `prefix` (a mount, `secret/`): Vault's `hasMountAccess`, which
+    /// decides whether a token is answered about the mount at
+    /// `sys/internal/ui/mounts`. A rule counts when some path under the
+    /// mount matches it and it grants something other than `deny`.
+    pub(crate) fn grants_under(&self, policies: &[String], prefix: &str) -> bool {
+        if policies.iter().any(|p| p == "root") {
+            return true;
+        }
+        policies
+            .iter()
+            .filter_map(|name| self.policies.get(name))
+            .flatten()
+            .any(|(pattern, bits)| {
+                *bits != 0 && bits & cap::DENY == 0 && reaches_under(pattern, prefix)
+            })
+    }
+}
+
+/// Whether some path under `prefix` (`secret/`) matches `pattern` (a
+/// trailing `*` matches any rest, `+` any one segment).
+fn reaches_under(pattern: &str, prefix: &str) -> bool {
+    let (stem, glob) = match pattern.strip_suffix('*') {
+        Some(stem) => (stem, true),
+        None => (pattern, false),
+    };
+    let stem: Vec<&str> = stem.split('/').collect();
+    let under: Vec<&str> = prefix.trim_end_matches('/').split('/').collect();
+    for (i, segment) in under.iter().enumerate() {
+        let Some(&want) = stem.get(i) else {
+            return false;
+        };
+        if i + 1 == stem.len() {
+            // The pattern ends inside the mount's path: only a glob can
+            // reach under it.
+            return glob && segment.starts_with(want);
+        }
+        if want != "+" && want != *segment {
+            return false;
+        }
+    }
+    true
+}
+
 fn is_glob(pattern: &str) -> bool {
     pattern.ends_with('*') || pattern.split('/').any(|seg| seg == "+")
 }
@@ -189,5 +234,29 @@ mod tests {
             cap::UPDATE
         );
         assert_eq!(s.capabilities(&["root".to_owned()], "x"), cap::ALL);
+    }
+
+    /// `hasMountAccess`: a rule reaching some path under the mount, and
+    /// granting something, lets the token be answered about the mount.
+    #[test]
+    fn mount_access_is_any_grant_under_the_mount() {
+        let cases: &[(&str, u16, &str, bool)] = &[
+            ("secret/data/myapp/*", cap::READ, "secret/", true),
+            ("secret/data/myapp/*", cap::READ, "kv/", false),
+            ("secret/", cap::READ, "secret/", true),
+            ("secret", cap::READ, "secret/", false),
+            ("sec*", cap::READ, "secret/", true),
+            ("*", cap::LIST, "kv/", true),
+            ("+/data/*", cap::READ, "secret/", true),
+            ("team/*", cap::READ, "team/kv/", true),
+            ("team/kv", cap::READ, "team/kv/", false),
+            ("secret/data/*", cap::DENY, "secret/", false),
+        ];
+        let p = vec!["p".to_owned()];
+        for &(pattern, bits, mount, want) in cases {
+            let s = store(&[(pattern, bits)]);
+            assert_eq!(s.grants_under(&p, mount), want, "{pattern} on {mount}");
+        }
+        assert!(store(&[]).grants_under(&["root".to_owned()], "x/"));
     }
 }

@@ -1,5 +1,6 @@
-//! `secret` and `pkiCert` calls: their arguments as consul-template reads
-//! them, and the driver's `secret` call for them.
+//! `secret`, `secrets` and `pkiCert` calls: their arguments as
+//! consul-template reads them, and the driver's `secret` (or `secrets`)
+//! call for them.
 
 use std::fmt::Write as _;
 
@@ -104,8 +105,57 @@ impl Gen {
             construct: format!("{what} {:?}", request.path),
             path: request.path.clone(),
             args,
+            list: false,
         });
         call
+    }
+
+    /// `(secrets "path")`: consul-template's `secrets` lists the keys under
+    /// the path (one string argument, trimmed of spaces and `/`). `""` is
+    /// no list at all: the agent gives an empty one without asking Vault.
+    pub(super) fn secrets_call(
+        &mut self,
+        args: &[(Expr, Pos)],
+        pos: Pos,
+    ) -> Result<String, Refusal> {
+        let path = match args {
+            [(Expr::Str(path), _)] if path.is_empty() => return Ok("null".to_owned()),
+            [(Expr::Str(path), _)] => path.trim().trim_matches('/').to_owned(),
+            [(_, p)] => {
+                return refuse(
+                    *p,
+                    "secrets argument",
+                    "`secrets` arguments must be string literals to be converted",
+                );
+            }
+            _ => {
+                return refuse(
+                    pos,
+                    "secrets",
+                    format!(
+                        "wrong number of args for secrets: want 1 got {} (Go refuses the template too)",
+                        args.len()
+                    ),
+                );
+            }
+        };
+        if path.is_empty() {
+            return refuse(
+                pos,
+                "secrets",
+                "a path of only spaces and `/`: the agent refuses it (vault.list: invalid format)",
+            );
+        }
+        self.requests.push(SecretCall {
+            line: pos.0,
+            column: pos.1,
+            construct: format!("secrets {path:?}"),
+            path: path.clone(),
+            args: serde_json::Map::new(),
+            list: true,
+        });
+        self.secret_paths.push(path.clone());
+        Ok(format!("(secrets {})", hbs_string(&path)))
     }
 
     pub(super) fn secret_call(
@@ -159,5 +209,43 @@ impl Gen {
         self.secret_paths.push(request.path.clone());
         self.pki_requests.push((request.path, canonical));
         Ok(format!("(pkiCert {call})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::gotemplate::{GoOptions, convert};
+
+    /// `secrets` is a list of the path as consul-template trims it; `""`
+    /// lists nothing without a request; a path of only `/` or a value
+    /// from data is refused.
+    #[test]
+    fn secrets_calls_become_lists() {
+        let converted = convert(
+            r#"{{ range secrets " /secret/myapp/ " }}{{ . }};{{ end }}[{{ secrets "" }}]"#,
+            GoOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            converted
+                .handlebars
+                .contains(r#"(goSecrets (secrets "secret/myapp"))"#),
+            "{}",
+            converted.handlebars
+        );
+        assert!(
+            converted.handlebars.contains("(goSecrets null)"),
+            "{}",
+            converted.handlebars
+        );
+        let lists: Vec<(&str, bool)> = converted
+            .requests
+            .iter()
+            .map(|r| (r.path.as_str(), r.list))
+            .collect();
+        assert_eq!(lists, [("secret/myapp", true)]);
+        for refused in [r#"{{ secrets "/" }}"#, "{{ secrets . }}", "{{ secrets }}"] {
+            assert!(convert(refused, GoOptions::default()).is_err(), "{refused}");
+        }
     }
 }

@@ -41,7 +41,7 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("lt", Status::Converted),
     ("ne", Status::Converted),
     ("secret", Status::Converted),
-    ("secrets", Status::NotYet),
+    ("secrets", Status::Converted),
     ("pkiCert", Status::Converted),
     ("scratch", Status::NotYet),
     ("base64Decode", Status::Converted),

@@ -538,6 +538,10 @@ impl Gen {
                 let call = self.pki_call(args, pos)?;
                 return self.call("goPki", vec![call], pos);
             }
+            "secrets" => {
+                let call = self.secrets_call(args, pos)?;
+                return self.call("goSecrets", vec![call], pos);
+            }
             "executeTemplate" => return self.execute_template(args, pos, scope),
             _ => {}
         }

@@ -48,7 +48,7 @@ pub struct GoOptions {
 pub struct Converted {
     /// The handlebars template.
     pub handlebars: String,
-    /// `secret` and `pkiCert` paths used, for the summary.
+    /// `secret`, `secrets` and `pkiCert` paths used, for the summary.
     pub secret_paths: Vec<String>,
     /// `pkiCert` calls: (path, the request, canonically). The agent issues
     /// one certificate per call and template file; the driver one per
@@ -74,6 +74,8 @@ pub struct SecretCall {
     pub path: String,
     /// The `key=value` arguments.
     pub args: serde_json::Map<String, serde_json::Value>,
+    /// A `secrets` call: a LIST of the keys under the path.
+    pub list: bool,
 }
 
 /// A 1-based (line, column) in the template.

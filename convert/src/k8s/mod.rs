@@ -354,7 +354,12 @@ fn add_template(
     let converted = gotemplate::convert(source, options)
         .map_err(|e| format!("template for {relative} ({what}), {e}"))?;
     for call in &converted.requests {
-        if let Err(reason) = driver.check_secret(&call.path, &call.args) {
+        let checked = if call.list {
+            driver.check_list(&call.path)
+        } else {
+            driver.check_secret(&call.path, &call.args)
+        };
+        if let Err(reason) = checked {
             return refuse(format!(
                 "template for {relative} ({what}), line {}, column {}: {}: {reason}",
                 call.line, call.column, call.construct

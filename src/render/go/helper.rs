@@ -6,7 +6,7 @@
 use handlebars::{Handlebars, RenderError, RenderErrorReason, ScopedJson};
 use serde_json::Value;
 
-use super::model::{Go, error, float, go, int, pki, secret, spliced, tag};
+use super::model::{Go, error, float, go, int, pki, secret, spliced, strings, tag};
 use super::session::{get_var, set_var};
 use crate::render::budget;
 
@@ -93,6 +93,36 @@ go_helper!(Secret, |h| {
     result(secret(response))
 });
 
+go_helper!(Secrets, |h| {
+    // `(goSecrets (secrets …))`: the list's keys as consul-template's
+    // `secrets` gives them, a sorted `[]string` (none when Vault has none).
+    let response = h.param(0).map_or(&Value::Null, |p| p.value());
+    let mut keys = match response.get("data").and_then(|d| d.get("keys")) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut keys = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(key) => keys.push(key.as_str()),
+                    _ => return result(error("vault.list: non-string in list")),
+                }
+            }
+            keys
+        }
+        Some(_) => return result(error("vault.list: unexpected response")),
+    };
+    // Sorting compares about n·log n times.
+    let n = keys.len() as u64;
+    budget::charge_units(n.saturating_mul(u64::from(64 - n.leading_zeros())))?;
+    // Go's sort.Strings: byte order, which Rust's `str` order is.
+    keys.sort_unstable();
+    result(strings(
+        keys.into_iter()
+            .map(|k| Value::String(k.to_owned()))
+            .collect(),
+    ))
+});
+
 go_helper!(Pki, |h| {
     // `(goPki (pkiCert …))`: pkiCert's result as PemEncoded.
     let found = h.param(0).map_or(Value::Null, |p| p.value().clone());
@@ -130,6 +160,7 @@ pub(in crate::render) fn register(registry: &mut Handlebars<'static>) {
     registry.register_helper("goGet", Box::new(GetVar));
     registry.register_helper("goSecret", Box::new(Secret));
     registry.register_helper("goPki", Box::new(Pki));
+    registry.register_helper("goSecrets", Box::new(Secrets));
     registry.register_helper("goInt", Box::new(Int));
     registry.register_helper("goFloat", Box::new(Float));
     registry.register_helper("goArgs", Box::new(Args));

@@ -296,6 +296,7 @@ impl Shared {
         let record = RecordedRequest {
             method: req.method,
             path: req.path,
+            query: req.query,
             status: reply.status,
             token: req.token,
             namespace: req.namespace,

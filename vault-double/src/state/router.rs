@@ -119,7 +119,7 @@ impl State {
             return reply;
         }
         if let Some(target) = path.strip_prefix("sys/internal/ui/mounts/") {
-            return self.ui_mount(target);
+            return self.ui_mount(op, &token, target);
         }
         self.engine_request(&token, path, op, req, body, now)
     }

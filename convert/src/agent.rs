@@ -348,7 +348,7 @@ fn template(body: &Body) -> Result<Template, Error> {
             "command" | "command_timeout" | "exec" => {
                 return unsupported(
                     &setting,
-                    "the driver runs no commands in the pod (it has no signal or exec attributes); have the application watch the file, which is replaced atomically",
+                    "the driver runs no commands in the pod (a command would run with the driver's rights on the node); for a reload, set the volume's `signal` and `signalProcess` attributes (e.g. `SIGHUP` and `nginx`), which signal the pod's process after a change, or have the application watch the file (it is replaced atomically)",
                 );
             }
             _ => return unsupported(&setting, "no equivalent in the driver"),

@@ -292,7 +292,7 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         registry.register(
             "vault_request_duration_seconds",
-            "Vault API request latency, by operation (login, read, write, renew_lease, renew_self, revoke_self) and status_class (2xx, 3xx, 4xx, 5xx; error: no usable HTTP answer, i.e. unreachable, timed out, or an oversized or unreadable body)",
+            "Vault API request latency, by operation (login, read, list, write, mount, lookup_self, capabilities_self, renew_lease, renew_self, revoke_self, revoke_lease, health) and status_class (2xx, 3xx, 4xx, 5xx; error: no usable HTTP answer, i.e. unreachable, timed out, or an oversized or unreadable body)",
             vault_latency.clone(),
         );
         let volumes = gauge(&mut registry, "volumes", "Volumes currently managed");

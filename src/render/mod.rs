@@ -1,7 +1,8 @@
 //! Rendering: turns a volume's handlebars templates and the Vault responses
 //! they ask for into file contents.
 //!
-//! Templates call `(secret "<path>" [key=value …])`. The [`Renderer`] first
+//! Templates call `(secret "<path>" [key=value …])` (a read, or a write
+//! with arguments) and `(secrets "<path>")` (a list). The [`Renderer`] first
 //! *collects* those calls (a lenient pass whose `secret` answers `null`), the
 //! volume manager fetches all of them concurrently, and a *strict* pass then
 //! renders with the real responses. A call hidden behind data only known

@@ -186,7 +186,7 @@ impl GovernedVault {
     /// from the cache, or is asked about now. As the agent does, a lookup
     /// refused (403), unknown (404) or answered unusably leaves the path
     /// as written; one that may pass on its own (Vault unreachable,
-    /// sealed, rate-limited, the budget) fails the request instead, to be
+    /// sealed, rate-limited, the node's request budget) fails the request instead, to be
     /// retried like any other (the agent would read the path as written
     /// for the rest of its life).
     async fn agent_path(

@@ -360,6 +360,35 @@ impl MemoryCgroup {
         self.usage().saturating_sub(inactive)
     }
 
+    /// What the usage is made of, for a test's figures: the heap and
+    /// stacks (anonymous memory), tmpfs pages (shmem), the page cache and,
+    /// where the kernel accounts it, its own memory (inodes, dentries,
+    /// socket buffers).
+    pub fn composition(&self) -> String {
+        let (anon, shmem, file, kernel) = if self.v2 {
+            (
+                self.stat("anon"),
+                self.stat("shmem"),
+                self.stat("file"),
+                self.stat("kernel"),
+            )
+        } else {
+            (
+                self.stat("total_rss"),
+                self.stat("total_shmem"),
+                self.stat("total_cache"),
+                self.read_u64("memory.kmem.usage_in_bytes").unwrap_or(0),
+            )
+        };
+        format!(
+            "anon {} KiB, shmem {} KiB, page cache {} KiB (shmem included), kernel {} KiB",
+            anon / 1024,
+            shmem / 1024,
+            file / 1024,
+            kernel / 1024
+        )
+    }
+
     fn read_u64(&self, file: &str) -> Option<u64> {
         std::fs::read_to_string(self.dir.join(file))
             .ok()?

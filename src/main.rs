@@ -48,12 +48,12 @@ fn exec_with_allocator_conf() -> Option<std::io::Error> {
         Ok(binary) => binary,
         Err(error) => return Some(error),
     };
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_default();
+    let mut argv = std::env::args_os();
+    let name = argv.next().unwrap_or_default();
     Some(
         std::process::Command::new(binary)
-            .arg0(arg0)
-            .args(args)
+            .arg0(name)
+            .args(argv)
             .env(ALLOCATOR_CONF_VAR, ALLOCATOR_CONF)
             .exec(),
     )

@@ -440,6 +440,10 @@ impl Tenant {
         volume: &str,
         attributes: &[(String, String)],
     ) -> NodePublishVolumeRequest {
+        assert_eq!(
+            pod.namespace, self.namespace,
+            "a tenant publishes its own pods"
+        );
         let borrowed: Vec<(&str, &str)> = attributes
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))

@@ -3,6 +3,7 @@
 //! namespace) where memory or mounts matter, asserting the invariant
 //! rather than the example's numbers.
 
+use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -261,10 +262,11 @@ async fn large_secrets_published_at_once_from_one_namespace_stay_within_the_budg
     let mut template = String::new();
     for i in 0..32 {
         hostile.put(&world, &format!("s{i}"), json!({ "blob": blob }));
-        template.push_str(&format!(
+        let _ = write!(
+            template,
             r#"{{{{#with (secret "{}")}}}}{{{{/with}}}}"#,
             hostile.path(&format!("s{i}"))
-        ));
+        );
     }
     let attributes = vec![hostile.role(), ("template.big".to_owned(), template)];
     let monitor = world.monitor();

@@ -182,7 +182,7 @@ impl Shape {
                     template(&format!("f{f}"), dense(&format!("a{salt}x{f}"), units));
                 }
                 if bad_role {
-                    attributes[0].1 = "no-such-role".to_owned();
+                    "no-such-role".clone_into(&mut attributes[0].1);
                 }
             }
             Self::PemBomb { lines } => {

@@ -450,9 +450,11 @@ async fn deep_paths_are_charged_for_every_directory() {
 /// driver is killed while that publish waits for Vault; the next driver's
 /// restore unmounted the target, and the publish after that mounted a new
 /// tmpfs the container's bind never sees; the token salvaged from the
-/// record was never revoked. Now the volume stays mounted throughout, the
-/// container's bind sees the next publish's files, and the salvaged token
-/// is revoked once they are written.
+/// record was never revoked (the record written after the adoption's
+/// login dropped it). Now the volume stays mounted throughout, the
+/// container's bind sees the next publish's files, and once they are
+/// written every token the volume logged in for is revoked but the one it
+/// uses: the salvaged one and the interrupted adoption's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_during_an_adoption_never_unmounts_the_live_volume() {
     let Some(mut world) = World::start(&[]).await else {

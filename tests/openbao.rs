@@ -9,6 +9,9 @@
 
 mod support;
 
+#[path = "openbao/withheld.rs"]
+mod withheld;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 

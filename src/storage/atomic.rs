@@ -222,18 +222,31 @@ impl AtomicWriter {
         } else {
             options.dir_mode | 0o700
         };
-        let mut created = vec![self.make_dir(dir, fill_mode, options.gid)?];
+        // Only a writer that must set the final modes afterwards keeps the
+        // directories it made: a path's ancestors, each a copy of the path
+        // so far, would otherwise cost memory in the square of its depth.
+        let keep_created = fill_mode != options.dir_mode;
+        let mut created = Vec::new();
+        self.make_dir(dir, fill_mode, options.gid)?;
+        if keep_created {
+            created.push(dir.to_path_buf());
+        }
         for (path, content) in payload {
             let file = dir.join(path.as_str());
-            if let Some(parent) = file.parent() {
-                let mut missing = Vec::new();
-                let mut cursor = parent;
-                while cursor != dir && !cursor.exists() {
-                    missing.push(cursor.to_path_buf());
-                    cursor = cursor.parent().unwrap_or(dir);
-                }
-                for d in missing.into_iter().rev() {
-                    created.push(self.make_dir(&d, fill_mode, options.gid)?);
+            if let Some(parent) = Path::new(path.as_str()).parent() {
+                // Down from the set's directory: levels that exist are
+                // passed, the first missing one and all below it are made.
+                let mut cursor = dir.to_path_buf();
+                let mut missing = false;
+                for part in parent.components() {
+                    cursor.push(part);
+                    missing = missing || !cursor.exists();
+                    if missing {
+                        self.make_dir(&cursor, fill_mode, options.gid)?;
+                        if keep_created {
+                            created.push(cursor.clone());
+                        }
+                    }
                 }
             }
             let mut handle = OpenOptions::new()
@@ -266,7 +279,7 @@ impl AtomicWriter {
 
     /// Creates one directory with exactly `mode` (a `chmod` follows only
     /// when the umask would have cleared some of its bits).
-    fn make_dir(&self, dir: &Path, mode: u32, gid: Option<u32>) -> Result<PathBuf, Error> {
+    fn make_dir(&self, dir: &Path, mode: u32, gid: Option<u32>) -> Result<(), Error> {
         fs::DirBuilder::new()
             .mode(mode)
             .create(dir)
@@ -278,7 +291,7 @@ impl AtomicWriter {
         if gid.is_some() {
             lchown(dir, None, gid).map_err(|e| self.io("chown", e))?;
         }
-        Ok(dir.to_path_buf())
+        Ok(())
     }
 
     /// Creates `name -> ..data/name` for every top-level payload name that

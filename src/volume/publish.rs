@@ -156,7 +156,9 @@ impl VolumeManager {
         steps.lap(PublishStep::Checks);
         let mut answered = None;
         let fetch = async {
-            let files = self.log_in_and_render(&mut volume, on_record).await;
+            let files = self
+                .log_in_and_render(&mut volume, on_record, &salvaged)
+                .await;
             answered = Some(Instant::now());
             files
         };
@@ -273,11 +275,14 @@ impl VolumeManager {
     /// Logs in as the pod and renders. The token goes on record before
     /// anything is fetched with it (once the first record is written,
     /// never racing it): a driver killed from here on revokes it, and the
-    /// leases it owns, at its next start.
+    /// leases it owns, at its next start. An adopting publish's record
+    /// keeps the `salvaged` tokens beside it, so a crash before its files
+    /// are replaced loses none of them.
     async fn log_in_and_render(
         &self,
         volume: &mut LiveVolume,
         on_record: tokio::sync::oneshot::Receiver<Phase>,
+        salvaged: &[SalvagedToken],
     ) -> Result<Files, Error> {
         let spec = volume.spec();
         let identity = volume.identity.as_ref().expect("a publish has an identity");
@@ -298,7 +303,12 @@ impl VolumeManager {
             })?;
         volume.token.session = Some(Session::from_login(auth, timing::draw()));
         if let Ok(phase) = on_record.await {
-            self.persist(volume, phase)?;
+            let salvaged = if phase == Phase::Adopting {
+                salvaged
+            } else {
+                &[]
+            };
+            self.persist_with(volume, phase, salvaged)?;
         }
         let mut seen = Seen::default();
         let files = self

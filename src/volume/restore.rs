@@ -22,10 +22,14 @@ impl VolumeManager {
     pub async fn restore(&self) -> Result<usize, Error> {
         self.roots.open()?;
         let loaded = Loaded::read(self.store.list()?);
-        for unreadable in loaded.unreadable {
+        for mut unreadable in loaded.unreadable {
             let Ok(id) = VolumeId::parse(&unreadable.volume_id) else {
                 continue;
             };
+            // Its target is bound to it only if it passes a publish's checks.
+            unreadable.target = unreadable
+                .target
+                .filter(|target| self.checked_path(target).is_ok());
             tracing::error!(volume.id = %id, reason = %unreadable.reason, salvaged_tokens = unreadable.salvaged.len(), "A volume record cannot be read; the volume stays as it is (mounted, serving its pod, not refreshed) until kubelet's next publish of it adopts it");
             self.keep_unread(id, unreadable);
         }
@@ -45,7 +49,7 @@ impl VolumeManager {
         // unless it passes the checks a publish applies: a target outside
         // kubelet's pods directory, or reached through a symlink, is never
         // unmounted, removed or written.
-        let target = match self.checked_target(record) {
+        let target = match self.checked_path(&record.target_path) {
             Ok(target) => target,
             Err(error) => {
                 tracing::error!(volume.id = %id, %error, "Ignoring a state record whose target path fails the publish checks; nothing it names is touched");
@@ -136,15 +140,12 @@ impl VolumeManager {
         Ok(live)
     }
 
-    /// The record's target path, checked as a publish checks kubelet's.
-    fn checked_target(&self, record: &VolumeRecord<'_>) -> Result<TargetPath, Error> {
-        let raw = record
-            .target_path
-            .to_str()
-            .ok_or_else(|| Error::InvalidTargetPath {
-                path: record.target_path.display().to_string(),
-                reason: "it is not UTF-8".to_owned(),
-            })?;
+    /// A recorded target path, checked as a publish checks kubelet's.
+    fn checked_path(&self, path: &std::path::Path) -> Result<TargetPath, Error> {
+        let raw = path.to_str().ok_or_else(|| Error::InvalidTargetPath {
+            path: path.display().to_string(),
+            reason: "it is not UTF-8".to_owned(),
+        })?;
         let target = TargetPath::parse(raw, &self.config.kubelet_dir)?;
         self.roots.check_target(target.as_path())?;
         Ok(target)

@@ -12,6 +12,7 @@ use super::Error;
 use super::guard::Operation;
 use super::live::LiveVolume;
 use super::manager::{Volume, VolumeManager};
+use super::materialise::off_runtime;
 use super::publish::joined_result;
 use super::record;
 use super::request::CheckedUnpublish;
@@ -33,7 +34,13 @@ impl VolumeManager {
     ) -> Result<(), Error> {
         let answer_by = answer_by.min(Instant::now() + self.config.unpublish_wait);
         let volume_id = request.id.to_string();
-        let Some(cleanup) = self.unpublish_start(request)? else {
+        // On the task tracker: a cancelled call never stops between the
+        // unmount and the start of the clean-up.
+        let manager = Arc::clone(self);
+        let start = self
+            .tracker
+            .spawn(async move { manager.unpublish_start(request).await });
+        let Some(cleanup) = joined_result(start.await)? else {
             return Ok(());
         };
         if let Ok(joined) = tokio::time::timeout_at(answer_by, cleanup).await {
@@ -49,8 +56,11 @@ impl VolumeManager {
     /// First half: removes the target, forgets the volume and starts its
     /// clean-up. `None` when there is nothing more to do (a clean-up for
     /// the volume already runs, or the target is another volume's).
-    /// Unknown volumes and missing targets are OK.
-    fn unpublish_start(
+    /// Unknown volumes and missing targets are OK. The target is removed
+    /// on the blocking pool: unmounting a tmpfs frees every inode in it,
+    /// and a tenant's tree of 128,000 directories takes the kernel a third
+    /// of a second, which must not stop the workers that answer kubelet.
+    async fn unpublish_start(
         self: &Arc<Self>,
         request: CheckedUnpublish,
     ) -> Result<Option<tokio::task::JoinHandle<Result<(), Error>>>, Error> {
@@ -65,15 +75,13 @@ impl VolumeManager {
             // A retry of an unpublish whose clean-up still waits behind a
             // refresh: the target is gone, the rest finishes on its own.
             Err(_) if self.guards.running(&id) == Some(Operation::Unpublish) => {
-                self.roots.remove(path)?;
+                self.remove_off_runtime(path).await?;
                 return Ok(None);
             }
             Err(busy) => return Err(busy),
         };
-        // Nothing below awaits until the clean-up is spawned: a cancelled
-        // call cannot stop between forgetting the volume and revoking.
         // If removing fails, the volume stays managed and kubelet retries.
-        self.roots.remove(path)?;
+        self.remove_off_runtime(path).await?;
         let volume = self.forget(&id);
         self.unbind_target(path, &id);
         let manager = Arc::clone(self);
@@ -92,7 +100,9 @@ impl VolumeManager {
             let live = volume.state.lock().await.take();
             if let Some(mut live) = live {
                 self.set_degraded(&mut live, false);
-                removed = self.roots.remove(live.placement.target.as_path());
+                removed = self
+                    .remove_off_runtime(live.placement.target.as_path())
+                    .await;
                 self.revoke_volume(&live).await;
                 self.metrics.forget_volume(&live.labels);
             }
@@ -106,6 +116,13 @@ impl VolumeManager {
         }
         removed?;
         self.store.remove(id)
+    }
+
+    /// Removes `target` (unmounts its root) on the blocking pool.
+    async fn remove_off_runtime(&self, target: &std::path::Path) -> Result<(), Error> {
+        let (roots, target) = (Arc::clone(&self.roots), target.to_path_buf());
+        off_runtime(move || roots.remove(&target)).await??;
+        Ok(())
     }
 
     /// Revokes a live volume's token, and with it every lease it created.

@@ -290,6 +290,121 @@ impl MemoryCgroup {
         self.dir.join("cgroup.procs")
     }
 
+    /// The cgroup's limit, in bytes.
+    pub fn limit(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        self.read_u64(file).unwrap_or(u64::MAX)
+    }
+
+    /// What the cgroup holds now (`memory.usage_in_bytes`, v2
+    /// `memory.current`): heap, tmpfs pages, page cache and, where the
+    /// kernel accounts it, kernel memory (inodes, dentries).
+    pub fn usage(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        self.read_u64(file).unwrap_or(0)
+    }
+
+    /// The highest usage since the cgroup was made (v1
+    /// `memory.max_usage_in_bytes`, v2 `memory.peak`), kept by the kernel
+    /// between any two samples a test takes.
+    pub fn peak(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        self.read_u64(file).unwrap_or(0)
+    }
+
+    /// How many times usage reached the limit (v1 `memory.failcnt`, v2
+    /// `max` in `memory.events`): each one made the kernel reclaim, or
+    /// fail a charge, to stay under it.
+    pub fn limit_hits(&self) -> u64 {
+        if self.v2 {
+            self.event("max ")
+        } else {
+            self.read_u64("memory.failcnt").unwrap_or(0)
+        }
+    }
+
+    /// One counter of `memory.stat` (`shmem`, `rss`, `inactive_file`, …);
+    /// 0 when absent.
+    pub fn stat(&self, key: &str) -> u64 {
+        std::fs::read_to_string(self.dir.join("memory.stat"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == key).then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0)
+    }
+
+    /// The working set as kubelet computes it for eviction, and as the
+    /// driver's second line reads it: usage less the inactive file cache
+    /// the kernel reclaims before it kills.
+    pub fn working_set(&self) -> u64 {
+        let inactive = if self.v2 {
+            self.stat("inactive_file")
+        } else {
+            self.stat("total_inactive_file")
+        };
+        self.usage().saturating_sub(inactive)
+    }
+
+    /// What the usage is made of, for a test's figures: the heap and
+    /// stacks (anonymous memory), tmpfs pages (shmem), the page cache and,
+    /// where the kernel accounts it, its own memory (inodes, dentries,
+    /// socket buffers).
+    pub fn composition(&self) -> String {
+        let (anon, shmem, file, kernel) = if self.v2 {
+            (
+                self.stat("anon"),
+                self.stat("shmem"),
+                self.stat("file"),
+                self.stat("kernel"),
+            )
+        } else {
+            (
+                self.stat("total_rss"),
+                self.stat("total_shmem"),
+                self.stat("total_cache"),
+                self.read_u64("memory.kmem.usage_in_bytes").unwrap_or(0),
+            )
+        };
+        format!(
+            "anon {} KiB, shmem {} KiB, page cache {} KiB (shmem included), kernel {} KiB",
+            anon / 1024,
+            shmem / 1024,
+            file / 1024,
+            kernel / 1024
+        )
+    }
+
+    fn read_u64(&self, file: &str) -> Option<u64> {
+        std::fs::read_to_string(self.dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn event(&self, key: &str) -> u64 {
+        std::fs::read_to_string(self.dir.join("memory.events"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// How many times the kernel's OOM killer acted in this cgroup.
     pub fn oom_kills(&self) -> u64 {
         let (file, key) = if self.v2 {
@@ -635,6 +750,19 @@ impl DriverProcess {
         Self::spawn_full(node, vault, log_name, args, true, Some(cgroup)).await
     }
 
+    /// Like [`DriverProcess::spawn_in_cgroup`], running `binary` (the
+    /// release build, say) instead of the test build's.
+    pub async fn spawn_binary_in_cgroup(
+        node: &Node,
+        vault: &impl TestVault,
+        log_name: &str,
+        args: &[&str],
+        cgroup: &MemoryCgroup,
+        binary: &Path,
+    ) -> Self {
+        Self::spawn_binary(node, vault, log_name, args, true, Some(cgroup), binary).await
+    }
+
     async fn spawn_with(
         node: &Node,
         vault: &impl TestVault,
@@ -653,6 +781,19 @@ impl DriverProcess {
         own_namespace: bool,
         cgroup: Option<&MemoryCgroup>,
     ) -> Self {
+        let binary = Path::new(env!("CARGO_BIN_EXE_vault-csi-driver"));
+        Self::spawn_binary(node, vault, log_name, args, own_namespace, cgroup, binary).await
+    }
+
+    async fn spawn_binary(
+        node: &Node,
+        vault: &impl TestVault,
+        log_name: &str,
+        args: &[&str],
+        own_namespace: bool,
+        cgroup: Option<&MemoryCgroup>,
+        binary: &Path,
+    ) -> Self {
         let log = node.root.join(log_name);
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -662,7 +803,6 @@ impl DriverProcess {
         let err = out.try_clone().unwrap();
         let socket = node.socket();
         let _ = std::fs::remove_file(&socket);
-        let binary = env!("CARGO_BIN_EXE_vault-csi-driver");
         let mut command = std::process::Command::new("sh");
         command.arg("-c");
         match cgroup {
@@ -741,6 +881,16 @@ impl Drop for DriverProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The driver binary for tests that measure it as deployed: the release
+/// build named by `VCD_NODE_BOX_DRIVER` (`.ci/run` builds it and sets it;
+/// relative to the repository), else the test build's.
+pub fn deployed_driver_binary() -> PathBuf {
+    match std::env::var_os("VCD_NODE_BOX_DRIVER") {
+        Some(path) => Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_vault-csi-driver")),
     }
 }
 

@@ -370,13 +370,27 @@ impl Loaded {
                 Err(reason) => loaded.unreadable.push(Unreadable {
                     volume_id,
                     salvaged: salvage(&bytes).into_iter().collect(),
-                    target: None,
+                    target: salvage_target(&bytes),
                     reason,
                 }),
             }
         }
         loaded
     }
+}
+
+/// The target path from a record that does not parse as a whole, when it
+/// is JSON with a `target_path`: the volume's target stays bound to it, so
+/// no other volume id publishes or unpublishes there. Only a path passing
+/// a publish's checks is bound (`restore`).
+fn salvage_target(bytes: &[u8]) -> Option<PathBuf> {
+    #[derive(Deserialize)]
+    struct Target {
+        target_path: PathBuf,
+    }
+    serde_json::from_slice::<Target>(bytes)
+        .ok()
+        .map(|t| t.target_path)
 }
 
 /// The Vault token (and where it lives) from a record that does not parse

@@ -71,6 +71,8 @@ struct State {
     token_ttl: Duration,
     batch: bool,
     down: bool,
+    /// Reads wait (as on a Vault that does not answer) while set.
+    reads_held: bool,
     next: u64,
 }
 
@@ -149,6 +151,12 @@ impl FakeVault {
     /// Stops (`true`) or resumes answering.
     pub fn set_down(&self, down: bool) {
         self.state().down = down;
+    }
+
+    /// Makes reads wait (`true`), as on a Vault that does not answer, or
+    /// answer again.
+    pub fn hold_reads(&self, held: bool) {
+        self.state().reads_held = held;
     }
 
     /// Revokes a token as an operator would (`token revoke -accessor`): its
@@ -343,6 +351,9 @@ impl SecretSource for FakeVault {
     ) -> BoxFuture<'a, Result<SecretResponse, vault::Error>> {
         Box::pin(async move {
             self.begin("read", request.path())?;
+            while self.state().reads_held {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             self.authorise("read", token)?;
             let response = self.read(token, request.path())?;
             meter

@@ -183,6 +183,63 @@ async fn an_adoption_cut_short_keeps_the_volume_and_every_token_to_revoke() {
     assert!(adopted.salvaged.is_empty());
 }
 
+/// A driver killed while an adopting publish waits for Vault, after its
+/// login: the record written then keeps the tokens salvaged from the
+/// unreadable record beside the new login's, so the publish that finally
+/// adopts the volume revokes them all.
+#[tokio::test(start_paused = true)]
+async fn a_crash_during_an_adoption_loses_no_token_to_revoke() {
+    let core = Core::new();
+    seeded(&core, "one");
+    let pod = Pod::with_template("u1", TEMPLATE);
+    publish(&core, &pod).await;
+    let bytes = core.store.load_bytes(&pod.volume_id()).unwrap();
+    let spoiled = String::from_utf8(bytes)
+        .unwrap()
+        .replace("\"version\":3", "\"version\":99");
+    core.store.put(&pod.volume_id(), spoiled.as_bytes());
+    let restarted = core.restarted();
+    assert_eq!(restarted.manager.restore().await.unwrap(), 0);
+
+    // Kubelet's publish adopts it, logs in, and waits for its read.
+    restarted.vault.hold_reads(true);
+    let reads = restarted.vault.count("read");
+    let manager = std::sync::Arc::clone(&restarted.manager);
+    let checked = pod.checked(&restarted, HOUR);
+    let _adopting = tokio::spawn(async move {
+        manager
+            .publish_by(checked, Instant::now() + Duration::from_secs(120))
+            .await
+    });
+    while restarted.vault.count("read") == reads {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(restarted.vault.tokens().len(), 2, "the adoption logged in");
+
+    // Killed now: the next run starts from the store as it is.
+    let store = crate::volume::record::MemoryStore::default();
+    let recorded = restarted.store.load_bytes(&pod.volume_id()).unwrap();
+    store.put(&pod.volume_id(), &recorded);
+    let vault = restarted.vault.clone();
+    let again = Core::over(vault.clone(), store, restarted.roots.clone());
+    assert_eq!(again.manager.restore().await.unwrap(), 0);
+    assert_eq!(again.roots.roots().len(), 1, "never unmounted");
+
+    vault.hold_reads(false);
+    seeded(&again, "two");
+    publish(&again, &pod).await;
+    assert_eq!(index(&again, &pod), "two v-app");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let newest = vault.newest_token();
+    let live: Vec<String> = vault
+        .tokens()
+        .into_iter()
+        .filter(|(token, t)| !t.revoked && *token != newest)
+        .map(|(token, _)| token)
+        .collect();
+    assert!(live.is_empty(), "tokens never revoked: {live:?}");
+}
+
 /// An unpublish whose target removal fails keeps the volume managed, for
 /// kubelet's retry.
 #[tokio::test(start_paused = true)]

@@ -444,6 +444,32 @@ async fn deep_paths_are_charged_for_every_directory() {
     world.assert_isolated("deep paths").await;
 }
 
+/// Every token of the role `adopt` but the one the volume now uses is
+/// revoked within 15 s: the salvaged one among them.
+async fn assert_only_the_live_token_left(vault: &vault_double::VaultDouble, salvaged: &[String]) {
+    // Every token the volume logged in for but the one it now uses is
+    // revoked: the salvaged one, and the interrupted adoption's.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let live = |vault: &vault_double::VaultDouble| -> Vec<String> {
+        vault
+            .tokens()
+            .into_iter()
+            .filter(|t| t.role == "adopt" && !t.revoked)
+            .map(|t| t.client_token)
+            .collect()
+    };
+    while live(vault).len() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let unrevoked = live(vault);
+    let salvaged_alive = salvaged.iter().any(|t| unrevoked.contains(t));
+    assert!(
+        unrevoked.len() <= 1 && !salvaged_alive,
+        "{} of the volume's tokens are still live 15 s after the publish that replaced its files (the salvaged one among them: {salvaged_alive}); one at most should be",
+        unrevoked.len()
+    );
+}
+
 /// Finding 6: a crash during an adopting publish unmounted the live
 /// volume. The sequence: the volume's record becomes unreadable (version
 /// 99) and is kept; kubelet's republish adopts it, the record says so; the
@@ -558,28 +584,7 @@ async fn a_crash_during_an_adoption_never_unmounts_the_live_volume() {
         support::expected_index("after-the-crash", &tenant.password),
         "the container's bind sees the new files"
     );
-    // Every token the volume logged in for but the one it now uses is
-    // revoked: the salvaged one, and the interrupted adoption's.
-    let vault = world.vault.clone();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let live = |vault: &vault_double::VaultDouble| -> Vec<String> {
-        vault
-            .tokens()
-            .into_iter()
-            .filter(|t| t.role == "adopt" && !t.revoked)
-            .map(|t| t.client_token)
-            .collect()
-    };
-    while live(&vault).len() > 1 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let unrevoked = live(&vault);
-    let salvaged_alive = salvaged.iter().any(|t| unrevoked.contains(t));
-    assert!(
-        unrevoked.len() <= 1 && !salvaged_alive,
-        "{} of the volume's tokens are still live 15 s after the publish that replaced its files (the salvaged one among them: {salvaged_alive}); one at most should be",
-        unrevoked.len()
-    );
+    assert_only_the_live_token_left(&world.vault, &salvaged).await;
     world.unpublish(&pod, "v").await;
     unbind(&container);
     world.assert_isolated("adoption cut short").await;

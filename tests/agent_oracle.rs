@@ -226,6 +226,12 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("sprig mustRegexMatch of a bad pattern", d("{{ sprig_mustRegexMatch \"(\" @.user }}")),
         ("sprig regexMatch of a bad pattern", d("{{ sprig_regexMatch \"(\" @.user }}")),
         ("sprig JSON", d("{{ sprig_toJson @.map }} {{ sprig_toPrettyJson @.nums }} {{ sprig_toRawJson @.html }}")),
+        ("sprig abbrev", d("{{ sprig_abbrev 5 \"hello world\" }}|{{ sprig_abbrev 3 @.user }}|{{ sprig_abbrev 5 @.unicode }}|{{ sprig_abbrevboth 5 10 \"1234567890abcdefghij\" }}|{{ sprig_abbrevboth 0 6 \"abcdefghijkl\" }}|{{ sprig_abbrevboth 20 8 \"abcdefghijklmnopqrst\" }}|{{ sprig_abbrevboth 6 6 \"abcdefghijklmnopqrst\" }}")),
+        ("sprig case", d("{{ sprig_untitle \"Hello World\" }}|{{ sprig_swapcase \"Hello wORLD ǆx ß\" }}|{{ sprig_initials \"first second  third\" }}|{{ sprig_initials @.unicode }}|{{ sprig_nospace \"h é l\" }}|{{ sprig_nospace @.unicode }}")),
+        ("sprig snake, kebab, camel", d("{{ sprig_snakecase \"HTTPServer\" }} {{ sprig_snakecase \"Bld4Floor3rd\" }} {{ sprig_snakecase \"http2xx\" }} {{ sprig_snakecase \"GO PATH-x__y\" }} {{ sprig_kebabcase \"FirstName\" }} {{ sprig_kebabcase \"HTTP20xOK\" }} {{ sprig_camelcase \"http_server\" }} {{ sprig_camelcase \"_complex__case_\" }} {{ sprig_camelcase \"__\" }} {{ sprig_camelcase \"some words\" }} {{ sprig_snakecase \"Duration2m3s.x!y\" }} {{ sprig_snakecase \"ÉtÉ 中文x\" }} {{ sprig_kebabcase \"a1b2-C3\" }}")),
+        ("sprig wrap", d("[{{ sprig_wrap 5 \"the quick brown fox jumps\" }}][{{ sprig_wrap 3 \"https://example.com/a b\" }}][{{ sprig_wrapWith 4 \"<br>\" \"abcdefghij klm\" }}][{{ sprig_wrap 0 \"a b\" }}][{{ sprig_wrapWith 3 \"\" @.unicode }}]")),
+        ("sprig trimall", d("{{ sprig_trimall \"$\" \"$$5.00$\" }} {{ sprig_trimAll \"p\" @.user }}")),
+        ("sprig wrap of a Vault number", d("{{ sprig_wrap @.one @.user }}")),
         // Named templates.
         ("define and template", format!("{{{{ define \"u\" }}}}[{{{{ . }}}}]{{{{ end }}}}{}", d("{{ template \"u\" @.user }}"))),
         ("block", d("{{ block \"b\" @.user }}<{{ . }}>{{ end }}")),

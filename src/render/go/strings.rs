@@ -390,7 +390,7 @@ pub(in crate::render) fn call(name: &str, args: &[Go<'_>]) -> Out {
             arity(1)?;
             text(trim_space(s(&args[0])?))
         }
-        "trim" | "sprig_trimAll" => {
+        "trim" | "sprig_trimAll" | "sprig_trimall" => {
             arity(2)?;
             let (cutset, src) = (
                 lossy(s(&args[0])?).into_owned(),
@@ -474,16 +474,6 @@ pub(in crate::render) fn call(name: &str, args: &[Go<'_>]) -> Out {
                 return Err("sprig_repeat: the result is too large".to_owned());
             }
             text(src.repeat(count))
-        }
-        "sprig_nospace" => {
-            arity(1)?;
-            text(
-                lossy(s(&args[0])?)
-                    .chars()
-                    .filter(|c| !c.is_whitespace())
-                    .collect::<String>()
-                    .into_bytes(),
-            )
         }
         "parseBool" | "parseFloat" | "parseInt" | "parseUint" => {
             arity(1)?;

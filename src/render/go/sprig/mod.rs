@@ -6,9 +6,10 @@
 //!
 //! One file per concern, each importing only [`conv`] (how Sprig reads
 //! its arguments) and the model's files below `sprig`: [`escape`],
-//! [`text`], [`lists`], [`dicts`], [`math`], [`paths`], [`encodings`],
+//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`paths`], [`encodings`],
 //! [`patterns`] and [`values`]. This file dispatches by name.
 
+mod case;
 mod conv;
 mod dicts;
 mod encodings;
@@ -18,6 +19,7 @@ mod math;
 mod paths;
 mod patterns;
 mod text;
+mod unicode;
 mod values;
 
 use conv::Out;
@@ -30,6 +32,7 @@ type Group = fn(&str, &[Go<'_>]) -> Option<Out>;
 const GROUPS: &[Group] = &[
     escape::call,
     text::call,
+    case::call,
     patterns::call,
     lists::call,
     dicts::call,

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::super::fmt;
 use super::super::model::Go;
-use super::conv::{Out, first, int, string, strval, text};
+use super::conv::{Out, charge, first, int, string, strval, text, within_output};
 
 /// `substr` and `trunc` over bytes, as Sprig slices Go strings.
 fn substr(start: i64, end: i64, s: &[u8]) -> Vec<u8> {
@@ -65,6 +65,117 @@ fn joined(name: &str, args: &[Go<'_>]) -> Out {
     Ok(text(&parts.join(&b' ')))
 }
 
+/// goutils' `AbbreviateFull`: at most `width` bytes, with `...` where
+/// text was cut (`""` where goutils refuses the width).
+fn abbreviate(s: &[u8], offset: i64, width: i64) -> Vec<u8> {
+    let len = i64::try_from(s.len()).unwrap_or(i64::MAX);
+    if s.is_empty() || width < 4 {
+        return Vec::new();
+    }
+    if len <= width {
+        return s.to_vec();
+    }
+    let mut offset = offset.min(len);
+    if len - offset < width - 3 {
+        offset = len - (width - 3);
+    }
+    let at = |i: i64| usize::try_from(i).unwrap_or(0);
+    if offset <= 4 {
+        return [&s[..at(width - 3)], b"..."].concat();
+    }
+    if width < 7 {
+        return Vec::new();
+    }
+    if offset + width - 3 < len {
+        return [
+            b"...".as_slice(),
+            &abbreviate(&s[at(offset)..], 0, width - 3),
+        ]
+        .concat();
+    }
+    [b"...".as_slice(), &s[at(len - (width - 3))..]].concat()
+}
+
+/// goutils' `WrapCustom`: lines of at most `width` bytes, broken at
+/// spaces (a longer word kept whole, or cut with `long`).
+fn wrap(s: &[u8], width: i64, sep: &[u8], long: bool) -> Result<Vec<u8>, String> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sep: &[u8] = if sep.is_empty() { b"\n" } else { sep };
+    let width = usize::try_from(width.max(1)).unwrap_or(usize::MAX);
+    let mut out = Vec::with_capacity(s.len());
+    let mut offset = 0;
+    while s.len() - offset > width {
+        if out.len() > crate::render::MAX_RENDERED_BYTES {
+            return within_output("wrap", out.len()).map(|()| out);
+        }
+        if s[offset] == b' ' {
+            offset += 1;
+            continue;
+        }
+        let end = width + offset + 1;
+        if let Some(space) = s[offset..end].iter().rposition(|&b| b == b' ') {
+            out.extend_from_slice(&s[offset..offset + space]);
+            out.extend_from_slice(sep);
+            offset += space + 1;
+        } else if long {
+            out.extend_from_slice(&s[offset..offset + width]);
+            out.extend_from_slice(sep);
+            offset += width;
+        } else {
+            let end = width + offset;
+            match s[end..].iter().position(|&b| b == b' ') {
+                None => {
+                    out.extend_from_slice(&s[offset..]);
+                    offset = s.len();
+                }
+                Some(i) => {
+                    out.extend_from_slice(&s[offset..end + i]);
+                    out.extend_from_slice(sep);
+                    offset = end + i + 1;
+                }
+            }
+        }
+    }
+    out.extend_from_slice(&s[offset..]);
+    within_output("wrap", out.len())?;
+    Ok(out)
+}
+
+/// `abbrev`, `abbrevboth`, `wrap` and `wrapWith`.
+fn cut(name: &str, args: &[Go<'_>]) -> Out {
+    match (name, args) {
+        ("sprig_abbrev", [width, s]) => {
+            let (width, s) = (int(width)?, string(s)?);
+            Ok(text(&if width < 4 {
+                s
+            } else {
+                abbreviate(&s, 0, width)
+            }))
+        }
+        ("sprig_abbrevboth", [left, right, s]) => {
+            let (left, right, s) = (int(left)?, int(right)?, string(s)?);
+            Ok(text(&if right < 4 || (left > 0 && right < 7) {
+                s
+            } else {
+                abbreviate(&s, left, right)
+            }))
+        }
+        ("sprig_wrap", [width, s]) => {
+            let (width, s) = (int(width)?, string(s)?);
+            charge(s.len())?;
+            wrap(&s, width, b"", false).map(|w| text(&w))
+        }
+        ("sprig_wrapWith", [width, sep, s]) => {
+            let (width, sep, s) = (int(width)?, string(sep)?, string(s)?);
+            charge(s.len())?;
+            wrap(&s, width, &sep, true).map(|w| text(&w))
+        }
+        _ => Err(format!("wrong number of args for {name}")),
+    }
+}
+
 /// The functions of this file; `None` for a name it does not have.
 pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
     Some(match name {
@@ -88,6 +199,7 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
             }),
             _ => Err("wrong number of args for plural".to_owned()),
         },
+        "sprig_abbrev" | "sprig_abbrevboth" | "sprig_wrap" | "sprig_wrapWith" => cut(name, args),
         "sprig_hello" => Ok(Value::String("Hello!".to_owned())),
         "sprig_fail" => {
             string(&first(args)).and_then(|m| Err(String::from_utf8_lossy(&m).into_owned()))

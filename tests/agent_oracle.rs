@@ -232,6 +232,10 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("sprig wrap", d("[{{ sprig_wrap 5 \"the quick brown fox jumps\" }}][{{ sprig_wrap 3 \"https://example.com/a b\" }}][{{ sprig_wrapWith 4 \"<br>\" \"abcdefghij klm\" }}][{{ sprig_wrap 0 \"a b\" }}][{{ sprig_wrapWith 3 \"\" @.unicode }}]")),
         ("sprig trimall", d("{{ sprig_trimall \"$\" \"$$5.00$\" }} {{ sprig_trimAll \"p\" @.user }}")),
         ("sprig wrap of a Vault number", d("{{ sprig_wrap @.one @.user }}")),
+        ("md5sum and sha1sum", d("{{ md5sum @.user }} {{ sprig_sha1sum @.user }} {{ md5sum \"\" }}")),
+        ("md5sum of a Vault number", d("{{ md5sum @.one }}")),
+        ("sprig base32", d("{{ sprig_b32enc @.user }} {{ sprig_b32enc @.unicode }} {{ sprig_b32enc \"abcde\" }} {{ sprig_b32dec \"MFYHA===\" }} [{{ sprig_b32dec \"MFYHA\" }}] [{{ sprig_b32dec \"MF=HA===\" }}] [{{ sprig_b32dec \"M1YHA===\" }}] [{{ sprig_b32dec \"MFYH\\nA===\" }}] [{{ sprig_b32dec \"MFYHAM==\" }}] [{{ sprig_b32dec \"74======\" }}]")),
+        ("sprig paths", d("{{ sprig_dir \"/a/b/c\" }} {{ sprig_dir \"a\" }} {{ sprig_dir \"/\" }} {{ sprig_dir \"\" }} {{ sprig_clean \"a//b/./../c/\" }} {{ sprig_clean \"/../a/..\" }} {{ sprig_clean \"../../x/../y\" }} {{ sprig_clean \"\" }} {{ sprig_osBase \"/a/b/\" }} {{ sprig_osClean \"/x/./y\" }} {{ sprig_osDir \"x/y\" }} {{ sprig_osExt \"a.tar.gz\" }} {{ sprig_osIsAbs \"a\" }} {{ sprig_osIsAbs \"/a\" }}")),
         // Named templates.
         ("define and template", format!("{{{{ define \"u\" }}}}[{{{{ . }}}}]{{{{ end }}}}{}", d("{{ template \"u\" @.user }}"))),
         ("block", d("{{ block \"b\" @.user }}<{{ . }}>{{ end }}")),

@@ -165,11 +165,25 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 i += end_rel + 2;
             }
             b'0'..=b'9' | b'-' | b'+' => {
-                let end = i
-                    + 1
-                    + src[i + 1..]
-                        .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.' || ch == '_'))
-                        .unwrap_or(src.len() - i - 1);
+                // Go's scanNumber: an exponent may have a sign (`1e-3`,
+                // `0x1p+4`).
+                let bytes = src.as_bytes();
+                let hex = bytes[i..].len() > 2 && matches!(&bytes[i..i + 2], b"0x" | b"0X")
+                    || matches!(bytes.get(i + 1..i + 3), Some(b"0x" | b"0X"));
+                let mut end = i + 1;
+                while end < src.len() {
+                    let c = bytes[end];
+                    let exponent_sign = matches!(c, b'+' | b'-')
+                        && (if hex {
+                            matches!(bytes[end - 1], b'p' | b'P')
+                        } else {
+                            matches!(bytes[end - 1], b'e' | b'E')
+                        });
+                    if !(c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign) {
+                        break;
+                    }
+                    end += 1;
+                }
                 toks.push((Tok::Num(src[i..end].to_owned()), here));
                 i = end;
             }

@@ -187,6 +187,23 @@ pub(super) fn ints(items: impl Iterator<Item = i64>) -> Result<Vec<i64>, String>
     Ok(out)
 }
 
+/// Sprig's `untilStep`.
+pub(super) fn until_step(start: i64, stop: i64, step: i64) -> Result<Vec<i64>, String> {
+    if step == 0 || (step > 0 && start > stop) || (step < 0 && start < stop) {
+        return Ok(Vec::new());
+    }
+    let mut i = start;
+    let it = std::iter::from_fn(move || {
+        let keep = if step > 0 { i < stop } else { i > stop };
+        keep.then(|| {
+            let v = i;
+            i = i.wrapping_add(step);
+            v
+        })
+    });
+    ints(it)
+}
+
 /// Go's conversion of a `float64` to an integer: on amd64, a value out of
 /// range (or NaN) gives the smallest `int64`.
 #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]

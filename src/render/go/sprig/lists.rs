@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 use super::super::model::{self, Go, go};
 use super::super::truth::truth;
 use super::conv::{
-    Out, deep_equal, first, int, ints, list_items, string, string_list, strslice, text, to_int64,
+    Out, deep_equal, first, int, list_items, string, string_list, strslice, text, to_int64,
+    until_step,
 };
 
 fn int_list(items: Vec<i64>) -> Value {
@@ -155,23 +156,6 @@ fn split_map(name: &str, args: &[Go<'_>]) -> Out {
             .collect();
         Value::Object(map)
     })
-}
-
-/// Sprig's `untilStep`.
-pub(super) fn until_step(start: i64, stop: i64, step: i64) -> Result<Vec<i64>, String> {
-    if step == 0 || (step > 0 && start > stop) || (step < 0 && start < stop) {
-        return Ok(Vec::new());
-    }
-    let mut i = start;
-    let it = std::iter::from_fn(move || {
-        let keep = if step > 0 { i < stop } else { i > stop };
-        keep.then(|| {
-            let v = i;
-            i = i.wrapping_add(step);
-            v
-        })
-    });
-    ints(it)
 }
 
 /// Sprig's functions that take one list.

@@ -1,7 +1,61 @@
-//! Sprig's integer arithmetic, each argument through `cast.ToInt64`.
+//! Sprig's integer arithmetic, each argument through `cast.ToInt64`, and
+//! its conversions (`int`, `int64`, `float64`, `toDecimal`, `seq`).
 
+use serde_json::Value;
+
+use super::super::fmt;
 use super::super::model::{self, Go};
-use super::conv::{Out, first, string, to_int64};
+use super::conv::{Out, first, int, string, to_float64, to_int64, until_step};
+
+/// `toDecimal`: `fmt.Sprint` of the value read as octal
+/// (`strconv.ParseInt(s, 8, 64)`), 0 where it is not.
+fn octal(g: &Go<'_>) -> Result<i64, String> {
+    let printed = fmt::sprint(std::slice::from_ref(g), false)?;
+    let (neg, digits) = match printed.as_slice() {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        all => (false, all),
+    };
+    if digits.is_empty() || !digits.iter().all(|b| (b'0'..=b'7').contains(b)) {
+        return Ok(0);
+    }
+    let mut value: i128 = 0;
+    for d in digits {
+        value = value * 8 + i128::from(d - b'0');
+        if value > 1 << 63 {
+            return Ok(0);
+        }
+    }
+    Ok(i64::try_from(if neg { -value } else { value }).unwrap_or(0))
+}
+
+/// `seq [start [step]] end`: the integers from start to end, inclusive,
+/// separated by spaces.
+fn seq(args: &[Go<'_>]) -> Out {
+    let params = args.iter().map(int).collect::<Result<Vec<i64>, _>>()?;
+    let towards = |start: i64, end: i64| if end < start { -1 } else { 1 };
+    let list = match params.as_slice() {
+        [end] => {
+            let step = towards(1, *end);
+            until_step(1, end.wrapping_add(step), step)?
+        }
+        [start, end] => {
+            let step = towards(*start, *end);
+            until_step(*start, end.wrapping_add(step), step)?
+        }
+        [start, step, end] => {
+            let increment = towards(*start, *end);
+            if increment < 0 && *step > 0 {
+                Vec::new()
+            } else {
+                until_step(*start, end.wrapping_add(increment), *step)?
+            }
+        }
+        _ => Vec::new(),
+    };
+    let text: Vec<String> = list.iter().map(i64::to_string).collect();
+    Ok(Value::String(text.join(" ")))
+}
 
 /// `sub`, `div`, `mod`.
 fn binary(name: &str, args: &[Go<'_>]) -> Out {
@@ -43,6 +97,10 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
                     .unwrap_or(0),
             )
         }),
+        "sprig_int" | "sprig_int64" => Ok(model::int(to_int64(&first(args)))),
+        "sprig_float64" => Ok(model::float(to_float64(&first(args)))),
+        "sprig_toDecimal" => octal(&first(args)).map(model::int),
+        "sprig_seq" => seq(args),
         "sprig_add1" => Ok(model::int(to_int64(&first(args)).wrapping_add(1))),
         "sprig_add" => Ok(model::int(
             args.iter().map(to_int64).fold(0i64, i64::wrapping_add),

@@ -6,7 +6,7 @@
 //!
 //! One file per concern, each importing only [`conv`] (how Sprig reads
 //! its arguments) and the model's files below `sprig`: [`escape`],
-//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`paths`], [`encodings`],
+//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`paths`], [`encodings`],
 //! [`patterns`] and [`values`]. This file dispatches by name.
 
 mod case;
@@ -14,6 +14,7 @@ mod conv;
 mod dicts;
 mod encodings;
 mod escape;
+mod floats;
 mod lists;
 mod math;
 mod paths;
@@ -37,6 +38,7 @@ const GROUPS: &[Group] = &[
     lists::call,
     dicts::call,
     math::call,
+    floats::call,
     paths::call,
     encodings::call,
     values::call,

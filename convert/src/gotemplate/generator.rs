@@ -42,6 +42,9 @@ impl Scope {
 #[derive(Default)]
 pub(super) struct Gen {
     pub(super) out: String,
+    /// Variables a function that changes a map in place may not change
+    /// ([`super::mutation`]).
+    pub(super) shared: std::collections::BTreeSet<String>,
     /// `error_on_missing_key`.
     pub(super) strict: bool,
     pub(super) secret_paths: Vec<String>,
@@ -116,8 +119,8 @@ impl Gen {
             let rest = args.split_off(MAX_PARAMS - 3);
             let packed = self.call("goArgs", rest, pos)?;
             args.push(packed);
-        } else if helper == "goArgs" && args.len() > MAX_PARAMS {
-            let rest = args.split_off(MAX_PARAMS - 1);
+        } else if helper == "goArgs" && args.len() + 1 > MAX_PARAMS {
+            let rest = args.split_off(MAX_PARAMS - 2);
             let packed = self.call("goArgs", rest, pos)?;
             args.push(packed);
         }
@@ -581,9 +584,64 @@ impl Gen {
                 self.call("goCmp", values, pos)
             }
             _ => {
+                let target = if super::mutation::MUTATING.contains(&name) {
+                    self.mutation_target(name, args, pos, scope)?
+                } else {
+                    None
+                };
                 values.insert(0, hbs_string(name));
-                self.call("goCall", values, pos)
+                let call = self.call("goCall", values, pos)?;
+                Ok(match target {
+                    // The variable holds the changed map after the call.
+                    Some(stored) => format!(
+                        "{} mutates={})",
+                        &call[..call.len() - 1],
+                        hbs_string(&stored)
+                    ),
+                    None => call,
+                })
             }
+        }
+    }
+
+    /// Where a call that changes its first argument in place writes the
+    /// changed map back: nowhere for a new map, the variable for a
+    /// variable only this call can change; refused otherwise.
+    fn mutation_target(
+        &self,
+        name: &str,
+        args: &[(Expr, Pos)],
+        pos: Pos,
+        scope: &Scope,
+    ) -> Result<Option<String>, Refusal> {
+        let construct = format!("function `{name}`");
+        match args.first() {
+            None => Ok(None),
+            Some((first, _)) if super::mutation::is_fresh(first) => Ok(None),
+            Some((Expr::Var(var), _)) => {
+                let stored = scope
+                    .vars
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == var)
+                    .and_then(|(_, hbs)| hbs.strip_prefix("(goGet \""))
+                    .map(|rest| rest.trim_end_matches("\")").to_owned());
+                match stored {
+                    Some(stored) if !self.shared.contains(var) => Ok(Some(stored)),
+                    _ => refuse(
+                        pos,
+                        construct,
+                        format!(
+                            "changes the map in `${var}` in place, and another value holds that map too (a variable, `with`, `range` or a list or map built from it): Go's maps are shared, the driver's values are copies; give `${var}` only new maps (`dict`, `deepCopy`) and change it only through this function"
+                        ),
+                    ),
+                }
+            }
+            Some(_) => refuse(
+                pos,
+                construct,
+                "changes the secret's data (or a value inside another) in place: consul-template shares one copy of each secret between all of the agent's templates and its later renders, so what other files see would depend on the order they render in; copy it first (`$m := deepCopy .Data.data`) and change the copy",
+            ),
         }
     }
 

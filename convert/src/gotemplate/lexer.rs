@@ -7,6 +7,10 @@ use super::{Pos, Refusal, refuse};
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Tok {
     Field(Vec<String>),
+    /// A field chain right after `)` or a variable, with no space between
+    /// (`(x).a`, `$x.a`): the fields of that value. With a space, `.a` is
+    /// an operand of its own, a [`Tok::Field`] of dot.
+    Chain(Vec<String>),
     Dot,
     Var(String),
     Ident(String),
@@ -125,7 +129,7 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 // `(x).Field`: a field chain right after a parenthesis.
                 if bytes.get(i) == Some(&b'.') {
                     let (names, end) = field_chain(src, i);
-                    toks.push((Tok::Field(names), here));
+                    toks.push((Tok::Chain(names), here));
                     i = end;
                 }
             }
@@ -146,7 +150,7 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 let (names, end) = field_chain(src, i);
                 toks.push((Tok::Var(name), here));
                 if !names.is_empty() {
-                    toks.push((Tok::Field(names), here));
+                    toks.push((Tok::Chain(names), here));
                     i = end;
                 }
             }
@@ -434,7 +438,20 @@ mod tests {
                 Tok::LParen,
                 Tok::Field(vec!["a".to_owned()]),
                 Tok::RParen,
+                Tok::Chain(vec!["b".to_owned()]),
+            ]
+        );
+        // With a space, `.b` is an operand of its own (dot's field).
+        assert_eq!(
+            tokens("{{ f (g) .b $x .c }}"),
+            [
+                Tok::Ident("f".to_owned()),
+                Tok::LParen,
+                Tok::Ident("g".to_owned()),
+                Tok::RParen,
                 Tok::Field(vec!["b".to_owned()]),
+                Tok::Var("x".to_owned()),
+                Tok::Field(vec!["c".to_owned()]),
             ]
         );
     }

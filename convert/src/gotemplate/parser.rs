@@ -447,7 +447,7 @@ fn operands(toks: &[(Tok, Pos)], pos: Pos) -> Result<Vec<(Expr, Pos)>, Refusal> 
                 }
                 let inner = pipeline(&toks[i + 1..j], *p)?;
                 i = j;
-                if let Some((Tok::Field(names), _)) = toks.get(i + 1) {
+                if let Some((Tok::Chain(names), _)) = toks.get(i + 1) {
                     i += 1;
                     Expr::Field(Box::new(inner), names.clone())
                 } else {
@@ -457,8 +457,9 @@ fn operands(toks: &[(Tok, Pos)], pos: Pos) -> Result<Vec<(Expr, Pos)>, Refusal> 
             Tok::RParen => return refuse(*p, ")", "unexpected `)`"),
             Tok::Dot => Expr::Dot,
             Tok::Field(names) => Expr::Field(Box::new(Expr::Dot), names.clone()),
+            Tok::Chain(_) => return refuse(*p, "field", "a field chain must follow a value"),
             Tok::Var(name) => {
-                if let Some((Tok::Field(names), _)) = toks.get(i + 1) {
+                if let Some((Tok::Chain(names), _)) = toks.get(i + 1) {
                     i += 1;
                     Expr::Field(Box::new(Expr::Var(name.clone())), names.clone())
                 } else {

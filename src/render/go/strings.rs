@@ -511,7 +511,14 @@ go_helper!(Call, |h| {
         args.push(g);
     }
     match call(&name, &args) {
-        Ok(v) => result(v),
+        Ok(v) => {
+            // `mutates="x"`: the function changed the map in variable `x`
+            // in place, as Go's maps are shared.
+            if let Some(var) = h.hash_get("mutates").and_then(|v| v.value().as_str()) {
+                super::session::set_var(var.to_owned(), v.clone());
+            }
+            result(v)
+        }
         Err(e) if e.contains("units of work") || e.contains("took longer") => Err(fail(e)),
         Err(e) => result(model::error(format!("error calling {name}: {e}"))),
     }

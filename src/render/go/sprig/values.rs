@@ -50,6 +50,13 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
         },
         "sprig_kindOf" => Ok(Value::String(kind_of(&first(args)).to_owned())),
         "sprig_typeOf" => Ok(Value::String(type_of(&first(args)).to_owned())),
+        "sprig_typeIsLike" => match args {
+            [target, value] => string(target).map(|t| {
+                let actual = type_of(value).as_bytes();
+                Value::Bool(t == actual || [b"*".as_slice(), &t].concat() == actual)
+            }),
+            _ => Err(format!("wrong number of args for {name}")),
+        },
         "sprig_kindIs" | "sprig_typeIs" => match args {
             [target, value] => string(target).map(|t| {
                 let actual = if name == "sprig_kindIs" {

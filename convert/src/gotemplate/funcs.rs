@@ -170,10 +170,30 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("modulo", Status::Converted),
     ("minimum", Status::Converted),
     ("maximum", Status::Converted),
-    ("spew_dump", Status::NotYet),
-    ("spew_printf", Status::NotYet),
-    ("spew_sdump", Status::NotYet),
-    ("spew_sprintf", Status::NotYet),
+    (
+        "spew_dump",
+        Status::Security(
+            "writes its arguments to the agent's standard output (its log), not to the file, which gets nothing from it: the driver writes no tenant's values to its log; remove the call",
+        ),
+    ),
+    (
+        "spew_printf",
+        Status::Security(
+            "writes its arguments to the agent's standard output (its log), not to the file, which gets nothing from it: the driver writes no tenant's values to its log; remove the call",
+        ),
+    ),
+    (
+        "spew_sdump",
+        Status::Semantic(
+            "a debugging dump: go-spew's default configuration prints a map in Go's random order (it does not sort keys) and a secret as a memory address, so the agent's own output changes from one render to the next; print the value with printf or toJSON instead",
+        ),
+    ),
+    (
+        "spew_sprintf",
+        Status::Semantic(
+            "a debugging dump: go-spew's default configuration prints a map in Go's random order (it does not sort keys) and a secret as a memory address, so the agent's own output changes from one render to the next; print the value with printf or toJSON instead",
+        ),
+    ),
     (
         "datacenters",
         Status::Semantic(

@@ -249,6 +249,9 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("sprig deepCopy, typeIsLike", d("{{ $c := sprig_deepCopy @ }}{{ $_ := sprig_set $c \"user\" \"changed\" }}{{ $c.user }} {{ @.user }} {{ sprig_mustDeepCopy @.list }} {{ sprig_typeIsLike \"string\" @.user }} {{ sprig_typeIsLike \"map[string]interface {}\" @ }} {{ sprig_typeIsLike \"json.Number\" @.one }} {{ sprig_typeIsLike \"int\" 1 }}")),
         ("sprig typeIsLike of a secret", w("{{ sprig_typeIsLike \"dependency.Secret\" . }} {{ sprig_typeIsLike \"*dependency.Secret\" . }}")),
         ("sprig set of a Vault number as a key", d("{{ sprig_set (sprig_dict) @.one 1 }}")),
+        ("scratch", d("{{ scratch.Set \"a\" @.user }}{{ scratch.SetX \"a\" \"no\" }}{{ scratch.SetX \"b\" 2 }}{{ scratch.Get \"a\" }} {{ scratch.Get \"b\" }} {{ scratch.Key \"a\" }} {{ scratch.Key \"z\" }} [{{ scratch.Get \"z\" }}] {{ scratch.MapSet \"m\" \"y\" 1 }}{{ scratch.MapSet \"m\" \"x\" @.one }}{{ scratch.MapSetX \"m\" \"x\" 9 }}{{ scratch.MapValues \"m\" }} {{ scratch.Get \"m\" }} {{ scratch.MapValues \"a\" }} {{ scratch.MapValues \"nope\" }} {{ toJSON (scratch.Get \"m\") }}{{ range $k, $v := @.map }}{{ scratch.MapSet \"r\" $k $v }}{{ end }} {{ scratch.Get \"r\" }}")),
+        ("scratch MapSet over a value", d("{{ scratch.Set \"a\" 1 }}{{ scratch.MapSet \"a\" \"k\" 1 }}")),
+        ("scratch Get of a Vault number key", d("{{ scratch.Get @.one }}")),
         // Named templates.
         ("define and template", format!("{{{{ define \"u\" }}}}[{{{{ . }}}}]{{{{ end }}}}{}", d("{{ template \"u\" @.user }}"))),
         ("block", d("{{ block \"b\" @.user }}<{{ . }}>{{ end }}")),

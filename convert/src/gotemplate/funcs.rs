@@ -43,7 +43,7 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("secret", Status::Converted),
     ("secrets", Status::NotYet),
     ("pkiCert", Status::Converted),
-    ("scratch", Status::NotYet),
+    ("scratch", Status::Converted),
     ("base64Decode", Status::Converted),
     ("base64Encode", Status::Converted),
     ("base64URLDecode", Status::Converted),

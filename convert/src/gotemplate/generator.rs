@@ -44,7 +44,7 @@ pub(super) struct Gen {
     pub(super) out: String,
     /// Variables a function that changes a map in place may not change
     /// ([`super::mutation`]).
-    pub(super) shared: std::collections::BTreeSet<String>,
+    pub(super) shared: super::mutation::Sharing,
     /// `error_on_missing_key`.
     pub(super) strict: bool,
     pub(super) secret_paths: Vec<String>,
@@ -542,7 +542,17 @@ impl Gen {
                 return self.call("goPki", vec![call], pos);
             }
             "executeTemplate" => return self.execute_template(args, pos, scope),
+            "scratch" => {
+                return refuse(
+                    pos,
+                    "function `scratch`",
+                    "the scratch itself is converted only through its methods: call them directly (`scratch.Set \"k\" v`, `scratch.Get \"k\"`)",
+                );
+            }
             _ => {}
+        }
+        if let Some(method) = name.strip_prefix("scratch.") {
+            return self.scratch_call(method, args, pos, scope);
         }
         match funcs::status(name) {
             Some(Status::Converted) => {}
@@ -604,6 +614,45 @@ impl Gen {
         }
     }
 
+    /// `scratch.Method args…`: consul-template's scratch, one per render.
+    fn scratch_call(
+        &mut self,
+        method: &str,
+        args: &[(Expr, Pos)],
+        pos: Pos,
+        scope: &Scope,
+    ) -> Result<String, Refusal> {
+        let construct = format!("scratch.{method}");
+        if !matches!(
+            method,
+            "Key" | "Get" | "Set" | "SetX" | "MapSet" | "MapSetX" | "MapValues"
+        ) {
+            return refuse(
+                pos,
+                construct,
+                "not a method of consul-template's scratch (Key, Get, Set, SetX, MapSet, MapSetX, MapValues): the agent refuses the template too",
+            );
+        }
+        let shared_key = match args.first() {
+            Some((Expr::Str(key), _)) => {
+                self.shared.scratch_any || self.shared.scratch_keys.contains(key)
+            }
+            _ => self.shared.scratch_any || !self.shared.scratch_keys.is_empty(),
+        };
+        if method.starts_with("MapSet") && shared_key {
+            return refuse(
+                pos,
+                construct,
+                "changes a map of the scratch in place, and another value may hold that map too (a value scratch.Get handed to a variable or a list, or one scratch.Set was given): Go's maps are shared, the driver's values are copies; read it with scratch.Get only inside a function such as toJSON or printf, and give scratch.Set only new values",
+            );
+        }
+        let mut values = vec![hbs_string(&construct)];
+        for (arg, p) in args {
+            values.push(self.expr(arg, *p, scope)?);
+        }
+        self.call("goCall", values, pos)
+    }
+
     /// Where a call that changes its first argument in place writes the
     /// changed map back: nowhere for a new map, the variable for a
     /// variable only this call can change; refused otherwise.
@@ -627,7 +676,7 @@ impl Gen {
                     .and_then(|(_, hbs)| hbs.strip_prefix("(goGet \""))
                     .map(|rest| rest.trim_end_matches("\")").to_owned());
                 match stored {
-                    Some(stored) if !self.shared.contains(var) => Ok(Some(stored)),
+                    Some(stored) if !self.shared.variables.contains(var) => Ok(Some(stored)),
                     _ => refuse(
                         pos,
                         construct,

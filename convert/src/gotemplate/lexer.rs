@@ -200,6 +200,14 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 let end = ident_end(src, i);
                 toks.push((Tok::Ident(src[i..end].to_owned()), here));
                 i = end;
+                // `scratch.Set`: a method of a function's result.
+                if bytes.get(i) == Some(&b'.') {
+                    let (names, end) = field_chain(src, i);
+                    if !names.is_empty() {
+                        toks.push((Tok::Chain(names), here));
+                        i = end;
+                    }
+                }
             }
             _ => {
                 return refuse(

@@ -118,7 +118,7 @@ pub fn convert(source: &str, options: GoOptions) -> Result<Converted, Refusal> {
             );
         }
     }
-    let shared = mutation::shared_variables(&nodes, &parser.defines);
+    let shared = mutation::sharing(&nodes, &parser.defines);
     let mut generator = generator::Gen::new(options.error_on_missing_key, parser.defines);
     generator.shared = shared;
     generator.nodes(&nodes, &mut generator::Scope::top())?;

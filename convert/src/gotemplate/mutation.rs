@@ -10,6 +10,10 @@
 //!   and it is never handed where it would be kept (another variable,
 //!   `with`, `range`, a named template, a list or map built around it).
 //!
+//! consul-template's `scratch.MapSet` changes a map the scratch holds in
+//! place: it converts unless a value `scratch.Get` handed on, or one
+//! given to `scratch.Set`, under the same key, may be that map.
+//!
 //! Changing the secret's data in place is refused: consul-template
 //! shares one copy of each secret between all of the agent's templates
 //! and its later renders, so what other files see would depend on the
@@ -94,18 +98,28 @@ pub(super) fn is_fresh(expr: &Expr) -> bool {
     matches!(expr, Expr::Call(name, _) if FRESH.contains(&name.as_str()))
 }
 
-/// The variables a mutating call may not change: those given anything
-/// but a new map, or handed where another value would keep them.
-pub(super) fn shared_variables(
-    nodes: &[Node],
-    defines: &[(String, Vec<Node>)],
-) -> BTreeSet<String> {
+/// What a template shares: the maps a call that changes one in place may
+/// not change.
+#[derive(Debug, Default)]
+pub(super) struct Sharing {
+    /// Variables given anything but a new map, or handed where another
+    /// value would keep them.
+    pub(super) variables: BTreeSet<String>,
+    /// Keys of the scratch whose value may be held elsewhere too:
+    /// `scratch.Get` kept, or `scratch.Set` given a value that is not new.
+    pub(super) scratch_keys: BTreeSet<String>,
+    /// Such a key was not a constant: any key may be shared.
+    pub(super) scratch_any: bool,
+}
+
+/// What the template shares ([`Sharing`]).
+pub(super) fn sharing(nodes: &[Node], defines: &[(String, Vec<Node>)]) -> Sharing {
     let lists = || std::iter::once(nodes).chain(defines.iter().map(|(_, body)| body.as_slice()));
     let mut read = BTreeSet::new();
     for list in lists() {
         each_expr(list, &mut |e| reads(e, &mut read));
     }
-    let mut shared = BTreeSet::new();
+    let mut shared = Sharing::default();
     for list in lists() {
         walk(list, &read, &mut shared);
     }
@@ -173,7 +187,7 @@ fn reads(expr: &Expr, read: &mut BTreeSet<String>) {
     }
 }
 
-fn walk(nodes: &[Node], read: &BTreeSet<String>, shared: &mut BTreeSet<String>) {
+fn walk(nodes: &[Node], read: &BTreeSet<String>, shared: &mut Sharing) {
     for node in nodes {
         match node {
             Node::Text(_) | Node::Jump { .. } => {}
@@ -182,7 +196,7 @@ fn walk(nodes: &[Node], read: &BTreeSet<String>, shared: &mut BTreeSet<String>) 
                 let mutating_call =
                     matches!(expr, Expr::Call(name, _) if MUTATING.contains(&name.as_str()));
                 if !is_fresh(expr) && !mutating_call {
-                    shared.insert(var.clone());
+                    shared.variables.insert(var.clone());
                 }
                 // A mutating call's result is its first argument: another
                 // variable read later would hold the same map.
@@ -192,8 +206,8 @@ fn walk(nodes: &[Node], read: &BTreeSet<String>, shared: &mut BTreeSet<String>) 
                     && first != var
                     && read.contains(var)
                 {
-                    shared.insert(first.clone());
-                    shared.insert(var.clone());
+                    shared.variables.insert(first.clone());
+                    shared.variables.insert(var.clone());
                 }
                 uses(expr, true, shared);
             }
@@ -238,14 +252,34 @@ fn walk(nodes: &[Node], read: &BTreeSet<String>, shared: &mut BTreeSet<String>) 
 
 /// Marks the variables an expression hands on where they would be kept
 /// (`kept`: the expression's value itself is kept).
-fn uses(expr: &Expr, kept: bool, shared: &mut BTreeSet<String>) {
+fn uses(expr: &Expr, kept: bool, shared: &mut Sharing) {
     match expr {
         Expr::Var(_) | Expr::Field(_, _) => {
             if kept && let Some(name) = root(expr) {
-                shared.insert(name.to_owned());
+                shared.variables.insert(name.to_owned());
+            }
+            if let Expr::Field(base, _) = expr {
+                uses(base, false, shared);
             }
         }
         Expr::Call(name, args) => {
+            let risky = match (name.as_str(), args.as_slice()) {
+                ("scratch.Get", [key]) if kept => Some(key),
+                ("scratch.Set" | "scratch.SetX", [key, (value, _)]) => (!is_fresh(value)
+                    && !matches!(
+                        value,
+                        Expr::Str(_) | Expr::Num(_) | Expr::Bool(_) | Expr::Nil
+                    ))
+                .then_some(key),
+                _ => None,
+            };
+            match risky {
+                Some((Expr::Str(key), _)) => {
+                    shared.scratch_keys.insert(key.clone());
+                }
+                Some(_) => shared.scratch_any = true,
+                None => {}
+            }
             let read_only = READ_ONLY.contains(&name.as_str());
             let mutating = MUTATING.contains(&name.as_str());
             for (i, (arg, _)) in args.iter().enumerate() {
@@ -325,5 +359,23 @@ mod tests {
         assert!(converts(
             r#"{{ $m := sprig_dict }}{{ toJSON $m }}{{ len $m }}{{ $_ := sprig_set $m "k" 1 }}"#
         ));
+    }
+
+    #[test]
+    fn the_scratchs_maps_change_in_place_only_where_nothing_else_holds_them() {
+        assert!(converts(
+            r#"{{ scratch.MapSet "k" "a" .x }}{{ toJSON (scratch.Get "k") }}{{ scratch.Set "o" .y }}"#
+        ));
+        assert!(!converts(
+            r#"{{ scratch.Set "k" .Data }}{{ scratch.MapSet "k" "a" 1 }}"#
+        ));
+        assert!(!converts(
+            r#"{{ $m := scratch.Get "k" }}{{ scratch.MapSet "k" "a" 1 }}{{ $m }}"#
+        ));
+        assert!(!converts(
+            r#"{{ scratch.Set .k .v }}{{ scratch.MapSet "k" "a" 1 }}"#
+        ));
+        assert!(!converts(r#"{{ scratch }}"#));
+        assert!(!converts(r#"{{ scratch.Nope "k" }}"#));
     }
 }

@@ -279,6 +279,9 @@ pub(in crate::render) fn call(name: &str, args: &[Go<'_>]) -> Out {
             ))
         }
     };
+    if let Some(method) = name.strip_prefix("scratch.") {
+        return super::scratch::call(method, args);
+    }
     match name {
         "printf" => {
             let (format, rest) = args

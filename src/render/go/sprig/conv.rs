@@ -48,18 +48,6 @@ pub(super) fn first<'a>(args: &[Go<'a>]) -> Go<'a> {
     args.first().cloned().unwrap_or(Go::Nil)
 }
 
-/// Go's error for a call with the wrong number of arguments.
-pub(super) fn arity(name: &str, args: &[Go<'_>], n: usize) -> Result<(), String> {
-    if args.len() == n {
-        Ok(())
-    } else {
-        Err(format!(
-            "wrong number of args for {name}: want {n} got {}",
-            args.len()
-        ))
-    }
-}
-
 /// Charges work proportional to `units` bytes to the render's budget.
 pub(super) fn charge(units: usize) -> Result<(), String> {
     crate::render::budget::charge(u64::try_from(units / 16).unwrap_or(u64::MAX), [])

@@ -91,7 +91,7 @@ fn member(list: &Go<'_>, v: &Go<'_>) -> bool {
         Go::List(items) | Go::Strings(items) => items.iter().any(|item| match (&go(item), v) {
             (Go::Str(a), Go::Str(b)) => a == b,
             (Go::Number(a), Go::Number(b)) => a.as_str() == b.as_str(),
-            (Go::Int(a), Go::Int(b)) => a == b,
+            (Go::Int(a), Go::Int(b)) | (Go::Int64(a), Go::Int64(b)) => a == b,
             #[allow(clippy::float_cmp)]
             (Go::Float(a), Go::Float(b)) => a == b,
             _ => false,
@@ -162,7 +162,7 @@ enum Num {
 
 fn num(g: &Go<'_>, name: &str) -> Result<Num, String> {
     match g {
-        Go::Int(n) => Ok(Num::I(*n)),
+        Go::Int(n) | Go::Int64(n) => Ok(Num::I(*n)),
         Go::Float(f) => Ok(Num::F(*f)),
         other => Err(format!(
             "{name}: unknown type for {} ({})",
@@ -217,8 +217,9 @@ fn arithmetic(name: &str, b: &Go<'_>, a: &Go<'_>) -> Out {
         }
         _ => return Err(format!("unknown function {name}")),
     };
+    // consul-template's arithmetic gives `int64` for integers.
     Ok(match out {
-        Num::I(i) => model::int(i),
+        Num::I(i) => model::int64(i),
         Num::F(f) => model::float(f),
     })
 }
@@ -228,6 +229,7 @@ fn parse_number(name: &str, src: &[u8]) -> Out {
         return Ok(match name {
             "parseFloat" => model::float(0.0),
             "parseBool" => Value::Bool(false),
+            "parseInt" => model::int64(0),
             _ => model::int(0),
         });
     }
@@ -255,7 +257,7 @@ fn parse_number(name: &str, src: &[u8]) -> Out {
             .parse::<u64>()
             .map_err(|_| bad())
             .and_then(|u| i64::try_from(u).map(model::int).map_err(|_| bad())),
-        _ => t.parse::<i64>().map(model::int).map_err(|_| bad()),
+        _ => t.parse::<i64>().map(model::int64).map_err(|_| bad()),
     }
 }
 
@@ -568,7 +570,7 @@ mod tests {
         );
         assert_eq!(run("base64Decode", &[s("aGVs\nbG8=")]), Ok(json!("hello")));
         assert!(matches!(
-            run("parseInt", &[s("")]).map(|v| matches!(super::go(&v), Go::Int(0))),
+            run("parseInt", &[s("")]).map(|v| matches!(super::go(&v), Go::Int64(0))),
             Ok(true)
         ));
     }

@@ -101,6 +101,7 @@ pub(super) fn kind_of(g: &Go<'_>) -> &'static str {
         Go::Bool(_) => "bool",
         Go::Str(_) | Go::Number(_) => "string",
         Go::Int(_) => "int",
+        Go::Int64(_) => "int64",
         Go::Float(_) => "float64",
         Go::List(_) | Go::Strings(_) => "slice",
         Go::Map(_) | Go::NilMap => "map",
@@ -117,7 +118,7 @@ pub(super) fn deep_equal(a: &Go<'_>, b: &Go<'_>) -> bool {
         (Go::Bool(x), Go::Bool(y)) => x == y,
         (Go::Str(x), Go::Str(y)) => x == y,
         (Go::Number(x), Go::Number(y)) => x.as_str() == y.as_str(),
-        (Go::Int(x), Go::Int(y)) => x == y,
+        (Go::Int(x), Go::Int(y)) | (Go::Int64(x), Go::Int64(y)) => x == y,
         #[allow(clippy::float_cmp)] // DeepEqual compares floats with ==
         (Go::Float(x), Go::Float(y)) => x == y,
         (Go::List(x), Go::List(y)) | (Go::Strings(x), Go::Strings(y)) => x == y,
@@ -207,7 +208,7 @@ pub(super) fn f64_to_i64(f: f64) -> i64 {
 /// value; what cannot be converted is 0.
 pub(super) fn to_int64(g: &Go<'_>) -> i64 {
     match g {
-        Go::Int(n) => *n,
+        Go::Int(n) | Go::Int64(n) => *n,
         Go::Float(f) => f64_to_i64(*f),
         Go::Bool(b) => i64::from(*b),
         Go::Str(b) => parse_int(&trim_zero_decimal(b)).unwrap_or(0),
@@ -220,7 +221,7 @@ pub(super) fn to_int64(g: &Go<'_>) -> i64 {
 #[allow(clippy::cast_precision_loss)] // Go converts int to float64 the same way
 pub(super) fn to_float64(g: &Go<'_>) -> f64 {
     match g {
-        Go::Int(n) => *n as f64,
+        Go::Int(n) | Go::Int64(n) => *n as f64,
         Go::Float(f) => *f,
         Go::Bool(b) => f64::from(u8::from(*b)),
         Go::Str(b) => parse_float(b).unwrap_or(0.0),

@@ -92,7 +92,7 @@ fn is_empty(v: &Value) -> bool {
     match go(v) {
         Go::Nil | Go::NilMap => true,
         Go::Str(b) => b.is_empty(),
-        Go::Int(n) => n == 0,
+        Go::Int(n) | Go::Int64(n) => n == 0,
         Go::Float(f) => f == 0.0,
         Go::Bool(b) => !b,
         Go::List(items) | Go::Strings(items) => items.is_empty(),

@@ -18,7 +18,7 @@ fn int_list(items: Vec<i64>) -> Value {
 /// `loop [start] stop`: the integers from start below stop.
 fn counting(args: &[Go<'_>]) -> Out {
     let to64 = |g: &Go<'_>| match g {
-        Go::Int(n) => Ok(*n),
+        Go::Int(n) | Go::Int64(n) => Ok(*n),
         Go::Str(b) if b.is_empty() => Ok(0),
         Go::Str(b) => std::str::from_utf8(b)
             .ok()

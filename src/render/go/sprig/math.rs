@@ -1,4 +1,5 @@
-//! Sprig's integer arithmetic, each argument through `cast.ToInt64`, and
+//! Sprig's integer arithmetic (`int64` results), each argument through
+//! `cast.ToInt64`, and
 //! its conversions (`int`, `int64`, `float64`, `toDecimal`, `seq`).
 
 use serde_json::Value;
@@ -64,10 +65,10 @@ fn binary(name: &str, args: &[Go<'_>]) -> Out {
     };
     let (a, b) = (to_int64(a), to_int64(b));
     match name {
-        "sprig_sub" => Ok(model::int(a.wrapping_sub(b))),
+        "sprig_sub" => Ok(model::int64(a.wrapping_sub(b))),
         _ if b == 0 => Err("runtime error: integer divide by zero".to_owned()),
-        "sprig_div" => Ok(model::int(a.wrapping_div(b))),
-        _ => Ok(model::int(a.wrapping_rem(b))),
+        "sprig_div" => Ok(model::int64(a.wrapping_div(b))),
+        _ => Ok(model::int64(a.wrapping_rem(b))),
     }
 }
 
@@ -83,7 +84,7 @@ fn extreme(name: &str, args: &[Go<'_>]) -> Out {
             best = v;
         }
     }
-    Ok(model::int(best))
+    Ok(model::int64(best))
 }
 
 /// The functions of this file; `None` for a name it does not have.
@@ -97,15 +98,16 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
                     .unwrap_or(0),
             )
         }),
-        "sprig_int" | "sprig_int64" => Ok(model::int(to_int64(&first(args)))),
+        "sprig_int" => Ok(model::int(to_int64(&first(args)))),
+        "sprig_int64" => Ok(model::int64(to_int64(&first(args)))),
         "sprig_float64" => Ok(model::float(to_float64(&first(args)))),
-        "sprig_toDecimal" => octal(&first(args)).map(model::int),
+        "sprig_toDecimal" => octal(&first(args)).map(model::int64),
         "sprig_seq" => seq(args),
-        "sprig_add1" => Ok(model::int(to_int64(&first(args)).wrapping_add(1))),
-        "sprig_add" => Ok(model::int(
+        "sprig_add1" => Ok(model::int64(to_int64(&first(args)).wrapping_add(1))),
+        "sprig_add" => Ok(model::int64(
             args.iter().map(to_int64).fold(0i64, i64::wrapping_add),
         )),
-        "sprig_mul" => Ok(model::int(
+        "sprig_mul" => Ok(model::int64(
             args.iter().map(to_int64).fold(1i64, i64::wrapping_mul),
         )),
         "sprig_sub" | "sprig_div" | "sprig_mod" => binary(name, args),

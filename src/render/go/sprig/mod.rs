@@ -6,12 +6,13 @@
 //!
 //! One file per concern, each importing only [`conv`] (how Sprig reads
 //! its arguments) and the model's files below `sprig`: [`escape`],
-//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`paths`], [`encodings`],
+//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`durations`], [`paths`], [`encodings`],
 //! [`patterns`] and [`values`]. This file dispatches by name.
 
 mod case;
 mod conv;
 mod dicts;
+mod durations;
 mod encodings;
 mod escape;
 mod floats;
@@ -39,6 +40,7 @@ const GROUPS: &[Group] = &[
     dicts::call,
     math::call,
     floats::call,
+    durations::call,
     paths::call,
     encodings::call,
     values::call,

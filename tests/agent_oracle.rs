@@ -256,6 +256,10 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("sprig durationRound", d("{{ sprig_durationRound \"2h30m\" }} {{ sprig_durationRound \"49h\" }} {{ sprig_durationRound \"-3m10s\" }} {{ sprig_durationRound \"1.5s\" }} {{ sprig_durationRound \"1s\" }} {{ sprig_durationRound \"800ms\" }} {{ sprig_durationRound \"9000h\" }} {{ sprig_durationRound \"800h\" }} {{ sprig_durationRound (sprig_int64 5000000000) }} {{ sprig_durationRound 5 }} {{ sprig_durationRound \"bad\" }} {{ sprig_durationRound \"1.5µs\" }} {{ sprig_durationRound \".5h\" }} {{ sprig_durationRound \"1h1.5m\" }}")),
         ("int64 results", d("{{ sprig_typeOf (sprig_add 1 2) }} {{ sprig_typeOf (sprig_int64 1) }} {{ sprig_typeOf (sprig_int 1) }} {{ sprig_typeOf (add 1 2) }} {{ sprig_typeOf (parseInt \"5\") }} {{ eq (sprig_add 1 2) 3 }} {{ lt (add 1 2) 4 }} {{ printf \"%d %s\" (sprig_add 1 2) (sprig_mul 2 3) }} {{ sprig_kindOf (sprig_max 1 2) }} {{ sprig_deepEqual (sprig_add 1 2) 3 }} {{ sprig_typeOf (sprig_toDecimal \"17\") }} {{ sprig_typeOf (sprig_atoi \"4\") }}")),
         ("sprig until of an int64", d("{{ sprig_until (sprig_add 1 2) }}")),
+        ("sprig decryptAES", d("{{ sprig_decryptAES \"s3cr3t\" \"AAcOFRwjKjE4P0ZNVFtiaVIgsHFtEBNUCuYxw+QD0Cg=\" }}|{{ sprig_decryptAES \"a-very-long-password-over-32-bytes-long\" \"AAcOFRwjKjE4P0ZNVFtiaRAvyyPN6HsZsRKY8dUKGVQ=\" }}|{{ sprig_decryptAES \"k\" \"AAcOFRwjKjE4P0ZNVFtiacfHOO0tUiMYyLkXQPrkGSUWk8+xIWe9p8meVqJMkjvv\" }}|{{ sprig_decryptAES @.user \"\" }}")),
+        ("sprig decryptAES with the wrong password", d("{{ sprig_decryptAES \"wrong\" \"AAcOFRwjKjE4P0ZNVFtiaVIgsHFtEBNUCuYxw+QD0Cg=\" | len }}")),
+        ("sprig decryptAES of a short text", d("{{ sprig_decryptAES \"k\" \"AAcOFRwj\" }}")),
+        ("sprig decryptAES of bad base64", d("{{ sprig_decryptAES \"k\" \"!!\" }}")),
         // Named templates.
         ("define and template", format!("{{{{ define \"u\" }}}}[{{{{ . }}}}]{{{{ end }}}}{}", d("{{ template \"u\" @.user }}"))),
         ("block", d("{{ block \"b\" @.user }}<{{ . }}>{{ end }}")),

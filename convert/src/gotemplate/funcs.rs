@@ -598,7 +598,7 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
             "random on every call: each render writes other bytes (the agent's too), and the driver renders at every refresh where the agent renders when a secret changes; generate the value once and store it in Vault",
         ),
     ),
-    ("sprig_decryptAES", Status::NotYet),
+    ("sprig_decryptAES", Status::Converted),
     ("sprig_semver", Status::NotYet),
     ("sprig_semverCompare", Status::NotYet),
     ("sprig_fail", Status::Converted),

@@ -6,11 +6,12 @@
 //!
 //! One file per concern, each importing only [`conv`] (how Sprig reads
 //! its arguments) and the model's files below `sprig`: [`escape`],
-//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`durations`], [`paths`], [`encodings`],
+//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`durations`], [`paths`], [`encodings`], [`crypto`],
 //! [`patterns`] and [`values`]. This file dispatches by name.
 
 mod case;
 mod conv;
+mod crypto;
 mod dicts;
 mod durations;
 mod encodings;
@@ -43,6 +44,7 @@ const GROUPS: &[Group] = &[
     durations::call,
     paths::call,
     encodings::call,
+    crypto::call,
     values::call,
 ];
 

@@ -260,6 +260,10 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("sprig decryptAES with the wrong password", d("{{ sprig_decryptAES \"wrong\" \"AAcOFRwjKjE4P0ZNVFtiaVIgsHFtEBNUCuYxw+QD0Cg=\" | len }}")),
         ("sprig decryptAES of a short text", d("{{ sprig_decryptAES \"k\" \"AAcOFRwj\" }}")),
         ("sprig decryptAES of bad base64", d("{{ sprig_decryptAES \"k\" \"!!\" }}")),
+        ("sprig urlParse", w("{{ sprig_urlParse \"https://us%3Aer:p%40ss@Example.com:8443/a%20b/c?x=1&y=%20#frag%21\" }}|{{ sprig_urlParse \"mailto:joe@example.com\" }}|{{ sprig_urlParse \"/rel/path?q\" }}|{{ sprig_urlParse \"HTTP://[fe80::1%25en0]:80/\" }}|{{ sprig_urlParse \"//host.only\" }}|{{ sprig_urlParse \"file:///etc/x\" }}|{{ sprig_urlParse \"x?\" }}|{{ sprig_urlParse \"*\" }}|{{ sprig_urlParse \"http://h/p#a%20b\" }}")),
+        ("sprig urlParse of a bad URL", d("{{ sprig_urlParse \"http://h:port/\" }}")),
+        ("sprig urlJoin", w("{{ sprig_urlJoin (sprig_dict \"scheme\" \"https\" \"host\" \"example.com:8443\" \"path\" \"/a b/c?\" \"query\" \"x=1\" \"fragment\" \"f g!\" \"userinfo\" \"u:p@ss\") }}|{{ sprig_urlJoin (sprig_dict \"path\" \"a:b/c\") }}|{{ sprig_urlJoin (sprig_dict \"scheme\" \"mailto\" \"opaque\" \"joe@x\") }}|{{ sprig_urlJoin (sprig_dict \"host\" \"h\" \"path\" \"p\") }}|{{ sprig_urlJoin (sprig_urlParse \"file:///etc/x?\") }}|{{ sprig_urlJoin (sprig_dict \"scheme\" \"http\" \"host\" .Data.data.one) }}|{{ sprig_urlJoin (sprig_dict) }}")),
+        ("sprig urlJoin of a number", d("{{ sprig_urlJoin (sprig_dict \"host\" 1) }}")),
         // Named templates.
         ("define and template", format!("{{{{ define \"u\" }}}}[{{{{ . }}}}]{{{{ end }}}}{}", d("{{ template \"u\" @.user }}"))),
         ("block", d("{{ block \"b\" @.user }}<{{ . }}>{{ end }}")),

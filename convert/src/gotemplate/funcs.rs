@@ -615,8 +615,8 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("sprig_regexSplit", Status::Converted),
     ("sprig_mustRegexSplit", Status::Converted),
     ("sprig_regexQuoteMeta", Status::Converted),
-    ("sprig_urlParse", Status::NotYet),
-    ("sprig_urlJoin", Status::NotYet),
+    ("sprig_urlParse", Status::Converted),
+    ("sprig_urlJoin", Status::Converted),
     (
         "sprig_date",
         Status::Semantic(

@@ -6,7 +6,7 @@
 //!
 //! One file per concern, each importing only [`conv`] (how Sprig reads
 //! its arguments) and the model's files below `sprig`: [`escape`],
-//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`durations`], [`paths`], [`encodings`], [`crypto`],
+//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`durations`], [`paths`], [`encodings`], [`crypto`], [`urls`],
 //! [`patterns`] and [`values`]. This file dispatches by name.
 
 mod case;
@@ -23,6 +23,7 @@ mod paths;
 mod patterns;
 mod text;
 mod unicode;
+mod urls;
 mod values;
 
 use conv::Out;
@@ -45,6 +46,7 @@ const GROUPS: &[Group] = &[
     paths::call,
     encodings::call,
     crypto::call,
+    urls::call,
     values::call,
 ];
 

@@ -549,7 +549,12 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
             "random on every call: each render writes other bytes (the agent's too), and the driver renders at every refresh where the agent renders when a secret changes; generate the value once and store it in Vault",
         ),
     ),
-    ("sprig_derivePassword", Status::NotYet),
+    (
+        "sprig_derivePassword",
+        Status::Security(
+            "costs 32 MiB of memory and a tenth of a second or more of CPU per call (scrypt with N=32768, r=8, p=2): the driver renders every tenant's templates within one shared memory and time budget, which a template could exhaust; derive the password once and store it in Vault",
+        ),
+    ),
     (
         "sprig_buildCustomCert",
         Status::Semantic(

@@ -169,25 +169,7 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 i += end_rel + 2;
             }
             b'0'..=b'9' | b'-' | b'+' => {
-                // Go's scanNumber: an exponent may have a sign (`1e-3`,
-                // `0x1p+4`).
-                let bytes = src.as_bytes();
-                let hex = bytes[i..].len() > 2 && matches!(&bytes[i..i + 2], b"0x" | b"0X")
-                    || matches!(bytes.get(i + 1..i + 3), Some(b"0x" | b"0X"));
-                let mut end = i + 1;
-                while end < src.len() {
-                    let c = bytes[end];
-                    let exponent_sign = matches!(c, b'+' | b'-')
-                        && (if hex {
-                            matches!(bytes[end - 1], b'p' | b'P')
-                        } else {
-                            matches!(bytes[end - 1], b'e' | b'E')
-                        });
-                    if !(c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign) {
-                        break;
-                    }
-                    end += 1;
-                }
+                let end = number_end(src, i);
                 toks.push((Tok::Num(src[i..end].to_owned()), here));
                 i = end;
             }
@@ -230,6 +212,29 @@ fn punctuation(rest: &str) -> Option<(Tok, usize)> {
         b':' if rest.starts_with(":=") => Some((Tok::Declare, 2)),
         _ => None,
     }
+}
+
+/// The end of a number starting at `i`: Go's `scanNumber`, where an
+/// exponent may have a sign (`1e-3`, `0x1p+4`).
+fn number_end(src: &str, i: usize) -> usize {
+    let bytes = src.as_bytes();
+    let hex = bytes[i..].len() > 2 && matches!(&bytes[i..i + 2], b"0x" | b"0X")
+        || matches!(bytes.get(i + 1..i + 3), Some(b"0x" | b"0X"));
+    let mut end = i + 1;
+    while end < src.len() {
+        let c = bytes[end];
+        let exponent_sign = matches!(c, b'+' | b'-')
+            && (if hex {
+                matches!(bytes[end - 1], b'p' | b'P')
+            } else {
+                matches!(bytes[end - 1], b'e' | b'E')
+            });
+        if !(c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign) {
+            break;
+        }
+        end += 1;
+    }
+    end
 }
 
 fn ident_end(src: &str, start: usize) -> usize {

@@ -323,7 +323,7 @@ mod tests {
             r#"{{ sprig_merge (sprig_dict "a" 1) (sprig_dict "b" 2) }}"#
         ));
         assert!(converts(
-            r#"{{ $m := sprig_deepCopy . }}{{ range $k, $v := . }}{{ $_ := sprig_set $m $k $v }}{{ end }}"#
+            "{{ $m := sprig_deepCopy . }}{{ range $k, $v := . }}{{ $_ := sprig_set $m $k $v }}{{ end }}"
         ));
     }
 
@@ -375,7 +375,7 @@ mod tests {
         assert!(!converts(
             r#"{{ scratch.Set .k .v }}{{ scratch.MapSet "k" "a" 1 }}"#
         ));
-        assert!(!converts(r#"{{ scratch }}"#));
+        assert!(!converts("{{ scratch }}"));
         assert!(!converts(r#"{{ scratch.Nope "k" }}"#));
     }
 }

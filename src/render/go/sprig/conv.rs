@@ -177,13 +177,15 @@ pub(super) fn ints(items: impl Iterator<Item = i64>) -> Result<Vec<i64>, String>
 }
 
 /// Sprig's `untilStep`.
-pub(super) fn until_step(start: i64, stop: i64, step: i64) -> Result<Vec<i64>, String> {
-    if step == 0 || (step > 0 && start > stop) || (step < 0 && start < stop) {
+pub(super) fn until_step(first: i64, end: i64, step: i64) -> Result<Vec<i64>, String> {
+    let start = first;
+    let limit = end;
+    if step == 0 || (step > 0 && start > limit) || (step < 0 && start < limit) {
         return Ok(Vec::new());
     }
     let mut i = start;
     let it = std::iter::from_fn(move || {
-        let keep = if step > 0 { i < stop } else { i > stop };
+        let keep = if step > 0 { i < limit } else { i > limit };
         keep.then(|| {
             let v = i;
             i = i.wrapping_add(step);
@@ -197,7 +199,7 @@ pub(super) fn until_step(start: i64, stop: i64, step: i64) -> Result<Vec<i64>, S
 /// range (or NaN) gives the smallest `int64`.
 #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 pub(super) fn f64_to_i64(f: f64) -> i64 {
-    if f.is_nan() || f >= 9_223_372_036_854_775_808.0 || f < -9_223_372_036_854_775_808.0 {
+    if f.is_nan() || !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
         i64::MIN
     } else {
         f as i64
@@ -257,7 +259,7 @@ fn underscore_ok(s: &[u8]) -> bool {
     if s.len() >= 2 && s[0] == b'0' && matches!(s[1].to_ascii_lowercase(), b'b' | b'o' | b'x') {
         i = 2;
         saw = b'0';
-        hex = s[1].to_ascii_lowercase() == b'x';
+        hex = s[1].eq_ignore_ascii_case(&b'x');
     }
     while i < s.len() {
         let c = s[i];

@@ -136,13 +136,11 @@ fn deep_merge(
                     continue;
                 }
             }
-            Go::List(_) | Go::Strings(_) => {
-                if d_present_full {
-                    if overwrite {
-                        dst.insert(key.clone(), s.clone());
-                    }
-                    continue;
+            Go::List(_) | Go::Strings(_) if d_present_full => {
+                if overwrite {
+                    dst.insert(key.clone(), s.clone());
                 }
+                continue;
             }
             _ => {}
         }

@@ -10,11 +10,12 @@ use super::conv::{Out, first};
 const SECOND: u64 = 1_000_000_000;
 
 /// `time.ParseDuration`: nanoseconds, `None` where Go fails.
-fn parse(s: &[u8]) -> Option<i64> {
-    let (neg, mut s) = match s {
+#[allow(clippy::many_single_char_names)] // Go's names: v, f, s
+fn parse(text: &[u8]) -> Option<i64> {
+    let (neg, mut s) = match text {
         [b'-', rest @ ..] => (true, rest),
         [b'+', rest @ ..] => (false, rest),
-        _ => (false, s),
+        _ => (false, text),
     };
     if s == b"0" {
         return Some(0);
@@ -194,10 +195,9 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
     Some(Ok(Value::String(match (name, first(args)) {
         ("sprig_duration", Go::Str(s)) => text(seconds(&s).wrapping_mul(1_000_000_000)),
         ("sprig_duration", Go::Int64(n)) => text(n.wrapping_mul(1_000_000_000)),
-        ("sprig_duration", _) => "0s".to_owned(),
         ("sprig_durationRound", Go::Str(s)) => round(parse(&s).unwrap_or(0)),
         ("sprig_durationRound", Go::Int64(n)) => round(n),
-        ("sprig_durationRound", _) => "0s".to_owned(),
+        ("sprig_duration" | "sprig_durationRound", _) => "0s".to_owned(),
         _ => return None,
     })))
 }

@@ -219,7 +219,7 @@ fn parse_body(raw: &[u8], url: &mut Url) -> Option<()> {
     let (scheme, rest) = scheme(raw)?;
     url.scheme = scheme.to_ascii_lowercase();
     let mut rest = rest;
-    if rest.last() == Some(&b'?') && rest.iter().filter(|&&b| b == b'?').count() == 1 {
+    if rest.last() == Some(&b'?') && rest.iter().position(|&b| b == b'?') == Some(rest.len() - 1) {
         url.force_query = true;
         rest = &rest[..rest.len() - 1];
     } else {
@@ -304,8 +304,10 @@ fn to_text(url: &Url) -> Vec<u8> {
         out.push(b':');
     }
     if url.opaque.is_empty() {
-        if !url.scheme.is_empty() || !url.host.is_empty() || url.user.is_some() {
-            if !(url.omit_host && url.host.is_empty() && url.user.is_none()) {
+        let authority = !url.scheme.is_empty() || !url.host.is_empty() || url.user.is_some();
+        let omitted = url.omit_host && url.host.is_empty() && url.user.is_none();
+        if authority && !omitted {
+            {
                 if !url.host.is_empty() || !url.path.is_empty() || url.user.is_some() {
                     out.extend_from_slice(b"//");
                 }

@@ -42,6 +42,9 @@ impl Scope {
 #[derive(Default)]
 pub(super) struct Gen {
     pub(super) out: String,
+    /// Variables a function that changes a map in place may not change
+    /// ([`super::mutation`]).
+    pub(super) shared: super::mutation::Sharing,
     /// `error_on_missing_key`.
     pub(super) strict: bool,
     pub(super) secret_paths: Vec<String>,
@@ -116,8 +119,8 @@ impl Gen {
             let rest = args.split_off(MAX_PARAMS - 3);
             let packed = self.call("goArgs", rest, pos)?;
             args.push(packed);
-        } else if helper == "goArgs" && args.len() > MAX_PARAMS {
-            let rest = args.split_off(MAX_PARAMS - 1);
+        } else if helper == "goArgs" && args.len() + 1 > MAX_PARAMS {
+            let rest = args.split_off(MAX_PARAMS - 2);
             let packed = self.call("goArgs", rest, pos)?;
             args.push(packed);
         }
@@ -543,7 +546,17 @@ impl Gen {
                 return self.call("goSecrets", vec![call], pos);
             }
             "executeTemplate" => return self.execute_template(args, pos, scope),
+            "scratch" => {
+                return refuse(
+                    pos,
+                    "function `scratch`",
+                    "the scratch itself is converted only through its methods: call them directly (`scratch.Set \"k\" v`, `scratch.Get \"k\"`)",
+                );
+            }
             _ => {}
+        }
+        if let Some(method) = name.strip_prefix("scratch.") {
+            return self.scratch_call(method, args, pos, scope);
         }
         match funcs::status(name) {
             Some(Status::Converted) => {}
@@ -585,9 +598,103 @@ impl Gen {
                 self.call("goCmp", values, pos)
             }
             _ => {
+                let target = if super::mutation::MUTATING.contains(&name) {
+                    self.mutation_target(name, args, pos, scope)?
+                } else {
+                    None
+                };
                 values.insert(0, hbs_string(name));
-                self.call("goCall", values, pos)
+                let call = self.call("goCall", values, pos)?;
+                Ok(match target {
+                    // The variable holds the changed map after the call.
+                    Some(stored) => format!(
+                        "{} mutates={})",
+                        &call[..call.len() - 1],
+                        hbs_string(&stored)
+                    ),
+                    None => call,
+                })
             }
+        }
+    }
+
+    /// `scratch.Method args…`: consul-template's scratch, one per render.
+    fn scratch_call(
+        &mut self,
+        method: &str,
+        args: &[(Expr, Pos)],
+        pos: Pos,
+        scope: &Scope,
+    ) -> Result<String, Refusal> {
+        let construct = format!("scratch.{method}");
+        if !matches!(
+            method,
+            "Key" | "Get" | "Set" | "SetX" | "MapSet" | "MapSetX" | "MapValues"
+        ) {
+            return refuse(
+                pos,
+                construct,
+                "not a method of consul-template's scratch (Key, Get, Set, SetX, MapSet, MapSetX, MapValues): the agent refuses the template too",
+            );
+        }
+        let shared_key = match args.first() {
+            Some((Expr::Str(key), _)) => {
+                self.shared.scratch_any || self.shared.scratch_keys.contains(key)
+            }
+            _ => self.shared.scratch_any || !self.shared.scratch_keys.is_empty(),
+        };
+        if method.starts_with("MapSet") && shared_key {
+            return refuse(
+                pos,
+                construct,
+                "changes a map of the scratch in place, and another value may hold that map too (a value scratch.Get handed to a variable or a list, or one scratch.Set was given): Go's maps are shared, the driver's values are copies; read it with scratch.Get only inside a function such as toJSON or printf, and give scratch.Set only new values",
+            );
+        }
+        let mut values = vec![hbs_string(&construct)];
+        for (arg, p) in args {
+            values.push(self.expr(arg, *p, scope)?);
+        }
+        self.call("goCall", values, pos)
+    }
+
+    /// Where a call that changes its first argument in place writes the
+    /// changed map back: nowhere for a new map, the variable for a
+    /// variable only this call can change; refused otherwise.
+    fn mutation_target(
+        &self,
+        name: &str,
+        args: &[(Expr, Pos)],
+        pos: Pos,
+        scope: &Scope,
+    ) -> Result<Option<String>, Refusal> {
+        let construct = format!("function `{name}`");
+        match args.first() {
+            None => Ok(None),
+            Some((first, _)) if super::mutation::is_fresh(first) => Ok(None),
+            Some((Expr::Var(var), _)) => {
+                let stored = scope
+                    .vars
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == var)
+                    .and_then(|(_, hbs)| hbs.strip_prefix("(goGet \""))
+                    .map(|rest| rest.trim_end_matches("\")").to_owned());
+                match stored {
+                    Some(stored) if !self.shared.variables.contains(var) => Ok(Some(stored)),
+                    _ => refuse(
+                        pos,
+                        construct,
+                        format!(
+                            "changes the map in `${var}` in place, and another value holds that map too (a variable, `with`, `range` or a list or map built from it): Go's maps are shared, the driver's values are copies; give `${var}` only new maps (`dict`, `deepCopy`) and change it only through this function"
+                        ),
+                    ),
+                }
+            }
+            Some(_) => refuse(
+                pos,
+                construct,
+                "changes the secret's data (or a value inside another) in place: consul-template shares one copy of each secret between all of the agent's templates and its later renders, so what other files see would depend on the order they render in; copy it first (`$m := deepCopy .Data.data`) and change the copy",
+            ),
         }
     }
 

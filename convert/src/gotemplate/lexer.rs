@@ -7,6 +7,10 @@ use super::{Pos, Refusal, refuse};
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Tok {
     Field(Vec<String>),
+    /// A field chain right after `)` or a variable, with no space between
+    /// (`(x).a`, `$x.a`): the fields of that value. With a space, `.a` is
+    /// an operand of its own, a [`Tok::Field`] of dot.
+    Chain(Vec<String>),
     Dot,
     Var(String),
     Ident(String),
@@ -125,7 +129,7 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 // `(x).Field`: a field chain right after a parenthesis.
                 if bytes.get(i) == Some(&b'.') {
                     let (names, end) = field_chain(src, i);
-                    toks.push((Tok::Field(names), here));
+                    toks.push((Tok::Chain(names), here));
                     i = end;
                 }
             }
@@ -146,7 +150,7 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 let (names, end) = field_chain(src, i);
                 toks.push((Tok::Var(name), here));
                 if !names.is_empty() {
-                    toks.push((Tok::Field(names), here));
+                    toks.push((Tok::Chain(names), here));
                     i = end;
                 }
             }
@@ -165,11 +169,7 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 i += end_rel + 2;
             }
             b'0'..=b'9' | b'-' | b'+' => {
-                let end = i
-                    + 1
-                    + src[i + 1..]
-                        .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.' || ch == '_'))
-                        .unwrap_or(src.len() - i - 1);
+                let end = number_end(src, i);
                 toks.push((Tok::Num(src[i..end].to_owned()), here));
                 i = end;
             }
@@ -182,6 +182,14 @@ fn lex_action(src: &str, start: usize, pos: Pos) -> Result<Action, Refusal> {
                 let end = ident_end(src, i);
                 toks.push((Tok::Ident(src[i..end].to_owned()), here));
                 i = end;
+                // `scratch.Set`: a method of a function's result.
+                if bytes.get(i) == Some(&b'.') {
+                    let (names, end) = field_chain(src, i);
+                    if !names.is_empty() {
+                        toks.push((Tok::Chain(names), here));
+                        i = end;
+                    }
+                }
             }
             _ => {
                 return refuse(
@@ -204,6 +212,29 @@ fn punctuation(rest: &str) -> Option<(Tok, usize)> {
         b':' if rest.starts_with(":=") => Some((Tok::Declare, 2)),
         _ => None,
     }
+}
+
+/// The end of a number starting at `i`: Go's `scanNumber`, where an
+/// exponent may have a sign (`1e-3`, `0x1p+4`).
+fn number_end(src: &str, i: usize) -> usize {
+    let bytes = src.as_bytes();
+    let hex = bytes[i..].len() > 2 && matches!(&bytes[i..i + 2], b"0x" | b"0X")
+        || matches!(bytes.get(i + 1..i + 3), Some(b"0x" | b"0X"));
+    let mut end = i + 1;
+    while end < src.len() {
+        let c = bytes[end];
+        let exponent_sign = matches!(c, b'+' | b'-')
+            && (if hex {
+                matches!(bytes[end - 1], b'p' | b'P')
+            } else {
+                matches!(bytes[end - 1], b'e' | b'E')
+            });
+        if !(c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign) {
+            break;
+        }
+        end += 1;
+    }
+    end
 }
 
 fn ident_end(src: &str, start: usize) -> usize {
@@ -420,7 +451,20 @@ mod tests {
                 Tok::LParen,
                 Tok::Field(vec!["a".to_owned()]),
                 Tok::RParen,
+                Tok::Chain(vec!["b".to_owned()]),
+            ]
+        );
+        // With a space, `.b` is an operand of its own (dot's field).
+        assert_eq!(
+            tokens("{{ f (g) .b $x .c }}"),
+            [
+                Tok::Ident("f".to_owned()),
+                Tok::LParen,
+                Tok::Ident("g".to_owned()),
+                Tok::RParen,
                 Tok::Field(vec!["b".to_owned()]),
+                Tok::Var("x".to_owned()),
+                Tok::Field(vec!["c".to_owned()]),
             ]
         );
     }

@@ -19,6 +19,7 @@ pub mod calls;
 pub mod funcs;
 pub mod generator;
 pub mod lexer;
+mod mutation;
 pub mod parser;
 
 /// Why a template was not converted. Every message names the construct and
@@ -119,7 +120,9 @@ pub fn convert(source: &str, options: GoOptions) -> Result<Converted, Refusal> {
             );
         }
     }
+    let shared = mutation::sharing(&nodes, &parser.defines);
     let mut generator = generator::Gen::new(options.error_on_missing_key, parser.defines);
+    generator.shared = shared;
     generator.nodes(&nodes, &mut generator::Scope::top())?;
     generator.guard_standalone_lines();
     Ok(Converted {

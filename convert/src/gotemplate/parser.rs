@@ -447,7 +447,7 @@ fn operands(toks: &[(Tok, Pos)], pos: Pos) -> Result<Vec<(Expr, Pos)>, Refusal> 
                 }
                 let inner = pipeline(&toks[i + 1..j], *p)?;
                 i = j;
-                if let Some((Tok::Field(names), _)) = toks.get(i + 1) {
+                if let Some((Tok::Chain(names), _)) = toks.get(i + 1) {
                     i += 1;
                     Expr::Field(Box::new(inner), names.clone())
                 } else {
@@ -457,8 +457,9 @@ fn operands(toks: &[(Tok, Pos)], pos: Pos) -> Result<Vec<(Expr, Pos)>, Refusal> 
             Tok::RParen => return refuse(*p, ")", "unexpected `)`"),
             Tok::Dot => Expr::Dot,
             Tok::Field(names) => Expr::Field(Box::new(Expr::Dot), names.clone()),
+            Tok::Chain(_) => return refuse(*p, "field", "a field chain must follow a value"),
             Tok::Var(name) => {
-                if let Some((Tok::Field(names), _)) = toks.get(i + 1) {
+                if let Some((Tok::Chain(names), _)) = toks.get(i + 1) {
                     i += 1;
                     Expr::Field(Box::new(Expr::Var(name.clone())), names.clone())
                 } else {
@@ -467,10 +468,23 @@ fn operands(toks: &[(Tok, Pos)], pos: Pos) -> Result<Vec<(Expr, Pos)>, Refusal> 
             }
             Tok::Str(s) => Expr::Str(s.clone()),
             Tok::Num(n) => Expr::Num(n.clone()),
-            Tok::Ident(name) => match name.as_str() {
-                "true" => Expr::Bool(true),
-                "false" => Expr::Bool(false),
-                "nil" => Expr::Nil,
+            Tok::Ident(name) => match (name.as_str(), toks.get(i + 1)) {
+                // consul-template's `scratch.Method args…`: a function of
+                // its own for the converter.
+                ("scratch", Some((Tok::Chain(names), _))) if names.len() == 1 => {
+                    i += 1;
+                    Expr::Call(format!("scratch.{}", names[0]), Vec::new())
+                }
+                (_, Some((Tok::Chain(names), _))) => {
+                    i += 1;
+                    Expr::Field(
+                        Box::new(Expr::Call(name.clone(), Vec::new())),
+                        names.clone(),
+                    )
+                }
+                ("true", _) => Expr::Bool(true),
+                ("false", _) => Expr::Bool(false),
+                ("nil", _) => Expr::Nil,
                 _ => Expr::Call(name.clone(), Vec::new()),
             },
             Tok::Pipe | Tok::Declare | Tok::Assign | Tok::Comma => {

@@ -48,7 +48,7 @@ fn json_value(value: &Go<'_>) -> Result<Value, String> {
         Go::Bool(b) => Value::Bool(*b),
         Go::Str(bytes) => Value::String(lossy(bytes).into_owned()),
         Go::Number(n) => Value::Number((*n).clone()),
-        Go::Int(n) => Value::Number((*n).into()),
+        Go::Int(n) | Go::Int64(n) => Value::Number((*n).into()),
         Go::Float(f) => {
             if !f.is_finite() {
                 return Err(format!("json: unsupported value: {f}"));

@@ -25,7 +25,8 @@
 
 //!
 //! The files, from the top down (each imports only those below it):
-//! [`strings`] holds consul-template's functions and `goCall`, falling back
+//! [`strings`] holds consul-template's functions and `goCall`, with
+//! [`scratch`] (consul-template's per-render scratch), falling back
 //! to [`template`] (Go's builtins) first and [`sprig`] last; both use
 //! [`encoding`] (Go's `encoding/json`), [`fmt`] (Go's `fmt`), [`truth`]
 //! (`and`, `or`, `not`, comparisons) and [`regex`]; [`args`] reads
@@ -43,6 +44,7 @@ pub mod json;
 mod model;
 pub(super) mod number;
 mod regex;
+mod scratch;
 pub(super) mod session;
 mod sprig;
 mod strings;

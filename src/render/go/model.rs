@@ -45,6 +45,8 @@ pub(in crate::render) enum Go<'a> {
     Number(&'a Number),
     /// `int`.
     Int(i64),
+    /// `int64` (Sprig's integer arithmetic).
+    Int64(i64),
     /// `float64`.
     Float(f64),
     /// `[]interface{}`.
@@ -83,6 +85,7 @@ fn tagged(map: &Map<String, Value>) -> Option<Go<'_>> {
     let v = map.get("v")?;
     Some(match (map.get("t")?.as_str()?, v) {
         ("int", Value::Number(n)) => Go::Int(n.as_i64()?),
+        ("int64", Value::Number(n)) => Go::Int64(n.as_i64()?),
         ("float64", Value::String(s)) => Go::Float(s.parse().ok()?),
         ("[]string", Value::Array(items)) => Go::Strings(items),
         ("nilmap", _) => Go::NilMap,
@@ -104,6 +107,11 @@ pub(super) fn tag(kind: &str, value: Value) -> Value {
 /// A Go `int`.
 pub(in crate::render) fn int(n: i64) -> Value {
     tag("int", Value::Number(n.into()))
+}
+
+/// A Go `int64`.
+pub(in crate::render) fn int64(n: i64) -> Value {
+    tag("int64", Value::Number(n.into()))
 }
 
 /// A Go `float64`.
@@ -157,6 +165,7 @@ pub(in crate::render) fn value(go: &Go<'_>) -> Value {
         Go::Str(bytes) => string_value(bytes),
         Go::Number(n) => Value::Number((*n).clone()),
         Go::Int(n) => int(*n),
+        Go::Int64(n) => int64(*n),
         Go::Float(f) => float(*f),
         Go::List(items) => Value::Array(items.to_vec()),
         Go::Map(map) => Value::Object((*map).clone()),
@@ -176,6 +185,7 @@ pub(in crate::render) fn type_name(go: &Go<'_>) -> &'static str {
         Go::Str(_) => "string",
         Go::Number(_) => "json.Number",
         Go::Int(_) => "int",
+        Go::Int64(_) => "int64",
         Go::Float(_) => "float64",
         Go::List(_) => "[]interface {}",
         Go::Map(_) | Go::NilMap => "map[string]interface {}",

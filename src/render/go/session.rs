@@ -20,6 +20,9 @@ pub(super) const MARK: char = '\u{FDD0}';
 struct Session {
     nonce: String,
     vars: HashMap<String, Value>,
+    /// consul-template's scratch: one per render, as the agent makes one
+    /// for each execution of a template.
+    scratch: serde_json::Map<String, Value>,
 }
 
 thread_local! {
@@ -37,6 +40,7 @@ pub(in crate::render) fn start() -> Started {
     SESSION.set(Some(Session {
         nonce,
         vars: HashMap::new(),
+        scratch: serde_json::Map::new(),
     }));
     Started(())
 }
@@ -95,6 +99,17 @@ pub(in crate::render) fn set_var(name: String, value: Value) {
             s.vars.insert(name, value);
         }
     });
+}
+
+/// Works on the current session's scratch (an empty one outside a
+/// session).
+pub(in crate::render) fn with_scratch<R>(
+    f: impl FnOnce(&mut serde_json::Map<String, Value>) -> R,
+) -> R {
+    SESSION.with_borrow_mut(|s| match s {
+        Some(s) => f(&mut s.scratch),
+        None => f(&mut serde_json::Map::new()),
+    })
 }
 
 /// A variable of the current session.

@@ -143,7 +143,7 @@ go_helper!(Dot, |h| {
 fn index(base: &Go<'_>, key: &Go<'_>) -> Result<Value, String> {
     let position = |len: usize| -> Result<usize, String> {
         let n = match key {
-            Go::Int(n) => *n,
+            Go::Int(n) | Go::Int64(n) => *n,
             Go::Number(_) | Go::Str(_) => {
                 return Err("cannot index slice/array with type string".to_owned());
             }

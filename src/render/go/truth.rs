@@ -25,7 +25,7 @@ pub(in crate::render) fn truth(value: &Go<'_>) -> bool {
         Go::Str(bytes) => !bytes.is_empty(),
         // json.Number is a string: "0" is true.
         Go::Number(n) => !n.as_str().is_empty(),
-        Go::Int(n) => *n != 0,
+        Go::Int(n) | Go::Int64(n) => *n != 0,
         Go::Float(f) => *f != 0.0,
         Go::List(items) | Go::Strings(items) => !items.is_empty(),
         Go::Map(map) => !map.is_empty(),
@@ -49,7 +49,7 @@ fn kind(value: &Go<'_>) -> Kind {
     match value {
         Go::Nil => Kind::Invalid,
         Go::Bool(_) => Kind::Bool,
-        Go::Int(_) => Kind::Int,
+        Go::Int(_) | Go::Int64(_) => Kind::Int,
         Go::Float(_) => Kind::Float,
         Go::Str(_) | Go::Number(_) => Kind::Text,
         _ => Kind::Other,
@@ -75,7 +75,7 @@ pub(in crate::render) fn eq(a: &Go<'_>, others: &[Go<'_>]) -> Result<bool, Strin
         let equal = if ka == kb {
             match (a, b) {
                 (Go::Bool(x), Go::Bool(y)) => x == y,
-                (Go::Int(x), Go::Int(y)) => x == y,
+                (Go::Int(x) | Go::Int64(x), Go::Int(y) | Go::Int64(y)) => x == y,
                 #[allow(clippy::float_cmp)] // Go compares floats with ==
                 (Go::Float(x), Go::Float(y)) => x == y,
                 _ if ka == Kind::Text => text(a) == text(b),
@@ -107,7 +107,7 @@ pub(in crate::render) fn lt(a: &Go<'_>, b: &Go<'_>) -> Result<bool, String> {
         return Err("incompatible types for comparison".to_owned());
     }
     let order = match (a, b) {
-        (Go::Int(x), Go::Int(y)) => x.cmp(y),
+        (Go::Int(x) | Go::Int64(x), Go::Int(y) | Go::Int64(y)) => x.cmp(y),
         (Go::Float(x), Go::Float(y)) => x.partial_cmp(y).unwrap_or(Ordering::Equal),
         _ if ka == Kind::Text => text(a).cmp(text(b)),
         _ => return Err("invalid type for comparison".to_owned()),

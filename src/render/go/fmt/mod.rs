@@ -127,7 +127,7 @@ impl Scan<'_, '_, '_> {
         if self.format.get(self.i) == Some(&b'*') {
             self.i += 1;
             match self.args.get(self.next) {
-                Some(Go::Int(n)) if n.unsigned_abs() <= 1_000_000 => {
+                Some(Go::Int(n) | Go::Int64(n)) if n.unsigned_abs() <= 1_000_000 => {
                     if *n < 0 {
                         p.minus = true;
                         p.zero = false;
@@ -198,7 +198,7 @@ impl Scan<'_, '_, '_> {
         }
         self.i += 1;
         let precision = match self.args.get(self.next) {
-            Some(Go::Int(n)) if (0..=1_000_000).contains(n) => {
+            Some(Go::Int(n) | Go::Int64(n)) if (0..=1_000_000).contains(n) => {
                 Some(usize::try_from(*n).unwrap_or(0))
             }
             _ => {

@@ -82,7 +82,7 @@ impl Printer {
                     self.bad(out, value)?;
                 }
             }
-            Go::Int(n) => self.integer(out, *n, value)?,
+            Go::Int(n) | Go::Int64(n) => self.integer(out, *n, value)?,
             Go::Float(f) => self.float(out, *f, value)?,
             Go::List(items) | Go::Strings(items) => self.list(out, items.iter().map(go), depth)?,
             Go::Map(map) => {

@@ -96,7 +96,12 @@ impl App {
             ready = ready.display(),
             fifo = fifo.display(),
         );
-        let child = Command::new(&binary)
+        // `env --default-signal`: a signal ignored by whatever started the
+        // tests (`nohup` ignores SIGHUP) stays ignored across exec, and a
+        // shell cannot trap a signal ignored when it started.
+        let child = Command::new("env")
+            .arg(format!("--default-signal={signal}"))
+            .arg(&binary)
             .args(["-c", &script])
             .stdin(Stdio::null())
             .spawn()

@@ -605,7 +605,7 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ),
     ("sprig_decryptAES", Status::Converted),
     ("sprig_semver", Status::NotYet),
-    ("sprig_semverCompare", Status::NotYet),
+    ("sprig_semverCompare", Status::Converted),
     ("sprig_fail", Status::Converted),
     ("sprig_regexMatch", Status::Converted),
     ("sprig_mustRegexMatch", Status::Converted),

@@ -6,7 +6,7 @@
 //!
 //! One file per concern, each importing only [`conv`] (how Sprig reads
 //! its arguments) and the model's files below `sprig`: [`escape`],
-//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`durations`], [`paths`], [`encodings`], [`crypto`], [`urls`],
+//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`durations`], [`paths`], [`encodings`], [`crypto`], [`urls`], [`semver`],
 //! [`patterns`] and [`values`]. This file dispatches by name.
 
 mod case;
@@ -21,6 +21,7 @@ mod lists;
 mod math;
 mod paths;
 mod patterns;
+mod semver;
 mod text;
 mod unicode;
 mod urls;
@@ -47,6 +48,7 @@ const GROUPS: &[Group] = &[
     encodings::call,
     crypto::call,
     urls::call,
+    semver::call,
     values::call,
 ];
 

@@ -302,10 +302,11 @@ async fn a_hung_vault_is_answered_within_the_publish_timeout_and_rolled_back() {
         })
         .start()
         .await;
-    // Logins answer; reads hang (the double registers a read, and the lease
-    // it creates, before it waits).
+    // Logins (and the mount lookup) answer; the credential's read hangs
+    // (the double registers the read, and the lease it creates, before it
+    // waits).
     h.vault
-        .set_latency(Duration::ZERO, Duration::from_secs(600));
+        .set_path_latency("database/creds/app", Some(Duration::from_secs(600)));
     let request = h.request("v", &CREDS);
     let target = PathBuf::from(&request.target_path);
 
@@ -334,7 +335,7 @@ async fn a_hung_vault_is_answered_within_the_publish_timeout_and_rolled_back() {
     )
     .await;
 
-    h.vault.set_latency(Duration::ZERO, Duration::ZERO);
+    h.vault.set_path_latency("database/creds/app", None);
     support::publish_ok(h.client().await, request).await;
     assert!(creds(&target).starts_with("user="));
     h.stop().await;
@@ -470,7 +471,8 @@ async fn sigterm_during_a_slow_publish_exits_within_the_shutdown_timeout() {
         )
         .spawn(&["--shutdown-timeout=4s"])
         .await;
-    h.vault.set_latency(Duration::ZERO, Duration::from_secs(60));
+    h.vault
+        .set_path_latency("database/creds/app", Some(Duration::from_secs(60)));
     let request = h.request("v", &CREDS);
     let target = PathBuf::from(&request.target_path);
     let record = h.node.record(&request.volume_id);

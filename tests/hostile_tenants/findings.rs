@@ -696,31 +696,10 @@ async fn a_target_is_bound_to_the_volume_that_mounted_it() {
 /// level) holds it.
 #[tokio::test]
 async fn a_vault_message_quoting_a_secret_argument_stays_out_of_errors_and_logs() {
-    use super::support::openbao::{DYNAMIC_POLICY, OpenBao, ROOT_TOKEN};
-    let Some(bao) = OpenBao::walkthrough().await else {
+    use super::support::openbao::{OpenBao, ROOT_TOKEN};
+    let Some((bao, secret)) = OpenBao::with_password_as_refused_name().await else {
         return;
     };
-    let secret = format!("hunter2-{}", support::rand_suffix());
-    bao.kv_put(
-        "myapp/config",
-        &json!({"username": "appuser", "password": secret}),
-    )
-    .await;
-    bao.enable_pki(Duration::from_secs(60), Duration::from_secs(600))
-        .await;
-    bao.write(
-        "pki/roles/web",
-        &json!({
-            "allowed_domains": ["example.com"],
-            "allow_subdomains": true,
-            "allow_any_name": false,
-            "key_type": "ec",
-            "ttl": "60s",
-            "max_ttl": "600s",
-        }),
-    )
-    .await;
-    bao.put_policy("myapp-kv-ro", DYNAMIC_POLICY).await;
     let answer = bao
         .call(
             "PUT",

@@ -1,13 +1,10 @@
 //! Vault's messages about requests whose arguments came from secret data,
 //! against the real server's own wording.
 
-use std::time::Duration;
-
-use serde_json::json;
 use tonic::Code;
 
-use super::support::openbao::{DYNAMIC_POLICY, OpenBao};
-use super::support::{Harness, rand_suffix};
+use super::support::Harness;
+use super::support::openbao::OpenBao;
 
 /// A PKI issue whose `common_name` comes from a KV value, against a role
 /// that does not allow that name: OpenBao refuses it with a message that
@@ -17,30 +14,9 @@ use super::support::{Harness, rand_suffix};
 /// driver's log (at debug level) holds the value.
 #[tokio::test]
 async fn a_refusal_quoting_an_argument_from_secret_data_is_withheld() {
-    let Some(bao) = OpenBao::walkthrough().await else {
+    let Some((bao, secret)) = OpenBao::with_password_as_refused_name().await else {
         return;
     };
-    let secret = format!("hunter2-{}", rand_suffix());
-    bao.kv_put(
-        "myapp/config",
-        &json!({"username": "appuser", "password": secret}),
-    )
-    .await;
-    bao.enable_pki(Duration::from_secs(60), Duration::from_secs(600))
-        .await;
-    bao.write(
-        "pki/roles/web",
-        &json!({
-            "allowed_domains": ["example.com"],
-            "allow_subdomains": true,
-            "allow_any_name": false,
-            "key_type": "ec",
-            "ttl": "60s",
-            "max_ttl": "600s",
-        }),
-    )
-    .await;
-    bao.put_policy("myapp-kv-ro", DYNAMIC_POLICY).await;
     let h = Harness::builder()
         .vault(bao)
         .spawn(&["--log-level=debug"])

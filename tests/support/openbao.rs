@@ -180,6 +180,36 @@ impl OpenBao {
         Some(bao)
     }
 
+    /// The walkthrough with a random KV password (returned) and a PKI role
+    /// `web` that allows only names under `example.com`, readable by role
+    /// `example`: a `pki/issue/web` whose `common_name` is the password is
+    /// refused with a message that quotes it.
+    pub async fn with_password_as_refused_name() -> Option<(Self, String)> {
+        let bao = Self::walkthrough().await?;
+        let secret = format!("hunter2-{}", rand_suffix());
+        bao.kv_put(
+            "myapp/config",
+            &json!({"username": "appuser", "password": secret}),
+        )
+        .await;
+        bao.enable_pki(Duration::from_secs(60), Duration::from_secs(600))
+            .await;
+        bao.write(
+            "pki/roles/web",
+            &json!({
+                "allowed_domains": ["example.com"],
+                "allow_subdomains": true,
+                "allow_any_name": false,
+                "key_type": "ec",
+                "ttl": "60s",
+                "max_ttl": "600s",
+            }),
+        )
+        .await;
+        bao.put_policy("myapp-kv-ro", DYNAMIC_POLICY).await;
+        Some((bao, secret))
+    }
+
     /// The walkthrough plus PostgreSQL credentials (`database/creds/app`,
     /// leases of `creds_ttl`, at most `creds_max`) and a PKI role `web`
     /// (certificates of 10 s, at most 60 s), readable by role `example`,

@@ -1222,6 +1222,22 @@ fn batch_policy(revoke: bool) -> String {
     hcl
 }
 
+/// Role `batch` of batch tokens for `default/vault-auth`, whose policy
+/// reads the database credentials and, with `may_revoke_leases`, revokes
+/// leases (`batch_policy`).
+async fn batch_role(bao: &OpenBao, may_revoke_leases: bool) {
+    bao.put_policy("batch-db", &batch_policy(may_revoke_leases))
+        .await;
+    bao.kubernetes_role(
+        "batch",
+        "batch-db",
+        HOUR,
+        2 * HOUR,
+        &[("token_type", "batch")],
+    )
+    .await;
+}
+
 /// A batch-token role (`token_type=batch`): `revoke-self` answers 400
 /// ("batch tokens cannot be revoked"), so at unpublish the driver revokes
 /// the volume's leases with `sys/leases/revoke` and the volume's token,
@@ -1232,15 +1248,7 @@ async fn batch_token_volumes_revoke_their_leases_one_by_one() {
     let Some((pg, bao)) = dynamic(HOUR, 2 * HOUR, HOUR, 2 * HOUR).await else {
         return;
     };
-    bao.put_policy("batch-db", &batch_policy(true)).await;
-    bao.kubernetes_role(
-        "batch",
-        "batch-db",
-        HOUR,
-        2 * HOUR,
-        &[("token_type", "batch")],
-    )
-    .await;
+    batch_role(&bao, true).await;
     let h = Harness::builder().vault(bao).start().await;
     let target = h
         .publish_ok(&[("roleName", "batch"), ("template.creds", CREDS_TEMPLATE)])
@@ -1277,15 +1285,7 @@ async fn batch_token_leases_that_cannot_be_revoked_are_reported() {
     let Some((pg, bao)) = dynamic(HOUR, 2 * HOUR, HOUR, 2 * HOUR).await else {
         return;
     };
-    bao.put_policy("batch-db", &batch_policy(false)).await;
-    bao.kubernetes_role(
-        "batch",
-        "batch-db",
-        HOUR,
-        2 * HOUR,
-        &[("token_type", "batch")],
-    )
-    .await;
+    batch_role(&bao, false).await;
     let port = support::free_port();
     let h = Harness::builder()
         .vault(bao)
@@ -1320,15 +1320,7 @@ async fn a_batch_token_can_revoke_its_lease_where_the_policy_allows() {
     let Some((pg, bao)) = dynamic(HOUR, 2 * HOUR, HOUR, 2 * HOUR).await else {
         return;
     };
-    bao.put_policy("batch-db", &batch_policy(true)).await;
-    bao.kubernetes_role(
-        "batch",
-        "batch-db",
-        HOUR,
-        2 * HOUR,
-        &[("token_type", "batch")],
-    )
-    .await;
+    batch_role(&bao, true).await;
     let pod = support::Pod::walkthrough();
     let jwt = pod.token(&bao, "vault", HOUR);
     let login = bao

@@ -355,15 +355,15 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
         "sprig_ago",
         Status::Semantic("depends on the time of rendering (see timestamp)"),
     ),
-    ("sprig_date_modify", Status::NotYet),
-    ("sprig_dateModify", Status::NotYet),
+    ("sprig_date_modify", Status::Converted),
+    ("sprig_dateModify", Status::Converted),
     ("sprig_duration", Status::Converted),
     ("sprig_durationRound", Status::Converted),
-    ("sprig_must_date_modify", Status::NotYet),
-    ("sprig_mustDateModify", Status::NotYet),
-    ("sprig_mustToDate", Status::NotYet),
-    ("sprig_toDate", Status::NotYet),
-    ("sprig_unixEpoch", Status::NotYet),
+    ("sprig_must_date_modify", Status::Converted),
+    ("sprig_mustDateModify", Status::Converted),
+    ("sprig_mustToDate", Status::Converted),
+    ("sprig_toDate", Status::Converted),
+    ("sprig_unixEpoch", Status::Converted),
     ("sprig_abbrev", Status::Converted),
     ("sprig_abbrevboth", Status::Converted),
     ("sprig_trunc", Status::Converted),
@@ -604,7 +604,7 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
         ),
     ),
     ("sprig_decryptAES", Status::Converted),
-    ("sprig_semver", Status::NotYet),
+    ("sprig_semver", Status::Converted),
     ("sprig_semverCompare", Status::Converted),
     ("sprig_fail", Status::Converted),
     ("sprig_regexMatch", Status::Converted),
@@ -622,42 +622,17 @@ pub const FUNCTIONS: &[(&str, Status)] = &[
     ("sprig_regexQuoteMeta", Status::Converted),
     ("sprig_urlParse", Status::Converted),
     ("sprig_urlJoin", Status::Converted),
-    (
-        "sprig_date",
-        Status::Semantic(
-            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
-        ),
-    ),
-    (
-        "sprig_date_in_zone",
-        Status::Semantic(
-            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
-        ),
-    ),
+    ("sprig_date", Status::Converted),
+    ("sprig_date_in_zone", Status::Converted),
     (
         "sprig_now",
         Status::Semantic(
             "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
         ),
     ),
-    (
-        "sprig_htmlDate",
-        Status::Semantic(
-            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
-        ),
-    ),
-    (
-        "sprig_htmlDateInZone",
-        Status::Semantic(
-            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
-        ),
-    ),
-    (
-        "sprig_dateInZone",
-        Status::Semantic(
-            "the time of rendering: the agent writes it when a secret changes, the driver at each of its own renders, so the files would differ; put the time in the secret, or have the application read the file's modification time",
-        ),
-    ),
+    ("sprig_htmlDate", Status::Converted),
+    ("sprig_htmlDateInZone", Status::Converted),
+    ("sprig_dateInZone", Status::Converted),
     (
         "sprig_randAlphaNum",
         Status::Semantic(

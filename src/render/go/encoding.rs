@@ -78,6 +78,9 @@ fn json_value(value: &Go<'_>) -> Result<Value, String> {
         Go::Secret(_) | Go::Pki(_) => {
             return Err("JSON of a secret or pkiCert result is not converted".to_owned());
         }
+        // Both marshal as strings: RFC 3339 and the version's text.
+        Go::Time(t) => Value::String(t.rfc3339()?),
+        Go::Semver(v) => Value::String(model::semver_text(v)),
         Go::Error(m) => return Err(m.to_string()),
     })
 }

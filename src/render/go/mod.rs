@@ -37,6 +37,7 @@
 //! with them.
 
 mod args;
+mod clock;
 mod encoding;
 mod fmt;
 mod helper;

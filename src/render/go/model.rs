@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use std::fmt::Write as _;
 
+use super::clock::Time;
 use super::session::{MARK, TAG, decode_bytes, nonce};
 
 /// A Go string as JSON: itself when it is UTF-8, else with its other bytes
@@ -61,6 +62,11 @@ pub(in crate::render) enum Go<'a> {
     Secret(&'a Value),
     /// consul-template's `PemEncoded` (pkiCert's result).
     Pki(&'a Value),
+    /// `time.Time` (Sprig's `toDate`).
+    Time(Time),
+    /// `*semver.Version` (Sprig's `semver`): `{major, minor, patch, pre,
+    /// meta, orig}`.
+    Semver(&'a Value),
     /// An error Go raises where the value is used.
     Error(Cow<'a, str>),
 }
@@ -91,6 +97,8 @@ fn tagged(map: &Map<String, Value>) -> Option<Go<'_>> {
         ("nilmap", _) => Go::NilMap,
         ("secret", v) => Go::Secret(v),
         ("pki", v) => Go::Pki(v),
+        ("time", v) => Go::Time(Time::from_json(v)?),
+        ("semver", v) => Go::Semver(v),
         ("error", Value::String(s)) => Go::Error(Cow::Borrowed(s)),
         _ => return None,
     })
@@ -139,6 +147,31 @@ pub(in crate::render) fn pki(result: Value) -> Value {
     tag("pki", result)
 }
 
+/// A `time.Time`.
+pub(in crate::render) fn time(t: &Time) -> Value {
+    tag("time", t.to_json())
+}
+
+/// A `*semver.Version`.
+pub(in crate::render) fn semver(version: Value) -> Value {
+    tag("semver", version)
+}
+
+/// `(*semver.Version).String()`: the version as parsed, `v` and missing
+/// parts filled in (`v1.2` is `1.2.0`).
+pub(in crate::render) fn semver_text(version: &Value) -> String {
+    let text = |k: &str| version.get(k).and_then(Value::as_str).unwrap_or("");
+    let num = |k: &str| version.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = format!("{}.{}.{}", num("major"), num("minor"), num("patch"));
+    if !text("pre").is_empty() {
+        let _ = write!(out, "-{}", text("pre"));
+    }
+    if !text("meta").is_empty() {
+        let _ = write!(out, "+{}", text("meta"));
+    }
+    out
+}
+
 /// A `nil` map.
 pub(in crate::render) fn nil_map() -> Value {
     tag("nilmap", Value::Null)
@@ -173,6 +206,8 @@ pub(in crate::render) fn value(go: &Go<'_>) -> Value {
         Go::Strings(items) => strings(items.to_vec()),
         Go::Secret(v) => secret((*v).clone()),
         Go::Pki(v) => pki((*v).clone()),
+        Go::Time(t) => time(t),
+        Go::Semver(v) => semver((*v).clone()),
         Go::Error(m) => error(m.as_ref()),
     }
 }
@@ -192,6 +227,8 @@ pub(in crate::render) fn type_name(go: &Go<'_>) -> &'static str {
         Go::Strings(_) => "[]string",
         Go::Secret(_) => "*dependency.Secret",
         Go::Pki(_) => "dependency.PemEncoded",
+        Go::Time(_) => "time.Time",
+        Go::Semver(_) => "*semver.Version",
         Go::Error(_) => "error",
     }
 }

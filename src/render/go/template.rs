@@ -10,6 +10,7 @@ use handlebars::{
 };
 use serde_json::Value;
 
+use super::clock::Reading;
 use super::helper::{fail, go_helper, raise, result};
 use super::model::{self, Go, go};
 use crate::render::budget;
@@ -61,12 +62,44 @@ fn field(base: &Go<'_>, key: &str, missing_error: bool) -> Result<Value, String>
             }),
             _ => Err(format!("can't evaluate field {key} in type json.Number")),
         },
+        Go::Time(t) => match t.method(key) {
+            Some(Reading::Int(n)) => Ok(model::int(n)),
+            Some(Reading::Int64(n)) => Ok(model::int64(n)),
+            Some(Reading::Text(s)) => Ok(Value::String(s)),
+            Some(Reading::Bool(b)) => Ok(Value::Bool(b)),
+            Some(Reading::Time(t)) => Ok(model::time(&t)),
+            None => Err(format!(
+                "can't evaluate field {key} in type time.Time (of its methods, those without arguments are converted: Year, Month, Day, Hour, Minute, Second, Nanosecond, YearDay, Weekday, Unix, UnixMilli, UnixMicro, UnixNano, IsZero, String, UTC, Local; format a date with sprig_date)"
+            )),
+        },
+        Go::Semver(v) => semver_field(v, key),
         Go::Nil => Err(format!("nil pointer evaluating interface {{}}.{key}")),
         other => Err(format!(
             "can't evaluate field {key} in type {}",
             model::type_name(other)
         )),
     }
+}
+
+/// A `*semver.Version`'s methods without arguments.
+fn semver_field(version: &Value, key: &str) -> Result<Value, String> {
+    let get = |k: &str| version.get(k).cloned().unwrap_or(Value::Null);
+    Ok(match key {
+        // uint64s: printed and compared as Go's ints are.
+        "Major" | "Minor" | "Patch" => {
+            let k = key.to_ascii_lowercase();
+            model::int(i64::try_from(get(&k).as_u64().unwrap_or(0)).unwrap_or(i64::MAX))
+        }
+        "Prerelease" => get("pre"),
+        "Metadata" => get("meta"),
+        "Original" => get("orig"),
+        "String" => Value::String(model::semver_text(version)),
+        _ => {
+            return Err(format!(
+                "can't evaluate field {key} in type *semver.Version (of its methods, those without arguments are converted: Major, Minor, Patch, Prerelease, Metadata, Original, String; compare versions with sprig_semverCompare)"
+            ));
+        }
+    })
 }
 
 fn secret_field(response: &Value, key: &str) -> Result<Value, String> {

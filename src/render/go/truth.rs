@@ -30,7 +30,7 @@ pub(in crate::render) fn truth(value: &Go<'_>) -> bool {
         Go::List(items) | Go::Strings(items) => !items.is_empty(),
         Go::Map(map) => !map.is_empty(),
         // Pointers and structs.
-        Go::Secret(_) | Go::Pki(_) => true,
+        Go::Secret(_) | Go::Pki(_) | Go::Time(_) | Go::Semver(_) => true,
     }
 }
 

@@ -82,6 +82,23 @@ impl Printer {
                     self.bad(out, value)?;
                 }
             }
+            // Stringers: `time.Time` and `*semver.Version`.
+            Go::Time(_) | Go::Semver(_) => {
+                let text = match value {
+                    Go::Time(t) => t.string(),
+                    Go::Semver(v) => model::semver_text(v),
+                    _ => String::new(),
+                };
+                if matches!(self.verb, 'v' | 's' | 'x' | 'X' | 'q') {
+                    self.string(out, text.as_bytes(), value)?;
+                } else {
+                    return Err(format!(
+                        "%{} of a {} is not converted: print it with %v or %s",
+                        self.verb,
+                        model::type_name(value)
+                    ));
+                }
+            }
             Go::Int(n) | Go::Int64(n) => self.integer(out, *n, value)?,
             Go::Float(f) => self.float(out, *f, value)?,
             Go::List(items) | Go::Strings(items) => self.list(out, items.iter().map(go), depth)?,

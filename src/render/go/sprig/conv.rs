@@ -105,8 +105,8 @@ pub(super) fn kind_of(g: &Go<'_>) -> &'static str {
         Go::Float(_) => "float64",
         Go::List(_) | Go::Strings(_) => "slice",
         Go::Map(_) | Go::NilMap => "map",
-        Go::Secret(_) => "ptr",
-        Go::Pki(_) => "struct",
+        Go::Secret(_) | Go::Semver(_) => "ptr",
+        Go::Pki(_) | Go::Time(_) => "struct",
         Go::Error(_) => "interface",
     }
 }
@@ -123,6 +123,8 @@ pub(super) fn deep_equal(a: &Go<'_>, b: &Go<'_>) -> bool {
         (Go::Float(x), Go::Float(y)) => x == y,
         (Go::List(x), Go::List(y)) | (Go::Strings(x), Go::Strings(y)) => x == y,
         (Go::Map(x), Go::Map(y)) => x == y,
+        (Go::Time(x), Go::Time(y)) => x == y,
+        (Go::Semver(x), Go::Semver(y)) => x == y,
         _ => false,
     }
 }

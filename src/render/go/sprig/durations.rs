@@ -11,7 +11,7 @@ const SECOND: u64 = 1_000_000_000;
 
 /// `time.ParseDuration`: nanoseconds, `None` where Go fails.
 #[allow(clippy::many_single_char_names)] // Go's names: v, f, s
-fn parse(text: &[u8]) -> Option<i64> {
+pub(super) fn parse(text: &[u8]) -> Option<i64> {
     let (neg, mut s) = match text {
         [b'-', rest @ ..] => (true, rest),
         [b'+', rest @ ..] => (false, rest),
@@ -197,6 +197,11 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
         ("sprig_duration", Go::Int64(n)) => text(n.wrapping_mul(1_000_000_000)),
         ("sprig_durationRound", Go::Str(s)) => round(parse(&s).unwrap_or(0)),
         ("sprig_durationRound", Go::Int64(n)) => round(n),
+        ("sprig_durationRound", Go::Time(_)) => {
+            return Some(Err(
+                "sprig_durationRound of a date is the time since it, which depends on the time of rendering: round a duration instead".to_owned(),
+            ));
+        }
         ("sprig_duration" | "sprig_durationRound", _) => "0s".to_owned(),
         _ => return None,
     })))

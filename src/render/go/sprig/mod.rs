@@ -6,12 +6,13 @@
 //!
 //! One file per concern, each importing only [`conv`] (how Sprig reads
 //! its arguments) and the model's files below `sprig`: [`escape`],
-//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`durations`], [`paths`], [`encodings`], [`crypto`], [`urls`], [`semver`],
+//! [`text`], [`case`] (over [`unicode`]), [`lists`], [`dicts`], [`math`], [`floats`], [`durations`], [`dates`] (over the model's `clock`), [`paths`], [`encodings`], [`crypto`], [`urls`], [`semver`],
 //! [`patterns`] and [`values`]. This file dispatches by name.
 
 mod case;
 mod conv;
 mod crypto;
+mod dates;
 mod dicts;
 mod durations;
 mod encodings;
@@ -44,6 +45,7 @@ const GROUPS: &[Group] = &[
     math::call,
     floats::call,
     durations::call,
+    dates::call,
     paths::call,
     encodings::call,
     crypto::call,

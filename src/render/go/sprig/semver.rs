@@ -1,4 +1,4 @@
-//! Sprig's `semverCompare` over a port of `Masterminds/semver` 3.4's
+//! Sprig's `semver` (a `*semver.Version`) and `semverCompare` over a port of `Masterminds/semver` 3.4's
 //! versions (coerced: `v1`, `1.2`) and constraints (`=`, `!=`, `>`, `<`,
 //! `>=`, `<=`, `~`, `^`, wildcards, `a - b` ranges, `,` and `||`), with
 //! its rule that a prerelease version satisfies only a group of
@@ -8,9 +8,9 @@ use std::cmp::Ordering;
 use std::sync::LazyLock;
 
 use regex::Regex;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::super::model::Go;
+use super::super::model::{self, Go};
 use super::conv::{Out, charge, string};
 
 /// Go's `\s`.
@@ -43,6 +43,7 @@ static VALID: LazyLock<Regex> = LazyLock::new(|| {
 struct Version {
     parts: [u64; 3],
     pre: String,
+    meta: String,
 }
 
 fn all(s: &str, allowed: impl Fn(char) -> bool) -> bool {
@@ -78,6 +79,7 @@ fn version(text: &str) -> Option<Version> {
     Some(Version {
         parts: [part(1)?, part(2)?, part(3)?],
         pre: pre.to_owned(),
+        meta: metadata.to_owned(),
     })
 }
 
@@ -298,7 +300,19 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
             let (c, v) = (String::from_utf8_lossy(&c), String::from_utf8_lossy(&v));
             compare(&c, &v).map(Value::Bool)
         })),
-        ("sprig_semverCompare", _) => Some(Err(format!("wrong number of args for {name}"))),
+        ("sprig_semver", [v]) => Some(string(v).and_then(|v| {
+            charge(v.len() * 16)?;
+            let original = String::from_utf8_lossy(&v);
+            let parsed = version(&original).ok_or("invalid semantic version")?;
+            let [major, minor, patch] = parsed.parts;
+            Ok(model::semver(json!({
+                "major": major, "minor": minor, "patch": patch,
+                "pre": parsed.pre, "meta": parsed.meta, "orig": original,
+            })))
+        })),
+        ("sprig_semverCompare" | "sprig_semver", _) => {
+            Some(Err(format!("wrong number of args for {name}")))
+        }
         _ => None,
     }
 }

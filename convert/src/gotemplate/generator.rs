@@ -570,13 +570,6 @@ impl Gen {
             Some(Status::Semantic(reason)) => {
                 return refuse(pos, format!("function `{name}`"), reason);
             }
-            Some(Status::NotYet) => {
-                return refuse(
-                    pos,
-                    format!("function `{name}`"),
-                    "not converted yet: compute the value before storing it in Vault, or render this file with the agent meanwhile",
-                );
-            }
             None => {
                 return refuse(
                     pos,

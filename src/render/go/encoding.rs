@@ -78,6 +78,25 @@ fn json_value(value: &Go<'_>) -> Result<Value, String> {
         Go::Secret(_) | Go::Pki(_) => {
             return Err("JSON of a secret or pkiCert result is not converted".to_owned());
         }
+        // As the agent's `encoding/json` writes it: string keys, and int
+        // keys as their digits; any other key is an error.
+        Go::AnyMap(pairs) => {
+            let mut map = Map::new();
+            for (k, v) in model::pairs(pairs) {
+                let key = match k {
+                    Go::Str(s) => lossy(&s).into_owned(),
+                    Go::Int(n) | Go::Int64(n) => n.to_string(),
+                    _ => {
+                        return Err(
+                            "json: unsupported value: jsontext: object member name must be a string"
+                                .to_owned(),
+                        );
+                    }
+                };
+                map.insert(key, json_value(&v)?);
+            }
+            Value::Object(map)
+        }
         // Both marshal as strings: RFC 3339 and the version's text.
         Go::Time(t) => Value::String(t.rfc3339()?),
         Go::Semver(v) => Value::String(model::semver_text(v)),

@@ -50,8 +50,10 @@ pub(super) mod session;
 mod sprig;
 mod strings;
 mod template;
+mod toml;
 mod truth;
 pub(super) mod value;
+mod yaml;
 
 use handlebars::Handlebars;
 

@@ -56,6 +56,9 @@ pub(in crate::render) enum Go<'a> {
     Map(&'a Map<String, Value>),
     /// A `nil` `map[string]interface{}` (a secret without data).
     NilMap,
+    /// `map[interface{}]interface{}` (yaml.v2's maps, from `parseYAML`):
+    /// `[key, value]` pairs, keys of any scalar kind.
+    AnyMap(&'a [Value]),
     /// `[]string`.
     Strings(&'a [Value]),
     /// consul-template's `*Secret`: the Vault response.
@@ -95,6 +98,7 @@ fn tagged(map: &Map<String, Value>) -> Option<Go<'_>> {
         ("float64", Value::String(s)) => Go::Float(s.parse().ok()?),
         ("[]string", Value::Array(items)) => Go::Strings(items),
         ("nilmap", _) => Go::NilMap,
+        ("anymap", Value::Array(pairs)) => Go::AnyMap(pairs),
         ("secret", v) => Go::Secret(v),
         ("pki", v) => Go::Pki(v),
         ("time", v) => Go::Time(Time::from_json(v)?),
@@ -172,6 +176,59 @@ pub(in crate::render) fn semver_text(version: &Value) -> String {
     out
 }
 
+/// A `map[interface{}]interface{}` of `(key, value)` pairs.
+pub(in crate::render) fn any_map(pairs: Vec<(Value, Value)>) -> Value {
+    tag(
+        "anymap",
+        Value::Array(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Value::Array(vec![k, v]))
+                .collect(),
+        ),
+    )
+}
+
+/// The `(key, value)` pairs of a `map[interface{}]interface{}`.
+pub(in crate::render) fn pairs(pairs: &[Value]) -> impl Iterator<Item = (Go<'_>, Go<'_>)> {
+    pairs.iter().filter_map(|p| match p.as_array()?.as_slice() {
+        [k, v] => Some((go(k), go(v))),
+        _ => None,
+    })
+}
+
+/// The pairs of a `map[interface{}]interface{}` in the order Go's `fmt`
+/// and `range` visit them (`internal/fmtsort`): `nil` first, then by type,
+/// then by value. Go orders types by the address of their descriptors in
+/// the binary; in OpenBao 2.7's agent that is `string`, `int`, `float64`,
+/// `bool` (the agent-oracle test holds the driver to it).
+pub(in crate::render) fn sorted_pairs(pairs: &[Value]) -> Vec<(Go<'_>, Go<'_>)> {
+    use std::cmp::Ordering;
+    let rank = |k: &Go<'_>| match k {
+        Go::Nil => 0,
+        Go::Str(_) => 1,
+        Go::Int(_) | Go::Int64(_) => 2,
+        Go::Float(_) => 3,
+        Go::Bool(_) => 4,
+        _ => 5,
+    };
+    let mut out: Vec<(Go<'_>, Go<'_>)> = self::pairs(pairs).collect();
+    out.sort_by(|(a, _), (b, _)| match (a, b) {
+        _ if rank(a) != rank(b) => rank(a).cmp(&rank(b)),
+        (Go::Str(x), Go::Str(y)) => x.cmp(y),
+        (Go::Int(x) | Go::Int64(x), Go::Int(y) | Go::Int64(y)) => x.cmp(y),
+        (Go::Bool(x), Go::Bool(y)) => x.cmp(y),
+        (Go::Float(x), Go::Float(y)) => match (x.is_nan(), y.is_nan()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            _ => x.partial_cmp(y).unwrap_or(Ordering::Equal),
+        },
+        _ => Ordering::Equal,
+    });
+    out
+}
+
 /// A `nil` map.
 pub(in crate::render) fn nil_map() -> Value {
     tag("nilmap", Value::Null)
@@ -203,6 +260,7 @@ pub(in crate::render) fn value(go: &Go<'_>) -> Value {
         Go::List(items) => Value::Array(items.to_vec()),
         Go::Map(map) => Value::Object((*map).clone()),
         Go::NilMap => nil_map(),
+        Go::AnyMap(p) => tag("anymap", Value::Array(p.to_vec())),
         Go::Strings(items) => strings(items.to_vec()),
         Go::Secret(v) => secret((*v).clone()),
         Go::Pki(v) => pki((*v).clone()),
@@ -224,6 +282,7 @@ pub(in crate::render) fn type_name(go: &Go<'_>) -> &'static str {
         Go::Float(_) => "float64",
         Go::List(_) => "[]interface {}",
         Go::Map(_) | Go::NilMap => "map[string]interface {}",
+        Go::AnyMap(_) => "map[interface {}]interface {}",
         Go::Strings(_) => "[]string",
         Go::Secret(_) => "*dependency.Secret",
         Go::Pki(_) => "dependency.PemEncoded",

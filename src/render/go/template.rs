@@ -27,6 +27,9 @@ fn field(base: &Go<'_>, key: &str, missing_error: bool) -> Result<Value, String>
     match base {
         Go::Map(map) => map.get(key).map_or_else(missing, |v| Ok(v.clone())),
         Go::NilMap => missing(),
+        Go::AnyMap(pairs) => model::pairs(pairs)
+            .find(|(k, _)| matches!(k, Go::Str(s) if s.as_ref() == key.as_bytes()))
+            .map_or_else(missing, |(_, v)| Ok(model::value(&v))),
         Go::Secret(response) => secret_field(response, key),
         Go::Pki(found) => match key {
             "Cert" | "Key" | "CA" => Ok(found
@@ -210,6 +213,10 @@ fn index(base: &Go<'_>, key: &Go<'_>) -> Result<Value, String> {
             Go::Str(_) => Ok(Value::Null),
             _ => Err("value has the wrong type; should be string".to_owned()),
         },
+        // Any key: found when of the same type and value.
+        Go::AnyMap(pairs) => Ok(model::pairs(pairs)
+            .find(|(k, _)| super::yaml::parse::same_key(k, key))
+            .map_or(Value::Null, |(_, v)| model::value(&v))),
         Go::List(items) | Go::Strings(items) => Ok(items[position(items.len())?].clone()),
         Go::Str(bytes) => Ok(model::int(i64::from(bytes[position(bytes.len())?]))),
         Go::Nil => Err("error calling index: index of untyped nil".to_owned()),
@@ -244,6 +251,7 @@ pub(in crate::render) fn len(value: &Go<'_>) -> Result<usize, String> {
         Go::Number(n) => Ok(n.as_str().len()),
         Go::List(items) | Go::Strings(items) => Ok(items.len()),
         Go::Map(map) => Ok(map.len()),
+        Go::AnyMap(pairs) => Ok(pairs.len()),
         Go::NilMap => Ok(0),
         Go::Nil => Err("error calling len: len of nil pointer".to_owned()),
         other => Err(format!(
@@ -263,6 +271,19 @@ go_helper!(Range, |h| {
         Go::List(_) | Go::Map(_) => Ok(ScopedJson::Derived(value.clone())),
         Go::Strings(items) => result(Value::Array(items.to_vec())),
         Go::Nil | Go::NilMap => Ok(ScopedJson::Derived(Value::Array(Vec::new()))),
+        // Keyed by its strings (handlebars' keys are text).
+        Go::AnyMap(pairs) => {
+            let mut map = serde_json::Map::new();
+            for (k, v) in model::sorted_pairs(pairs) {
+                let Go::Str(k) = k else {
+                    return Err(fail(
+                        "range over a map from parseYAML with keys that are not strings is not converted: index it instead",
+                    ));
+                };
+                map.insert(super::args::lossy(&k).into_owned(), model::value(&v));
+            }
+            Ok(ScopedJson::Derived(Value::Object(map)))
+        }
         Go::Int(n) => {
             let n = u32::try_from(n).map_err(|_| fail("range over a negative or huge int"))?;
             budget::charge(u64::from(n), [])?;

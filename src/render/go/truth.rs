@@ -29,6 +29,7 @@ pub(in crate::render) fn truth(value: &Go<'_>) -> bool {
         Go::Float(f) => *f != 0.0,
         Go::List(items) | Go::Strings(items) => !items.is_empty(),
         Go::Map(map) => !map.is_empty(),
+        Go::AnyMap(pairs) => !pairs.is_empty(),
         // Pointers and structs.
         Go::Secret(_) | Go::Pki(_) | Go::Time(_) | Go::Semver(_) => true,
     }

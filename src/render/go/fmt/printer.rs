@@ -115,6 +115,18 @@ impl Printer {
                 out.push(b']');
             }
             Go::NilMap => out.extend_from_slice(b"map[]"),
+            Go::AnyMap(pairs) => {
+                out.extend_from_slice(b"map[");
+                for (i, (k, v)) in model::sorted_pairs(pairs).iter().enumerate() {
+                    if i > 0 {
+                        out.push(b' ');
+                    }
+                    self.value(out, k, depth + 1)?;
+                    out.push(b':');
+                    self.value(out, v, depth + 1)?;
+                }
+                out.push(b']');
+            }
             Go::Secret(response) => self.secret(out, response, depth)?,
             Go::Pki(found) => {
                 out.push(b'{');

@@ -104,7 +104,7 @@ pub(super) fn kind_of(g: &Go<'_>) -> &'static str {
         Go::Int64(_) => "int64",
         Go::Float(_) => "float64",
         Go::List(_) | Go::Strings(_) => "slice",
-        Go::Map(_) | Go::NilMap => "map",
+        Go::Map(_) | Go::NilMap | Go::AnyMap(_) => "map",
         Go::Secret(_) | Go::Semver(_) => "ptr",
         Go::Pki(_) | Go::Time(_) => "struct",
         Go::Error(_) => "interface",

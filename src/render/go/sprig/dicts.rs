@@ -97,6 +97,7 @@ fn is_empty(v: &Value) -> bool {
         Go::Bool(b) => !b,
         Go::List(items) | Go::Strings(items) => items.is_empty(),
         Go::Map(map) => map.is_empty(),
+        Go::AnyMap(pairs) => pairs.is_empty(),
         Go::Number(_) | Go::Secret(_) | Go::Pki(_) | Go::Time(_) | Go::Semver(_) | Go::Error(_) => {
             false
         }

@@ -39,6 +39,12 @@ pub(in crate::render) fn call(name: &str, args: &[Go<'_>]) -> Out {
     if let Some(out) = super::encoding::call(name, args) {
         return out;
     }
+    if let Some(out) = super::yaml::call(name, args) {
+        return out;
+    }
+    if let Some(out) = super::toml::call(name, args) {
+        return out;
+    }
     if let Some(method) = name.strip_prefix("scratch.") {
         return super::scratch::call(method, args);
     }

@@ -307,6 +307,13 @@ fn corpus() -> Vec<(String, String, bool)> {
         ("sprig dateModify of a string", "{{ sprig_dateModify \"1h\" \"2020-01-01\" }}".to_owned()),
         ("sprig unixEpoch of Unix seconds", "{{ sprig_unixEpoch 5 }}".to_owned()),
         ("sprig semver and a version's methods", d("{{ $v := sprig_semver \"v1.2.3-beta.1+build.5\" }}{{ $v }} {{ $v.Major }} {{ $v.Minor }} {{ $v.Patch }} {{ $v.Prerelease }} {{ $v.Metadata }} {{ $v.Original }} {{ $v.String }} {{ sprig_semver \"1.2\" }} {{ toJSON (sprig_semver \"2\") }} {{ eq $v.Major 1 }} {{ printf \"%v %s\" $v $v }} {{ sprig_list (sprig_semver \"1.0.0\") }} {{ if $v }}yes{{ end }}")),
+        ("a date's methods with arguments", "{{ $t := sprig_toDate \"2006-01-02T15:04:05Z07:00\" \"2024-01-31T10:00:00+01:00\" }}{{ $t.Format \"Jan 2, 2006 at 3:04pm (MST) Monday .000\" }}|{{ $t.AddDate 0 1 0 }}|{{ $t.AddDate 1 -13 400 }}|{{ $u := sprig_toDate \"2006-01-02\" \"2024-01-01\" }}{{ $t.After $u }} {{ $t.Before $u }} {{ $t.Equal $t }} {{ $t.Compare $u }} {{ $t.Sub $u }} {{ $u.Sub $t }}|{{ \"2006\" | $t.Format }}|{{ ($t.AddDate 0 0 1).Format \"02\" }}|{{ (sprig_toDate \"2006-01-02\" \"2024-02-29\").AddDate 1 0 0 }}".to_owned()),
+        ("a version's methods", "{{ $v := sprig_semver \"v1.2.3-beta.1+m\" }}{{ $w := sprig_semver \"1.2.3\" }}{{ $v.LessThan $w }} {{ $v.GreaterThan $w }} {{ $v.Equal $w }} {{ $v.Compare $w }} {{ $w.Compare $v }} {{ $w.Equal (sprig_semver \"1.2.3+x\") }} {{ $v.IncPatch }} {{ $v.IncMinor }} {{ $v.IncMajor.Major }} {{ $w.IncPatch }} {{ sprig_typeOf $w.IncPatch }} {{ sprig_kindOf $w.IncPatch }} {{ toJSON $w.IncMinor }}".to_owned()),
+        ("a new version has no Original", "{{ (sprig_semver \"v1.2.3\").IncMajor.Original }}".to_owned()),
+        ("a new version cannot compare", "{{ $w := (sprig_semver \"1.2.3\").IncPatch }}{{ $w.LessThan (sprig_semver \"2.0.0\") }}".to_owned()),
+        ("a new version cannot be compared with", "{{ $w := (sprig_semver \"1.2.3\").IncPatch }}{{ (sprig_semver \"2.0.0\").LessThan $w }}".to_owned()),
+        ("a version's method given a string", "{{ (sprig_semver \"1.0.0\").LessThan \"1.0.1\" }}".to_owned()),
+        ("a map's key called with arguments", d("{{ @.user \"x\" }}")),
         ("sprig semver of a bad version", "{{ sprig_semver \"1.2.3.4\" }}".to_owned()),
         // Named templates.
         ("define and template", format!("{{{{ define \"u\" }}}}[{{{{ . }}}}]{{{{ end }}}}{}", d("{{ template \"u\" @.user }}"))),

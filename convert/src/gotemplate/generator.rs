@@ -522,6 +522,17 @@ impl Gen {
                 "nil is not a command (Go refuses the template too)",
             ),
             Expr::Call(name, args) => self.function(name, args, pos, scope),
+            // `(goCall "method.Name" receiver args…)`.
+            Expr::Method(receiver, name, args) => {
+                let mut values = vec![
+                    hbs_string(&format!("method.{name}")),
+                    self.expr(receiver, pos, scope)?,
+                ];
+                for (arg, p) in args {
+                    values.push(self.expr(arg, *p, scope)?);
+                }
+                self.call("goCall", values, pos)
+            }
         }
     }
 

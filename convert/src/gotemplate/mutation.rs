@@ -262,6 +262,13 @@ fn uses(expr: &Expr, kept: bool, shared: &mut Sharing) {
                 uses(base, false, shared);
             }
         }
+        // Methods read their receiver and arguments and make new values.
+        Expr::Method(receiver, _, args) => {
+            uses(receiver, false, shared);
+            for (arg, _) in args {
+                uses(arg, false, shared);
+            }
+        }
         Expr::Call(name, args) => {
             let risky = match (name.as_str(), args.as_slice()) {
                 ("scratch.Get", [key]) if kept => Some(key),

@@ -15,6 +15,9 @@ pub(super) enum Expr {
     Bool(bool),
     Nil,
     Call(String, Vec<(Expr, Pos)>),
+    /// `receiver.Method args…`: the last name of a field chain called with
+    /// arguments (a date's or a version's methods).
+    Method(Box<Expr>, String, Vec<(Expr, Pos)>),
 }
 
 /// A node of the template's tree.
@@ -389,7 +392,14 @@ pub(super) fn pipeline(toks: &[(Tok, Pos)], pos: Pos) -> Result<Expr, Refusal> {
         let mut operands = operands(command, cpos)?;
         if let Some(previous) = result.take() {
             match &mut operands[..] {
-                [(Expr::Call(_, args), _)] => args.push((previous, cpos)),
+                [(Expr::Call(_, args) | Expr::Method(_, _, args), _)] => {
+                    args.push((previous, cpos));
+                }
+                // A field chain fed by `|` is a method call.
+                [(Expr::Field(..), _)] => {
+                    let (field, p) = operands.remove(0);
+                    operands.push((method(field, vec![(previous, cpos)]), p));
+                }
                 [(Expr::Call(..), _), ..] => unreachable!("operands() folds calls"),
                 _ => return refuse(cpos, "pipeline", "the right side of `|` must be a function"),
             }
@@ -400,6 +410,20 @@ pub(super) fn pipeline(toks: &[(Tok, Pos)], pos: Pos) -> Result<Expr, Refusal> {
         result = Some(operands.remove(0).0);
     }
     result.map_or_else(|| refuse(pos, "pipeline", "missing value"), Ok)
+}
+
+/// `base.A.B args…` as the method `B` of `base.A`.
+fn method(field: Expr, args: Vec<(Expr, Pos)>) -> Expr {
+    let Expr::Field(base, mut names) = field else {
+        unreachable!("called with a field chain")
+    };
+    let name = names.pop().unwrap_or_default();
+    let receiver = if names.is_empty() {
+        *base
+    } else {
+        Expr::Field(base, names)
+    };
+    Expr::Method(Box::new(receiver), name, args)
 }
 
 fn split_top(toks: &[(Tok, Pos)], sep: impl Fn(&Tok) -> bool) -> Vec<&[(Tok, Pos)]> {
@@ -501,6 +525,11 @@ fn operands(toks: &[(Tok, Pos)], pos: Pos) -> Result<Vec<(Expr, Pos)>, Refusal> 
             let args = items.split_off(1);
             Ok(vec![(Expr::Call(name, args), p)])
         }
+        // A field chain with arguments calls its last name as a method.
+        Some((Expr::Field(..), _)) if items.len() > 1 => {
+            let (field, p) = items.remove(0);
+            Ok(vec![(method(field, items), p)])
+        }
         _ if items.len() > 1 => {
             if items[1..].iter().any(|(e, _)| matches!(e, Expr::Call(..))) {
                 refuse(pos, "command", "a function name must come first")
@@ -541,6 +570,30 @@ mod tests {
         assert!(matches!(inner_args.last(), Some((Expr::Field(_, f), _)) if f == &["a"]));
     }
 
+    /// A field chain given arguments (or fed by `|`) calls its last name
+    /// as a method of the rest.
+    #[test]
+    fn fields_with_arguments_are_method_calls() {
+        let (nodes, _) = parse(r#"{{ $t.A.Format "2006" }}{{ "x" | .B.Add }}{{ $v.C }}"#);
+        let [
+            Node::Print(Expr::Method(receiver, name, args), _),
+            Node::Print(Expr::Method(piped, add, piped_args), _),
+            Node::Print(Expr::Field(_, plain), _),
+        ] = nodes.as_slice()
+        else {
+            panic!("{nodes:?}");
+        };
+        assert_eq!(name, "Format");
+        assert!(matches!(receiver.as_ref(), Expr::Field(base, f)
+            if f == &["A"] && matches!(base.as_ref(), Expr::Var(v) if v == "t")));
+        assert!(matches!(args.as_slice(), [(Expr::Str(s), _)] if s == "2006"));
+        assert_eq!(add, "Add");
+        assert!(matches!(piped.as_ref(), Expr::Field(base, f)
+            if f == &["B"] && matches!(base.as_ref(), Expr::Dot)));
+        assert!(matches!(piped_args.as_slice(), [(Expr::Str(s), _)] if s == "x"));
+        assert_eq!(plain, &["C"]);
+    }
+
     #[test]
     fn blocks_variables_and_named_templates() {
         let (nodes, defines) = parse(
@@ -577,7 +630,7 @@ mod tests {
                 .contains("no matching {{end}}")
         );
         let mut parser = Parser {
-            pieces: lex("{{ .a 1 }}").unwrap().into_iter(),
+            pieces: lex("{{ \"s\" 1 }}").unwrap().into_iter(),
             defines: Vec::new(),
         };
         assert!(parser.list().is_err());

@@ -68,7 +68,8 @@ pub(in crate::render) enum Go<'a> {
     /// `time.Time` (Sprig's `toDate`).
     Time(Time),
     /// `*semver.Version` (Sprig's `semver`): `{major, minor, patch, pre,
-    /// meta, orig}`.
+    /// meta, orig}`; with `"value": true` a `semver.Version` (what
+    /// `IncMajor` … return), which lacks the pointer's methods.
     Semver(&'a Value),
     /// An error Go raises where the value is used.
     Error(Cow<'a, str>),
@@ -159,6 +160,14 @@ pub(in crate::render) fn time(t: &Time) -> Value {
 /// A `*semver.Version`.
 pub(in crate::render) fn semver(version: Value) -> Value {
     tag("semver", version)
+}
+
+/// Whether a version of the model is a `semver.Version`, not a pointer.
+pub(in crate::render) fn semver_is_value(version: &Value) -> bool {
+    version
+        .get("value")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 /// `(*semver.Version).String()`: the version as parsed, `v` and missing
@@ -287,6 +296,7 @@ pub(in crate::render) fn type_name(go: &Go<'_>) -> &'static str {
         Go::Secret(_) => "*dependency.Secret",
         Go::Pki(_) => "dependency.PemEncoded",
         Go::Time(_) => "time.Time",
+        Go::Semver(v) if semver_is_value(v) => "semver.Version",
         Go::Semver(_) => "*semver.Version",
         Go::Error(_) => "error",
     }

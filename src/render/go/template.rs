@@ -72,7 +72,7 @@ fn field(base: &Go<'_>, key: &str, missing_error: bool) -> Result<Value, String>
             Some(Reading::Bool(b)) => Ok(Value::Bool(b)),
             Some(Reading::Time(t)) => Ok(model::time(&t)),
             None => Err(format!(
-                "can't evaluate field {key} in type time.Time (of its methods, those without arguments are converted: Year, Month, Day, Hour, Minute, Second, Nanosecond, YearDay, Weekday, Unix, UnixMilli, UnixMicro, UnixNano, IsZero, String, UTC, Local; format a date with sprig_date)"
+                "can't evaluate field {key} in type time.Time (its methods without arguments: Year, Month, Day, Hour, Minute, Second, Nanosecond, YearDay, Weekday, Unix, UnixMilli, UnixMicro, UnixNano, IsZero, String, UTC, Local; with arguments: Format, AddDate, After, Before, Equal, Compare, Sub)"
             )),
         },
         Go::Semver(v) => semver_field(v, key),
@@ -95,11 +95,22 @@ fn semver_field(version: &Value, key: &str) -> Result<Value, String> {
         }
         "Prerelease" => get("pre"),
         "Metadata" => get("meta"),
-        "Original" => get("orig"),
+        // A method of the pointer only.
+        "Original" if !model::semver_is_value(version) => get("orig"),
         "String" => Value::String(model::semver_text(version)),
+        // Methods that make a new version.
+        "IncMajor" | "IncMinor" | "IncPatch" => {
+            return super::sprig::version_method(version, key, &[])
+                .unwrap_or_else(|| Err(format!("no method {key}")));
+        }
         _ => {
             return Err(format!(
-                "can't evaluate field {key} in type *semver.Version (of its methods, those without arguments are converted: Major, Minor, Patch, Prerelease, Metadata, Original, String; compare versions with sprig_semverCompare)"
+                "can't evaluate field {key} in type {} (of its methods, without arguments: Major, Minor, Patch, Prerelease, Metadata, Original, String, IncMajor, IncMinor, IncPatch; with arguments: LessThan, GreaterThan, Equal, Compare; a semver.Version from IncMajor … has neither Original nor the comparisons, which are the pointer's)",
+                if model::semver_is_value(version) {
+                    "semver.Version"
+                } else {
+                    "*semver.Version"
+                }
             ));
         }
     })

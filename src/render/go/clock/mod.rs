@@ -141,6 +141,38 @@ impl Time {
         }
     }
 
+    /// `t.AddDate(years, months, days)`: the clock reading moved by whole
+    /// calendar units and normalized as Go's `Date` does (January 31 and
+    /// a month is March 2 or 3), in the same zone.
+    pub fn add_date(&self, years: i64, months: i64, days: i64) -> Self {
+        let c = self.civil();
+        let m = i64::from(c.month) - 1 + months;
+        let year = c
+            .year
+            .saturating_add(years)
+            .saturating_add(m.div_euclid(12));
+        let month = u32::try_from(m.rem_euclid(12) + 1).unwrap_or(1);
+        let day = days_from_civil(year, month, 1)
+            .saturating_add(i64::from(c.day) - 1)
+            .saturating_add(days);
+        let clock = i64::from(c.hour * 3600 + c.minute * 60 + c.second);
+        Self {
+            secs: day
+                .saturating_mul(86_400)
+                .saturating_add(clock)
+                .saturating_sub(i64::from(self.offset)),
+            ..self.clone()
+        }
+    }
+
+    /// `t.Sub(u)` in nanoseconds, saturated at `time.Duration`'s bounds.
+    pub fn nanos_since(&self, u: &Self) -> i64 {
+        let d = (i128::from(self.secs) - i128::from(u.secs)) * 1_000_000_000
+            + i128::from(self.nanos)
+            - i128::from(u.nanos);
+        i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
+    }
+
     /// `t.In(loc)` for a zone of fixed offset.
     pub fn in_zone(&self, offset: i32, zone: &str) -> Self {
         Self {

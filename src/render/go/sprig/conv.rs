@@ -105,6 +105,7 @@ pub(super) fn kind_of(g: &Go<'_>) -> &'static str {
         Go::Float(_) => "float64",
         Go::List(_) | Go::Strings(_) => "slice",
         Go::Map(_) | Go::NilMap | Go::AnyMap(_) => "map",
+        Go::Semver(v) if model::semver_is_value(v) => "struct",
         Go::Secret(_) | Go::Semver(_) => "ptr",
         Go::Pki(_) | Go::Time(_) => "struct",
         Go::Error(_) => "interface",

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::super::clock::{self, Time, layout};
 use super::super::model::{self, Go};
-use super::conv::{Out, charge, string, text};
+use super::conv::{Out, charge, int, string, text};
 use super::durations;
 
 /// A `time.Time` parameter.
@@ -88,6 +88,40 @@ fn to_date(name: &str, args: &[Go<'_>], must: bool) -> Out {
         Err(e) if must => Err(e),
         Err(_) => Ok(model::time(&Time::zero())),
     }
+}
+
+/// A `time.Time`'s methods that take arguments; `None` for a name it
+/// does not have.
+pub(in crate::render::go) fn method(t: &Time, name: &str, args: &[Go<'_>]) -> Option<Out> {
+    let want = |n: usize| arity(name, args, n);
+    Some(match name {
+        "Format" => want(1).and_then(|()| {
+            let layout_text = string(&args[0])?;
+            charge(layout_text.len() * 16)?;
+            Ok(text(&layout::format_bytes(t, &layout_text)))
+        }),
+        "AddDate" => want(3).and_then(|()| {
+            let (y, m, d) = (int(&args[0])?, int(&args[1])?, int(&args[2])?);
+            Ok(model::time(&t.add_date(y, m, d)))
+        }),
+        "After" | "Before" | "Equal" | "Compare" | "Sub" => want(1).and_then(|()| {
+            let u = time(&args[0])?;
+            let (a, b) = ((t.secs, t.nanos), (u.secs, u.nanos));
+            Ok(match name {
+                "After" => Value::Bool(a > b),
+                "Before" => Value::Bool(a < b),
+                "Equal" => Value::Bool(a == b),
+                "Compare" => model::int(match a.cmp(&b) {
+                    std::cmp::Ordering::Less => -1,
+                    std::cmp::Ordering::Equal => 0,
+                    std::cmp::Ordering::Greater => 1,
+                }),
+                // A time.Duration prints as Go writes durations.
+                _ => Value::String(durations::text(t.nanos_since(&u))),
+            })
+        }),
+        _ => return None,
+    })
 }
 
 /// The functions of this file; `None` for a name it does not have.

@@ -29,6 +29,8 @@ mod urls;
 mod values;
 
 use conv::Out;
+pub(in crate::render::go) use dates::method as date_method;
+pub(in crate::render::go) use semver::method as version_method;
 
 use super::model::Go;
 

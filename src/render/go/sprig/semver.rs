@@ -136,6 +136,107 @@ impl Version {
     }
 }
 
+/// A `*semver.Version` of the model as the comparisons read it.
+fn held(v: &Value) -> Version {
+    let num = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    Version {
+        parts: [num("major"), num("minor"), num("patch")],
+        pre: text("pre"),
+        meta: text("meta"),
+    }
+}
+
+/// A version of the model: a `*semver.Version`, or with `value` a
+/// `semver.Version`.
+fn version_value(v: &Version, original: &str, value: bool) -> Value {
+    let [major, minor, patch] = v.parts;
+    let mut fields = json!({
+        "major": major, "minor": minor, "patch": patch,
+        "pre": v.pre, "meta": v.meta, "orig": original,
+    });
+    if value {
+        fields["value"] = Value::Bool(true);
+    }
+    model::semver(fields)
+}
+
+/// A `*semver.Version`'s methods that take arguments, and those that make
+/// a new version (`IncMajor` …); `None` for a name it does not have.
+pub(in crate::render::go) fn method(receiver: &Value, name: &str, args: &[Go<'_>]) -> Option<Out> {
+    let mine = held(receiver);
+    let other = |args: &[Go<'_>]| match args {
+        // The comparisons are the pointer's methods, and take one.
+        _ if model::semver_is_value(receiver) => Err(format!(
+            "can't evaluate field {name} in type semver.Version"
+        )),
+        [Go::Semver(o)] if !model::semver_is_value(o) => Ok(held(o)),
+        [other] => Err(format!(
+            "wrong type for value; expected *semver.Version; got {}",
+            model::type_name(other)
+        )),
+        _ => Err(format!(
+            "wrong number of args for {name}: want 1 got {}",
+            args.len()
+        )),
+    };
+    let no_args = || {
+        if args.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "wrong number of args for {name}: want 0 got {}",
+                args.len()
+            ))
+        }
+    };
+    // `IncX` drop the prerelease and metadata; the new `Original` is the
+    // new text, after the receiver's `v` if it had one.
+    let prefix = if receiver
+        .get("orig")
+        .and_then(Value::as_str)
+        .is_some_and(|o| o.starts_with('v'))
+    {
+        "v"
+    } else {
+        ""
+    };
+    let inc = |which: usize| -> Out {
+        no_args()?;
+        let mut next = Version {
+            parts: mine.parts,
+            pre: String::new(),
+            meta: String::new(),
+        };
+        if which == 2 && !mine.pre.is_empty() {
+            // A prerelease's patch increment only drops the prerelease.
+        } else {
+            next.parts[which] += 1;
+            for p in &mut next.parts[which + 1..] {
+                *p = 0;
+            }
+        }
+        let [a, b, c] = next.parts;
+        Ok(version_value(&next, &format!("{prefix}{a}.{b}.{c}"), true))
+    };
+    Some(match name {
+        "LessThan" => other(args).map(|o| Value::Bool(mine.compare(&o) == Ordering::Less)),
+        "GreaterThan" => other(args).map(|o| Value::Bool(mine.compare(&o) == Ordering::Greater)),
+        "Equal" => other(args).map(|o| Value::Bool(mine.compare(&o) == Ordering::Equal)),
+        "Compare" => other(args).map(|o| {
+            model::int(match mine.compare(&o) {
+                Ordering::Less => -1,
+                Ordering::Equal => 0,
+                Ordering::Greater => 1,
+            })
+        }),
+        "IncMajor" => inc(0),
+        "IncMinor" => inc(1),
+        "IncPatch" => inc(2),
+        _ => return None,
+    })
+}
+
 /// One constraint: its operator, version and which parts were wildcards.
 struct Constraint {
     op: String,
@@ -304,11 +405,7 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
             charge(v.len() * 16)?;
             let original = String::from_utf8_lossy(&v);
             let parsed = version(&original).ok_or("invalid semantic version")?;
-            let [major, minor, patch] = parsed.parts;
-            Ok(model::semver(json!({
-                "major": major, "minor": minor, "patch": patch,
-                "pre": parsed.pre, "meta": parsed.meta, "orig": original,
-            })))
+            Ok(version_value(&parsed, &original, false))
         })),
         ("sprig_semverCompare" | "sprig_semver", _) => {
             Some(Err(format!("wrong number of args for {name}")))

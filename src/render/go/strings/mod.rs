@@ -48,6 +48,9 @@ pub(in crate::render) fn call(name: &str, args: &[Go<'_>]) -> Out {
     if let Some(method) = name.strip_prefix("scratch.") {
         return super::scratch::call(method, args);
     }
+    if let Some(method) = name.strip_prefix("method.") {
+        return call_method(method, args);
+    }
     for group in GROUPS {
         if let Some(out) = group(name, args) {
             return out;
@@ -55,6 +58,25 @@ pub(in crate::render) fn call(name: &str, args: &[Go<'_>]) -> Out {
     }
     super::sprig::call(name, args)
         .unwrap_or_else(|| Err(format!("function {name:?} is not available in the driver")))
+}
+
+/// `receiver.Method args…` (`method.Method` with the receiver first): the
+/// methods of a date and of a version that take arguments.
+fn call_method(name: &str, args: &[Go<'_>]) -> Out {
+    let Some((receiver, rest)) = args.split_first() else {
+        return Err(format!("method {name} has no receiver"));
+    };
+    let found = match receiver {
+        Go::Time(t) => super::sprig::date_method(t, name, rest),
+        Go::Semver(v) => super::sprig::version_method(v, name, rest),
+        _ => None,
+    };
+    found.unwrap_or_else(|| {
+        Err(format!(
+            "{name} is not a method of {} that takes arguments",
+            model::type_name(receiver)
+        ))
+    })
 }
 
 go_helper!(Call, |h| {

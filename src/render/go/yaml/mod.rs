@@ -25,6 +25,8 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use serde_json::Value;
 
     use super::super::model::{Go, go};
@@ -119,9 +121,8 @@ mod tests {
         let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
             let p = i - 1;
-            laughs.push_str(&format!(
-                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
-            ));
+            let refs = vec![format!("*a{p}"); 10].join(", ");
+            let _ = writeln!(laughs, "a{i}: &a{i} [{refs}]");
         }
         let err = run("parseYAML", &laughs).unwrap_err();
         assert!(

@@ -616,6 +616,10 @@ fn through_driver_corpus(with_database: bool) -> Vec<(&'static str, &'static str
             "[{{ secrets \"secret/metadata/myapp/none\" }}]{{ range secrets \"secret/myapp/none\" }}x{{ else }}none{{ end }}",
         ),
         (
+            "computed paths: every secret under a folder, a path in a variable",
+            "{{ range secrets \"secret/myapp\" }}{{ with secret (printf \" secret/myapp/%s/ \" .) }}{{ .Data.data.password }};{{ end }}{{ end }}|{{ $p := \"secret/data/myapp/config\" }}{{ with secret $p }}{{ .Data.data.username }}{{ end }}|{{ range secrets (print \"secret/metadata/\" \"myapp\") }}{{ . }},{{ end }}",
+        ),
+        (
             "KV v1",
             "{{ with secret \"kv1/app\" }}{{ .Data.password }} {{ .LeaseDuration }} {{ .Data }}{{ end }}",
         ),

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::generator::Gen;
+use super::generator::{Gen, Scope};
 use super::parser::Expr;
 use super::{Pos, Refusal, SecretCall, refuse};
 
@@ -34,11 +34,18 @@ impl Request {
         for (arg, p) in args {
             match arg {
                 Expr::Str(s) => strings.push(s.clone()),
+                _ if what == "pkiCert" => {
+                    return refuse(
+                        *p,
+                        "pkiCert argument",
+                        "a computed pkiCert argument: the agent issues a certificate per call and file, the driver one per distinct request in a volume, and which calls would share one cannot be told before rendering; write the path and `key=value` arguments as literals",
+                    );
+                }
                 _ => {
                     return refuse(
                         *p,
                         format!("{what} argument"),
-                        format!("`{what}` arguments must be string literals to be converted"),
+                        "a computed write argument: the driver names a write's keys in the template, so each `key=value` must be a literal (the path may be computed)",
                     );
                 }
             }
@@ -83,6 +90,20 @@ impl Request {
 }
 
 impl Gen {
+    /// A path computed while rendering (`secret (printf "secret/data/%s"
+    /// .)`), trimmed of spaces and `/` as consul-template trims it. The
+    /// driver fetches it when the render asks for it, logged in as the pod,
+    /// like any other; it never echoes such a path in its messages.
+    fn computed_path(&mut self, path: &Expr, pos: Pos, scope: &Scope) -> Result<String, Refusal> {
+        let value = self.expr(path, pos, scope)?;
+        let spaces = self.call("goCall", vec![hbs_string("trimSpace"), value], pos)?;
+        self.call(
+            "goCall",
+            vec![hbs_string("trim"), hbs_string("/"), spaces],
+            pos,
+        )
+    }
+
     /// `(secret "path" k="v" …)`, checked as the driver checks it at
     /// publish.
     fn request_call(&mut self, request: &Request, pos: Pos, what: &str) -> String {
@@ -117,16 +138,14 @@ impl Gen {
         &mut self,
         args: &[(Expr, Pos)],
         pos: Pos,
+        scope: &Scope,
     ) -> Result<String, Refusal> {
         let path = match args {
             [(Expr::Str(path), _)] if path.is_empty() => return Ok("null".to_owned()),
             [(Expr::Str(path), _)] => path.trim().trim_matches('/').to_owned(),
-            [(_, p)] => {
-                return refuse(
-                    *p,
-                    "secrets argument",
-                    "`secrets` arguments must be string literals to be converted",
-                );
+            [(path, p)] => {
+                let path = self.computed_path(path, *p, scope)?;
+                return Ok(format!("(secrets {path})"));
             }
             _ => {
                 return refuse(
@@ -162,7 +181,30 @@ impl Gen {
         &mut self,
         args: &[(Expr, Pos)],
         pos: Pos,
+        scope: &Scope,
     ) -> Result<String, Refusal> {
+        // A computed path: its `key=value` arguments must still be
+        // literals (they become the call's named arguments).
+        if let Some(((path, p), rest)) = args.split_first()
+            && !matches!(path, Expr::Str(_))
+        {
+            let mut literal = vec![(Expr::Str("-".to_owned()), *p)];
+            literal.extend(rest.iter().cloned());
+            let request = Request::parse(&literal, pos, "secret")?;
+            if request.write && request.args.is_empty() {
+                return refuse(
+                    pos,
+                    "secret",
+                    "every argument is empty: the agent writes to the path with no data, the driver would read it",
+                );
+            }
+            let mut call = format!("(secret {}", self.computed_path(path, *p, scope)?);
+            for (k, v) in &request.args {
+                write!(call, " {k}={}", hbs_string(v)).unwrap_or_default();
+            }
+            call.push(')');
+            return Ok(call);
+        }
         let request = Request::parse(args, pos, "secret")?;
         if request.write && request.args.is_empty() {
             return refuse(
@@ -217,8 +259,9 @@ mod tests {
     use crate::gotemplate::{GoOptions, convert};
 
     /// `secrets` is a list of the path as consul-template trims it; `""`
-    /// lists nothing without a request; a path of only `/` or a value
-    /// from data is refused.
+    /// lists nothing without a request; a path of only `/` is refused. A
+    /// computed path is trimmed when rendered; a computed write argument
+    /// or pkiCert argument is refused.
     #[test]
     fn secrets_calls_become_lists() {
         let converted = convert(
@@ -244,7 +287,29 @@ mod tests {
             .map(|r| (r.path.as_str(), r.list))
             .collect();
         assert_eq!(lists, [("secret/myapp", true)]);
-        for refused in [r#"{{ secrets "/" }}"#, "{{ secrets . }}", "{{ secrets }}"] {
+        let computed = convert(
+            r#"{{ range secrets " secret/metadata/ " }}{{ with secret (printf "secret/data/%s" .) }}{{ .Data.data.k }}{{ end }}{{ end }}{{ secrets . }}"#,
+            GoOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            computed.handlebars.contains(r#"(secret (goCall "trim" "/" (goCall "trimSpace" (goCall "printf" "secret/data/%s" "#),
+            "{}",
+            computed.handlebars
+        );
+        assert!(
+            computed
+                .handlebars
+                .contains(r#"(secrets (goCall "trim" "/" (goCall "trimSpace" "#),
+            "{}",
+            computed.handlebars
+        );
+        for refused in [
+            r#"{{ secrets "/" }}"#,
+            "{{ secrets }}",
+            r#"{{ secret . (printf "k=%s" .) }}"#,
+            r#"{{ pkiCert . "common_name=a" }}"#,
+        ] {
             assert!(convert(refused, GoOptions::default()).is_err(), "{refused}");
         }
     }

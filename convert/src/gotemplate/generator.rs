@@ -111,7 +111,12 @@ impl Gen {
 
     /// A helper call; arguments nested too deep are kept in variables
     /// first, in order.
-    fn call(&mut self, helper: &str, args: Vec<String>, pos: Pos) -> Result<String, Refusal> {
+    pub(super) fn call(
+        &mut self,
+        helper: &str,
+        args: Vec<String>,
+        pos: Pos,
+    ) -> Result<String, Refusal> {
         let mut args = args;
         if helper == "goCall" && args.len() + 1 > MAX_PARAMS {
             // The name and five arguments, then the rest packed (nested
@@ -545,7 +550,7 @@ impl Gen {
     ) -> Result<String, Refusal> {
         match name {
             "secret" => {
-                let call = self.secret_call(args, pos)?;
+                let call = self.secret_call(args, pos, scope)?;
                 return self.call("goSecret", vec![call], pos);
             }
             "pkiCert" => {
@@ -553,7 +558,7 @@ impl Gen {
                 return self.call("goPki", vec![call], pos);
             }
             "secrets" => {
-                let call = self.secrets_call(args, pos)?;
+                let call = self.secrets_call(args, pos, scope)?;
                 return self.call("goSecrets", vec![call], pos);
             }
             "executeTemplate" => return self.execute_template(args, pos, scope),

@@ -6,8 +6,8 @@
 //!
 //! The agent's `Local` zone is UTC: the agent's images and the driver's
 //! run with no `TZ` and a UTC (or absent) `/etc/localtime`, where Go's
-//! `Local` is named `UTC` with offset 0. Other zones need the IANA
-//! database, which the driver does not carry ([`zone`]).
+//! `Local` is named `UTC` with offset 0. Other zones come from the IANA
+//! database the driver carries ([`zone`]).
 
 pub(super) mod layout;
 
@@ -216,16 +216,31 @@ impl Time {
     }
 }
 
-/// `time.LoadLocation(name)` as Sprig's `dateInZone` uses it: the offset
-/// and abbreviation of `UTC` and `Local` (both UTC, see the module), and
-/// `None` for a zone of the IANA database, which the driver does not
-/// carry (Sprig would fall back to UTC only for a name the agent's own
-/// database lacks, so no answer here can be the agent's).
-pub(super) fn zone(name: &[u8]) -> Option<(i32, &'static str)> {
-    match name {
-        b"" | b"UTC" | b"Local" => Some((0, LOCAL)),
-        _ => None,
+/// The offset and abbreviation at the instant `secs` of the zone
+/// `time.LoadLocation(name)` loads, as Sprig's `dateInZone` uses it: `""`,
+/// `UTC` and `Local` are UTC (see the module); a zone of the IANA database
+/// by its exact name (Go reads it from files, so case counts); anything
+/// else is an error for Go, and Sprig then uses UTC.
+pub(super) fn zone(name: &[u8], secs: i64) -> (i32, String) {
+    let utc = || (0, LOCAL.to_owned());
+    let Ok(name) = std::str::from_utf8(name) else {
+        return utc();
+    };
+    if matches!(name, "" | "UTC" | "Local") || name.contains("..") || name.starts_with(['/', '\\'])
+    {
+        return utc();
     }
+    let Ok(tz) = jiff::tz::TimeZone::get(name) else {
+        return utc();
+    };
+    if tz.iana_name() != Some(name) {
+        return utc();
+    }
+    let Ok(at) = jiff::Timestamp::from_second(secs) else {
+        return utc();
+    };
+    let info = tz.to_offset_info(at);
+    (info.offset().seconds(), info.abbreviation().to_owned())
 }
 
 /// What a method a template calls without arguments returns: an `int`,

@@ -37,17 +37,12 @@ fn instant(name: &str, g: &Go<'_>) -> Result<Time, String> {
 }
 
 /// `t.In(time.LoadLocation(zone)).Format(layout)`.
-fn in_zone(name: &str, layout_text: &[u8], t: &Time, zone: &Go<'_>) -> Out {
+fn in_zone(layout_text: &[u8], t: &Time, zone: &Go<'_>) -> Out {
     let zone = string(zone)?;
-    let (offset, abbreviation) = clock::zone(&zone).ok_or_else(|| {
-        format!(
-            "{name}: the zone {:?} is read from the IANA zone database, which the driver does not carry: use \"UTC\" (the agent's \"Local\" is UTC too)",
-            String::from_utf8_lossy(&zone)
-        )
-    })?;
+    let (offset, abbreviation) = clock::zone(&zone, t.secs);
     charge(layout_text.len() * 16)?;
     Ok(text(&layout::format_bytes(
-        &t.in_zone(offset, abbreviation),
+        &t.in_zone(offset, &abbreviation),
         layout_text,
     )))
 }
@@ -137,7 +132,6 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
         "sprig_date" => arity(name, args, 2).and_then(|()| {
             let layout_text = string(&args[0])?;
             in_zone(
-                name,
                 &layout_text,
                 &instant(name, &args[1])?,
                 &Go::Str(b"Local"[..].into()),
@@ -145,18 +139,17 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
         }),
         "sprig_dateInZone" | "sprig_date_in_zone" => arity(name, args, 3).and_then(|()| {
             let layout_text = string(&args[0])?;
-            in_zone(name, &layout_text, &instant(name, &args[1])?, &args[2])
+            in_zone(&layout_text, &instant(name, &args[1])?, &args[2])
         }),
         "sprig_htmlDate" => arity(name, args, 1).and_then(|()| {
             in_zone(
-                name,
                 b"2006-01-02",
                 &instant(name, &args[0])?,
                 &Go::Str(b"Local"[..].into()),
             )
         }),
         "sprig_htmlDateInZone" => arity(name, args, 2)
-            .and_then(|()| in_zone(name, b"2006-01-02", &instant(name, &args[0])?, &args[1])),
+            .and_then(|()| in_zone(b"2006-01-02", &instant(name, &args[0])?, &args[1])),
         _ => return None,
     })
 }

@@ -621,6 +621,10 @@ fn through_driver_corpus(with_database: bool) -> Vec<(&'static str, &'static str
             "{{ range secrets \"secret/myapp\" }}{{ with secret (printf \" secret/myapp/%s/ \" .) }}{{ .Data.data.password }};{{ end }}{{ end }}|{{ $p := \"secret/data/myapp/config\" }}{{ with secret $p }}{{ .Data.data.username }}{{ end }}|{{ range secrets (print \"secret/metadata/\" \"myapp\") }}{{ . }},{{ end }}",
         ),
         (
+            "a write with computed data",
+            "{{ $cn := printf \"%s.example\" \"web\" }}{{ with secret \"pki/issue/web\" (print \"common_name=\" $cn) \"ttl= 1h \" \"\" }}{{ .Data.issuing_ca }} {{ .Data.private_key_type }} {{ .Renewable }}{{ end }}",
+        ),
+        (
             "KV v1",
             "{{ with secret \"kv1/app\" }}{{ .Data.password }} {{ .LeaseDuration }} {{ .Data }}{{ end }}",
         ),

@@ -1126,8 +1126,8 @@ fn refused_constructs_name_line_column_and_construct() {
         ("{{ key \"a\" }}", "function `key`: a Consul function"),
         ("{{ nosuch 1 }}", "function `nosuch`: not a function"),
         (
-            "{{ with secret .Data (printf \"k=%s\" .) }}{{ end }}",
-            "a computed write argument",
+            "{{ with pkiCert .Data \"common_name=a\" }}{{ end }}",
+            "a computed pkiCert argument",
         ),
         ("{{ with secret \"a\" }}x", "with: no matching {{end}}"),
         ("{{ end }}", "unexpected {{end}}"),

@@ -3,7 +3,7 @@
 //!
 //! | helper | use | result |
 //! |---|---|---|
-//! | `secret` | `(secret "secret/data/app")`, `(secret "pki/issue/web" common_name="a.example")` | the whole Vault response: `data`, `lease_id`, `lease_duration`, `renewable`, `warnings` |
+//! | `secret` | `(secret "secret/data/app")`, `(secret "pki/issue/web" common_name="a.example")`, or a write's data as consul-template's `"key=value"` strings: `(secret "pki/issue/web" "common_name=a.example")` | the whole Vault response: `data`, `lease_id`, `lease_duration`, `renewable`, `warnings` |
 //! | `secrets` | `(secrets "secret/metadata/app")` | the answer to a LIST of the path: the keys under it in `data.keys` (none when Vault answers 404, as its Go client reads it) |
 //! | `base64Encode` | `{{base64Encode data.data.key}}` | standard base64 of the string |
 //! | `base64Decode` | `{{base64Decode data.data.blob}}` | the decoded text (must be UTF-8) |
@@ -78,23 +78,34 @@ impl HelperDef for SecretHelper {
     ) -> Result<ScopedJson<'rc>, RenderError> {
         budget::charge_call(h)?;
         let name = if self.list { "secrets" } else { "secret" };
-        let path = one_string(h, name)?;
+        let path = if self.list || h.params().len() <= 1 {
+            one_string(h, name)?
+        } else {
+            as_text(name, h.params()[0].value())?
+        };
         // A path that is not a literal in the template came from data
         // (possibly a secret): it is never echoed in errors or logs.
         let from_data = h
             .param(0)
             .is_some_and(|p| p.try_get_constant_value().is_none());
-        let args: serde_json::Map<String, Value> = h
+        let mut args: serde_json::Map<String, Value> = h
             .hash()
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.value().clone()))
             .collect();
         // An argument that is not a literal came from data too: Vault's
         // messages about the request may echo it.
-        let args_from_data = h
+        let mut args_from_data = h
             .hash()
             .values()
             .any(|v| v.try_get_constant_value().is_none());
+        let positional = h.params().get(1..).unwrap_or_default();
+        if !self.list && !positional.is_empty() {
+            args_from_data |= positional
+                .iter()
+                .any(|p| p.try_get_constant_value().is_none());
+            write_data(&mut args, positional, !h.hash().is_empty())?;
+        }
         let request = if self.list {
             if !args.is_empty() {
                 return Err(helper_error(
@@ -133,6 +144,40 @@ impl HelperDef for SecretHelper {
             ))),
         })
     }
+}
+
+/// A write's data given as consul-template gives it: `"key=value"`
+/// strings, each trimmed around the key and the value, empty ones
+/// skipped, a repeated key's last value kept. The strings may come from
+/// data, so no message quotes them.
+fn write_data(
+    args: &mut serde_json::Map<String, Value>,
+    positional: &[handlebars::PathAndJson<'_>],
+    named: bool,
+) -> Result<(), RenderError> {
+    if named {
+        return Err(helper_error(
+            "`secret` takes its write's data either as `key=value` strings or as named arguments, not both",
+        ));
+    }
+    for p in positional {
+        let text = as_text("secret", p.value())?;
+        if text.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = text.split_once('=') else {
+            return Err(helper_error(
+                "a `secret` write argument is not a `key=value` pair",
+            ));
+        };
+        args.insert(k.trim().to_owned(), Value::String(v.trim().to_owned()));
+    }
+    if args.is_empty() {
+        return Err(helper_error(
+            "every `secret` write argument is empty: the agent writes to the path with no data, the driver would read it",
+        ));
+    }
+    Ok(())
 }
 
 /// A helper of one argument: `base64Encode`, `base64Decode`, `toJson`,

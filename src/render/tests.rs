@@ -93,6 +93,40 @@ fn identical_calls_are_collected_once_and_writes_keep_their_arguments() {
     );
 }
 
+/// A write's data as consul-template's `"key=value"` strings (what
+/// `convert` writes for computed arguments): trimmed, empty ones skipped,
+/// the last of a repeated key kept; one that is not a pair, or data that
+/// is all empty (the agent would write nothing, the driver would read),
+/// fails without quoting the string.
+#[test]
+fn write_data_given_as_key_value_strings() {
+    let r = Renderer::new();
+    let t = compile(
+        &r,
+        &[(
+            "a",
+            r#"{{#with (secret "pki/issue/web" " common_name = a.example " "" "ttl=2h" "ttl=1h")}}{{data.certificate}}{{/with}}"#,
+        )],
+    );
+    let found = t.requests();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].body(),
+        Some(r#"{"common_name":"a.example","ttl":"1h"}"#)
+    );
+    for bad in [
+        r#"{{#with (secret "pki/issue/web" "s3cr3t-without-equals")}}{{/with}}"#,
+        r#"{{#with (secret "pki/issue/web" "" "")}}{{/with}}"#,
+        r#"{{#with (secret "pki/issue/web" "a=b" ttl="1h")}}{{/with}}"#,
+    ] {
+        let sources = vec![(RelativePath::parse("a").unwrap(), bad.to_owned())];
+        let compiled = r.compile(&sources).unwrap();
+        let err = r.render(&compiled, HashMap::new()).unwrap_err().to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(err.contains("secret"), "{bad}: {err}");
+    }
+}
+
 #[test]
 fn a_secret_hidden_behind_another_is_requested_in_a_second_round() {
     let r = Renderer::new();

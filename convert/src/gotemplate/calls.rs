@@ -45,7 +45,7 @@ impl Request {
                     return refuse(
                         *p,
                         format!("{what} argument"),
-                        "a computed write argument: the driver names a write's keys in the template, so each `key=value` must be a literal (the path may be computed)",
+                        format!("`{what}` arguments here must be string literals"),
                     );
                 }
             }
@@ -183,8 +183,30 @@ impl Gen {
         pos: Pos,
         scope: &Scope,
     ) -> Result<String, Refusal> {
-        // A computed path: its `key=value` arguments must still be
-        // literals (they become the call's named arguments).
+        // Computed write data: the `key=value` strings are handed to the
+        // driver's helper as they are, which reads them as consul-template
+        // does when the render runs.
+        if let Some(((path, p), rest)) = args.split_first()
+            && rest.iter().any(|(a, _)| !matches!(a, Expr::Str(_)))
+        {
+            let path = match path {
+                Expr::Str(literal) => hbs_string(literal.trim().trim_matches('/')),
+                computed => self.computed_path(computed, *p, scope)?,
+            };
+            let mut call = format!("(secret {path}");
+            for (arg, ap) in rest {
+                let value = match arg {
+                    Expr::Str(literal) => hbs_string(literal),
+                    computed => self.expr(computed, *ap, scope)?,
+                };
+                call.push(' ');
+                call.push_str(&value);
+            }
+            call.push(')');
+            return Ok(call);
+        }
+        // A computed path with literal `key=value` arguments (named
+        // arguments of the driver's helper).
         if let Some(((path, p), rest)) = args.split_first()
             && !matches!(path, Expr::Str(_))
         {
@@ -260,8 +282,9 @@ mod tests {
 
     /// `secrets` is a list of the path as consul-template trims it; `""`
     /// lists nothing without a request; a path of only `/` is refused. A
-    /// computed path is trimmed when rendered; a computed write argument
-    /// or pkiCert argument is refused.
+    /// computed path is trimmed when rendered; computed write data goes to
+    /// the helper as `key=value` strings; a computed pkiCert argument is
+    /// refused.
     #[test]
     fn secrets_calls_become_lists() {
         let converted = convert(
@@ -287,6 +310,18 @@ mod tests {
             .map(|r| (r.path.as_str(), r.list))
             .collect();
         assert_eq!(lists, [("secret/myapp", true)]);
+        let written = convert(
+            r#"{{ secret " /pki/issue/web" "ttl=1h" (printf "common_name=%s" "a") }}"#,
+            GoOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            written.handlebars.contains(
+                r#"(secret "pki/issue/web" "ttl=1h" (goCall "printf" "common_name=%s" "a"))"#
+            ),
+            "{}",
+            written.handlebars
+        );
         let computed = convert(
             r#"{{ range secrets " secret/metadata/ " }}{{ with secret (printf "secret/data/%s" .) }}{{ .Data.data.k }}{{ end }}{{ end }}{{ secrets . }}"#,
             GoOptions::default(),
@@ -307,7 +342,6 @@ mod tests {
         for refused in [
             r#"{{ secrets "/" }}"#,
             "{{ secrets }}",
-            r#"{{ secret . (printf "k=%s" .) }}"#,
             r#"{{ pkiCert . "common_name=a" }}"#,
         ] {
             assert!(convert(refused, GoOptions::default()).is_err(), "{refused}");

@@ -5,8 +5,10 @@
 //! Vault data (`map[string]interface{}`, `[]interface{}`, `string`,
 //! `json.Number`, `bool`, `nil`) but also Go `int`s (`len`, constants),
 //! `float64`s (`parseJSON`, float constants), `[]string` (`split`),
-//! consul-template's `*Secret` and `PemEncoded` structs, strings that are
-//! not UTF-8 (`base64Decode`), and errors that Go only raises if the value
+//! consul-template's `*Secret` and `PemEncoded` structs, `time.Time`
+//! (`sprig_toDate`), `*semver.Version` (`sprig_semver`), yaml.v2's
+//! `map[interface{}]interface{}` (`parseYAML`), strings that are not
+//! UTF-8 (`base64Decode`), and errors that Go only raises if the value
 //! is used (`and`/`or` stop at the first value that decides). Vault data
 //! stays plain JSON; every other kind is a *tagged* object,
 //! `{"\u{FDD0}go": <nonce>, "t": <kind>, "v": <value>}`, and a string's
@@ -27,10 +29,12 @@
 //! The files, from the top down (each imports only those below it):
 //! [`strings`] holds consul-template's functions and `goCall`, with
 //! [`scratch`] (consul-template's per-render scratch), falling back
-//! to [`template`] (Go's builtins) first and [`sprig`] last; both use
-//! [`encoding`] (Go's `encoding/json`), [`fmt`] (Go's `fmt`), [`truth`]
-//! (`and`, `or`, `not`, comparisons) and [`regex`]; [`args`] reads
-//! arguments; [`helper`] is the glue to handlebars; [`model`] the values
+//! to [`template`] (Go's builtins, and the methods of values) first and
+//! [`sprig`] last; both use [`encoding`] (Go's `encoding/json`), [`yaml`]
+//! (gopkg.in/yaml.v2), [`toml`] (BurntSushi/toml), [`fmt`] (Go's `fmt`),
+//! [`truth`] (`and`, `or`, `not`, comparisons) and [`regex`]; [`args`]
+//! reads arguments; [`helper`] is the glue to handlebars; [`model`] the
+//! values, over [`clock`] (Go's `time.Time`: calendar, layouts, zones),
 //! and [`session`] the per-render nonce and variables. [`value`], [`json`]
 //! and [`number`] are the first, plain-JSON helpers (`goField`, `goPrint`,
 //! `toGoJson`, Vault's numbers as sent), kept for templates converted

@@ -1,11 +1,13 @@
 //! consul-template (Go `text/template`) to the driver's handlebars, exactly
 //! or not at all: [`lexer`] (text and actions, trim markers applied),
 //! [`parser`] (the tree: pipelines, `if`, `with`, `range`, variables,
-//! named templates), [`generator`] (the handlebars), [`calls`] (`secret`
-//! and `pkiCert`), [`funcs`] (every function and what becomes of it).
+//! named templates), [`generator`] (the handlebars of the structure) with
+//! `expressions` (values, function calls, methods, scratch), [`calls`]
+//! (`secret`, `secrets` and `pkiCert`), [`funcs`] (every function and what
+//! becomes of it).
 //!
 //! Every Go value goes through the driver's Go-model helpers
-//! (`render::go_runtime` and its siblings), which hold Go's types (Vault's
+//! (`render/go/`), which hold Go's types (Vault's
 //! `json.Number`s, `int`s, `float64`s, `[]string`, consul-template's
 //! structs, strings of any bytes) and do what text/template and
 //! consul-template do with them: printing, `printf`, truth, comparisons,
@@ -16,6 +18,7 @@
 //! and column, the construct, why, and what to write instead.
 
 pub mod calls;
+mod expressions;
 pub mod funcs;
 pub mod generator;
 pub mod lexer;

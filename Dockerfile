@@ -14,7 +14,8 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:latest
 # build.rs compiles proto/csi.proto with protox (pure Rust).
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
-# Only what the build reads. go-duration/ is a workspace member the binary
+# Only what the build reads. .cargo/ holds the allocator's compiled-in
+# settings. go-duration/ and convert/ are workspace members the binary
 # links. vault-double/ is a workspace member (and a dev-dependency), so Cargo
 # needs its manifest to load the workspace even though the release binary
 # does not link it. benches/, examples/ and tests/
@@ -23,9 +24,11 @@ WORKDIR /src
 # `cargo build --bin` builds none of them. If src/ ever include_str!s a file
 # outside these paths, or a [[bin]] is added, copy that too.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo ./.cargo
 COPY proto ./proto
 COPY src ./src
 COPY go-duration ./go-duration
+COPY convert ./convert
 COPY vault-double ./vault-double
 # The caches keep downloaded crates and incremental artifacts between builds;
 # the binary is copied out because the target/ cache is not part of the image.

@@ -17,47 +17,10 @@ use vault_csi_driver::{app, telemetry};
 /// compiled and rendered large volumes held tens of MiB after they were
 /// all unpublished, memory the budget had given back and would admit
 /// again. The memory model (`volume::memory`) counts on freed memory
-/// leaving the cgroup.
+/// leaving the cgroup: its settings (freed pages back at once, no
+/// per-thread caches) are compiled in (`.cargo/config.toml`).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's settings, unless the environment already sets them: pages
-/// nothing uses any more go back to the kernel at once (by default
-/// jemalloc keeps them for about 10 s, for reuse), and no thread keeps a
-/// cache of freed blocks (each would keep up to a few MiB, for as long as
-/// the thread idles), so what the driver holds follows what its volumes
-/// are charged. The driver waits on Vault and the disk, not on malloc.
-const ALLOCATOR_CONF: &str = "dirty_decay_ms:0,muzzy_decay_ms:0,tcache:false";
-
-/// The variable jemalloc reads its settings from (prefixed, as the
-/// `tikv-jemallocator` build names its symbols).
-const ALLOCATOR_CONF_VAR: &str = "_RJEM_MALLOC_CONF";
-
-/// Runs the driver again, as the same process (`exec`), with
-/// [`ALLOCATOR_CONF`] in its environment: jemalloc reads it only at start,
-/// and its settings cannot be changed afterwards without `unsafe` code.
-/// Returns only when that is not needed (the variable is set: an
-/// operator's own settings, or this is the run started with it), or when
-/// it failed.
-fn exec_with_allocator_conf() -> Option<std::io::Error> {
-    use std::os::unix::process::CommandExt as _;
-    if std::env::var_os(ALLOCATOR_CONF_VAR).is_some() {
-        return None;
-    }
-    let binary = match std::env::current_exe() {
-        Ok(binary) => binary,
-        Err(error) => return Some(error),
-    };
-    let mut argv = std::env::args_os();
-    let name = argv.next().unwrap_or_default();
-    Some(
-        std::process::Command::new(binary)
-            .arg0(name)
-            .args(argv)
-            .env(ALLOCATOR_CONF_VAR, ALLOCATOR_CONF)
-            .exec(),
-    )
-}
 
 fn main() -> anyhow::Result<()> {
     // `convert` as the first argument selects the converter; the driver's
@@ -70,7 +33,6 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     let config = Config::parse();
-    let not_tuned = exec_with_allocator_conf();
     let filter =
         telemetry::filter(&config.log_level).context("--log-level is not a valid filter")?;
     let builder = tracing_subscriber::fmt()
@@ -79,9 +41,6 @@ fn main() -> anyhow::Result<()> {
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
-    }
-    if let Some(error) = not_tuned {
-        tracing::warn!(%error, "Could not restart with the allocator told to give freed memory back at once; memory freed after large volumes stays with the driver for a while. Set {ALLOCATOR_CONF_VAR}={ALLOCATOR_CONF} in its environment");
     }
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -126,5 +85,38 @@ fn raise_fd_limit() {
             "The open-file limit is already the hard limit"
         ),
         Err(error) => tracing::warn!(%error, "Could not read the open-file limit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tikv_jemalloc_ctl::{epoch, opt, stats};
+
+    fn resident() -> usize {
+        epoch::advance().unwrap();
+        stats::resident::read().unwrap()
+    }
+
+    /// The settings `.cargo/config.toml` compiles into jemalloc are the
+    /// ones it runs with: no thread caches, and pages freed go back to the
+    /// kernel at once (64 MiB freed leave the allocator's resident pages;
+    /// with jemalloc's default decay they would stay for about 10 s).
+    #[test]
+    fn the_allocator_gives_freed_memory_back_at_once() {
+        if std::env::var_os("_RJEM_MALLOC_CONF").is_some() {
+            return; // an operator's own settings win, by design
+        }
+        assert!(!opt::tcache::read().unwrap());
+        let before = resident();
+        let blocks: Vec<Vec<u8>> = (0..64).map(|i| vec![i; 1 << 20]).collect();
+        let held = resident();
+        assert!(held >= before + (60 << 20), "{before} then {held}");
+        drop(blocks);
+        let after = resident();
+        assert!(
+            after < before + (8 << 20),
+            "64 MiB freed, yet {} MiB more stay resident",
+            (after.saturating_sub(before)) >> 20
+        );
     }
 }

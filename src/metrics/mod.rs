@@ -23,6 +23,76 @@ use prometheus_client::registry::Registry;
 
 pub use server::{ListenerLimits, bind, serve};
 
+/// Declares [`VaultOperation`] from one list, so its variants, its label
+/// values and the metric's help text cannot drift apart.
+macro_rules! vault_operations {
+    ($($(#[$doc:meta])* $variant:ident => $label:literal,)*) => {
+        /// A Vault API call the driver makes: the `operation` label of
+        /// `vault_csi_vault_request_duration_seconds`, and the name its
+        /// error messages give the call.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum VaultOperation {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl VaultOperation {
+            /// Every operation, in the order the help text lists them.
+            pub const ALL: &[Self] = &[$(Self::$variant,)*];
+
+            /// The label value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+vault_operations! {
+    /// `POST auth/<mount>/login`.
+    Login => "login",
+    /// A `secret` read.
+    Read => "read",
+    /// A `secrets` list.
+    List => "list",
+    /// A `secret` write (with arguments).
+    Write => "write",
+    /// `GET sys/internal/ui/mounts/<path>`: which mount a path is on.
+    Mount => "mount",
+    /// `GET auth/token/lookup-self`.
+    LookupSelf => "lookup_self",
+    /// `POST sys/capabilities-self`.
+    CapabilitiesSelf => "capabilities_self",
+    /// `PUT sys/leases/renew`.
+    RenewLease => "renew_lease",
+    /// `POST auth/token/renew-self`.
+    RenewSelf => "renew_self",
+    /// `POST auth/token/revoke-self`.
+    RevokeSelf => "revoke_self",
+    /// `PUT sys/leases/revoke`.
+    RevokeLease => "revoke_lease",
+    /// `GET sys/health`.
+    Health => "health",
+}
+
+impl VaultOperation {
+    /// The help text of `vault_request_duration_seconds`: every label.
+    fn help() -> String {
+        let operations: Vec<&str> = Self::ALL.iter().map(|o| o.as_str()).collect();
+        format!(
+            "Vault API request latency, by operation ({}) and status_class (2xx, 3xx, 4xx, 5xx; error: no usable HTTP answer, i.e. unreachable, timed out, or an oversized or unreadable body)",
+            operations.join(", ")
+        )
+    }
+}
+
+impl std::fmt::Display for VaultOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
@@ -292,7 +362,7 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         registry.register(
             "vault_request_duration_seconds",
-            "Vault API request latency, by operation (login, read, list, write, mount, lookup_self, capabilities_self, renew_lease, renew_self, revoke_self, revoke_lease, health) and status_class (2xx, 3xx, 4xx, 5xx; error: no usable HTTP answer, i.e. unreachable, timed out, or an oversized or unreadable body)",
+            VaultOperation::help(),
             vault_latency.clone(),
         );
         let volumes = gauge(&mut registry, "volumes", "Volumes currently managed");
@@ -390,13 +460,13 @@ impl Metrics {
     /// Records one Vault API call.
     pub fn observe_vault_request(
         &self,
-        operation: &'static str,
+        operation: VaultOperation,
         status_class: &'static str,
         elapsed: Duration,
     ) {
         self.vault_latency
             .get_or_create(&VaultLabels {
-                operation,
+                operation: operation.as_str(),
                 status_class,
             })
             .observe(elapsed.as_secs_f64());
@@ -560,5 +630,26 @@ impl Metrics {
         self.app_signals
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Metrics, VaultOperation};
+
+    /// The help text names every operation the label can hold, each once.
+    #[test]
+    fn the_vault_operations_are_listed_once_in_the_help() {
+        let labels: Vec<&str> = VaultOperation::ALL.iter().map(|o| o.as_str()).collect();
+        let mut unique = labels.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), labels.len(), "{labels:?}");
+        let text = Metrics::new().encode();
+        let help = text
+            .lines()
+            .find(|l| l.starts_with("# HELP vault_csi_vault_request_duration_seconds"))
+            .expect("the histogram is registered");
+        assert!(help.contains(&format!("({})", labels.join(", "))), "{help}");
     }
 }

@@ -21,7 +21,7 @@ use super::scrub::error_message_for;
 use super::{
     AuthToken, BodyMeter, Error, LeaseId, Mount, SecretRequest, SecretResponse, Unmetered,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, VaultOperation};
 use crate::secret::Secret;
 use crate::timing as policy;
 
@@ -92,7 +92,7 @@ impl VaultClient {
         let body = Secret::new(body.to_string().into_bytes());
         let envelope = self
             .call(
-                "login",
+                VaultOperation::Login,
                 Method::POST,
                 &format!("auth/{mount}/login"),
                 None,
@@ -114,10 +114,10 @@ impl VaultClient {
         meter: &dyn BodyMeter,
     ) -> Result<SecretResponse, Error> {
         let (operation, method, body) = match request.body() {
-            None if request.is_list() => ("list", Method::GET, None),
-            None => ("read", Method::GET, None),
+            None if request.is_list() => (VaultOperation::List, Method::GET, None),
+            None => (VaultOperation::Read, Method::GET, None),
             Some(json) => (
-                "write",
+                VaultOperation::Write,
                 Method::PUT,
                 Some(Secret::new(json.as_bytes().to_vec())),
             ),
@@ -142,7 +142,7 @@ impl VaultClient {
             // 204: the write succeeded and Vault returned no data.
             return Ok(SecretResponse::no_content());
         }
-        SecretResponse::from_body(operation, request.path(), raw)
+        SecretResponse::from_body(operation.as_str(), request.path(), raw)
     }
 
     /// `GET /v1/sys/internal/ui/mounts/<path>`: the mount `path` lies on
@@ -152,7 +152,7 @@ impl VaultClient {
     pub async fn mount_of(&self, token: &Secret<String>, path: &str) -> Result<Mount, Error> {
         let raw = self
             .call(
-                "mount",
+                VaultOperation::Mount,
                 Method::GET,
                 &format!("sys/internal/ui/mounts/{path}"),
                 Some(token),
@@ -185,7 +185,7 @@ impl VaultClient {
         let body = Secret::new(body.to_string().into_bytes());
         let raw = self
             .call(
-                "renew_lease",
+                VaultOperation::RenewLease,
                 Method::PUT,
                 "sys/leases/renew",
                 Some(token),
@@ -201,7 +201,7 @@ impl VaultClient {
         let body = serde_json::json!({ "lease_id": lease.as_str() });
         let body = Secret::new(body.to_string().into_bytes());
         self.call(
-            "revoke_lease",
+            VaultOperation::RevokeLease,
             Method::PUT,
             "sys/leases/revoke",
             Some(token),
@@ -222,7 +222,7 @@ impl VaultClient {
         let body = Secret::new(body.to_string().into_bytes());
         let raw = self
             .call(
-                "renew_self",
+                VaultOperation::RenewSelf,
                 Method::POST,
                 "auth/token/renew-self",
                 Some(token),
@@ -237,7 +237,7 @@ impl VaultClient {
     /// it created.
     pub async fn revoke_self(&self, token: &Secret<String>) -> Result<(), Error> {
         self.call(
-            "revoke_self",
+            VaultOperation::RevokeSelf,
             Method::POST,
             "auth/token/revoke-self",
             Some(token),
@@ -252,7 +252,7 @@ impl VaultClient {
     /// token.
     pub async fn lookup_self(&self, token: &Secret<String>) -> Result<(), Error> {
         self.call(
-            "lookup_self",
+            VaultOperation::LookupSelf,
             Method::GET,
             "auth/token/lookup-self",
             Some(token),
@@ -274,7 +274,7 @@ impl VaultClient {
         let body = Secret::new(body.to_string().into_bytes());
         let raw = self
             .call(
-                "capabilities_self",
+                VaultOperation::CapabilitiesSelf,
                 Method::POST,
                 "sys/capabilities-self",
                 Some(token),
@@ -289,7 +289,7 @@ impl VaultClient {
     /// is initialised, unsealed and active (or a standby).
     pub async fn health(&self) -> Result<(), Error> {
         self.call(
-            "health",
+            VaultOperation::Health,
             Method::GET,
             "sys/health?standbyok=true&perfstandbyok=true",
             None,
@@ -304,7 +304,7 @@ impl VaultClient {
     /// are scrubbed from any error text.
     async fn call(
         &self,
-        operation: &'static str,
+        operation: VaultOperation,
         method: Method,
         path: &str,
         token: Option<&Secret<String>>,
@@ -330,13 +330,14 @@ impl VaultClient {
         meter: &dyn BodyMeter,
     ) -> Result<Secret<Vec<u8>>, Error> {
         let Outgoing {
-            operation,
+            operation: which,
             method,
             path,
             token,
             body,
             credentials,
         } = request;
+        let operation = which.as_str();
         let url = self.url(path)?;
         let mut headers = HeaderMap::new();
         headers.insert("X-Vault-Request", HeaderValue::from_static("true"));
@@ -372,7 +373,7 @@ impl VaultClient {
             Err(_) => "error",
         };
         self.metrics
-            .observe_vault_request(operation, class, started.elapsed());
+            .observe_vault_request(which, class, started.elapsed());
         result
     }
 
@@ -543,7 +544,7 @@ impl VaultClient {
 
 /// One request, as [`VaultClient::call`] sends it.
 struct Outgoing<'a> {
-    operation: &'static str,
+    operation: VaultOperation,
     method: Method,
     path: &'a str,
     token: Option<&'a Secret<String>>,

@@ -78,9 +78,11 @@ const LIMIT: u64 = 128 * MIB;
 const TRACKING_FACTOR: u64 = 2;
 
 /// Memory the model leaves uncharged on purpose, on top of the factor:
-/// requests being decoded (at most 2 MiB each, `MAX_REQUEST_BYTES`, a few
-/// at once), HTTP buffers of Vault answers in flight and the gRPC
-/// connections of the tenants: a quarter of the reserve.
+/// requests being received and decoded (`csi::intake::INTAKE_BYTES`, two
+/// of the largest, at once, each decoded copy beside its bytes, and a
+/// 64 KiB window per request waiting), HTTP buffers of Vault answers in
+/// flight and the gRPC connections of the tenants: a quarter of the
+/// reserve.
 const TRACKING_SLACK: u64 = RESERVE_BYTES / 4;
 
 /// Longest a well-behaved tenant's publish or unpublish may take while

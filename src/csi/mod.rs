@@ -5,10 +5,12 @@
 //! file but refuses to remove anything else, and serves the Identity and
 //! Node services until shutdown, letting in-flight calls finish (the
 //! caller, `app`, bounds that drain by `--shutdown-timeout`). [`deadline`]
-//! reads the caller's `grpc-timeout` so calls are answered before it.
+//! reads the caller's `grpc-timeout` so calls are answered before it;
+//! [`intake`] bounds the bytes of requests received and decoded at once.
 
 pub mod deadline;
 mod identity;
+pub mod intake;
 mod node;
 mod redact;
 pub mod status;
@@ -124,6 +126,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     tonic::transport::Server::builder()
+        .initial_stream_window_size(intake::WINDOW_BYTES)
+        .initial_connection_window_size(intake::WINDOW_BYTES)
+        .layer(intake::IntakeLayer::new(intake::INTAKE_BYTES))
         .add_service(IdentityServer::new(identity).max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(NodeServer::new(node).max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {

@@ -17,7 +17,7 @@ use vault_csi_driver::render::{MAX_RENDER_TIME, MAX_VOLUME_UNITS};
 
 use super::shapes::dense;
 use super::support::{self, Harness, Pod};
-use super::{CALL_BOUND, GOOD_TENANT_BOUND, Tenant, World, excerpt, timed_publish};
+use super::{CALL_BOUND, GOOD_TENANT_BOUND, TRACKING_SLACK, Tenant, World, excerpt, timed_publish};
 
 /// Publishes `count` pods of `tenant` with `attributes` at once, each
 /// call recorded under `what`; returns the pods whose publish succeeded.
@@ -366,8 +366,9 @@ async fn padded_countless_and_quoted_attributes_are_charged_at_their_record_size
     let monitor = world.monitor();
     let mut broken = Vec::new();
     for (name, attributes) in &variants {
-        // One at a time, then four at once: each alone is measured, the
-        // four show the transient memory of decoding them.
+        // One at a time, then eight at once: each alone is measured, the
+        // eight show the transient memory of receiving and decoding them
+        // (bounded for the node by the intake budget, `csi::intake`).
         let alone = publish_many(&world, &hostile, name, 1, attributes).await;
         if let Some(pod) = alone.first() {
             let charged = world.charged().await.unwrap_or(0);
@@ -379,8 +380,8 @@ async fn padded_countless_and_quoted_attributes_are_charged_at_their_record_size
                 ));
             }
         }
-        let four = publish_many(&world, &hostile, name, 4, attributes).await;
-        for pod in alone.iter().chain(&four) {
+        let eight = publish_many(&world, &hostile, name, 8, attributes).await;
+        for pod in alone.iter().chain(&eight) {
             world.unpublish(pod, "v").await;
         }
     }
@@ -744,4 +745,46 @@ async fn a_vault_message_quoting_a_secret_argument_stays_out_of_errors_and_logs(
                 .unwrap_or_default()
         )
     );
+}
+
+/// Requests being received: nothing is charged for a request before it is
+/// decoded (no volume exists yet), so what the node holds of them is
+/// bounded for the whole node (`csi::intake`): 24 publishes at once, each
+/// carrying 1.9 MB of padding (refused once decoded), raise the cgroup's
+/// peak by at most the intake budget twice over (each message's bytes and
+/// its decoded copy) plus a flow-control window per request and a fixed
+/// allowance; received all at once they would take 24 times that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_being_received_cost_at_most_the_intake_budget() {
+    use vault_csi_driver::csi::intake::{INTAKE_BYTES, WINDOW_BYTES};
+    let Some(mut world) = World::start(&[]).await else {
+        return;
+    };
+    let hostile = world.tenant("intake");
+    let attributes = vec![
+        hostile.role(),
+        ("csi.storage.k8s.io/x-pad".to_owned(), "a".repeat(1_900_000)),
+    ];
+    let at_once = 24u64;
+    let before = world.cgroup.peak().max(world.cgroup.usage());
+    let monitor = world.monitor();
+    let kept = publish_many(&world, &hostile, "1.9 MB", 24, &attributes).await;
+    monitor.stop().await;
+    let grown = world.cgroup.peak().saturating_sub(before);
+    let bound =
+        2 * INTAKE_BYTES as u64 + at_once * u64::from(WINDOW_BYTES) * 2 + TRACKING_SLACK / 2;
+    println!(
+        "24 requests of 1.9 MB at once: the peak grew by {} KiB (bound {} KiB); {} kept",
+        grown / 1024,
+        bound / 1024,
+        kept.len()
+    );
+    for pod in &kept {
+        world.unpublish(pod, "v").await;
+    }
+    assert!(
+        grown <= bound,
+        "receiving 24 requests of 1.9 MB at once raised the driver's peak by {grown} bytes, more than {bound}"
+    );
+    world.assert_isolated("requests being received").await;
 }

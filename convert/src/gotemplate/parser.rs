@@ -391,8 +391,12 @@ pub(super) fn pipeline(toks: &[(Tok, Pos)], pos: Pos) -> Result<Expr, Refusal> {
         let cpos = command.first().map_or(pos, |(_, p)| *p);
         let mut operands = operands(command, cpos)?;
         if let Some(previous) = result.take() {
+            let takes_piped = starts_with_name(command);
             match &mut operands[..] {
-                [(Expr::Call(_, args) | Expr::Method(_, _, args), _)] => {
+                [(Expr::Call(_, args), _)] if takes_piped => args.push((previous, cpos)),
+                [(Expr::Method(_, _, args), _)]
+                    if !matches!(command.first(), Some((Tok::LParen, _))) =>
+                {
                     args.push((previous, cpos));
                 }
                 // A field chain fed by `|` is a method call.
@@ -400,8 +404,13 @@ pub(super) fn pipeline(toks: &[(Tok, Pos)], pos: Pos) -> Result<Expr, Refusal> {
                     let (field, p) = operands.remove(0);
                     operands.push((method(field, vec![(previous, cpos)]), p));
                 }
-                [(Expr::Call(..), _), ..] => unreachable!("operands() folds calls"),
-                _ => return refuse(cpos, "pipeline", "the right side of `|` must be a function"),
+                _ => {
+                    return refuse(
+                        cpos,
+                        "pipeline",
+                        "the right side of `|` must be a function (Go refuses the template too)",
+                    );
+                }
             }
         }
         if operands.len() != 1 {
@@ -410,6 +419,17 @@ pub(super) fn pipeline(toks: &[(Tok, Pos)], pos: Pos) -> Result<Expr, Refusal> {
         result = Some(operands.remove(0).0);
     }
     result.map_or_else(|| refuse(pos, "pipeline", "missing value"), Ok)
+}
+
+/// Whether a command starts with a function's name, which takes the rest
+/// (and a piped value) as its arguments; a parenthesized call is a value
+/// and takes none (Go: "can't give argument to non-function").
+fn starts_with_name(toks: &[(Tok, Pos)]) -> bool {
+    match (toks.first(), toks.get(1)) {
+        (Some((Tok::Ident(name), _)), Some((Tok::Chain(_), _))) => name == "scratch",
+        (Some((Tok::Ident(name), _)), _) => !matches!(name.as_str(), "true" | "false" | "nil"),
+        _ => false,
+    }
 }
 
 /// `base.A.B args…` as the method `B` of `base.A`.
@@ -448,6 +468,7 @@ fn split_top(toks: &[(Tok, Pos)], sep: impl Fn(&Tok) -> bool) -> Vec<&[(Tok, Pos
 /// One command: a function call with its arguments, or a single operand.
 fn operands(toks: &[(Tok, Pos)], pos: Pos) -> Result<Vec<(Expr, Pos)>, Refusal> {
     let mut items = Vec::new();
+    let takes_arguments = starts_with_name(toks);
     let mut i = 0;
     while i < toks.len() {
         let (tok, p) = &toks[i];
@@ -520,7 +541,7 @@ fn operands(toks: &[(Tok, Pos)], pos: Pos) -> Result<Vec<(Expr, Pos)>, Refusal> 
     }
     // A function name first takes the rest as arguments.
     match items.first() {
-        Some((Expr::Call(name, _), p)) => {
+        Some((Expr::Call(name, _), p)) if takes_arguments => {
             let (name, p) = (name.clone(), *p);
             let args = items.split_off(1);
             Ok(vec![(Expr::Call(name, args), p)])
@@ -568,6 +589,28 @@ mod tests {
         };
         assert_eq!(inner, "printf");
         assert!(matches!(inner_args.last(), Some((Expr::Field(_, f), _)) if f == &["a"]));
+    }
+
+    /// A parenthesized call is a value: it keeps its own arguments where
+    /// it starts an action (`{{ if (eq .a "b") }}`), and takes no more.
+    #[test]
+    fn parenthesized_calls_keep_their_arguments() {
+        let (nodes, _) = parse(r#"{{ (eq .a "b") }}{{ if (not .c) }}{{ end }}"#);
+        let Node::Print(Expr::Call(name, args), _) = &nodes[0] else {
+            panic!("{nodes:?}");
+        };
+        assert_eq!((name.as_str(), args.len()), ("eq", 2));
+        let Node::If { branches, .. } = &nodes[1] else {
+            panic!("{nodes:?}");
+        };
+        assert!(matches!(&branches[0].0, Expr::Call(n, a) if n == "not" && a.len() == 1));
+        for refused in ["{{ (eq 1 1) 2 }}", r#"{{ "a" | (printf "%s") }}"#] {
+            let mut parser = Parser {
+                pieces: lex(refused).unwrap().into_iter(),
+                defines: Vec::new(),
+            };
+            assert!(parser.list().is_err(), "{refused}");
+        }
     }
 
     /// A field chain given arguments (or fed by `|`) calls its last name

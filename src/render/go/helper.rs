@@ -131,13 +131,16 @@ go_helper!(Pki, |h| {
 
 go_helper!(Int, |h| {
     // `(goInt 5)`: an integer constant, or a range key (an int for a
-    // list, a string for a map).
+    // list, a string for a map, a typed key for a `parseYAML` map).
     let v = h.param(0).map_or(&Value::Null, |p| p.value());
     match v {
         Value::Number(n) => match n.as_i64() {
             Some(i) => result(int(i)),
             None => result(error(format!("constant {n} overflows int"))),
         },
+        Value::String(text) => {
+            result(super::model::typed_range_key(text).unwrap_or_else(|| v.clone()))
+        }
         other => result(other.clone()),
     }
 });

@@ -238,6 +238,22 @@ pub(in crate::render) fn sorted_pairs(pairs: &[Value]) -> Vec<(Go<'_>, Go<'_>)> 
     out
 }
 
+/// A `range` key that is not a string (a `parseYAML` map's int, float,
+/// bool or `nil` key), as the text handlebars iterates by: the session's
+/// marker and nonce (so no data can spell one), the position (so the
+/// text sorts in Go's order), and the key itself, which [`typed_range_key`]
+/// reads back.
+pub(in crate::render) fn range_key(position: usize, key: &Value) -> String {
+    format!("{MARK}{}#{position:08}:{key}", nonce())
+}
+
+/// The key [`range_key`] wrote, or `None` for any other text.
+pub(in crate::render) fn typed_range_key(text: &str) -> Option<Value> {
+    let rest = text.strip_prefix(MARK)?.strip_prefix(nonce().as_str())?;
+    let (_, key) = rest.strip_prefix('#')?.split_once(':')?;
+    serde_json::from_str(key).ok()
+}
+
 /// A `nil` map.
 pub(in crate::render) fn nil_map() -> Value {
     tag("nilmap", Value::Null)

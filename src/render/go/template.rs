@@ -282,16 +282,19 @@ go_helper!(Range, |h| {
         Go::List(_) | Go::Map(_) => Ok(ScopedJson::Derived(value.clone())),
         Go::Strings(items) => result(Value::Array(items.to_vec())),
         Go::Nil | Go::NilMap => Ok(ScopedJson::Derived(Value::Array(Vec::new()))),
-        // Keyed by its strings (handlebars' keys are text).
+        // Handlebars' keys are text: string keys as they are; keys of
+        // other types as range keys `goInt` reads back (see
+        // [`model::range_key`]), which also keep Go's order.
         Go::AnyMap(pairs) => {
+            let sorted = model::sorted_pairs(pairs);
+            let typed = sorted.iter().any(|(k, _)| !matches!(k, Go::Str(_)));
             let mut map = serde_json::Map::new();
-            for (k, v) in model::sorted_pairs(pairs) {
-                let Go::Str(k) = k else {
-                    return Err(fail(
-                        "range over a map from parseYAML with keys that are not strings is not converted: index it instead",
-                    ));
+            for (i, (k, v)) in sorted.iter().enumerate() {
+                let key = match k {
+                    Go::Str(s) if !typed => super::args::lossy(s).into_owned(),
+                    other => model::range_key(i, &model::value(other)),
                 };
-                map.insert(super::args::lossy(&k).into_owned(), model::value(&v));
+                map.insert(key, model::value(v));
             }
             Ok(ScopedJson::Derived(Value::Object(map)))
         }

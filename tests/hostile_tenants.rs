@@ -78,12 +78,12 @@ const LIMIT: u64 = 128 * MIB;
 const TRACKING_FACTOR: u64 = 2;
 
 /// Memory the model leaves uncharged on purpose, on top of the factor:
-/// requests being received and decoded (`csi::intake::INTAKE_BYTES`, two
-/// of the largest, at once, each decoded copy beside its bytes, and a
-/// 64 KiB window per request waiting), HTTP buffers of Vault answers in
-/// flight and the gRPC connections of the tenants: a quarter of the
-/// reserve.
-const TRACKING_SLACK: u64 = RESERVE_BYTES / 4;
+/// requests being received, decoded and checked (at most
+/// `csi::intake::INTAKE_BYTES`, 24 MiB: the largest request decoded and
+/// checked, its maps up to twelve times its bytes, and a 64 KiB window per
+/// request waiting), HTTP buffers of Vault answers in flight and the gRPC
+/// connections of the tenants: half the reserve.
+const TRACKING_SLACK: u64 = RESERVE_BYTES / 2;
 
 /// Longest a well-behaved tenant's publish or unpublish may take while
 /// hostile tenants attack: a functional bound (kubelet's and the pod's

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use super::intake::IntakeSlot;
 use super::redact::{RedactedContext, RedactedSecrets};
 use super::{deadline, status};
 use crate::metrics::Metrics;
@@ -78,6 +79,10 @@ impl Node for NodeService {
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let started = Instant::now();
         let answer_by = deadline::answer_by(request.metadata());
+        // The request's share of the intake budget, given back once the
+        // request is checked and let go of (`csi::intake`).
+        let mut request = request;
+        let intake = request.extensions_mut().remove::<IntakeSlot>();
         let r = request.into_inner();
         let pod_ns = r
             .volume_context
@@ -115,7 +120,10 @@ impl Node for NodeService {
         };
         // Checked here, before anything is claimed or spawned: the manager
         // only ever sees typed, validated values.
-        let result = match self.manager.check_publish(&request) {
+        let checked = self.manager.check_publish(&request);
+        drop(request);
+        drop(intake);
+        let result = match checked {
             Ok(checked) => self.manager.publish_by(checked, answer_by).await,
             Err(error) => Err(error),
         };

@@ -55,8 +55,9 @@ pub use cgroup::cgroup_memory_limit;
 /// What the driver keeps for itself below its memory limit: its baseline
 /// (about 8 MiB), HTTP and gRPC buffers, and the transient memory of
 /// requests the model bounds but does not charge (gRPC requests being
-/// received and decoded: [`crate::csi::intake::INTAKE_BYTES`] for the
-/// node, and a flow-control window for each request waiting for it).
+/// received, decoded and checked: [`crate::csi::intake::INTAKE_BYTES`]
+/// for the node, and a flow-control window for each request waiting for
+/// it).
 pub const RESERVE_BYTES: u64 = 48 * 1024 * 1024;
 
 /// The budget a memory limit leaves for volumes: the limit minus

@@ -254,6 +254,37 @@ pub(in crate::render) fn typed_range_key(text: &str) -> Option<Value> {
     serde_json::from_str(key).ok()
 }
 
+/// Go's `reflect.DeepEqual` over the model: same type, same value. For
+/// the scalars a map key can be, it is also Go's `==` on `interface{}`
+/// keys (a NaN equals nothing).
+pub(in crate::render) fn deep_equal(a: &Go<'_>, b: &Go<'_>) -> bool {
+    match (a, b) {
+        (Go::Nil, Go::Nil) => true,
+        (Go::Bool(x), Go::Bool(y)) => x == y,
+        (Go::Str(x), Go::Str(y)) => x == y,
+        (Go::Number(x), Go::Number(y)) => x.as_str() == y.as_str(),
+        (Go::Int(x), Go::Int(y)) | (Go::Int64(x), Go::Int64(y)) => x == y,
+        #[allow(clippy::float_cmp)] // DeepEqual compares floats with ==
+        (Go::Float(x), Go::Float(y)) => x == y,
+        (Go::List(x), Go::List(y)) | (Go::Strings(x), Go::Strings(y)) => x == y,
+        (Go::Map(x), Go::Map(y)) => x == y,
+        (Go::Time(x), Go::Time(y)) => x == y,
+        (Go::Semver(x), Go::Semver(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// A `json.Number` as yaml.v2 and BurntSushi/toml write one: the `int64`
+/// it holds, else the `float64` (`strconv.ParseFloat`, out of range
+/// failing), else neither.
+pub(in crate::render) fn number_as_int_or_float(n: &Number) -> Option<Result<i64, f64>> {
+    let text = n.as_str();
+    if let Ok(i) = text.parse::<i64>() {
+        return Some(Ok(i));
+    }
+    text.parse::<f64>().ok().filter(|f| f.is_finite()).map(Err)
+}
+
 /// A `nil` map.
 pub(in crate::render) fn nil_map() -> Value {
     tag("nilmap", Value::Null)

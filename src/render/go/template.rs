@@ -226,7 +226,7 @@ fn index(base: &Go<'_>, key: &Go<'_>) -> Result<Value, String> {
         },
         // Any key: found when of the same type and value.
         Go::AnyMap(pairs) => Ok(model::pairs(pairs)
-            .find(|(k, _)| super::yaml::parse::same_key(k, key))
+            .find(|(k, _)| model::deep_equal(k, key))
             .map_or(Value::Null, |(_, v)| model::value(&v))),
         Go::List(items) | Go::Strings(items) => Ok(items[position(items.len())?].clone()),
         Go::Str(bytes) => Ok(model::int(i64::from(bytes[position(bytes.len())?]))),

@@ -232,18 +232,16 @@ impl Encoder {
             Go::Int(n) | Go::Int64(n) => self.out.push_str(&n.to_string()),
             Go::Float(f) => self.float(*f),
             // A json.Number is written as the int64 or float64 it holds.
-            Go::Number(n) => {
-                let text = n.as_str();
-                if let Ok(i) = text.parse::<i64>() {
-                    self.out.push_str(&i.to_string());
-                } else if let Some(f) = text.parse::<f64>().ok().filter(|f| f.is_finite()) {
-                    self.float(f);
-                } else {
+            Go::Number(n) => match model::number_as_int_or_float(n) {
+                Some(Ok(i)) => self.out.push_str(&i.to_string()),
+                Some(Err(f)) => self.float(f),
+                None => {
                     return Err(format!(
-                        "toml: unable to convert {text:?} to int64 or float64"
+                        "toml: unable to convert {:?} to int64 or float64",
+                        n.as_str()
                     ));
                 }
-            }
+            },
             Go::Time(t) => self
                 .out
                 .push_str(&layout::format(t, b"2006-01-02T15:04:05.999999999Z07:00")),

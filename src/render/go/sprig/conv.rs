@@ -112,23 +112,7 @@ pub(super) fn kind_of(g: &Go<'_>) -> &'static str {
     }
 }
 
-/// Go's `reflect.DeepEqual` over the model: same type, same value.
-pub(super) fn deep_equal(a: &Go<'_>, b: &Go<'_>) -> bool {
-    match (a, b) {
-        (Go::Nil, Go::Nil) => true,
-        (Go::Bool(x), Go::Bool(y)) => x == y,
-        (Go::Str(x), Go::Str(y)) => x == y,
-        (Go::Number(x), Go::Number(y)) => x.as_str() == y.as_str(),
-        (Go::Int(x), Go::Int(y)) | (Go::Int64(x), Go::Int64(y)) => x == y,
-        #[allow(clippy::float_cmp)] // DeepEqual compares floats with ==
-        (Go::Float(x), Go::Float(y)) => x == y,
-        (Go::List(x), Go::List(y)) | (Go::Strings(x), Go::Strings(y)) => x == y,
-        (Go::Map(x), Go::Map(y)) => x == y,
-        (Go::Time(x), Go::Time(y)) => x == y,
-        (Go::Semver(x), Go::Semver(y)) => x == y,
-        _ => false,
-    }
-}
+pub(super) use super::super::model::deep_equal;
 
 /// The items of a list (`[]interface{}` or `[]string`).
 pub(super) fn list_items<'a>(g: &'a Go<'_>) -> Result<&'a [Value], String> {

@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use super::super::args::arity;
 use super::super::clock::{self, Time, layout};
 use super::super::model::{self, Go};
 use super::conv::{Out, charge, int, string, text};
@@ -45,17 +46,6 @@ fn in_zone(layout_text: &[u8], t: &Time, zone: &Go<'_>) -> Out {
         &t.in_zone(offset, &abbreviation),
         layout_text,
     )))
-}
-
-fn arity(name: &str, args: &[Go<'_>], n: usize) -> Result<(), String> {
-    if args.len() == n {
-        Ok(())
-    } else {
-        Err(format!(
-            "wrong number of args for {name}: want {n} got {}",
-            args.len()
-        ))
-    }
 }
 
 fn modify(name: &str, args: &[Go<'_>], must: bool) -> Out {

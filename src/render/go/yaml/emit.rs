@@ -102,16 +102,11 @@ impl Encoder<'_> {
             Go::Float(f) => self.float(*f),
             // yaml.v2 writes a json.Number as the int64 or float64 it
             // holds, else as its text.
-            Go::Number(n) => {
-                let text = n.as_str();
-                if let Ok(i) = text.parse::<i64>() {
-                    self.plain(&i.to_string())
-                } else if let Some(f) = go_parse_float(text) {
-                    self.float(f)
-                } else {
-                    self.string(text.as_bytes())
-                }
-            }
+            Go::Number(n) => match model::number_as_int_or_float(n) {
+                Some(Ok(i)) => self.plain(&i.to_string()),
+                Some(Err(f)) => self.float(f),
+                None => self.string(n.as_str().as_bytes()),
+            },
             Go::Str(bytes) => self.string(bytes),
             Go::Map(map) => self.mapping(
                 map.iter()
@@ -147,12 +142,6 @@ fn key_of<'a>(k: &'a Go<'_>) -> Key<'a> {
         Go::Str(s) => std::str::from_utf8(s).map_or(Key::Nil, Key::Str),
         _ => Key::Nil,
     }
-}
-
-/// `strconv.ParseFloat(s, 64)` of a json.Number's text (always a JSON
-/// number, so only range can fail).
-fn go_parse_float(text: &str) -> Option<f64> {
-    text.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
 /// yaml.v2's `encodeBase64`: standard base64, in lines of 70 characters

@@ -4,7 +4,7 @@
 //! `interface{}` ([`parse`]), over `libyaml-safer`'s emitter and parser.
 
 mod emit;
-pub(super) mod parse;
+mod parse;
 mod resolve;
 
 use super::args::{Out, arity, s};

@@ -287,28 +287,14 @@ impl Decoder<'_> {
     }
 }
 
-/// Go's map assignment: an equal key (same type, same value) is replaced.
+/// Go's map assignment: an equal key (same type, same value,
+/// [`model::deep_equal`]) is replaced.
 fn set(pairs: &mut Vec<(Value, Value)>, key: Value, value: Value) {
-    let same = |k: &Value| same_key(&go(k), &go(&key));
+    let same = |k: &Value| model::deep_equal(&go(k), &go(&key));
     if let Some(slot) = pairs.iter_mut().find(|(k, _)| same(k)) {
         slot.1 = value;
     } else {
         pairs.push((key, value));
-    }
-}
-
-/// Two keys of a `map[interface{}]interface{}` are equal: same type and
-/// value (a NaN equals nothing).
-pub(in crate::render::go) fn same_key(a: &Go<'_>, b: &Go<'_>) -> bool {
-    match (a, b) {
-        (Go::Nil, Go::Nil) => true,
-        (Go::Bool(x), Go::Bool(y)) => x == y,
-        (Go::Int(x), Go::Int(y)) | (Go::Int64(x), Go::Int64(y)) => x == y,
-        #[allow(clippy::float_cmp)] // Go's map keys compare with ==
-        (Go::Float(x), Go::Float(y)) => x == y,
-        (Go::Str(x), Go::Str(y)) => x == y,
-        (Go::Number(x), Go::Number(y)) => x.as_str() == y.as_str(),
-        _ => false,
     }
 }
 

@@ -183,12 +183,41 @@ impl Gen {
         pos: Pos,
         scope: &Scope,
     ) -> Result<String, Refusal> {
-        // Computed write data: the `key=value` strings are handed to the
-        // driver's helper as they are, which reads them as consul-template
-        // does when the render runs.
+        // A computed path or computed write data: the `key=value` strings
+        // go to the driver's helper as they are, which reads them as
+        // consul-template does when the render runs. Literal ones are
+        // checked here as consul-template would read them.
         if let Some(((path, p), rest)) = args.split_first()
-            && rest.iter().any(|(a, _)| !matches!(a, Expr::Str(_)))
+            && (!matches!(path, Expr::Str(_))
+                || rest.iter().any(|(a, _)| !matches!(a, Expr::Str(_))))
         {
+            let literals: Vec<&str> = rest
+                .iter()
+                .filter_map(|(a, _)| match a {
+                    Expr::Str(s) => Some(s.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(kv) = literals
+                .iter()
+                .find(|kv| !kv.is_empty() && !kv.contains('='))
+            {
+                return refuse(
+                    pos,
+                    format!("secret argument {kv:?}"),
+                    "write arguments must be `key=value`",
+                );
+            }
+            if !rest.is_empty()
+                && literals.len() == rest.len()
+                && literals.iter().all(|kv| kv.is_empty())
+            {
+                return refuse(
+                    pos,
+                    "secret",
+                    "every argument is empty: the agent writes to the path with no data, the driver would read it",
+                );
+            }
             let path = match path {
                 Expr::Str(literal) => hbs_string(literal.trim().trim_matches('/')),
                 computed => self.computed_path(computed, *p, scope)?,
@@ -201,28 +230,6 @@ impl Gen {
                 };
                 call.push(' ');
                 call.push_str(&value);
-            }
-            call.push(')');
-            return Ok(call);
-        }
-        // A computed path with literal `key=value` arguments (named
-        // arguments of the driver's helper).
-        if let Some(((path, p), rest)) = args.split_first()
-            && !matches!(path, Expr::Str(_))
-        {
-            let mut literal = vec![(Expr::Str("-".to_owned()), *p)];
-            literal.extend(rest.iter().cloned());
-            let request = Request::parse(&literal, pos, "secret")?;
-            if request.write && request.args.is_empty() {
-                return refuse(
-                    pos,
-                    "secret",
-                    "every argument is empty: the agent writes to the path with no data, the driver would read it",
-                );
-            }
-            let mut call = format!("(secret {}", self.computed_path(path, *p, scope)?);
-            for (k, v) in &request.args {
-                write!(call, " {k}={}", hbs_string(v)).unwrap_or_default();
             }
             call.push(')');
             return Ok(call);

@@ -449,15 +449,9 @@ pub(in crate::render) fn parse(layout: &[u8], value: &[u8]) -> Result<Time, Stri
 /// Go's checks and zone rules after the elements are read: AM/PM, the
 /// day of the year, the day of the month, and which zone the time is in.
 fn resolve(mut f: Fields, full_layout: &[u8], full_value: &[u8]) -> Result<Time, String> {
-    let out_of_range = |what: &str| {
-        parse_error(
-            full_layout,
-            full_value,
-            b"",
-            b"",
-            &format!(": {what} out of range"),
-        )
-    };
+    // Go's errors about the whole value (no element quoted).
+    let invalid = |message: &str| parse_error(full_layout, full_value, b"", b"", message);
+    let out_of_range = |what: &str| invalid(&format!(": {what} out of range"));
     if f.pm && f.hour < 12 {
         f.hour += 12;
     } else if f.am && f.hour == 12 {
@@ -486,23 +480,11 @@ fn resolve(mut f: Fields, full_layout: &[u8], full_value: &[u8]) -> Result<Time,
             d = yday - BEFORE[usize::try_from(m - 1).unwrap_or(0)];
         }
         if f.month >= 0 && f.month != m {
-            return Err(parse_error(
-                full_layout,
-                full_value,
-                b"",
-                b"",
-                ": day-of-year does not match month",
-            ));
+            return Err(invalid(": day-of-year does not match month"));
         }
         f.month = m;
         if f.day >= 0 && f.day != d {
-            return Err(parse_error(
-                full_layout,
-                full_value,
-                b"",
-                b"",
-                ": day-of-year does not match day",
-            ));
+            return Err(invalid(": day-of-year does not match day"));
         }
         f.day = d;
     } else {

@@ -75,13 +75,12 @@ impl NodeService {
 impl Node for NodeService {
     async fn node_publish_volume(
         &self,
-        request: Request<NodePublishVolumeRequest>,
+        mut request: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let started = Instant::now();
         let answer_by = deadline::answer_by(request.metadata());
         // The request's share of the intake budget, given back once the
         // request is checked and let go of (`csi::intake`).
-        let mut request = request;
         let intake = request.extensions_mut().remove::<IntakeSlot>();
         let r = request.into_inner();
         let pod_ns = r

@@ -289,10 +289,7 @@ pub(super) fn call(name: &str, args: &[Go<'_>]) -> Option<Out> {
     Some(arity(name, args, 1).and_then(|()| {
         let mut encoder = Encoder { out: String::new() };
         encoder.encode(&mut Vec::new(), &args[0])?;
-        let text = encoder
-            .out
-            .trim_matches(|c: char| c.is_whitespace())
-            .to_owned();
+        let text = encoder.out.trim().to_owned();
         budget::charge(0, [&Value::String(text.clone())]).map_err(|e| e.to_string())?;
         Ok(Value::String(text))
     }))

@@ -180,15 +180,7 @@ pub(super) fn to_yaml(value: &Go<'_>) -> Out {
             .map_err(|e| format!("toYAML: {e}"))?;
     }
     let text = lossy(&out);
-    Ok(model::string_value(
-        text.trim_matches(is_go_space).as_bytes(),
-    ))
-}
-
-/// `unicode.IsSpace` for `bytes.TrimSpace`.
-fn is_go_space(c: char) -> bool {
-    matches!(
-        c,
-        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}'
-    ) || c.is_whitespace()
+    // `bytes.TrimSpace`: `str::trim` trims Unicode's White_Space, the
+    // characters Go's `unicode.IsSpace` names.
+    Ok(model::string_value(text.trim().as_bytes()))
 }

@@ -327,8 +327,17 @@ async fn records_of_the_previous_format_are_migrated_without_a_login() {
         1,
         "the recorded token was reused"
     );
-    let migrated: serde_json::Value = serde_json::from_str(&read(&record)).unwrap();
-    assert_eq!(migrated["version"], 3, "written back in the current format");
+    // The record is saved after the files it describes are replaced: wait
+    // for it rather than read it the moment the page changes.
+    wait_for(
+        "the record written back in the current format",
+        Duration::from_secs(10),
+        || {
+            serde_json::from_str::<serde_json::Value>(&read(&record))
+                .is_ok_and(|migrated| migrated["version"] == 3)
+        },
+    )
+    .await;
     h.unpublish_ok("v").await;
     assert!(
         vault.tokens().iter().all(|t| t.revoked),
